@@ -1,0 +1,238 @@
+//! `samband.v1.Messaging`: what members do.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::ApiError;
+use crate::identity::{IdentityError, Member};
+use crate::model::{ChannelId, ChannelName, Cursor, Priority, Role};
+use crate::node::{NewPost, Shared, Start};
+use crate::proto::{self, messaging_server};
+use crate::store::{Page, Stored};
+
+/// Default and largest page sizes of History.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 1000;
+/// Messages buffered per subscriber stream before it reads from the store instead.
+const STREAM_BUFFER: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct Messaging {
+    shared: Arc<Shared>,
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The wire form of a stored message.
+fn message(stored: &Stored) -> proto::Message {
+    let env = &stored.envelope;
+    proto::Message {
+        cursor: stored.cursor.encode(),
+        channel: env.channel.clone(),
+        origin: env.origin.clone(),
+        origin_seq: env.origin_seq,
+        author: env.author.clone(),
+        hlc: env.hlc,
+        unix_ms: stored.cursor.hlc.unix_ms(),
+        priority: env.priority,
+        text: String::from_utf8_lossy(&env.body).into_owned(),
+    }
+}
+
+fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
+    proto::Channel {
+        id: record.id,
+        home: record.home,
+        name: record.name,
+        shared: false,
+        created_unix_ms: record.created_unix_ms,
+    }
+}
+
+fn cursor(s: &str) -> Result<Cursor, ApiError> {
+    Ok(Cursor::decode(s)?)
+}
+
+// === impl Messaging ===
+
+impl Messaging {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The calling member, from the connection's verified client certificate.
+    fn member<T>(&self, request: &Request<T>) -> Result<Member, ApiError> {
+        let certs = request.peer_certs().ok_or(IdentityError::NoCertificate)?;
+        let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
+        Ok(Member::from_certificate(leaf, &self.shared.org)?)
+    }
+
+    /// A channel this node holds, by `home/name` or (for this org) `name`.
+    fn existing_channel(&self, given: &str) -> Result<ChannelId, ApiError> {
+        let id = ChannelId::parse_or_local(given, &self.shared.org)?;
+        match self.shared.store.channel(&id)? {
+            Some(_) => Ok(id),
+            None => Err(ApiError::NotFound(format!("channel {id} does not exist on this node"))),
+        }
+    }
+}
+
+type MessageStream = Pin<Box<dyn Stream<Item = Result<proto::Message, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl messaging_server::Messaging for Messaging {
+    async fn create_channel(
+        &self,
+        request: Request<proto::CreateChannelRequest>,
+    ) -> Result<Response<proto::Channel>, Status> {
+        let member = self.member(&request)?;
+        if member.role != Role::Admin {
+            return Err(ApiError::PermissionDenied(format!(
+                "creating a channel needs the admin role; {} is a member",
+                member.name
+            ))
+            .into());
+        }
+        let name = ChannelName::parse(&request.get_ref().name).map_err(ApiError::from)?;
+        let id = ChannelId::new(self.shared.org.clone(), name.clone());
+        let record = proto::ChannelRecord {
+            id: id.to_string(),
+            home: self.shared.org.to_string(),
+            name: name.to_string(),
+            created_unix_ms: unix_ms_now(),
+        };
+        if !self.shared.store.create_channel(&record).map_err(ApiError::from)? {
+            return Err(ApiError::AlreadyExists(format!("channel {id} exists already")).into());
+        }
+        tracing::info!(channel = %id, by = %member.name, "channel created");
+        Ok(Response::new(channel_message(record)))
+    }
+
+    async fn list_channels(
+        &self,
+        request: Request<proto::ListChannelsRequest>,
+    ) -> Result<Response<proto::ListChannelsResponse>, Status> {
+        self.member(&request)?;
+        let channels = self.shared.store.channels().map_err(ApiError::from)?;
+        Ok(Response::new(proto::ListChannelsResponse { channels: channels.into_iter().map(channel_message).collect() }))
+    }
+
+    async fn post(&self, request: Request<proto::PostRequest>) -> Result<Response<proto::PostResponse>, Status> {
+        let member = self.member(&request)?;
+        let req = request.into_inner();
+        let channel = self.existing_channel(&req.channel)?;
+        let limit = self.shared.limits.max_body_bytes;
+        if req.text.is_empty() {
+            return Err(ApiError::InvalidArgument("message text is empty".into()).into());
+        }
+        if req.text.len() > limit {
+            return Err(ApiError::InvalidArgument(format!(
+                "message text is {} bytes; this node accepts at most {limit} (limits.max_body_bytes)",
+                req.text.len()
+            ))
+            .into());
+        }
+        let priority = Priority::from_i32(req.priority)
+            .ok_or_else(|| ApiError::InvalidArgument(format!("unknown priority {}", req.priority)))?;
+        let post = NewPost { channel, author: member.name, priority, body: req.text.into_bytes() };
+        let stored = self.shared.writer.post(post).await.map_err(ApiError::from)?;
+        Ok(Response::new(proto::PostResponse {
+            cursor: stored.cursor.encode(),
+            origin: stored.envelope.origin.clone(),
+            origin_seq: stored.envelope.origin_seq,
+            hlc: stored.envelope.hlc,
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
+        self.member(&request)?;
+        let req = request.into_inner();
+        let channel = self.existing_channel(&req.channel)?;
+        let limit = match req.limit {
+            0 => DEFAULT_PAGE,
+            n if n > MAX_PAGE => {
+                return Err(ApiError::InvalidArgument(format!("limit {n} is above the maximum page of {MAX_PAGE}")).into());
+            }
+            n => n,
+        };
+        let page = match req.position {
+            None => Page::Newest,
+            Some(proto::history_request::Position::Before(c)) => Page::Before(cursor(&c)?),
+            Some(proto::history_request::Position::After(c)) => Page::After(cursor(&c)?),
+        };
+        let (messages, more) = self.shared.store.history(&channel, &page, limit as usize).map_err(ApiError::from)?;
+        Ok(Response::new(proto::HistoryResponse { messages: messages.iter().map(message).collect(), more }))
+    }
+
+    type SubscribeStream = MessageStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let member = self.member(&request)?;
+        let req = request.into_inner();
+        let channel = self.existing_channel(&req.channel)?;
+        let start = match req.start {
+            None | Some(proto::subscribe_request::Start::FromBeginning(false)) => Start::Live,
+            Some(proto::subscribe_request::Start::FromBeginning(true)) => Start::Beginning,
+            Some(proto::subscribe_request::Start::After(c)) => Start::After(cursor(&c)?),
+        };
+        let mut subscription = self.shared.subscribe(&channel, start).map_err(ApiError::from)?;
+        let shutdown = self.shared.shutdown.clone();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tracing::debug!(%channel, member = %member.name, "subscriber joined");
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the node is shutting down"))).await;
+                        break;
+                    }
+                    () = tx.closed() => break,
+                    next = subscription.next() => next,
+                };
+                let batch = match next {
+                    Some(Ok(batch)) => batch,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(ApiError::from(e).into())).await;
+                        break;
+                    }
+                    None => break,
+                };
+                for stored in batch {
+                    if tx.send(Ok(message(&stored))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn status(&self, request: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+        let member = self.member(&request)?;
+        let channels = self.shared.store.channels().map_err(ApiError::from)?;
+        Ok(Response::new(proto::StatusResponse {
+            org: self.shared.org.to_string(),
+            member: member.name.to_string(),
+            role: match member.role {
+                Role::Member => proto::Role::Member,
+                Role::Admin => proto::Role::Admin,
+            } as i32,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.shared.started.elapsed().as_secs(),
+            channels: channels.len() as u32,
+        }))
+    }
+}

@@ -1,0 +1,82 @@
+//! Connecting to a node as a member, from an identity bundle.
+//!
+//! Uses the same rustls settings as the node (TLS 1.3, ring, the org CA as
+//! the only root) through a tokio-rustls connector, with TCP_NODELAY.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pki::{IdentityBundle, PkiError};
+use crate::proto::messaging_client::MessagingClient;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("endpoint {0:?} is not host:port")]
+    Endpoint(String),
+    #[error("cannot connect to {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+}
+
+/// The host part of `host:port` or `[v6]:port`.
+fn host_of(endpoint: &str) -> Option<&str> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
+
+/// Opens a channel to `endpoint` (default: the bundle's) as the bundle's member.
+pub async fn connect_channel(bundle: &IdentityBundle, endpoint: Option<&str>) -> Result<Channel, ClientError> {
+    let endpoint = endpoint.unwrap_or(&bundle.info.endpoint).to_owned();
+    let host = host_of(&endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.clone()))?;
+    let server_name = ServerName::try_from(host.to_owned()).map_err(|_| ClientError::Endpoint(endpoint.clone()))?;
+    let connector = TlsConnector::from(Arc::new(bundle.client_tls()?));
+    let uri = Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|_| ClientError::Endpoint(endpoint.clone()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let addr = endpoint.clone();
+    let dial = tower::service_fn(move |_| {
+        let (connector, server_name, addr) = (connector.clone(), server_name.clone(), addr.clone());
+        async move {
+            let tcp = TcpStream::connect(&addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+    uri.connect_with_connector(dial).await.map_err(|e| ClientError::Connect {
+        endpoint,
+        message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+    })
+}
+
+/// A Messaging client for the bundle's member.
+pub async fn connect(bundle: &IdentityBundle, endpoint: Option<&str>) -> Result<MessagingClient<Channel>, ClientError> {
+    Ok(MessagingClient::new(connect_channel(bundle, endpoint).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("localhost:7443"), Some("localhost"));
+        assert_eq!(host_of("[::1]:7443"), Some("::1"));
+        assert_eq!(host_of("127.0.0.1:1"), Some("127.0.0.1"));
+        assert_eq!(host_of("localhost"), None);
+        assert_eq!(host_of(":1"), None);
+        assert_eq!(host_of("h:99999"), None);
+    }
+}

@@ -1,0 +1,255 @@
+//! The node's configuration file, `DIR/config.toml`.
+//!
+//! Owns parsing, defaults and validation, and the commented template that
+//! `init` writes. Every key is documented here and in the template; an
+//! unknown key or a bad value is an error that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::OrgId;
+
+/// Name of the configuration file inside a node directory.
+pub const FILE_NAME: &str = "config.toml";
+
+/// A node's configuration, as validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The organisation this node serves.
+    pub org: OrgId,
+    pub client: ClientSection,
+    pub federation: FederationSection,
+    pub limits: Limits,
+    pub store: StoreSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// Address the member listener binds (gRPC, mutual TLS 1.3).
+    pub listen: SocketAddr,
+    /// `host:port` members dial; written into their identity bundles.
+    pub advertise: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// Address the partner-node listener binds.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Memory sled may use for its page cache, in MiB.
+    pub cache_mib: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `samband=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+/// The file as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    org: String,
+    client: ClientSection,
+    federation: FederationSection,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    log: LogSection,
+}
+
+/// Upper bound for `limits.max_body_bytes`: large payloads belong in files, not messages.
+pub const MAX_BODY_CEILING: usize = 4 * 1024 * 1024;
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates `DIR/config.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let path = dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |key, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
+        let org = OrgId::parse(&raw.org).map_err(|e| invalid("org", e.to_string()))?;
+        if raw.limits.max_body_bytes == 0 || raw.limits.max_body_bytes > MAX_BODY_CEILING {
+            return Err(invalid(
+                "limits.max_body_bytes",
+                format!("must be between 1 and {MAX_BODY_CEILING}, not {}", raw.limits.max_body_bytes),
+            ));
+        }
+        if !(1..=65536).contains(&raw.store.cache_mib) {
+            return Err(invalid("store.cache_mib", format!("must be between 1 and 65536, not {}", raw.store.cache_mib)));
+        }
+        if raw.client.advertise.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+            return Err(invalid("client.advertise", format!("must be host:port, not {:?}", raw.client.advertise)));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+            return Err(invalid("log.level", format!("{:?} is not a log filter (try \"info\")", raw.log.level)));
+        }
+        Ok(Self {
+            org,
+            client: raw.client,
+            federation: raw.federation,
+            limits: raw.limits,
+            store: raw.store,
+            log: raw.log,
+        })
+    }
+
+    /// The commented file `init` writes.
+    pub fn template(org: &OrgId, client_listen: SocketAddr, advertise: &str, federation_listen: SocketAddr) -> String {
+        let limits = Limits::default();
+        let store = StoreSection::default();
+        format!(
+            r#"# samband node configuration, written by `samband init`.
+# `samband serve --dir DIR` reads it; a bad key or value stops the node with
+# a message naming the key. Flags of `serve` override some keys.
+
+# The organisation this node serves (lower-case DNS-style name). It is bound
+# to the CA in pki/ and to the data in data/: do not change it afterwards.
+org = "{org}"
+
+[client]
+# Address the member listener binds: gRPC over mutual TLS 1.3, client
+# certificates issued by this organisation's CA only.
+listen = "{client_listen}"
+# host:port members dial; written into the identity bundles that
+# `samband user add` creates. The host must be one of the node certificate's
+# names (see `samband init --host`).
+advertise = "{advertise}"
+
+[federation]
+# Address partner organisations' nodes connect to (mutual TLS 1.3, pinned
+# partner CAs only).
+listen = "{federation_listen}"
+
+[limits]
+# Largest message body accepted, in bytes (at most {ceiling}). Larger posts
+# are refused with INVALID_ARGUMENT.
+max_body_bytes = {max_body}
+
+[store]
+# Memory the embedded store (sled) may use for its page cache, in MiB.
+cache_mib = {cache_mib}
+
+[log]
+# "human" or "json" (one JSON object per line). `serve --log-format` overrides.
+format = "human"
+# Which events to log: a tracing filter such as "info" or "samband=debug,info".
+level = "info"
+"#,
+            ceiling = MAX_BODY_CEILING,
+            max_body = limits.max_body_bytes,
+            cache_mib = store.cache_mib,
+        )
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024 }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { cache_mib: 64 }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { format: LogFormat::Human, level: "info".to_owned() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> String {
+        let org = OrgId::parse("police.example").unwrap();
+        Config::template(&org, "127.0.0.1:7443".parse().unwrap(), "localhost:7443", "127.0.0.1:7444".parse().unwrap())
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("config.toml"))
+    }
+
+    #[test]
+    fn template_parses_with_defaults() {
+        let c = parse(&template()).unwrap();
+        assert_eq!(c.org.as_str(), "police.example");
+        assert_eq!(c.limits.max_body_bytes, 65536);
+        assert_eq!(c.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("max_body_bytes = 65536", "max_body_bytes = 0", "limits.max_body_bytes"),
+            ("cache_mib = 64", "cache_mib = -1", "cache_mib"),
+            ("org = \"police.example\"", "org = \"Police\"", "org"),
+            ("format = \"human\"", "format = \"xml\"", "format"),
+            ("listen = \"127.0.0.1:7443\"", "listen = \"nowhere\"", "listen"),
+            ("advertise = \"localhost:7443\"", "advertise = \"localhost\"", "client.advertise"),
+            ("level = \"info\"", "level = \"=[\"", "log.level"),
+            ("[limits]", "[limits]\nmax_bodybytes = 1", "max_bodybytes"),
+        ];
+        for (from, to, key) in cases {
+            let text = template().replacen(from, to, 1);
+            assert_ne!(text, template(), "case {from} did not apply");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{to}: error {err:?} does not name {key}");
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! samband: a federated organisation-to-organisation relay for crisis
+//! communication. Each organisation runs its own node; members talk over
+//! gRPC with mutual TLS; every acknowledged message is on disk.
+//!
+//! # Layout
+//!
+//! * [`model`] — plain values: org, channel and member names, hybrid
+//!   logical clock, cursors, envelope signing. Pure, no I/O.
+//! * [`config`] — `config.toml`: parsing, defaults, validation, template.
+//! * [`pki`] — the org CA, node and member certificates (rcgen), the
+//!   message-signing key, rustls settings, identity bundles.
+//! * [`identity`] — who is calling, from a verified client certificate.
+//! * [`store`] — the only code that touches sled; all key layouts.
+//! * [`node`] — a running node: writer with group commit, fan-out,
+//!   subscriptions, TLS listener, ordered shutdown.
+//! * `api` — tonic services; the one place errors become `Status`.
+//! * [`client`] — connecting to a node as a member.
+//! * [`proto`] — generated protobuf and gRPC code (`proto/`).
+//!
+//! The binary (`src/main.rs`, `src/cli/`) parses the command line and calls
+//! into this library; the library never reads environment variables or exits.
+
+#![forbid(unsafe_code)]
+
+mod api;
+pub mod client;
+pub mod config;
+pub mod identity;
+pub mod model;
+pub mod node;
+pub mod pki;
+pub mod store;
+
+/// Generated from `proto/samband/v1/*.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all, missing_debug_implementations)]
+pub mod proto {
+    tonic::include_proto!("samband.v1");
+
+    /// The encoded descriptor set of `proto/`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/samband_descriptor.bin"));
+}

@@ -1,0 +1,37 @@
+//! Live fan-out of committed messages to subscribers: one broadcast channel
+//! per channel id, created on first subscription, dropped with its last
+//! subscriber. Publishing never waits for a subscriber.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::model::ChannelId;
+use crate::store::Stored;
+
+/// How many messages a subscriber may fall behind before it is told it lagged
+/// (it then re-reads what it missed from the store).
+const CAPACITY: usize = 1024;
+
+#[derive(Debug, Default)]
+pub(super) struct Fanout {
+    senders: Mutex<HashMap<ChannelId, broadcast::Sender<Arc<Stored>>>>,
+}
+
+impl Fanout {
+    pub(super) fn subscribe(&self, channel: &ChannelId) -> broadcast::Receiver<Arc<Stored>> {
+        let mut senders = self.senders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        senders.entry(channel.clone()).or_insert_with(|| broadcast::channel(CAPACITY).0).subscribe()
+    }
+
+    pub(super) fn publish(&self, channel: &ChannelId, message: Arc<Stored>) {
+        let mut senders = self.senders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(tx) = senders.get(channel)
+            && tx.send(message).is_err()
+        {
+            // No receiver is left: forget the channel until someone subscribes again.
+            senders.remove(channel);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The organisation's keys and certificates, and the TLS settings built from them.
+//!
+//! Owns everything under `DIR/pki/` and the member identity bundles: the org
+//! CA (rcgen), the node certificate, the Ed25519 message-signing key, member
+//! certificates, and the rustls configurations (TLS 1.3 only, ring only).
+//! Private keys are written 0600 and never overwritten.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::signature::Ed25519KeyPair;
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::model::{MemberName, OrgId, Role};
+
+/// Files in `DIR/pki/`.
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+const NODE_CERT: &str = "node.pem";
+const NODE_KEY: &str = "node.key";
+const SIGNING_KEY: &str = "signing.key";
+
+/// Files in an identity bundle directory.
+const BUNDLE_CA: &str = "ca.pem";
+const BUNDLE_CERT: &str = "cert.pem";
+const BUNDLE_KEY: &str = "key.pem";
+const BUNDLE_IDENTITY: &str = "identity.toml";
+
+/// The organizational-unit value that marks a node certificate.
+pub const NODE_ROLE: &str = "node";
+
+const CA_VALIDITY: Duration = Duration::days(3650);
+const NODE_VALIDITY: Duration = Duration::days(825);
+const MEMBER_VALIDITY: Duration = Duration::days(397);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("{0} already exists; refusing to overwrite it")]
+    Exists(PathBuf),
+}
+
+/// The node's own PKI directory, `DIR/pki`.
+#[derive(Debug, Clone)]
+pub struct OrgPki {
+    dir: PathBuf,
+}
+
+/// What a member (or the operator) holds: CA, certificate, key and where to connect.
+#[derive(Debug, Clone)]
+pub struct IdentityBundle {
+    pub dir: PathBuf,
+    pub info: IdentityInfo,
+}
+
+/// `identity.toml` of a bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityInfo {
+    pub org: String,
+    pub member: String,
+    pub role: String,
+    /// `host:port` of the node's client listener.
+    pub endpoint: String,
+}
+
+/// Installs ring as the process-wide rustls provider. Harmless when already done.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io { path: path.to_owned(), source }
+}
+
+/// Writes a new file; private keys get mode 0600. Never overwrites.
+fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => PkiError::Exists(path.to_owned()),
+        _ => PkiError::Io { path: path.to_owned(), source: e },
+    })?;
+    f.write_all(contents).and_then(|()| f.sync_all()).map_err(io_err(path))
+}
+
+fn read_text(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(io_err(path))
+}
+
+fn random_serial() -> Result<SerialNumber, PkiError> {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| PkiError::Tls("system random source failed".into()))?;
+    bytes[0] &= 0x7f; // a positive DER integer
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn leaf_params(org: &OrgId, common_name: &str, unit: &str, validity: Duration) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, org.as_str());
+    dn.push(DnType::OrganizationalUnitName, unit);
+    params.distinguished_name = dn;
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + validity;
+    params.serial_number = Some(random_serial()?);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| PkiError::Invalid { path: path.to_owned(), message: format!("not a PEM certificate file: {e}") })?;
+    if certs.is_empty() {
+        return Err(PkiError::Invalid { path: path.to_owned(), message: "no certificate in file".into() });
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| PkiError::Invalid { path: path.to_owned(), message: format!("not a PEM private key: {e}") })
+}
+
+fn roots(ca: &[CertificateDer<'static>], path: &Path) -> Result<Arc<RootCertStore>, PkiError> {
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        roots
+            .add(cert.clone())
+            .map_err(|e| PkiError::Invalid { path: path.to_owned(), message: format!("unusable CA certificate: {e}") })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+// === impl OrgPki ===
+
+impl OrgPki {
+    pub fn at(node_dir: &Path) -> Self {
+        Self { dir: node_dir.join("pki") }
+    }
+
+    /// Creates the org CA, the node certificate (for `hosts` plus localhost,
+    /// 127.0.0.1 and ::1) and the message-signing key.
+    pub fn create(node_dir: &Path, org: &OrgId, hosts: &[String]) -> Result<Self, PkiError> {
+        let pki = Self::at(node_dir);
+        std::fs::create_dir_all(&pki.dir).map_err(io_err(&pki.dir))?;
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{org} samband CA"));
+        dn.push(DnType::OrganizationName, org.as_str());
+        ca.distinguished_name = dn;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let now = OffsetDateTime::now_utc();
+        ca.not_before = now - Duration::hours(1);
+        ca.not_after = now + CA_VALIDITY;
+        ca.serial_number = Some(random_serial()?);
+        let ca_cert = ca.self_signed(&ca_key)?;
+        write_new(&pki.dir.join(CA_KEY), ca_key.serialize_pem().as_bytes(), true)?;
+        write_new(&pki.dir.join(CA_CERT), ca_cert.pem().as_bytes(), false)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let mut node = leaf_params(org, org.as_str(), NODE_ROLE, NODE_VALIDITY)?;
+        let mut names: Vec<String> = hosts.to_vec();
+        names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+        names.dedup();
+        for name in names {
+            node.subject_alt_names.push(match name.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(name.as_str().try_into()?),
+            });
+        }
+        node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let node_key = KeyPair::generate()?;
+        let node_cert = node.signed_by(&node_key, &issuer)?;
+        write_new(&pki.dir.join(NODE_KEY), node_key.serialize_pem().as_bytes(), true)?;
+        write_new(&pki.dir.join(NODE_CERT), node_cert.pem().as_bytes(), false)?;
+
+        let signing = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .map_err(|_| PkiError::Tls("Ed25519 key generation failed".into()))?;
+        let signing_pem = KeyPair::try_from(signing.as_ref())?.serialize_pem();
+        write_new(&pki.dir.join(SIGNING_KEY), signing_pem.as_bytes(), true)?;
+        Ok(pki)
+    }
+
+    /// Issues a member certificate and writes the bundle directory `out`
+    /// (which must not exist yet or be empty).
+    pub fn issue_member(
+        &self,
+        org: &OrgId,
+        member: &MemberName,
+        role: Role,
+        endpoint: &str,
+        out: &Path,
+    ) -> Result<IdentityBundle, PkiError> {
+        let ca_key_path = self.dir.join(CA_KEY);
+        let ca_key = KeyPair::from_pem(&read_text(&ca_key_path)?)
+            .map_err(|e| PkiError::Invalid { path: ca_key_path, message: e.to_string() })?;
+        let ca_path = self.dir.join(CA_CERT);
+        let ca_pem = read_text(&ca_path)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+            .map_err(|e| PkiError::Invalid { path: ca_path, message: e.to_string() })?;
+
+        let mut params = leaf_params(org, member.as_str(), role.as_str(), MEMBER_VALIDITY)?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+
+        std::fs::create_dir_all(out).map_err(io_err(out))?;
+        let info = IdentityInfo {
+            org: org.to_string(),
+            member: member.to_string(),
+            role: role.as_str().to_owned(),
+            endpoint: endpoint.to_owned(),
+        };
+        let info_text = toml::to_string(&info).map_err(|e| PkiError::Tls(e.to_string()))?;
+        write_new(&out.join(BUNDLE_KEY), key.serialize_pem().as_bytes(), true)?;
+        write_new(&out.join(BUNDLE_CERT), cert.pem().as_bytes(), false)?;
+        write_new(&out.join(BUNDLE_CA), ca_pem.as_bytes(), false)?;
+        write_new(&out.join(BUNDLE_IDENTITY), info_text.as_bytes(), false)?;
+        Ok(IdentityBundle { dir: out.to_owned(), info })
+    }
+
+    /// The org's message-signing key.
+    pub fn message_key(&self) -> Result<Ed25519KeyPair, PkiError> {
+        let path = self.dir.join(SIGNING_KEY);
+        let der = load_key(&path)?;
+        Ed25519KeyPair::from_pkcs8(der.secret_der())
+            .map_err(|e| PkiError::Invalid { path, message: format!("not an Ed25519 PKCS#8 key: {e}") })
+    }
+
+    /// TLS for the member listener: the node certificate, and client
+    /// certificates required and verified against this org's CA only.
+    pub fn client_listener_tls(&self) -> Result<rustls::ServerConfig, PkiError> {
+        let ca_path = self.dir.join(CA_CERT);
+        let roots = roots(&load_certs(&ca_path)?, &ca_path)?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(load_certs(&self.dir.join(NODE_CERT))?, load_key(&self.dir.join(NODE_KEY))?)
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+// === impl IdentityBundle ===
+
+impl IdentityBundle {
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let path = dir.join(BUNDLE_IDENTITY);
+        let info = toml::from_str(&read_text(&path)?)
+            .map_err(|e| PkiError::Invalid { path, message: e.to_string() })?;
+        Ok(Self { dir: dir.to_owned(), info })
+    }
+
+    /// TLS for dialing the node: trust only the org CA, present the member certificate.
+    pub fn client_tls(&self) -> Result<rustls::ClientConfig, PkiError> {
+        let ca_path = self.dir.join(BUNDLE_CA);
+        let roots = roots(&load_certs(&ca_path)?, &ca_path)?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                load_certs(&self.dir.join(BUNDLE_CERT))?,
+                load_key(&self.dir.join(BUNDLE_KEY))?,
+            )
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
