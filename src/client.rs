@@ -31,22 +31,35 @@ pub enum ClientError {
 fn host_of(endpoint: &str) -> Option<&str> {
     let (host, port) = endpoint.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     (!host.is_empty()).then_some(host)
 }
 
 /// Opens a channel to `endpoint` (default: the bundle's) as the bundle's member.
-pub async fn connect_channel(bundle: &IdentityBundle, endpoint: Option<&str>) -> Result<Channel, ClientError> {
-    let endpoint = endpoint.unwrap_or(&bundle.info.endpoint).to_owned();
-    let host = host_of(&endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.clone()))?;
-    let server_name = ServerName::try_from(host.to_owned()).map_err(|_| ClientError::Endpoint(endpoint.clone()))?;
-    let connector = TlsConnector::from(Arc::new(bundle.client_tls()?));
+pub async fn connect_channel(
+    bundle: &IdentityBundle,
+    endpoint: Option<&str>,
+) -> Result<Channel, ClientError> {
+    let endpoint = endpoint.unwrap_or(&bundle.info.endpoint);
+    dial(Arc::new(bundle.client_tls()?), endpoint).await
+}
+
+/// Opens a gRPC channel over TLS with the given settings to `host:port`,
+/// verifying the server certificate for `host`.
+pub async fn dial(tls: Arc<rustls::ClientConfig>, endpoint: &str) -> Result<Channel, ClientError> {
+    let host = host_of(endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.to_owned()))?;
+    let server_name = ServerName::try_from(host.to_owned())
+        .map_err(|_| ClientError::Endpoint(endpoint.to_owned()))?;
+    let connector = TlsConnector::from(tls);
     let uri = Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|_| ClientError::Endpoint(endpoint.clone()))?
+        .map_err(|_| ClientError::Endpoint(endpoint.to_owned()))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    let addr = endpoint.clone();
-    let dial = tower::service_fn(move |_| {
+    let addr = endpoint.to_owned();
+    let connect = tower::service_fn(move |_| {
         let (connector, server_name, addr) = (connector.clone(), server_name.clone(), addr.clone());
         async move {
             let tcp = TcpStream::connect(&addr).await?;
@@ -55,15 +68,22 @@ pub async fn connect_channel(bundle: &IdentityBundle, endpoint: Option<&str>) ->
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    uri.connect_with_connector(dial).await.map_err(|e| ClientError::Connect {
-        endpoint,
-        message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
-    })
+    uri.connect_with_connector(connect)
+        .await
+        .map_err(|e| ClientError::Connect {
+            endpoint: endpoint.to_owned(),
+            message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+        })
 }
 
 /// A Messaging client for the bundle's member.
-pub async fn connect(bundle: &IdentityBundle, endpoint: Option<&str>) -> Result<MessagingClient<Channel>, ClientError> {
-    Ok(MessagingClient::new(connect_channel(bundle, endpoint).await?))
+pub async fn connect(
+    bundle: &IdentityBundle,
+    endpoint: Option<&str>,
+) -> Result<MessagingClient<Channel>, ClientError> {
+    Ok(MessagingClient::new(
+        connect_channel(bundle, endpoint).await?,
+    ))
 }
 
 #[cfg(test)]

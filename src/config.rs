@@ -76,11 +76,18 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {message}")]
-    Invalid { path: PathBuf, key: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
 }
 
 /// The file as written, before validation.
@@ -107,8 +114,10 @@ impl Config {
     /// Reads and validates `DIR/config.toml`.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let path = dir.join(FILE_NAME);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
         Self::parse(&text, &path)
     }
 
@@ -118,22 +127,43 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let invalid = |key, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
         let org = OrgId::parse(&raw.org).map_err(|e| invalid("org", e.to_string()))?;
         if raw.limits.max_body_bytes == 0 || raw.limits.max_body_bytes > MAX_BODY_CEILING {
             return Err(invalid(
                 "limits.max_body_bytes",
-                format!("must be between 1 and {MAX_BODY_CEILING}, not {}", raw.limits.max_body_bytes),
+                format!(
+                    "must be between 1 and {MAX_BODY_CEILING}, not {}",
+                    raw.limits.max_body_bytes
+                ),
             ));
         }
         if !(1..=65536).contains(&raw.store.cache_mib) {
-            return Err(invalid("store.cache_mib", format!("must be between 1 and 65536, not {}", raw.store.cache_mib)));
+            return Err(invalid(
+                "store.cache_mib",
+                format!("must be between 1 and 65536, not {}", raw.store.cache_mib),
+            ));
         }
-        if raw.client.advertise.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
-            return Err(invalid("client.advertise", format!("must be host:port, not {:?}", raw.client.advertise)));
+        if raw
+            .client
+            .advertise
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(invalid(
+                "client.advertise",
+                format!("must be host:port, not {:?}", raw.client.advertise),
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
-            return Err(invalid("log.level", format!("{:?} is not a log filter (try \"info\")", raw.log.level)));
+            return Err(invalid(
+                "log.level",
+                format!("{:?} is not a log filter (try \"info\")", raw.log.level),
+            ));
         }
         Ok(Self {
             org,
@@ -146,7 +176,12 @@ impl Config {
     }
 
     /// The commented file `init` writes.
-    pub fn template(org: &OrgId, client_listen: SocketAddr, advertise: &str, federation_listen: SocketAddr) -> String {
+    pub fn template(
+        org: &OrgId,
+        client_listen: SocketAddr,
+        advertise: &str,
+        federation_listen: SocketAddr,
+    ) -> String {
         let limits = Limits::default();
         let store = StoreSection::default();
         format!(
@@ -196,7 +231,9 @@ level = "info"
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024 }
+        Self {
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -208,7 +245,10 @@ impl Default for StoreSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { format: LogFormat::Human, level: "info".to_owned() }
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -218,7 +258,12 @@ mod tests {
 
     fn template() -> String {
         let org = OrgId::parse("police.example").unwrap();
-        Config::template(&org, "127.0.0.1:7443".parse().unwrap(), "localhost:7443", "127.0.0.1:7444".parse().unwrap())
+        Config::template(
+            &org,
+            "127.0.0.1:7443".parse().unwrap(),
+            "localhost:7443",
+            "127.0.0.1:7444".parse().unwrap(),
+        )
     }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -236,12 +281,24 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            ("max_body_bytes = 65536", "max_body_bytes = 0", "limits.max_body_bytes"),
+            (
+                "max_body_bytes = 65536",
+                "max_body_bytes = 0",
+                "limits.max_body_bytes",
+            ),
             ("cache_mib = 64", "cache_mib = -1", "cache_mib"),
             ("org = \"police.example\"", "org = \"Police\"", "org"),
             ("format = \"human\"", "format = \"xml\"", "format"),
-            ("listen = \"127.0.0.1:7443\"", "listen = \"nowhere\"", "listen"),
-            ("advertise = \"localhost:7443\"", "advertise = \"localhost\"", "client.advertise"),
+            (
+                "listen = \"127.0.0.1:7443\"",
+                "listen = \"nowhere\"",
+                "listen",
+            ),
+            (
+                "advertise = \"localhost:7443\"",
+                "advertise = \"localhost\"",
+                "client.advertise",
+            ),
             ("level = \"info\"", "level = \"=[\"", "log.level"),
             ("[limits]", "[limits]\nmax_bodybytes = 1", "max_bodybytes"),
         ];

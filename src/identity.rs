@@ -37,20 +37,40 @@ fn attribute<'a>(
     iter: impl Fn(&'a X509Certificate<'a>) -> Option<&'a x509_parser::x509::AttributeTypeAndValue<'a>>,
     what: &'static str,
 ) -> Result<&'a str, IdentityError> {
-    iter(cert).ok_or(IdentityError::Missing(what))?.as_str().map_err(|_| IdentityError::Missing(what))
+    iter(cert)
+        .ok_or(IdentityError::Missing(what))?
+        .as_str()
+        .map_err(|_| IdentityError::Missing(what))
 }
 
 impl Member {
     /// Reads the member from the leaf certificate (DER) of a verified chain.
     pub fn from_certificate(der: &[u8], node_org: &OrgId) -> Result<Self, IdentityError> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unreadable)?;
-        let cn = attribute(&cert, |c| c.subject().iter_common_name().next(), "common name")?;
-        let o = attribute(&cert, |c| c.subject().iter_organization().next(), "organization")?;
-        let ou = attribute(&cert, |c| c.subject().iter_organizational_unit().next(), "organizational unit")?;
-        let invalid = |v: &str, e: crate::model::ParseError| IdentityError::Invalid(v.to_owned(), e.to_string());
+        let cn = attribute(
+            &cert,
+            |c| c.subject().iter_common_name().next(),
+            "common name",
+        )?;
+        let o = attribute(
+            &cert,
+            |c| c.subject().iter_organization().next(),
+            "organization",
+        )?;
+        let ou = attribute(
+            &cert,
+            |c| c.subject().iter_organizational_unit().next(),
+            "organizational unit",
+        )?;
+        let invalid = |v: &str, e: crate::model::ParseError| {
+            IdentityError::Invalid(v.to_owned(), e.to_string())
+        };
         let org = OrgId::parse(o).map_err(|e| invalid(o, e))?;
         if &org != node_org {
-            return Err(IdentityError::WrongOrg { found: org.to_string(), expected: node_org.to_string() });
+            return Err(IdentityError::WrongOrg {
+                found: org.to_string(),
+                expected: node_org.to_string(),
+            });
         }
         Ok(Self {
             org,
@@ -71,19 +91,44 @@ mod tests {
         let org = OrgId::parse("police.example").unwrap();
         let pki = OrgPki::create(tmp.path(), &org, &[]).unwrap();
         let alice = MemberName::parse("alice").unwrap();
-        let bundle = pki.issue_member(&org, &alice, Role::Admin, "localhost:1", &tmp.path().join("alice")).unwrap();
+        let bundle = pki
+            .issue_member(
+                &org,
+                &alice,
+                Role::Admin,
+                "localhost:1",
+                &tmp.path().join("alice"),
+            )
+            .unwrap();
         let pem = std::fs::read(bundle.dir.join("cert.pem")).unwrap();
         let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
         use rustls_pki_types::pem::PemObject as _;
         let member = Member::from_certificate(&der, &org).unwrap();
-        assert_eq!(member, Member { org: org.clone(), name: alice, role: Role::Admin });
+        assert_eq!(
+            member,
+            Member {
+                org: org.clone(),
+                name: alice,
+                role: Role::Admin
+            }
+        );
 
         let other = OrgId::parse("rescue.example").unwrap();
-        assert!(matches!(Member::from_certificate(&der, &other), Err(IdentityError::WrongOrg { .. })));
+        assert!(matches!(
+            Member::from_certificate(&der, &other),
+            Err(IdentityError::WrongOrg { .. })
+        ));
 
         // The node's own certificate chains to the same CA but is not a member.
-        let node = rustls_pki_types::CertificateDer::from_pem_file(tmp.path().join("pki/node.pem")).unwrap();
-        assert!(matches!(Member::from_certificate(&node, &org), Err(IdentityError::Invalid(..))));
-        assert_eq!(Member::from_certificate(b"junk", &org), Err(IdentityError::Unreadable));
+        let node = rustls_pki_types::CertificateDer::from_pem_file(tmp.path().join("pki/node.pem"))
+            .unwrap();
+        assert!(matches!(
+            Member::from_certificate(&node, &org),
+            Err(IdentityError::Invalid(..))
+        ));
+        assert_eq!(
+            Member::from_certificate(b"junk", &org),
+            Err(IdentityError::Unreadable)
+        );
     }
 }

@@ -14,6 +14,7 @@
 //! * [`node`] — a running node: writer with group commit, fan-out,
 //!   subscriptions, TLS listener, ordered shutdown.
 //! * `api` — tonic services; the one place errors become `Status`.
+//! * [`setup`] — creating node directories (`init`) and member bundles.
 //! * [`client`] — connecting to a node as a member.
 //! * [`proto`] — generated protobuf and gRPC code (`proto/`).
 //!
@@ -29,13 +30,20 @@ pub mod identity;
 pub mod model;
 pub mod node;
 pub mod pki;
+pub mod setup;
 pub mod store;
 
 /// Generated from `proto/samband/v1/*.proto`.
-#[allow(missing_docs, unreachable_pub, clippy::all, missing_debug_implementations)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    missing_debug_implementations
+)]
 pub mod proto {
     tonic::include_proto!("samband.v1");
 
     /// The encoded descriptor set of `proto/`, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/samband_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/samband_descriptor.bin"));
 }

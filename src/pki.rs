@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::signature::Ed25519KeyPair;
 use rustls::RootCertStore;
@@ -48,7 +48,10 @@ const MEMBER_VALIDITY: Duration = Duration::days(397);
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("certificate generation failed: {0}")]
@@ -94,7 +97,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_owned(), source }
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Writes a new file; private keys get mode 0600. Never overwrites.
@@ -108,9 +114,14 @@ fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError
     }
     let mut f = opts.open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => PkiError::Exists(path.to_owned()),
-        _ => PkiError::Io { path: path.to_owned(), source: e },
+        _ => PkiError::Io {
+            path: path.to_owned(),
+            source: e,
+        },
     })?;
-    f.write_all(contents).and_then(|()| f.sync_all()).map_err(io_err(path))
+    f.write_all(contents)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(path))
 }
 
 fn read_text(path: &Path) -> Result<String, PkiError> {
@@ -125,7 +136,12 @@ fn random_serial() -> Result<SerialNumber, PkiError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-fn leaf_params(org: &OrgId, common_name: &str, unit: &str, validity: Duration) -> Result<CertificateParams, PkiError> {
+fn leaf_params(
+    org: &OrgId,
+    common_name: &str,
+    unit: &str,
+    validity: Duration,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
@@ -144,24 +160,33 @@ fn leaf_params(org: &OrgId, common_name: &str, unit: &str, validity: Duration) -
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| PkiError::Invalid { path: path.to_owned(), message: format!("not a PEM certificate file: {e}") })?;
+        .map_err(|e| PkiError::Invalid {
+            path: path.to_owned(),
+            message: format!("not a PEM certificate file: {e}"),
+        })?;
     if certs.is_empty() {
-        return Err(PkiError::Invalid { path: path.to_owned(), message: "no certificate in file".into() });
+        return Err(PkiError::Invalid {
+            path: path.to_owned(),
+            message: "no certificate in file".into(),
+        });
     }
     Ok(certs)
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PkiError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| PkiError::Invalid { path: path.to_owned(), message: format!("not a PEM private key: {e}") })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| PkiError::Invalid {
+        path: path.to_owned(),
+        message: format!("not a PEM private key: {e}"),
+    })
 }
 
 fn roots(ca: &[CertificateDer<'static>], path: &Path) -> Result<Arc<RootCertStore>, PkiError> {
     let mut roots = RootCertStore::empty();
     for cert in ca {
-        roots
-            .add(cert.clone())
-            .map_err(|e| PkiError::Invalid { path: path.to_owned(), message: format!("unusable CA certificate: {e}") })?;
+        roots.add(cert.clone()).map_err(|e| PkiError::Invalid {
+            path: path.to_owned(),
+            message: format!("unusable CA certificate: {e}"),
+        })?;
     }
     Ok(Arc::new(roots))
 }
@@ -170,7 +195,9 @@ fn roots(ca: &[CertificateDer<'static>], path: &Path) -> Result<Arc<RootCertStor
 
 impl OrgPki {
     pub fn at(node_dir: &Path) -> Self {
-        Self { dir: node_dir.join("pki") }
+        Self {
+            dir: node_dir.join("pki"),
+        }
     }
 
     /// Creates the org CA, the node certificate (for `hosts` plus localhost,
@@ -186,13 +213,21 @@ impl OrgPki {
         dn.push(DnType::OrganizationName, org.as_str());
         ca.distinguished_name = dn;
         ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = OffsetDateTime::now_utc();
         ca.not_before = now - Duration::hours(1);
         ca.not_after = now + CA_VALIDITY;
         ca.serial_number = Some(random_serial()?);
         let ca_cert = ca.self_signed(&ca_key)?;
-        write_new(&pki.dir.join(CA_KEY), ca_key.serialize_pem().as_bytes(), true)?;
+        write_new(
+            &pki.dir.join(CA_KEY),
+            ca_key.serialize_pem().as_bytes(),
+            true,
+        )?;
         write_new(&pki.dir.join(CA_CERT), ca_cert.pem().as_bytes(), false)?;
         let issuer = Issuer::new(ca, ca_key);
 
@@ -206,10 +241,17 @@ impl OrgPki {
                 Err(_) => SanType::DnsName(name.as_str().try_into()?),
             });
         }
-        node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        node.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let node_key = KeyPair::generate()?;
         let node_cert = node.signed_by(&node_key, &issuer)?;
-        write_new(&pki.dir.join(NODE_KEY), node_key.serialize_pem().as_bytes(), true)?;
+        write_new(
+            &pki.dir.join(NODE_KEY),
+            node_key.serialize_pem().as_bytes(),
+            true,
+        )?;
         write_new(&pki.dir.join(NODE_CERT), node_cert.pem().as_bytes(), false)?;
 
         let signing = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
@@ -230,12 +272,17 @@ impl OrgPki {
         out: &Path,
     ) -> Result<IdentityBundle, PkiError> {
         let ca_key_path = self.dir.join(CA_KEY);
-        let ca_key = KeyPair::from_pem(&read_text(&ca_key_path)?)
-            .map_err(|e| PkiError::Invalid { path: ca_key_path, message: e.to_string() })?;
+        let ca_key =
+            KeyPair::from_pem(&read_text(&ca_key_path)?).map_err(|e| PkiError::Invalid {
+                path: ca_key_path,
+                message: e.to_string(),
+            })?;
         let ca_path = self.dir.join(CA_CERT);
         let ca_pem = read_text(&ca_path)?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-            .map_err(|e| PkiError::Invalid { path: ca_path, message: e.to_string() })?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| PkiError::Invalid {
+            path: ca_path,
+            message: e.to_string(),
+        })?;
 
         let mut params = leaf_params(org, member.as_str(), role.as_str(), MEMBER_VALIDITY)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -254,15 +301,26 @@ impl OrgPki {
         write_new(&out.join(BUNDLE_CERT), cert.pem().as_bytes(), false)?;
         write_new(&out.join(BUNDLE_CA), ca_pem.as_bytes(), false)?;
         write_new(&out.join(BUNDLE_IDENTITY), info_text.as_bytes(), false)?;
-        Ok(IdentityBundle { dir: out.to_owned(), info })
+        Ok(IdentityBundle {
+            dir: out.to_owned(),
+            info,
+        })
     }
 
     /// The org's message-signing key.
     pub fn message_key(&self) -> Result<Ed25519KeyPair, PkiError> {
         let path = self.dir.join(SIGNING_KEY);
         let der = load_key(&path)?;
-        Ed25519KeyPair::from_pkcs8(der.secret_der())
-            .map_err(|e| PkiError::Invalid { path, message: format!("not an Ed25519 PKCS#8 key: {e}") })
+        Ed25519KeyPair::from_pkcs8(der.secret_der()).map_err(|e| PkiError::Invalid {
+            path,
+            message: format!("not an Ed25519 PKCS#8 key: {e}"),
+        })
+    }
+
+    /// The raw 32-byte Ed25519 public key that verifies this org's messages.
+    pub fn message_public_key(&self) -> Result<Vec<u8>, PkiError> {
+        use ring::signature::KeyPair as _;
+        Ok(self.message_key()?.public_key().as_ref().to_vec())
     }
 
     /// TLS for the member listener: the node certificate, and client
@@ -277,7 +335,10 @@ impl OrgPki {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| PkiError::Tls(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(load_certs(&self.dir.join(NODE_CERT))?, load_key(&self.dir.join(NODE_KEY))?)
+            .with_single_cert(
+                load_certs(&self.dir.join(NODE_CERT))?,
+                load_key(&self.dir.join(NODE_KEY))?,
+            )
             .map_err(|e| PkiError::Tls(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
@@ -289,9 +350,14 @@ impl OrgPki {
 impl IdentityBundle {
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
         let path = dir.join(BUNDLE_IDENTITY);
-        let info = toml::from_str(&read_text(&path)?)
-            .map_err(|e| PkiError::Invalid { path, message: e.to_string() })?;
-        Ok(Self { dir: dir.to_owned(), info })
+        let info = toml::from_str(&read_text(&path)?).map_err(|e| PkiError::Invalid {
+            path,
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            info,
+        })
     }
 
     /// TLS for dialing the node: trust only the org CA, present the member certificate.

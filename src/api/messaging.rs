@@ -27,7 +27,9 @@ pub(crate) struct Messaging {
 }
 
 fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The wire form of a stored message.
@@ -79,7 +81,9 @@ impl Messaging {
         let id = ChannelId::parse_or_local(given, &self.shared.org)?;
         match self.shared.store.channel(&id)? {
             Some(_) => Ok(id),
-            None => Err(ApiError::NotFound(format!("channel {id} does not exist on this node"))),
+            None => Err(ApiError::NotFound(format!(
+                "channel {id} does not exist on this node"
+            ))),
         }
     }
 }
@@ -108,7 +112,12 @@ impl messaging_server::Messaging for Messaging {
             name: name.to_string(),
             created_unix_ms: unix_ms_now(),
         };
-        if !self.shared.store.create_channel(&record).map_err(ApiError::from)? {
+        if !self
+            .shared
+            .store
+            .create_channel(&record)
+            .map_err(ApiError::from)?
+        {
             return Err(ApiError::AlreadyExists(format!("channel {id} exists already")).into());
         }
         tracing::info!(channel = %id, by = %member.name, "channel created");
@@ -121,10 +130,15 @@ impl messaging_server::Messaging for Messaging {
     ) -> Result<Response<proto::ListChannelsResponse>, Status> {
         self.member(&request)?;
         let channels = self.shared.store.channels().map_err(ApiError::from)?;
-        Ok(Response::new(proto::ListChannelsResponse { channels: channels.into_iter().map(channel_message).collect() }))
+        Ok(Response::new(proto::ListChannelsResponse {
+            channels: channels.into_iter().map(channel_message).collect(),
+        }))
     }
 
-    async fn post(&self, request: Request<proto::PostRequest>) -> Result<Response<proto::PostResponse>, Status> {
+    async fn post(
+        &self,
+        request: Request<proto::PostRequest>,
+    ) -> Result<Response<proto::PostResponse>, Status> {
         let member = self.member(&request)?;
         let req = request.into_inner();
         let channel = self.existing_channel(&req.channel)?;
@@ -139,10 +153,21 @@ impl messaging_server::Messaging for Messaging {
             ))
             .into());
         }
-        let priority = Priority::from_i32(req.priority)
-            .ok_or_else(|| ApiError::InvalidArgument(format!("unknown priority {}", req.priority)))?;
-        let post = NewPost { channel, author: member.name, priority, body: req.text.into_bytes() };
-        let stored = self.shared.writer.post(post).await.map_err(ApiError::from)?;
+        let priority = Priority::from_i32(req.priority).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("unknown priority {}", req.priority))
+        })?;
+        let post = NewPost {
+            channel,
+            author: member.name,
+            priority,
+            body: req.text.into_bytes(),
+        };
+        let stored = self
+            .shared
+            .writer
+            .post(post)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(proto::PostResponse {
             cursor: stored.cursor.encode(),
             origin: stored.envelope.origin.clone(),
@@ -161,7 +186,10 @@ impl messaging_server::Messaging for Messaging {
         let limit = match req.limit {
             0 => DEFAULT_PAGE,
             n if n > MAX_PAGE => {
-                return Err(ApiError::InvalidArgument(format!("limit {n} is above the maximum page of {MAX_PAGE}")).into());
+                return Err(ApiError::InvalidArgument(format!(
+                    "limit {n} is above the maximum page of {MAX_PAGE}"
+                ))
+                .into());
             }
             n => n,
         };
@@ -170,8 +198,15 @@ impl messaging_server::Messaging for Messaging {
             Some(proto::history_request::Position::Before(c)) => Page::Before(cursor(&c)?),
             Some(proto::history_request::Position::After(c)) => Page::After(cursor(&c)?),
         };
-        let (messages, more) = self.shared.store.history(&channel, &page, limit as usize).map_err(ApiError::from)?;
-        Ok(Response::new(proto::HistoryResponse { messages: messages.iter().map(message).collect(), more }))
+        let (messages, more) = self
+            .shared
+            .store
+            .history(&channel, &page, limit as usize)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(proto::HistoryResponse {
+            messages: messages.iter().map(message).collect(),
+            more,
+        }))
     }
 
     type SubscribeStream = MessageStream;
@@ -188,7 +223,10 @@ impl messaging_server::Messaging for Messaging {
             Some(proto::subscribe_request::Start::FromBeginning(true)) => Start::Beginning,
             Some(proto::subscribe_request::Start::After(c)) => Start::After(cursor(&c)?),
         };
-        let mut subscription = self.shared.subscribe(&channel, start).map_err(ApiError::from)?;
+        let mut subscription = self
+            .shared
+            .subscribe(&channel, start)
+            .map_err(ApiError::from)?;
         let shutdown = self.shared.shutdown.clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tracing::debug!(%channel, member = %member.name, "subscriber joined");
@@ -220,7 +258,10 @@ impl messaging_server::Messaging for Messaging {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn status(&self, request: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
         let member = self.member(&request)?;
         let channels = self.shared.store.channels().map_err(ApiError::from)?;
         Ok(Response::new(proto::StatusResponse {

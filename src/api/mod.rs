@@ -79,16 +79,22 @@ impl From<WriteError> for ApiError {
 impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         match e {
-            IdentityError::NoCertificate | IdentityError::Unreadable => ApiError::Unauthenticated(e.to_string()),
+            IdentityError::NoCertificate | IdentityError::Unreadable => {
+                ApiError::Unauthenticated(e.to_string())
+            }
             other => ApiError::PermissionDenied(other.to_string()),
         }
     }
 }
 
 /// The member listener's services: Messaging, health, reflection (v1 and v1alpha).
-pub(crate) async fn client_router(shared: Arc<Shared>) -> Result<Router, tonic_reflection::server::Error> {
+pub(crate) async fn client_router(
+    shared: Arc<Shared>,
+) -> Result<Router, tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<MessagingServer<messaging::Messaging>>().await;
+    health
+        .set_serving::<MessagingServer<messaging::Messaging>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -97,7 +103,8 @@ pub(crate) async fn client_router(shared: Arc<Shared>) -> Result<Router, tonic_r
     // Room for the largest accepted body plus the other fields, so that an
     // oversized body reaches the handler and gets a precise answer.
     let max_request = shared.limits.max_body_bytes + 64 * 1024;
-    let messaging = MessagingServer::new(messaging::Messaging::new(shared)).max_decoding_message_size(max_request);
+    let messaging = MessagingServer::new(messaging::Messaging::new(shared))
+        .max_decoding_message_size(max_request);
     Ok(Server::builder()
         .add_service(health_service)
         .add_service(reflection().build_v1()?)

@@ -32,7 +32,11 @@ impl Cursor {
         let origin = hex::decode(&s[32..]).map_err(|_| err("not a cursor (bad hex)"))?;
         let origin = std::str::from_utf8(&origin).map_err(|_| err("not a cursor (bad origin)"))?;
         let origin = OrgId::parse(origin).map_err(|_| err("not a cursor (bad origin)"))?;
-        Ok(Self { hlc: Hlc(hlc), origin, seq })
+        Ok(Self {
+            hlc: Hlc(hlc),
+            origin,
+            seq,
+        })
     }
 }
 
@@ -42,9 +46,19 @@ mod tests {
 
     #[test]
     fn round_trip_and_garbage() {
-        let c = Cursor { hlc: Hlc(0x1234_5678_9abc), origin: OrgId::parse("police.example").unwrap(), seq: 42 };
+        let c = Cursor {
+            hlc: Hlc(0x1234_5678_9abc),
+            origin: OrgId::parse("police.example").unwrap(),
+            seq: 42,
+        };
         assert_eq!(Cursor::decode(&c.encode()), Ok(c));
-        for bad in ["", "zz", "0000000000000000000000000000000000", &"g".repeat(40), "ä".repeat(20).as_str()] {
+        for bad in [
+            "",
+            "zz",
+            "0000000000000000000000000000000000",
+            &"g".repeat(40),
+            "ä".repeat(20).as_str(),
+        ] {
             assert!(Cursor::decode(bad).is_err(), "{bad}");
         }
         // Valid hex, but the origin part is not an org id.

@@ -77,7 +77,11 @@ mod tests {
             signature: vec![],
         };
         let hash = sign_and_hash(&mut env, &k);
-        assert_eq!(hash, chain_hash(&env), "the chain hash does not depend on the signature");
+        assert_eq!(
+            hash,
+            chain_hash(&env),
+            "the chain hash does not depend on the signature"
+        );
         let public = k.public_key().as_ref().to_vec();
         assert!(verify(&env, &public));
         let tampered: [fn(&mut Envelope); 5] = [

@@ -9,7 +9,9 @@ mod envelope;
 mod hlc;
 
 pub use cursor::Cursor;
-pub use envelope::{EnvelopeHash, GENESIS_HASH, canonical_bytes, chain_hash, sign, sign_and_hash, verify};
+pub use envelope::{
+    EnvelopeHash, GENESIS_HASH, canonical_bytes, chain_hash, sign, sign_and_hash, verify,
+};
 pub use hlc::{Hlc, HlcClock};
 
 use std::fmt;
@@ -73,8 +75,9 @@ fn is_simple_name(s: &str, max: usize) -> bool {
     !b.is_empty()
         && b.len() <= max
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
 }
 
 // === impl OrgId ===
@@ -90,7 +93,10 @@ impl OrgId {
             if b.is_empty() || b.len() > 63 {
                 return err("each dot-separated label must be 1 to 63 characters");
             }
-            if !b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') {
+            if !b
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            {
                 return err("use lower-case letters, digits, '-' and '.' only");
             }
             if b[0] == b'-' || b[b.len() - 1] == b'-' {
@@ -239,7 +245,11 @@ impl Priority {
             "normal" => Ok(Priority::Normal),
             "urgent" => Ok(Priority::Urgent),
             "flash" => Ok(Priority::Flash),
-            _ => Err(ParseError::new("priority", s, "expected normal, urgent or flash")),
+            _ => Err(ParseError::new(
+                "priority",
+                s,
+                "expected normal, urgent or flash",
+            )),
         }
     }
 
@@ -261,7 +271,16 @@ mod tests {
         for ok in ["police.example", "a", "region-health.example", "x1.y2.z3"] {
             assert!(OrgId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Police.example", "a..b", "-a.b", "a-.b", "a_b", "a/b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Police.example",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "a_b",
+            "a/b",
+            &"a".repeat(64),
+        ] {
             assert!(OrgId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -21,12 +21,21 @@ pub(super) struct Fanout {
 
 impl Fanout {
     pub(super) fn subscribe(&self, channel: &ChannelId) -> broadcast::Receiver<Arc<Stored>> {
-        let mut senders = self.senders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        senders.entry(channel.clone()).or_insert_with(|| broadcast::channel(CAPACITY).0).subscribe()
+        let mut senders = self
+            .senders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        senders
+            .entry(channel.clone())
+            .or_insert_with(|| broadcast::channel(CAPACITY).0)
+            .subscribe()
     }
 
     pub(super) fn publish(&self, channel: &ChannelId, message: Arc<Stored>) {
-        let mut senders = self.senders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut senders = self
+            .senders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(tx) = senders.get(channel)
             && tx.send(message).is_err()
         {

@@ -79,8 +79,17 @@ impl Node {
         let pki = OrgPki::at(dir);
         let key = pki.message_key()?;
         let client_tls = Arc::new(pki.client_listener_tls()?);
-        let store = Store::open(&data_dir(dir), &config.org, config.store.cache_mib * 1024 * 1024)?;
-        Ok(Self { config, store, key, client_tls })
+        let store = Store::open(
+            &data_dir(dir),
+            &config.org,
+            config.store.cache_mib * 1024 * 1024,
+        )?;
+        Ok(Self {
+            config,
+            store,
+            key,
+            client_tls,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -88,11 +97,21 @@ impl Node {
     }
 
     /// Serves members on `client` until `shutdown` is cancelled.
-    pub async fn run(self, client: TcpListener, shutdown: CancellationToken) -> Result<(), NodeError> {
-        let Node { config, store, key, client_tls } = self;
+    pub async fn run(
+        self,
+        client: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), NodeError> {
+        let Node {
+            config,
+            store,
+            key,
+            client_tls,
+        } = self;
         let fanout = Arc::new(fanout::Fanout::default());
         let (writer, writer_thread) =
-            writer::spawn(store.clone(), config.org.clone(), key, fanout.clone()).map_err(NodeError::Thread)?;
+            writer::spawn(store.clone(), config.org.clone(), key, fanout.clone())
+                .map_err(NodeError::Thread)?;
         let shared = Arc::new(Shared {
             org: config.org.clone(),
             store: store.clone(),
@@ -103,8 +122,11 @@ impl Node {
             fanout,
         });
         let incoming = listener::tls_incoming(client, client_tls, shutdown.clone());
-        let served = crate::api::client_router(shared).await.map_err(|e| NodeError::Server(e.to_string()))?;
-        let server = served.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        let served = crate::api::client_router(shared)
+            .await
+            .map_err(|e| NodeError::Server(e.to_string()))?;
+        let server =
+            served.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         tokio::pin!(server);
         let result = tokio::select! {
             r = &mut server => r.map_err(|e| NodeError::Server(e.to_string())),

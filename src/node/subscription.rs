@@ -59,7 +59,14 @@ impl Subscription {
                 (newest.into_iter().next().map(|s| s.cursor), false)
             }
         };
-        Ok(Self { store, channel, rx, position, replaying, delivered: HashMap::new() })
+        Ok(Self {
+            store,
+            channel,
+            rx,
+            position,
+            replaying,
+            delivered: HashMap::new(),
+        })
     }
 
     /// The next messages in order; `None` when the node stops publishing.
@@ -75,7 +82,11 @@ impl Subscription {
                     Err(e) => return Some(Err(e)),
                 };
                 self.replaying = more;
-                let fresh: Vec<_> = messages.into_iter().map(Arc::new).filter(|m| self.take(m)).collect();
+                let fresh: Vec<_> = messages
+                    .into_iter()
+                    .map(Arc::new)
+                    .filter(|m| self.take(m))
+                    .collect();
                 if !fresh.is_empty() {
                     return Some(Ok(fresh));
                 }

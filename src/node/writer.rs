@@ -15,7 +15,10 @@ use ring::signature::Ed25519KeyPair;
 use tokio::sync::{mpsc, oneshot};
 
 use super::fanout::Fanout;
-use crate::model::{ChannelId, Cursor, EnvelopeHash, GENESIS_HASH, HlcClock, MemberName, OrgId, Priority, sign_and_hash};
+use crate::model::{
+    ChannelId, Cursor, EnvelopeHash, GENESIS_HASH, HlcClock, MemberName, OrgId, Priority,
+    sign_and_hash,
+};
 use crate::proto::{Envelope, Kind};
 use crate::store::{Store, StoreError, Stored};
 
@@ -82,13 +85,25 @@ pub(super) fn spawn(
     fanout: Arc<Fanout>,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let writer = Writer { rx, store, org, key, clock: HlcClock::default(), heads: HashMap::new(), fanout };
-    let thread = std::thread::Builder::new().name("samband-writer".into()).spawn(move || writer.run())?;
+    let writer = Writer {
+        rx,
+        store,
+        org,
+        key,
+        clock: HlcClock::default(),
+        heads: HashMap::new(),
+        fanout,
+    };
+    let thread = std::thread::Builder::new()
+        .name("samband-writer".into())
+        .spawn(move || writer.run())?;
     Ok((WriterHandle { tx }, thread))
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 // === impl WriterHandle ===
@@ -97,7 +112,10 @@ impl WriterHandle {
     /// Commits a post; resolves once it is durable.
     pub async fn post(&self, post: NewPost) -> Result<Arc<Stored>, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Command::Post(post, reply)).await.map_err(|_| WriteError::Stopped)?;
+        self.tx
+            .send(Command::Post(post, reply))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 
@@ -180,14 +198,21 @@ impl Writer {
             };
             let hash = sign_and_hash(&mut envelope, &self.key);
             self.heads.insert(post.channel.clone(), (seq + 1, hash));
-            let cursor = Cursor { hlc, origin: self.org.clone(), seq: seq + 1 };
+            let cursor = Cursor {
+                hlc,
+                origin: self.org.clone(),
+                seq: seq + 1,
+            };
             staged.push((post.channel, Stored { cursor, envelope }));
             replies.push(reply);
         }
         if staged.is_empty() {
             return;
         }
-        let refs: Vec<_> = staged.iter().map(|(c, s)| (c.clone(), s.cursor.clone(), &s.envelope)).collect();
+        let refs: Vec<_> = staged
+            .iter()
+            .map(|(c, s)| (c.clone(), s.cursor.clone(), &s.envelope))
+            .collect();
         let result = self.store.append(&refs).and_then(|()| self.store.flush());
         if let Err(e) = result {
             tracing::error!(error = %e, posts = staged.len(), "commit failed; posts answered with an error");

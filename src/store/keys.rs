@@ -40,7 +40,11 @@ pub(super) fn cursor_of(channel_prefix_len: usize, key: &[u8]) -> Option<Cursor>
     let nul = rest.iter().position(|b| *b == 0)?;
     let origin = OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
     let seq: [u8; 8] = rest.get(nul + 1..)?.try_into().ok()?;
-    Some(Cursor { hlc: Hlc(u64::from_be_bytes(hlc.try_into().ok()?)), origin, seq: u64::from_be_bytes(seq) })
+    Some(Cursor {
+        hlc: Hlc(u64::from_be_bytes(hlc.try_into().ok()?)),
+        origin,
+        seq: u64::from_be_bytes(seq),
+    })
 }
 
 /// All identity keys of one origin in one channel start with this.
@@ -86,14 +90,37 @@ mod tests {
     fn history_keys_sort_like_cursors_and_round_trip() {
         let ch = ChannelId::new(org("police.example"), ChannelName::parse("ops").unwrap());
         let cursors = [
-            Cursor { hlc: Hlc(1), origin: org("b"), seq: 9 },
-            Cursor { hlc: Hlc(2), origin: org("a"), seq: 1 },
-            Cursor { hlc: Hlc(2), origin: org("ab"), seq: 1 },
-            Cursor { hlc: Hlc(2), origin: org("ab"), seq: 2 },
-            Cursor { hlc: Hlc(256), origin: org("a"), seq: 1 },
+            Cursor {
+                hlc: Hlc(1),
+                origin: org("b"),
+                seq: 9,
+            },
+            Cursor {
+                hlc: Hlc(2),
+                origin: org("a"),
+                seq: 1,
+            },
+            Cursor {
+                hlc: Hlc(2),
+                origin: org("ab"),
+                seq: 1,
+            },
+            Cursor {
+                hlc: Hlc(2),
+                origin: org("ab"),
+                seq: 2,
+            },
+            Cursor {
+                hlc: Hlc(256),
+                origin: org("a"),
+                seq: 1,
+            },
         ];
         let keys: Vec<_> = cursors.iter().map(|c| history_key(&ch, c)).collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "byte order must equal cursor order");
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "byte order must equal cursor order"
+        );
         let plen = history_prefix(&ch).len();
         for (c, k) in cursors.iter().zip(&keys) {
             assert_eq!(cursor_of(plen, k).as_ref(), Some(c));

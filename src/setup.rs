@@ -1,0 +1,164 @@
+//! Creating node directories and member identities: what `init` and
+//! `user add` do, as library calls that tests use too.
+//!
+//! A node directory holds `config.toml`, `pki/` (CA, node certificate,
+//! signing key), `data/` (the store) and `operator/` (an admin identity
+//! bundle for the local operator).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ConfigError};
+use crate::model::{MemberName, OrgId, Role};
+use crate::node::data_dir;
+use crate::pki::{IdentityBundle, OrgPki, PkiError};
+use crate::store::{Store, StoreError};
+
+/// Name of the operator's bundle inside a node directory.
+pub const OPERATOR_DIR: &str = "operator";
+/// Member name of the operator identity made by `init`.
+pub const OPERATOR_NAME: &str = "operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0} exists and is not empty; refusing to overwrite it")]
+    Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `init` needs to know.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub org: OrgId,
+    pub client_listen: SocketAddr,
+    pub federation_listen: SocketAddr,
+    /// Extra names (DNS or IP) for the node certificate.
+    pub hosts: Vec<String>,
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// The `host:port` members dial, derived from the listen address.
+fn advertise(opts: &InitOptions) -> String {
+    let port = opts.client_listen.port();
+    let ip = opts.client_listen.ip();
+    if ip.is_unspecified() {
+        let host = opts.hosts.first().map_or("localhost", String::as_str);
+        return if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+    }
+    opts.client_listen.to_string()
+}
+
+/// Creates a node directory. Refuses a directory that exists and is not empty.
+pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
+    if dir.exists() && !is_empty_dir(dir) {
+        return Err(SetupError::Exists(dir.to_owned()));
+    }
+    let io = |source| SetupError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    let advertise = advertise(opts);
+    let text = Config::template(
+        &opts.org,
+        opts.client_listen,
+        &advertise,
+        opts.federation_listen,
+    );
+    let config_path = dir.join(crate::config::FILE_NAME);
+    // Check our own template before writing it, so a bad flag never leaves a broken directory.
+    Config::parse(&text, &config_path)?;
+    let pki = OrgPki::create(dir, &opts.org, &opts.hosts)?;
+    drop(Store::open(&data_dir(dir), &opts.org, 8 << 20)?);
+    let operator = MemberName::parse(OPERATOR_NAME).map_err(|e| PkiError::Tls(e.to_string()))?;
+    pki.issue_member(
+        &opts.org,
+        &operator,
+        Role::Admin,
+        &advertise,
+        &dir.join(OPERATOR_DIR),
+    )?;
+    std::fs::write(&config_path, text).map_err(|source| SetupError::Io {
+        path: config_path,
+        source,
+    })?;
+    Ok(())
+}
+
+/// Issues a member identity bundle into `out` (which must not exist or be empty).
+pub fn add_user(
+    dir: &Path,
+    name: &MemberName,
+    role: Role,
+    out: &Path,
+) -> Result<IdentityBundle, SetupError> {
+    let config = Config::load(dir)?;
+    if out.exists() && !is_empty_dir(out) {
+        return Err(SetupError::Exists(out.to_owned()));
+    }
+    Ok(OrgPki::at(dir).issue_member(&config.org, name, role, &config.client.advertise, out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_makes_a_loadable_node_and_refuses_to_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("node");
+        let opts = InitOptions {
+            org: OrgId::parse("police.example").unwrap(),
+            client_listen: "0.0.0.0:7443".parse().unwrap(),
+            federation_listen: "0.0.0.0:7444".parse().unwrap(),
+            hosts: vec!["samband.police.example".into()],
+        };
+        init(&dir, &opts).unwrap();
+        let config = Config::load(&dir).unwrap();
+        assert_eq!(config.client.advertise, "samband.police.example:7443");
+        assert!(IdentityBundle::load(&dir.join(OPERATOR_DIR)).is_ok());
+        #[cfg(unix)]
+        for key in [
+            "pki/ca.key",
+            "pki/node.key",
+            "pki/signing.key",
+            "operator/key.pem",
+        ] {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        assert!(matches!(init(&dir, &opts), Err(SetupError::Exists(_))));
+        let alice = MemberName::parse("alice").unwrap();
+        add_user(&dir, &alice, Role::Member, &tmp.path().join("alice")).unwrap();
+        assert!(matches!(
+            add_user(&dir, &alice, Role::Member, &tmp.path().join("alice")),
+            Err(SetupError::Exists(_))
+        ));
+    }
+}
