@@ -1,6 +1,8 @@
 //! One node end to end over real mTLS: posting, history, live streams,
 //! durability across restarts, and precise answers to bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -135,7 +135,6 @@ impl Node {
                 Ok(())
             }
         };
-        drop(server);
         writer.stop().await;
         match tokio::task::spawn_blocking(move || writer_thread.join()).await {
             Ok(Ok(())) => {}

@@ -46,8 +46,10 @@ pub enum WriteError {
     Commit(String),
 }
 
+type Reply = oneshot::Sender<Result<Arc<Stored>, WriteError>>;
+
 enum Command {
-    Post(NewPost, oneshot::Sender<Result<Arc<Stored>, WriteError>>),
+    Post(NewPost, Reply),
     Stop,
 }
 
@@ -171,7 +173,7 @@ impl Writer {
         Ok(head)
     }
 
-    fn commit(&mut self, batch: Vec<(NewPost, oneshot::Sender<Result<Arc<Stored>, WriteError>>)>) {
+    fn commit(&mut self, batch: Vec<(NewPost, Reply)>) {
         let now = unix_ms();
         let mut staged = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());

@@ -1,6 +1,7 @@
 //! Test harness: real nodes with fresh PKI in temp dirs, real TLS on
 //! 127.0.0.1:0, real sled. `TestNode::start("police.example")` is one line.
 #![allow(dead_code, unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

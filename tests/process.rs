@@ -1,0 +1,269 @@
+//! The real `samband` binary as a process: crash durability, signals, and
+//! the refusals an operator sees on the command line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::{
+    PATIENCE, ServeProcess, all_history, create_channel, init_dir, node_dir, samband_bin,
+};
+use samband::proto;
+
+/// Every post acknowledged before a SIGKILL is there after restart, exactly once.
+#[tokio::test]
+async fn sigkill_loses_no_acknowledged_post() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    let ch = create_channel(&mut op, "ops").await;
+
+    // Posters run flat out; the kill lands while posts are in flight.
+    let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    let mut posters = Vec::new();
+    for p in 0..16 {
+        let (mut c, ch, acked) = (op.clone(), ch.clone(), acked.clone());
+        posters.push(tokio::spawn(async move {
+            for i in 0.. {
+                let text = format!("p{p}-{i}");
+                let req = proto::PostRequest {
+                    channel: ch.clone(),
+                    text: text.clone(),
+                    priority: 0,
+                };
+                match c.post(req).await {
+                    Ok(r) => assert!(
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(r.into_inner().origin_seq, text)
+                            .is_none()
+                    ),
+                    Err(_) => return, // the node is gone
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 1500 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    node.kill9().await;
+    for p in posters {
+        tokio::time::timeout(PATIENCE, p)
+            .await
+            .expect("posters notice the kill")
+            .unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    let history = all_history(&mut op, &ch).await;
+    let stored: BTreeMap<u64, String> = history
+        .iter()
+        .map(|m| (m.origin_seq, m.text.clone()))
+        .collect();
+    assert_eq!(stored.len(), history.len(), "no message stored twice");
+    for (seq, text) in &acked {
+        assert_eq!(
+            stored.get(seq),
+            Some(text),
+            "acknowledged post #{seq} lost or changed"
+        );
+    }
+    let seqs: Vec<u64> = history.iter().map(|m| m.origin_seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free after the crash"
+    );
+    // Posting continues the sequence.
+    let next = common::post(&mut op, &ch, "after the crash").await;
+    assert_eq!(next.origin_seq, seqs.len() as u64 + 1);
+    node.kill9().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_with_exit_zero() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let mut node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    let ch = create_channel(&mut op, "ops").await;
+    common::post(&mut op, &ch, "hello").await;
+    let pid = node.child.id().expect("pid").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(PATIENCE, node.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_second_node_on_the_same_data_dir_is_refused() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let first = ServeProcess::start(&dir).await;
+    let out = Command::new(samband_bin())
+        .args(["serve", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another samband process"),
+        "{stderr}"
+    );
+    first.kill9().await;
+}
+
+#[test]
+fn serve_refuses_a_bad_config_naming_the_key() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let path = dir.join("config.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    for (from, to, key) in [
+        (
+            "max_body_bytes = 65536",
+            "max_body_bytes = 0",
+            "limits.max_body_bytes",
+        ),
+        ("[store]", "[store]\ncache_size = 5", "cache_size"),
+        ("format = \"human\"", "format = \"loud\"", "format"),
+    ] {
+        std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+        let out = Command::new(samband_bin())
+            .args(["serve", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{to}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{to}: {stderr}");
+    }
+}
+
+/// The README's walk-through, as a user types it.
+#[tokio::test]
+async fn command_line_walkthrough() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let run = |args: &[&str]| {
+        let out = Command::new(samband_bin()).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let d = dir.to_str().unwrap();
+    run(&[
+        "init",
+        "--org",
+        "police.example",
+        "--dir",
+        d,
+        "--client-listen",
+        "127.0.0.1:0",
+    ]);
+    let node = ServeProcess::start(&dir).await;
+    let ep = node.addr.to_string();
+    let alice = tmp.path().join("alice");
+    let a = alice.to_str().unwrap();
+    run(&["user", "add", "alice", "--dir", d, "--out", a]);
+    assert!(
+        run(&["channel", "create", "ops", "--dir", d, "--endpoint", &ep])
+            .contains("police.example/ops")
+    );
+    run(&[
+        "post",
+        "ops",
+        "Road 12 closed",
+        "--identity",
+        a,
+        "--endpoint",
+        &ep,
+    ]);
+    run(&[
+        "post",
+        "ops",
+        "Bridge open",
+        "--priority",
+        "urgent",
+        "--identity",
+        a,
+        "--endpoint",
+        &ep,
+    ]);
+    let lines = run(&[
+        "history",
+        "ops",
+        "--json",
+        "--identity",
+        a,
+        "--endpoint",
+        &ep,
+    ]);
+    let msgs: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["text"], "Road 12 closed");
+    assert_eq!(msgs[1]["priority"], "urgent");
+    assert_eq!(msgs[1]["author"], "alice");
+    let tail = run(&["tail", "ops", "-n", "1", "--identity", a, "--endpoint", &ep]);
+    assert!(
+        tail.contains("[URGENT] Bridge open") && !tail.contains("Road 12"),
+        "{tail}"
+    );
+    let from = msgs[0]["cursor"].as_str().unwrap();
+    let rest = run(&[
+        "tail",
+        "ops",
+        "--from",
+        from,
+        "--identity",
+        a,
+        "--endpoint",
+        &ep,
+    ]);
+    assert!(
+        rest.contains("Bridge open") && !rest.contains("Road 12"),
+        "{rest}"
+    );
+    let status = run(&["status", "--identity", a, "--endpoint", &ep]);
+    assert!(status.contains("alice (member)"), "{status}");
+
+    // A member may not create channels; the error says why and the exit code is non-zero.
+    let out = Command::new(samband_bin())
+        .args(["channel", "create", "x", "--identity", a, "--endpoint", &ep])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin role"));
+    // init refuses to overwrite.
+    let out = Command::new(samband_bin())
+        .args(["init", "--org", "police.example", "--dir", d])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    node.kill9().await;
+}

@@ -1,0 +1,64 @@
+//! The API works from a stock client that has nothing but `proto/` (or
+//! reflection) and the member's PEM files: Python grpcio.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestNode, create_channel, post};
+use samband::model::Role;
+
+fn python_has_grpc() -> bool {
+    Command::new("python3")
+        .args([
+            "-c",
+            "import grpc, grpc_tools, grpc_health, grpc_reflection",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn python_grpcio_client_works_with_only_the_proto_and_pem_files() {
+    if !python_has_grpc() {
+        // CI installs grpcio (see .ci/run); there the test must run, not skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python grpcio packages missing in CI"
+        );
+        eprintln!(
+            "skipped: pip install grpcio grpcio-tools grpcio-health-checking grpcio-reflection"
+        );
+        return;
+    }
+    let node = TestNode::start("police.example").await;
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "ops").await;
+    post(&mut op, &ch, "first").await;
+    let bundle = node.bundle("py-member", Role::Member);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stock_client.py");
+    let endpoint = node.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(endpoint)
+            .arg(&bundle.dir)
+            .arg("ops")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("stock client ok"), "{stdout}");
+    node.stop().await;
+}
