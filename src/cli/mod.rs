@@ -1,5 +1,6 @@
 //! The command line: argument definitions and dispatch.
 
+mod bench;
 mod client_cmds;
 mod node_cmds;
 mod output;
@@ -63,6 +64,11 @@ enum Command {
     /// Show who you are on the node and the node's state.
     #[command(after_help = "Example:\n  samband status --identity alice/")]
     Status(client_cmds::StatusArgs),
+    /// Measure this machine: disk floor and durable post throughput over mTLS.
+    #[command(
+        after_help = "Examples:\n  samband bench fsync\n  samband bench post --concurrency 1,64 --messages 50000"
+    )]
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +127,7 @@ pub(crate) fn main() -> ExitCode {
         Command::History(a) => client_cmds::run(client_cmds::history(a)),
         Command::Tail(a) => client_cmds::run(client_cmds::tail(a)),
         Command::Status(a) => client_cmds::run(client_cmds::status(a)),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
