@@ -249,8 +249,10 @@ impl messaging_server::Messaging for Messaging {
                     None => break,
                 };
                 for stored in batch {
-                    if tx.send(Ok(message(&stored))).await.is_err() {
-                        return;
+                    // A stalled client must not hold up shutdown.
+                    tokio::select! {
+                        sent = tx.send(Ok(message(&stored))) => if sent.is_err() { return },
+                        () = shutdown.cancelled() => return,
                     }
                 }
             }

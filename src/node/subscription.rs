@@ -82,6 +82,10 @@ impl Subscription {
                     Err(e) => return Some(Err(e)),
                 };
                 self.replaying = more;
+                // Advance past the page even if all of it was delivered live already.
+                if let Some(last) = messages.last() {
+                    self.position = Some(last.cursor.clone());
+                }
                 let fresh: Vec<_> = messages
                     .into_iter()
                     .map(Arc::new)
