@@ -4,7 +4,11 @@ use prost::Message as _;
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["samband/v1/samband.proto", "samband/v1/envelope.proto"];
+    let files = [
+        "samband/v1/samband.proto",
+        "samband/v1/envelope.proto",
+        "samband/v1/federation.proto",
+    ];
     let fds = protox::compile(files, ["proto"])?;
     let bytes = fds.encode_to_vec();
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -40,6 +40,8 @@ pub struct ClientSection {
 pub struct FederationSection {
     /// Address the partner-node listener binds.
     pub listen: SocketAddr,
+    /// `host:port` partner nodes dial; written into this org's trust bundle.
+    pub advertise: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,16 +150,17 @@ impl Config {
                 format!("must be between 1 and 65536, not {}", raw.store.cache_mib),
             ));
         }
-        if raw
-            .client
-            .advertise
-            .rsplit_once(':')
-            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        {
-            return Err(invalid(
-                "client.advertise",
-                format!("must be host:port, not {:?}", raw.client.advertise),
-            ));
+        let advertised = [
+            ("client.advertise", &raw.client.advertise),
+            ("federation.advertise", &raw.federation.advertise),
+        ];
+        for (key, value) in advertised {
+            let valid = value
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !valid {
+                return Err(invalid(key, format!("must be host:port, not {value:?}")));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
             return Err(invalid(
@@ -181,6 +184,7 @@ impl Config {
         client_listen: SocketAddr,
         advertise: &str,
         federation_listen: SocketAddr,
+        federation_advertise: &str,
     ) -> String {
         let limits = Limits::default();
         let store = StoreSection::default();
@@ -206,6 +210,9 @@ advertise = "{advertise}"
 # Address partner organisations' nodes connect to (mutual TLS 1.3, pinned
 # partner CAs only).
 listen = "{federation_listen}"
+# host:port partner nodes dial; written into this org's trust bundle
+# (`samband trust export`). Port 0 means "the port `listen` got".
+advertise = "{federation_advertise}"
 
 [limits]
 # Largest message body accepted, in bytes (at most {ceiling}). Larger posts
@@ -263,6 +270,7 @@ mod tests {
             "127.0.0.1:7443".parse().unwrap(),
             "localhost:7443",
             "127.0.0.1:7444".parse().unwrap(),
+            "localhost:7444",
         )
     }
 
@@ -298,6 +306,11 @@ mod tests {
                 "advertise = \"localhost:7443\"",
                 "advertise = \"localhost\"",
                 "client.advertise",
+            ),
+            (
+                "advertise = \"localhost:7444\"",
+                "advertise = \"\"",
+                "federation.advertise",
             ),
             ("level = \"info\"", "level = \"=[\"", "log.level"),
             ("[limits]", "[limits]\nmax_bodybytes = 1", "max_bodybytes"),

@@ -80,6 +80,29 @@ impl Member {
     }
 }
 
+/// The org a node certificate (OU `node`) names. Only meaningful after the
+/// chain was verified against that org's pinned CA.
+pub fn node_org(der: &[u8]) -> Result<OrgId, IdentityError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unreadable)?;
+    let o = attribute(
+        &cert,
+        |c| c.subject().iter_organization().next(),
+        "organization",
+    )?;
+    let ou = attribute(
+        &cert,
+        |c| c.subject().iter_organizational_unit().next(),
+        "organizational unit",
+    )?;
+    if ou != crate::pki::NODE_ROLE {
+        return Err(IdentityError::Invalid(
+            ou.to_owned(),
+            "not a node certificate".into(),
+        ));
+    }
+    OrgId::parse(o).map_err(|e| IdentityError::Invalid(o.to_owned(), e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,9 @@
 //!   message-signing key, rustls settings, identity bundles.
 //! * [`identity`] — who is calling, from a verified client certificate.
 //! * [`store`] — the only code that touches sled; all key layouts.
+//! * [`trust`] — trust bundles and their fingerprints.
+//! * [`federation`] — peers, links, replication of shared channels; its
+//!   decisions in the pure [`federation::core`].
 //! * [`node`] — a running node: writer with group commit, fan-out,
 //!   subscriptions, TLS listener, ordered shutdown.
 //! * `api` — tonic services; the one place errors become `Status`.
@@ -26,12 +29,14 @@
 mod api;
 pub mod client;
 pub mod config;
+pub mod federation;
 pub mod identity;
 pub mod model;
 pub mod node;
 pub mod pki;
 pub mod setup;
 pub mod store;
+pub mod trust;
 
 /// Generated from `proto/samband/v1/*.proto`.
 #[allow(

@@ -323,6 +323,64 @@ impl OrgPki {
         Ok(self.message_key()?.public_key().as_ref().to_vec())
     }
 
+    /// The org CA certificate (DER).
+    pub fn ca_der(&self) -> Result<Vec<u8>, PkiError> {
+        let path = self.dir.join(CA_CERT);
+        Ok(load_certs(&path)?.remove(0).to_vec())
+    }
+
+    /// TLS for the federation listener: the node certificate, and client
+    /// certificates required and verified against the pinned CAs of the
+    /// configured peers. `None` when there are no peers: then nobody gets in.
+    pub fn federation_listener_tls(
+        &self,
+        peer_cas: &[Vec<u8>],
+    ) -> Result<Option<rustls::ServerConfig>, PkiError> {
+        if peer_cas.is_empty() {
+            return Ok(None);
+        }
+        let mut roots = RootCertStore::empty();
+        for der in peer_cas {
+            // A malformed CA of one peer must not lock out the others.
+            if let Err(e) = roots.add(CertificateDer::from(der.clone())) {
+                tracing::warn!(error = %e, "skipping an unusable peer CA certificate");
+            }
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                load_certs(&self.dir.join(NODE_CERT))?,
+                load_key(&self.dir.join(NODE_KEY))?,
+            )
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Some(config))
+    }
+
+    /// TLS for dialing a peer node: trust only that peer's CA, present this node's certificate.
+    pub fn peer_client_tls(&self, peer_ca: &[u8]) -> Result<rustls::ClientConfig, PkiError> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(peer_ca.to_vec()))
+            .map_err(|e| PkiError::Tls(format!("unusable peer CA certificate: {e}")))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                load_certs(&self.dir.join(NODE_CERT))?,
+                load_key(&self.dir.join(NODE_KEY))?,
+            )
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+
     /// TLS for the member listener: the node certificate, and client
     /// certificates required and verified against this org's CA only.
     pub fn client_listener_tls(&self) -> Result<rustls::ServerConfig, PkiError> {
@@ -343,6 +401,27 @@ impl OrgPki {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
+}
+
+/// Whether `chain` (leaf first) verifies as a client certificate chain
+/// against `ca` alone. This is how a peer is identified: by which pinned CA
+/// verified its certificate, never by the name it claims.
+pub fn chain_verifies(ca: &[u8], chain: &[CertificateDer<'static>]) -> bool {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    let mut roots = RootCertStore::empty();
+    if roots.add(CertificateDer::from(ca.to_vec())).is_err() {
+        return false;
+    }
+    let Ok(verifier) =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()
+    else {
+        return false;
+    };
+    verifier
+        .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+        .is_ok()
 }
 
 // === impl IdentityBundle ===

@@ -50,19 +50,19 @@ fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }
 
-/// The `host:port` members dial, derived from the listen address.
-fn advertise(opts: &InitOptions) -> String {
-    let port = opts.client_listen.port();
-    let ip = opts.client_listen.ip();
-    if ip.is_unspecified() {
-        let host = opts.hosts.first().map_or("localhost", String::as_str);
+/// The `host:port` others dial to reach `listen`: the first `--host` for a
+/// wildcard address, the address itself otherwise.
+fn advertise(listen: SocketAddr, hosts: &[String]) -> String {
+    if listen.ip().is_unspecified() {
+        let host = hosts.first().map_or("localhost", String::as_str);
+        let port = listen.port();
         return if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
     }
-    opts.client_listen.to_string()
+    listen.to_string()
 }
 
 /// Creates a node directory. Refuses a directory that exists and is not empty.
@@ -80,12 +80,13 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     }
-    let advertise = advertise(opts);
+    let advertise_client = advertise(opts.client_listen, &opts.hosts);
     let text = Config::template(
         &opts.org,
         opts.client_listen,
-        &advertise,
+        &advertise_client,
         opts.federation_listen,
+        &advertise(opts.federation_listen, &opts.hosts),
     );
     let config_path = dir.join(crate::config::FILE_NAME);
     // Check our own template before writing it, so a bad flag never leaves a broken directory.
@@ -97,7 +98,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
         &opts.org,
         &operator,
         Role::Admin,
-        &advertise,
+        &advertise_client,
         &dir.join(OPERATOR_DIR),
     )?;
     std::fs::write(&config_path, text).map_err(|source| SetupError::Io {

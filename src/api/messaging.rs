@@ -48,14 +48,45 @@ fn message(stored: &Stored) -> proto::Message {
     }
 }
 
-fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
+/// The wire form of a channel record.
+pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
+    let shared = !record.participants.is_empty();
+    let state = match proto::ChannelState::try_from(record.state) {
+        Ok(proto::ChannelState::Pending) => "pending",
+        Ok(proto::ChannelState::Archived) => "archived",
+        _ if shared => "shared",
+        _ => "internal",
+    };
+    let mut participants = Vec::new();
+    if shared {
+        participants.push(record.home.clone());
+        participants.extend(
+            record
+                .participants
+                .iter()
+                .filter(|p| p.active)
+                .map(|p| p.org.clone()),
+        );
+    }
     proto::Channel {
         id: record.id,
         home: record.home,
         name: record.name,
-        shared: false,
+        shared,
         created_unix_ms: record.created_unix_ms,
+        participants,
+        state: state.to_owned(),
     }
+}
+
+/// The calling member, from the connection's verified client certificate.
+pub(super) fn caller<T>(
+    request: &Request<T>,
+    org: &crate::model::OrgId,
+) -> Result<Member, ApiError> {
+    let certs = request.peer_certs().ok_or(IdentityError::NoCertificate)?;
+    let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
+    Ok(Member::from_certificate(leaf, org)?)
 }
 
 fn cursor(s: &str) -> Result<Cursor, ApiError> {
@@ -69,11 +100,8 @@ impl Messaging {
         Self { shared }
     }
 
-    /// The calling member, from the connection's verified client certificate.
     fn member<T>(&self, request: &Request<T>) -> Result<Member, ApiError> {
-        let certs = request.peer_certs().ok_or(IdentityError::NoCertificate)?;
-        let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
-        Ok(Member::from_certificate(leaf, &self.shared.org)?)
+        caller(request, &self.shared.org)
     }
 
     /// A channel this node holds, by `home/name` or (for this org) `name`.
@@ -111,6 +139,7 @@ impl messaging_server::Messaging for Messaging {
             home: self.shared.org.to_string(),
             name: name.to_string(),
             created_unix_ms: unix_ms_now(),
+            ..Default::default()
         };
         if !self
             .shared

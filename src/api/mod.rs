@@ -4,6 +4,8 @@
 //! Handlers validate requests, ask `node` to act, and translate. Internal
 //! detail (store errors) is logged here and never shown to a caller.
 
+mod admin;
+mod federation;
 mod messaging;
 
 use std::sync::Arc;
@@ -12,9 +14,12 @@ use tonic::Status;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
+use crate::federation::Federation;
 use crate::identity::IdentityError;
 use crate::model::ParseError;
 use crate::node::{Shared, WriteError};
+use crate::proto::admin_server::AdminServer;
+use crate::proto::federation_server::FederationServer;
 use crate::proto::messaging_server::MessagingServer;
 use crate::store::StoreError;
 
@@ -33,6 +38,8 @@ pub(crate) enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Logged in full; the caller is told only that it happened.
     #[error("{0}")]
     Internal(String),
@@ -47,6 +54,7 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering a request");
                 Status::internal("internal error on the node; its log has the details")
@@ -71,7 +79,13 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Stopped => ApiError::Unavailable(e.to_string()),
-            other => ApiError::Internal(other.to_string()),
+            WriteError::NoChannel(_) => ApiError::NotFound(e.to_string()),
+            WriteError::NotParticipant { .. } => ApiError::NotFound(e.to_string()),
+            WriteError::Archived(_) | WriteError::Pending(_) | WriteError::NotPending(_) => {
+                ApiError::FailedPrecondition(e.to_string())
+            }
+            WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),
+            WriteError::Store(_) | WriteError::Commit(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -87,27 +101,56 @@ impl From<IdentityError> for ApiError {
     }
 }
 
-/// The member listener's services: Messaging, health, reflection (v1 and v1alpha).
-pub(crate) async fn client_router(
-    shared: Arc<Shared>,
-) -> Result<Router, tonic_reflection::server::Error> {
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Health and reflection (v1 and v1alpha), which every listener serves.
+async fn base_router<S>() -> Result<Router, tonic_reflection::server::Error>
+where
+    S: tonic::server::NamedService,
+{
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<MessagingServer<messaging::Messaging>>()
+        .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    // Room for the largest accepted body plus the other fields, so that an
-    // oversized body reaches the handler and gets a precise answer.
-    let max_request = shared.limits.max_body_bytes + 64 * 1024;
-    let messaging = MessagingServer::new(messaging::Messaging::new(shared))
-        .max_decoding_message_size(max_request);
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     Ok(Server::builder()
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
-        .add_service(messaging))
+        .add_service(reflection().build_v1alpha()?))
+}
+
+/// The member listener's services: Messaging and Admin, health, reflection.
+pub(crate) async fn client_router(
+    shared: Arc<Shared>,
+    fed: Arc<Federation>,
+) -> Result<Router, tonic_reflection::server::Error> {
+    // Room for the largest accepted body plus the other fields, so that an
+    // oversized body reaches the handler and gets a precise answer.
+    let max_request = shared.limits.max_body_bytes + 64 * 1024;
+    let messaging = MessagingServer::new(messaging::Messaging::new(shared.clone()))
+        .max_decoding_message_size(max_request);
+    Ok(base_router::<MessagingServer<messaging::Messaging>>()
+        .await?
+        .add_service(messaging)
+        .add_service(AdminServer::new(admin::Admin::new(shared, fed))))
+}
+
+/// The federation listener's services: Federation, health, reflection.
+pub(crate) async fn federation_router(
+    fed: Arc<Federation>,
+) -> Result<Router, tonic_reflection::server::Error> {
+    let service = FederationServer::new(federation::FederationService::new(fed))
+        .max_decoding_message_size(crate::federation::MAX_FRAME_BYTES)
+        .max_encoding_message_size(crate::federation::MAX_FRAME_BYTES);
+    Ok(
+        base_router::<FederationServer<federation::FederationService>>()
+            .await?
+            .add_service(service),
+    )
 }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use samband::config::Config;
 use samband::model::OrgId;
-use samband::node::Node;
+use samband::node::{Listeners, Node};
 use samband::proto;
 use samband::setup::{self, InitOptions};
 use serde_json::json;
@@ -122,10 +122,10 @@ async fn post(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
     let mut config = Config::load(&node_dir)?;
     config.limits.max_body_bytes = config.limits.max_body_bytes.max(args.size);
     let node = Node::open(&node_dir, config)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?.to_string();
+    let listeners = Listeners::bind(node.config()).await?;
+    let addr = listeners.client.local_addr()?.to_string();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(node.run(listener, shutdown.clone()));
+    let server = tokio::spawn(node.run(listeners, shutdown.clone()));
 
     let bundle = samband::pki::IdentityBundle::load(&node_dir.join(setup::OPERATOR_DIR))?;
     let client = samband::client::connect(&bundle, Some(&addr)).await?;

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use samband::config::{Config, LogFormat};
 use samband::model::{MemberName, OrgId, Role};
-use samband::node::Node;
+use samband::node::{Listeners, Node};
 use samband::setup::{self, InitOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,9 @@ pub(crate) struct ServeArgs {
     /// Override `client.listen` of the config.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     client_listen: Option<SocketAddr>,
+    /// Override `federation.listen` of the config.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    federation_listen: Option<SocketAddr>,
     /// Override `log.format` of the config: human or json.
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     log_format: Option<String>,
@@ -143,6 +146,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.client_listen {
         config.client.listen = addr;
     }
+    if let Some(addr) = args.federation_listen {
+        config.federation.listen = addr;
+    }
     let format = match args.log_format.as_deref() {
         Some("json") => LogFormat::Json,
         Some(_) => LogFormat::Human,
@@ -154,18 +160,26 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let node = Node::open(&dir, config)?;
-        let listen = node.config().client.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} (client.listen)"))?;
-        let bound = listener.local_addr()?;
+        let (client, federation) = (node.config().client.listen, node.config().federation.listen);
+        let listeners = Listeners {
+            client: tokio::net::TcpListener::bind(client)
+                .await
+                .with_context(|| format!("cannot listen on {client} (client.listen)"))?,
+            federation: tokio::net::TcpListener::bind(federation)
+                .await
+                .with_context(|| format!("cannot listen on {federation} (federation.listen)"))?,
+        };
+        let (client, federation) = (
+            listeners.client.local_addr()?,
+            listeners.federation.local_addr()?,
+        );
         let org = node.config().org.clone();
-        tracing::info!(%org, client = %bound, "serving");
+        tracing::info!(%org, %client, %federation, "serving");
         // One machine-readable line on stdout for scripts and tests.
-        println!("ready org={org} client={bound}");
+        println!("ready org={org} client={client} federation={federation}");
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        node.run(listener, shutdown).await?;
+        node.run(listeners, shutdown).await?;
         Ok(())
     })
 }

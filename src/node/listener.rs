@@ -18,13 +18,14 @@ use tokio_util::sync::CancellationToken;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A stream of established TLS connections for `serve_with_incoming`.
+/// `tls` gives the settings for each new handshake (so trust can change
+/// without a restart); `None` refuses the connection.
 pub(super) fn tls_incoming(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
     shutdown: CancellationToken,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -40,7 +41,11 @@ pub(super) fn tls_incoming(
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let Some(config) = tls() else {
+                tracing::info!(%peer, "connection refused: no partner is trusted yet");
+                continue;
+            };
+            let acceptor = TlsAcceptor::from(config);
             let tx = tx.clone();
             tokio::spawn(async move {
                 if let Some(tls) = handshake(acceptor, tcp, peer).await {

@@ -22,9 +22,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use subscription::{Start, Subscription};
-pub use writer::{NewPost, WriteError, WriterHandle};
+pub use writer::{NewPost, RosterChange, WriteError, WriterHandle};
 
 use crate::config::{Config, Limits};
+use crate::federation::Federation;
 use crate::model::{ChannelId, OrgId};
 use crate::pki::{OrgPki, PkiError};
 use crate::store::{Store, StoreError};
@@ -42,15 +43,37 @@ pub enum NodeError {
     Thread(std::io::Error),
     #[error("gRPC server: {0}")]
     Server(String),
+    #[error(transparent)]
+    Federation(#[from] crate::federation::FederationError),
 }
 
 /// A node whose state is open but which does not serve yet.
 #[derive(Debug)]
 pub struct Node {
     config: Config,
+    pki: OrgPki,
     store: Store,
     key: Ed25519KeyPair,
     client_tls: Arc<rustls::ServerConfig>,
+}
+
+/// The bound sockets a node serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Members (Messaging, Admin).
+    pub client: TcpListener,
+    /// Partner nodes (Federation).
+    pub federation: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners of `config`.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            client: TcpListener::bind(config.client.listen).await?,
+            federation: TcpListener::bind(config.federation.listen).await?,
+        })
+    }
 }
 
 /// What the API services share. Cheap to reach through an `Arc`.
@@ -86,6 +109,7 @@ impl Node {
         )?;
         Ok(Self {
             config,
+            pki,
             store,
             key,
             client_tls,
@@ -96,22 +120,46 @@ impl Node {
         &self.config
     }
 
-    /// Serves members on `client` until `shutdown` is cancelled.
+    /// Serves members and partner nodes until `shutdown` is cancelled.
     pub async fn run(
         self,
-        client: TcpListener,
+        listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<(), NodeError> {
         let Node {
             config,
+            pki,
             store,
             key,
             client_tls,
         } = self;
         let fanout = Arc::new(fanout::Fanout::default());
+        let (commits_tx, commits) = tokio::sync::watch::channel(0);
+        let settings = writer::WriterSettings {
+            org: config.org.clone(),
+            // Room for the body plus every other envelope field.
+            max_envelope_bytes: config.limits.max_body_bytes + 4096,
+        };
         let (writer, writer_thread) =
-            writer::spawn(store.clone(), config.org.clone(), key, fanout.clone())
+            writer::spawn(store.clone(), settings, key, fanout.clone(), commits_tx)
                 .map_err(NodeError::Thread)?;
+        let advertise = match config.federation.advertise.rsplit_once(':') {
+            // Port 0 (tests, scripts): advertise the port the listener got.
+            Some((host, "0")) => format!(
+                "{host}:{}",
+                listeners.federation.local_addr().map_or(0, |a| a.port())
+            ),
+            _ => config.federation.advertise.clone(),
+        };
+        let fed = Federation::new(
+            config.org.clone(),
+            pki,
+            store.clone(),
+            writer.clone(),
+            commits,
+            shutdown.clone(),
+            advertise,
+        )?;
         let shared = Arc::new(Shared {
             org: config.org.clone(),
             store: store.clone(),
@@ -121,20 +169,39 @@ impl Node {
             shutdown: shutdown.clone(),
             fanout,
         });
-        let incoming = listener::tls_incoming(client, client_tls, shutdown.clone());
-        let served = crate::api::client_router(shared)
+        let client_incoming = listener::tls_incoming(
+            listeners.client,
+            move || Some(client_tls.clone()),
+            shutdown.clone(),
+        );
+        let tls_fed = fed.clone();
+        let federation_incoming = listener::tls_incoming(
+            listeners.federation,
+            move || tls_fed.listener_tls(),
+            shutdown.clone(),
+        );
+        let server_error = |e: tonic_reflection::server::Error| NodeError::Server(e.to_string());
+        let client_server = crate::api::client_router(shared, fed.clone())
             .await
-            .map_err(|e| NodeError::Server(e.to_string()))?;
-        let server =
-            served.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        tokio::pin!(server);
+            .map_err(server_error)?
+            .serve_with_incoming_shutdown(client_incoming, shutdown.clone().cancelled_owned());
+        let federation_server = crate::api::federation_router(fed.clone())
+            .await
+            .map_err(server_error)?
+            .serve_with_incoming_shutdown(federation_incoming, shutdown.clone().cancelled_owned());
+        fed.start()?;
+        let servers = async {
+            let (a, b) = tokio::join!(client_server, federation_server);
+            a.and(b).map_err(|e| NodeError::Server(e.to_string()))
+        };
         let result = tokio::select! {
-            r = &mut server => r.map_err(|e| NodeError::Server(e.to_string())),
+            r = servers => r,
             () = async { shutdown.cancelled().await; tokio::time::sleep(GRACE).await } => {
                 tracing::warn!(grace = ?GRACE, "in-flight requests did not finish in time; closing them");
                 Ok(())
             }
         };
+        drop(fed);
         writer.stop().await;
         match tokio::task::spawn_blocking(move || writer_thread.join()).await {
             Ok(Ok(())) => {}

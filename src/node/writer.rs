@@ -1,30 +1,33 @@
-//! The single writer: assigns sequence numbers and timestamps, chains and
-//! signs envelopes, and commits them in groups.
+//! The single writer: every change to the message log goes through it.
 //!
 //! It runs on its own OS thread (sled calls block). Each round takes every
-//! post that is waiting (up to [`MAX_BATCH`]), stages them in one atomic
-//! batch, flushes once, and only then answers the posters and publishes the
-//! messages: an acknowledged post is on disk, and concurrent posts share one
-//! flush.
+//! command that is waiting (up to [`MAX_ROUND`]): members' posts, envelopes
+//! received from peers, roster changes, channel offers. It decides each one
+//! against the current state (plus what the round already staged), stages
+//! the effects in one atomic batch, flushes once, and only then answers and
+//! publishes: an acknowledged post is on disk, a received envelope is
+//! acknowledged to its peer only once durable, and concurrent work shares
+//! one flush.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ring::signature::Ed25519KeyPair;
-use tokio::sync::{mpsc, oneshot};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::fanout::Fanout;
+use crate::federation::core::{self, Reject, Verdict};
 use crate::model::{
-    ChannelId, Cursor, EnvelopeHash, GENESIS_HASH, HlcClock, MemberName, OrgId, Priority,
+    ChannelId, Cursor, EnvelopeHash, GENESIS_HASH, Hlc, HlcClock, MemberName, OrgId, Priority,
     sign_and_hash,
 };
-use crate::proto::{Envelope, Kind};
-use crate::store::{Store, StoreError, Stored};
+use crate::proto::{ChannelRecord, ChannelState, Envelope, Kind};
+use crate::store::{Store, StoreBatch, StoreError, Stored};
 
-/// Most posts committed by one flush.
-const MAX_BATCH: usize = 1024;
-/// Posts that may wait for the writer before posters feel back-pressure.
+/// Most commands decided per flush.
+const MAX_ROUND: usize = 1024;
+/// Commands that may wait for the writer before senders feel back-pressure.
 const QUEUE: usize = 4096;
 
 /// A member's post, as validated by the API.
@@ -36,6 +39,19 @@ pub struct NewPost {
     pub body: Vec<u8>,
 }
 
+/// A change to a home channel's roster.
+#[derive(Debug, Clone)]
+pub enum RosterChange {
+    /// Share with `org`, whose message-signing key is `signing_key`.
+    Share {
+        org: OrgId,
+        signing_key: Vec<u8>,
+    },
+    Unshare {
+        org: OrgId,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("the node is shutting down")]
@@ -44,57 +60,131 @@ pub enum WriteError {
     Store(#[from] StoreError),
     #[error("commit failed: {0}")]
     Commit(String),
+    #[error("channel {0} does not exist on this node")]
+    NoChannel(String),
+    #[error("channel {0} is archived: this org was removed from it, so it is read-only")]
+    Archived(String),
+    #[error("channel {0} is offered but not accepted yet (samband channel accept)")]
+    Pending(String),
+    #[error("channel {channel} belongs to {home}; only its home changes who it is shared with")]
+    NotHome { channel: String, home: String },
+    #[error("{org} is not a participant of {channel}")]
+    NotParticipant { channel: String, org: String },
+    #[error("channel {0} is not waiting to be accepted")]
+    NotPending(String),
 }
 
-type Reply = oneshot::Sender<Result<Arc<Stored>, WriteError>>;
+type Answer<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum Command {
-    Post(NewPost, Reply),
+    Post(NewPost, Answer<Arc<Stored>>),
+    /// Envelopes a peer sent; answered with one verdict per envelope.
+    Apply {
+        from: OrgId,
+        envelopes: Vec<Envelope>,
+        answer: Answer<Vec<Verdict>>,
+    },
+    /// A channel offered by a peer: its home's latest control envelope.
+    Offer {
+        from: OrgId,
+        envelope: Envelope,
+        hold: bool,
+        answer: Answer<Result<Option<ChannelRecord>, Reject>>,
+    },
+    Roster {
+        channel: ChannelId,
+        change: RosterChange,
+        answer: Answer<ChannelRecord>,
+    },
+    Accept {
+        channel: ChannelId,
+        answer: Answer<ChannelRecord>,
+    },
     Stop,
-}
-
-/// The posting side of the writer; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct WriterHandle {
-    tx: mpsc::Sender<Command>,
 }
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Command::Post(..) => "Post",
+            Command::Apply { .. } => "Apply",
+            Command::Offer { .. } => "Offer",
+            Command::Roster { .. } => "Roster",
+            Command::Accept { .. } => "Accept",
             Command::Stop => "Stop",
         })
     }
 }
 
+/// The sending side of the writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// An answer to send once the round is durable.
+enum Done {
+    Post(Answer<Arc<Stored>>, Arc<Stored>),
+    Apply(Answer<Vec<Verdict>>, Vec<Verdict>),
+    Offer(
+        Answer<Result<Option<ChannelRecord>, Reject>>,
+        Result<Option<ChannelRecord>, Reject>,
+    ),
+    Record(Answer<ChannelRecord>, ChannelRecord),
+}
+
+/// What one round staged.
+#[derive(Default)]
+struct Round {
+    batch: StoreBatch,
+    done: Vec<Done>,
+    published: Vec<(ChannelId, Arc<Stored>)>,
+}
+
+/// Tunables the writer needs from the config.
+#[derive(Debug, Clone)]
+pub(super) struct WriterSettings {
+    pub org: OrgId,
+    pub max_envelope_bytes: usize,
+}
+
 struct Writer {
     rx: mpsc::Receiver<Command>,
     store: Store,
-    org: OrgId,
+    settings: WriterSettings,
     key: Ed25519KeyPair,
+    public_key: Vec<u8>,
     clock: HlcClock,
-    /// Chain head (seq, hash) of this org's log per channel; filled lazily from the store.
-    heads: HashMap<ChannelId, (u64, EnvelopeHash)>,
+    /// Chain head (seq, hash) per (channel, origin); filled lazily from the store.
+    heads: HashMap<(ChannelId, OrgId), (u64, EnvelopeHash)>,
+    /// Channel records as of the staged state; filled lazily from the store.
+    records: HashMap<ChannelId, ChannelRecord>,
     fanout: Arc<Fanout>,
+    /// Bumped after every durable round that changed the log.
+    commits: watch::Sender<u64>,
 }
 
 /// Starts the writer thread.
 pub(super) fn spawn(
     store: Store,
-    org: OrgId,
+    settings: WriterSettings,
     key: Ed25519KeyPair,
     fanout: Arc<Fanout>,
+    commits: watch::Sender<u64>,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let public_key = key.public_key().as_ref().to_vec();
     let writer = Writer {
         rx,
         store,
-        org,
+        settings,
         key,
+        public_key,
         clock: HlcClock::default(),
         heads: HashMap::new(),
+        records: HashMap::new(),
         fanout,
+        commits,
     };
     let thread = std::thread::Builder::new()
         .name("samband-writer".into())
@@ -111,14 +201,69 @@ fn unix_ms() -> u64 {
 // === impl WriterHandle ===
 
 impl WriterHandle {
-    /// Commits a post; resolves once it is durable.
-    pub async fn post(&self, post: NewPost) -> Result<Arc<Stored>, WriteError> {
-        let (reply, answer) = oneshot::channel();
+    async fn ask<T>(&self, make: impl FnOnce(Answer<T>) -> Command) -> Result<T, WriteError> {
+        let (answer, rx) = oneshot::channel();
         self.tx
-            .send(Command::Post(post, reply))
+            .send(make(answer))
             .await
             .map_err(|_| WriteError::Stopped)?;
-        answer.await.map_err(|_| WriteError::Stopped)?
+        rx.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Commits a post; resolves once it is durable.
+    pub async fn post(&self, post: NewPost) -> Result<Arc<Stored>, WriteError> {
+        self.ask(|a| Command::Post(post, a)).await
+    }
+
+    /// Decides and stores envelopes received from `from`; resolves once the
+    /// accepted ones are durable.
+    pub async fn apply(
+        &self,
+        from: OrgId,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<Verdict>, WriteError> {
+        self.ask(|answer| Command::Apply {
+            from,
+            envelopes,
+            answer,
+        })
+        .await
+    }
+
+    /// Records a channel offered by `from` (held for acceptance if `hold`);
+    /// `None` if the channel is known here already.
+    pub async fn offer(
+        &self,
+        from: OrgId,
+        envelope: Envelope,
+        hold: bool,
+    ) -> Result<Result<Option<ChannelRecord>, Reject>, WriteError> {
+        self.ask(|answer| Command::Offer {
+            from,
+            envelope,
+            hold,
+            answer,
+        })
+        .await
+    }
+
+    /// Changes the roster of a channel whose home is this org.
+    pub async fn roster(
+        &self,
+        channel: ChannelId,
+        change: RosterChange,
+    ) -> Result<ChannelRecord, WriteError> {
+        self.ask(|answer| Command::Roster {
+            channel,
+            change,
+            answer,
+        })
+        .await
+    }
+
+    /// Accepts a held channel offer.
+    pub async fn accept(&self, channel: ChannelId) -> Result<ChannelRecord, WriteError> {
+        self.ask(|answer| Command::Accept { channel, answer }).await
     }
 
     /// Asks the writer to finish what is queued before this call, then stop.
@@ -132,24 +277,28 @@ impl WriterHandle {
 
 impl Writer {
     fn run(mut self) {
-        let mut batch = Vec::new();
+        let mut commands = Vec::new();
         let mut stopping = false;
         while !stopping {
             match self.rx.blocking_recv() {
-                Some(Command::Post(p, r)) => batch.push((p, r)),
                 Some(Command::Stop) | None => break,
+                Some(c) => commands.push(c),
             }
-            while batch.len() < MAX_BATCH {
+            while commands.len() < MAX_ROUND {
                 match self.rx.try_recv() {
-                    Ok(Command::Post(p, r)) => batch.push((p, r)),
                     Ok(Command::Stop) => {
                         stopping = true;
                         break;
                     }
+                    Ok(c) => commands.push(c),
                     Err(_) => break,
                 }
             }
-            self.commit(std::mem::take(&mut batch));
+            let mut round = Round::default();
+            for command in commands.drain(..) {
+                self.decide(command, &mut round);
+            }
+            self.commit(round);
         }
         self.rx.close();
         if let Err(e) = self.store.flush() {
@@ -157,11 +306,27 @@ impl Writer {
         }
     }
 
-    fn head(&mut self, channel: &ChannelId) -> Result<(u64, EnvelopeHash), StoreError> {
-        if let Some(head) = self.heads.get(channel) {
+    fn record(&mut self, channel: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
+        if let Some(r) = self.records.get(channel) {
+            return Ok(Some(r.clone()));
+        }
+        let record = self.store.channel(channel)?;
+        if let Some(r) = &record {
+            self.records.insert(channel.clone(), r.clone());
+        }
+        Ok(record)
+    }
+
+    fn head(
+        &mut self,
+        channel: &ChannelId,
+        origin: &OrgId,
+    ) -> Result<(u64, EnvelopeHash), StoreError> {
+        let key = (channel.clone(), origin.clone());
+        if let Some(head) = self.heads.get(&key) {
             return Ok(*head);
         }
-        let head = match self.store.chain_head(channel, &self.org)? {
+        let head = match self.store.chain_head(channel, origin)? {
             Some(h) => {
                 // Never issue a timestamp below one already on disk, whatever the wall clock says.
                 self.clock.observe(h.hlc);
@@ -169,67 +334,358 @@ impl Writer {
             }
             None => (0, GENESIS_HASH),
         };
-        self.heads.insert(channel.clone(), head);
+        self.heads.insert(key, head);
         Ok(head)
     }
 
-    fn commit(&mut self, batch: Vec<(NewPost, Reply)>) {
-        let now = unix_ms();
-        let mut staged = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for (post, reply) in batch {
-            let (seq, prev) = match self.head(&post.channel) {
-                Ok(head) => head,
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                    continue;
-                }
-            };
-            let hlc = self.clock.tick(now);
-            let mut envelope = Envelope {
-                channel: post.channel.to_string(),
-                origin: self.org.to_string(),
-                origin_seq: seq + 1,
-                author: post.author.to_string(),
-                hlc: hlc.0,
-                kind: Kind::Text as i32,
-                priority: post.priority as i32,
-                body: post.body,
-                prev: prev.to_vec(),
-                signature: Vec::new(),
-            };
-            let hash = sign_and_hash(&mut envelope, &self.key);
-            self.heads.insert(post.channel.clone(), (seq + 1, hash));
-            let cursor = Cursor {
-                hlc,
-                origin: self.org.clone(),
-                seq: seq + 1,
-            };
-            staged.push((post.channel, Stored { cursor, envelope }));
-            replies.push(reply);
+    /// Stages one envelope and moves the chain head.
+    fn stage(
+        &mut self,
+        round: &mut Round,
+        channel: &ChannelId,
+        envelope: Envelope,
+        hash: EnvelopeHash,
+    ) -> Result<Arc<Stored>, StoreError> {
+        let origin = OrgId::parse(&envelope.origin).map_err(|_| StoreError::Inconsistent {
+            key: envelope.origin.clone(),
+            why: "staged envelope with an invalid origin",
+        })?;
+        let cursor = Cursor {
+            hlc: Hlc(envelope.hlc),
+            origin: origin.clone(),
+            seq: envelope.origin_seq,
+        };
+        round.batch.put_envelope(channel, &cursor, &envelope);
+        self.heads
+            .insert((channel.clone(), origin), (envelope.origin_seq, hash));
+        let stored = Arc::new(Stored { cursor, envelope });
+        round.published.push((channel.clone(), stored.clone()));
+        Ok(stored)
+    }
+
+    /// Creates, signs and stages an envelope originated here.
+    fn originate(
+        &mut self,
+        round: &mut Round,
+        channel: &ChannelId,
+        author: &str,
+        kind: Kind,
+        priority: i32,
+        body: Vec<u8>,
+    ) -> Result<Arc<Stored>, StoreError> {
+        let org = self.settings.org.clone();
+        let (seq, prev) = self.head(channel, &org)?;
+        let hlc = self.clock.tick(unix_ms());
+        let mut envelope = Envelope {
+            channel: channel.to_string(),
+            origin: org.to_string(),
+            origin_seq: seq + 1,
+            author: author.to_owned(),
+            hlc: hlc.0,
+            kind: kind as i32,
+            priority,
+            body,
+            prev: prev.to_vec(),
+            signature: Vec::new(),
+        };
+        let hash = sign_and_hash(&mut envelope, &self.key);
+        self.stage(round, channel, envelope, hash)
+    }
+
+    fn writable(&mut self, channel: &ChannelId) -> Result<ChannelRecord, WriteError> {
+        let record = self
+            .record(channel)?
+            .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
+        match ChannelState::try_from(record.state) {
+            Ok(ChannelState::Archived) => Err(WriteError::Archived(channel.to_string())),
+            Ok(ChannelState::Pending) => Err(WriteError::Pending(channel.to_string())),
+            _ => Ok(record),
         }
-        if staged.is_empty() {
+    }
+
+    fn decide(&mut self, command: Command, round: &mut Round) {
+        match command {
+            Command::Post(post, answer) => {
+                let result = self.writable(&post.channel).and_then(|_| {
+                    let author = post.author.to_string();
+                    Ok(self.originate(
+                        round,
+                        &post.channel,
+                        &author,
+                        Kind::Text,
+                        post.priority as i32,
+                        post.body,
+                    )?)
+                });
+                match result {
+                    Ok(stored) => round.done.push(Done::Post(answer, stored)),
+                    Err(e) => {
+                        let _ = answer.send(Err(e));
+                    }
+                }
+            }
+            Command::Apply {
+                from,
+                envelopes,
+                answer,
+            } => match self.apply(round, &from, envelopes) {
+                Ok(verdicts) => round.done.push(Done::Apply(answer, verdicts)),
+                Err(e) => {
+                    let _ = answer.send(Err(e.into()));
+                }
+            },
+            Command::Offer {
+                from,
+                envelope,
+                hold,
+                answer,
+            } => match self.offer(round, &from, &envelope, hold) {
+                Ok(outcome) => round.done.push(Done::Offer(answer, outcome)),
+                Err(e) => {
+                    let _ = answer.send(Err(e.into()));
+                }
+            },
+            Command::Roster {
+                channel,
+                change,
+                answer,
+            } => match self.change_roster(round, &channel, change) {
+                Ok(record) => round.done.push(Done::Record(answer, record)),
+                Err(e) => {
+                    let _ = answer.send(Err(e));
+                }
+            },
+            Command::Accept { channel, answer } => match self.accept(round, &channel) {
+                Ok(record) => round.done.push(Done::Record(answer, record)),
+                Err(e) => {
+                    let _ = answer.send(Err(e));
+                }
+            },
+            Command::Stop => {}
+        }
+    }
+
+    fn home_key(&self, home: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if home == self.settings.org.as_str() {
+            return Ok(Some(self.public_key.clone()));
+        }
+        let Ok(home) = OrgId::parse(home) else {
+            return Ok(None);
+        };
+        Ok(self.store.peer(&home)?.map(|p| p.signing_key))
+    }
+
+    fn apply(
+        &mut self,
+        round: &mut Round,
+        from: &OrgId,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<Verdict>, StoreError> {
+        let mut verdicts = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let verdict = self.apply_one(round, from, envelope)?;
+            verdicts.push(verdict);
+        }
+        Ok(verdicts)
+    }
+
+    fn apply_one(
+        &mut self,
+        round: &mut Round,
+        from: &OrgId,
+        envelope: Envelope,
+    ) -> Result<Verdict, StoreError> {
+        let (Ok(channel), Ok(origin)) = (
+            ChannelId::parse(&envelope.channel),
+            OrgId::parse(&envelope.origin),
+        ) else {
+            return Ok(Verdict::Reject(Reject::Malformed(
+                "channel or origin is not a valid id".into(),
+            )));
+        };
+        let Some(record) = self.record(&channel)? else {
+            return Ok(Verdict::Reject(Reject::UnknownChannel));
+        };
+        if record.state == ChannelState::Pending as i32 {
+            // Offered, not accepted: nothing of it is stored.
+            return Ok(Verdict::Reject(Reject::UnknownChannel));
+        }
+        let head = self.head(&channel, &origin)?;
+        let held = if envelope.origin_seq <= head.0 {
+            self.store
+                .envelope(&channel, &origin, envelope.origin_seq)?
+                .map(|e| crate::model::chain_hash(&e))
+        } else {
+            None
+        };
+        let home_key = self.home_key(&record.home)?;
+        let ctx = core::Context {
+            local: &self.settings.org,
+            sender: from,
+            channel: &channel,
+            record: &record,
+            head,
+            home_key: home_key.as_deref(),
+            held,
+            max_envelope_bytes: self.settings.max_envelope_bytes,
+        };
+        let verdict = core::check(&envelope, &ctx);
+        if verdict != Verdict::Accept {
+            return Ok(verdict);
+        }
+        if envelope.kind == Kind::Control as i32 {
+            let mut updated = record.clone();
+            if let Err(r) = core::apply_control(&mut updated, &envelope, &self.settings.org) {
+                return Ok(Verdict::Reject(r));
+            }
+            round.batch.put_channel(&updated);
+            self.records.insert(channel.clone(), updated);
+        }
+        self.clock.observe(Hlc(envelope.hlc));
+        let hash = crate::model::chain_hash(&envelope);
+        self.stage(round, &channel, envelope, hash)?;
+        Ok(Verdict::Accept)
+    }
+
+    fn offer(
+        &mut self,
+        round: &mut Round,
+        from: &OrgId,
+        envelope: &Envelope,
+        hold: bool,
+    ) -> Result<Result<Option<ChannelRecord>, Reject>, StoreError> {
+        let Ok(channel) = ChannelId::parse(&envelope.channel) else {
+            return Ok(Err(Reject::Malformed("channel is not a valid id".into())));
+        };
+        if self.record(&channel)?.is_some() {
+            return Ok(Ok(None)); // known already (maybe pending): nothing to do
+        }
+        let home_key = self.home_key(channel.home().as_str())?;
+        let mut record = match core::check_offer(
+            envelope,
+            &self.settings.org,
+            from,
+            home_key.as_deref(),
+            unix_ms(),
+        ) {
+            Ok(r) => r,
+            Err(reject) => return Ok(Err(reject)),
+        };
+        if hold {
+            record.state = ChannelState::Pending as i32;
+        }
+        round.batch.put_channel(&record);
+        self.records.insert(channel, record.clone());
+        Ok(Ok(Some(record)))
+    }
+
+    fn change_roster(
+        &mut self,
+        round: &mut Round,
+        channel: &ChannelId,
+        change: RosterChange,
+    ) -> Result<ChannelRecord, WriteError> {
+        let record = self.writable(channel)?;
+        if record.home != self.settings.org.as_str() {
+            return Err(WriteError::NotHome {
+                channel: channel.to_string(),
+                home: record.home,
+            });
+        }
+        let (seq, _) = self.head(channel, &self.settings.org.clone())?;
+        let participants = match &change {
+            RosterChange::Share { org, signing_key } => {
+                core::changed_roster(&record, org, Some(signing_key), seq + 1)
+            }
+            RosterChange::Unshare { org } => {
+                if !record
+                    .participants
+                    .iter()
+                    .any(|p| p.org == org.as_str() && p.active)
+                {
+                    return Err(WriteError::NotParticipant {
+                        channel: channel.to_string(),
+                        org: org.to_string(),
+                    });
+                }
+                core::changed_roster(&record, org, None, seq + 1)
+            }
+        };
+        let body = core::control_body(participants.clone());
+        let stored = self.originate(round, channel, "", Kind::Control, 0, body)?;
+        let updated = ChannelRecord {
+            participants,
+            roster_seq: stored.envelope.origin_seq,
+            ..record
+        };
+        round.batch.put_channel(&updated);
+        self.records.insert(channel.clone(), updated.clone());
+        Ok(updated)
+    }
+
+    fn accept(
+        &mut self,
+        round: &mut Round,
+        channel: &ChannelId,
+    ) -> Result<ChannelRecord, WriteError> {
+        let record = self
+            .record(channel)?
+            .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
+        if record.state != ChannelState::Pending as i32 {
+            return Err(WriteError::NotPending(channel.to_string()));
+        }
+        let updated = ChannelRecord {
+            state: ChannelState::Active as i32,
+            ..record
+        };
+        round.batch.put_channel(&updated);
+        self.records.insert(channel.clone(), updated.clone());
+        Ok(updated)
+    }
+
+    fn commit(&mut self, round: Round) {
+        if round.done.is_empty() {
             return;
         }
-        let refs: Vec<_> = staged
-            .iter()
-            .map(|(c, s)| (c.clone(), s.cursor.clone(), &s.envelope))
-            .collect();
-        let result = self.store.append(&refs).and_then(|()| self.store.flush());
+        let changed = !round.batch.is_empty();
+        let result = if changed {
+            self.store
+                .apply(round.batch)
+                .and_then(|()| self.store.flush())
+        } else {
+            Ok(())
+        };
         if let Err(e) = result {
-            tracing::error!(error = %e, posts = staged.len(), "commit failed; posts answered with an error");
-            // The in-memory heads may be ahead of the disk now: re-read them.
+            tracing::error!(error = %e, answers = round.done.len(), "commit failed; every change of the round is answered with an error");
+            // The in-memory state may be ahead of the disk now: re-read it.
             self.heads.clear();
-            for reply in replies {
-                let _ = reply.send(Err(WriteError::Commit(e.to_string())));
+            self.records.clear();
+            for done in round.done {
+                let err = || WriteError::Commit(e.to_string());
+                // Whoever asked may be gone; nothing to do about that.
+                let _ = match done {
+                    Done::Post(a, _) => a.send(Err(err())).map_err(drop),
+                    Done::Apply(a, _) => a.send(Err(err())).map_err(drop),
+                    Done::Offer(a, _) => a.send(Err(err())).map_err(drop),
+                    Done::Record(a, _) => a.send(Err(err())).map_err(drop),
+                };
             }
             return;
         }
-        for ((channel, stored), reply) in staged.into_iter().zip(replies) {
-            let stored = Arc::new(stored);
-            self.fanout.publish(&channel, stored.clone());
-            // The poster may have gone away; the message is committed all the same.
-            let _ = reply.send(Ok(stored));
+        for (channel, stored) in round.published {
+            self.fanout.publish(&channel, stored);
+        }
+        if changed {
+            self.commits.send_modify(|n| *n += 1);
+        }
+        for done in round.done {
+            // Whoever asked may be gone; the change is committed all the same.
+            let _ = match done {
+                Done::Post(a, s) => a.send(Ok(s)).map_err(drop),
+                Done::Apply(a, v) => a.send(Ok(v)).map_err(drop),
+                Done::Offer(a, o) => a.send(Ok(o)).map_err(drop),
+                Done::Record(a, r) => a.send(Ok(r)).map_err(drop),
+            };
         }
     }
 }

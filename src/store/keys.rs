@@ -4,18 +4,51 @@
 //! NUL-terminated (ids never contain NUL, and NUL sorts before every other
 //! byte, so `a` < `ab`), numbers are big-endian.
 //!
-//! In the `log` tree:
+//! In the `log` tree (one tree, so one batch updates all of it atomically):
+//! * `c` channel                    → ChannelRecord
 //! * `h` channel 0 hlc origin 0 seq → envelope   (history order)
 //! * `e` channel 0 origin 0 seq     → hlc        (identity index)
+//!
+//! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
 
 use crate::model::{ChannelId, Cursor, Hlc, OrgId};
 
+const CHANNEL: u8 = b'c';
 const HISTORY: u8 = b'h';
 const IDENTITY: u8 = b'e';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
     key.push(0);
+}
+
+pub(super) fn channel_key(channel: &str) -> Vec<u8> {
+    let mut key = vec![CHANNEL];
+    key.extend_from_slice(channel.as_bytes());
+    key
+}
+
+pub(super) const CHANNEL_PREFIX: &[u8] = &[CHANNEL];
+
+/// All identity keys of one channel start with this.
+pub(super) fn identity_channel_prefix(channel: &ChannelId) -> Vec<u8> {
+    let mut key = vec![IDENTITY];
+    push_str(&mut key, &channel.to_string());
+    key
+}
+
+/// The origin named in an identity key under `channel_prefix`.
+pub(super) fn origin_of_identity(channel_prefix_len: usize, key: &[u8]) -> Option<OrgId> {
+    let rest = key.get(channel_prefix_len..)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()
+}
+
+pub(super) fn cursor_key(peer: &OrgId, channel: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    push_str(&mut key, peer.as_str());
+    key.extend_from_slice(channel.as_bytes());
+    key
 }
 
 /// All history keys of one channel start with this.
@@ -49,8 +82,7 @@ pub(super) fn cursor_of(channel_prefix_len: usize, key: &[u8]) -> Option<Cursor>
 
 /// All identity keys of one origin in one channel start with this.
 pub(super) fn identity_prefix(channel: &ChannelId, origin: &OrgId) -> Vec<u8> {
-    let mut key = vec![IDENTITY];
-    push_str(&mut key, &channel.to_string());
+    let mut key = identity_channel_prefix(channel);
     push_str(&mut key, origin.as_str());
     key
 }

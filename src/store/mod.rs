@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use prost::Message as _;
 
-use crate::model::{ChannelId, Cursor, EnvelopeHash, Hlc, OrgId, chain_hash};
-use crate::proto::{ChannelRecord, Envelope};
+use crate::model::{ChannelId, Cursor, EnvelopeHash, Hlc, OrgId, Vector, chain_hash};
+use crate::proto::{ChannelRecord, ChannelVector, Envelope, PeerRecord, VectorEntry};
 
 /// The layout version this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -78,8 +78,16 @@ pub enum Page {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: sled::Db,
-    channels: sled::Tree,
     log: sled::Tree,
+    peers: sled::Tree,
+    cursors: sled::Tree,
+}
+
+/// Writes staged together and applied atomically by [`Store::apply`].
+#[derive(Debug, Default)]
+pub struct StoreBatch {
+    log: sled::Batch,
+    len: usize,
 }
 
 fn lossy(key: &[u8]) -> String {
@@ -93,6 +101,34 @@ fn decode<M: prost::Message + Default>(key: &[u8], bytes: &[u8]) -> Result<M, St
     })
 }
 
+fn hlc_of(value: &[u8]) -> Hlc {
+    Hlc(u64::from_be_bytes(value.try_into().unwrap_or_default()))
+}
+
+// === impl StoreBatch ===
+
+impl StoreBatch {
+    pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
+        self.log
+            .insert(keys::history_key(channel, cursor), env.encode_to_vec());
+        self.log.insert(
+            keys::identity_key(channel, &cursor.origin, cursor.seq),
+            &cursor.hlc.0.to_be_bytes(),
+        );
+        self.len += 1;
+    }
+
+    pub fn put_channel(&mut self, record: &ChannelRecord) {
+        self.log
+            .insert(keys::channel_key(&record.id), record.encode_to_vec());
+        self.len += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 // === impl Store ===
 
 impl Store {
@@ -101,6 +137,9 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
+            // Durability comes from our own flush before every acknowledgement;
+            // a background flush would only hide a missing one from the tests.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
@@ -110,12 +149,13 @@ impl Store {
             })?;
         let meta = db.open_tree("meta")?;
         let store = Self {
-            channels: db.open_tree("channels")?,
             log: db.open_tree("log")?,
+            peers: db.open_tree("peers")?,
+            cursors: db.open_tree("cursors")?,
             db,
         };
         match meta.get(META_SCHEMA)? {
-            None if store.channels.is_empty() && store.log.is_empty() => {
+            None if store.log.is_empty() && store.peers.is_empty() => {
                 meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 meta.insert(META_ORG, org.as_str().as_bytes())?;
                 store.db.flush()?;
@@ -135,10 +175,7 @@ impl Store {
                 });
             }
             Some(_) => {
-                let found = meta
-                    .get(META_ORG)?
-                    .map(|v| String::from_utf8_lossy(&v).into_owned())
-                    .unwrap_or_default();
+                let found = meta.get(META_ORG)?.map(|v| lossy(&v)).unwrap_or_default();
                 if found != org.as_str() {
                     return Err(StoreError::WrongOrg {
                         path: path.to_owned(),
@@ -151,15 +188,14 @@ impl Store {
         Ok(store)
     }
 
+    // --- channels ---
+
     /// Records a new channel durably. `false` if one with that id exists.
     pub fn create_channel(&self, record: &ChannelRecord) -> Result<bool, StoreError> {
+        let key = keys::channel_key(&record.id);
         let created = self
-            .channels
-            .compare_and_swap(
-                record.id.as_bytes(),
-                None as Option<&[u8]>,
-                Some(record.encode_to_vec()),
-            )?
+            .log
+            .compare_and_swap(key, None as Option<&[u8]>, Some(record.encode_to_vec()))?
             .is_ok();
         if created {
             self.db.flush()?;
@@ -168,22 +204,21 @@ impl Store {
     }
 
     pub fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
-        let key = id.to_string();
-        self.channels
-            .get(key.as_bytes())?
-            .map(|v| decode(key.as_bytes(), &v))
-            .transpose()
+        let key = keys::channel_key(&id.to_string());
+        self.log.get(&key)?.map(|v| decode(&key, &v)).transpose()
     }
 
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-        self.channels
-            .iter()
+        self.log
+            .scan_prefix(keys::CHANNEL_PREFIX)
             .map(|kv| {
                 let (k, v) = kv?;
                 decode(&k, &v)
             })
             .collect()
     }
+
+    // --- messages ---
 
     /// The last envelope `origin` has in `channel`.
     pub fn chain_head(
@@ -200,22 +235,12 @@ impl Store {
             return Ok(None);
         };
         let seq = keys::seq_of_identity(&key).unwrap_or_default();
-        let hlc: [u8; 8] = hlc.as_ref().try_into().unwrap_or_default();
         let cursor = Cursor {
-            hlc: Hlc(u64::from_be_bytes(hlc)),
+            hlc: hlc_of(&hlc),
             origin: origin.clone(),
             seq,
         };
-        let hkey = keys::history_key(channel, &cursor);
-        let env: Envelope = match self.log.get(&hkey)? {
-            Some(bytes) => decode(&hkey, &bytes)?,
-            None => {
-                return Err(StoreError::Inconsistent {
-                    key: lossy(&key),
-                    why: "identity entry without its envelope",
-                });
-            }
-        };
+        let env = self.envelope_at_cursor(channel, &cursor)?;
         Ok(Some(ChainHead {
             seq,
             hash: chain_hash(&env),
@@ -223,22 +248,101 @@ impl Store {
         }))
     }
 
-    /// Stages envelopes, all or none. Durable only after [`Store::flush`].
-    /// Envelope fields must already be validated (channel and origin parse).
-    pub fn append(&self, envelopes: &[(ChannelId, Cursor, &Envelope)]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (channel, cursor, env) in envelopes {
-            batch.insert(keys::history_key(channel, cursor), env.encode_to_vec());
-            batch.insert(
-                keys::identity_key(channel, &cursor.origin, cursor.seq),
-                &cursor.hlc.0.to_be_bytes(),
-            );
+    fn envelope_at_cursor(
+        &self,
+        channel: &ChannelId,
+        cursor: &Cursor,
+    ) -> Result<Envelope, StoreError> {
+        let key = keys::history_key(channel, cursor);
+        match self.log.get(&key)? {
+            Some(bytes) => decode(&key, &bytes),
+            None => Err(StoreError::Inconsistent {
+                key: lossy(&key),
+                why: "identity entry without its envelope",
+            }),
         }
-        self.log.apply_batch(batch)?;
+    }
+
+    /// The envelope `(channel, origin, seq)`, if held.
+    pub fn envelope(
+        &self,
+        channel: &ChannelId,
+        origin: &OrgId,
+        seq: u64,
+    ) -> Result<Option<Envelope>, StoreError> {
+        let Some(hlc) = self.log.get(keys::identity_key(channel, origin, seq))? else {
+            return Ok(None);
+        };
+        let cursor = Cursor {
+            hlc: hlc_of(&hlc),
+            origin: origin.clone(),
+            seq,
+        };
+        self.envelope_at_cursor(channel, &cursor).map(Some)
+    }
+
+    /// Up to `limit` envelopes of `origin` in `channel` from `from_seq` on, in seq order.
+    pub fn envelopes_from(
+        &self,
+        channel: &ChannelId,
+        origin: &OrgId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let start = keys::identity_key(channel, origin, from_seq);
+        let end = keys::prefix_end(&keys::identity_prefix(channel, origin));
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for kv in self.log.range(start..end).take(limit) {
+            let (k, hlc) = kv?;
+            let seq = keys::seq_of_identity(&k).unwrap_or_default();
+            out.push(self.envelope_at_cursor(
+                channel,
+                &Cursor {
+                    hlc: hlc_of(&hlc),
+                    origin: origin.clone(),
+                    seq,
+                },
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// The channel's version vector: per origin, the highest seq held
+    /// (seqs are stored gap-free, so the highest is the contiguous one).
+    pub fn vector(&self, channel: &ChannelId) -> Result<Vector, StoreError> {
+        let prefix = keys::identity_channel_prefix(channel);
+        let end = keys::prefix_end(&prefix);
+        let mut vector = Vector::new();
+        let mut from = prefix.clone();
+        // One seek per origin: find the next origin, then its last key.
+        while let Some((k, _)) = self.log.range(from..end.clone()).next().transpose()? {
+            let Some(origin) = keys::origin_of_identity(prefix.len(), &k) else {
+                return Err(StoreError::Inconsistent {
+                    key: lossy(&k),
+                    why: "malformed identity key",
+                });
+            };
+            let origin_prefix = keys::identity_prefix(channel, &origin);
+            if let Some((last, _)) = self
+                .log
+                .scan_prefix(&origin_prefix)
+                .next_back()
+                .transpose()?
+            {
+                vector.insert(origin, keys::seq_of_identity(&last).unwrap_or_default());
+            }
+            from = keys::prefix_end(&origin_prefix);
+        }
+        Ok(vector)
+    }
+
+    /// Applies a batch atomically. Durable only after [`Store::flush`].
+    pub fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
+        self.log.apply_batch(batch.log)?;
         Ok(())
     }
 
-    /// Makes everything staged so far durable.
+    /// Makes everything applied so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
@@ -297,6 +401,81 @@ impl Store {
         }
         Ok((out, more))
     }
+
+    // --- peers ---
+
+    pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        self.peers
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    pub fn peer(&self, org: &OrgId) -> Result<Option<PeerRecord>, StoreError> {
+        let key = org.as_str().as_bytes();
+        self.peers.get(key)?.map(|v| decode(key, &v)).transpose()
+    }
+
+    /// Adds or replaces a peer, durably.
+    pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+        self.peers
+            .insert(peer.org.as_bytes(), peer.encode_to_vec())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Removes a peer durably; `false` if it was not configured.
+    pub fn remove_peer(&self, org: &OrgId) -> Result<bool, StoreError> {
+        let removed = self.peers.remove(org.as_str().as_bytes())?.is_some();
+        let prefix = keys::cursor_key(org, "");
+        for key in self.cursors.scan_prefix(&prefix).keys() {
+            self.cursors.remove(key?)?;
+        }
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    // --- per-peer cursors ---
+
+    /// Records what `peer` acknowledged of `channel` (made durable by the next flush).
+    pub fn put_cursor(
+        &self,
+        peer: &OrgId,
+        channel: &str,
+        vector: &Vector,
+    ) -> Result<(), StoreError> {
+        let entries = vector
+            .iter()
+            .map(|(o, s)| VectorEntry {
+                origin: o.to_string(),
+                seq: *s,
+            })
+            .collect();
+        let value = ChannelVector {
+            channel: channel.to_owned(),
+            entries,
+        };
+        self.cursors
+            .insert(keys::cursor_key(peer, channel), value.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// What `peer` last acknowledged of `channel`.
+    pub fn cursor(&self, peer: &OrgId, channel: &str) -> Result<Vector, StoreError> {
+        let key = keys::cursor_key(peer, channel);
+        let Some(v) = self.cursors.get(&key)? else {
+            return Ok(Vector::new());
+        };
+        let cv: ChannelVector = decode(&key, &v)?;
+        Ok(cv
+            .entries
+            .into_iter()
+            .filter_map(|e| Some((OrgId::parse(&e.origin).ok()?, e.seq)))
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -353,21 +532,16 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let staged: Vec<_> = envs
-            .iter()
-            .map(|e| {
-                (
-                    ch.clone(),
-                    Cursor {
-                        hlc: Hlc(100 + e.origin_seq),
-                        origin: home.clone(),
-                        seq: e.origin_seq,
-                    },
-                    e,
-                )
-            })
-            .collect();
-        store.append(&staged).unwrap();
+        let mut batch = StoreBatch::default();
+        for e in &envs {
+            let cursor = Cursor {
+                hlc: Hlc(100 + e.origin_seq),
+                origin: home.clone(),
+                seq: e.origin_seq,
+            };
+            batch.put_envelope(&ch, &cursor, e);
+        }
+        store.apply(batch).unwrap();
         let seqs = |v: &[Stored]| v.iter().map(|s| s.cursor.seq).collect::<Vec<_>>();
 
         let (newest, more) = store.history(&ch, &Page::Newest, 3).unwrap();
@@ -389,5 +563,22 @@ mod tests {
             Some(10)
         );
         assert_eq!(store.chain_head(&ch, &org("rescue.example")).unwrap(), None);
+        assert_eq!(
+            store.vector(&ch).unwrap(),
+            Vector::from([(home.clone(), 10)])
+        );
+        let from = store.envelopes_from(&ch, &home, 4, 3).unwrap();
+        assert_eq!(
+            from.iter().map(|e| e.origin_seq).collect::<Vec<_>>(),
+            [4, 5, 6]
+        );
+        assert_eq!(
+            store
+                .envelope(&ch, &home, 10)
+                .unwrap()
+                .map(|e| e.origin_seq),
+            Some(10)
+        );
+        assert_eq!(store.envelope(&ch, &home, 11).unwrap(), None);
     }
 }

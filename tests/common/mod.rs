@@ -11,7 +11,7 @@ use std::time::Duration;
 use samband::client;
 use samband::config::Config;
 use samband::model::{MemberName, OrgId, Role};
-use samband::node::{Node, NodeError};
+use samband::node::{Listeners, Node, NodeError};
 use samband::pki::IdentityBundle;
 use samband::proto::{self, messaging_client::MessagingClient};
 use samband::setup::{self, InitOptions};
@@ -29,7 +29,10 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 /// A node running in this test process.
 pub struct TestNode {
     pub tmp: tempfile::TempDir,
+    /// Member listener.
     pub addr: SocketAddr,
+    /// Federation listener.
+    pub fed_addr: SocketAddr,
     pub org: OrgId,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), NodeError>>,
@@ -58,18 +61,36 @@ impl TestNode {
         Self::start_in(init_dir(org)).await
     }
 
-    /// Starts a node on an existing directory (e.g. after a stop).
+    /// Starts a node on an existing directory (e.g. after a stop), on fresh
+    /// loopback ports or on the given (client, federation) addresses.
     pub async fn start_in(tmp: tempfile::TempDir) -> Self {
+        Self::start_at(tmp, None).await
+    }
+
+    pub async fn start_at(tmp: tempfile::TempDir, addrs: Option<(SocketAddr, SocketAddr)>) -> Self {
         let config = Config::load(&node_dir(&tmp)).expect("config");
         let org = config.org.clone();
         let node = Node::open(&node_dir(&tmp), config).expect("open node");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (client, federation) = addrs.unwrap_or_else(|| {
+            (
+                "127.0.0.1:0".parse().unwrap(),
+                "127.0.0.1:0".parse().unwrap(),
+            )
+        });
+        let listeners = Listeners {
+            client: TcpListener::bind(client).await.expect("bind client"),
+            federation: TcpListener::bind(federation)
+                .await
+                .expect("bind federation"),
+        };
+        let addr = listeners.client.local_addr().expect("addr");
+        let fed_addr = listeners.federation.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(node.run(listener, shutdown.clone()));
+        let task = tokio::spawn(node.run(listeners, shutdown.clone()));
         Self {
             tmp,
             addr,
+            fed_addr,
             org,
             shutdown,
             task,
@@ -91,8 +112,10 @@ impl TestNode {
         self.tmp
     }
 
+    /// Stops and starts the node again on the same ports (partners keep its endpoint).
     pub async fn restart(self) -> Self {
-        Self::start_in(self.stop().await).await
+        let addrs = (self.addr, self.fed_addr);
+        Self::start_at(self.stop().await, Some(addrs)).await
     }
 
     /// Issues a member bundle (once per name) and returns it.

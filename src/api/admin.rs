@@ -1,0 +1,204 @@
+//! `samband.v1.Admin`: what operators do. Admin role only.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::ApiError;
+use super::messaging::{caller, channel_message};
+use crate::federation::{self, Federation, FederationError};
+use crate::model::{ChannelId, OrgId, Role};
+use crate::node::{RosterChange, Shared};
+use crate::proto::{self, admin_server};
+
+#[derive(Debug)]
+pub(crate) struct Admin {
+    shared: Arc<Shared>,
+    fed: Arc<Federation>,
+}
+
+impl From<FederationError> for ApiError {
+    fn from(e: FederationError) -> Self {
+        match e {
+            FederationError::Store(e) => ApiError::from(e),
+            FederationError::Pki(e) => ApiError::Internal(e.to_string()),
+            FederationError::UnknownPeer(_) => ApiError::NotFound(e.to_string()),
+            other => ApiError::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
+impl Admin {
+    pub(crate) fn new(shared: Arc<Shared>, fed: Arc<Federation>) -> Self {
+        Self { shared, fed }
+    }
+
+    fn operator<T>(&self, request: &Request<T>) -> Result<(), ApiError> {
+        let member = caller(request, &self.shared.org)?;
+        if member.role != Role::Admin {
+            return Err(ApiError::PermissionDenied(format!(
+                "this needs the admin role; {} is a member",
+                member.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn home_channel(&self, given: &str) -> Result<ChannelId, ApiError> {
+        Ok(ChannelId::parse_or_local(given, &self.shared.org)?)
+    }
+
+    fn org(given: &str) -> Result<OrgId, ApiError> {
+        Ok(OrgId::parse(given)?)
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for Admin {
+    async fn export_trust(
+        &self,
+        request: Request<proto::ExportTrustRequest>,
+    ) -> Result<Response<proto::TrustBundle>, Status> {
+        self.operator(&request)?;
+        let bundle = self
+            .fed
+            .trust_bundle()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Response::new(proto::TrustBundle {
+            text: bundle.to_text(),
+            fingerprint: bundle.fingerprint(),
+        }))
+    }
+
+    async fn add_peer(
+        &self,
+        request: Request<proto::AddPeerRequest>,
+    ) -> Result<Response<proto::Peer>, Status> {
+        self.operator(&request)?;
+        let req = request.into_inner();
+        let endpoint = (!req.endpoint.is_empty()).then_some(req.endpoint.as_str());
+        let accept = proto::AcceptPolicy::try_from(req.accept).unwrap_or(proto::AcceptPolicy::Auto);
+        let record = federation::peer_record(
+            &self.shared.org,
+            &req.bundle,
+            &req.fingerprint,
+            endpoint,
+            accept,
+        )
+        .map_err(ApiError::from)?;
+        let org = record.org.clone();
+        self.fed.add_peer(record).map_err(ApiError::from)?;
+        let peer = self
+            .fed
+            .peers()
+            .map_err(ApiError::from)?
+            .into_iter()
+            .find(|p| p.org == org);
+        peer.map(Response::new)
+            .ok_or_else(|| ApiError::Internal("peer vanished after adding".into()).into())
+    }
+
+    async fn remove_peer(
+        &self,
+        request: Request<proto::RemovePeerRequest>,
+    ) -> Result<Response<proto::RemovePeerResponse>, Status> {
+        self.operator(&request)?;
+        let org = Self::org(&request.get_ref().org)?;
+        self.fed.remove_peer(&org).map_err(ApiError::from)?;
+        Ok(Response::new(proto::RemovePeerResponse {}))
+    }
+
+    async fn list_peers(
+        &self,
+        request: Request<proto::ListPeersRequest>,
+    ) -> Result<Response<proto::ListPeersResponse>, Status> {
+        self.operator(&request)?;
+        Ok(Response::new(proto::ListPeersResponse {
+            peers: self.fed.peers().map_err(ApiError::from)?,
+        }))
+    }
+
+    async fn share_channel(
+        &self,
+        request: Request<proto::ShareChannelRequest>,
+    ) -> Result<Response<proto::Channel>, Status> {
+        self.operator(&request)?;
+        let req = request.into_inner();
+        let channel = self.home_channel(&req.channel)?;
+        if req.orgs.is_empty() {
+            return Err(
+                ApiError::InvalidArgument("name at least one org to share with".into()).into(),
+            );
+        }
+        // Check every org first, so that a typo shares with nobody rather than with some.
+        let mut shares = Vec::new();
+        for given in &req.orgs {
+            let org = Self::org(given)?;
+            if org == self.shared.org {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{org} is this org; a channel is always shared with its home"
+                ))
+                .into());
+            }
+            let Some(peer) = self.shared.store.peer(&org).map_err(ApiError::from)? else {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "{org} is not a configured peer; import its trust bundle first (samband peer add)"
+                ))
+                .into());
+            };
+            shares.push(RosterChange::Share {
+                org,
+                signing_key: peer.signing_key,
+            });
+        }
+        let mut record = None;
+        for change in shares {
+            record = Some(
+                self.shared
+                    .writer
+                    .roster(channel.clone(), change)
+                    .await
+                    .map_err(ApiError::from)?,
+            );
+        }
+        tracing::info!(%channel, orgs = ?req.orgs, "channel shared");
+        Ok(Response::new(channel_message(record.ok_or_else(|| {
+            ApiError::Internal("no roster change".into())
+        })?)))
+    }
+
+    async fn unshare_channel(
+        &self,
+        request: Request<proto::UnshareChannelRequest>,
+    ) -> Result<Response<proto::Channel>, Status> {
+        self.operator(&request)?;
+        let req = request.into_inner();
+        let channel = self.home_channel(&req.channel)?;
+        let org = Self::org(&req.org)?;
+        let record = self
+            .shared
+            .writer
+            .roster(channel.clone(), RosterChange::Unshare { org: org.clone() })
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(%channel, %org, "channel unshared");
+        Ok(Response::new(channel_message(record)))
+    }
+
+    async fn accept_channel(
+        &self,
+        request: Request<proto::AcceptChannelRequest>,
+    ) -> Result<Response<proto::Channel>, Status> {
+        self.operator(&request)?;
+        let channel = ChannelId::parse(&request.get_ref().channel).map_err(ApiError::from)?;
+        let record = self
+            .shared
+            .writer
+            .accept(channel.clone())
+            .await
+            .map_err(ApiError::from)?;
+        self.fed.rehello();
+        tracing::info!(%channel, "channel accepted");
+        Ok(Response::new(channel_message(record)))
+    }
+}

@@ -1,0 +1,382 @@
+//! One link to a peer: a bidirectional stream of [`LinkFrame`]s.
+//!
+//! Each side runs a *sender* (states what it holds, then pushes whatever the
+//! peer lacks of every channel the roster lets it see, oldest first per
+//! origin, and keeps pushing as commits happen) and a *reader* (hands
+//! received envelopes to the writer, which decides and stores them, and
+//! answers with progress). The reader never waits on the outgoing stream
+//! (progress is sent with `try_send`), so two nodes pushing to each other
+//! cannot deadlock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::{Stream, StreamExt as _};
+use tokio_util::sync::CancellationToken;
+
+use super::Federation;
+use super::core::{self, Eligibility, Reject, Verdict};
+use crate::model::{ChannelId, OrgId, Vector};
+use crate::proto::{
+    AcceptPolicy, ChannelState, ChannelVector, EnvelopeBatch, LinkFrame, VectorEntry,
+    VersionVectors, link_frame::Frame,
+};
+
+/// Frames buffered towards the peer before the sender waits.
+pub(super) const LINK_BUFFER: usize = 16;
+/// Most envelopes, and about the most bytes, in one frame.
+const BATCH_ENVELOPES: usize = 512;
+const BATCH_BYTES: usize = 1 << 20;
+/// Largest frame accepted on a link.
+pub(crate) const MAX_FRAME_BYTES: usize = 8 << 20;
+/// How often a reader may ask for a resend after seeing a gap.
+const RESEND_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a link has moved, for status and tests.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub accepted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+fn to_proto(channel: &str, vector: &Vector) -> ChannelVector {
+    ChannelVector {
+        channel: channel.to_owned(),
+        entries: vector
+            .iter()
+            .map(|(o, s)| VectorEntry {
+                origin: o.to_string(),
+                seq: *s,
+            })
+            .collect(),
+    }
+}
+
+fn from_proto(cv: &ChannelVector) -> Vector {
+    cv.entries
+        .iter()
+        .filter_map(|e| Some((OrgId::parse(&e.origin).ok()?, e.seq)))
+        .collect()
+}
+
+fn frame(f: Frame) -> LinkFrame {
+    LinkFrame { frame: Some(f) }
+}
+
+/// Runs a link until either side ends it; then unregisters it.
+pub(super) async fn run(
+    fed: Arc<Federation>,
+    peer: OrgId,
+    id: u64,
+    cancel: CancellationToken,
+    counters: Arc<LinkCounters>,
+    incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Send + Unpin + 'static,
+    out: mpsc::Sender<LinkFrame>,
+) {
+    tracing::info!(%peer, "link up");
+    let (hello_tx, hello_rx) = watch::channel(None);
+    let resend = Arc::new(Notify::new());
+    let sender = tokio::spawn(sender(
+        fed.clone(),
+        peer.clone(),
+        out.clone(),
+        hello_rx,
+        resend.clone(),
+        cancel.clone(),
+        counters.clone(),
+    ));
+    let result = reader(
+        &fed, &peer, incoming, &out, hello_tx, &resend, &cancel, &counters,
+    )
+    .await;
+    cancel.cancel();
+    let sent = sender.await.unwrap_or_else(|e| Err(e.to_string()));
+    let error = result.err().or(sent.err());
+    match &error {
+        Some(e) => tracing::info!(%peer, error = %e, "link down"),
+        None => tracing::info!(%peer, "link closed"),
+    }
+    fed.unregister_link(&peer, id, error);
+}
+
+async fn send(out: &mpsc::Sender<LinkFrame>, f: Frame) -> Result<(), String> {
+    out.send(frame(f))
+        .await
+        .map_err(|_| "the link closed".to_owned())
+}
+
+/// What this node holds of every channel the peer may see.
+fn hello(fed: &Federation, peer: &OrgId) -> Result<VersionVectors, String> {
+    let mut channels = Vec::new();
+    for record in fed.store.channels().map_err(|e| e.to_string())? {
+        if core::eligibility(&record, &fed.org, peer) == Eligibility::None {
+            continue;
+        }
+        let Ok(id) = ChannelId::parse(&record.id) else {
+            continue;
+        };
+        channels.push(to_proto(
+            &record.id,
+            &fed.store.vector(&id).map_err(|e| e.to_string())?,
+        ));
+    }
+    Ok(VersionVectors { channels })
+}
+
+async fn sender(
+    fed: Arc<Federation>,
+    peer: OrgId,
+    out: mpsc::Sender<LinkFrame>,
+    mut peer_hello: watch::Receiver<Option<Arc<VersionVectors>>>,
+    resend: Arc<Notify>,
+    cancel: CancellationToken,
+    counters: Arc<LinkCounters>,
+) -> Result<(), String> {
+    let mut commits = fed.commits.clone();
+    let mut rehello = fed.hello.subscribe();
+    send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
+    // What the peer holds (as it told us, plus what we sent since); `None` until it says.
+    let mut known: Option<HashMap<String, Vector>> = None;
+    let mut offered = HashSet::new();
+    loop {
+        if let Some(known) = known.as_mut() {
+            tokio::select! {
+                r = push(&fed, &peer, &out, known, &mut offered, &counters) => r?,
+                () = cancel.cancelled() => return Ok(()),
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            changed = peer_hello.changed() => {
+                changed.map_err(|_| "link reader ended")?;
+                let stated = peer_hello.borrow_and_update().clone().unwrap_or_default();
+                known = Some(stated.channels.iter().map(|cv| (cv.channel.clone(), from_proto(cv))).collect());
+                offered.clear();
+            }
+            changed = commits.changed() => changed.map_err(|_| "the node is stopping")?,
+            changed = rehello.changed() => {
+                changed.map_err(|_| "the node is stopping")?;
+                send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
+            }
+            () = resend.notified() => send(&out, Frame::Hello(hello(&fed, &peer)?)).await?,
+        }
+    }
+}
+
+/// Sends the peer everything it lacks of every channel it may see.
+async fn push(
+    fed: &Federation,
+    peer: &OrgId,
+    out: &mpsc::Sender<LinkFrame>,
+    known: &mut HashMap<String, Vector>,
+    offered: &mut HashSet<String>,
+    counters: &LinkCounters,
+) -> Result<(), String> {
+    let err = |e: crate::store::StoreError| e.to_string();
+    for record in fed.store.channels().map_err(err)? {
+        let eligibility = core::eligibility(&record, &fed.org, peer);
+        if eligibility == Eligibility::None {
+            continue;
+        }
+        let Ok(channel) = ChannelId::parse(&record.id) else {
+            continue;
+        };
+        let Some(theirs) = known.get_mut(&record.id) else {
+            // The peer does not hold this channel yet: offer it once per hello.
+            if eligibility == Eligibility::Full && offered.insert(record.id.clone()) {
+                let home = channel.home().clone();
+                if let Some(roster) = fed
+                    .store
+                    .envelope(&channel, &home, record.roster_seq)
+                    .map_err(err)?
+                {
+                    send(out, Frame::Offer(roster)).await?;
+                }
+            }
+            continue;
+        };
+        for (origin, mut held) in fed.store.vector(&channel).map_err(err)? {
+            if let Eligibility::UntilRemoval { home_seq } = eligibility {
+                if origin != *channel.home() {
+                    continue;
+                }
+                held = held.min(home_seq);
+            }
+            let mut next = theirs.get(&origin).copied().unwrap_or(0) + 1;
+            while next <= held {
+                let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;
+                let mut envelopes = fed
+                    .store
+                    .envelopes_from(&channel, &origin, next, want)
+                    .map_err(err)?;
+                let mut bytes = 0;
+                let keep = envelopes
+                    .iter()
+                    .position(|e| {
+                        bytes += e.encoded_len();
+                        bytes > BATCH_BYTES
+                    })
+                    .unwrap_or(envelopes.len())
+                    .max(1);
+                envelopes.truncate(keep);
+                let Some(last) = envelopes.last().map(|e| e.origin_seq) else {
+                    break;
+                };
+                counters
+                    .sent
+                    .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
+                send(out, Frame::Envelopes(EnvelopeBatch { envelopes })).await?;
+                theirs.insert(origin.clone(), last);
+                next = last + 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reader(
+    fed: &Federation,
+    peer: &OrgId,
+    mut incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
+    out: &mpsc::Sender<LinkFrame>,
+    hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
+    resend: &Notify,
+    cancel: &CancellationToken,
+    counters: &LinkCounters,
+) -> Result<(), String> {
+    let mut last_resend: Option<Instant> = None;
+    loop {
+        let next = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            next = incoming.next() => next,
+        };
+        let frame = match next {
+            None => return Err("the peer closed the link".into()),
+            Some(Err(status)) => return Err(format!("{}: {}", status.code(), status.message())),
+            Some(Ok(LinkFrame { frame: None })) => continue,
+            Some(Ok(LinkFrame { frame: Some(f) })) => f,
+        };
+        match frame {
+            Frame::Hello(vv) => {
+                let _ = hello_tx.send(Some(Arc::new(vv)));
+            }
+            Frame::Progress(vv) => {
+                for cv in &vv.channels {
+                    if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &from_proto(cv)) {
+                        tracing::warn!(%peer, error = %e, "cannot record the peer's progress");
+                    }
+                }
+            }
+            Frame::Offer(envelope) => offered(fed, peer, envelope).await?,
+            Frame::Envelopes(batch) => {
+                let gap = receive(fed, peer, batch, out, counters).await?;
+                if gap && last_resend.is_none_or(|t| t.elapsed() >= RESEND_INTERVAL) {
+                    last_resend = Some(Instant::now());
+                    resend.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch, logs every rejection, answers with progress. `true` if
+/// a gap was seen (the peer should be told what this node really holds).
+async fn receive(
+    fed: &Federation,
+    peer: &OrgId,
+    batch: EnvelopeBatch,
+    out: &mpsc::Sender<LinkFrame>,
+    counters: &LinkCounters,
+) -> Result<bool, String> {
+    let ids: Vec<(String, String, u64)> = batch
+        .envelopes
+        .iter()
+        .map(|e| (e.channel.clone(), e.origin.clone(), e.origin_seq))
+        .collect();
+    counters
+        .received
+        .fetch_add(ids.len() as u64, Ordering::Relaxed);
+    let verdicts = fed
+        .writer
+        .apply(peer.clone(), batch.envelopes)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut touched = HashSet::new();
+    let mut gap = false;
+    for ((channel, origin, seq), verdict) in ids.into_iter().zip(verdicts) {
+        match verdict {
+            Verdict::Accept => {
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                touched.insert(channel);
+            }
+            Verdict::Duplicate => {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Reject(reason) => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                gap |= matches!(reason, Reject::Gap { .. });
+                tracing::warn!(
+                    target: "samband::federation::rejected",
+                    %peer, %channel, %origin, seq, reason = %reason,
+                    "federation envelope rejected"
+                );
+            }
+        }
+    }
+    let mut channels = Vec::new();
+    for channel in touched {
+        let Ok(id) = ChannelId::parse(&channel) else {
+            continue;
+        };
+        channels.push(to_proto(
+            &channel,
+            &fed.store.vector(&id).map_err(|e| e.to_string())?,
+        ));
+    }
+    if !channels.is_empty() {
+        // Progress is advisory and superseded by the next one: never wait for room.
+        let _ = out.try_send(frame(Frame::Progress(VersionVectors { channels })));
+    }
+    Ok(gap)
+}
+
+async fn offered(
+    fed: &Federation,
+    peer: &OrgId,
+    envelope: crate::proto::Envelope,
+) -> Result<(), String> {
+    let channel = envelope.channel.clone();
+    let hold = fed
+        .store
+        .peer(peer)
+        .map_err(|e| e.to_string())?
+        .is_some_and(|p| p.accept == AcceptPolicy::Manual as i32);
+    match fed
+        .writer
+        .offer(peer.clone(), envelope, hold)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Ok(Some(record)) if record.state == ChannelState::Pending as i32 => {
+            tracing::info!(%peer, %channel, "channel offered; waiting for `samband channel accept`");
+        }
+        Ok(Some(_)) => {
+            tracing::info!(%peer, %channel, "channel shared with this org; joined");
+            fed.rehello();
+        }
+        Ok(None) => {}
+        Err(reason) => tracing::warn!(
+            target: "samband::federation::rejected",
+            %peer, %channel, reason = %reason, "channel offer rejected"
+        ),
+    }
+    Ok(())
+}

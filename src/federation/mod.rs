@@ -1,0 +1,473 @@
+//! Federation: partner trust, links to partner nodes, and replication of
+//! shared channels over them.
+//!
+//! * [`core`] — the decisions, pure: eligibility, accept/reject, rosters.
+//! * `link` — one link: a bidirectional stream of frames; a sender that
+//!   pushes what the peer lacks, a reader that applies what arrives.
+//! * `dialer` — dialing a peer with capped, jittered backoff.
+//! * this file — the registry of peers and links, listener TLS that follows
+//!   the peer table without a restart, and link status for operators.
+//!
+//! Nothing here decides what may leave the node: `core::eligibility` does,
+//! from the channel's roster, for every envelope of every push.
+
+pub mod core;
+mod dialer;
+mod link;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{ChannelId, OrgId};
+use crate::node::WriterHandle;
+use crate::pki::{OrgPki, PkiError};
+use crate::proto::{self, AcceptPolicy, PeerRecord};
+use crate::store::{Store, StoreError};
+use crate::trust::{BundleError, TrustBundle};
+
+pub use link::LinkCounters;
+pub(crate) use link::MAX_FRAME_BYTES;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("{0} is this node's own org")]
+    SelfPeer(String),
+    #[error("{0} is not a configured peer")]
+    UnknownPeer(String),
+    #[error("endpoint {0:?} is not host:port")]
+    BadEndpoint(String),
+}
+
+/// What the node knows about one peer's link, for operators.
+#[derive(Debug, Clone, Default)]
+struct PeerStatus {
+    state: &'static str,
+    last_error: String,
+    connected_unix_ms: u64,
+}
+
+/// The live link to a peer (at most one per peer).
+#[derive(Debug)]
+struct LinkEntry {
+    id: u64,
+    dialed_by_us: bool,
+    cancel: CancellationToken,
+    counters: Arc<LinkCounters>,
+}
+
+/// Per-peer registry state.
+#[derive(Debug, Default)]
+struct Registry {
+    links: HashMap<OrgId, LinkEntry>,
+    status: HashMap<OrgId, PeerStatus>,
+    dialers: HashMap<OrgId, CancellationToken>,
+    next_link_id: u64,
+}
+
+/// The federation side of a running node.
+#[derive(Debug)]
+pub struct Federation {
+    org: OrgId,
+    pki: OrgPki,
+    store: Store,
+    writer: WriterHandle,
+    commits: watch::Receiver<u64>,
+    /// Bumped to make every link restate its version vectors (after a channel is accepted).
+    hello: watch::Sender<u64>,
+    registry: Mutex<Registry>,
+    /// Wakes dialers when a link ends.
+    link_ended: Notify,
+    listener_tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    shutdown: CancellationToken,
+    advertise: String,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn valid_endpoint(endpoint: &str) -> bool {
+    endpoint
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+/// Checks a partner's bundle against the fingerprint its operator read out,
+/// and makes the peer record to store.
+pub fn peer_record(
+    local: &OrgId,
+    bundle_text: &str,
+    fingerprint: &str,
+    endpoint: Option<&str>,
+    accept: AcceptPolicy,
+) -> Result<PeerRecord, FederationError> {
+    let bundle = TrustBundle::parse(bundle_text)?;
+    bundle.check_fingerprint(fingerprint)?;
+    if &bundle.org == local {
+        return Err(FederationError::SelfPeer(bundle.org.to_string()));
+    }
+    let endpoint = endpoint
+        .map(str::to_owned)
+        .or(bundle.endpoint)
+        .unwrap_or_default();
+    if !endpoint.is_empty() && !valid_endpoint(&endpoint) {
+        return Err(FederationError::BadEndpoint(endpoint));
+    }
+    let accept = if accept == AcceptPolicy::Unspecified {
+        AcceptPolicy::Auto
+    } else {
+        accept
+    };
+    Ok(PeerRecord {
+        org: bundle.org.to_string(),
+        ca_der: bundle.ca_der,
+        signing_key: bundle.signing_key,
+        endpoint,
+        accept: accept as i32,
+        added_unix_ms: unix_ms(),
+    })
+}
+
+/// The fingerprint of a stored peer.
+pub fn peer_fingerprint(peer: &PeerRecord) -> String {
+    match OrgId::parse(&peer.org) {
+        Ok(org) => TrustBundle {
+            org,
+            ca_der: peer.ca_der.clone(),
+            signing_key: peer.signing_key.clone(),
+            endpoint: None,
+        }
+        .fingerprint(),
+        Err(_) => String::new(),
+    }
+}
+
+/// This org's trust bundle.
+pub fn own_bundle(org: &OrgId, pki: &OrgPki, endpoint: &str) -> Result<TrustBundle, PkiError> {
+    Ok(TrustBundle {
+        org: org.clone(),
+        ca_der: pki.ca_der()?,
+        signing_key: pki.message_public_key()?,
+        endpoint: Some(endpoint.to_owned()),
+    })
+}
+
+// === impl Federation ===
+
+impl Federation {
+    pub(crate) fn new(
+        org: OrgId,
+        pki: OrgPki,
+        store: Store,
+        writer: WriterHandle,
+        commits: watch::Receiver<u64>,
+        shutdown: CancellationToken,
+        advertise: String,
+    ) -> Result<Arc<Self>, FederationError> {
+        let fed = Arc::new(Self {
+            org,
+            pki,
+            store,
+            writer,
+            commits,
+            hello: watch::channel(0).0,
+            registry: Mutex::default(),
+            link_ended: Notify::new(),
+            listener_tls: RwLock::new(None),
+            shutdown,
+            advertise,
+        });
+        fed.reload_tls()?;
+        Ok(fed)
+    }
+
+    pub fn org(&self) -> &OrgId {
+        &self.org
+    }
+
+    /// Starts dialing every peer that has an endpoint.
+    pub(crate) fn start(self: &Arc<Self>) -> Result<(), FederationError> {
+        for peer in self.store.peers()? {
+            self.restart_dialer(&peer);
+        }
+        Ok(())
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The TLS settings for the next federation handshake (`None`: no peers, refuse).
+    pub(crate) fn listener_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.listener_tls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn reload_tls(&self) -> Result<(), FederationError> {
+        let cas: Vec<Vec<u8>> = self.store.peers()?.into_iter().map(|p| p.ca_der).collect();
+        let config = self.pki.federation_listener_tls(&cas)?.map(Arc::new);
+        *self.listener_tls.write().unwrap_or_else(|p| p.into_inner()) = config;
+        Ok(())
+    }
+
+    /// This org's trust bundle, with the advertised federation endpoint.
+    pub fn trust_bundle(&self) -> Result<TrustBundle, PkiError> {
+        own_bundle(&self.org, &self.pki, &self.advertise)
+    }
+
+    /// Trusts a peer (or replaces its record) and starts dialing it if it has an endpoint.
+    pub fn add_peer(self: &Arc<Self>, record: PeerRecord) -> Result<(), FederationError> {
+        self.store.put_peer(&record)?;
+        self.reload_tls()?;
+        // A replaced record may carry a new CA: drop the old link.
+        if let Ok(org) = OrgId::parse(&record.org)
+            && let Some(link) = self.registry().links.remove(&org)
+        {
+            link.cancel.cancel();
+        }
+        self.restart_dialer(&record);
+        tracing::info!(peer = %record.org, endpoint = %record.endpoint, "peer trusted");
+        Ok(())
+    }
+
+    /// Stops trusting a peer: new handshakes are refused and its live link closes now.
+    pub fn remove_peer(&self, org: &OrgId) -> Result<(), FederationError> {
+        if !self.store.remove_peer(org)? {
+            return Err(FederationError::UnknownPeer(org.to_string()));
+        }
+        self.reload_tls()?;
+        let mut registry = self.registry();
+        if let Some(link) = registry.links.remove(org) {
+            link.cancel.cancel();
+        }
+        if let Some(dialer) = registry.dialers.remove(org) {
+            dialer.cancel();
+        }
+        registry.status.remove(org);
+        drop(registry);
+        self.link_ended.notify_waiters();
+        tracing::info!(peer = %org, "peer removed; its links are closed");
+        Ok(())
+    }
+
+    fn restart_dialer(self: &Arc<Self>, peer: &PeerRecord) {
+        let Ok(org) = OrgId::parse(&peer.org) else {
+            return;
+        };
+        let mut registry = self.registry();
+        if let Some(old) = registry.dialers.remove(&org) {
+            old.cancel();
+        }
+        if peer.endpoint.is_empty() {
+            registry.status.insert(
+                org,
+                PeerStatus {
+                    state: "waiting",
+                    ..Default::default()
+                },
+            );
+            return;
+        }
+        let cancel = self.shutdown.child_token();
+        registry.dialers.insert(org.clone(), cancel.clone());
+        drop(registry);
+        tokio::spawn(dialer::run(self.clone(), org, cancel));
+    }
+
+    fn set_status(&self, peer: &OrgId, state: &'static str, error: Option<String>) {
+        let mut registry = self.registry();
+        let status = registry.status.entry(peer.clone()).or_default();
+        status.state = state;
+        if state == "connected" {
+            status.connected_unix_ms = unix_ms();
+        }
+        if let Some(e) = error {
+            status.last_error = e;
+        }
+    }
+
+    fn has_link(&self, peer: &OrgId) -> bool {
+        self.registry().links.contains_key(peer)
+    }
+
+    /// Registers a new link to `peer`. If one exists, the link dialed by the
+    /// org with the smaller id is kept (both sides apply the same rule);
+    /// `None` means the new link is the one to close.
+    fn register_link(
+        &self,
+        peer: &OrgId,
+        dialed_by_us: bool,
+    ) -> Option<(u64, CancellationToken, Arc<LinkCounters>)> {
+        let mut registry = self.registry();
+        let keep_ours = self.org < *peer;
+        if let Some(existing) = registry.links.get(peer) {
+            let new_wins = dialed_by_us == keep_ours && existing.dialed_by_us != keep_ours;
+            if !new_wins {
+                return None;
+            }
+            existing.cancel.cancel();
+        }
+        registry.next_link_id += 1;
+        let id = registry.next_link_id;
+        let cancel = self.shutdown.child_token();
+        let counters = Arc::new(LinkCounters::default());
+        registry.links.insert(
+            peer.clone(),
+            LinkEntry {
+                id,
+                dialed_by_us,
+                cancel: cancel.clone(),
+                counters: counters.clone(),
+            },
+        );
+        drop(registry);
+        self.set_status(peer, "connected", Some(String::new()));
+        Some((id, cancel, counters))
+    }
+
+    fn unregister_link(&self, peer: &OrgId, id: u64, error: Option<String>) {
+        let mut registry = self.registry();
+        if registry.links.get(peer).is_some_and(|l| l.id == id) {
+            registry.links.remove(peer);
+            let has_dialer = registry.dialers.contains_key(peer);
+            if let Some(status) = registry.status.get_mut(peer) {
+                status.state = if has_dialer { "connecting" } else { "waiting" };
+                if let Some(e) = error {
+                    status.last_error = e;
+                }
+            }
+        }
+        drop(registry);
+        self.link_ended.notify_waiters();
+    }
+
+    /// Which configured peer a verified client chain belongs to: the one whose
+    /// pinned CA verifies it, provided the certificate names that same org.
+    pub(crate) fn identify(&self, chain: &[CertificateDer<'static>]) -> Result<OrgId, String> {
+        let leaf = chain.first().ok_or("no client certificate")?;
+        for peer in self.store.peers().map_err(|e| e.to_string())? {
+            if crate::pki::chain_verifies(&peer.ca_der, chain) {
+                let named = crate::identity::node_org(leaf).map_err(|e| e.to_string())?;
+                if named.as_str() != peer.org {
+                    return Err(format!(
+                        "certificate verified by the CA of {} names {named}",
+                        peer.org
+                    ));
+                }
+                return Ok(named);
+            }
+        }
+        Err("no configured peer's CA verifies this certificate".into())
+    }
+
+    /// Accepts a link a peer dialed: identifies the peer from its verified
+    /// certificate chain and starts the link. The receiver is the stream of
+    /// frames to send back.
+    pub(crate) fn accept_link(
+        self: &Arc<Self>,
+        chain: &[CertificateDer<'static>],
+        incoming: impl tokio_stream::Stream<Item = Result<proto::LinkFrame, tonic::Status>>
+        + Send
+        + Unpin
+        + 'static,
+    ) -> Result<tokio::sync::mpsc::Receiver<proto::LinkFrame>, tonic::Status> {
+        let peer = self.identify(chain).map_err(|reason| {
+            tracing::warn!(target: "samband::federation::rejected", %reason, "link refused");
+            tonic::Status::permission_denied(reason)
+        })?;
+        let Some((id, cancel, counters)) = self.register_link(&peer, false) else {
+            return Err(tonic::Status::already_exists(
+                "a link between these nodes exists already; keeping that one",
+            ));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(link::LINK_BUFFER);
+        tokio::spawn(link::run(
+            self.clone(),
+            peer,
+            id,
+            cancel,
+            counters,
+            incoming,
+            tx,
+        ));
+        Ok(rx)
+    }
+
+    /// Makes every link restate what this node holds (used after accepting a channel).
+    pub fn rehello(&self) {
+        self.hello.send_modify(|n| *n += 1);
+    }
+
+    /// Peers with their link state and lag, for operators.
+    pub fn peers(&self) -> Result<Vec<proto::Peer>, FederationError> {
+        let channels = self.store.channels()?;
+        let mut out = Vec::new();
+        for record in self.store.peers()? {
+            let Ok(org) = OrgId::parse(&record.org) else {
+                continue;
+            };
+            let registry = self.registry();
+            let status = registry.status.get(&org).cloned().unwrap_or_default();
+            drop(registry);
+            let mut lag = Vec::new();
+            for ch in &channels {
+                let Ok(id) = ChannelId::parse(&ch.id) else {
+                    continue;
+                };
+                if core::eligibility(ch, &self.org, &org) != core::Eligibility::Full {
+                    continue;
+                }
+                let mine = self.store.vector(&id)?;
+                let theirs = self.store.cursor(&org, &ch.id)?;
+                let behind: u64 = mine
+                    .iter()
+                    .map(|(o, s)| s.saturating_sub(*theirs.get(o).unwrap_or(&0)))
+                    .sum();
+                lag.push(proto::ChannelLag {
+                    channel: ch.id.clone(),
+                    messages: behind,
+                });
+            }
+            out.push(proto::Peer {
+                fingerprint: peer_fingerprint(&record),
+                org: record.org,
+                endpoint: record.endpoint,
+                accept: record.accept,
+                link: Some(proto::LinkStatus {
+                    state: if status.state.is_empty() {
+                        "connecting"
+                    } else {
+                        status.state
+                    }
+                    .to_owned(),
+                    last_error: status.last_error,
+                    connected_unix_ms: status.connected_unix_ms,
+                    lag,
+                }),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Counters of the live link to `peer`, if any (for tests and status).
+    pub fn link_counters(&self, peer: &OrgId) -> Option<Arc<LinkCounters>> {
+        self.registry().links.get(peer).map(|l| l.counters.clone())
+    }
+}
