@@ -146,25 +146,17 @@ impl admin_server::Admin for Admin {
                 ))
                 .into());
             };
-            shares.push(RosterChange::Share {
-                org,
-                signing_key: peer.signing_key,
-            });
+            shares.push((org, peer.signing_key));
         }
-        let mut record = None;
-        for change in shares {
-            record = Some(
-                self.shared
-                    .writer
-                    .roster(channel.clone(), change)
-                    .await
-                    .map_err(ApiError::from)?,
-            );
-        }
+        let change = RosterChange::Share { orgs: shares };
+        let record = self
+            .shared
+            .writer
+            .roster(channel.clone(), change)
+            .await
+            .map_err(ApiError::from)?;
         tracing::info!(%channel, orgs = ?req.orgs, "channel shared");
-        Ok(Response::new(channel_message(record.ok_or_else(|| {
-            ApiError::Internal("no roster change".into())
-        })?)))
+        Ok(Response::new(channel_message(record)))
     }
 
     async fn unshare_channel(

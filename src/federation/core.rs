@@ -256,12 +256,12 @@ pub fn apply_control(
 /// The roster after sharing with `org` (key `signing_key`) or removing it;
 /// `home_seq` is the seq the control envelope carrying it will have.
 pub fn changed_roster(
-    record: &ChannelRecord,
+    roster: &[Participant],
     org: &OrgId,
     signing_key: Option<&[u8]>,
     home_seq: u64,
 ) -> Vec<Participant> {
-    let mut roster = record.participants.clone();
+    let mut roster = roster.to_vec();
     match (
         roster.iter_mut().find(|p| p.org == org.as_str()),
         signing_key,

@@ -190,7 +190,9 @@ async fn push(
         };
         let Some(theirs) = known.get_mut(&record.id) else {
             // The peer does not hold this channel yet: offer it once per hello.
-            if eligibility == Eligibility::Full && offered.insert(record.id.clone()) {
+            // (The roster envelope itself may not have arrived here yet: then
+            // the commit that brings it wakes this push again.)
+            if eligibility == Eligibility::Full && !offered.contains(&record.id) {
                 let home = channel.home().clone();
                 if let Some(roster) = fed
                     .store
@@ -198,6 +200,7 @@ async fn push(
                     .map_err(err)?
                 {
                     send(out, Frame::Offer(roster)).await?;
+                    offered.insert(record.id.clone());
                 }
             }
             continue;
@@ -275,15 +278,27 @@ async fn reader(
                     }
                 }
             }
-            Frame::Offer(envelope) => offered(fed, peer, envelope).await?,
+            Frame::Offer(envelope) => {
+                // An offer of a channel held here means the peer does not know
+                // that yet: restate what this node holds.
+                if offered(fed, peer, envelope).await? {
+                    request_resend(&mut last_resend, resend);
+                }
+            }
             Frame::Envelopes(batch) => {
-                let gap = receive(fed, peer, batch, out, counters).await?;
-                if gap && last_resend.is_none_or(|t| t.elapsed() >= RESEND_INTERVAL) {
-                    last_resend = Some(Instant::now());
-                    resend.notify_one();
+                if receive(fed, peer, batch, out, counters).await? {
+                    request_resend(&mut last_resend, resend);
                 }
             }
         }
+    }
+}
+
+/// Asks the sender to restate this node's vectors, at most once per [`RESEND_INTERVAL`].
+fn request_resend(last: &mut Option<Instant>, resend: &Notify) {
+    if last.is_none_or(|t| t.elapsed() >= RESEND_INTERVAL) {
+        *last = Some(Instant::now());
+        resend.notify_one();
     }
 }
 
@@ -348,11 +363,12 @@ async fn receive(
     Ok(gap)
 }
 
+/// Handles an offer; `true` if the channel is held here already.
 async fn offered(
     fed: &Federation,
     peer: &OrgId,
     envelope: crate::proto::Envelope,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let channel = envelope.channel.clone();
     let hold = fed
         .store
@@ -372,11 +388,11 @@ async fn offered(
             tracing::info!(%peer, %channel, "channel shared with this org; joined");
             fed.rehello();
         }
-        Ok(None) => {}
+        Ok(None) => return Ok(true),
         Err(reason) => tracing::warn!(
             target: "samband::federation::rejected",
             %peer, %channel, reason = %reason, "channel offer rejected"
         ),
     }
-    Ok(())
+    Ok(false)
 }

@@ -16,6 +16,7 @@ mod dialer;
 mod link;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -425,6 +426,11 @@ impl Federation {
             };
             let registry = self.registry();
             let status = registry.status.get(&org).cloned().unwrap_or_default();
+            let counters = registry
+                .links
+                .get(&org)
+                .map(|l| l.counters.clone())
+                .unwrap_or_default();
             drop(registry);
             let mut lag = Vec::new();
             for ch in &channels {
@@ -460,14 +466,12 @@ impl Federation {
                     last_error: status.last_error,
                     connected_unix_ms: status.connected_unix_ms,
                     lag,
+                    envelopes_sent: counters.sent.load(Ordering::Relaxed),
+                    envelopes_received: counters.received.load(Ordering::Relaxed),
+                    envelopes_rejected: counters.rejected.load(Ordering::Relaxed),
                 }),
             });
         }
         Ok(out)
-    }
-
-    /// Counters of the live link to `peer`, if any (for tests and status).
-    pub fn link_counters(&self, peer: &OrgId) -> Option<Arc<LinkCounters>> {
-        self.registry().links.get(peer).map(|l| l.counters.clone())
     }
 }

@@ -42,10 +42,9 @@ pub struct NewPost {
 /// A change to a home channel's roster.
 #[derive(Debug, Clone)]
 pub enum RosterChange {
-    /// Share with `org`, whose message-signing key is `signing_key`.
+    /// Share with each org, given with its message-signing key.
     Share {
-        org: OrgId,
-        signing_key: Vec<u8>,
+        orgs: Vec<(OrgId, Vec<u8>)>,
     },
     Unshare {
         org: OrgId,
@@ -594,9 +593,11 @@ impl Writer {
         }
         let (seq, _) = self.head(channel, &self.settings.org.clone())?;
         let participants = match &change {
-            RosterChange::Share { org, signing_key } => {
-                core::changed_roster(&record, org, Some(signing_key), seq + 1)
-            }
+            RosterChange::Share { orgs } => orgs
+                .iter()
+                .fold(record.participants.clone(), |roster, (org, key)| {
+                    core::changed_roster(&roster, org, Some(key), seq + 1)
+                }),
             RosterChange::Unshare { org } => {
                 if !record
                     .participants
@@ -608,7 +609,7 @@ impl Writer {
                         org: org.to_string(),
                     });
                 }
-                core::changed_roster(&record, org, None, seq + 1)
+                core::changed_roster(&record.participants, org, None, seq + 1)
             }
         };
         let body = core::control_body(participants.clone());

@@ -45,6 +45,12 @@ pub fn node_dir(tmp: &tempfile::TempDir) -> PathBuf {
 /// Creates a node directory for `org` listening on 127.0.0.1 (port 0).
 pub fn init_dir(org: &str) -> tempfile::TempDir {
     samband::pki::install_crypto_provider();
+    if let Ok(filter) = std::env::var("SAMBAND_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     let tmp = tempfile::tempdir().expect("temp dir");
     let opts = InitOptions {
         org: OrgId::parse(org).expect("org"),
@@ -237,4 +243,167 @@ impl ServeProcess {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("reaped");
     }
+}
+
+pub type Admin = samband::proto::admin_client::AdminClient<Channel>;
+
+impl TestNode {
+    /// The operator's Admin client.
+    pub async fn admin(&self) -> Admin {
+        let bundle =
+            IdentityBundle::load(&self.dir().join(setup::OPERATOR_DIR)).expect("operator bundle");
+        let channel = client::connect_channel(&bundle, Some(&self.addr.to_string()))
+            .await
+            .expect("connect");
+        samband::proto::admin_client::AdminClient::new(channel)
+    }
+
+    /// This node trusts `other`; it dials `other` at `endpoint` (None: `other` dials us).
+    pub async fn trust(
+        &self,
+        other: &TestNode,
+        endpoint: Option<String>,
+        accept: proto::AcceptPolicy,
+    ) {
+        let bundle = other
+            .admin()
+            .await
+            .export_trust(proto::ExportTrustRequest {})
+            .await
+            .expect("export")
+            .into_inner();
+        let req = proto::AddPeerRequest {
+            bundle: bundle.text,
+            fingerprint: bundle.fingerprint,
+            endpoint: endpoint.unwrap_or_default(),
+            accept: accept as i32,
+        };
+        self.admin().await.add_peer(req).await.expect("add peer");
+    }
+
+    /// Mutual trust; both sides dial each other directly.
+    pub async fn peer_with(&self, other: &TestNode) {
+        self.trust(
+            other,
+            Some(other.fed_addr.to_string()),
+            proto::AcceptPolicy::Auto,
+        )
+        .await;
+        other
+            .trust(
+                self,
+                Some(self.fed_addr.to_string()),
+                proto::AcceptPolicy::Auto,
+            )
+            .await;
+    }
+
+    pub async fn peers(&self) -> Vec<proto::Peer> {
+        self.admin()
+            .await
+            .list_peers(proto::ListPeersRequest {})
+            .await
+            .expect("list peers")
+            .into_inner()
+            .peers
+    }
+
+    pub async fn share(&self, channel: &str, orgs: &[&str]) -> proto::Channel {
+        let req = proto::ShareChannelRequest {
+            channel: channel.into(),
+            orgs: orgs.iter().map(|s| s.to_string()).collect(),
+        };
+        self.admin()
+            .await
+            .share_channel(req)
+            .await
+            .expect("share")
+            .into_inner()
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after PATIENCE.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A channel's history as (origin, seq, text), in history order.
+pub async fn texts(c: &mut Client, channel: &str) -> Vec<(String, u64, String)> {
+    all_history(c, channel)
+        .await
+        .into_iter()
+        .map(|m| (m.origin, m.origin_seq, m.text))
+        .collect()
+}
+
+/// Waits until every node shows the same history of `channel`, with `count` messages.
+pub async fn converged(
+    nodes: &[&TestNode],
+    channel: &str,
+    count: usize,
+) -> Vec<(String, u64, String)> {
+    let mut clients = Vec::new();
+    for n in nodes {
+        clients.push(n.operator().await);
+    }
+    eventually(
+        &format!("{channel} to converge on {count} messages"),
+        || {
+            let mut clients = clients.clone();
+            let channel = channel.to_owned();
+            async move {
+                let mut first = None;
+                for c in &mut clients {
+                    let h = texts(c, &channel).await;
+                    if h.len() != count {
+                        return None;
+                    }
+                    match &first {
+                        None => first = Some(h),
+                        Some(f) if *f != h => return None,
+                        Some(_) => {}
+                    }
+                }
+                first
+            }
+        },
+    )
+    .await
+}
+
+/// Every byte of a node's data directory, for containment checks.
+pub fn raw_store_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![samband::node::data_dir(dir)];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read data dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.extend(std::fs::read(&path).expect("read store file"));
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }

@@ -202,7 +202,7 @@ fn eligibility_follows_the_roster() {
         "and to each other"
     );
     assert_eq!(eligibility(&w.record, &a, &x), Eligibility::None);
-    w.record.participants = changed_roster(&w.record, &c, None, 5);
+    w.record.participants = changed_roster(&w.record.participants, &c, None, 5);
     assert_eq!(
         eligibility(&w.record, &a, &c),
         Eligibility::UntilRemoval { home_seq: 5 }
@@ -252,7 +252,7 @@ fn offers_and_roster_changes() {
     let mut mine = record.clone();
     let mut removal = offer.clone();
     removal.origin_seq = 2;
-    removal.body = control_body(changed_roster(&mine, &c, None, 2));
+    removal.body = control_body(changed_roster(&mine.participants, &c, None, 2));
     apply_control(&mut mine, &removal, &c).unwrap();
     assert_eq!(mine.state, ChannelState::Archived as i32);
     // An older snapshot does not undo a newer one.
