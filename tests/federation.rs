@@ -356,3 +356,299 @@ async fn sharing_with_an_org_that_is_not_a_peer_is_refused() {
     assert_eq!(err.code(), Code::PermissionDenied);
     a.stop().await;
 }
+
+#[tokio::test]
+async fn a_partition_heals_with_identical_histories_nothing_lost_nothing_twice() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    // A reaches B only through a proxy that can cut the link; B does not dial.
+    let proxy = common::Proxy::start(b.fed_addr).await;
+    a.trust(&b, Some(proxy.addr.to_string()), AcceptPolicy::Auto)
+        .await;
+    b.trust(&a, None, AcceptPolicy::Auto).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example"]).await;
+    let mut b_op = b.operator().await;
+    post(&mut a_op, &ch, "before the cut").await;
+    converged(&[&a, &b], &ch, 2).await;
+
+    proxy.cut();
+    for i in 0..50 {
+        post(&mut a_op, &ch, &format!("A during the cut {i}")).await;
+        post(&mut b_op, &ch, &format!("B during the cut {i}")).await;
+    }
+    // Each side has only its own half while cut.
+    assert_eq!(texts(&mut a_op, &ch).await.len(), 52);
+    proxy.heal();
+    let history = converged(&[&a, &b], &ch, 102).await;
+    let mut ids: Vec<(String, u64)> = history.iter().map(|h| (h.0.clone(), h.1)).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 102, "nothing twice");
+    for origin in ["police.example", "rescue.example"] {
+        let seqs: Vec<u64> = ids.iter().filter(|i| i.0 == origin).map(|i| i.1).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{origin}: gap-free"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A peer whose node holds a legitimately pinned certificate but breaks
+/// every rule on purpose. Each bad envelope is rejected, counted, never
+/// stored or forwarded, and the link and the node's other links go on.
+#[tokio::test]
+async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule() {
+    use samband::model::{GENESIS_HASH, OrgId, sign_and_hash};
+    use samband::pki::OrgPki;
+    use samband::proto::{Envelope, Kind, LinkFrame, link_frame::Frame};
+
+    let t = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    t.peer_with(&b).await;
+    // Mallory: an org with real PKI that T trusts, driven by this test.
+    let m_tmp = common::init_dir("mallory.example");
+    let m_pki = OrgPki::at(&common::node_dir(&m_tmp));
+    let m_org = OrgId::parse("mallory.example").unwrap();
+    let m_bundle = samband::federation::own_bundle(&m_org, &m_pki, "127.0.0.1:1").unwrap();
+    let req = proto::AddPeerRequest {
+        bundle: m_bundle.to_text(),
+        fingerprint: m_bundle.fingerprint(),
+        endpoint: String::new(),
+        accept: 0,
+    };
+    t.admin().await.add_peer(req).await.unwrap();
+    let mut t_op = t.operator().await;
+    let crisis = create_channel(&mut t_op, "crisis").await;
+    let secret = create_channel(&mut t_op, "secret").await;
+    post(&mut t_op, &secret, "MARKER-SECRET").await;
+    t.share("crisis", &["rescue.example", "mallory.example"])
+        .await;
+
+    // Mallory dials T's federation listener with its node certificate.
+    let t_ca = std::fs::read(t.dir().join("pki/ca.pem")).unwrap();
+    let t_ca =
+        <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            &t_ca,
+        )
+        .unwrap();
+    let tls = m_pki.peer_client_tls(&t_ca).unwrap();
+    let channel = samband::client::dial(std::sync::Arc::new(tls), &t.fed_addr.to_string())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut responses = proto::federation_client::FederationClient::new(channel)
+        .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let frame = |f| LinkFrame { frame: Some(f) };
+    // Claim to hold the shared channel (empty), and also the internal one.
+    let hello = proto::VersionVectors {
+        channels: vec![
+            proto::ChannelVector {
+                channel: crisis.clone(),
+                entries: vec![],
+            },
+            proto::ChannelVector {
+                channel: secret.clone(),
+                entries: vec![],
+            },
+        ],
+    };
+    tx.send(frame(Frame::Hello(hello))).await.unwrap();
+    // T sends the shared channel's roster; never anything of the internal one.
+    let mut got = Vec::new();
+    while got.is_empty() {
+        let f = tokio::time::timeout(common::PATIENCE, responses.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(Frame::Envelopes(batch)) = f.frame {
+            got.extend(batch.envelopes);
+        }
+    }
+    assert!(
+        got.iter().all(|e| e.channel == crisis),
+        "T sent Mallory something of another channel"
+    );
+
+    let key = m_pki.message_key().unwrap();
+    let envelope =
+        |channel: &str, origin: &str, seq: u64, prev: [u8; 32], body: &str, kind: Kind| {
+            let mut e = Envelope {
+                channel: channel.into(),
+                origin: origin.into(),
+                origin_seq: seq,
+                author: "mallory".into(),
+                hlc: (1_800_000_000_000u64 << 16) + seq,
+                kind: kind as i32,
+                priority: 1,
+                body: body.as_bytes().to_vec(),
+                prev: prev.to_vec(),
+                signature: vec![],
+            };
+            let hash = sign_and_hash(&mut e, &key);
+            (e, hash)
+        };
+    let (good1, h1) = envelope(
+        &crisis,
+        "mallory.example",
+        1,
+        GENESIS_HASH,
+        "good one",
+        Kind::Text,
+    );
+    let (good2, _) = envelope(&crisis, "mallory.example", 2, h1, "good two", Kind::Text);
+    let mut bad = vec![
+        envelope(
+            &secret,
+            "mallory.example",
+            1,
+            GENESIS_HASH,
+            "MARKER-BAD into internal",
+            Kind::Text,
+        )
+        .0,
+        envelope(
+            "stranger.example/x",
+            "mallory.example",
+            1,
+            GENESIS_HASH,
+            "MARKER-BAD unknown",
+            Kind::Text,
+        )
+        .0,
+        envelope(
+            &crisis,
+            "x.example",
+            1,
+            GENESIS_HASH,
+            "MARKER-BAD stranger origin",
+            Kind::Text,
+        )
+        .0,
+        envelope(
+            &crisis,
+            "mallory.example",
+            5,
+            h1,
+            "MARKER-BAD gap",
+            Kind::Text,
+        )
+        .0,
+        envelope(
+            &crisis,
+            "mallory.example",
+            1,
+            GENESIS_HASH,
+            "MARKER-BAD rewind",
+            Kind::Text,
+        )
+        .0,
+        envelope(
+            &crisis,
+            "mallory.example",
+            2,
+            h1,
+            &"MARKER-BAD oversized ".repeat(4000),
+            Kind::Text,
+        )
+        .0,
+        envelope(
+            &crisis,
+            "mallory.example",
+            2,
+            h1,
+            "MARKER-BAD control",
+            Kind::Control,
+        )
+        .0,
+        envelope(
+            &crisis,
+            "mallory.example",
+            2,
+            [7; 32],
+            "MARKER-BAD broken chain",
+            Kind::Text,
+        )
+        .0,
+    ];
+    let mut forged = envelope(
+        &crisis,
+        "mallory.example",
+        2,
+        h1,
+        "MARKER-BAD forged",
+        Kind::Text,
+    )
+    .0;
+    forged.signature[0] ^= 1;
+    bad.push(forged);
+    let bad_count = bad.len() as u64;
+    tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![good1],
+    })))
+    .await
+    .unwrap();
+    for e in bad {
+        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+            envelopes: vec![e],
+        })))
+        .await
+        .unwrap();
+    }
+    tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![good2],
+    })))
+    .await
+    .unwrap();
+
+    // Only the two good envelopes are stored, and relayed to B.
+    eventually("Mallory's good envelopes at T and B", || {
+        let (t, b) = (&t, &b);
+        let crisis = crisis.clone();
+        async move {
+            for n in [t, b] {
+                let mut op = n.operator().await;
+                let h = texts(&mut op, &crisis).await;
+                let from_m: Vec<_> = h
+                    .iter()
+                    .filter(|x| x.0 == "mallory.example")
+                    .map(|x| x.2.as_str())
+                    .collect();
+                if from_m != ["good one", "good two"] {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    let m_link = t
+        .peers()
+        .await
+        .into_iter()
+        .find(|p| p.org == "mallory.example")
+        .unwrap()
+        .link
+        .unwrap();
+    assert_eq!(m_link.envelopes_rejected, bad_count, "{m_link:?}");
+    assert_eq!(
+        m_link.state, "connected",
+        "a rejected envelope does not poison the link"
+    );
+    // The internal channel is untouched, and T's link to B still carries traffic.
+    assert_eq!(texts(&mut t_op, &secret).await.len(), 1);
+    post(&mut t_op, &crisis, "after the attack").await;
+    let history = converged(&[&t, &b], &crisis, 4).await;
+    assert!(history.iter().all(|h| !h.2.contains("MARKER-BAD")));
+    drop(tx);
+    t.stop().await;
+    b.stop().await;
+}

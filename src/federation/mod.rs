@@ -120,10 +120,8 @@ pub fn peer_record(
     if &bundle.org == local {
         return Err(FederationError::SelfPeer(bundle.org.to_string()));
     }
-    let endpoint = endpoint
-        .map(str::to_owned)
-        .or(bundle.endpoint)
-        .unwrap_or_default();
+    // No endpoint means "they dial us": the bundle's endpoint is only a suggestion.
+    let endpoint = endpoint.map(str::to_owned).unwrap_or_default();
     if !endpoint.is_empty() && !valid_endpoint(&endpoint) {
         return Err(FederationError::BadEndpoint(endpoint));
     }

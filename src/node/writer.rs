@@ -138,6 +138,8 @@ struct Round {
     batch: StoreBatch,
     done: Vec<Done>,
     published: Vec<(ChannelId, Arc<Stored>)>,
+    /// Chain hashes of what this round staged, which the store cannot show yet.
+    staged: HashMap<(ChannelId, OrgId, u64), EnvelopeHash>,
 }
 
 /// Tunables the writer needs from the config.
@@ -355,6 +357,9 @@ impl Writer {
             seq: envelope.origin_seq,
         };
         round.batch.put_envelope(channel, &cursor, &envelope);
+        round
+            .staged
+            .insert((channel.clone(), origin.clone(), envelope.origin_seq), hash);
         self.heads
             .insert((channel.clone(), origin), (envelope.origin_seq, hash));
         let stored = Arc::new(Stored { cursor, envelope });
@@ -511,9 +516,16 @@ impl Writer {
         }
         let head = self.head(&channel, &origin)?;
         let held = if envelope.origin_seq <= head.0 {
-            self.store
-                .envelope(&channel, &origin, envelope.origin_seq)?
-                .map(|e| crate::model::chain_hash(&e))
+            match round
+                .staged
+                .get(&(channel.clone(), origin.clone(), envelope.origin_seq))
+            {
+                Some(hash) => Some(*hash),
+                None => self
+                    .store
+                    .envelope(&channel, &origin, envelope.origin_seq)?
+                    .map(|e| crate::model::chain_hash(&e)),
+            }
         } else {
             None
         };
