@@ -35,6 +35,11 @@ fn unix_ms_now() -> u64 {
 /// The wire form of a stored message.
 fn message(stored: &Stored) -> proto::Message {
     let env = &stored.envelope;
+    let (kind, text) = if env.kind == proto::Kind::Control as i32 {
+        ("roster", roster_text(env))
+    } else {
+        ("text", String::from_utf8_lossy(&env.body).into_owned())
+    };
     proto::Message {
         cursor: stored.cursor.encode(),
         channel: env.channel.clone(),
@@ -44,8 +49,34 @@ fn message(stored: &Stored) -> proto::Message {
         hlc: env.hlc,
         unix_ms: stored.cursor.hlc.unix_ms(),
         priority: env.priority,
-        text: String::from_utf8_lossy(&env.body).into_owned(),
+        text,
+        kind: kind.to_owned(),
     }
+}
+
+/// A roster change in words, e.g. "shared with rescue.example; removed: x.example".
+fn roster_text(env: &proto::Envelope) -> String {
+    let Ok(roster) = crate::federation::core::roster_of(env) else {
+        return "roster change (unreadable)".to_owned();
+    };
+    let names = |active: bool| {
+        roster
+            .iter()
+            .filter(|p| p.active == active)
+            .map(|p| p.org.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (with, removed) = (names(true), names(false));
+    let mut text = if with.is_empty() {
+        "shared with nobody".to_owned()
+    } else {
+        format!("shared with {with}")
+    };
+    if !removed.is_empty() {
+        text.push_str(&format!("; removed: {removed}"));
+    }
+    text
 }
 
 /// The wire form of a channel record.

@@ -101,19 +101,33 @@ impl Connection {
             .with_context(|| format!("loading identity bundle {}", dir.display()))
     }
 
-    async fn connect(&self) -> anyhow::Result<(MessagingClient<Channel>, String)> {
+    /// A gRPC channel to the node, as the chosen identity.
+    pub(crate) async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(self.channel_and_endpoint().await?.0)
+    }
+
+    async fn channel_and_endpoint(&self) -> anyhow::Result<(Channel, String)> {
         let bundle = self.bundle()?;
-        let endpoint = self
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| bundle.info.endpoint.clone());
-        let client = client::connect(&bundle, Some(&endpoint)).await?;
-        Ok((client, endpoint))
+        let endpoint = self.endpoint.clone().unwrap_or_else(|| {
+            let node_dir = if self.identity.is_none() {
+                self.dir.as_deref()
+            } else {
+                None
+            };
+            super::node_endpoint(node_dir, &bundle.info.endpoint)
+        });
+        let channel = client::connect_channel(&bundle, Some(&endpoint)).await?;
+        Ok((channel, endpoint))
+    }
+
+    async fn connect(&self) -> anyhow::Result<(MessagingClient<Channel>, String)> {
+        let (channel, endpoint) = self.channel_and_endpoint().await?;
+        Ok((MessagingClient::new(channel), endpoint))
     }
 }
 
 /// A gRPC error as a person reads it.
-fn rpc(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn rpc(status: tonic::Status) -> anyhow::Error {
     let code = match status.code() {
         tonic::Code::InvalidArgument => "invalid request",
         tonic::Code::NotFound => "not found",
@@ -122,6 +136,7 @@ fn rpc(status: tonic::Status) -> anyhow::Error {
         tonic::Code::Unauthenticated => "not authenticated",
         tonic::Code::Unavailable => "node unavailable",
         tonic::Code::ResourceExhausted => "limit reached",
+        tonic::Code::FailedPrecondition => "not possible now",
         _ => "node error",
     };
     let detail = if status.message().is_empty() {
@@ -261,12 +276,21 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let (mut c, endpoint) = args.conn.connect().await?;
-    let s = c
+    let (channel, endpoint) = args.conn.channel_and_endpoint().await?;
+    let s = MessagingClient::new(channel.clone())
         .status(proto::StatusRequest {})
         .await
         .map_err(rpc)?
         .into_inner();
     println!("{}", output::status(&s, &endpoint, args.conn.json));
+    // Operators also see the partner links.
+    if !args.conn.json
+        && let Some(peers) = super::peer_cmds::status_peers(channel).await
+    {
+        println!("partners  {}", if peers.is_empty() { "none" } else { "" });
+        for line in peers {
+            println!("  {line}");
+        }
+    }
     Ok(())
 }

@@ -4,12 +4,27 @@ mod bench;
 mod client_cmds;
 mod node_cmds;
 mod output;
+mod peer_cmds;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+/// File in a node directory where `serve` records the address its client listener got.
+pub(crate) const CLIENT_ADDR_FILE: &str = "client.addr";
+
+/// The member endpoint of the node in `dir`: the bundle's, unless that names
+/// port 0 (bound at start), in which case what the running node recorded.
+pub(crate) fn node_endpoint(dir: Option<&std::path::Path>, bundle_endpoint: &str) -> String {
+    match (dir, bundle_endpoint.ends_with(":0")) {
+        (Some(dir), true) => std::fs::read_to_string(dir.join(CLIENT_ADDR_FILE))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| bundle_endpoint.to_owned()),
+        _ => bundle_endpoint.to_owned(),
+    }
+}
 
 /// Where `serve` keeps its node when no --dir is given.
 pub(crate) const DEFAULT_NODE_DIR: &str = "samband-node";
@@ -43,6 +58,12 @@ enum Command {
     /// Manage member identities.
     #[command(subcommand)]
     User(UserCommand),
+    /// This org's trust bundle, for partner operators.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Partner organisations this node trusts.
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Create and list channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
@@ -81,10 +102,49 @@ enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum TrustCommand {
+    /// Write this org's trust bundle and print its fingerprint.
+    #[command(
+        after_help = "Example:\n  samband trust export --dir /var/lib/samband --out police.bundle\n  # send police.bundle to the partner; read them the fingerprint by phone"
+    )]
+    Export(peer_cmds::TrustExportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Trust a partner org from its bundle, after checking the fingerprint.
+    #[command(
+        after_help = "Examples:\n  samband peer add rescue.bundle --fingerprint '3f2a 9c1e ...' --endpoint samband.rescue.example:7444 --dir /var/lib/samband\n  samband peer add health.bundle --fingerprint 3f2a9c1e... --accept manual --dir /var/lib/samband   # they dial us"
+    )]
+    Add(peer_cmds::PeerAddArgs),
+    /// Stop trusting a partner: its live links close at once.
+    #[command(after_help = "Example:\n  samband peer remove rescue.example --dir /var/lib/samband")]
+    Remove(peer_cmds::PeerRemoveArgs),
+    /// List partners with their link state and lag.
+    #[command(after_help = "Example:\n  samband peer list --dir /var/lib/samband")]
+    List(peer_cmds::PeerListArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum ChannelCommand {
     /// Create an internal channel (admin role).
     #[command(after_help = "Example:\n  samband channel create flood-2026 --dir /var/lib/samband")]
     Create(client_cmds::ChannelCreateArgs),
+    /// Share a channel of this org with partner orgs (admin role).
+    #[command(
+        after_help = "Example:\n  samband channel share flood-2026 rescue.example region-health.example --dir /var/lib/samband"
+    )]
+    Share(peer_cmds::ShareArgs),
+    /// Stop sharing a channel with one partner; its copy becomes read-only (admin role).
+    #[command(
+        after_help = "Example:\n  samband channel unshare flood-2026 rescue.example --dir /var/lib/samband"
+    )]
+    Unshare(peer_cmds::UnshareArgs),
+    /// Accept a channel a partner offered (peers added with --accept manual).
+    #[command(
+        after_help = "Example:\n  samband channel accept police.example/flood-2026 --dir /var/lib/samband"
+    )]
+    Accept(peer_cmds::AcceptArgs),
     /// List the channels on the node.
     #[command(after_help = "Example:\n  samband channel list --identity alice/ --json")]
     List(client_cmds::ChannelListArgs),
@@ -119,6 +179,13 @@ pub(crate) fn main() -> ExitCode {
         Command::Init(a) => node_cmds::init(a),
         Command::Serve(a) => node_cmds::serve(a),
         Command::User(UserCommand::Add(a)) => node_cmds::user_add(a),
+        Command::Trust(TrustCommand::Export(a)) => peer_cmds::trust_export(a),
+        Command::Peer(PeerCommand::Add(a)) => client_cmds::run(peer_cmds::peer_add(a)),
+        Command::Peer(PeerCommand::Remove(a)) => client_cmds::run(peer_cmds::peer_remove(a)),
+        Command::Peer(PeerCommand::List(a)) => client_cmds::run(peer_cmds::peer_list(a)),
+        Command::Channel(ChannelCommand::Share(a)) => client_cmds::run(peer_cmds::share(a)),
+        Command::Channel(ChannelCommand::Unshare(a)) => client_cmds::run(peer_cmds::unshare(a)),
+        Command::Channel(ChannelCommand::Accept(a)) => client_cmds::run(peer_cmds::accept(a)),
         Command::Channel(ChannelCommand::Create(a)) => {
             client_cmds::run(client_cmds::channel_create(a))
         }

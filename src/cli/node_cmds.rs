@@ -175,6 +175,11 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         let org = node.config().org.clone();
         tracing::info!(%org, %client, %federation, "serving");
+        // Where the client commands with --dir find a node whose config says port 0.
+        let addr_file = dir.join(super::CLIENT_ADDR_FILE);
+        if let Err(e) = std::fs::write(&addr_file, client.to_string()) {
+            tracing::warn!(error = %e, file = %addr_file.display(), "cannot record the client address");
+        }
         // One machine-readable line on stdout for scripts and tests.
         println!("ready org={org} client={client} federation={federation}");
         let shutdown = CancellationToken::new();

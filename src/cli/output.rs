@@ -25,7 +25,7 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         return json!({
             "cursor": m.cursor, "channel": m.channel, "origin": m.origin, "origin_seq": m.origin_seq,
             "author": m.author, "hlc": m.hlc, "unix_ms": m.unix_ms,
-            "priority": priority_word(m.priority), "text": m.text,
+            "priority": priority_word(m.priority), "kind": m.kind, "text": m.text,
         })
         .to_string();
     }
@@ -33,6 +33,14 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         "normal" => String::new(),
         other => format!("[{}] ", other.to_uppercase()),
     };
+    if m.kind == "roster" {
+        return format!(
+            "{}  ({} changed the roster: {})",
+            utc(m.unix_ms),
+            m.origin,
+            m.text
+        );
+    }
     format!(
         "{}  {}@{}  {flag}{}",
         utc(m.unix_ms),
@@ -43,17 +51,22 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
 }
 
 pub(crate) fn channel(c: &proto::Channel, as_json: bool) -> String {
-    let state = if c.shared { "shared" } else { "internal" };
     if as_json {
         return json!({
-            "id": c.id, "home": c.home, "name": c.name, "state": state, "created_unix_ms": c.created_unix_ms,
+            "id": c.id, "home": c.home, "name": c.name, "state": c.state,
+            "participants": c.participants, "created_unix_ms": c.created_unix_ms,
         })
         .to_string();
     }
+    let with = if c.participants.is_empty() {
+        String::new()
+    } else {
+        format!("  with {}", c.participants.join(", "))
+    };
     format!(
-        "{:<40} {:<9} created {}",
+        "{:<40} {:<9} created {}{with}",
         c.id,
-        state,
+        c.state,
         utc(c.created_unix_ms)
     )
 }

@@ -269,6 +269,12 @@ async fn reader(
         };
         match frame {
             Frame::Hello(vv) => {
+                // What the peer states it holds is also what it has acknowledged.
+                for cv in &vv.channels {
+                    if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &from_proto(cv)) {
+                        tracing::warn!(%peer, error = %e, "cannot record the peer's state");
+                    }
+                }
                 let _ = hello_tx.send(Some(Arc::new(vv)));
             }
             Frame::Progress(vv) => {

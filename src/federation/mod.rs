@@ -440,8 +440,10 @@ impl Federation {
                 }
                 let mine = self.store.vector(&id)?;
                 let theirs = self.store.cursor(&org, &ch.id)?;
+                // The peer holds its own messages whatever its cursor says.
                 let behind: u64 = mine
                     .iter()
+                    .filter(|(o, _)| **o != org)
                     .map(|(o, s)| s.saturating_sub(*theirs.get(o).unwrap_or(&0)))
                     .sum();
                 lag.push(proto::ChannelLag {

@@ -198,10 +198,11 @@ pub async fn all_history(c: &mut Client, channel: &str) -> Vec<proto::Message> {
     pages.into_iter().rev().flatten().collect()
 }
 
-/// A `samband serve` process on `dir`; its client address is read from its "ready" line.
+/// A `samband serve` process on `dir`; its addresses are read from its "ready" line.
 pub struct ServeProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    pub fed_addr: SocketAddr,
 }
 
 pub fn samband_bin() -> &'static str {
@@ -210,9 +211,15 @@ pub fn samband_bin() -> &'static str {
 
 impl ServeProcess {
     pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Starts `samband serve --dir DIR ARGS...`.
+    pub async fn start_with(dir: &Path, args: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(samband_bin())
             .args(["serve", "--dir"])
             .arg(dir)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -225,13 +232,18 @@ impl ServeProcess {
             .expect("serve becomes ready")
             .expect("read stdout")
             .expect("a ready line");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("client="))
-            .expect("client= in ready line")
-            .parse()
-            .expect("address");
-        Self { child, addr }
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .expect("address in ready line")
+                .parse()
+                .expect("address")
+        };
+        Self {
+            addr: field("client="),
+            fed_addr: field("federation="),
+            child,
+        }
     }
 
     pub async fn operator(&self, dir: &Path) -> Client {

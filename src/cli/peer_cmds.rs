@@ -1,0 +1,361 @@
+//! Operator commands for partner trust and sharing: `trust export`,
+//! `peer add|remove|list`, `channel share|unshare|accept`.
+//!
+//! Peer commands act on the running node through the Admin API (no restart
+//! needed); when the node is not running they act on its data directory.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use samband::config::Config;
+use samband::federation;
+use samband::model::OrgId;
+use samband::node::data_dir;
+use samband::pki::{IdentityBundle, OrgPki};
+use samband::proto::{self, AcceptPolicy, admin_client::AdminClient};
+use samband::store::{Store, StoreError};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use super::client_cmds::rpc;
+use super::{Connection, output};
+
+#[derive(Debug, Args)]
+pub(crate) struct TrustExportArgs {
+    /// Node directory.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Write the bundle here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PeerAddArgs {
+    /// The partner's trust bundle file (from their `samband trust export`).
+    bundle: PathBuf,
+    /// The fingerprint the partner's operator read out to you (not copied from the file).
+    #[arg(long, value_name = "HEX")]
+    fingerprint: String,
+    /// Node directory.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The partner's federation address to dial. Without it this node never
+    /// dials: the partner dials in (e.g. this node accepts no outbound traffic
+    /// to them, or they sit behind a firewall that allows only outbound).
+    #[arg(long, value_name = "HOST:PORT")]
+    endpoint: Option<String>,
+    /// What to do with channels this partner shares: store them at once
+    /// (auto) or hold them until `samband channel accept` (manual).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "manual"])]
+    accept: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PeerRemoveArgs {
+    /// Org id of the partner.
+    org: String,
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PeerListArgs {
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShareArgs {
+    /// Channel of this org: `name` or `home/name`.
+    channel: String,
+    /// Partner orgs to share it with (each a configured peer).
+    #[arg(required = true)]
+    orgs: Vec<String>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UnshareArgs {
+    channel: String,
+    /// The partner org to remove from the channel.
+    org: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AcceptArgs {
+    /// The offered channel, `home/name`.
+    channel: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+pub(crate) fn trust_export(args: TrustExportArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.dir)?;
+    let bundle = federation::own_bundle(
+        &config.org,
+        &OrgPki::at(&args.dir),
+        &config.federation.advertise,
+    )?;
+    let fingerprint = bundle.fingerprint();
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, bundle.to_text())
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "wrote the trust bundle of {} to {}",
+                config.org,
+                path.display()
+            );
+        }
+        None => print!("{}", bundle.to_text()),
+    }
+    eprintln!("fingerprint: {}", spaced(&fingerprint));
+    eprintln!(
+        "Read the fingerprint to the partner's operator over another channel (phone, in person)."
+    );
+    Ok(())
+}
+
+/// 64 hex digits in groups of four, easier to read aloud.
+fn spaced(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The Admin API of the node in `dir`, if it is running; `None` if nothing answers.
+async fn running_node(dir: &std::path::Path) -> anyhow::Result<Option<AdminClient<Channel>>> {
+    let bundle = IdentityBundle::load(&dir.join(samband::setup::OPERATOR_DIR))?;
+    let endpoint = super::node_endpoint(Some(dir), &bundle.info.endpoint);
+    match samband::client::connect_channel(&bundle, Some(&endpoint)).await {
+        Ok(channel) => Ok(Some(AdminClient::new(channel))),
+        Err(samband::client::ClientError::Connect { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The stopped node's store.
+fn offline_store(dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
+    let config = Config::load(dir)?;
+    let store = Store::open(&data_dir(dir), &config.org, 8 << 20).map_err(|e| match e {
+        StoreError::Locked(_) => anyhow::anyhow!(
+            "the node is running but its client listener ({}) does not answer; try again, or stop it",
+            config.client.advertise
+        ),
+        other => other.into(),
+    })?;
+    Ok((config, store))
+}
+
+fn peer_line(p: &proto::Peer, json: bool) -> String {
+    let accept = if p.accept == AcceptPolicy::Manual as i32 {
+        "manual"
+    } else {
+        "auto"
+    };
+    let link = p.link.clone().unwrap_or_default();
+    if json {
+        let lag: Vec<_> = link
+            .lag
+            .iter()
+            .map(|l| json!({"channel": l.channel, "messages": l.messages}))
+            .collect();
+        return json!({
+            "org": p.org, "fingerprint": p.fingerprint, "endpoint": p.endpoint, "accept": accept,
+            "link": link.state, "last_error": link.last_error, "lag": lag,
+            "envelopes_sent": link.envelopes_sent, "envelopes_received": link.envelopes_received,
+            "envelopes_rejected": link.envelopes_rejected,
+        })
+        .to_string();
+    }
+    let endpoint = if p.endpoint.is_empty() {
+        "(they dial us)"
+    } else {
+        p.endpoint.as_str()
+    };
+    let mut line = format!(
+        "{:<28} {:<12} {:<24} accept={accept}",
+        p.org, link.state, endpoint
+    );
+    if !link.last_error.is_empty() {
+        line.push_str(&format!("  last error: {}", link.last_error));
+    }
+    for lag in link.lag.iter().filter(|l| l.messages > 0) {
+        line.push_str(&format!(
+            "\n    {} behind by {} messages",
+            lag.channel, lag.messages
+        ));
+    }
+    line
+}
+
+pub(crate) async fn peer_add(args: PeerAddArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.bundle)
+        .with_context(|| format!("reading {}", args.bundle.display()))?;
+    let accept = if args.accept == "manual" {
+        AcceptPolicy::Manual
+    } else {
+        AcceptPolicy::Auto
+    };
+    if let Some(mut admin) = running_node(&args.dir).await? {
+        let req = proto::AddPeerRequest {
+            bundle: text,
+            fingerprint: args.fingerprint,
+            endpoint: args.endpoint.unwrap_or_default(),
+            accept: accept as i32,
+        };
+        let peer = admin.add_peer(req).await.map_err(rpc)?.into_inner();
+        println!(
+            "{}",
+            if args.json {
+                peer_line(&peer, true)
+            } else {
+                format!("trusted {} (node running; no restart needed)", peer.org)
+            }
+        );
+        return Ok(());
+    }
+    let (config, store) = offline_store(&args.dir)?;
+    let record = federation::peer_record(
+        &config.org,
+        &text,
+        &args.fingerprint,
+        args.endpoint.as_deref(),
+        accept,
+    )?;
+    store.put_peer(&record)?;
+    println!(
+        "trusted {} (node stopped; takes effect when it starts)",
+        record.org
+    );
+    Ok(())
+}
+
+pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
+    let org = OrgId::parse(&args.org)?;
+    if let Some(mut admin) = running_node(&args.dir).await? {
+        admin
+            .remove_peer(proto::RemovePeerRequest {
+                org: org.to_string(),
+            })
+            .await
+            .map_err(rpc)?;
+        println!("removed {org}; its links are closed");
+        return Ok(());
+    }
+    let (_, store) = offline_store(&args.dir)?;
+    if !store.remove_peer(&org)? {
+        bail!("{org} is not a configured peer");
+    }
+    println!("removed {org}");
+    Ok(())
+}
+
+pub(crate) async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
+    let peers = match running_node(&args.dir).await? {
+        Some(mut admin) => {
+            admin
+                .list_peers(proto::ListPeersRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .peers
+        }
+        None => {
+            let (_, store) = offline_store(&args.dir)?;
+            store
+                .peers()?
+                .into_iter()
+                .map(|r| proto::Peer {
+                    fingerprint: federation::peer_fingerprint(&r),
+                    org: r.org,
+                    endpoint: r.endpoint,
+                    accept: r.accept,
+                    link: Some(proto::LinkStatus {
+                        state: "node-stopped".into(),
+                        ..Default::default()
+                    }),
+                })
+                .collect()
+        }
+    };
+    if peers.is_empty() && !args.json {
+        println!(
+            "no peers yet (import a partner's bundle with: samband peer add FILE --fingerprint HEX --dir DIR)"
+        );
+    }
+    for p in &peers {
+        println!("{}", peer_line(p, args.json));
+    }
+    Ok(())
+}
+
+async fn admin(conn: &Connection) -> anyhow::Result<AdminClient<Channel>> {
+    Ok(AdminClient::new(conn.channel().await?))
+}
+
+pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
+    let req = proto::ShareChannelRequest {
+        channel: args.channel,
+        orgs: args.orgs,
+    };
+    let ch = admin(&args.conn)
+        .await?
+        .share_channel(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!("{}", output::channel(&ch, args.conn.json));
+    Ok(())
+}
+
+pub(crate) async fn unshare(args: UnshareArgs) -> anyhow::Result<()> {
+    let req = proto::UnshareChannelRequest {
+        channel: args.channel,
+        org: args.org,
+    };
+    let ch = admin(&args.conn)
+        .await?
+        .unshare_channel(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!("{}", output::channel(&ch, args.conn.json));
+    Ok(())
+}
+
+pub(crate) async fn accept(args: AcceptArgs) -> anyhow::Result<()> {
+    let req = proto::AcceptChannelRequest {
+        channel: args.channel,
+    };
+    let ch = admin(&args.conn)
+        .await?
+        .accept_channel(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!("{}", output::channel(&ch, args.conn.json));
+    Ok(())
+}
+
+/// Peers and their links for `samband status`, if the caller is an operator.
+pub(crate) async fn status_peers(channel: Channel) -> Option<Vec<String>> {
+    let peers = AdminClient::new(channel)
+        .list_peers(proto::ListPeersRequest {})
+        .await
+        .ok()?
+        .into_inner()
+        .peers;
+    Some(peers.iter().map(|p| peer_line(p, false)).collect())
+}

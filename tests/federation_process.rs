@@ -1,0 +1,179 @@
+//! Federation between real `samband serve` processes, set up with the
+//! operator commands as a person would type them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{
+    Client, PATIENCE, ServeProcess, all_history, create_channel, init_dir, node_dir, post,
+    samband_bin,
+};
+use samband::proto;
+
+fn run(args: &[&str]) -> (String, String) {
+    let out = Command::new(samband_bin()).args(args).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{args:?}:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+fn fingerprint(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .expect("fingerprint line")
+        .to_owned()
+}
+
+async fn wait_for_len(c: &mut Client, channel: &str, n: usize) -> Vec<proto::Message> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let probe = proto::HistoryRequest {
+            channel: channel.into(),
+            limit: 1,
+            position: None,
+        };
+        if c.history(probe).await.is_ok() {
+            let h = all_history(c, channel).await;
+            if h.len() >= n {
+                return h;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} never reached {n} messages"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGKILL a partner mid-stream: after restart it resumes from where it was,
+/// and is sent only what it lacks.
+#[tokio::test]
+async fn a_killed_partner_resumes_without_everything_being_sent_again() {
+    let (a_tmp, b_tmp) = (init_dir("police.example"), init_dir("rescue.example"));
+    let (a_dir, b_dir) = (node_dir(&a_tmp), node_dir(&b_tmp));
+    let (a, b) = (a_dir.to_str().unwrap(), b_dir.to_str().unwrap());
+    let a_bundle = a_tmp.path().join("a.bundle");
+    let b_bundle = b_tmp.path().join("b.bundle");
+    let fp_a = fingerprint(
+        &run(&[
+            "trust",
+            "export",
+            "--dir",
+            a,
+            "--out",
+            a_bundle.to_str().unwrap(),
+        ])
+        .1,
+    );
+    let fp_b = fingerprint(
+        &run(&[
+            "trust",
+            "export",
+            "--dir",
+            b,
+            "--out",
+            b_bundle.to_str().unwrap(),
+        ])
+        .1,
+    );
+
+    let node_b = ServeProcess::start(&b_dir).await;
+    // B is running: the Admin API takes the peer. A is stopped: its data dir does.
+    let (out, _) = run(&[
+        "peer",
+        "add",
+        a_bundle.to_str().unwrap(),
+        "--fingerprint",
+        &fp_a,
+        "--dir",
+        b,
+    ]);
+    assert!(out.contains("node running"), "{out}");
+    let b_fed = node_b.fed_addr.to_string();
+    let (out, _) = run(&[
+        "peer",
+        "add",
+        b_bundle.to_str().unwrap(),
+        "--fingerprint",
+        &fp_b,
+        "--endpoint",
+        &b_fed,
+        "--dir",
+        a,
+    ]);
+    assert!(out.contains("node stopped"), "{out}");
+    let node_a = ServeProcess::start(&a_dir).await;
+
+    let mut a_op = node_a.operator(&a_dir).await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    let endpoint = node_a.addr.to_string();
+    run(&[
+        "channel",
+        "share",
+        "crisis",
+        "rescue.example",
+        "--dir",
+        a,
+        "--endpoint",
+        &endpoint,
+    ]);
+    for i in 0..300 {
+        post(&mut a_op, &ch, &format!("first wave {i}")).await;
+    }
+    let mut b_op = node_b.operator(&b_dir).await;
+    wait_for_len(&mut b_op, &ch, 301).await;
+
+    let b_client = node_b.addr.to_string();
+    node_b.kill9().await;
+    for i in 0..100 {
+        post(&mut a_op, &ch, &format!("while B is down {i}")).await;
+    }
+    let node_b = ServeProcess::start_with(
+        &b_dir,
+        &["--client-listen", &b_client, "--federation-listen", &b_fed],
+    )
+    .await;
+    let mut b_op = node_b.operator(&b_dir).await;
+    let history = wait_for_len(&mut b_op, &ch, 401).await;
+    assert_eq!(history.len(), 401, "nothing twice");
+    let a_history = all_history(&mut a_op, &ch).await;
+    let ids = |h: &[proto::Message]| {
+        h.iter()
+            .map(|m| (m.origin.clone(), m.origin_seq))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&history), ids(&a_history), "identical histories");
+
+    let admin = samband::client::connect_channel(
+        &samband::pki::IdentityBundle::load(&a_dir.join("operator")).unwrap(),
+        Some(&endpoint),
+    )
+    .await
+    .unwrap();
+    let peers = proto::admin_client::AdminClient::new(admin)
+        .list_peers(proto::ListPeersRequest {})
+        .await
+        .unwrap();
+    let link = peers.into_inner().peers[0].link.clone().unwrap();
+    assert_eq!(link.state, "connected");
+    assert!(
+        link.envelopes_sent < 301,
+        "the new link re-sent {} envelopes; B lacked only 100",
+        link.envelopes_sent
+    );
+    let (status, _) = run(&["status", "--dir", a, "--endpoint", &endpoint]);
+    assert!(
+        status.contains("rescue.example") && status.contains("connected"),
+        "{status}"
+    );
+    node_a.kill9().await;
+    node_b.kill9().await;
+}
