@@ -2,6 +2,7 @@
 
 mod bench;
 mod client_cmds;
+mod demo;
 mod node_cmds;
 mod output;
 mod peer_cmds;
@@ -85,6 +86,9 @@ enum Command {
     /// Show who you are on the node and the node's state.
     #[command(after_help = "Example:\n  samband status --identity alice/")]
     Status(client_cmds::StatusArgs),
+    /// Three agencies on this machine, federating a crisis channel; runs until Ctrl-C.
+    #[command(after_help = "Example:\n  samband demo")]
+    Demo,
     /// Measure this machine: disk floor and durable post throughput over mTLS.
     #[command(
         after_help = "Examples:\n  samband bench fsync\n  samband bench post --concurrency 1,64 --messages 50000"
@@ -195,6 +199,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Tail(a) => client_cmds::run(client_cmds::tail(a)),
         Command::Status(a) => client_cmds::run(client_cmds::status(a)),
         Command::Bench(a) => bench::run(a),
+        Command::Demo => demo::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

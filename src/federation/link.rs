@@ -340,6 +340,8 @@ async fn receive(
             }
             Verdict::Duplicate => {
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                // Held already (it came another way): the sender should know too.
+                touched.insert(channel);
             }
             Verdict::Reject(reason) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,276 @@
+//! `samband demo`: three agencies on loopback, with real PKI, real mutual
+//! trust and real stores in a temp dir; a shared crisis channel converges
+//! and an internal one stays home. The nodes keep running until Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use samband::config::Config;
+use samband::model::{MemberName, OrgId, Role};
+use samband::node::{Listeners, Node};
+use samband::pki::IdentityBundle;
+use samband::proto::{self, admin_client::AdminClient, messaging_client::MessagingClient};
+use samband::setup::{self, InitOptions};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const AGENCIES: [&str; 3] = ["police.example", "rescue.example", "region-health.example"];
+
+struct Agency {
+    org: &'static str,
+    dir: PathBuf,
+    client: String,
+    federation: String,
+    admin: AdminClient<Channel>,
+    messaging: MessagingClient<Channel>,
+}
+
+async fn start(
+    org: &'static str,
+    root: &Path,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Agency> {
+    let dir = root.join(org);
+    let opts = InitOptions {
+        org: OrgId::parse(org)?,
+        client_listen: "127.0.0.1:0".parse()?,
+        federation_listen: "127.0.0.1:0".parse()?,
+        hosts: vec![],
+    };
+    setup::init(&dir, &opts)?;
+    let node = Node::open(&dir, Config::load(&dir)?)?;
+    let listeners = Listeners::bind(node.config()).await?;
+    let client = listeners.client.local_addr()?.to_string();
+    let federation = listeners.federation.local_addr()?.to_string();
+    // So that `--dir` commands find this node (its config says port 0).
+    std::fs::write(dir.join(super::CLIENT_ADDR_FILE), &client)?;
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = node.run(listeners, token).await {
+            eprintln!("node {org} stopped: {e}");
+        }
+    });
+    let operator = IdentityBundle::load(&dir.join(setup::OPERATOR_DIR))?;
+    let channel = samband::client::connect_channel(&operator, Some(&client)).await?;
+    setup::add_user(
+        &dir,
+        &MemberName::parse("duty-officer")?,
+        Role::Member,
+        &dir.join("duty-officer"),
+    )?;
+    Ok(Agency {
+        org,
+        dir,
+        client,
+        federation,
+        admin: AdminClient::new(channel.clone()),
+        messaging: MessagingClient::new(channel),
+    })
+}
+
+async fn as_member(agency: &Agency) -> anyhow::Result<MessagingClient<Channel>> {
+    let bundle = IdentityBundle::load(&agency.dir.join("duty-officer"))?;
+    Ok(MessagingClient::new(
+        samband::client::connect_channel(&bundle, Some(&agency.client)).await?,
+    ))
+}
+
+async fn history(m: &mut MessagingClient<Channel>, channel: &str) -> Option<Vec<(String, u64)>> {
+    let req = proto::HistoryRequest {
+        channel: channel.into(),
+        limit: 1000,
+        position: None,
+    };
+    let page = m.history(req).await.ok()?.into_inner();
+    Some(
+        page.messages
+            .into_iter()
+            .map(|m| (m.origin, m.origin_seq))
+            .collect(),
+    )
+}
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(demo())
+}
+
+async fn demo() -> anyhow::Result<()> {
+    let root = tempfile::Builder::new()
+        .prefix("samband-demo-")
+        .tempdir()
+        .context("creating the demo directory")?;
+    let shutdown = CancellationToken::new();
+    println!(
+        "samband demo: three agencies on 127.0.0.1, state in {}",
+        root.path().display()
+    );
+    let mut agencies = Vec::new();
+    for org in AGENCIES {
+        let a = start(org, root.path(), &shutdown).await?;
+        println!(
+            "  {:<24} members {:<17} partners {}",
+            a.org, a.client, a.federation
+        );
+        agencies.push(a);
+    }
+
+    // Every operator imports every other's bundle, checking the fingerprint.
+    for i in 0..agencies.len() {
+        let bundle = agencies[i]
+            .admin
+            .export_trust(proto::ExportTrustRequest {})
+            .await?
+            .into_inner();
+        for j in 0..agencies.len() {
+            if i == j {
+                continue;
+            }
+            let req = proto::AddPeerRequest {
+                bundle: bundle.text.clone(),
+                fingerprint: bundle.fingerprint.clone(),
+                endpoint: agencies[i].federation.clone(),
+                accept: proto::AcceptPolicy::Auto as i32,
+            };
+            agencies[j].admin.add_peer(req).await?;
+        }
+    }
+    println!(
+        "trust: each operator imported the other two bundles (fingerprints checked); links are up"
+    );
+
+    let police = &mut agencies[0];
+    let internal = police
+        .messaging
+        .create_channel(proto::CreateChannelRequest {
+            name: "internal-ops".into(),
+        })
+        .await?
+        .into_inner()
+        .id;
+    let crisis = police
+        .messaging
+        .create_channel(proto::CreateChannelRequest {
+            name: "flood-2026".into(),
+        })
+        .await?
+        .into_inner()
+        .id;
+    let share = proto::ShareChannelRequest {
+        channel: crisis.clone(),
+        orgs: vec![AGENCIES[1].into(), AGENCIES[2].into()],
+    };
+    police.admin.share_channel(share).await?;
+    println!(
+        "{} created {internal} (internal) and {crisis}, shared with {} and {}",
+        AGENCIES[0], AGENCIES[1], AGENCIES[2]
+    );
+    let post = |text: &str| proto::PostRequest {
+        channel: crisis.clone(),
+        text: text.into(),
+        priority: 0,
+    };
+    police
+        .messaging
+        .post(proto::PostRequest {
+            channel: internal.clone(),
+            text: "Staffing plan: internal only".into(),
+            priority: 0,
+        })
+        .await?;
+
+    let started = Instant::now();
+    let lines = [
+        [
+            "Water over road 12 at the bridge; road closed",
+            "Evacuating blocks C and D",
+        ],
+        [
+            "Two boats launched from the north harbour",
+            "Pumping station 3 needs power",
+        ],
+        [
+            "Field hospital opening at the school gym",
+            "Ambulance 7 rerouted via road 9",
+        ],
+    ];
+    for (i, agency) in agencies.iter().enumerate() {
+        let mut member = as_member(agency).await?;
+        // A partner's node learns of the channel from the home: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while history(&mut member, &crisis).await.is_none() {
+            if Instant::now() > deadline {
+                bail!("{} never joined {crisis}", agency.org);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for text in lines[i] {
+            member.post(post(text)).await?;
+        }
+    }
+    println!("posted two messages from a duty officer of each agency");
+
+    let expected = 1 + 2 * AGENCIES.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut views = Vec::new();
+        for a in &mut agencies {
+            views.push(history(&mut a.messaging, &crisis).await.unwrap_or_default());
+        }
+        if views.iter().all(|v| v.len() == expected && *v == views[0]) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the shared channel did not converge: {views:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "converged: {crisis} shows the same {expected} messages (the roster and 6 posts) on all three nodes, {} ms after the first post",
+        started.elapsed().as_millis()
+    );
+    for a in &mut agencies[1..] {
+        let list = a
+            .messaging
+            .list_channels(proto::ListChannelsRequest {})
+            .await?
+            .into_inner();
+        if list.channels.iter().any(|c| c.id == internal) {
+            bail!("{internal} leaked to {}", a.org);
+        }
+    }
+    println!("contained: {internal} exists only on {}", AGENCIES[0]);
+
+    let dir = |i: usize| agencies[i].dir.display().to_string();
+    println!("\nThe nodes keep running until Ctrl-C. Try, in another terminal:");
+    println!("  samband tail {crisis} --follow --dir {}", dir(1));
+    println!(
+        "  samband post {crisis} \"Ambulance 12 en route\" --dir {}",
+        dir(2)
+    );
+    println!(
+        "  samband post {crisis} \"Road 12 reopened\" --priority urgent --identity {}/duty-officer --endpoint {}",
+        dir(0),
+        agencies[0].client
+    );
+    println!(
+        "  samband history {internal} --dir {}     # internal: only here",
+        dir(0)
+    );
+    println!(
+        "  samband status --dir {}                # partner links and lag",
+        dir(0)
+    );
+    tokio::signal::ctrl_c().await?;
+    println!(
+        "\nstopping the nodes and removing {}",
+        root.path().display()
+    );
+    shutdown.cancel();
+    drop(agencies);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(())
+}
