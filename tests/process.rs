@@ -267,3 +267,32 @@ async fn command_line_walkthrough() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     node.kill9().await;
 }
+
+/// `samband demo` sets up three agencies, shows convergence and containment,
+/// keeps running until interrupted, and cleans up after itself.
+#[tokio::test]
+async fn demo_converges_contains_and_cleans_up() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+    let mut child = tokio::process::Command::new(samband_bin())
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("Ctrl-C")) {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line()).await.unwrap().unwrap().expect("demo output");
+        seen.push(line);
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("converged: police.example/flood-2026 shows the same 7 messages"), "{text}");
+    assert!(text.contains("contained: police.example/internal-ops exists only on police.example"), "{text}");
+    let dir = text.split_whitespace().find(|w| w.contains("samband-demo-")).unwrap().to_owned();
+    assert!(std::path::Path::new(&dir).exists());
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(PATIENCE, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!std::path::Path::new(&dir).exists(), "demo left {dir} behind");
+}
