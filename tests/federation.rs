@@ -652,3 +652,66 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
     t.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscriber_on_any_participant_sees_every_participant_live() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    a.peer_with(&b).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example"]).await;
+    let mut b_op = b.operator().await;
+    converged(&[&a, &b], &ch, 1).await;
+    // Subscribe on B, live only, then post on A and on B.
+    let req = proto::SubscribeRequest {
+        channel: ch.clone(),
+        start: None,
+    };
+    let mut stream = b_op.subscribe(req).await.unwrap().into_inner();
+    post(&mut a_op, &ch, "live from police").await;
+    post(&mut b_op, &ch, "live from rescue").await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = tokio::time::timeout(common::PATIENCE, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        got.push((m.origin, m.text));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("police.example".to_string(), "live from police".to_string()),
+            ("rescue.example".to_string(), "live from rescue".to_string())
+        ]
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_that_is_not_a_trusted_peer_is_refused_at_the_federation_listener() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let stranger = TestNode::start("stranger.example").await;
+    a.peer_with(&b).await;
+    // The stranger trusts A (it has A's bundle), but A never imported the stranger's.
+    stranger
+        .trust(&a, Some(a.fed_addr.to_string()), AcceptPolicy::Auto)
+        .await;
+    eventually("the stranger's dial to be refused", || {
+        let stranger = &stranger;
+        async move {
+            let link = stranger.peers().await.into_iter().next()?.link?;
+            (link.state != "connected" && !link.last_error.is_empty()).then_some(link.last_error)
+        }
+    })
+    .await;
+    assert!(a.peers().await.iter().all(|p| p.org != "stranger.example"));
+    for n in [a, b, stranger] {
+        n.stop().await;
+    }
+}

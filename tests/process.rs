@@ -282,17 +282,43 @@ async fn demo_converges_contains_and_cleans_up() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     while !seen.iter().any(|l: &String| l.contains("Ctrl-C")) {
-        let line = tokio::time::timeout(PATIENCE, lines.next_line()).await.unwrap().unwrap().expect("demo output");
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("demo output");
         seen.push(line);
     }
     let text = seen.join("\n");
-    assert!(text.contains("converged: police.example/flood-2026 shows the same 7 messages"), "{text}");
-    assert!(text.contains("contained: police.example/internal-ops exists only on police.example"), "{text}");
-    let dir = text.split_whitespace().find(|w| w.contains("samband-demo-")).unwrap().to_owned();
+    assert!(
+        text.contains("converged: police.example/flood-2026 shows the same 7 messages"),
+        "{text}"
+    );
+    assert!(
+        text.contains("contained: police.example/internal-ops exists only on police.example"),
+        "{text}"
+    );
+    let dir = text
+        .split_whitespace()
+        .find(|w| w.contains("samband-demo-"))
+        .unwrap()
+        .to_owned();
     assert!(std::path::Path::new(&dir).exists());
     let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    let status = tokio::time::timeout(PATIENCE, child.wait()).await.unwrap().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(!std::path::Path::new(&dir).exists(), "demo left {dir} behind");
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "demo left {dir} behind"
+    );
 }
