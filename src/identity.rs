@@ -31,41 +31,42 @@ pub enum IdentityError {
     WrongOrg { found: String, expected: String },
 }
 
-/// The single text value of one subject attribute.
-fn attribute<'a>(
-    cert: &'a X509Certificate<'a>,
-    iter: impl Fn(&'a X509Certificate<'a>) -> Option<&'a x509_parser::x509::AttributeTypeAndValue<'a>>,
-    what: &'static str,
-) -> Result<&'a str, IdentityError> {
-    iter(cert)
-        .ok_or(IdentityError::Missing(what))?
-        .as_str()
-        .map_err(|_| IdentityError::Missing(what))
+/// The subject fields samband uses: CN, O, OU.
+struct Subject {
+    common_name: String,
+    organization: String,
+    unit: String,
+}
+
+impl Subject {
+    fn read(der: &[u8]) -> Result<Self, IdentityError> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unreadable)?;
+        let subject = cert.subject();
+        let text = |attr: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>, what| {
+            attr.and_then(|a| a.as_str().ok())
+                .map(str::to_owned)
+                .ok_or(IdentityError::Missing(what))
+        };
+        Ok(Self {
+            common_name: text(subject.iter_common_name().next(), "common name")?,
+            organization: text(subject.iter_organization().next(), "organization")?,
+            unit: text(
+                subject.iter_organizational_unit().next(),
+                "organizational unit",
+            )?,
+        })
+    }
+}
+
+fn invalid(value: &str, e: crate::model::ParseError) -> IdentityError {
+    IdentityError::Invalid(value.to_owned(), e.to_string())
 }
 
 impl Member {
     /// Reads the member from the leaf certificate (DER) of a verified chain.
     pub fn from_certificate(der: &[u8], node_org: &OrgId) -> Result<Self, IdentityError> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unreadable)?;
-        let cn = attribute(
-            &cert,
-            |c| c.subject().iter_common_name().next(),
-            "common name",
-        )?;
-        let o = attribute(
-            &cert,
-            |c| c.subject().iter_organization().next(),
-            "organization",
-        )?;
-        let ou = attribute(
-            &cert,
-            |c| c.subject().iter_organizational_unit().next(),
-            "organizational unit",
-        )?;
-        let invalid = |v: &str, e: crate::model::ParseError| {
-            IdentityError::Invalid(v.to_owned(), e.to_string())
-        };
-        let org = OrgId::parse(o).map_err(|e| invalid(o, e))?;
+        let s = Subject::read(der)?;
+        let org = OrgId::parse(&s.organization).map_err(|e| invalid(&s.organization, e))?;
         if &org != node_org {
             return Err(IdentityError::WrongOrg {
                 found: org.to_string(),
@@ -74,8 +75,8 @@ impl Member {
         }
         Ok(Self {
             org,
-            name: MemberName::parse(cn).map_err(|e| invalid(cn, e))?,
-            role: Role::parse(ou).map_err(|e| invalid(ou, e))?,
+            name: MemberName::parse(&s.common_name).map_err(|e| invalid(&s.common_name, e))?,
+            role: Role::parse(&s.unit).map_err(|e| invalid(&s.unit, e))?,
         })
     }
 }
@@ -83,24 +84,14 @@ impl Member {
 /// The org a node certificate (OU `node`) names. Only meaningful after the
 /// chain was verified against that org's pinned CA.
 pub fn node_org(der: &[u8]) -> Result<OrgId, IdentityError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unreadable)?;
-    let o = attribute(
-        &cert,
-        |c| c.subject().iter_organization().next(),
-        "organization",
-    )?;
-    let ou = attribute(
-        &cert,
-        |c| c.subject().iter_organizational_unit().next(),
-        "organizational unit",
-    )?;
-    if ou != crate::pki::NODE_ROLE {
+    let s = Subject::read(der)?;
+    if s.unit != crate::pki::NODE_ROLE {
         return Err(IdentityError::Invalid(
-            ou.to_owned(),
+            s.unit,
             "not a node certificate".into(),
         ));
     }
-    OrgId::parse(o).map_err(|e| IdentityError::Invalid(o.to_owned(), e.to_string()))
+    OrgId::parse(&s.organization).map_err(|e| invalid(&s.organization, e))
 }
 
 #[cfg(test)]

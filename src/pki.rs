@@ -346,20 +346,7 @@ impl OrgPki {
                 tracing::warn!(error = %e, "skipping an unusable peer CA certificate");
             }
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| PkiError::Tls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                load_certs(&self.dir.join(NODE_CERT))?,
-                load_key(&self.dir.join(NODE_KEY))?,
-            )
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Some(config))
+        self.server_tls(Arc::new(roots)).map(Some)
     }
 
     /// TLS for dialing a peer node: trust only that peer's CA, present this node's certificate.
@@ -368,39 +355,56 @@ impl OrgPki {
         roots
             .add(CertificateDer::from(peer_ca.to_vec()))
             .map_err(|e| PkiError::Tls(format!("unusable peer CA certificate: {e}")))?;
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| PkiError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                load_certs(&self.dir.join(NODE_CERT))?,
-                load_key(&self.dir.join(NODE_KEY))?,
-            )
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(config)
+        client_tls(
+            Arc::new(roots),
+            &self.dir.join(NODE_CERT),
+            &self.dir.join(NODE_KEY),
+        )
     }
 
     /// TLS for the member listener: the node certificate, and client
     /// certificates required and verified against this org's CA only.
     pub fn client_listener_tls(&self) -> Result<rustls::ServerConfig, PkiError> {
         let ca_path = self.dir.join(CA_CERT);
-        let roots = roots(&load_certs(&ca_path)?, &ca_path)?;
+        self.server_tls(roots(&load_certs(&ca_path)?, &ca_path)?)
+    }
+
+    /// Server TLS with the node certificate, TLS 1.3 only, HTTP/2, and client
+    /// certificates required and verified against `roots`.
+    fn server_tls(&self, roots: Arc<RootCertStore>) -> Result<rustls::ServerConfig, PkiError> {
+        let tls = |e: &dyn std::fmt::Display| PkiError::Tls(e.to_string());
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
             .build()
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
+            .map_err(|e| tls(&e))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .map_err(|e| tls(&e))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(
                 load_certs(&self.dir.join(NODE_CERT))?,
                 load_key(&self.dir.join(NODE_KEY))?,
             )
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
+            .map_err(|e| tls(&e))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
+}
+
+/// Client TLS trusting `roots` only and presenting the certificate and key
+/// in the given files; TLS 1.3 only, HTTP/2.
+fn client_tls(
+    roots: Arc<RootCertStore>,
+    cert: &Path,
+    key: &Path,
+) -> Result<rustls::ClientConfig, PkiError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
 }
 
 /// Whether `chain` (leaf first) verifies as a client certificate chain
@@ -443,16 +447,10 @@ impl IdentityBundle {
     pub fn client_tls(&self) -> Result<rustls::ClientConfig, PkiError> {
         let ca_path = self.dir.join(BUNDLE_CA);
         let roots = roots(&load_certs(&ca_path)?, &ca_path)?;
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| PkiError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                load_certs(&self.dir.join(BUNDLE_CERT))?,
-                load_key(&self.dir.join(BUNDLE_KEY))?,
-            )
-            .map_err(|e| PkiError::Tls(e.to_string()))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(config)
+        client_tls(
+            roots,
+            &self.dir.join(BUNDLE_CERT),
+            &self.dir.join(BUNDLE_KEY),
+        )
     }
 }
