@@ -16,6 +16,8 @@ use crate::pki::{IdentityBundle, PkiError};
 use crate::proto::messaging_client::MessagingClient;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 ping interval and the time a ping may go unanswered.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -57,7 +59,12 @@ pub async fn dial(tls: Arc<rustls::ClientConfig>, endpoint: &str) -> Result<Chan
     let uri = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|_| ClientError::Endpoint(endpoint.to_owned()))?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A peer that vanishes without closing (power cut, cable) is noticed
+        // within about two keepalive periods instead of never.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true);
     let addr = endpoint.to_owned();
     let connect = tower::service_fn(move |_| {
         let (connector, server_name, addr) = (connector.clone(), server_name.clone(), addr.clone());

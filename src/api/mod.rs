@@ -120,6 +120,8 @@ where
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     Ok(Server::builder()
+        .http2_keepalive_interval(Some(crate::client::KEEPALIVE))
+        .http2_keepalive_timeout(Some(crate::client::KEEPALIVE))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?))

@@ -83,7 +83,7 @@ pub(super) async fn run(
     tracing::info!(%peer, "link up");
     let (hello_tx, hello_rx) = watch::channel(None);
     let resend = Arc::new(Notify::new());
-    let sender = tokio::spawn(sender(
+    let pushing = sender(
         fed.clone(),
         peer.clone(),
         out.clone(),
@@ -91,7 +91,16 @@ pub(super) async fn run(
         resend.clone(),
         cancel.clone(),
         counters.clone(),
-    ));
+    );
+    // Cancellation ends the sender at any await, even one waiting for room
+    // on the outgoing stream of a peer that stopped reading.
+    let stop = cancel.clone();
+    let sender = tokio::spawn(async move {
+        tokio::select! {
+            r = pushing => r,
+            () = stop.cancelled() => Ok(()),
+        }
+    });
     let result = reader(
         &fed, &peer, incoming, &out, hello_tx, &resend, &cancel, &counters,
     )
@@ -378,11 +387,16 @@ async fn offered(
     envelope: crate::proto::Envelope,
 ) -> Result<bool, String> {
     let channel = envelope.channel.clone();
-    let hold = fed
-        .store
-        .peer(peer)
-        .map_err(|e| e.to_string())?
-        .is_some_and(|p| p.accept == AcceptPolicy::Manual as i32);
+    // The policy for the home's channels is the one set for the home (a relay
+    // may carry the offer); an unknown home falls back to the sender's policy.
+    let home = ChannelId::parse(&channel)
+        .map(|c| c.home().clone())
+        .unwrap_or_else(|_| peer.clone());
+    let policy = match fed.store.peer(&home).map_err(|e| e.to_string())? {
+        Some(p) => Some(p),
+        None => fed.store.peer(peer).map_err(|e| e.to_string())?,
+    };
+    let hold = policy.is_some_and(|p| p.accept == AcceptPolicy::Manual as i32);
     match fed
         .writer
         .offer(peer.clone(), envelope, hold)
