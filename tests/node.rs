@@ -469,3 +469,55 @@ async fn assert_refused(tls: Arc<rustls::ClientConfig>, endpoint: &str) {
     // The node's TLS layer refused us (e.g. "received fatal alert: UnknownCA").
     assert!(format!("{err:?}").contains("fatal alert"), "{err:?}");
 }
+
+#[tokio::test]
+async fn publish_streams_many_posts_with_one_ack_each_in_order() {
+    let node = TestNode::start("police.example").await;
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "bridge").await;
+    const N: u64 = 2000;
+    let posts: Vec<proto::PostRequest> = (0..N)
+        .map(|i| proto::PostRequest {
+            channel: ch.clone(),
+            // One refused post in the middle must not end the stream.
+            text: if i == 700 {
+                String::new()
+            } else {
+                format!("gateway message {i}")
+            },
+            priority: 0,
+        })
+        .collect();
+    let mut acks = op
+        .publish(tokio_stream::iter(posts))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    let mut refused = Vec::new();
+    for expected in 0..N {
+        let ack = tokio::time::timeout(PATIENCE, acks.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("an ack per post");
+        assert_eq!(ack.index, expected, "acks arrive in order");
+        match ack.outcome.unwrap() {
+            proto::publish_ack::Outcome::Posted(p) => seqs.push(p.origin_seq),
+            proto::publish_ack::Outcome::Refused(r) => refused.push((ack.index, r.code, r.message)),
+        }
+    }
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        (refused[0].0, refused[0].1),
+        (700, Code::InvalidArgument as i32)
+    );
+    assert_eq!(seqs, (1..N).collect::<Vec<_>>());
+    let history = all_history(&mut op, &ch).await;
+    assert_eq!(history.len() as u64, N - 1);
+    assert_eq!(
+        history.last().unwrap().text,
+        format!("gateway message {}", N - 1)
+    );
+    node.stop().await;
+}

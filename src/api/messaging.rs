@@ -5,19 +5,22 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiError;
 use crate::identity::{IdentityError, Member};
 use crate::model::{ChannelId, ChannelName, Cursor, Priority, Role};
-use crate::node::{NewPost, Shared, Start};
+use crate::node::{NewPost, Pending, Shared, Start};
 use crate::proto::{self, messaging_server};
 use crate::store::{Page, Stored};
 
 /// Default and largest page sizes of History.
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 1000;
+/// Posts one Publish stream may have in flight.
+const PUBLISH_WINDOW: usize = 1024;
 /// Messages buffered per subscriber stream before it reads from the store instead.
 const STREAM_BUFFER: usize = 64;
 
@@ -51,6 +54,16 @@ fn message(stored: &Stored) -> proto::Message {
         priority: env.priority,
         text,
         kind: kind.to_owned(),
+    }
+}
+
+/// The answer to a durable post.
+fn posted(stored: &Stored) -> proto::PostResponse {
+    proto::PostResponse {
+        cursor: stored.cursor.encode(),
+        origin: stored.envelope.origin.clone(),
+        origin_seq: stored.envelope.origin_seq,
+        hlc: stored.envelope.hlc,
     }
 }
 
@@ -131,6 +144,30 @@ impl Messaging {
         Self { shared }
     }
 
+    /// A member's post, checked against this node's limits.
+    fn new_post(&self, member: &Member, req: proto::PostRequest) -> Result<NewPost, ApiError> {
+        let channel = self.existing_channel(&req.channel)?;
+        let limit = self.shared.limits.max_body_bytes;
+        if req.text.is_empty() {
+            return Err(ApiError::InvalidArgument("message text is empty".into()));
+        }
+        if req.text.len() > limit {
+            return Err(ApiError::InvalidArgument(format!(
+                "message text is {} bytes; this node accepts at most {limit} (limits.max_body_bytes)",
+                req.text.len()
+            )));
+        }
+        let priority = Priority::from_i32(req.priority).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("unknown priority {}", req.priority))
+        })?;
+        Ok(NewPost {
+            channel,
+            author: member.name.clone(),
+            priority,
+            body: req.text.into_bytes(),
+        })
+    }
+
     fn member<T>(&self, request: &Request<T>) -> Result<Member, ApiError> {
         caller(request, &self.shared.org)
     }
@@ -200,40 +237,81 @@ impl messaging_server::Messaging for Messaging {
         request: Request<proto::PostRequest>,
     ) -> Result<Response<proto::PostResponse>, Status> {
         let member = self.member(&request)?;
-        let req = request.into_inner();
-        let channel = self.existing_channel(&req.channel)?;
-        let limit = self.shared.limits.max_body_bytes;
-        if req.text.is_empty() {
-            return Err(ApiError::InvalidArgument("message text is empty".into()).into());
-        }
-        if req.text.len() > limit {
-            return Err(ApiError::InvalidArgument(format!(
-                "message text is {} bytes; this node accepts at most {limit} (limits.max_body_bytes)",
-                req.text.len()
-            ))
-            .into());
-        }
-        let priority = Priority::from_i32(req.priority).ok_or_else(|| {
-            ApiError::InvalidArgument(format!("unknown priority {}", req.priority))
-        })?;
-        let post = NewPost {
-            channel,
-            author: member.name,
-            priority,
-            body: req.text.into_bytes(),
-        };
+        let post = self.new_post(&member, request.into_inner())?;
         let stored = self
             .shared
             .writer
             .post(post)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(proto::PostResponse {
-            cursor: stored.cursor.encode(),
-            origin: stored.envelope.origin.clone(),
-            origin_seq: stored.envelope.origin_seq,
-            hlc: stored.envelope.hlc,
-        }))
+        Ok(Response::new(posted(&stored)))
+    }
+
+    type PublishStream = Pin<Box<dyn Stream<Item = Result<proto::PublishAck, Status>> + Send>>;
+
+    async fn publish(
+        &self,
+        request: Request<Streaming<proto::PostRequest>>,
+    ) -> Result<Response<Self::PublishStream>, Status> {
+        let member = self.member(&request)?;
+        let mut posts = request.into_inner();
+        let this = Self {
+            shared: self.shared.clone(),
+        };
+        // Posts go to the writer as they arrive; acks go back in order as
+        // each one's batch is durable. The bounded queue between the two is
+        // the stream's in-flight window.
+        let (pending_tx, mut pending_rx) =
+            mpsc::channel::<(u64, Result<Pending<Arc<Stored>>, ApiError>)>(PUBLISH_WINDOW);
+        let (ack_tx, ack_rx) = mpsc::channel(PUBLISH_WINDOW);
+        tokio::spawn(async move {
+            let mut index = 0;
+            while let Some(next) = posts.next().await {
+                let Ok(req) = next else { break };
+                let submitted = match this.new_post(&member, req) {
+                    Ok(post) => this
+                        .shared
+                        .writer
+                        .submit_post(post)
+                        .await
+                        .map_err(ApiError::from),
+                    Err(e) => Err(e),
+                };
+                if pending_tx.send((index, submitted)).await.is_err() {
+                    break;
+                }
+                index += 1;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((index, submitted)) = pending_rx.recv().await {
+                let outcome = match submitted {
+                    Ok(pending) => pending.wait().await.map_err(ApiError::from),
+                    Err(e) => Err(e),
+                };
+                let outcome = match outcome {
+                    Ok(stored) => proto::publish_ack::Outcome::Posted(posted(&stored)),
+                    Err(e) => {
+                        let status = Status::from(e);
+                        proto::publish_ack::Outcome::Refused(proto::Refusal {
+                            code: status.code() as i32,
+                            message: status.message().to_owned(),
+                        })
+                    }
+                };
+                if ack_tx
+                    .send(Ok(proto::PublishAck {
+                        index,
+                        outcome: Some(outcome),
+                    }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(ack_rx))))
     }
 
     async fn history(

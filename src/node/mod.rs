@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use subscription::{Start, Subscription};
-pub use writer::{NewPost, RosterChange, WriteError, WriterHandle};
+pub use writer::{NewPost, Pending, RosterChange, WriteError, WriterHandle};
 
 use crate::config::{Config, Limits};
 use crate::federation::Federation;

@@ -115,6 +115,17 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// The answer to a queued command, once the writer has decided (and, for
+/// changes, made them durable).
+#[derive(Debug)]
+pub struct Pending<T>(oneshot::Receiver<Result<T, WriteError>>);
+
+impl<T> Pending<T> {
+    pub async fn wait(self) -> Result<T, WriteError> {
+        self.0.await.map_err(|_| WriteError::Stopped)?
+    }
+}
+
 /// The sending side of the writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
@@ -203,12 +214,26 @@ fn unix_ms() -> u64 {
 
 impl WriterHandle {
     async fn ask<T>(&self, make: impl FnOnce(Answer<T>) -> Command) -> Result<T, WriteError> {
+        self.submit(make).await?.wait().await
+    }
+
+    /// Queues a command; its answer comes through the returned [`Pending`].
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(Answer<T>) -> Command,
+    ) -> Result<Pending<T>, WriteError> {
         let (answer, rx) = oneshot::channel();
         self.tx
             .send(make(answer))
             .await
             .map_err(|_| WriteError::Stopped)?;
-        rx.await.map_err(|_| WriteError::Stopped)?
+        Ok(Pending(rx))
+    }
+
+    /// Queues a post without waiting for it to be durable. Lets one stream
+    /// keep many posts in flight.
+    pub async fn submit_post(&self, post: NewPost) -> Result<Pending<Arc<Stored>>, WriteError> {
+        self.submit(|a| Command::Post(post, a)).await
     }
 
     /// Commits a post; resolves once it is durable.
