@@ -8,6 +8,7 @@ fn main() -> anyhow::Result<()> {
         "samband/v1/samband.proto",
         "samband/v1/envelope.proto",
         "samband/v1/federation.proto",
+        "samband/v1/bench.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let bytes = fds.encode_to_vec();

@@ -101,24 +101,27 @@ impl From<IdentityError> for ApiError {
     }
 }
 
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-}
-
 /// Health and reflection (v1 and v1alpha), which every listener serves.
-async fn base_router<S>() -> Result<Router, tonic_reflection::server::Error>
+/// Reflection advertises exactly the services of `S` and `T`, health and itself.
+async fn base_router<S, T>() -> Result<Router, tonic_reflection::server::Error>
 where
     S: tonic::server::NamedService,
+    T: tonic::server::NamedService,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    for name in [S::NAME, T::NAME, ""] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(S::NAME)
+            .with_service_name(T::NAME)
+            .with_service_name("grpc.health.v1.Health")
+    };
     Ok(Server::builder()
         .http2_keepalive_interval(Some(crate::client::KEEPALIVE))
         .http2_keepalive_timeout(Some(crate::client::KEEPALIVE))
@@ -137,10 +140,12 @@ pub(crate) async fn client_router(
     let max_request = shared.limits.max_body_bytes + 64 * 1024;
     let messaging = MessagingServer::new(messaging::Messaging::new(shared.clone()))
         .max_decoding_message_size(max_request);
-    Ok(base_router::<MessagingServer<messaging::Messaging>>()
-        .await?
-        .add_service(messaging)
-        .add_service(AdminServer::new(admin::Admin::new(shared, fed))))
+    Ok(
+        base_router::<MessagingServer<messaging::Messaging>, AdminServer<admin::Admin>>()
+            .await?
+            .add_service(messaging)
+            .add_service(AdminServer::new(admin::Admin::new(shared, fed))),
+    )
 }
 
 /// The federation listener's services: Federation, health, reflection.
@@ -150,9 +155,10 @@ pub(crate) async fn federation_router(
     let service = FederationServer::new(federation::FederationService::new(fed))
         .max_decoding_message_size(crate::federation::MAX_FRAME_BYTES)
         .max_encoding_message_size(crate::federation::MAX_FRAME_BYTES);
-    Ok(
-        base_router::<FederationServer<federation::FederationService>>()
-            .await?
-            .add_service(service),
-    )
+    Ok(base_router::<
+        FederationServer<federation::FederationService>,
+        FederationServer<federation::FederationService>,
+    >()
+    .await?
+    .add_service(service))
 }

@@ -6,13 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use samband::config::Config;
 use samband::model::{MemberName, OrgId, Role};
-use samband::node::{Listeners, Node};
+use samband::node::LocalNode;
 use samband::pki::IdentityBundle;
 use samband::proto::{self, admin_client::AdminClient, messaging_client::MessagingClient};
 use samband::setup::{self, InitOptions};
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 const AGENCIES: [&str; 3] = ["police.example", "rescue.example", "region-health.example"];
@@ -24,13 +22,10 @@ struct Agency {
     federation: String,
     admin: AdminClient<Channel>,
     messaging: MessagingClient<Channel>,
+    node: LocalNode,
 }
 
-async fn start(
-    org: &'static str,
-    root: &Path,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Agency> {
+async fn start(org: &'static str, root: &Path) -> anyhow::Result<Agency> {
     let dir = root.join(org);
     let opts = InitOptions {
         org: OrgId::parse(org)?,
@@ -39,20 +34,11 @@ async fn start(
         hosts: vec![],
     };
     setup::init(&dir, &opts)?;
-    let node = Node::open(&dir, Config::load(&dir)?)?;
-    let listeners = Listeners::bind(node.config()).await?;
-    let client = listeners.client.local_addr()?.to_string();
-    let federation = listeners.federation.local_addr()?.to_string();
+    let node = LocalNode::start(&dir, None).await?;
+    let (client, federation) = (node.client.to_string(), node.federation.to_string());
     // So that `--dir` commands find this node (its config says port 0).
     std::fs::write(dir.join(super::CLIENT_ADDR_FILE), &client)?;
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        if let Err(e) = node.run(listeners, token).await {
-            eprintln!("node {org} stopped: {e}");
-        }
-    });
-    let operator = IdentityBundle::load(&dir.join(setup::OPERATOR_DIR))?;
-    let channel = samband::client::connect_channel(&operator, Some(&client)).await?;
+    let channel = node.operator().await?;
     setup::add_user(
         &dir,
         &MemberName::parse("duty-officer")?,
@@ -66,6 +52,7 @@ async fn start(
         federation,
         admin: AdminClient::new(channel.clone()),
         messaging: MessagingClient::new(channel),
+        node,
     })
 }
 
@@ -103,14 +90,13 @@ async fn demo() -> anyhow::Result<()> {
         .prefix("samband-demo-")
         .tempdir()
         .context("creating the demo directory")?;
-    let shutdown = CancellationToken::new();
     println!(
         "samband demo: three agencies on 127.0.0.1, state in {}",
         root.path().display()
     );
     let mut agencies = Vec::new();
     for org in AGENCIES {
-        let a = start(org, root.path(), &shutdown).await?;
+        let a = start(org, root.path()).await?;
         println!(
             "  {:<24} members {:<17} partners {}",
             a.org, a.client, a.federation
@@ -269,8 +255,8 @@ async fn demo() -> anyhow::Result<()> {
         "\nstopping the nodes and removing {}",
         root.path().display()
     );
-    shutdown.cancel();
-    drop(agencies);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for agency in agencies {
+        agency.node.stop().await?;
+    }
     Ok(())
 }

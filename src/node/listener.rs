@@ -20,7 +20,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream of established TLS connections for `serve_with_incoming`.
 /// `tls` gives the settings for each new handshake (so trust can change
 /// without a restart); `None` refuses the connection.
-pub(super) fn tls_incoming(
+pub fn tls_incoming(
     listener: TcpListener,
     tls: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
     shutdown: CancellationToken,

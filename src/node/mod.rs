@@ -10,6 +10,7 @@
 
 mod fanout;
 mod listener;
+mod local;
 mod subscription;
 mod writer;
 
@@ -21,6 +22,8 @@ use ring::signature::Ed25519KeyPair;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use listener::tls_incoming;
+pub use local::{LocalNode, LocalNodeError};
 pub use subscription::{Start, Subscription};
 pub use writer::{NewPost, Pending, RosterChange, WriteError, WriterHandle};
 
