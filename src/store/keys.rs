@@ -22,29 +22,29 @@ fn push_str(key: &mut Vec<u8>, s: &str) {
     key.push(0);
 }
 
-pub(super) fn channel_key(channel: &str) -> Vec<u8> {
+pub fn channel_key(channel: &str) -> Vec<u8> {
     let mut key = vec![CHANNEL];
     key.extend_from_slice(channel.as_bytes());
     key
 }
 
-pub(super) const CHANNEL_PREFIX: &[u8] = &[CHANNEL];
+pub const CHANNEL_PREFIX: &[u8] = &[CHANNEL];
 
 /// All identity keys of one channel start with this.
-pub(super) fn identity_channel_prefix(channel: &ChannelId) -> Vec<u8> {
+pub fn identity_channel_prefix(channel: &ChannelId) -> Vec<u8> {
     let mut key = vec![IDENTITY];
     push_str(&mut key, &channel.to_string());
     key
 }
 
 /// The origin named in an identity key under `channel_prefix`.
-pub(super) fn origin_of_identity(channel_prefix_len: usize, key: &[u8]) -> Option<OrgId> {
+pub fn origin_of_identity(channel_prefix_len: usize, key: &[u8]) -> Option<OrgId> {
     let rest = key.get(channel_prefix_len..)?;
     let nul = rest.iter().position(|b| *b == 0)?;
     OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()
 }
 
-pub(super) fn cursor_key(peer: &OrgId, channel: &str) -> Vec<u8> {
+pub fn cursor_key(peer: &OrgId, channel: &str) -> Vec<u8> {
     let mut key = Vec::new();
     push_str(&mut key, peer.as_str());
     key.extend_from_slice(channel.as_bytes());
@@ -52,13 +52,13 @@ pub(super) fn cursor_key(peer: &OrgId, channel: &str) -> Vec<u8> {
 }
 
 /// All history keys of one channel start with this.
-pub(super) fn history_prefix(channel: &ChannelId) -> Vec<u8> {
+pub fn history_prefix(channel: &ChannelId) -> Vec<u8> {
     let mut key = vec![HISTORY];
     push_str(&mut key, &channel.to_string());
     key
 }
 
-pub(super) fn history_key(channel: &ChannelId, at: &Cursor) -> Vec<u8> {
+pub fn history_key(channel: &ChannelId, at: &Cursor) -> Vec<u8> {
     let mut key = history_prefix(channel);
     key.extend_from_slice(&at.hlc.0.to_be_bytes());
     push_str(&mut key, at.origin.as_str());
@@ -67,7 +67,7 @@ pub(super) fn history_key(channel: &ChannelId, at: &Cursor) -> Vec<u8> {
 }
 
 /// The cursor of a history key of `channel`; `None` if the key is not one.
-pub(super) fn cursor_of(channel_prefix_len: usize, key: &[u8]) -> Option<Cursor> {
+pub fn cursor_of(channel_prefix_len: usize, key: &[u8]) -> Option<Cursor> {
     let rest = key.get(channel_prefix_len..)?;
     let (hlc, rest) = rest.split_at_checked(8)?;
     let nul = rest.iter().position(|b| *b == 0)?;
@@ -81,26 +81,26 @@ pub(super) fn cursor_of(channel_prefix_len: usize, key: &[u8]) -> Option<Cursor>
 }
 
 /// All identity keys of one origin in one channel start with this.
-pub(super) fn identity_prefix(channel: &ChannelId, origin: &OrgId) -> Vec<u8> {
+pub fn identity_prefix(channel: &ChannelId, origin: &OrgId) -> Vec<u8> {
     let mut key = identity_channel_prefix(channel);
     push_str(&mut key, origin.as_str());
     key
 }
 
-pub(super) fn identity_key(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
+pub fn identity_key(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
     let mut key = identity_prefix(channel, origin);
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
 /// The seq at the end of an identity key.
-pub(super) fn seq_of_identity(key: &[u8]) -> Option<u64> {
+pub fn seq_of_identity(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
 }
 
 /// The smallest key greater than every key starting with `prefix`.
-pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     // Prefixes here end in NUL, so incrementing the last byte never overflows.
     if let Some(last) = end.last_mut() {

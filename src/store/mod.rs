@@ -5,7 +5,7 @@
 //! staged with [`Store::append`] (atomic per call) and made durable only by
 //! [`Store::flush`]; the node acknowledges nothing before that.
 
-mod keys;
+pub mod keys;
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
