@@ -113,7 +113,7 @@ fn key_encoding(c: &mut Criterion) {
 fn history_scan(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let org = OrgId::parse("police.example").unwrap();
-    let store = Store::open(tmp.path(), &org, 64 << 20).unwrap();
+    let store = Store::create(tmp.path(), &org, 64 << 20).unwrap();
     let channel = ChannelId::parse("police.example/flood-2026").unwrap();
     let n = 20_000u64;
     let mut batch = StoreBatch::default();

@@ -92,7 +92,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
     // Check our own template before writing it, so a bad flag never leaves a broken directory.
     Config::parse(&text, &config_path)?;
     let pki = OrgPki::create(dir, &opts.org, &opts.hosts)?;
-    drop(Store::open(&data_dir(dir), &opts.org, 8 << 20)?);
+    drop(Store::create(&data_dir(dir), &opts.org, 8 << 20)?);
     let operator = MemberName::parse(OPERATOR_NAME).map_err(|e| PkiError::Tls(e.to_string()))?;
     pki.issue_member(
         &opts.org,

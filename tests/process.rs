@@ -322,3 +322,77 @@ async fn demo_converges_contains_and_cleans_up() {
         "demo left {dir} behind"
     );
 }
+
+/// A damaged or emptied data dir stops `serve` with a clear message; it
+/// never panics and never starts on a silently empty store.
+#[tokio::test]
+async fn a_damaged_store_is_refused_not_silently_replaced() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    let ch = create_channel(&mut op, "ops").await;
+    common::post(&mut op, &ch, "must not vanish silently").await;
+    node.kill9().await;
+    let data = samband::node::data_dir(&dir);
+    let pristine = tmp.path().join("pristine");
+    std::fs::create_dir(&pristine).unwrap();
+    for f in ["db", "conf"] {
+        std::fs::copy(data.join(f), pristine.join(f)).unwrap();
+    }
+    let garbage: Vec<u8> = (0..4000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let damages: [(&str, Box<dyn Fn()>); 3] = [
+        (
+            "garbage db",
+            Box::new(|| std::fs::write(data.join("db"), &garbage).unwrap()),
+        ),
+        (
+            "truncated db",
+            Box::new(|| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(data.join("db"))
+                    .unwrap()
+                    .set_len(100)
+                    .unwrap()
+            }),
+        ),
+        (
+            "emptied data dir",
+            Box::new(|| {
+                std::fs::remove_dir_all(&data).unwrap();
+                std::fs::create_dir(&data).unwrap();
+            }),
+        ),
+    ];
+    for (what, damage) in damages {
+        damage();
+        let out = Command::new(samband_bin())
+            .args(["serve", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{what}: serve started on a damaged store"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(stderr.contains("error:"), "{what}: {stderr}");
+        // Restore for the next case.
+        std::fs::create_dir_all(&data).unwrap();
+        for f in ["db", "conf"] {
+            std::fs::copy(pristine.join(f), data.join(f)).unwrap();
+        }
+    }
+    // The undamaged store still has its message.
+    let node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    assert_eq!(
+        all_history(&mut op, &ch).await[0].text,
+        "must not vanish silently"
+    );
+    node.kill9().await;
+}

@@ -35,6 +35,11 @@ pub enum StoreError {
         found: String,
         expected: String,
     },
+    #[error(
+        "data dir {path} holds no samband store (missing, emptied or damaged); restore it from a backup, \
+         or create a new node with `samband init`"
+    )]
+    Missing { path: PathBuf },
     #[error("data dir {path} holds data but no schema version; it was not written by samband")]
     Foreign { path: PathBuf },
     #[error("store: {0}")]
@@ -132,8 +137,29 @@ impl StoreBatch {
 // === impl Store ===
 
 impl Store {
-    /// Opens (or creates) the store in `path` for `org`, checking schema and owner.
+    /// Opens the existing store in `path` for `org`, checking schema and owner.
+    /// A directory without a samband store (missing, emptied or damaged
+    /// beyond what sled recovers) is an error, never a fresh empty store.
     pub fn open(path: &Path, org: &OrgId, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_mode(path, org, cache_bytes, false)
+    }
+
+    /// Creates the store in `path` for `org` (or opens it if it exists).
+    pub fn create(path: &Path, org: &OrgId, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_mode(path, org, cache_bytes, true)
+    }
+
+    fn open_mode(
+        path: &Path,
+        org: &OrgId,
+        cache_bytes: u64,
+        create: bool,
+    ) -> Result<Self, StoreError> {
+        if !create && !path.join("conf").is_file() {
+            return Err(StoreError::Missing {
+                path: path.to_owned(),
+            });
+        }
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -155,10 +181,15 @@ impl Store {
             db,
         };
         match meta.get(META_SCHEMA)? {
-            None if store.log.is_empty() && store.peers.is_empty() => {
+            None if create && store.log.is_empty() && store.peers.is_empty() => {
                 meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 meta.insert(META_ORG, org.as_str().as_bytes())?;
                 store.db.flush()?;
+            }
+            None if store.log.is_empty() && store.peers.is_empty() => {
+                return Err(StoreError::Missing {
+                    path: path.to_owned(),
+                });
             }
             None => {
                 return Err(StoreError::Foreign {
@@ -491,7 +522,7 @@ mod tests {
     fn refuses_other_org_and_other_schema() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("data");
-        drop(Store::open(&path, &org("police.example"), 1 << 20).unwrap());
+        drop(Store::create(&path, &org("police.example"), 1 << 20).unwrap());
         let err = Store::open(&path, &org("rescue.example"), 1 << 20).unwrap_err();
         assert!(
             err.to_string().contains("belongs to org police.example"),
@@ -512,7 +543,7 @@ mod tests {
     #[test]
     fn second_open_is_refused_as_locked() {
         let tmp = tempfile::tempdir().unwrap();
-        let _first = Store::open(tmp.path(), &org("a"), 1 << 20).unwrap();
+        let _first = Store::create(tmp.path(), &org("a"), 1 << 20).unwrap();
         assert!(matches!(
             Store::open(tmp.path(), &org("a"), 1 << 20),
             Err(StoreError::Locked(_))
@@ -523,7 +554,7 @@ mod tests {
     fn history_pages_both_ways() {
         let tmp = tempfile::tempdir().unwrap();
         let home = org("police.example");
-        let store = Store::open(tmp.path(), &home, 1 << 20).unwrap();
+        let store = Store::create(tmp.path(), &home, 1 << 20).unwrap();
         let ch = ChannelId::new(home.clone(), ChannelName::parse("ops").unwrap());
         let envs: Vec<Envelope> = (1..=10u64)
             .map(|seq| Envelope {
