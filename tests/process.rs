@@ -343,7 +343,8 @@ async fn a_damaged_store_is_refused_not_silently_replaced() {
     let garbage: Vec<u8> = (0..4000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let damages: [(&str, Box<dyn Fn()>); 3] = [
+    type Damage<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let damages: [Damage<'_>; 3] = [
         (
             "garbage db",
             Box::new(|| std::fs::write(data.join("db"), &garbage).unwrap()),
