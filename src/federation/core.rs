@@ -8,7 +8,7 @@
 
 use prost::Message as _;
 
-use crate::model::{ChannelId, EnvelopeHash, OrgId, chain_hash, verify};
+use crate::model::{ChannelId, EnvelopeHash, OrgId, Vector, chain_hash, verify};
 use crate::proto::{ChannelRecord, ChannelState, Control, Envelope, Kind, Participant, control};
 
 /// What a peer may receive of a channel.
@@ -121,6 +121,31 @@ pub fn eligibility(record: &ChannelRecord, local: &OrgId, peer: &OrgId) -> Eligi
         },
         _ => Eligibility::None,
     }
+}
+
+/// What a peer that holds `theirs` lacks of what this node holds (`mine`),
+/// as (origin, first seq, last seq) ranges, oldest first per origin, within
+/// what `eligibility` allows it to see.
+pub fn to_send(
+    eligibility: Eligibility,
+    home: &OrgId,
+    mine: &Vector,
+    theirs: &Vector,
+) -> Vec<(OrgId, u64, u64)> {
+    let mut out = Vec::new();
+    for (origin, &held) in mine {
+        let last = match eligibility {
+            Eligibility::None => return Vec::new(),
+            Eligibility::Full => held,
+            Eligibility::UntilRemoval { home_seq } if origin == home => held.min(home_seq),
+            Eligibility::UntilRemoval { .. } => continue,
+        };
+        let first = theirs.get(origin).copied().unwrap_or(0) + 1;
+        if first <= last {
+            out.push((origin.clone(), first, last));
+        }
+    }
+    out
 }
 
 /// Checks an envelope for a channel this node holds (`ctx.record`).
@@ -296,5 +321,7 @@ pub fn control_body(participants: Vec<Participant>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+#[cfg(test)]
+mod simulation;
 #[cfg(test)]
 mod tests;

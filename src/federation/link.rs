@@ -214,14 +214,9 @@ async fn push(
             }
             continue;
         };
-        for (origin, mut held) in fed.store.vector(&channel).map_err(err)? {
-            if let Eligibility::UntilRemoval { home_seq } = eligibility {
-                if origin != *channel.home() {
-                    continue;
-                }
-                held = held.min(home_seq);
-            }
-            let mut next = theirs.get(&origin).copied().unwrap_or(0) + 1;
+        let mine = fed.store.vector(&channel).map_err(err)?;
+        for (origin, first, held) in core::to_send(eligibility, channel.home(), &mine, theirs) {
+            let mut next = first;
             while next <= held {
                 let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;
                 let mut envelopes = fed
