@@ -579,6 +579,17 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         )
         .0,
     ];
+    let mut unsigned = envelope(
+        &crisis,
+        "mallory.example",
+        2,
+        h1,
+        "MARKER-BAD unsigned",
+        Kind::Text,
+    )
+    .0;
+    unsigned.signature.clear(); // chained, but no seal will ever vouch for it
+    bad.push(unsigned);
     let mut forged = envelope(
         &crisis,
         "mallory.example",

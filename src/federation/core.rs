@@ -51,12 +51,19 @@ pub enum Reject {
     Archived,
     #[error("channel offer is not valid: {0}")]
     BadOffer(&'static str),
+    #[error("unsigned, and no signed envelope (seal) of the same origin followed it in the batch")]
+    Unsealed,
 }
 
 /// The outcome of checking one received envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Valid and signed: a seal, which also authenticates the chained,
+    /// unsigned envelopes of the same origin just before it.
     Accept,
+    /// Valid and chained to what is held (or pending), but unsigned: it may
+    /// be stored only once a seal later in the same batch verifies.
+    Chained,
     /// Held already, byte for byte: a no-op.
     Duplicate,
     Reject(Reject),
@@ -203,6 +210,17 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     if env.prev.as_slice() != head_hash.as_slice() {
         return Err(Reject::BrokenChain);
     }
+    if is_control {
+        roster_of(env)?;
+    }
+    if env.signature.is_empty() {
+        // Roster changes stand alone (they are also offers): always signed.
+        return if is_control {
+            Err(Reject::BadSignature)
+        } else {
+            Ok(Verdict::Chained)
+        };
+    }
     let key = if origin.as_str() == record.home {
         ctx.home_key
     } else {
@@ -210,9 +228,6 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     };
     if !key.is_some_and(|k| verify(env, k)) {
         return Err(Reject::BadSignature);
-    }
-    if is_control {
-        roster_of(env)?;
     }
     Ok(Verdict::Accept)
 }

@@ -30,7 +30,7 @@ use crate::proto::{
 pub(super) const LINK_BUFFER: usize = 16;
 /// Most envelopes, and about the most bytes, in one frame.
 const BATCH_ENVELOPES: usize = 512;
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 4 << 20;
 /// Largest frame accepted on a link.
 pub(crate) const MAX_FRAME_BYTES: usize = 8 << 20;
 /// How often a reader may ask for a resend after seeing a gap.
@@ -233,6 +233,10 @@ async fn push(
                     .unwrap_or(envelopes.len())
                     .max(1);
                 envelopes.truncate(keep);
+                // End the frame at a seal, so the receiver can verify all of it.
+                if let Some(seal) = envelopes.iter().rposition(|e| !e.signature.is_empty()) {
+                    envelopes.truncate(seal + 1);
+                }
                 let Some(last) = envelopes.last().map(|e| e.origin_seq) else {
                     break;
                 };
@@ -342,6 +346,8 @@ async fn receive(
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
                 touched.insert(channel);
             }
+            // Never left over: apply turns it into Accept or Unsealed.
+            Verdict::Chained => gap = true,
             Verdict::Duplicate => {
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 // Held already (it came another way): the sender should know too.
@@ -349,7 +355,7 @@ async fn receive(
             }
             Verdict::Reject(reason) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
-                gap |= matches!(reason, Reject::Gap { .. });
+                gap |= matches!(reason, Reject::Gap { .. } | Reject::Unsealed);
                 tracing::warn!(
                     target: "samband::federation::rejected",
                     %peer, %channel, %origin, seq, reason = %reason,

@@ -20,7 +20,7 @@ use super::fanout::Fanout;
 use crate::federation::core::{self, Reject, Verdict};
 use crate::model::{
     ChannelId, Cursor, EnvelopeHash, GENESIS_HASH, Hlc, HlcClock, MemberName, OrgId, Priority,
-    sign_and_hash,
+    chain_hash, sign,
 };
 use crate::proto::{ChannelRecord, ChannelState, Envelope, Kind};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
@@ -134,7 +134,8 @@ pub struct WriterHandle {
 
 /// An answer to send once the round is durable.
 enum Done {
-    Post(Answer<Arc<Stored>>, Arc<Stored>),
+    /// The post's index in the round's envelopes.
+    Post(Answer<Arc<Stored>>, usize),
     Apply(Answer<Vec<Verdict>>, Vec<Verdict>),
     Offer(
         Answer<Result<Option<ChannelRecord>, Reject>>,
@@ -146,12 +147,27 @@ enum Done {
 /// What one round staged.
 #[derive(Default)]
 struct Round {
+    /// Channel records changed this round.
     batch: StoreBatch,
+    /// Envelopes accepted this round, in order; signed where `true` (seals).
+    envelopes: Vec<(ChannelId, Cursor, Envelope)>,
+    /// Per channel: this node's latest unsealed envelope (index), and the
+    /// envelopes and bytes since this node's last seal in it.
+    open_runs: HashMap<ChannelId, (usize, usize, usize)>,
     done: Vec<Done>,
-    published: Vec<(ChannelId, Arc<Stored>)>,
     /// Chain hashes of what this round staged, which the store cannot show yet.
     staged: HashMap<(ChannelId, OrgId, u64), EnvelopeHash>,
 }
+
+/// An origin signs (seals) its last envelope per channel in each round, and
+/// at least every this many envelopes or bytes, so that a run between two
+/// seals always fits in one link frame.
+const SEAL_EVERY: usize = 256;
+const SEAL_BYTES: usize = 1 << 20;
+
+/// Received, valid, unsigned envelopes waiting in one Apply for their seal:
+/// per (channel, origin), (verdict index, envelope, chain hash).
+type PendingRuns = HashMap<(ChannelId, OrgId), Vec<(usize, Envelope, EnvelopeHash)>>;
 
 /// Tunables the writer needs from the config.
 #[derive(Debug, Clone)]
@@ -364,14 +380,14 @@ impl Writer {
         Ok(head)
     }
 
-    /// Stages one envelope and moves the chain head.
+    /// Stages one envelope and moves the chain head; returns its index in the round.
     fn stage(
         &mut self,
         round: &mut Round,
         channel: &ChannelId,
         envelope: Envelope,
         hash: EnvelopeHash,
-    ) -> Result<Arc<Stored>, StoreError> {
+    ) -> Result<usize, StoreError> {
         let origin = OrgId::parse(&envelope.origin).map_err(|_| StoreError::Inconsistent {
             key: envelope.origin.clone(),
             why: "staged envelope with an invalid origin",
@@ -381,18 +397,17 @@ impl Writer {
             origin: origin.clone(),
             seq: envelope.origin_seq,
         };
-        round.batch.put_envelope(channel, &cursor, &envelope);
         round
             .staged
             .insert((channel.clone(), origin.clone(), envelope.origin_seq), hash);
         self.heads
             .insert((channel.clone(), origin), (envelope.origin_seq, hash));
-        let stored = Arc::new(Stored { cursor, envelope });
-        round.published.push((channel.clone(), stored.clone()));
-        Ok(stored)
+        round.envelopes.push((channel.clone(), cursor, envelope));
+        Ok(round.envelopes.len() - 1)
     }
 
-    /// Creates, signs and stages an envelope originated here.
+    /// Creates, chains and stages an envelope originated here; it is signed
+    /// now if it must be a seal, else at commit if it ends the round's run.
     fn originate(
         &mut self,
         round: &mut Round,
@@ -401,11 +416,11 @@ impl Writer {
         kind: Kind,
         priority: i32,
         body: Vec<u8>,
-    ) -> Result<Arc<Stored>, StoreError> {
+    ) -> Result<usize, StoreError> {
         let org = self.settings.org.clone();
         let (seq, prev) = self.head(channel, &org)?;
         let hlc = self.clock.tick(unix_ms());
-        let mut envelope = Envelope {
+        let envelope = Envelope {
             channel: channel.to_string(),
             origin: org.to_string(),
             origin_seq: seq + 1,
@@ -417,8 +432,20 @@ impl Writer {
             prev: prev.to_vec(),
             signature: Vec::new(),
         };
-        let hash = sign_and_hash(&mut envelope, &self.key);
-        self.stage(round, channel, envelope, hash)
+        let size = envelope.body.len();
+        let hash = chain_hash(&envelope);
+        let index = self.stage(round, channel, envelope, hash)?;
+        let run = round
+            .open_runs
+            .entry(channel.clone())
+            .or_insert((index, 0, 0));
+        *run = (index, run.1 + 1, run.2 + size);
+        // Roster changes stand alone (they are also offers): always sealed.
+        if kind == Kind::Control || run.1 >= SEAL_EVERY || run.2 >= SEAL_BYTES {
+            round.open_runs.remove(channel);
+            sign(&mut round.envelopes[index].2, &self.key);
+        }
+        Ok(index)
     }
 
     fn writable(&mut self, channel: &ChannelId) -> Result<ChannelRecord, WriteError> {
@@ -447,7 +474,7 @@ impl Writer {
                     )?)
                 });
                 match result {
-                    Ok(stored) => round.done.push(Done::Post(answer, stored)),
+                    Ok(index) => round.done.push(Done::Post(answer, index)),
                     Err(e) => {
                         let _ = answer.send(Err(e));
                     }
@@ -511,9 +538,18 @@ impl Writer {
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<Verdict>, StoreError> {
         let mut verdicts = Vec::with_capacity(envelopes.len());
+        let mut pending = PendingRuns::new();
         for envelope in envelopes {
-            let verdict = self.apply_one(round, from, envelope)?;
+            let index = verdicts.len();
+            let verdict =
+                self.apply_one(round, from, envelope, index, &mut pending, &mut verdicts)?;
             verdicts.push(verdict);
+        }
+        // Whatever no seal vouched for is not stored; a later batch brings it again.
+        for run in pending.into_values() {
+            for (index, ..) in run {
+                verdicts[index] = Verdict::Reject(Reject::Unsealed);
+            }
         }
         Ok(verdicts)
     }
@@ -523,6 +559,9 @@ impl Writer {
         round: &mut Round,
         from: &OrgId,
         envelope: Envelope,
+        index: usize,
+        pending: &mut PendingRuns,
+        verdicts: &mut [Verdict],
     ) -> Result<Verdict, StoreError> {
         let (Ok(channel), Ok(origin)) = (
             ChannelId::parse(&envelope.channel),
@@ -539,17 +578,28 @@ impl Writer {
             // Offered, not accepted: nothing of it is stored.
             return Ok(Verdict::Reject(Reject::UnknownChannel));
         }
-        let head = self.head(&channel, &origin)?;
+        let run_key = (channel.clone(), origin.clone());
+        let run = pending.get(&run_key);
+        let head = match run.and_then(|r| r.last()) {
+            Some((_, e, h)) => (e.origin_seq, *h),
+            None => self.head(&channel, &origin)?,
+        };
         let held = if envelope.origin_seq <= head.0 {
-            match round
-                .staged
-                .get(&(channel.clone(), origin.clone(), envelope.origin_seq))
-            {
-                Some(hash) => Some(*hash),
-                None => self
+            let in_run = run.and_then(|r| {
+                r.iter()
+                    .find(|(_, e, _)| e.origin_seq == envelope.origin_seq)
+            });
+            match (
+                in_run,
+                round
+                    .staged
+                    .get(&(channel.clone(), origin.clone(), envelope.origin_seq)),
+            ) {
+                (Some((_, _, h)), _) | (None, Some(h)) => Some(*h),
+                (None, None) => self
                     .store
                     .envelope(&channel, &origin, envelope.origin_seq)?
-                    .map(|e| crate::model::chain_hash(&e)),
+                    .map(|e| chain_hash(&e)),
             }
         } else {
             None
@@ -565,9 +615,17 @@ impl Writer {
             held,
             max_envelope_bytes: self.settings.max_envelope_bytes,
         };
-        let verdict = core::check(&envelope, &ctx);
-        if verdict != Verdict::Accept {
-            return Ok(verdict);
+        match core::check(&envelope, &ctx) {
+            Verdict::Accept => {}
+            Verdict::Chained => {
+                let hash = chain_hash(&envelope);
+                pending
+                    .entry(run_key)
+                    .or_default()
+                    .push((index, envelope, hash));
+                return Ok(Verdict::Chained);
+            }
+            other => return Ok(other),
         }
         if envelope.kind == Kind::Control as i32 {
             let mut updated = record.clone();
@@ -577,8 +635,14 @@ impl Writer {
             round.batch.put_channel(&updated);
             self.records.insert(channel.clone(), updated);
         }
+        // This seal vouches for the chained envelopes before it.
+        for (earlier, env, hash) in pending.remove(&run_key).unwrap_or_default() {
+            self.clock.observe(Hlc(env.hlc));
+            self.stage(round, &channel, env, hash)?;
+            verdicts[earlier] = Verdict::Accept;
+        }
         self.clock.observe(Hlc(envelope.hlc));
-        let hash = crate::model::chain_hash(&envelope);
+        let hash = chain_hash(&envelope);
         self.stage(round, &channel, envelope, hash)?;
         Ok(Verdict::Accept)
     }
@@ -650,10 +714,11 @@ impl Writer {
             }
         };
         let body = core::control_body(participants.clone());
-        let stored = self.originate(round, channel, "", Kind::Control, 0, body)?;
+        let index = self.originate(round, channel, "", Kind::Control, 0, body)?;
+        let roster_seq = round.envelopes[index].2.origin_seq;
         let updated = ChannelRecord {
             participants,
-            roster_seq: stored.envelope.origin_seq,
+            roster_seq,
             ..record
         };
         round.batch.put_channel(&updated);
@@ -681,15 +746,21 @@ impl Writer {
         Ok(updated)
     }
 
-    fn commit(&mut self, round: Round) {
+    fn commit(&mut self, mut round: Round) {
         if round.done.is_empty() {
             return;
         }
-        let changed = !round.batch.is_empty();
+        // Seal each channel's run of this node's envelopes.
+        for (index, ..) in round.open_runs.values() {
+            sign(&mut round.envelopes[*index].2, &self.key);
+        }
+        let changed = !round.batch.is_empty() || !round.envelopes.is_empty();
+        let mut batch = round.batch;
+        for (channel, cursor, envelope) in &round.envelopes {
+            batch.put_envelope(channel, cursor, envelope);
+        }
         let result = if changed {
-            self.store
-                .apply(round.batch)
-                .and_then(|()| self.store.flush())
+            self.store.apply(batch).and_then(|()| self.store.flush())
         } else {
             Ok(())
         };
@@ -710,16 +781,22 @@ impl Writer {
             }
             return;
         }
-        for (channel, stored) in round.published {
-            self.fanout.publish(&channel, stored);
-        }
+        let stored: Vec<Arc<Stored>> = round
+            .envelopes
+            .into_iter()
+            .map(|(channel, cursor, envelope)| {
+                let s = Arc::new(Stored { cursor, envelope });
+                self.fanout.publish(&channel, s.clone());
+                s
+            })
+            .collect();
         if changed {
             self.commits.send_modify(|n| *n += 1);
         }
         for done in round.done {
             // Whoever asked may be gone; the change is committed all the same.
             let _ = match done {
-                Done::Post(a, s) => a.send(Ok(s)).map_err(drop),
+                Done::Post(a, index) => a.send(Ok(stored[index].clone())).map_err(drop),
                 Done::Apply(a, v) => a.send(Ok(v)).map_err(drop),
                 Done::Offer(a, o) => a.send(Ok(o)).map_err(drop),
                 Done::Record(a, r) => a.send(Ok(r)).map_err(drop),
