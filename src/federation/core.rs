@@ -337,6 +337,4 @@ pub fn control_body(participants: Vec<Participant>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod simulation;
-#[cfg(test)]
 mod tests;
