@@ -46,6 +46,20 @@ pub struct InitOptions {
     pub hosts: Vec<String>,
 }
 
+impl InitOptions {
+    /// A node of `org` on loopback, both listeners on ports the system picks
+    /// at start (demo, bench, tests).
+    pub fn loopback(org: OrgId) -> Self {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            org,
+            client_listen: any_port,
+            federation_listen: any_port,
+            hosts: Vec::new(),
+        }
+    }
+}
+
 fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }

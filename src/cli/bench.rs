@@ -206,12 +206,7 @@ fn fsync(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
 /// A fresh org directory on loopback ports, accepting bodies of `size`.
 fn new_org(root: &Path, org: &str, size: usize) -> anyhow::Result<PathBuf> {
     let dir = root.join(org);
-    let opts = InitOptions {
-        org: OrgId::parse(org)?,
-        client_listen: "127.0.0.1:0".parse()?,
-        federation_listen: "127.0.0.1:0".parse()?,
-        hosts: vec![],
-    };
+    let opts = InitOptions::loopback(OrgId::parse(org)?);
     setup::init(&dir, &opts)?;
     if size > 64 * 1024 {
         let path = dir.join(samband::config::FILE_NAME);

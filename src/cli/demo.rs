@@ -27,12 +27,7 @@ struct Agency {
 
 async fn start(org: &'static str, root: &Path) -> anyhow::Result<Agency> {
     let dir = root.join(org);
-    let opts = InitOptions {
-        org: OrgId::parse(org)?,
-        client_listen: "127.0.0.1:0".parse()?,
-        federation_listen: "127.0.0.1:0".parse()?,
-        hosts: vec![],
-    };
+    let opts = InitOptions::loopback(OrgId::parse(org)?);
     setup::init(&dir, &opts)?;
     let node = LocalNode::start(&dir, None).await?;
     let (client, federation) = (node.client.to_string(), node.federation.to_string());

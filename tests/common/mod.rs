@@ -54,12 +54,7 @@ pub fn init_dir(org: &str) -> tempfile::TempDir {
             .try_init();
     }
     let tmp = tempfile::tempdir().expect("temp dir");
-    let opts = InitOptions {
-        org: OrgId::parse(org).expect("org"),
-        client_listen: "127.0.0.1:0".parse().expect("addr"),
-        federation_listen: "127.0.0.1:0".parse().expect("addr"),
-        hosts: vec![],
-    };
+    let opts = InitOptions::loopback(OrgId::parse(org).expect("org"));
     setup::init(&node_dir(&tmp), &opts).expect("init");
     tmp
 }
