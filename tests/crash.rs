@@ -1,0 +1,173 @@
+//! Crash suite: a node and its federated partner run as processes under
+//! continuous posting; the node is killed with SIGKILL at varying points and
+//! restarted, again and again. After every cycle, every post acknowledged
+//! before the kill is on the node exactly once; at the end the partner holds
+//! the identical history.
+//!
+//! `cargo test` runs 10 cycles; `SAMBAND_CRASH_CYCLES=100 cargo test --test
+//! crash -- --nocapture` runs a longer soak.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Client, PATIENCE, ServeProcess, all_history, init_dir, node_dir};
+use samband::proto;
+
+async fn admin(
+    p: &ServeProcess,
+    dir: &std::path::Path,
+) -> proto::admin_client::AdminClient<tonic::transport::Channel> {
+    let bundle = samband::pki::IdentityBundle::load(&dir.join("operator")).unwrap();
+    let channel = samband::client::connect_channel(&bundle, Some(&p.addr.to_string()))
+        .await
+        .unwrap();
+    proto::admin_client::AdminClient::new(channel)
+}
+
+async fn wait_for(c: &mut Client, ch: &str, n: usize) -> Vec<proto::Message> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let probe = proto::HistoryRequest {
+            channel: ch.into(),
+            limit: 1,
+            position: None,
+        };
+        if c.history(probe).await.is_ok() {
+            let h = all_history(c, ch).await;
+            if h.len() >= n {
+                return h;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ch} never reached {n} messages"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn repeated_sigkill_loses_nothing_acknowledged_here_or_at_the_partner() {
+    let cycles: usize = std::env::var("SAMBAND_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let (a_tmp, b_tmp) = (init_dir("police.example"), init_dir("rescue.example"));
+    let (a_dir, b_dir) = (node_dir(&a_tmp), node_dir(&b_tmp));
+    let b = ServeProcess::start(&b_dir).await;
+    let mut a = ServeProcess::start(&a_dir).await;
+    let a_addrs = [a.addr.to_string(), a.fed_addr.to_string()];
+    // Mutual trust; A dials B, B dials A back.
+    for (from, from_dir, to, to_dir) in [(&a, &a_dir, &b, &b_dir), (&b, &b_dir, &a, &a_dir)] {
+        let bundle = admin(to, to_dir)
+            .await
+            .export_trust(proto::ExportTrustRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let req = proto::AddPeerRequest {
+            bundle: bundle.text,
+            fingerprint: bundle.fingerprint,
+            endpoint: to.fed_addr.to_string(),
+            accept: 0,
+        };
+        admin(from, from_dir).await.add_peer(req).await.unwrap();
+    }
+    let mut op = a.operator(&a_dir).await;
+    let ch = common::create_channel(&mut op, "crisis").await;
+    let req = proto::ShareChannelRequest {
+        channel: ch.clone(),
+        orgs: vec!["rescue.example".into()],
+    };
+    admin(&a, &a_dir).await.share_channel(req).await.unwrap();
+
+    let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    for cycle in 0..cycles {
+        let mut posters = Vec::new();
+        for p in 0..8 {
+            let (mut c, ch, acked) = (op.clone(), ch.clone(), acked.clone());
+            posters.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let text = format!("c{cycle}-p{p}-{i}");
+                    let req = proto::PostRequest {
+                        channel: ch.clone(),
+                        text: text.clone(),
+                        priority: 0,
+                    };
+                    match c.post(req).await {
+                        Ok(r) => assert!(
+                            acked
+                                .lock()
+                                .unwrap()
+                                .insert(r.into_inner().origin_seq, text)
+                                .is_none()
+                        ),
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        // Kill at a different point each cycle: after 20 to ~400 more acks.
+        let target = acked.lock().unwrap().len() + 20 + (cycle * 97) % 380;
+        while acked.lock().unwrap().len() < target {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        a.kill9().await;
+        for p in posters {
+            tokio::time::timeout(PATIENCE, p).await.unwrap().unwrap();
+        }
+        a = ServeProcess::start_with(
+            &a_dir,
+            &[
+                "--client-listen",
+                &a_addrs[0],
+                "--federation-listen",
+                &a_addrs[1],
+            ],
+        )
+        .await;
+        op = a.operator(&a_dir).await;
+        let history = all_history(&mut op, &ch).await;
+        let stored: BTreeMap<u64, String> = history
+            .iter()
+            .map(|m| (m.origin_seq, m.text.clone()))
+            .collect();
+        assert_eq!(
+            stored.len(),
+            history.len(),
+            "cycle {cycle}: a message stored twice"
+        );
+        for (seq, text) in acked.lock().unwrap().iter() {
+            assert_eq!(
+                stored.get(seq),
+                Some(text),
+                "cycle {cycle}: acknowledged post #{seq} lost or changed"
+            );
+        }
+    }
+    // The partner converges on exactly the node's history.
+    let a_history = all_history(&mut op, &ch).await;
+    let mut b_op = b.operator(&b_dir).await;
+    let b_history = wait_for(&mut b_op, &ch, a_history.len()).await;
+    let ids = |h: &[proto::Message]| {
+        h.iter()
+            .map(|m| (m.origin.clone(), m.origin_seq, m.text.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&b_history),
+        ids(&a_history),
+        "the partner's history differs"
+    );
+    eprintln!(
+        "crash suite: {cycles} cycles, {} acknowledged posts, all present on both nodes",
+        acked.lock().unwrap().len()
+    );
+    a.kill9().await;
+    b.kill9().await;
+}
