@@ -84,6 +84,7 @@ fn envelopes(c: &mut Criterion) {
         home_key: None,
         held: None,
         max_envelope_bytes: 70_000,
+        max_hlc: u64::MAX,
     };
     c.bench_function("federation/check accept 1KiB", |b| {
         b.iter(|| check(black_box(&signed), &ctx))

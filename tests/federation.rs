@@ -479,6 +479,10 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
     );
 
     let key = m_pki.message_key().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let envelope =
         |channel: &str, origin: &str, seq: u64, prev: [u8; 32], body: &str, kind: Kind| {
             let mut e = Envelope {
@@ -486,7 +490,7 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
                 origin: origin.into(),
                 origin_seq: seq,
                 author: "mallory".into(),
-                hlc: (1_800_000_000_000u64 << 16) + seq,
+                hlc: (now_ms << 16) + seq,
                 kind: kind as i32,
                 priority: 1,
                 body: body.as_bytes().to_vec(),
@@ -556,7 +560,7 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
             "mallory.example",
             2,
             h1,
-            &"MARKER-BAD oversized ".repeat(4000),
+            &"MARKER-BAD oversized beyond the protocol ceiling ".repeat(90_000),
             Kind::Text,
         )
         .0,
@@ -579,6 +583,18 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         )
         .0,
     ];
+    let mut future = envelope(
+        &crisis,
+        "mallory.example",
+        2,
+        h1,
+        "MARKER-BAD from the future",
+        Kind::Text,
+    )
+    .0;
+    future.hlc = u64::MAX - 1;
+    sign_and_hash(&mut future, &key);
+    bad.push(future);
     let mut unsigned = envelope(
         &crisis,
         "mallory.example",

@@ -53,6 +53,8 @@ pub enum Reject {
     BadOffer(&'static str),
     #[error("unsigned, and no signed envelope (seal) of the same origin followed it in the batch")]
     Unsealed,
+    #[error("timestamp lies too far in the future")]
+    FromTheFuture,
 }
 
 /// The outcome of checking one received envelope.
@@ -83,6 +85,9 @@ pub struct Context<'a> {
     /// Hash of the held envelope at the same seq, when `seq <= head`.
     pub held: Option<EnvelopeHash>,
     pub max_envelope_bytes: usize,
+    /// Timestamps above this are refused (the receiver's clock plus the
+    /// drift it tolerates), so a peer cannot drag every clock into the future.
+    pub max_hlc: u64,
 }
 
 /// The roster snapshot carried by a control envelope.
@@ -147,7 +152,7 @@ pub fn to_send(
             Eligibility::UntilRemoval { home_seq } if origin == home => held.min(home_seq),
             Eligibility::UntilRemoval { .. } => continue,
         };
-        let first = theirs.get(origin).copied().unwrap_or(0) + 1;
+        let first = theirs.get(origin).copied().unwrap_or(0).saturating_add(1);
         if first <= last {
             out.push((origin.clone(), first, last));
         }
@@ -172,6 +177,9 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
         });
     }
     let origin = OrgId::parse(&env.origin).map_err(|e| Reject::Malformed(e.to_string()))?;
+    if env.hlc > ctx.max_hlc {
+        return Err(Reject::FromTheFuture);
+    }
     let record = ctx.record;
     let is_control = env.kind == Kind::Control as i32;
     if is_control && origin.as_str() != record.home {

@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::Federation;
 use super::core::{self, Eligibility, Reject, Verdict};
 use crate::model::{ChannelId, OrgId, Vector};
+use crate::node::Offered;
 use crate::proto::{
-    AcceptPolicy, ChannelState, ChannelVector, EnvelopeBatch, LinkFrame, VectorEntry,
-    VersionVectors, link_frame::Frame,
+    AcceptPolicy, ChannelVector, EnvelopeBatch, LinkFrame, VectorEntry, VersionVectors,
+    link_frame::Frame,
 };
 
 /// Frames buffered towards the peer before the sender waits.
@@ -101,12 +102,22 @@ pub(super) async fn run(
             () = stop.cancelled() => Ok(()),
         }
     });
-    let result = reader(
+    // The link ends when either direction ends: a sender that failed must not
+    // leave a link that looks connected but never pushes.
+    let mut sender = sender;
+    let reading = reader(
         &fed, &peer, incoming, &out, hello_tx, &resend, &cancel, &counters,
-    )
-    .await;
-    cancel.cancel();
-    let sent = sender.await.unwrap_or_else(|e| Err(e.to_string()));
+    );
+    let (result, sent) = tokio::select! {
+        r = reading => {
+            cancel.cancel();
+            (r, (&mut sender).await.unwrap_or_else(|e| Err(e.to_string())))
+        }
+        s = &mut sender => {
+            cancel.cancel();
+            (Ok(()), s.unwrap_or_else(|e| Err(e.to_string())))
+        }
+    };
     let error = result.err().or(sent.err());
     match &error {
         Some(e) => tracing::info!(%peer, error = %e, "link down"),
@@ -133,7 +144,7 @@ fn hello(fed: &Federation, peer: &OrgId) -> Result<VersionVectors, String> {
         };
         channels.push(to_proto(
             &record.id,
-            &fed.store.vector(&id).map_err(|e| e.to_string())?,
+            &fed.durable_vector(&id).map_err(|e| e.to_string())?,
         ));
     }
     Ok(VersionVectors { channels })
@@ -189,19 +200,30 @@ async fn push(
     counters: &LinkCounters,
 ) -> Result<(), String> {
     let err = |e: crate::store::StoreError| e.to_string();
-    for record in fed.store.channels().map_err(err)? {
+    for listed in fed.store.channels().map_err(err)? {
+        let Ok(channel) = ChannelId::parse(&listed.id) else {
+            continue;
+        };
+        // Order matters: first what is held (durably), then who may see it.
+        // Everything in `mine` was committed before this read of the roster,
+        // so a roster change that excludes the peer is either seen here or
+        // came after all of it.
+        let mine = fed.durable_vector(&channel).map_err(err)?;
+        let Some(record) = fed.store.channel(&channel).map_err(err)? else {
+            continue;
+        };
         let eligibility = core::eligibility(&record, &fed.org, peer);
         if eligibility == Eligibility::None {
             continue;
         }
-        let Ok(channel) = ChannelId::parse(&record.id) else {
-            continue;
-        };
         let Some(theirs) = known.get_mut(&record.id) else {
             // The peer does not hold this channel yet: offer it once per hello.
             // (The roster envelope itself may not have arrived here yet: then
             // the commit that brings it wakes this push again.)
-            if eligibility == Eligibility::Full && !offered.contains(&record.id) {
+            let roster_durable = mine
+                .get(channel.home())
+                .is_some_and(|&seq| seq >= record.roster_seq);
+            if eligibility == Eligibility::Full && roster_durable && !offered.contains(&record.id) {
                 let home = channel.home().clone();
                 if let Some(roster) = fed
                     .store
@@ -214,7 +236,6 @@ async fn push(
             }
             continue;
         };
-        let mine = fed.store.vector(&channel).map_err(err)?;
         for (origin, first, held) in core::to_send(eligibility, channel.home(), &mine, theirs) {
             let mut next = first;
             while next <= held {
@@ -404,14 +425,14 @@ async fn offered(
         .await
         .map_err(|e| e.to_string())?
     {
-        Ok(Some(record)) if record.state == ChannelState::Pending as i32 => {
+        Ok(Offered::Waiting) => {
             tracing::info!(%peer, %channel, "channel offered; waiting for `samband channel accept`");
         }
-        Ok(Some(_)) => {
+        Ok(Offered::Joined(_)) => {
             tracing::info!(%peer, %channel, "channel shared with this org; joined");
             fed.rehello();
         }
-        Ok(None) => return Ok(true),
+        Ok(Offered::Held) => return Ok(true),
         Err(reason) => tracing::warn!(
             target: "samband::federation::rejected",
             %peer, %channel, reason = %reason, "channel offer rejected"

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{ChannelId, OrgId};
-use crate::node::WriterHandle;
+use crate::node::{DurableMarks, WriterHandle};
 use crate::pki::{OrgPki, PkiError};
 use crate::proto::{self, AcceptPolicy, PeerRecord};
 use crate::store::{Store, StoreError};
@@ -84,6 +84,8 @@ pub struct Federation {
     store: Store,
     writer: WriterHandle,
     commits: watch::Receiver<u64>,
+    /// What of the store is durable: links never send beyond it.
+    durable: Arc<DurableMarks>,
     /// Bumped to make every link restate its version vectors (after a channel is accepted).
     hello: watch::Sender<u64>,
     registry: Mutex<Registry>,
@@ -164,24 +166,41 @@ pub fn own_bundle(org: &OrgId, pki: &OrgPki, endpoint: &str) -> Result<TrustBund
     })
 }
 
+/// What a node hands its federation side.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) org: OrgId,
+    pub(crate) pki: OrgPki,
+    pub(crate) store: Store,
+    pub(crate) writer: WriterHandle,
+    pub(crate) commits: watch::Receiver<u64>,
+    pub(crate) durable: Arc<DurableMarks>,
+    pub(crate) shutdown: CancellationToken,
+    /// `host:port` written into this org's trust bundle.
+    pub(crate) advertise: String,
+}
+
 // === impl Federation ===
 
 impl Federation {
-    pub(crate) fn new(
-        org: OrgId,
-        pki: OrgPki,
-        store: Store,
-        writer: WriterHandle,
-        commits: watch::Receiver<u64>,
-        shutdown: CancellationToken,
-        advertise: String,
-    ) -> Result<Arc<Self>, FederationError> {
+    pub(crate) fn new(parts: Parts) -> Result<Arc<Self>, FederationError> {
+        let Parts {
+            org,
+            pki,
+            store,
+            writer,
+            commits,
+            durable,
+            shutdown,
+            advertise,
+        } = parts;
         let fed = Arc::new(Self {
             org,
             pki,
             store,
             writer,
             commits,
+            durable,
             hello: watch::channel(0).0,
             registry: Mutex::default(),
             link_ended: Notify::new(),
@@ -407,6 +426,11 @@ impl Federation {
             tx,
         ));
         Ok(rx)
+    }
+
+    /// The durable part of this node's vector of `channel`.
+    fn durable_vector(&self, channel: &ChannelId) -> Result<crate::model::Vector, StoreError> {
+        Ok(self.durable.cap(channel, self.store.vector(channel)?))
     }
 
     /// Makes every link restate what this node holds (used after accepting a channel).

@@ -10,6 +10,11 @@ pub struct Hlc(pub u64);
 impl Hlc {
     const COUNTER_BITS: u32 = 16;
 
+    /// The first timestamp of a wall-clock millisecond.
+    pub fn at(unix_ms: u64) -> Self {
+        Hlc(unix_ms.saturating_mul(1 << Self::COUNTER_BITS))
+    }
+
     /// The wall-clock part, in Unix milliseconds.
     pub fn unix_ms(self) -> u64 {
         self.0 >> Self::COUNTER_BITS
@@ -34,7 +39,7 @@ impl HlcClock {
         let wall = unix_ms << Hlc::COUNTER_BITS;
         // When the counter overflows, borrowing from the millisecond part is
         // harmless: the timestamp still grows and stays near real time.
-        self.last = wall.max(self.last + 1);
+        self.last = wall.max(self.last.saturating_add(1));
         Hlc(self.last)
     }
 

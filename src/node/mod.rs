@@ -8,6 +8,7 @@
 //! in-flight requests finish (bounded by [`GRACE`]), let the writer commit
 //! what it queued, flush the store last.
 
+mod durable;
 mod fanout;
 mod listener;
 mod local;
@@ -22,10 +23,11 @@ use ring::signature::Ed25519KeyPair;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use durable::DurableMarks;
 pub use listener::tls_incoming;
 pub use local::{LocalNode, LocalNodeError};
 pub use subscription::{Start, Subscription};
-pub use writer::{NewPost, Pending, RosterChange, WriteError, WriterHandle};
+pub use writer::{NewPost, Offered, Pending, RosterChange, WriteError, WriterHandle};
 
 use crate::config::{Config, Limits};
 use crate::federation::Federation;
@@ -140,12 +142,21 @@ impl Node {
         let (commits_tx, commits) = tokio::sync::watch::channel(0);
         let settings = writer::WriterSettings {
             org: config.org.clone(),
-            // Room for the body plus every other envelope field.
-            max_envelope_bytes: config.limits.max_body_bytes + 4096,
+            // Received envelopes are held to the protocol-wide ceiling, not to
+            // this node's own posting limit: partners may allow larger posts,
+            // and refusing theirs would stall that origin here for good.
+            max_envelope_bytes: crate::config::MAX_BODY_CEILING + 4096,
         };
-        let (writer, writer_thread) =
-            writer::spawn(store.clone(), settings, key, fanout.clone(), commits_tx)
-                .map_err(NodeError::Thread)?;
+        let durable = Arc::new(DurableMarks::default());
+        let (writer, writer_thread) = writer::spawn(
+            store.clone(),
+            settings,
+            key,
+            fanout.clone(),
+            commits_tx,
+            durable.clone(),
+        )
+        .map_err(NodeError::Thread)?;
         let advertise = match config.federation.advertise.rsplit_once(':') {
             // Port 0 (tests, scripts): advertise the port the listener got.
             Some((host, "0")) => format!(
@@ -154,15 +165,16 @@ impl Node {
             ),
             _ => config.federation.advertise.clone(),
         };
-        let fed = Federation::new(
-            config.org.clone(),
+        let fed = Federation::new(crate::federation::Parts {
+            org: config.org.clone(),
             pki,
-            store.clone(),
-            writer.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
             commits,
-            shutdown.clone(),
+            durable,
+            shutdown: shutdown.clone(),
             advertise,
-        )?;
+        })?;
         let shared = Arc::new(Shared {
             org: config.org.clone(),
             store: store.clone(),

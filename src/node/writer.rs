@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::durable::DurableMarks;
 use super::fanout::Fanout;
 use crate::federation::core::{self, Reject, Verdict};
 use crate::model::{
@@ -25,6 +26,8 @@ use crate::model::{
 use crate::proto::{ChannelRecord, ChannelState, Envelope, Kind};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
+/// How far ahead of this node's clock a received timestamp may be.
+const MAX_DRIFT_MS: u64 = 5 * 60 * 1000;
 /// Most commands decided per flush.
 const MAX_ROUND: usize = 1024;
 /// Commands that may wait for the writer before senders feel back-pressure.
@@ -37,6 +40,17 @@ pub struct NewPost {
     pub author: MemberName,
     pub priority: Priority,
     pub body: Vec<u8>,
+}
+
+/// What became of a channel offer.
+#[derive(Debug, Clone)]
+pub enum Offered {
+    /// The channel is now held here (new, or rejoined after a removal).
+    Joined(ChannelRecord),
+    /// Held here already: the peer should be told (it did not know).
+    Held,
+    /// Held back until an operator accepts it (`channel accept`).
+    Waiting,
 }
 
 /// A change to a home channel's roster.
@@ -88,7 +102,7 @@ enum Command {
         from: OrgId,
         envelope: Envelope,
         hold: bool,
-        answer: Answer<Result<Option<ChannelRecord>, Reject>>,
+        answer: Answer<Result<Offered, Reject>>,
     },
     Roster {
         channel: ChannelId,
@@ -137,10 +151,7 @@ enum Done {
     /// The post's index in the round's envelopes.
     Post(Answer<Arc<Stored>>, usize),
     Apply(Answer<Vec<Verdict>>, Vec<Verdict>),
-    Offer(
-        Answer<Result<Option<ChannelRecord>, Reject>>,
-        Result<Option<ChannelRecord>, Reject>,
-    ),
+    Offer(Answer<Result<Offered, Reject>>, Result<Offered, Reject>),
     Record(Answer<ChannelRecord>, ChannelRecord),
 }
 
@@ -157,6 +168,9 @@ struct Round {
     done: Vec<Done>,
     /// Chain hashes of what this round staged, which the store cannot show yet.
     staged: HashMap<(ChannelId, OrgId, u64), EnvelopeHash>,
+    /// A store error while deciding: the in-memory state may have moved
+    /// without the store, so the whole round is refused, not committed.
+    failed: Option<String>,
 }
 
 /// An origin signs (seals) its last envelope per channel in each round, and
@@ -190,6 +204,7 @@ struct Writer {
     fanout: Arc<Fanout>,
     /// Bumped after every durable round that changed the log.
     commits: watch::Sender<u64>,
+    durable: Arc<DurableMarks>,
 }
 
 /// Starts the writer thread.
@@ -199,6 +214,7 @@ pub(super) fn spawn(
     key: Ed25519KeyPair,
     fanout: Arc<Fanout>,
     commits: watch::Sender<u64>,
+    durable: Arc<DurableMarks>,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let public_key = key.public_key().as_ref().to_vec();
@@ -213,11 +229,21 @@ pub(super) fn spawn(
         records: HashMap::new(),
         fanout,
         commits,
+        durable,
     };
     let thread = std::thread::Builder::new()
         .name("samband-writer".into())
         .spawn(move || writer.run())?;
     Ok((WriterHandle { tx }, thread))
+}
+
+/// Answers a refused command; a store error fails the whole round.
+fn refuse<T>(round: &mut Round, answer: Answer<T>, e: WriteError) {
+    if let WriteError::Store(store) = &e {
+        round.failed.get_or_insert_with(|| store.to_string());
+    }
+    // Whoever asked may be gone; nothing to do about that.
+    let _ = answer.send(Err(e));
 }
 
 fn unix_ms() -> u64 {
@@ -279,7 +305,7 @@ impl WriterHandle {
         from: OrgId,
         envelope: Envelope,
         hold: bool,
-    ) -> Result<Result<Option<ChannelRecord>, Reject>, WriteError> {
+    ) -> Result<Result<Offered, Reject>, WriteError> {
         self.ask(|answer| Command::Offer {
             from,
             envelope,
@@ -400,6 +426,8 @@ impl Writer {
         round
             .staged
             .insert((channel.clone(), origin.clone(), envelope.origin_seq), hash);
+        // Readers elsewhere must not pass this on before it is flushed.
+        self.durable.hold(channel, &origin, envelope.origin_seq - 1);
         self.heads
             .insert((channel.clone(), origin), (envelope.origin_seq, hash));
         round.envelopes.push((channel.clone(), cursor, envelope));
@@ -434,6 +462,14 @@ impl Writer {
         };
         let size = envelope.body.len();
         let hash = chain_hash(&envelope);
+        // Seal the run before it would outgrow SEAL_BYTES, so that a run
+        // between seals always fits one link frame.
+        if let Some(&(previous, _, bytes)) = round.open_runs.get(channel)
+            && bytes + size > SEAL_BYTES
+        {
+            sign(&mut round.envelopes[previous].2, &self.key);
+            round.open_runs.remove(channel);
+        }
         let index = self.stage(round, channel, envelope, hash)?;
         let run = round
             .open_runs
@@ -475,9 +511,7 @@ impl Writer {
                 });
                 match result {
                     Ok(index) => round.done.push(Done::Post(answer, index)),
-                    Err(e) => {
-                        let _ = answer.send(Err(e));
-                    }
+                    Err(e) => refuse(round, answer, e),
                 }
             }
             Command::Apply {
@@ -486,9 +520,7 @@ impl Writer {
                 answer,
             } => match self.apply(round, &from, envelopes) {
                 Ok(verdicts) => round.done.push(Done::Apply(answer, verdicts)),
-                Err(e) => {
-                    let _ = answer.send(Err(e.into()));
-                }
+                Err(e) => refuse(round, answer, e.into()),
             },
             Command::Offer {
                 from,
@@ -497,9 +529,7 @@ impl Writer {
                 answer,
             } => match self.offer(round, &from, &envelope, hold) {
                 Ok(outcome) => round.done.push(Done::Offer(answer, outcome)),
-                Err(e) => {
-                    let _ = answer.send(Err(e.into()));
-                }
+                Err(e) => refuse(round, answer, e.into()),
             },
             Command::Roster {
                 channel,
@@ -507,15 +537,11 @@ impl Writer {
                 answer,
             } => match self.change_roster(round, &channel, change) {
                 Ok(record) => round.done.push(Done::Record(answer, record)),
-                Err(e) => {
-                    let _ = answer.send(Err(e));
-                }
+                Err(e) => refuse(round, answer, e),
             },
             Command::Accept { channel, answer } => match self.accept(round, &channel) {
                 Ok(record) => round.done.push(Done::Record(answer, record)),
-                Err(e) => {
-                    let _ = answer.send(Err(e));
-                }
+                Err(e) => refuse(round, answer, e),
             },
             Command::Stop => {}
         }
@@ -614,6 +640,7 @@ impl Writer {
             home_key: home_key.as_deref(),
             held,
             max_envelope_bytes: self.settings.max_envelope_bytes,
+            max_hlc: Hlc::at(unix_ms() + MAX_DRIFT_MS).0,
         };
         match core::check(&envelope, &ctx) {
             Verdict::Accept => {}
@@ -653,12 +680,20 @@ impl Writer {
         from: &OrgId,
         envelope: &Envelope,
         hold: bool,
-    ) -> Result<Result<Option<ChannelRecord>, Reject>, StoreError> {
+    ) -> Result<Result<Offered, Reject>, StoreError> {
         let Ok(channel) = ChannelId::parse(&envelope.channel) else {
             return Ok(Err(Reject::Malformed("channel is not a valid id".into())));
         };
-        if self.record(&channel)?.is_some() {
-            return Ok(Ok(None)); // known already (maybe pending): nothing to do
+        let existing = self.record(&channel)?;
+        match existing.as_ref().map(|r| ChannelState::try_from(r.state)) {
+            None => {}
+            Some(Ok(ChannelState::Pending)) => return Ok(Ok(Offered::Waiting)),
+            // Re-shared after a removal: a newer roster that includes us again.
+            Some(Ok(ChannelState::Archived))
+                if existing
+                    .as_ref()
+                    .is_some_and(|r| envelope.origin_seq > r.roster_seq) => {}
+            Some(_) => return Ok(Ok(Offered::Held)),
         }
         let home_key = self.home_key(channel.home().as_str())?;
         let mut record = match core::check_offer(
@@ -671,12 +706,18 @@ impl Writer {
             Ok(r) => r,
             Err(reject) => return Ok(Err(reject)),
         };
-        if hold {
+        if let Some(old) = existing {
+            record.created_unix_ms = old.created_unix_ms;
+        } else if hold {
             record.state = ChannelState::Pending as i32;
         }
         round.batch.put_channel(&record);
         self.records.insert(channel, record.clone());
-        Ok(Ok(Some(record)))
+        Ok(Ok(if record.state == ChannelState::Pending as i32 {
+            Offered::Waiting
+        } else {
+            Offered::Joined(record)
+        }))
     }
 
     fn change_roster(
@@ -747,7 +788,7 @@ impl Writer {
     }
 
     fn commit(&mut self, mut round: Round) {
-        if round.done.is_empty() {
+        if round.done.is_empty() && round.failed.is_none() {
             return;
         }
         // Seal each channel's run of this node's envelopes.
@@ -759,10 +800,14 @@ impl Writer {
         for (channel, cursor, envelope) in &round.envelopes {
             batch.put_envelope(channel, cursor, envelope);
         }
-        let result = if changed {
-            self.store.apply(batch).and_then(|()| self.store.flush())
-        } else {
-            Ok(())
+        let result = match round.failed.take() {
+            Some(e) => Err(e),
+            None if changed => self
+                .store
+                .apply(batch)
+                .and_then(|()| self.store.flush())
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
         };
         if let Err(e) = result {
             tracing::error!(error = %e, answers = round.done.len(), "commit failed; every change of the round is answered with an error");
@@ -770,7 +815,7 @@ impl Writer {
             self.heads.clear();
             self.records.clear();
             for done in round.done {
-                let err = || WriteError::Commit(e.to_string());
+                let err = || WriteError::Commit(e.clone());
                 // Whoever asked may be gone; nothing to do about that.
                 let _ = match done {
                     Done::Post(a, _) => a.send(Err(err())).map_err(drop),
@@ -780,6 +825,9 @@ impl Writer {
                 };
             }
             return;
+        }
+        for (channel, cursor, _) in &round.envelopes {
+            self.durable.advance(channel, &cursor.origin, cursor.seq);
         }
         let stored: Vec<Arc<Stored>> = round
             .envelopes

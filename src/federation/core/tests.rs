@@ -89,6 +89,7 @@ fn ctx<'a>(
         home_key: Some(home_key),
         held: None,
         max_envelope_bytes: 4096,
+        max_hlc: u64::MAX,
     }
 }
 
@@ -487,6 +488,7 @@ mod simulation {
                     home_key: Some(&home_key),
                     held,
                     max_envelope_bytes: 4096,
+                    max_hlc: u64::MAX,
                 };
                 let verdict = check(&env, &ctx);
                 let index = verdicts.len();

@@ -1,0 +1,51 @@
+//! How far each origin's log is durable, for readers that must not pass on
+//! what a crash could still take back.
+//!
+//! sled shows a write to readers as soon as it is applied, before the flush
+//! that makes it durable. A link that forwarded such an envelope and then saw
+//! this node crash would hold an envelope this node no longer has, and the
+//! seq would be issued again with other content: a fork. So the writer marks,
+//! before staging, the durable head of every (channel, origin) it touches,
+//! and moves the mark after each flush; link senders cap what they read at
+//! the marks. Entries exist only for what the writer touched since start;
+//! everything else in the store was durable when the node opened it.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::model::{ChannelId, OrgId, Vector};
+
+#[derive(Debug, Default)]
+pub struct DurableMarks {
+    marks: RwLock<HashMap<(ChannelId, OrgId), u64>>,
+}
+
+impl DurableMarks {
+    /// `vector` (read from the store) cut back to what is durable.
+    pub fn cap(&self, channel: &ChannelId, mut vector: Vector) -> Vector {
+        let marks = self.marks.read().unwrap_or_else(|p| p.into_inner());
+        for (origin, seq) in vector.iter_mut() {
+            if let Some(&durable) = marks.get(&(channel.clone(), origin.clone())) {
+                *seq = (*seq).min(durable);
+            }
+        }
+        vector
+    }
+
+    /// Before staging for (channel, origin): its durable head is `seq`.
+    pub(super) fn hold(&self, channel: &ChannelId, origin: &OrgId, seq: u64) {
+        let mut marks = self.marks.write().unwrap_or_else(|p| p.into_inner());
+        marks
+            .entry((channel.clone(), origin.clone()))
+            .or_insert(seq);
+    }
+
+    /// After a flush: everything up to `seq` is durable.
+    pub(super) fn advance(&self, channel: &ChannelId, origin: &OrgId, seq: u64) {
+        let mut marks = self.marks.write().unwrap_or_else(|p| p.into_inner());
+        let mark = marks
+            .entry((channel.clone(), origin.clone()))
+            .or_insert(seq);
+        *mark = (*mark).max(seq);
+    }
+}
