@@ -2,18 +2,20 @@
 //! messages from the fan-out, with no gap and no duplicate at the hand-over.
 //!
 //! The broadcast receiver is created *before* the store is read, so nothing
-//! committed in between is missed; what arrives both ways is dropped by
-//! remembering, per origin, the highest seq delivered (each origin's
-//! messages are committed in seq order). A subscriber that falls more than
-//! the broadcast capacity behind is not cut off and never slows posters: it
-//! is switched back to reading the store from where it was.
+//! committed in between is missed. The subscription remembers, per origin,
+//! the highest seq delivered: what arrives twice is dropped, and a message
+//! whose origin has earlier ones not delivered yet (a relayed message can be
+//! committed after newer ones of other origins) is preceded by them, read
+//! from the store. A subscriber that falls more than the broadcast capacity
+//! behind is not cut off and never slows posters: it catches up from the
+//! store, origin by origin.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::model::{ChannelId, Cursor, OrgId};
+use crate::model::{ChannelId, Cursor, Hlc, OrgId};
 use crate::store::{Page, Store, StoreError, Stored};
 
 /// How many messages one store read returns while catching up.
@@ -49,15 +51,19 @@ impl Subscription {
         rx: broadcast::Receiver<Arc<Stored>>,
         start: Start,
     ) -> Result<Self, StoreError> {
-        let (position, replaying) = match start {
-            Start::Beginning => (None, true),
-            Start::After(c) => (Some(c), true),
-            // Live: a lag must re-read from the newest message that existed
-            // when the receiver was made, not from the beginning.
-            Start::Live => {
-                let (newest, _) = store.history(&channel, &Page::Newest, 1)?;
-                (newest.into_iter().next().map(|s| s.cursor), false)
+        let (position, replaying, delivered) = match start {
+            Start::Beginning => (None, true, HashMap::new()),
+            Start::After(c) => {
+                // Per origin, what the cursor already covers.
+                let mut delivered = HashMap::new();
+                for origin in store.vector(&channel)?.into_keys() {
+                    let seq = store.seq_at_or_before(&channel, &origin, &c)?;
+                    delivered.insert(origin, seq);
+                }
+                (Some(c), true, delivered)
             }
+            // Live: everything held now counts as seen.
+            Start::Live => (None, false, store.vector(&channel)?.into_iter().collect()),
         };
         Ok(Self {
             store,
@@ -65,59 +71,97 @@ impl Subscription {
             rx,
             position,
             replaying,
-            delivered: HashMap::new(),
+            delivered,
         })
     }
 
-    /// The next messages in order; `None` when the node stops publishing.
+    /// The next messages; `None` when the node stops publishing. Each
+    /// origin's messages come in seq order, none twice, none left out.
     pub async fn next(&mut self) -> Option<Result<Vec<Arc<Stored>>, StoreError>> {
         loop {
-            if self.replaying {
-                let page = match &self.position {
-                    Some(c) => Page::After(c.clone()),
-                    None => Page::Beginning,
-                };
-                let (messages, more) = match self.store.history(&self.channel, &page, REPLAY_PAGE) {
-                    Ok(r) => r,
-                    Err(e) => return Some(Err(e)),
-                };
-                self.replaying = more;
-                // Advance past the page even if all of it was delivered live already.
-                if let Some(last) = messages.last() {
-                    self.position = Some(last.cursor.clone());
+            let batch = if self.replaying {
+                self.replay_page()
+            } else {
+                match self.rx.recv().await {
+                    Ok(m) => self.admit(m),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(channel = %self.channel, missed, "subscriber lagged; catching up from the store");
+                        self.catch_up()
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                let fresh: Vec<_> = messages
-                    .into_iter()
-                    .map(Arc::new)
-                    .filter(|m| self.take(m))
-                    .collect();
-                if !fresh.is_empty() {
-                    return Some(Ok(fresh));
-                }
-                continue;
-            }
-            match self.rx.recv().await {
-                Ok(m) if self.take(&m) => return Some(Ok(vec![m])),
-                Ok(_) => continue,
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(channel = %self.channel, missed, "subscriber lagged; re-reading from the store");
-                    self.replaying = true;
-                }
-                Err(RecvError::Closed) => return None,
+            };
+            match batch {
+                Ok(b) if b.is_empty() => continue,
+                other => return Some(other),
             }
         }
     }
 
-    /// Whether `m` is new to this subscriber; if so, marks it delivered.
-    fn take(&mut self, m: &Stored) -> bool {
-        let seen = self.delivered.entry(m.cursor.origin.clone()).or_default();
-        if m.cursor.seq <= *seen {
-            return false;
+    /// The next page of the initial replay, in history order.
+    fn replay_page(&mut self) -> Result<Vec<Arc<Stored>>, StoreError> {
+        let page = match &self.position {
+            Some(c) => Page::After(c.clone()),
+            None => Page::Beginning,
+        };
+        let (messages, more) = self.store.history(&self.channel, &page, REPLAY_PAGE)?;
+        self.replaying = more;
+        if let Some(last) = messages.last() {
+            self.position = Some(last.cursor.clone());
         }
-        *seen = m.cursor.seq;
-        if self.position.as_ref().is_none_or(|p| m.cursor > *p) {
-            self.position = Some(m.cursor.clone());
+        let mut out = Vec::new();
+        for m in messages {
+            out.extend(self.admit(Arc::new(m))?);
         }
-        true
+        Ok(out)
+    }
+
+    /// Everything of every origin not delivered yet, per origin in seq order.
+    fn catch_up(&mut self) -> Result<Vec<Arc<Stored>>, StoreError> {
+        let mut out = Vec::new();
+        for (origin, held) in self.store.vector(&self.channel)? {
+            out.extend(self.fill(&origin, held)?);
+        }
+        Ok(out)
+    }
+
+    /// `m` if it is new, preceded by whatever of its origin was missed (a
+    /// relayed message can arrive later than newer ones of other origins).
+    fn admit(&mut self, m: Arc<Stored>) -> Result<Vec<Arc<Stored>>, StoreError> {
+        let seen = self.delivered.get(&m.cursor.origin).copied().unwrap_or(0);
+        if m.cursor.seq <= seen {
+            return Ok(Vec::new());
+        }
+        let mut out = self.fill(&m.cursor.origin, m.cursor.seq - 1)?;
+        self.delivered.insert(m.cursor.origin.clone(), m.cursor.seq);
+        out.push(m);
+        Ok(out)
+    }
+
+    /// The messages of `origin` after the last delivered one, up to `until`.
+    fn fill(&mut self, origin: &OrgId, until: u64) -> Result<Vec<Arc<Stored>>, StoreError> {
+        let seen = self.delivered.get(origin).copied().unwrap_or(0);
+        if until <= seen {
+            return Ok(Vec::new());
+        }
+        let missing = usize::try_from(until - seen).unwrap_or(usize::MAX);
+        let envelopes = self
+            .store
+            .envelopes_from(&self.channel, origin, seen + 1, missing)?;
+        let out: Vec<Arc<Stored>> = envelopes
+            .into_iter()
+            .map(|envelope| {
+                let cursor = Cursor {
+                    hlc: Hlc(envelope.hlc),
+                    origin: origin.clone(),
+                    seq: envelope.origin_seq,
+                };
+                Arc::new(Stored { cursor, envelope })
+            })
+            .collect();
+        if let Some(last) = out.last() {
+            self.delivered.insert(origin.clone(), last.cursor.seq);
+        }
+        Ok(out)
     }
 }

@@ -338,6 +338,43 @@ impl Store {
         Ok(out)
     }
 
+    /// The highest seq of `origin` in `channel` whose history position is
+    /// at or before `cursor` (0 if none). An origin's timestamps grow with
+    /// its seq, so this is a binary search over the identity index.
+    pub fn seq_at_or_before(
+        &self,
+        channel: &ChannelId,
+        origin: &OrgId,
+        cursor: &Cursor,
+    ) -> Result<u64, StoreError> {
+        let Some(head) = self.chain_head(channel, origin)? else {
+            return Ok(0);
+        };
+        let (mut lo, mut hi) = (0u64, head.seq); // answer in lo..=hi
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let at = match self.log.get(keys::identity_key(channel, origin, mid))? {
+                Some(hlc) => Cursor {
+                    hlc: hlc_of(&hlc),
+                    origin: origin.clone(),
+                    seq: mid,
+                },
+                None => {
+                    return Err(StoreError::Inconsistent {
+                        key: lossy(&keys::identity_key(channel, origin, mid)),
+                        why: "gap in the identity index",
+                    });
+                }
+            };
+            if at <= *cursor {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(lo)
+    }
+
     /// The channel's version vector: per origin, the highest seq held
     /// (seqs are stored gap-free, so the highest is the contiguous one).
     pub fn vector(&self, channel: &ChannelId) -> Result<Vector, StoreError> {
