@@ -212,10 +212,6 @@ impl Federation {
         Ok(fed)
     }
 
-    pub fn org(&self) -> &OrgId {
-        &self.org
-    }
-
     /// Starts dialing every peer that has an endpoint.
     pub(crate) fn start(self: &Arc<Self>) -> Result<(), FederationError> {
         for peer in self.store.peers()? {
