@@ -49,6 +49,8 @@ pub struct FederationSection {
 pub struct Limits {
     /// Largest message body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Live subscribers one channel may have on this node.
+    pub subscribers_per_channel: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +146,15 @@ impl Config {
                 ),
             ));
         }
+        if !(1..=100_000).contains(&raw.limits.subscribers_per_channel) {
+            return Err(invalid(
+                "limits.subscribers_per_channel",
+                format!(
+                    "must be between 1 and 100000, not {}",
+                    raw.limits.subscribers_per_channel
+                ),
+            ));
+        }
         if !(1..=65536).contains(&raw.store.cache_mib) {
             return Err(invalid(
                 "store.cache_mib",
@@ -218,6 +229,9 @@ advertise = "{federation_advertise}"
 # Largest message body accepted, in bytes (at most {ceiling}). Larger posts
 # are refused with INVALID_ARGUMENT.
 max_body_bytes = {max_body}
+# Live subscribers (tail --follow, Subscribe) one channel may have on this
+# node; more are refused with RESOURCE_EXHAUSTED.
+subscribers_per_channel = {subscribers}
 
 [store]
 # Memory the embedded store (sled) may use for its page cache, in MiB.
@@ -231,6 +245,7 @@ level = "info"
 "#,
             ceiling = MAX_BODY_CEILING,
             max_body = limits.max_body_bytes,
+            subscribers = limits.subscribers_per_channel,
             cache_mib = store.cache_mib,
         )
     }
@@ -240,6 +255,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
+            subscribers_per_channel: 1000,
         }
     }
 }

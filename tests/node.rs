@@ -527,3 +527,43 @@ async fn publish_streams_many_posts_with_one_ack_each_in_order() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn subscribers_per_channel_are_bounded_with_a_precise_status() {
+    let tmp = common::init_dir("police.example");
+    let path = common::node_dir(&tmp).join("config.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        config.replace(
+            "subscribers_per_channel = 1000",
+            "subscribers_per_channel = 2",
+        ),
+    )
+    .unwrap();
+    let node = TestNode::start_in(tmp).await;
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "ops").await;
+    let req = || proto::SubscribeRequest {
+        channel: ch.clone(),
+        start: None,
+    };
+    let first = op.subscribe(req()).await.unwrap().into_inner();
+    let _second = op.subscribe(req()).await.unwrap().into_inner();
+    let third = op.subscribe(req()).await.map(|_| ()).unwrap_err();
+    assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    assert!(
+        third.message().contains("limits.subscribers_per_channel"),
+        "{}",
+        third.message()
+    );
+    // A subscriber that leaves frees its place.
+    drop(first);
+    common::eventually("a place to free up", || {
+        let mut op = op.clone();
+        let req = req();
+        async move { op.subscribe(req).await.ok().map(drop) }
+    })
+    .await;
+    node.stop().await;
+}

@@ -361,10 +361,17 @@ impl messaging_server::Messaging for Messaging {
             Some(proto::subscribe_request::Start::FromBeginning(true)) => Start::Beginning,
             Some(proto::subscribe_request::Start::After(c)) => Start::After(cursor(&c)?),
         };
-        let mut subscription = self
+        let Some(mut subscription) = self
             .shared
             .subscribe(&channel, start)
-            .map_err(ApiError::from)?;
+            .map_err(ApiError::from)?
+        else {
+            let limit = self.shared.limits.subscribers_per_channel;
+            return Err(ApiError::ResourceExhausted(format!(
+                "channel {channel} has {limit} live subscribers on this node, its limit (limits.subscribers_per_channel)"
+            ))
+            .into());
+        };
         let shutdown = self.shared.shutdown.clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tracing::debug!(%channel, member = %member.name, "subscriber joined");

@@ -40,6 +40,8 @@ pub(crate) enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Logged in full; the caller is told only that it happened.
     #[error("{0}")]
     Internal(String),
@@ -55,6 +57,7 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering a request");
                 Status::internal("internal error on the node; its log has the details")

@@ -20,15 +20,20 @@ pub(super) struct Fanout {
 }
 
 impl Fanout {
-    pub(super) fn subscribe(&self, channel: &ChannelId) -> broadcast::Receiver<Arc<Stored>> {
+    /// A receiver for `channel`, unless it has `max` live subscribers already.
+    pub(super) fn subscribe(
+        &self,
+        channel: &ChannelId,
+        max: usize,
+    ) -> Option<broadcast::Receiver<Arc<Stored>>> {
         let mut senders = self
             .senders
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        senders
+        let sender = senders
             .entry(channel.clone())
-            .or_insert_with(|| broadcast::channel(CAPACITY).0)
-            .subscribe()
+            .or_insert_with(|| broadcast::channel(CAPACITY).0);
+        (sender.receiver_count() < max).then(|| sender.subscribe())
     }
 
     pub(super) fn publish(&self, channel: &ChannelId, message: Arc<Stored>) {

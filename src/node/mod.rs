@@ -232,8 +232,18 @@ impl Node {
 
 impl Shared {
     /// Follows `channel` from `start`; see [`Subscription`].
-    pub fn subscribe(&self, channel: &ChannelId, start: Start) -> Result<Subscription, StoreError> {
-        let rx = self.fanout.subscribe(channel);
-        Subscription::new(self.store.clone(), channel.clone(), rx, start)
+    /// `None` when the channel has `limits.subscribers_per_channel` already.
+    pub fn subscribe(
+        &self,
+        channel: &ChannelId,
+        start: Start,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let Some(rx) = self
+            .fanout
+            .subscribe(channel, self.limits.subscribers_per_channel)
+        else {
+            return Ok(None);
+        };
+        Subscription::new(self.store.clone(), channel.clone(), rx, start).map(Some)
     }
 }
