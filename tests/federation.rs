@@ -860,3 +860,34 @@ async fn a_live_subscriber_gets_a_healed_partitions_backlog_with_older_timestamp
     a.stop().await;
     b.stop().await;
 }
+
+/// What a partner sent is never sent back to it.
+#[tokio::test]
+async fn envelopes_are_not_echoed_to_the_partner_that_sent_them() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    a.peer_with(&b).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example"]).await;
+    converged(&[&a, &b], &ch, 1).await;
+    let mut b_op = b.operator().await;
+    for i in 0..100 {
+        post(&mut b_op, &ch, &format!("from B {i}")).await;
+    }
+    post(&mut a_op, &ch, "from A").await;
+    converged(&[&a, &b], &ch, 102).await;
+    // Let any echo that was coming arrive and be counted.
+    post(&mut a_op, &ch, "from A again").await;
+    converged(&[&a, &b], &ch, 103).await;
+    let link = a.peers().await.into_iter().next().unwrap().link.unwrap();
+    // A sent its roster and its own two posts; B's hundred came from B.
+    assert!(
+        link.envelopes_sent <= 3,
+        "A sent {} envelopes to B",
+        link.envelopes_sent
+    );
+    assert_eq!(link.envelopes_received, 100);
+    a.stop().await;
+    b.stop().await;
+}

@@ -47,6 +47,35 @@ pub struct LinkCounters {
     pub rejected: AtomicU64,
 }
 
+/// What the peer is known to hold besides its last hello: what it sent us
+/// and what its progress frames said. The reader fills it, the sender folds
+/// it into its view, so nothing is pushed back to the peer that it has.
+type PeerHas = std::sync::Mutex<HashMap<String, Vector>>;
+
+fn note_has(has: &PeerHas, channel: &str, origin: OrgId, seq: u64) {
+    let mut has = has.lock().unwrap_or_else(|p| p.into_inner());
+    let held = has
+        .entry(channel.to_owned())
+        .or_default()
+        .entry(origin)
+        .or_default();
+    *held = (*held).max(seq);
+}
+
+/// Folds what the peer is known to hold into the sender's view of it.
+fn fold_has(known: &mut HashMap<String, Vector>, has: &PeerHas) {
+    let mut has = has.lock().unwrap_or_else(|p| p.into_inner());
+    for (channel, vector) in has.drain() {
+        // A channel missing from the peer's hello stays missing: it is offered, not pushed.
+        if let Some(theirs) = known.get_mut(&channel) {
+            for (origin, seq) in vector {
+                let held = theirs.entry(origin).or_default();
+                *held = (*held).max(seq);
+            }
+        }
+    }
+}
+
 fn to_proto(channel: &str, vector: &Vector) -> ChannelVector {
     ChannelVector {
         channel: channel.to_owned(),
@@ -83,12 +112,14 @@ pub(super) async fn run(
 ) {
     tracing::info!(%peer, "link up");
     let (hello_tx, hello_rx) = watch::channel(None);
+    let peer_has: Arc<PeerHas> = Arc::default();
     let resend = Arc::new(Notify::new());
     let pushing = sender(
         fed.clone(),
         peer.clone(),
         out.clone(),
         hello_rx,
+        peer_has.clone(),
         resend.clone(),
         cancel.clone(),
         counters.clone(),
@@ -106,7 +137,7 @@ pub(super) async fn run(
     // leave a link that looks connected but never pushes.
     let mut sender = sender;
     let reading = reader(
-        &fed, &peer, incoming, &out, hello_tx, &resend, &cancel, &counters,
+        &fed, &peer, incoming, &out, hello_tx, &peer_has, &resend, &cancel, &counters,
     );
     let (result, sent) = tokio::select! {
         r = reading => {
@@ -155,6 +186,7 @@ async fn sender(
     peer: OrgId,
     out: mpsc::Sender<LinkFrame>,
     mut peer_hello: watch::Receiver<Option<Arc<VersionVectors>>>,
+    peer_has: Arc<PeerHas>,
     resend: Arc<Notify>,
     cancel: CancellationToken,
     counters: Arc<LinkCounters>,
@@ -167,6 +199,7 @@ async fn sender(
     let mut offered = HashSet::new();
     loop {
         if let Some(known) = known.as_mut() {
+            fold_has(known, &peer_has);
             tokio::select! {
                 r = push(&fed, &peer, &out, known, &mut offered, &counters) => r?,
                 () = cancel.cancelled() => return Ok(()),
@@ -280,6 +313,7 @@ async fn reader(
     mut incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
     out: &mpsc::Sender<LinkFrame>,
     hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
+    peer_has: &PeerHas,
     resend: &Notify,
     cancel: &CancellationToken,
     counters: &LinkCounters,
@@ -308,8 +342,12 @@ async fn reader(
             }
             Frame::Progress(vv) => {
                 for cv in &vv.channels {
-                    if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &from_proto(cv)) {
+                    let vector = from_proto(cv);
+                    if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &vector) {
                         tracing::warn!(%peer, error = %e, "cannot record the peer's progress");
+                    }
+                    for (origin, seq) in vector {
+                        note_has(peer_has, &cv.channel, origin, seq);
                     }
                 }
             }
@@ -321,7 +359,7 @@ async fn reader(
                 }
             }
             Frame::Envelopes(batch) => {
-                if receive(fed, peer, batch, out, counters).await? {
+                if receive(fed, peer, batch, out, peer_has, counters).await? {
                     request_resend(&mut last_resend, resend);
                 }
             }
@@ -344,6 +382,7 @@ async fn receive(
     peer: &OrgId,
     batch: EnvelopeBatch,
     out: &mpsc::Sender<LinkFrame>,
+    peer_has: &PeerHas,
     counters: &LinkCounters,
 ) -> Result<bool, String> {
     let ids: Vec<(String, String, u64)> = batch
@@ -354,6 +393,13 @@ async fn receive(
     counters
         .received
         .fetch_add(ids.len() as u64, Ordering::Relaxed);
+    // The peer holds what it sends: note it before the writer commits (the
+    // commit wakes this link's sender, which must not push it back).
+    for (channel, origin, seq) in &ids {
+        if let Ok(origin) = OrgId::parse(origin) {
+            note_has(peer_has, channel, origin, *seq);
+        }
+    }
     let verdicts = fed
         .writer
         .apply(peer.clone(), batch.envelopes)
