@@ -201,6 +201,9 @@ struct Writer {
     heads: HashMap<(ChannelId, OrgId), (u64, EnvelopeHash)>,
     /// Channel records as of the staged state; filled lazily from the store.
     records: HashMap<ChannelId, ChannelRecord>,
+    /// Home signing keys from the peer table, for the current round only
+    /// (the peer table changes outside the writer).
+    home_keys: HashMap<String, Option<Vec<u8>>>,
     fanout: Arc<Fanout>,
     /// Bumped after every durable round that changed the log.
     commits: watch::Sender<u64>,
@@ -227,6 +230,7 @@ pub(super) fn spawn(
         clock: HlcClock::default(),
         heads: HashMap::new(),
         records: HashMap::new(),
+        home_keys: HashMap::new(),
         fanout,
         commits,
         durable,
@@ -362,6 +366,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.home_keys.clear();
             let mut round = Round::default();
             for command in commands.drain(..) {
                 self.decide(command, &mut round);
@@ -547,14 +552,21 @@ impl Writer {
         }
     }
 
-    fn home_key(&self, home: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The signing key of a channel's home: this node's own, or the one in
+    /// its peer table. Looked up once per round, not once per envelope.
+    fn home_key(&mut self, home: &str) -> Result<Option<Vec<u8>>, StoreError> {
         if home == self.settings.org.as_str() {
             return Ok(Some(self.public_key.clone()));
         }
-        let Ok(home) = OrgId::parse(home) else {
-            return Ok(None);
+        if let Some(key) = self.home_keys.get(home) {
+            return Ok(key.clone());
+        }
+        let key = match OrgId::parse(home) {
+            Ok(org) => self.store.peer(&org)?.map(|p| p.signing_key),
+            Err(_) => None,
         };
-        Ok(self.store.peer(&home)?.map(|p| p.signing_key))
+        self.home_keys.insert(home.to_owned(), key.clone());
+        Ok(key)
     }
 
     fn apply(
