@@ -12,44 +12,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Client, PATIENCE, ServeProcess, all_history, init_dir, node_dir};
+use common::{PATIENCE, ServeProcess, all_history, init_dir, node_dir};
 use samband::proto;
-
-async fn admin(
-    p: &ServeProcess,
-    dir: &std::path::Path,
-) -> proto::admin_client::AdminClient<tonic::transport::Channel> {
-    let bundle = samband::pki::IdentityBundle::load(&dir.join("operator")).unwrap();
-    let channel = samband::client::connect_channel(&bundle, Some(&p.addr.to_string()))
-        .await
-        .unwrap();
-    proto::admin_client::AdminClient::new(channel)
-}
-
-async fn wait_for(c: &mut Client, ch: &str, n: usize) -> Vec<proto::Message> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let probe = proto::HistoryRequest {
-            channel: ch.into(),
-            limit: 1,
-            position: None,
-        };
-        if c.history(probe).await.is_ok() {
-            let h = all_history(c, ch).await;
-            if h.len() >= n {
-                return h;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{ch} never reached {n} messages"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn repeated_sigkill_loses_nothing_acknowledged_here_or_at_the_partner() {
@@ -64,7 +30,8 @@ async fn repeated_sigkill_loses_nothing_acknowledged_here_or_at_the_partner() {
     let a_addrs = [a.addr.to_string(), a.fed_addr.to_string()];
     // Mutual trust; A dials B, B dials A back.
     for (from, from_dir, to, to_dir) in [(&a, &a_dir, &b, &b_dir), (&b, &b_dir, &a, &a_dir)] {
-        let bundle = admin(to, to_dir)
+        let bundle = to
+            .admin(to_dir)
             .await
             .export_trust(proto::ExportTrustRequest {})
             .await
@@ -76,7 +43,7 @@ async fn repeated_sigkill_loses_nothing_acknowledged_here_or_at_the_partner() {
             endpoint: to.fed_addr.to_string(),
             accept: 0,
         };
-        admin(from, from_dir).await.add_peer(req).await.unwrap();
+        from.admin(from_dir).await.add_peer(req).await.unwrap();
     }
     let mut op = a.operator(&a_dir).await;
     let ch = common::create_channel(&mut op, "crisis").await;
@@ -84,34 +51,11 @@ async fn repeated_sigkill_loses_nothing_acknowledged_here_or_at_the_partner() {
         channel: ch.clone(),
         orgs: vec!["rescue.example".into()],
     };
-    admin(&a, &a_dir).await.share_channel(req).await.unwrap();
+    a.admin(&a_dir).await.share_channel(req).await.unwrap();
 
-    let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    let acked = common::Acked::default();
     for cycle in 0..cycles {
-        let mut posters = Vec::new();
-        for p in 0..8 {
-            let (mut c, ch, acked) = (op.clone(), ch.clone(), acked.clone());
-            posters.push(tokio::spawn(async move {
-                for i in 0.. {
-                    let text = format!("c{cycle}-p{p}-{i}");
-                    let req = proto::PostRequest {
-                        channel: ch.clone(),
-                        text: text.clone(),
-                        priority: 0,
-                    };
-                    match c.post(req).await {
-                        Ok(r) => assert!(
-                            acked
-                                .lock()
-                                .unwrap()
-                                .insert(r.into_inner().origin_seq, text)
-                                .is_none()
-                        ),
-                        Err(_) => return,
-                    }
-                }
-            }));
-        }
+        let posters = common::spawn_posters(&op, &ch, 8, &format!("c{cycle}"), &acked);
         // Kill at a different point each cycle: after 20 to ~400 more acks.
         let target = acked.lock().unwrap().len() + 20 + (cycle * 97) % 380;
         while acked.lock().unwrap().len() < target {
@@ -153,7 +97,7 @@ async fn repeated_sigkill_loses_nothing_acknowledged_here_or_at_the_partner() {
     // The partner converges on exactly the node's history.
     let a_history = all_history(&mut op, &ch).await;
     let mut b_op = b.operator(&b_dir).await;
-    let b_history = wait_for(&mut b_op, &ch, a_history.len()).await;
+    let b_history = common::wait_for_history(&mut b_op, &ch, a_history.len()).await;
     let ids = |h: &[proto::Message]| {
         h.iter()
             .map(|m| (m.origin.clone(), m.origin_seq, m.text.clone()))

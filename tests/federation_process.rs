@@ -7,10 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{
-    Client, PATIENCE, ServeProcess, all_history, create_channel, init_dir, node_dir, post,
-    samband_bin,
-};
+use common::{ServeProcess, all_history, create_channel, init_dir, node_dir, post, samband_bin};
 use samband::proto;
 
 fn run(args: &[&str]) -> (String, String) {
@@ -29,28 +26,6 @@ fn fingerprint(stderr: &str) -> String {
         .find_map(|l| l.strip_prefix("fingerprint: "))
         .expect("fingerprint line")
         .to_owned()
-}
-
-async fn wait_for_len(c: &mut Client, channel: &str, n: usize) -> Vec<proto::Message> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let probe = proto::HistoryRequest {
-            channel: channel.into(),
-            limit: 1,
-            position: None,
-        };
-        if c.history(probe).await.is_ok() {
-            let h = all_history(c, channel).await;
-            if h.len() >= n {
-                return h;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{channel} never reached {n} messages"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// SIGKILL a partner mid-stream: after restart it resumes from where it was,
@@ -129,7 +104,7 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
         post(&mut a_op, &ch, &format!("first wave {i}")).await;
     }
     let mut b_op = node_b.operator(&b_dir).await;
-    wait_for_len(&mut b_op, &ch, 301).await;
+    common::wait_for_history(&mut b_op, &ch, 301).await;
 
     let b_client = node_b.addr.to_string();
     node_b.kill9().await;
@@ -142,7 +117,7 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
     )
     .await;
     let mut b_op = node_b.operator(&b_dir).await;
-    let history = wait_for_len(&mut b_op, &ch, 401).await;
+    let history = common::wait_for_history(&mut b_op, &ch, 401).await;
     assert_eq!(history.len(), 401, "nothing twice");
     let a_history = all_history(&mut a_op, &ch).await;
     let ids = |h: &[proto::Message]| {
@@ -152,13 +127,9 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
     };
     assert_eq!(ids(&history), ids(&a_history), "identical histories");
 
-    let admin = samband::client::connect_channel(
-        &samband::pki::IdentityBundle::load(&a_dir.join("operator")).unwrap(),
-        Some(&endpoint),
-    )
-    .await
-    .unwrap();
-    let peers = proto::admin_client::AdminClient::new(admin)
+    let peers = node_a
+        .admin(&a_dir)
+        .await
         .list_peers(proto::ListPeersRequest {})
         .await
         .unwrap();

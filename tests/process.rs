@@ -7,12 +7,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use common::{
     PATIENCE, ServeProcess, all_history, create_channel, init_dir, node_dir, samband_bin,
 };
-use samband::proto;
 
 /// Every post acknowledged before a SIGKILL is there after restart, exactly once.
 #[tokio::test]
@@ -24,31 +22,8 @@ async fn sigkill_loses_no_acknowledged_post() {
     let ch = create_channel(&mut op, "ops").await;
 
     // Posters run flat out; the kill lands while posts are in flight.
-    let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
-    let mut posters = Vec::new();
-    for p in 0..16 {
-        let (mut c, ch, acked) = (op.clone(), ch.clone(), acked.clone());
-        posters.push(tokio::spawn(async move {
-            for i in 0.. {
-                let text = format!("p{p}-{i}");
-                let req = proto::PostRequest {
-                    channel: ch.clone(),
-                    text: text.clone(),
-                    priority: 0,
-                };
-                match c.post(req).await {
-                    Ok(r) => assert!(
-                        acked
-                            .lock()
-                            .unwrap()
-                            .insert(r.into_inner().origin_seq, text)
-                            .is_none()
-                    ),
-                    Err(_) => return, // the node is gone
-                }
-            }
-        }));
-    }
+    let acked = common::Acked::default();
+    let posters = common::spawn_posters(&op, &ch, 16, "", &acked);
     while acked.lock().unwrap().len() < 1500 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

@@ -248,6 +248,15 @@ impl ServeProcess {
             .expect("connect")
     }
 
+    /// The operator's Admin client of this process.
+    pub async fn admin(&self, dir: &Path) -> Admin {
+        let bundle = IdentityBundle::load(&dir.join(setup::OPERATOR_DIR)).expect("operator bundle");
+        let channel = client::connect_channel(&bundle, Some(&self.addr.to_string()))
+            .await
+            .expect("connect");
+        samband::proto::admin_client::AdminClient::new(channel)
+    }
+
     pub async fn kill9(mut self) {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("reaped");
@@ -482,4 +491,67 @@ impl Drop for Proxy {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// Waits until `channel` exists on the node and holds at least `n` messages; returns its history.
+pub async fn wait_for_history(c: &mut Client, channel: &str, n: usize) -> Vec<proto::Message> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let probe = proto::HistoryRequest {
+            channel: channel.into(),
+            limit: 1,
+            position: None,
+        };
+        if c.history(probe).await.is_ok() {
+            let h = all_history(c, channel).await;
+            if h.len() >= n {
+                return h;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} never reached {n} messages"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the posters were told is durable: origin_seq → text.
+pub type Acked = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>;
+
+/// `n` tasks posting to `channel` flat out until the node stops answering;
+/// every acknowledged post is recorded in `acked` (a seq acked twice fails).
+pub fn spawn_posters(
+    c: &Client,
+    channel: &str,
+    n: usize,
+    tag: &str,
+    acked: &Acked,
+) -> Vec<JoinHandle<()>> {
+    (0..n)
+        .map(|p| {
+            let (mut c, channel, acked) = (c.clone(), channel.to_owned(), acked.clone());
+            let tag = format!("{tag}p{p}");
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let text = format!("{tag}-{i}");
+                    let req = proto::PostRequest {
+                        channel: channel.clone(),
+                        text: text.clone(),
+                        priority: 0,
+                    };
+                    match c.post(req).await {
+                        Ok(r) => assert!(
+                            acked
+                                .lock()
+                                .unwrap()
+                                .insert(r.into_inner().origin_seq, text)
+                                .is_none()
+                        ),
+                        Err(_) => return, // the node is gone
+                    }
+                }
+            })
+        })
+        .collect()
 }
