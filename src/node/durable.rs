@@ -49,3 +49,34 @@ impl DurableMarks {
         *mark = (*mark).max(seq);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_but_unflushed_is_hidden_until_advanced() {
+        let marks = DurableMarks::default();
+        let ch = ChannelId::parse("police.example/ops").unwrap();
+        let (a, b) = (
+            OrgId::parse("police.example").unwrap(),
+            OrgId::parse("rescue.example").unwrap(),
+        );
+        let read = || Vector::from([(a.clone(), 7), (b.clone(), 3)]);
+        // Untouched since start: what the store holds is durable.
+        assert_eq!(marks.cap(&ch, read()), read());
+        // The writer staged a:6 and a:7 on top of a durable a:5.
+        marks.hold(&ch, &a, 5);
+        marks.hold(&ch, &a, 6); // a later stage in the same round does not move it
+        assert_eq!(
+            marks.cap(&ch, read()),
+            Vector::from([(a.clone(), 5), (b.clone(), 3)])
+        );
+        // Flushed.
+        marks.advance(&ch, &a, 7);
+        assert_eq!(marks.cap(&ch, read()), read());
+        // A mark never moves back.
+        marks.advance(&ch, &a, 6);
+        assert_eq!(marks.cap(&ch, read()), read());
+    }
+}
