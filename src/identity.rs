@@ -15,6 +15,8 @@ pub struct Member {
     pub org: OrgId,
     pub name: MemberName,
     pub role: Role,
+    /// Hex serial number of the certificate (what revocation names).
+    pub serial: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,11 +33,12 @@ pub enum IdentityError {
     WrongOrg { found: String, expected: String },
 }
 
-/// The subject fields samband uses: CN, O, OU.
+/// The subject fields samband uses: CN, O, OU; and the serial number.
 struct Subject {
     common_name: String,
     organization: String,
     unit: String,
+    serial: String,
 }
 
 impl Subject {
@@ -54,6 +57,7 @@ impl Subject {
                 subject.iter_organizational_unit().next(),
                 "organizational unit",
             )?,
+            serial: hex::encode(cert.raw_serial()),
         })
     }
 }
@@ -77,6 +81,7 @@ impl Member {
             org,
             name: MemberName::parse(&s.common_name).map_err(|e| invalid(&s.common_name, e))?,
             role: Role::parse(&s.unit).map_err(|e| invalid(&s.unit, e))?,
+            serial: s.serial,
         })
     }
 }
@@ -112,6 +117,7 @@ mod tests {
                 Role::Admin,
                 "localhost:1",
                 &tmp.path().join("alice"),
+                crate::pki::Validity::days(1),
             )
             .unwrap();
         let pem = std::fs::read(bundle.dir.join("cert.pem")).unwrap();
@@ -122,8 +128,9 @@ mod tests {
             member,
             Member {
                 org: org.clone(),
-                name: alice,
-                role: Role::Admin
+                name: alice.clone(),
+                role: Role::Admin,
+                serial: pki.issued_to(&alice).unwrap().remove(0),
             }
         );
 

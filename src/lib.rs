@@ -6,6 +6,7 @@
 //!
 //! * [`model`] — plain values: org, channel and member names, hybrid
 //!   logical clock, cursors, envelope signing. Pure, no I/O.
+//! * [`audit`] — the hash-chained audit log's entries and their check.
 //! * [`config`] — `config.toml`: parsing, defaults, validation, template.
 //! * [`pki`] — the org CA, node and member certificates (rcgen), the
 //!   message-signing key, rustls settings, identity bundles.
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod federation;

@@ -31,6 +31,9 @@ const CA_KEY: &str = "ca.key";
 const NODE_CERT: &str = "node.pem";
 const NODE_KEY: &str = "node.key";
 const SIGNING_KEY: &str = "signing.key";
+/// Copies of every member certificate issued, `NAME.SERIAL.pem`: what
+/// `pki revoke-user` looks up.
+const ISSUED_DIR: &str = "issued";
 
 /// Files in an identity bundle directory.
 const BUNDLE_CA: &str = "ca.pem";
@@ -42,8 +45,36 @@ const BUNDLE_IDENTITY: &str = "identity.toml";
 pub const NODE_ROLE: &str = "node";
 
 const CA_VALIDITY: Duration = Duration::days(3650);
-const NODE_VALIDITY: Duration = Duration::days(825);
-const MEMBER_VALIDITY: Duration = Duration::days(397);
+/// Default lifetime of a node certificate.
+pub const NODE_DAYS: u32 = 825;
+/// Default lifetime of a member certificate.
+pub const MEMBER_DAYS: u32 = 397;
+
+/// When a certificate is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// From an hour ago (clock skew between machines) until `days` from now.
+    pub fn days(days: u32) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(i64::from(days)),
+        }
+    }
+}
+
+/// What an operator needs to know about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Hex serial number.
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -140,7 +171,7 @@ fn leaf_params(
     org: &OrgId,
     common_name: &str,
     unit: &str,
-    validity: Duration,
+    validity: Validity,
 ) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -148,13 +179,59 @@ fn leaf_params(
     dn.push(DnType::OrganizationName, org.as_str());
     dn.push(DnType::OrganizationalUnitName, unit);
     params.distinguished_name = dn;
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + validity;
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
     params.serial_number = Some(random_serial()?);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     Ok(params)
+}
+
+/// A node certificate for `names` (DNS names or IP addresses).
+fn node_params(
+    org: &OrgId,
+    names: &[String],
+    validity: Validity,
+) -> Result<CertificateParams, PkiError> {
+    let mut node = leaf_params(org, org.as_str(), NODE_ROLE, validity)?;
+    for name in names {
+        node.subject_alt_names.push(match name.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.as_str().try_into()?),
+        });
+    }
+    node.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    Ok(node)
+}
+
+/// The DNS names and IP addresses a certificate is for.
+fn subject_alt_names(der: &[u8]) -> Option<Vec<String>> {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let names = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|a| std::net::IpAddr::from(a).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    Some(names)
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
@@ -231,20 +308,10 @@ impl OrgPki {
         write_new(&pki.dir.join(CA_CERT), ca_cert.pem().as_bytes(), false)?;
         let issuer = Issuer::new(ca, ca_key);
 
-        let mut node = leaf_params(org, org.as_str(), NODE_ROLE, NODE_VALIDITY)?;
         let mut names: Vec<String> = hosts.to_vec();
         names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
         names.dedup();
-        for name in names {
-            node.subject_alt_names.push(match name.parse() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(name.as_str().try_into()?),
-            });
-        }
-        node.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        let node = node_params(org, &names, Validity::days(NODE_DAYS))?;
         let node_key = KeyPair::generate()?;
         let node_cert = node.signed_by(&node_key, &issuer)?;
         write_new(
@@ -270,25 +337,26 @@ impl OrgPki {
         role: Role,
         endpoint: &str,
         out: &Path,
+        validity: Validity,
     ) -> Result<IdentityBundle, PkiError> {
-        let ca_key_path = self.dir.join(CA_KEY);
-        let ca_key =
-            KeyPair::from_pem(&read_text(&ca_key_path)?).map_err(|e| PkiError::Invalid {
-                path: ca_key_path,
-                message: e.to_string(),
-            })?;
-        let ca_path = self.dir.join(CA_CERT);
-        let ca_pem = read_text(&ca_path)?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| PkiError::Invalid {
-            path: ca_path,
-            message: e.to_string(),
-        })?;
-
-        let mut params = leaf_params(org, member.as_str(), role.as_str(), MEMBER_VALIDITY)?;
+        let (issuer, ca_pem) = self.issuer()?;
+        let mut params = leaf_params(org, member.as_str(), role.as_str(), validity)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let serial = params
+            .serial_number
+            .as_ref()
+            .map(|s| hex::encode(s.as_ref()))
+            .unwrap_or_default();
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
 
+        let issued = self.dir.join(ISSUED_DIR);
+        std::fs::create_dir_all(&issued).map_err(io_err(&issued))?;
+        write_new(
+            &issued.join(format!("{member}.{serial}.pem")),
+            cert.pem().as_bytes(),
+            false,
+        )?;
         std::fs::create_dir_all(out).map_err(io_err(out))?;
         let info = IdentityInfo {
             org: org.to_string(),
@@ -304,6 +372,92 @@ impl OrgPki {
         Ok(IdentityBundle {
             dir: out.to_owned(),
             info,
+        })
+    }
+
+    /// The org CA as an issuer, and its certificate (PEM).
+    fn issuer(&self) -> Result<(Issuer<'static, KeyPair>, String), PkiError> {
+        let ca_key_path = self.dir.join(CA_KEY);
+        let ca_key =
+            KeyPair::from_pem(&read_text(&ca_key_path)?).map_err(|e| PkiError::Invalid {
+                path: ca_key_path,
+                message: e.to_string(),
+            })?;
+        let ca_path = self.dir.join(CA_CERT);
+        let ca_pem = read_text(&ca_path)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| PkiError::Invalid {
+            path: ca_path,
+            message: e.to_string(),
+        })?;
+        Ok((issuer, ca_pem))
+    }
+
+    /// Serials (hex) of every member certificate issued to `member` here.
+    pub fn issued_to(&self, member: &MemberName) -> Result<Vec<String>, PkiError> {
+        let dir = self.dir.join(ISSUED_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let prefix = format!("{member}.");
+        let mut serials = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(io_err(&dir))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(serial) = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".pem"))
+                .filter(|serial| !serial.contains('.'))
+            {
+                serials.push(serial.to_owned());
+            }
+        }
+        serials.sort();
+        Ok(serials)
+    }
+
+    /// Re-issues the node certificate with the same names and a new key.
+    /// The new files replace the old ones only once both are written.
+    pub fn renew_node(&self, org: &OrgId, validity: Validity) -> Result<CertInfo, PkiError> {
+        let cert_path = self.dir.join(NODE_CERT);
+        let old = load_certs(&cert_path)?.remove(0);
+        let names = subject_alt_names(&old).ok_or_else(|| PkiError::Invalid {
+            path: cert_path.clone(),
+            message: "cannot read the names of the current node certificate".into(),
+        })?;
+        let params = node_params(org, &names, validity)?;
+        let (issuer, _) = self.issuer()?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let key_path = self.dir.join(NODE_KEY);
+        let staged = |path: &Path| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".new");
+            PathBuf::from(name)
+        };
+        for (path, contents, private) in [
+            (&key_path, key.serialize_pem(), true),
+            (&cert_path, cert.pem(), false),
+        ] {
+            let new = staged(path);
+            // A leftover from an interrupted renewal is ours to replace.
+            let _ = std::fs::remove_file(&new);
+            write_new(&new, contents.as_bytes(), private)?;
+        }
+        for path in [&key_path, &cert_path] {
+            std::fs::rename(staged(path), path).map_err(io_err(path))?;
+        }
+        self.node_certificate()
+    }
+
+    /// Serial and expiry of the node certificate on disk.
+    pub fn node_certificate(&self) -> Result<CertInfo, PkiError> {
+        let path = self.dir.join(NODE_CERT);
+        let der = load_certs(&path)?.remove(0);
+        cert_info(&der).ok_or_else(|| PkiError::Invalid {
+            path,
+            message: "not a readable X.509 certificate".into(),
         })
     }
 
@@ -426,6 +580,16 @@ pub fn chain_verifies(ca: &[u8], chain: &[CertificateDer<'static>]) -> bool {
     verifier
         .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
         .is_ok()
+}
+
+/// Serial and expiry of a DER certificate.
+pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    Some(CertInfo {
+        serial: hex::encode(cert.raw_serial()),
+        not_after: cert.validity().not_after.to_datetime(),
+    })
 }
 
 // === impl IdentityBundle ===

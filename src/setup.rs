@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{Config, ConfigError};
 use crate::model::{MemberName, OrgId, Role};
 use crate::node::data_dir;
-use crate::pki::{IdentityBundle, OrgPki, PkiError};
+use crate::pki::{IdentityBundle, MEMBER_DAYS, OrgPki, PkiError, Validity};
 use crate::store::{Store, StoreError};
 
 /// Name of the operator's bundle inside a node directory.
@@ -114,6 +114,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
         Role::Admin,
         &advertise_client,
         &dir.join(OPERATOR_DIR),
+        Validity::days(MEMBER_DAYS),
     )?;
     std::fs::write(&config_path, text).map_err(|source| SetupError::Io {
         path: config_path,
@@ -128,12 +129,20 @@ pub fn add_user(
     name: &MemberName,
     role: Role,
     out: &Path,
+    validity: Validity,
 ) -> Result<IdentityBundle, SetupError> {
     let config = Config::load(dir)?;
     if out.exists() && !is_empty_dir(out) {
         return Err(SetupError::Exists(out.to_owned()));
     }
-    Ok(OrgPki::at(dir).issue_member(&config.org, name, role, &config.client.advertise, out)?)
+    Ok(OrgPki::at(dir).issue_member(
+        &config.org,
+        name,
+        role,
+        &config.client.advertise,
+        out,
+        validity,
+    )?)
 }
 
 #[cfg(test)]
@@ -170,9 +179,22 @@ mod tests {
         }
         assert!(matches!(init(&dir, &opts), Err(SetupError::Exists(_))));
         let alice = MemberName::parse("alice").unwrap();
-        add_user(&dir, &alice, Role::Member, &tmp.path().join("alice")).unwrap();
+        add_user(
+            &dir,
+            &alice,
+            Role::Member,
+            &tmp.path().join("alice"),
+            Validity::days(1),
+        )
+        .unwrap();
         assert!(matches!(
-            add_user(&dir, &alice, Role::Member, &tmp.path().join("alice")),
+            add_user(
+                &dir,
+                &alice,
+                Role::Member,
+                &tmp.path().join("alice"),
+                Validity::days(1)
+            ),
             Err(SetupError::Exists(_))
         ));
     }

@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    TestNode, contains, converged, create_channel, eventually, post, raw_store_bytes, texts,
+    TestNode, audit_log, contains, converged, create_channel, eventually, post, raw_store_bytes,
+    texts,
 };
 use samband::model::Role;
 use samband::proto::{self, AcceptPolicy};
@@ -670,6 +671,15 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         m_link.state, "connected",
         "a rejected envelope does not poison the link"
     );
+    // Every rejection is in T's audit log, with its reason, in an intact chain.
+    let log = audit_log(&mut t.admin().await).await;
+    samband::audit::verify(&log, Some(samband::audit::Head::default())).unwrap();
+    let rejected: Vec<_> = log
+        .iter()
+        .filter(|e| e.event == "federation.rejected" && e.details["peer"] == "mallory.example")
+        .collect();
+    assert_eq!(rejected.len() as u64, bad_count, "{rejected:#?}");
+    assert!(rejected.iter().all(|e| !e.details["reason"].is_empty()));
     // The internal channel is untouched, and T's link to B still carries traffic.
     assert_eq!(texts(&mut t_op, &secret).await.len(), 1);
     post(&mut t_op, &crisis, "after the attack").await;

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::ApiError;
 use super::messaging::{caller, channel_message};
 use crate::federation::{self, Federation, FederationError};
+use crate::model::MemberName;
 use crate::model::{ChannelId, OrgId, Role};
-use crate::node::{RosterChange, Shared};
+use crate::node::{RevokeError, RosterChange, Shared};
 use crate::proto::{self, admin_server};
 
 #[derive(Debug)]
@@ -28,13 +30,23 @@ impl From<FederationError> for ApiError {
     }
 }
 
+impl From<RevokeError> for ApiError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            RevokeError::NoneIssued(_) => ApiError::NotFound(e.to_string()),
+            RevokeError::Operator(_) => ApiError::FailedPrecondition(e.to_string()),
+            RevokeError::Pki(_) | RevokeError::Store(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl Admin {
     pub(crate) fn new(shared: Arc<Shared>, fed: Arc<Federation>) -> Self {
         Self { shared, fed }
     }
 
     fn operator<T>(&self, request: &Request<T>) -> Result<(), ApiError> {
-        let member = caller(request, &self.shared.org)?;
+        let member = caller(request, &self.shared)?;
         if member.role != Role::Admin {
             return Err(ApiError::PermissionDenied(format!(
                 "this needs the admin role; {} is a member",
@@ -192,5 +204,63 @@ impl admin_server::Admin for Admin {
         self.fed.rehello();
         tracing::info!(%channel, "channel accepted");
         Ok(Response::new(channel_message(record)))
+    }
+
+    async fn revoke_member(
+        &self,
+        request: Request<proto::RevokeMemberRequest>,
+    ) -> Result<Response<proto::RevokeMemberResponse>, Status> {
+        self.operator(&request)?;
+        let member = MemberName::parse(&request.get_ref().member).map_err(ApiError::from)?;
+        let revoked = crate::node::revoke_member(&self.shared.pki, &self.shared.store, &member)
+            .map_err(ApiError::from)?;
+        self.shared.revocations.add(&revoked);
+        tracing::info!(%member, certificates = revoked.len(), "member revoked");
+        Ok(Response::new(proto::RevokeMemberResponse {
+            certificates: revoked
+                .into_iter()
+                .map(|r| proto::RevokedCertificate {
+                    member: r.member,
+                    serial: r.serial,
+                    revoked_at: r.at,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn reload(
+        &self,
+        request: Request<proto::ReloadRequest>,
+    ) -> Result<Response<proto::ReloadResponse>, Status> {
+        self.operator(&request)?;
+        let cert = crate::node::reload(&self.shared, &self.fed)
+            .map_err(|e| ApiError::FailedPrecondition(format!("reload failed: {e}")))?;
+        Ok(Response::new(proto::ReloadResponse {
+            node_cert_serial: cert.serial,
+            node_cert_not_after: crate::model::rfc3339(cert.not_after),
+        }))
+    }
+
+    type ExportAuditStream = ReceiverStream<Result<proto::AuditEntry, Status>>;
+
+    async fn export_audit(
+        &self,
+        request: Request<proto::ExportAuditRequest>,
+    ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        self.operator(&request)?;
+        let from = request.get_ref().from_seq;
+        let store = self.shared.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::task::spawn_blocking(move || {
+            for entry in store.audit_entries(from) {
+                let item = entry
+                    .map(proto::AuditEntry::from)
+                    .map_err(|e| Status::from(ApiError::from(e)));
+                if tx.blocking_send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

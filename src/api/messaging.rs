@@ -29,12 +29,6 @@ pub(crate) struct Messaging {
     shared: Arc<Shared>,
 }
 
-fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The wire form of a stored message.
 fn message(stored: &Stored) -> proto::Message {
     let env = &stored.envelope;
@@ -123,14 +117,24 @@ pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
     }
 }
 
-/// The calling member, from the connection's verified client certificate.
-pub(super) fn caller<T>(
-    request: &Request<T>,
-    org: &crate::model::OrgId,
-) -> Result<Member, ApiError> {
+/// The calling member, from the connection's verified client certificate,
+/// unless that certificate is revoked.
+pub(super) fn caller<T>(request: &Request<T>, shared: &Shared) -> Result<Member, ApiError> {
     let certs = request.peer_certs().ok_or(IdentityError::NoCertificate)?;
     let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
-    Ok(Member::from_certificate(leaf, org)?)
+    let member = Member::from_certificate(leaf, &shared.org)?;
+    if shared.revocations.is_revoked(&member) {
+        return Err(revoked(&member));
+    }
+    Ok(member)
+}
+
+fn revoked(member: &Member) -> ApiError {
+    tracing::info!(member = %member.name, serial = %member.serial, "call with a revoked certificate refused");
+    ApiError::Unauthenticated(format!(
+        "the certificate of {} (serial {}) is revoked on this node",
+        member.name, member.serial
+    ))
 }
 
 fn cursor(s: &str) -> Result<Cursor, ApiError> {
@@ -169,7 +173,7 @@ impl Messaging {
     }
 
     fn member<T>(&self, request: &Request<T>) -> Result<Member, ApiError> {
-        caller(request, &self.shared.org)
+        caller(request, &self.shared)
     }
 
     /// A channel this node holds, by `home/name` or (for this org) `name`.
@@ -206,7 +210,7 @@ impl messaging_server::Messaging for Messaging {
             id: id.to_string(),
             home: self.shared.org.to_string(),
             name: name.to_string(),
-            created_unix_ms: unix_ms_now(),
+            created_unix_ms: crate::model::unix_ms(),
             ..Default::default()
         };
         if !self
@@ -269,6 +273,7 @@ impl messaging_server::Messaging for Messaging {
             while let Some(next) = posts.next().await {
                 let Ok(req) = next else { break };
                 let submitted = match this.new_post(&member, req) {
+                    Ok(_) if this.shared.revocations.is_revoked(&member) => Err(revoked(&member)),
                     Ok(post) => this
                         .shared
                         .writer
@@ -373,6 +378,7 @@ impl messaging_server::Messaging for Messaging {
             .into());
         };
         let shutdown = self.shared.shutdown.clone();
+        let shared = self.shared.clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tracing::debug!(%channel, member = %member.name, "subscriber joined");
         tokio::spawn(async move {
@@ -380,6 +386,10 @@ impl messaging_server::Messaging for Messaging {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => {
                         let _ = tx.send(Err(Status::unavailable("the node is shutting down"))).await;
+                        break;
+                    }
+                    () = shared.revocations.until_revoked(&member) => {
+                        let _ = tx.send(Err(revoked(&member).into())).await;
                         break;
                     }
                     () = tx.closed() => break,
@@ -398,6 +408,10 @@ impl messaging_server::Messaging for Messaging {
                     tokio::select! {
                         sent = tx.send(Ok(message(&stored))) => if sent.is_err() { return },
                         () = shutdown.cancelled() => return,
+                        () = shared.revocations.until_revoked(&member) => {
+                            let _ = tx.try_send(Err(revoked(&member).into()));
+                            return;
+                        }
                     }
                 }
             }

@@ -39,6 +39,7 @@ async fn start(org: &'static str, root: &Path) -> anyhow::Result<Agency> {
         &MemberName::parse("duty-officer")?,
         Role::Member,
         &dir.join("duty-officer"),
+        samband::pki::Validity::days(samband::pki::MEMBER_DAYS),
     )?;
     Ok(Agency {
         org,

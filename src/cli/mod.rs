@@ -6,6 +6,7 @@ mod demo;
 mod node_cmds;
 mod output;
 mod peer_cmds;
+mod pki_cmds;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +66,12 @@ enum Command {
     /// Partner organisations this node trusts.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// The node certificate and member certificates over time: renew, revoke, reload.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// The hash-chained audit log of trust and sharing changes and rejected envelopes.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Create and list channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
@@ -103,6 +110,39 @@ enum UserCommand {
         after_help = "Examples:\n  samband user add alice --dir /var/lib/samband --out alice/\n  samband user add duty-officer --admin --dir /var/lib/samband --out duty/"
     )]
     Add(node_cmds::UserAddArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Re-issue the node certificate (same names, new key) before it expires;
+    /// a running node picks it up at once.
+    #[command(
+        after_help = "Examples:\n  samband pki renew --dir /var/lib/samband\n  samband pki renew --days 365 --dir /var/lib/samband"
+    )]
+    Renew(pki_cmds::RenewArgs),
+    /// Stop every certificate issued to a member from working, at once
+    /// (open streams end too). Recorded in the audit log.
+    #[command(after_help = "Example:\n  samband pki revoke-user alice --dir /var/lib/samband")]
+    RevokeUser(pki_cmds::RevokeArgs),
+    /// Make the running node re-read its certificate and peer trust (as SIGHUP does).
+    #[command(
+        after_help = "Examples:\n  samband pki reload --dir /var/lib/samband\n  systemctl reload samband      # sends SIGHUP"
+    )]
+    Reload(pki_cmds::ReloadArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the audit log as JSON lines (trust and sharing changes, rejected envelopes).
+    #[command(
+        after_help = "Examples:\n  samband audit export --dir /var/lib/samband > audit.jsonl\n  samband audit export --since 2026-11-29T08:00:00Z --dir /var/lib/samband\n  samband audit export --since 120 --dir /var/lib/samband"
+    )]
+    Export(pki_cmds::AuditExportArgs),
+    /// Check the audit log's hash chain: finds changed and removed entries.
+    #[command(
+        after_help = "Examples:\n  samband audit verify --dir /var/lib/samband\n  samband audit verify --file audit.jsonl"
+    )]
+    Verify(pki_cmds::AuditVerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +224,11 @@ pub(crate) fn main() -> ExitCode {
         Command::Serve(a) => node_cmds::serve(a),
         Command::User(UserCommand::Add(a)) => node_cmds::user_add(a),
         Command::Trust(TrustCommand::Export(a)) => peer_cmds::trust_export(a),
+        Command::Pki(PkiCommand::Renew(a)) => client_cmds::run(pki_cmds::renew(a)),
+        Command::Pki(PkiCommand::RevokeUser(a)) => client_cmds::run(pki_cmds::revoke(a)),
+        Command::Pki(PkiCommand::Reload(a)) => client_cmds::run(pki_cmds::reload(a)),
+        Command::Audit(AuditCommand::Export(a)) => client_cmds::run(pki_cmds::export(a)),
+        Command::Audit(AuditCommand::Verify(a)) => client_cmds::run(pki_cmds::verify(a)),
         Command::Peer(PeerCommand::Add(a)) => client_cmds::run(peer_cmds::peer_add(a)),
         Command::Peer(PeerCommand::Remove(a)) => client_cmds::run(peer_cmds::peer_remove(a)),
         Command::Peer(PeerCommand::List(a)) => client_cmds::run(peer_cmds::peer_list(a)),

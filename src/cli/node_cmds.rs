@@ -65,6 +65,10 @@ pub(crate) struct UserAddArgs {
     /// Give the member the admin role (create channels, later manage sharing).
     #[arg(long)]
     admin: bool,
+    /// How many days the certificate is valid (e.g. 14 for a volunteer
+    /// during one incident).
+    #[arg(long, default_value_t = samband::pki::MEMBER_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
 }
 
 pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
@@ -90,7 +94,13 @@ pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
     } else {
         Role::Member
     };
-    let bundle = setup::add_user(&args.dir, &name, role, &args.out)?;
+    let bundle = setup::add_user(
+        &args.dir,
+        &name,
+        role,
+        &args.out,
+        samband::pki::Validity::days(args.days),
+    )?;
     println!(
         "issued {} ({}) of {}; bundle in {}, connects to {}",
         bundle.info.member,
@@ -184,9 +194,28 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("ready org={org} client={client} federation={federation}");
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        #[cfg(unix)]
+        tokio::spawn(reload_on_hangup(node.reload_trigger()));
         node.run(listeners, shutdown).await?;
         Ok(())
     })
+}
+
+/// Asks the node to reload its certificate and trust on every SIGHUP.
+#[cfg(unix)]
+async fn reload_on_hangup(trigger: std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; reload with `samband pki reload` instead");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading certificate and trust");
+        trigger.notify_one();
+    }
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.

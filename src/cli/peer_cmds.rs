@@ -135,7 +135,9 @@ fn spaced(hex: &str) -> String {
 }
 
 /// The Admin API of the node in `dir`, if it is running; `None` if nothing answers.
-async fn running_node(dir: &std::path::Path) -> anyhow::Result<Option<AdminClient<Channel>>> {
+pub(super) async fn running_node(
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<AdminClient<Channel>>> {
     let bundle = IdentityBundle::load(&dir.join(samband::setup::OPERATOR_DIR))?;
     let endpoint = super::node_endpoint(Some(dir), &bundle.info.endpoint);
     match samband::client::connect_channel(&bundle, Some(&endpoint)).await {
@@ -146,7 +148,7 @@ async fn running_node(dir: &std::path::Path) -> anyhow::Result<Option<AdminClien
 }
 
 /// The stopped node's store.
-fn offline_store(dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
+pub(super) fn offline_store(dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
     let config = Config::load(dir)?;
     let store = Store::open(&data_dir(dir), &config.org, 8 << 20).map_err(|e| match e {
         StoreError::Locked(_) => anyhow::anyhow!(

@@ -18,13 +18,12 @@ mod link;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{ChannelId, OrgId};
+use crate::model::{ChannelId, OrgId, unix_ms};
 use crate::node::{DurableMarks, WriterHandle};
 use crate::pki::{OrgPki, PkiError};
 use crate::proto::{self, AcceptPolicy, PeerRecord};
@@ -94,12 +93,6 @@ pub struct Federation {
     listener_tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     shutdown: CancellationToken,
     advertise: String,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -234,7 +227,8 @@ impl Federation {
             .clone()
     }
 
-    fn reload_tls(&self) -> Result<(), FederationError> {
+    /// Rebuilds the listener's TLS from the node certificate and the peer table.
+    pub(crate) fn reload_tls(&self) -> Result<(), FederationError> {
         let cas: Vec<Vec<u8>> = self.store.peers()?.into_iter().map(|p| p.ca_der).collect();
         let config = self.pki.federation_listener_tls(&cas)?.map(Arc::new);
         *self.listener_tls.write().unwrap_or_else(|p| p.into_inner()) = config;

@@ -14,6 +14,23 @@ pub use envelope::{
 };
 pub use hlc::{Hlc, HlcClock};
 
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `t` as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T03:12:47.123Z`.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let t = t
+        .replace_nanosecond(u32::from(t.millisecond()) * 1_000_000)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -12,27 +12,31 @@ mod durable;
 mod fanout;
 mod listener;
 mod local;
+mod revocations;
 mod subscription;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use ring::signature::Ed25519KeyPair;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use durable::DurableMarks;
 pub use listener::tls_incoming;
 pub use local::{LocalNode, LocalNodeError};
+pub use revocations::{Revocations, RevokeError, revoke_member};
 pub use subscription::{Start, Subscription};
 pub use writer::{NewPost, Offered, Pending, RosterChange, WriteError, WriterHandle};
 
+use crate::audit::Event;
 use crate::config::{Config, Limits};
 use crate::federation::Federation;
 use crate::model::{ChannelId, OrgId};
-use crate::pki::{OrgPki, PkiError};
+use crate::pki::{CertInfo, OrgPki, PkiError};
 use crate::store::{Store, StoreError};
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -60,6 +64,7 @@ pub struct Node {
     store: Store,
     key: Ed25519KeyPair,
     client_tls: Arc<rustls::ServerConfig>,
+    reload: Arc<Notify>,
 }
 
 /// The bound sockets a node serves on.
@@ -91,6 +96,10 @@ pub struct Shared {
     pub started: Instant,
     /// Cancelled when the node begins to shut down; long streams end on it.
     pub shutdown: CancellationToken,
+    pub revocations: Revocations,
+    pub pki: OrgPki,
+    /// The member listener's TLS settings; a reload replaces them.
+    client_tls: RwLock<Arc<rustls::ServerConfig>>,
     fanout: Arc<fanout::Fanout>,
 }
 
@@ -107,6 +116,7 @@ impl Node {
         let pki = OrgPki::at(dir);
         let key = pki.message_key()?;
         let client_tls = Arc::new(pki.client_listener_tls()?);
+        warn_if_expiring(&pki.node_certificate()?);
         let store = Store::open(
             &data_dir(dir),
             &config.org,
@@ -118,11 +128,18 @@ impl Node {
             store,
             key,
             client_tls,
+            reload: Arc::default(),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Notify this (e.g. on SIGHUP) to make the running node re-read its
+    /// certificate and peer trust; see [`reload`].
+    pub fn reload_trigger(&self) -> Arc<Notify> {
+        self.reload.clone()
     }
 
     /// Serves members and partner nodes until `shutdown` is cancelled.
@@ -137,6 +154,7 @@ impl Node {
             store,
             key,
             client_tls,
+            reload,
         } = self;
         let fanout = Arc::new(fanout::Fanout::default());
         let (commits_tx, commits) = tokio::sync::watch::channel(0);
@@ -167,7 +185,7 @@ impl Node {
         };
         let fed = Federation::new(crate::federation::Parts {
             org: config.org.clone(),
-            pki,
+            pki: pki.clone(),
             store: store.clone(),
             writer: writer.clone(),
             commits,
@@ -182,13 +200,18 @@ impl Node {
             limits: config.limits.clone(),
             started: Instant::now(),
             shutdown: shutdown.clone(),
+            revocations: Revocations::load(&store)?,
+            pki,
+            client_tls: RwLock::new(client_tls),
             fanout,
         });
+        let tls_shared = shared.clone();
         let client_incoming = listener::tls_incoming(
             listeners.client,
-            move || Some(client_tls.clone()),
+            move || Some(tls_shared.client_tls()),
             shutdown.clone(),
         );
+        spawn_reloader(reload, shared.clone(), fed.clone(), shutdown.clone());
         let tls_fed = fed.clone();
         let federation_incoming = listener::tls_incoming(
             listeners.federation,
@@ -228,9 +251,66 @@ impl Node {
     }
 }
 
+/// Re-reads the node certificate (e.g. after `samband pki renew`) and the
+/// peer trust. New connections use them; open ones keep theirs.
+pub fn reload(shared: &Shared, fed: &Federation) -> Result<CertInfo, NodeError> {
+    let tls = Arc::new(shared.pki.client_listener_tls()?);
+    fed.reload_tls()?;
+    *shared.client_tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+    let cert = shared.pki.node_certificate()?;
+    let not_after = crate::model::rfc3339(cert.not_after);
+    shared.store.audit(
+        Event::new("node.reloaded")
+            .with("node_cert_serial", &cert.serial)
+            .with("node_cert_not_after", &not_after),
+    )?;
+    shared.store.flush()?;
+    tracing::info!(serial = %cert.serial, %not_after, "reloaded the node certificate and peer trust");
+    warn_if_expiring(&cert);
+    Ok(cert)
+}
+
+/// Warns when the node certificate expires within 30 days.
+pub fn warn_if_expiring(cert: &CertInfo) {
+    let left = cert.not_after - time::OffsetDateTime::now_utc();
+    if left < time::Duration::days(30) {
+        tracing::warn!(
+            not_after = %crate::model::rfc3339(cert.not_after),
+            days_left = left.whole_days(),
+            "the node certificate expires soon; partners and members will be refused then              (renew it: samband pki renew --dir DIR)"
+        );
+    }
+}
+
+fn spawn_reloader(
+    trigger: Arc<Notify>,
+    shared: Arc<Shared>,
+    fed: Arc<Federation>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = trigger.notified() => {}
+            }
+            if let Err(e) = reload(&shared, &fed) {
+                tracing::error!(error = %e, "reload failed; the node keeps its previous certificate and trust");
+            }
+        }
+    });
+}
+
 // === impl Shared ===
 
 impl Shared {
+    fn client_tls(&self) -> Arc<rustls::ServerConfig> {
+        self.client_tls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Follows `channel` from `start`; see [`Subscription`].
     /// `None` when the channel has `limits.subscribers_per_channel` already.
     pub fn subscribe(

@@ -11,17 +11,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::durable::DurableMarks;
 use super::fanout::Fanout;
+use crate::audit::{self, Event};
 use crate::federation::core::{self, Reject, Verdict};
 use crate::model::{
     ChannelId, Cursor, EnvelopeHash, GENESIS_HASH, Hlc, HlcClock, MemberName, OrgId, Priority,
-    chain_hash, sign,
+    chain_hash, sign, unix_ms,
 };
 use crate::proto::{ChannelRecord, ChannelState, Envelope, Kind};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
@@ -171,6 +171,8 @@ struct Round {
     /// A store error while deciding: the in-memory state may have moved
     /// without the store, so the whole round is refused, not committed.
     failed: Option<String>,
+    /// Audit entries for what this round changed, written with its commit.
+    audit: Vec<Event>,
 }
 
 /// An origin signs (seals) its last envelope per channel in each round, and
@@ -208,6 +210,8 @@ struct Writer {
     /// Bumped after every durable round that changed the log.
     commits: watch::Sender<u64>,
     durable: Arc<DurableMarks>,
+    /// Caps the audit entries of rejected envelopes per peer.
+    rejections: audit::Budget,
 }
 
 /// Starts the writer thread.
@@ -234,6 +238,7 @@ pub(super) fn spawn(
         fanout,
         commits,
         durable,
+        rejections: audit::Budget::default(),
     };
     let thread = std::thread::Builder::new()
         .name("samband-writer".into())
@@ -248,12 +253,6 @@ fn refuse<T>(round: &mut Round, answer: Answer<T>, e: WriteError) {
     }
     // Whoever asked may be gone; nothing to do about that.
     let _ = answer.send(Err(e));
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 // === impl WriterHandle ===
@@ -579,17 +578,50 @@ impl Writer {
         let mut pending = PendingRuns::new();
         for envelope in envelopes {
             let index = verdicts.len();
+            let id = (
+                envelope.channel.clone(),
+                envelope.origin.clone(),
+                envelope.origin_seq,
+            );
             let verdict =
                 self.apply_one(round, from, envelope, index, &mut pending, &mut verdicts)?;
+            if let Verdict::Reject(reason) = &verdict {
+                self.audit_rejection(round, from, (&id.0, &id.1, id.2), reason);
+            }
             verdicts.push(verdict);
         }
         // Whatever no seal vouched for is not stored; a later batch brings it again.
         for run in pending.into_values() {
-            for (index, ..) in run {
+            for (index, env, _) in run {
+                let id = (env.channel.as_str(), env.origin.as_str(), env.origin_seq);
+                self.audit_rejection(round, from, id, &Reject::Unsealed);
                 verdicts[index] = Verdict::Reject(Reject::Unsealed);
             }
         }
         Ok(verdicts)
+    }
+
+    /// Records a rejected envelope in the audit log, within the sender's budget.
+    fn audit_rejection(
+        &mut self,
+        round: &mut Round,
+        from: &OrgId,
+        (channel, origin, seq): (&str, &str, u64),
+        reason: &Reject,
+    ) {
+        let Some(left_out) = self.rejections.admit(from.as_str(), unix_ms()) else {
+            return;
+        };
+        let mut event = Event::new("federation.rejected")
+            .with("peer", from)
+            .with("channel", channel)
+            .with("origin", origin)
+            .with("seq", seq)
+            .with("reason", reason);
+        if left_out > 0 {
+            event = event.with("left_out_before", left_out);
+        }
+        round.audit.push(event);
     }
 
     fn apply_one(
@@ -716,13 +748,32 @@ impl Writer {
             unix_ms(),
         ) {
             Ok(r) => r,
-            Err(reject) => return Ok(Err(reject)),
+            Err(reject) => {
+                let id = (
+                    envelope.channel.as_str(),
+                    envelope.origin.as_str(),
+                    envelope.origin_seq,
+                );
+                self.audit_rejection(round, from, id, &reject);
+                return Ok(Err(reject));
+            }
         };
         if let Some(old) = existing {
             record.created_unix_ms = old.created_unix_ms;
         } else if hold {
             record.state = ChannelState::Pending as i32;
         }
+        let pending = record.state == ChannelState::Pending as i32;
+        round.audit.push(
+            Event::new(if pending {
+                "channel.offered"
+            } else {
+                "channel.joined"
+            })
+            .with("channel", &channel)
+            .with("from", from)
+            .with("roster_seq", record.roster_seq),
+        );
         round.batch.put_channel(&record);
         self.records.insert(channel, record.clone());
         Ok(Ok(if record.state == ChannelState::Pending as i32 {
@@ -769,6 +820,20 @@ impl Writer {
         let body = core::control_body(participants.clone());
         let index = self.originate(round, channel, "", Kind::Control, 0, body)?;
         let roster_seq = round.envelopes[index].2.origin_seq;
+        round.audit.push(
+            match &change {
+                RosterChange::Share { orgs } => Event::new("channel.shared").with(
+                    "orgs",
+                    orgs.iter()
+                        .map(|(o, _)| o.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                RosterChange::Unshare { org } => Event::new("channel.unshared").with("org", org),
+            }
+            .with("channel", channel)
+            .with("roster_seq", roster_seq),
+        );
         let updated = ChannelRecord {
             participants,
             roster_seq,
@@ -794,6 +859,9 @@ impl Writer {
             state: ChannelState::Active as i32,
             ..record
         };
+        round
+            .audit
+            .push(Event::new("channel.accepted").with("channel", channel));
         round.batch.put_channel(&updated);
         self.records.insert(channel.clone(), updated.clone());
         Ok(updated)
@@ -807,7 +875,8 @@ impl Writer {
         for (index, ..) in round.open_runs.values() {
             sign(&mut round.envelopes[*index].2, &self.key);
         }
-        let changed = !round.batch.is_empty() || !round.envelopes.is_empty();
+        let changed =
+            !round.batch.is_empty() || !round.envelopes.is_empty() || !round.audit.is_empty();
         let mut batch = round.batch;
         for (channel, cursor, envelope) in &round.envelopes {
             batch.put_envelope(channel, cursor, envelope);
@@ -817,6 +886,12 @@ impl Writer {
             None if changed => self
                 .store
                 .apply(batch)
+                .and_then(|()| {
+                    round
+                        .audit
+                        .drain(..)
+                        .try_for_each(|e| self.store.audit(e).map(drop))
+                })
                 .and_then(|()| self.store.flush())
                 .map_err(|e| e.to_string()),
             None => Ok(()),

@@ -5,7 +5,10 @@
 //! staged with [`Store::append`] (atomic per call) and made durable only by
 //! [`Store::flush`]; the node acknowledges nothing before that.
 
+mod audit;
 pub mod keys;
+
+pub use audit::{Revoked, now_rfc3339};
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -86,6 +89,10 @@ pub struct Store {
     log: sled::Tree,
     peers: sled::Tree,
     cursors: sled::Tree,
+    audit: sled::Tree,
+    revoked: sled::Tree,
+    /// The audit log's last entry; appends take this lock.
+    audit_head: std::sync::Arc<std::sync::Mutex<crate::audit::Head>>,
 }
 
 /// Writes staged together and applied atomically by [`Store::apply`].
@@ -174,10 +181,14 @@ impl Store {
                 other => StoreError::Sled(other),
             })?;
         let meta = db.open_tree("meta")?;
+        let audit = db.open_tree("audit")?;
         let store = Self {
             log: db.open_tree("log")?,
             peers: db.open_tree("peers")?,
             cursors: db.open_tree("cursors")?,
+            revoked: db.open_tree("revoked")?,
+            audit_head: std::sync::Arc::new(std::sync::Mutex::new(Self::load_audit_head(&audit)?)),
+            audit,
             db,
         };
         match meta.get(META_SCHEMA)? {
@@ -487,10 +498,31 @@ impl Store {
         self.peers.get(key)?.map(|v| decode(key, &v)).transpose()
     }
 
-    /// Adds or replaces a peer, durably.
+    /// Adds or replaces a peer, durably, and records it in the audit log.
     pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
-        self.peers
-            .insert(peer.org.as_bytes(), peer.encode_to_vec())?;
+        let replaced = self
+            .peers
+            .insert(peer.org.as_bytes(), peer.encode_to_vec())?
+            .is_some();
+        let ca = ring::digest::digest(&ring::digest::SHA256, &peer.ca_der);
+        self.audit(
+            crate::audit::Event::new(if replaced {
+                "peer.replaced"
+            } else {
+                "peer.added"
+            })
+            .with("org", &peer.org)
+            .with("ca_sha256", hex::encode(ca))
+            .with("endpoint", &peer.endpoint)
+            .with(
+                "accept",
+                if peer.accept == crate::proto::AcceptPolicy::Manual as i32 {
+                    "manual"
+                } else {
+                    "auto"
+                },
+            ),
+        )?;
         self.db.flush()?;
         Ok(())
     }
@@ -498,6 +530,9 @@ impl Store {
     /// Removes a peer durably; `false` if it was not configured.
     pub fn remove_peer(&self, org: &OrgId) -> Result<bool, StoreError> {
         let removed = self.peers.remove(org.as_str().as_bytes())?.is_some();
+        if removed {
+            self.audit(crate::audit::Event::new("peer.removed").with("org", org))?;
+        }
         let prefix = keys::cursor_key(org, "");
         for key in self.cursors.scan_prefix(&prefix).keys() {
             self.cursors.remove(key?)?;

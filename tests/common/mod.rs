@@ -132,6 +132,7 @@ impl TestNode {
             &MemberName::parse(name).expect("name"),
             role,
             &out,
+            samband::pki::Validity::days(1),
         )
         .expect("add user")
     }
@@ -209,14 +210,19 @@ impl ServeProcess {
         Self::start_with(dir, &[]).await
     }
 
-    /// Starts `samband serve --dir DIR ARGS...`.
+    /// Starts `samband serve --dir DIR ARGS...`; its log goes to [`serve_log`].
     pub async fn start_with(dir: &Path, args: &[&str]) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(serve_log(dir))
+            .expect("open serve.log");
         let mut child = tokio::process::Command::new(samband_bin())
             .args(["serve", "--dir"])
             .arg(dir)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn samband serve");
@@ -263,7 +269,26 @@ impl ServeProcess {
     }
 }
 
+/// Where a [`ServeProcess`] on `dir` logs (appended across restarts).
+pub fn serve_log(dir: &Path) -> PathBuf {
+    dir.with_extension("serve.log")
+}
+
 pub type Admin = samband::proto::admin_client::AdminClient<Channel>;
+
+/// The whole audit log, through the Admin API.
+pub async fn audit_log(admin: &mut Admin) -> Vec<samband::audit::Entry> {
+    let mut stream = admin
+        .export_audit(samband::proto::ExportAuditRequest { from_seq: 0 })
+        .await
+        .expect("export audit")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(entry) = stream.message().await.expect("audit entry") {
+        out.push(entry.into());
+    }
+    out
+}
 
 impl TestNode {
     /// The operator's Admin client.

@@ -1,0 +1,214 @@
+//! Trust over time: `pki renew`, `pki revoke-user`, `pki reload`, and the
+//! audit log's `audit export` and `audit verify`.
+//!
+//! Like the peer commands, each acts on the running node through the Admin
+//! API, or on the data directory when the node is stopped.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use samband::audit::{self, Entry, Head};
+use samband::config::Config;
+use samband::model::{MemberName, rfc3339};
+use samband::pki::{NODE_DAYS, OrgPki, Validity};
+use samband::proto;
+use tokio_stream::StreamExt as _;
+
+use super::client_cmds::rpc;
+use super::peer_cmds::{offline_store, running_node};
+
+#[derive(Debug, Args)]
+pub(crate) struct RenewArgs {
+    /// Node directory.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Days the new node certificate is valid.
+    #[arg(long, default_value_t = NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    /// The member whose certificates stop working.
+    name: String,
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReloadArgs {
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditExportArgs {
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Only entries from this entry number (e.g. 120) or time (RFC 3339,
+    /// e.g. 2026-11-29T08:00:00Z) on.
+    #[arg(long, value_name = "SEQ|TIME")]
+    since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct AuditVerifyArgs {
+    /// Verify the node's whole log (running or stopped).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Verify an export (`samband audit export` output).
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.dir)?;
+    let cert = OrgPki::at(&args.dir).renew_node(&config.org, Validity::days(args.days))?;
+    println!(
+        "renewed the node certificate of {}: serial {}, valid until {}",
+        config.org,
+        cert.serial,
+        rfc3339(cert.not_after)
+    );
+    reload_running(&args.dir).await
+}
+
+pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
+    reload_running(&args.dir).await
+}
+
+/// Makes the running node (if any) pick up its certificate and trust.
+async fn reload_running(dir: &std::path::Path) -> anyhow::Result<()> {
+    match running_node(dir).await? {
+        Some(mut admin) => {
+            let r = admin
+                .reload(proto::ReloadRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            println!(
+                "the running node now uses serial {} (valid until {}) for new connections",
+                r.node_cert_serial, r.node_cert_not_after
+            );
+        }
+        None => println!("the node is not running; it uses the new certificate when it starts"),
+    }
+    Ok(())
+}
+
+pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let member = MemberName::parse(&args.name)?;
+    let revoked: Vec<(String, String)> = match running_node(&args.dir).await? {
+        Some(mut admin) => admin
+            .revoke_member(proto::RevokeMemberRequest {
+                member: member.to_string(),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .certificates
+            .into_iter()
+            .map(|c| (c.serial, c.revoked_at))
+            .collect(),
+        None => {
+            let (_, store) = offline_store(&args.dir)?;
+            samband::node::revoke_member(&OrgPki::at(&args.dir), &store, &member)?
+                .into_iter()
+                .map(|r| (r.serial, r.at))
+                .collect()
+        }
+    };
+    for (serial, at) in &revoked {
+        println!("revoked {member}: certificate {serial} (since {at})");
+    }
+    Ok(())
+}
+
+/// The node's audit entries from `from` on (running node or data dir).
+async fn entries(dir: &std::path::Path, from: u64) -> anyhow::Result<Vec<Entry>> {
+    if let Some(mut admin) = running_node(dir).await? {
+        let mut stream = admin
+            .export_audit(proto::ExportAuditRequest { from_seq: from })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(entry) = stream.next().await {
+            out.push(Entry::from(entry.map_err(rpc)?));
+        }
+        return Ok(out);
+    }
+    let (_, store) = offline_store(dir)?;
+    Ok(store.audit_entries(from).collect::<Result<_, _>>()?)
+}
+
+enum Since {
+    Seq(u64),
+    Time(time::OffsetDateTime),
+}
+
+fn parse_since(text: &str) -> anyhow::Result<Since> {
+    if let Ok(seq) = text.parse() {
+        return Ok(Since::Seq(seq));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(Since::Time)
+        .with_context(|| {
+            format!("--since {text:?} is neither an entry number nor an RFC 3339 time (e.g. 2026-11-29T08:00:00Z)")
+        })
+}
+
+pub(crate) async fn export(args: AuditExportArgs) -> anyhow::Result<()> {
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let from = match since {
+        Some(Since::Seq(seq)) => seq,
+        _ => 0,
+    };
+    for entry in entries(&args.dir, from).await? {
+        if let Some(Since::Time(t)) = since {
+            let at = time::OffsetDateTime::parse(
+                &entry.at,
+                &time::format_description::well_known::Rfc3339,
+            );
+            if at.is_ok_and(|at| at < t) {
+                continue;
+            }
+        }
+        println!("{}", serde_json::to_string(&entry)?);
+    }
+    Ok(())
+}
+
+pub(crate) async fn verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
+    let (entries, whole) = match (&args.dir, &args.file) {
+        (Some(dir), _) => (entries(dir, 0).await?, true),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let entries = audit::parse_lines(&text)?;
+            let whole = entries.first().is_none_or(|e| e.seq == 1);
+            (entries, whole)
+        }
+        (None, None) => bail!("give --dir or --file"),
+    };
+    let head = audit::verify(&entries, whole.then(Head::default))
+        .context("the audit log is NOT intact")?;
+    let first = entries.first().map_or(0, |e| e.seq);
+    if whole {
+        println!("audit log intact: {} entries", entries.len());
+    } else {
+        println!(
+            "export intact from entry {first} on ({} entries); entries before {first} are not in the file and were not checked",
+            entries.len()
+        );
+    }
+    println!(
+        "head: entry {} hash {} (keep this elsewhere: a later log whose entry {} has another hash, or that ends before it, was cut or rewritten)",
+        head.seq,
+        head.hash_hex(),
+        head.seq
+    );
+    Ok(())
+}

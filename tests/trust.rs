@@ -1,0 +1,352 @@
+//! Trust over time: revocation, certificate expiry, renewal and reload
+//! without a restart, and the hash-chained audit log with its CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{
+    PATIENCE, ServeProcess, TestNode, audit_log, create_channel, eventually, init_dir, node_dir,
+    post, samband_bin, serve_log,
+};
+use samband::client;
+use samband::model::{MemberName, OrgId, Role};
+use samband::pki::{OrgPki, Validity, cert_info};
+use samband::proto;
+use time::{Duration, OffsetDateTime};
+use tonic::Code;
+
+/// Runs `samband ARGS... --dir DIR` (or `--file FILE` when `flag` says so).
+fn samband(args: &[&str], flag: &str, path: &Path) -> std::process::Output {
+    std::process::Command::new(samband_bin())
+        .args(args)
+        .arg(flag)
+        .arg(path)
+        .output()
+        .expect("run samband")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn post_request(channel: &str, text: &str) -> proto::PostRequest {
+    proto::PostRequest {
+        channel: channel.into(),
+        text: text.into(),
+        priority: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_member_is_refused_at_once_even_on_open_streams_and_after_restart() {
+    let node = TestNode::start("police.example").await;
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "ops").await;
+    let mut alice = node.client("alice", Role::Member).await;
+    let mut bob = node.client("bob", Role::Member).await;
+    post(&mut alice, &ch, "before").await;
+    let mut live = alice
+        .subscribe(proto::SubscribeRequest {
+            channel: ch.clone(),
+            start: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let revoked = node
+        .admin()
+        .await
+        .revoke_member(proto::RevokeMemberRequest {
+            member: "alice".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.certificates.len(), 1, "{revoked:?}");
+
+    // Her open subscription ends, and her next call on the same connection is refused.
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match live.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(ended.map(|s| s.code()), Some(Code::Unauthenticated));
+    let refused = alice.post(post_request(&ch, "after")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    // Nobody else is affected.
+    post(&mut bob, &ch, "bob carries on").await;
+    // The operator identity cannot be revoked by accident.
+    let operator = node
+        .admin()
+        .await
+        .revoke_member(proto::RevokeMemberRequest {
+            member: "operator".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(operator.code(), Code::FailedPrecondition);
+
+    let node = node.restart().await;
+    let mut alice = node.client("alice", Role::Member).await;
+    let refused = alice.post(post_request(&ch, "after restart")).await;
+    assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+    let log = audit_log(&mut node.admin().await).await;
+    let revocations: Vec<_> = log.iter().filter(|e| e.event == "member.revoked").collect();
+    assert_eq!(revocations.len(), 1, "{log:#?}");
+    assert_eq!(revocations[0].details["member"], "alice");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn expired_and_not_yet_valid_member_certificates_are_refused_and_the_log_says_why() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let serve = ServeProcess::start(&dir).await;
+    let org = OrgId::parse("police.example").unwrap();
+    let now = OffsetDateTime::now_utc();
+    let cases = [
+        (
+            "expired",
+            now - Duration::days(10),
+            now - Duration::days(1),
+            "expired",
+        ),
+        (
+            "early",
+            now + Duration::days(1),
+            now + Duration::days(10),
+            "not valid yet",
+        ),
+    ];
+    for (name, not_before, not_after, why) in cases {
+        let bundle = OrgPki::at(&dir)
+            .issue_member(
+                &org,
+                &MemberName::parse(name).unwrap(),
+                Role::Member,
+                &serve.addr.to_string(),
+                &tmp.path().join(name),
+                Validity {
+                    not_before,
+                    not_after,
+                },
+            )
+            .unwrap();
+        // TLS 1.3: the refusal shows on the first call, not on connect.
+        if let Ok(mut c) = client::connect(&bundle, None).await {
+            let refused = c.status(proto::StatusRequest {}).await;
+            assert!(refused.is_err(), "{name}: {refused:?}");
+        }
+        eventually(&format!("the log line for {name}"), || async {
+            let log = std::fs::read_to_string(serve_log(&dir)).unwrap_or_default();
+            log.lines()
+                .any(|l| l.contains("TLS handshake refused") && l.contains(why))
+                .then_some(())
+        })
+        .await;
+    }
+    // A valid member still gets in.
+    let mut op = serve.operator(&dir).await;
+    op.status(proto::StatusRequest {}).await.unwrap();
+    serve.kill9().await;
+}
+
+/// The serial of the certificate the node at `addr` presents to a new connection.
+async fn served_serial(dir: &Path, addr: std::net::SocketAddr) -> String {
+    let bundle =
+        samband::pki::IdentityBundle::load(&dir.join(samband::setup::OPERATOR_DIR)).unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(bundle.client_tls().unwrap()));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::from(addr.ip());
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let certs = tls.get_ref().1.peer_certificates().unwrap();
+    cert_info(&certs[0]).unwrap().serial
+}
+
+#[tokio::test]
+async fn a_renewed_node_certificate_is_served_without_a_restart() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let serve = ServeProcess::start(&dir).await;
+    let pki = OrgPki::at(&dir);
+    let first = served_serial(&dir, serve.addr).await;
+    assert_eq!(first, pki.node_certificate().unwrap().serial);
+
+    // `pki renew` on a running node: renewed on disk and reloaded at once.
+    let out = samband(&["pki", "renew", "--days", "30"], "--dir", &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = pki.node_certificate().unwrap().serial;
+    assert_ne!(second, first);
+    assert!(stdout(&out).contains(&format!("running node now uses serial {second}")));
+    assert_eq!(served_serial(&dir, serve.addr).await, second);
+
+    // Renewed behind the node's back: served only after SIGHUP.
+    let org = OrgId::parse("police.example").unwrap();
+    let third = pki.renew_node(&org, Validity::days(60)).unwrap().serial;
+    assert_eq!(served_serial(&dir, serve.addr).await, second);
+    let pid = serve.child.id().unwrap().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    eventually("the SIGHUP reload", || async {
+        (served_serial(&dir, serve.addr).await == third).then_some(())
+    })
+    .await;
+    // Members connect as before, and both reloads are audited.
+    let mut op = serve.operator(&dir).await;
+    op.status(proto::StatusRequest {}).await.unwrap();
+    let log = audit_log(&mut serve.admin(&dir).await).await;
+    let reloads: Vec<_> = log
+        .iter()
+        .filter(|e| e.event == "node.reloaded")
+        .map(|e| e.details["node_cert_serial"].clone())
+        .collect();
+    assert_eq!(reloads, [second, third]);
+    serve.kill9().await;
+}
+
+#[tokio::test]
+async fn a_partner_whose_node_certificate_expired_is_refused() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    a.peer_with(&b).await;
+    eventually("the link", || async {
+        let peers = a.peers().await;
+        (peers[0].link.as_ref().unwrap().state == "connected").then_some(())
+    })
+    .await;
+    let now = OffsetDateTime::now_utc();
+    let expired = Validity {
+        not_before: now - Duration::days(10),
+        not_after: now - Duration::days(1),
+    };
+    OrgPki::at(&b.dir())
+        .renew_node(&OrgId::parse("rescue.example").unwrap(), expired)
+        .unwrap();
+    b.admin()
+        .await
+        .reload(proto::ReloadRequest {})
+        .await
+        .unwrap();
+    // A new handshake is needed: restart A, whose dialer then meets B's expired certificate.
+    let a = a.restart().await;
+    let error = eventually("A refuses B's expired certificate", || async {
+        let peers = a.peers().await;
+        let link = peers[0].link.clone().unwrap();
+        (link.state != "connected" && link.last_error.contains("expired")).then_some(link)
+    })
+    .await;
+    assert!(error.last_error.contains("expired"), "{error:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    a.peer_with(&b).await;
+    let mut op = a.operator().await;
+    create_channel(&mut op, "crisis").await;
+    a.share("crisis", &["rescue.example"]).await;
+    a.admin()
+        .await
+        .unshare_channel(proto::UnshareChannelRequest {
+            channel: "crisis".into(),
+            org: "rescue.example".into(),
+        })
+        .await
+        .unwrap();
+    a.admin()
+        .await
+        .remove_peer(proto::RemovePeerRequest {
+            org: "rescue.example".into(),
+        })
+        .await
+        .unwrap();
+    b.stop().await;
+    let tmp = a.stop().await;
+    let dir = node_dir(&tmp);
+
+    // Export from the stopped node: the changes, in order.
+    let out = samband(&["audit", "export"], "--dir", &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let export = stdout(&out);
+    let events: Vec<String> = samband::audit::parse_lines(&export)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "peer.added",
+            "channel.shared",
+            "channel.unshared",
+            "peer.removed"
+        ]
+    );
+    let since = samband(&["audit", "export", "--since", "3"], "--dir", &dir);
+    assert_eq!(stdout(&since).lines().count(), 2);
+    let ok = samband(&["audit", "verify"], "--dir", &dir);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("audit log intact: 4 entries"));
+
+    // A changed export line is found.
+    let file = tmp.path().join("audit.jsonl");
+    std::fs::write(&file, export.replace("rescue.example", "other.example")).unwrap();
+    let bad = samband(&["audit", "verify"], "--file", &file);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("does not match its hash"),
+        "{}",
+        stderr(&bad)
+    );
+
+    // A changed entry in the store, and then a removed one, are found.
+    let audit = |f: &dyn Fn(&sled::Tree)| {
+        let db = sled::open(samband::node::data_dir(&dir)).unwrap();
+        f(&db.open_tree("audit").unwrap());
+        db.flush().unwrap();
+    };
+    let key = 2u64.to_be_bytes();
+    audit(&|t| {
+        let v = t.get(key).unwrap().unwrap();
+        let changed = String::from_utf8_lossy(&v).replace("rescue.example", "other.example");
+        t.insert(key, changed.as_bytes()).unwrap();
+    });
+    let changed = samband(&["audit", "verify"], "--dir", &dir);
+    assert!(!changed.status.success());
+    assert!(
+        stderr(&changed).contains("entry 2 does not match its hash"),
+        "{}",
+        stderr(&changed)
+    );
+    audit(&|t| {
+        t.remove(key).unwrap();
+    });
+    let removed = samband(&["audit", "verify"], "--dir", &dir);
+    assert!(!removed.status.success());
+    assert!(
+        stderr(&removed).contains("entry 2 is missing"),
+        "{}",
+        stderr(&removed)
+    );
+}
