@@ -51,6 +51,21 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Live subscribers one channel may have on this node.
     pub subscribers_per_channel: usize,
+    /// Posts per second one member may make over time (0: no limit).
+    pub member_posts_per_second: u32,
+    /// Posts one member may make at once before the rate applies.
+    pub member_post_burst: u32,
+    /// Envelopes per second a partner node may push over time (0: no
+    /// limit); a faster partner is slowed down, never refused.
+    pub peer_envelopes_per_second: u32,
+    /// Envelopes a partner may push at once before the rate applies
+    /// (catch-up after an outage).
+    pub peer_envelope_burst: u32,
+    /// Concurrent calls (HTTP/2 streams) one connection may have open.
+    pub streams_per_connection: u32,
+    /// Seconds a subscriber may leave its full buffer unread before it is
+    /// cut off (it resumes from its last cursor).
+    pub subscriber_stall_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +170,27 @@ impl Config {
                 ),
             ));
         }
+        for (key, value) in [
+            ("limits.member_post_burst", raw.limits.member_post_burst),
+            ("limits.peer_envelope_burst", raw.limits.peer_envelope_burst),
+            (
+                "limits.streams_per_connection",
+                raw.limits.streams_per_connection,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if !(1..=86_400).contains(&raw.limits.subscriber_stall_seconds) {
+            return Err(invalid(
+                "limits.subscriber_stall_seconds",
+                format!(
+                    "must be between 1 and 86400, not {}",
+                    raw.limits.subscriber_stall_seconds
+                ),
+            ));
+        }
         if !(1..=65536).contains(&raw.store.cache_mib) {
             return Err(invalid(
                 "store.cache_mib",
@@ -232,6 +268,21 @@ max_body_bytes = {max_body}
 # Live subscribers (tail --follow, Subscribe) one channel may have on this
 # node; more are refused with RESOURCE_EXHAUSTED.
 subscribers_per_channel = {subscribers}
+# Posts one member may make: {member_burst} at once, then {member_rate} per second
+# (0: no limit). Beyond that posts are refused with RESOURCE_EXHAUSTED. Raise
+# it for a node whose members include gateways or bridges.
+member_posts_per_second = {member_rate}
+member_post_burst = {member_burst}
+# Envelopes one partner node may push: {peer_burst} at once (catch-up after an
+# outage), then {peer_rate} per second (0: no limit). A faster partner is slowed
+# down, never refused: nothing it sends is lost.
+peer_envelopes_per_second = {peer_rate}
+peer_envelope_burst = {peer_burst}
+# Concurrent calls one connection may have open (HTTP/2 streams); more wait.
+streams_per_connection = {streams}
+# A subscriber that leaves its buffer unread this many seconds is cut off
+# with RESOURCE_EXHAUSTED; it resumes from the last cursor it received.
+subscriber_stall_seconds = {stall}
 
 [store]
 # Memory the embedded store (sled) may use for its page cache, in MiB.
@@ -246,6 +297,12 @@ level = "info"
             ceiling = MAX_BODY_CEILING,
             max_body = limits.max_body_bytes,
             subscribers = limits.subscribers_per_channel,
+            member_rate = limits.member_posts_per_second,
+            member_burst = limits.member_post_burst,
+            peer_rate = limits.peer_envelopes_per_second,
+            peer_burst = limits.peer_envelope_burst,
+            streams = limits.streams_per_connection,
+            stall = limits.subscriber_stall_seconds,
             cache_mib = store.cache_mib,
         )
     }
@@ -256,6 +313,12 @@ impl Default for Limits {
         Self {
             max_body_bytes: 64 * 1024,
             subscribers_per_channel: 1000,
+            member_posts_per_second: 100,
+            member_post_burst: 1000,
+            peer_envelopes_per_second: 20_000,
+            peer_envelope_burst: 200_000,
+            streams_per_connection: 256,
+            subscriber_stall_seconds: 60,
         }
     }
 }
@@ -330,6 +393,21 @@ mod tests {
             ),
             ("level = \"info\"", "level = \"=[\"", "log.level"),
             ("[limits]", "[limits]\nmax_bodybytes = 1", "max_bodybytes"),
+            (
+                "member_post_burst = 1000",
+                "member_post_burst = 0",
+                "limits.member_post_burst",
+            ),
+            (
+                "streams_per_connection = 256",
+                "streams_per_connection = 0",
+                "limits.streams_per_connection",
+            ),
+            (
+                "subscriber_stall_seconds = 60",
+                "subscriber_stall_seconds = 0",
+                "limits.subscriber_stall_seconds",
+            ),
         ];
         for (from, to, key) in cases {
             let text = template().replacen(from, to, 1);

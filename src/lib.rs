@@ -10,6 +10,7 @@
 //! * [`config`] — `config.toml`: parsing, defaults, validation, template.
 //! * [`pki`] — the org CA, node and member certificates (rcgen), the
 //!   message-signing key, rustls settings, identity bundles.
+//! * [`rate`] — token buckets for the per-member and per-peer limits.
 //! * [`identity`] — who is calling, from a verified client certificate.
 //! * [`store`] — the only code that touches sled; all key layouts.
 //! * [`trust`] — trust bundles and their fingerprints.
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod model;
 pub mod node;
 pub mod pki;
+pub mod rate;
 pub mod setup;
 pub mod store;
 pub mod trust;

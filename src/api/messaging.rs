@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -12,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::ApiError;
 use crate::identity::{IdentityError, Member};
 use crate::model::{ChannelId, ChannelName, Cursor, Priority, Role};
-use crate::node::{NewPost, Pending, Shared, Start};
+use crate::node::{NewPost, Pending, Shared, Start, Subscription};
 use crate::proto::{self, messaging_server};
 use crate::store::{Page, Stored};
 
@@ -141,6 +142,48 @@ fn cursor(s: &str) -> Result<Cursor, ApiError> {
     Ok(Cursor::decode(s)?)
 }
 
+type Outgoing = mpsc::Sender<Result<proto::Message, Status>>;
+
+/// Feeds `subscription` into `tx` until the client leaves (`None`) or the
+/// node ends the stream (the status to send): shutdown, revocation, a
+/// store error, or a client that left its buffer unread too long.
+async fn follow(
+    shared: &Shared,
+    member: &Member,
+    subscription: &mut Subscription,
+    tx: &Outgoing,
+) -> Option<Status> {
+    let stall = Duration::from_secs(shared.limits.subscriber_stall_seconds);
+    let shutting_down = || Status::unavailable("the node is shutting down");
+    loop {
+        let next = tokio::select! {
+            () = shared.shutdown.cancelled() => return Some(shutting_down()),
+            () = shared.revocations.until_revoked(member) => return Some(revoked(member).into()),
+            () = tx.closed() => return None,
+            next = subscription.next() => next,
+        };
+        let batch = match next? {
+            Ok(batch) => batch,
+            Err(e) => return Some(ApiError::from(e).into()),
+        };
+        for stored in batch {
+            tokio::select! {
+                sent = tokio::time::timeout(stall, tx.send(Ok(message(&stored)))) => match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => return Some(ApiError::ResourceExhausted(format!(
+                        "this subscriber left its buffer ({STREAM_BUFFER} messages) unread for {}s \
+                         (limits.subscriber_stall_seconds); subscribe again after the last cursor received",
+                        stall.as_secs()
+                    )).into()),
+                },
+                () = shared.shutdown.cancelled() => return Some(shutting_down()),
+                () = shared.revocations.until_revoked(member) => return Some(revoked(member).into()),
+            }
+        }
+    }
+}
+
 // === impl Messaging ===
 
 impl Messaging {
@@ -164,6 +207,14 @@ impl Messaging {
         let priority = Priority::from_i32(req.priority).ok_or_else(|| {
             ApiError::InvalidArgument(format!("unknown priority {}", req.priority))
         })?;
+        if !self.shared.may_post(&member.name) {
+            let l = &self.shared.limits;
+            return Err(ApiError::ResourceExhausted(format!(
+                "{} posts faster than this node allows a member ({} per second, {} at once: \
+                 limits.member_posts_per_second and limits.member_post_burst); retry shortly",
+                member.name, l.member_posts_per_second, l.member_post_burst
+            )));
+        }
         Ok(NewPost {
             channel,
             author: member.name.clone(),
@@ -377,43 +428,18 @@ impl messaging_server::Messaging for Messaging {
             ))
             .into());
         };
-        let shutdown = self.shared.shutdown.clone();
         let shared = self.shared.clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tracing::debug!(%channel, member = %member.name, "subscriber joined");
         tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("the node is shutting down"))).await;
-                        break;
-                    }
-                    () = shared.revocations.until_revoked(&member) => {
-                        let _ = tx.send(Err(revoked(&member).into())).await;
-                        break;
-                    }
-                    () = tx.closed() => break,
-                    next = subscription.next() => next,
-                };
-                let batch = match next {
-                    Some(Ok(batch)) => batch,
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(ApiError::from(e).into())).await;
-                        break;
-                    }
-                    None => break,
-                };
-                for stored in batch {
-                    // A stalled client must not hold up shutdown.
-                    tokio::select! {
-                        sent = tx.send(Ok(message(&stored))) => if sent.is_err() { return },
-                        () = shutdown.cancelled() => return,
-                        () = shared.revocations.until_revoked(&member) => {
-                            let _ = tx.try_send(Err(revoked(&member).into()));
-                            return;
-                        }
-                    }
-                }
+            // One slot is kept for the status that ends the stream, so that a
+            // stalled client still learns why once it reads again.
+            let Ok(last) = tx.clone().reserve_owned().await else {
+                return;
+            };
+            if let Some(status) = follow(&shared, &member, &mut subscription, &tx).await {
+                tracing::info!(%channel, member = %member.name, code = ?status.code(), reason = status.message(), "subscription ended by the node");
+                last.send(Err(status));
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -106,7 +106,8 @@ impl From<IdentityError> for ApiError {
 
 /// Health and reflection (v1 and v1alpha), which every listener serves.
 /// Reflection advertises exactly the services of `S` and `T`, health and itself.
-async fn base_router<S, T>() -> Result<Router, tonic_reflection::server::Error>
+/// One connection may have `max_streams` calls open at once; more wait.
+async fn base_router<S, T>(max_streams: u32) -> Result<Router, tonic_reflection::server::Error>
 where
     S: tonic::server::NamedService,
     T: tonic::server::NamedService,
@@ -126,6 +127,7 @@ where
             .with_service_name("grpc.health.v1.Health")
     };
     Ok(Server::builder()
+        .max_concurrent_streams(max_streams)
         .http2_keepalive_interval(Some(crate::client::KEEPALIVE))
         .http2_keepalive_timeout(Some(crate::client::KEEPALIVE))
         .add_service(health_service)
@@ -144,16 +146,19 @@ pub(crate) async fn client_router(
     let messaging = MessagingServer::new(messaging::Messaging::new(shared.clone()))
         .max_decoding_message_size(max_request);
     Ok(
-        base_router::<MessagingServer<messaging::Messaging>, AdminServer<admin::Admin>>()
-            .await?
-            .add_service(messaging)
-            .add_service(AdminServer::new(admin::Admin::new(shared, fed))),
+        base_router::<MessagingServer<messaging::Messaging>, AdminServer<admin::Admin>>(
+            shared.limits.streams_per_connection,
+        )
+        .await?
+        .add_service(messaging)
+        .add_service(AdminServer::new(admin::Admin::new(shared, fed))),
     )
 }
 
 /// The federation listener's services: Federation, health, reflection.
 pub(crate) async fn federation_router(
     fed: Arc<Federation>,
+    max_streams: u32,
 ) -> Result<Router, tonic_reflection::server::Error> {
     let service = FederationServer::new(federation::FederationService::new(fed))
         .max_decoding_message_size(crate::federation::MAX_FRAME_BYTES)
@@ -161,7 +166,7 @@ pub(crate) async fn federation_router(
     Ok(base_router::<
         FederationServer<federation::FederationService>,
         FederationServer<federation::FederationService>,
-    >()
+    >(max_streams)
     .await?
     .add_service(service))
 }

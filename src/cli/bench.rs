@@ -204,18 +204,35 @@ fn fsync(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// A fresh org directory on loopback ports, accepting bodies of `size`.
+/// The bench posts as one gateway member and measures the machine, so the
+/// per-member and per-peer rate limits are off.
 fn new_org(root: &Path, org: &str, size: usize) -> anyhow::Result<PathBuf> {
     let dir = root.join(org);
     let opts = InitOptions::loopback(OrgId::parse(org)?);
     setup::init(&dir, &opts)?;
-    if size > 64 * 1024 {
-        let path = dir.join(samband::config::FILE_NAME);
-        let text = std::fs::read_to_string(&path)?.replace(
-            "max_body_bytes = 65536",
-            &format!("max_body_bytes = {size}"),
-        );
-        std::fs::write(&path, text)?;
+    let defaults = samband::config::Limits::default();
+    let path = dir.join(samband::config::FILE_NAME);
+    let mut text = std::fs::read_to_string(&path)?;
+    for (key, from, to) in [
+        (
+            "max_body_bytes",
+            defaults.max_body_bytes,
+            size.max(defaults.max_body_bytes),
+        ),
+        (
+            "member_posts_per_second",
+            defaults.member_posts_per_second as usize,
+            0,
+        ),
+        (
+            "peer_envelopes_per_second",
+            defaults.peer_envelopes_per_second as usize,
+            0,
+        ),
+    ] {
+        text = text.replace(&format!("{key} = {from}\n"), &format!("{key} = {to}\n"));
     }
+    std::fs::write(&path, text)?;
     Ok(dir)
 }
 

@@ -320,6 +320,8 @@ async fn reader(
     counters: &LinkCounters,
 ) -> Result<(), String> {
     let mut last_resend: Option<Instant> = None;
+    let (rate, burst) = fed.peer_rate;
+    let mut pace = crate::rate::TokenBucket::new(rate, burst, Instant::now());
     loop {
         let next = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -360,6 +362,17 @@ async fn reader(
                 }
             }
             Frame::Envelopes(batch) => {
+                // A peer pushing faster than its limit is slowed, not refused:
+                // not reading holds it back through HTTP/2 flow control.
+                let n = u32::try_from(batch.envelopes.len()).unwrap_or(u32::MAX);
+                let wait = pace.take_or_wait(n, Instant::now());
+                if !wait.is_zero() {
+                    tracing::debug!(%peer, ?wait, "peer above limits.peer_envelopes_per_second; pacing its link");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
                 if receive(fed, peer, batch, out, peer_has, counters).await? {
                     request_resend(&mut last_resend, resend);
                 }

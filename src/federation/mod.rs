@@ -93,6 +93,7 @@ pub struct Federation {
     listener_tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     shutdown: CancellationToken,
     advertise: String,
+    peer_rate: (u32, u32),
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -171,6 +172,8 @@ pub(crate) struct Parts {
     pub(crate) shutdown: CancellationToken,
     /// `host:port` written into this org's trust bundle.
     pub(crate) advertise: String,
+    /// Envelopes per second and burst one peer may push.
+    pub(crate) peer_rate: (u32, u32),
 }
 
 // === impl Federation ===
@@ -186,6 +189,7 @@ impl Federation {
             durable,
             shutdown,
             advertise,
+            peer_rate,
         } = parts;
         let fed = Arc::new(Self {
             org,
@@ -200,6 +204,7 @@ impl Federation {
             listener_tls: RwLock::new(None),
             shutdown,
             advertise,
+            peer_rate,
         });
         fed.reload_tls()?;
         Ok(fed)

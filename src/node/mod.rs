@@ -35,8 +35,9 @@ pub use writer::{NewPost, Offered, Pending, RosterChange, WriteError, WriterHand
 use crate::audit::Event;
 use crate::config::{Config, Limits};
 use crate::federation::Federation;
-use crate::model::{ChannelId, OrgId};
+use crate::model::{ChannelId, MemberName, OrgId};
 use crate::pki::{CertInfo, OrgPki, PkiError};
+use crate::rate::TokenBucket;
 use crate::store::{Store, StoreError};
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -100,6 +101,8 @@ pub struct Shared {
     pub pki: OrgPki,
     /// The member listener's TLS settings; a reload replaces them.
     client_tls: RwLock<Arc<rustls::ServerConfig>>,
+    /// Per member: how fast they may post (`limits.member_posts_per_second`).
+    post_rates: std::sync::Mutex<std::collections::HashMap<MemberName, TokenBucket>>,
     fanout: Arc<fanout::Fanout>,
 }
 
@@ -192,6 +195,10 @@ impl Node {
             durable,
             shutdown: shutdown.clone(),
             advertise,
+            peer_rate: (
+                config.limits.peer_envelopes_per_second,
+                config.limits.peer_envelope_burst,
+            ),
         })?;
         let shared = Arc::new(Shared {
             org: config.org.clone(),
@@ -203,6 +210,7 @@ impl Node {
             revocations: Revocations::load(&store)?,
             pki,
             client_tls: RwLock::new(client_tls),
+            post_rates: Default::default(),
             fanout,
         });
         let tls_shared = shared.clone();
@@ -223,10 +231,14 @@ impl Node {
             .await
             .map_err(server_error)?
             .serve_with_incoming_shutdown(client_incoming, shutdown.clone().cancelled_owned());
-        let federation_server = crate::api::federation_router(fed.clone())
-            .await
-            .map_err(server_error)?
-            .serve_with_incoming_shutdown(federation_incoming, shutdown.clone().cancelled_owned());
+        let federation_server =
+            crate::api::federation_router(fed.clone(), config.limits.streams_per_connection)
+                .await
+                .map_err(server_error)?
+                .serve_with_incoming_shutdown(
+                    federation_incoming,
+                    shutdown.clone().cancelled_owned(),
+                );
         fed.start()?;
         let servers = async {
             let (a, b) = tokio::join!(client_server, federation_server);
@@ -304,6 +316,22 @@ fn spawn_reloader(
 // === impl Shared ===
 
 impl Shared {
+    /// Whether `member` may post now under `limits.member_posts_per_second`.
+    pub fn may_post(&self, member: &MemberName) -> bool {
+        let now = Instant::now();
+        let mut rates = self.post_rates.lock().unwrap_or_else(|p| p.into_inner());
+        rates
+            .entry(member.clone())
+            .or_insert_with(|| {
+                TokenBucket::new(
+                    self.limits.member_posts_per_second,
+                    self.limits.member_post_burst,
+                    now,
+                )
+            })
+            .try_take(now)
+    }
+
     fn client_tls(&self) -> Arc<rustls::ServerConfig> {
         self.client_tls
             .read()

@@ -45,7 +45,26 @@ pub fn node_dir(tmp: &tempfile::TempDir) -> PathBuf {
 }
 
 /// Creates a node directory for `org` listening on 127.0.0.1 (port 0).
+/// A fresh node directory whose members may post flat out
+/// (`limits.member_posts_per_second = 0`): most tests post faster than a
+/// person would. [`init_dir_as_shipped`] keeps every default.
 pub fn init_dir(org: &str) -> tempfile::TempDir {
+    let tmp = init_dir_as_shipped(org);
+    set_config(&node_dir(&tmp), "member_posts_per_second = ", "0");
+    tmp
+}
+
+/// Sets `key = value` in a node's config.toml (the key must be there).
+pub fn set_config(dir: &Path, key_eq: &str, value: &str) {
+    let path = dir.join(samband::config::FILE_NAME);
+    let text = std::fs::read_to_string(&path).expect("config");
+    let start = text.find(key_eq).expect("key in config");
+    let end = start + text[start..].find('\n').expect("line end");
+    let changed = format!("{}{key_eq}{value}{}", &text[..start], &text[end..]);
+    std::fs::write(&path, changed).expect("write config");
+}
+
+pub fn init_dir_as_shipped(org: &str) -> tempfile::TempDir {
     samband::pki::install_crypto_provider();
     if let Ok(filter) = std::env::var("SAMBAND_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
