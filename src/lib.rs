@@ -19,6 +19,7 @@
 //! * [`node`] — a running node: writer with group commit, fan-out,
 //!   subscriptions, TLS listener, ordered shutdown.
 //! * `api` — tonic services; the one place errors become `Status`.
+//! * [`fuzz`] — entry points of the fuzz targets for every outside decoder.
 //! * [`setup`] — creating node directories (`init`) and member bundles.
 //! * [`client`] — connecting to a node as a member.
 //! * [`proto`] — generated protobuf and gRPC code (`proto/`).
@@ -33,6 +34,7 @@ pub mod audit;
 pub mod client;
 pub mod config;
 pub mod federation;
+pub mod fuzz;
 pub mod identity;
 pub mod model;
 pub mod node;
