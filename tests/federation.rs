@@ -399,6 +399,58 @@ async fn a_partition_heals_with_identical_histories_nothing_lost_nothing_twice()
     b.stop().await;
 }
 
+#[tokio::test]
+async fn a_stalled_partner_slows_only_its_own_link() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let c = TestNode::start("health.example").await;
+    // A dials B directly and C through a proxy that can stall; neither dials A.
+    let proxy = common::Proxy::start(c.fed_addr).await;
+    a.trust(&b, Some(b.fed_addr.to_string()), AcceptPolicy::Auto)
+        .await;
+    b.trust(&a, None, AcceptPolicy::Auto).await;
+    a.trust(&c, Some(proxy.addr.to_string()), AcceptPolicy::Auto)
+        .await;
+    c.trust(&a, None, AcceptPolicy::Auto).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example", "health.example"])
+        .await;
+    converged(&[&a, &b, &c], &ch, 1).await;
+
+    // C's link moves no bytes; its TCP buffers fill while A posts 3,000 messages.
+    proxy.stall();
+    const N: usize = 3000;
+    let posters: Vec<_> = (0..8)
+        .map(|p| {
+            let (mut op, ch) = (a_op.clone(), ch.clone());
+            tokio::spawn(async move {
+                for i in 0..N / 8 {
+                    post(&mut op, &ch, &format!("p{p}-{i} {}", "x".repeat(512))).await;
+                }
+            })
+        })
+        .collect();
+    for p in posters {
+        tokio::time::timeout(common::PATIENCE, p)
+            .await
+            .expect("posters are never held up by a stalled partner")
+            .unwrap();
+    }
+    // B, on its own link, has everything; C does not yet.
+    converged(&[&a, &b], &ch, N + 1).await;
+    let mut c_op = c.operator().await;
+    assert!(
+        texts(&mut c_op, &ch).await.len() < N + 1,
+        "the stall was real"
+    );
+    proxy.resume();
+    converged(&[&a, &b, &c], &ch, N + 1).await;
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
 /// A peer whose node holds a legitimately pinned certificate but breaks
 /// every rule on purpose. Each bad envelope is rejected, counted, never
 /// stored or forwarded, and the link and the node's other links go on.

@@ -482,8 +482,33 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
     conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     accept: JoinHandle<()>,
+}
+
+/// Copies `from` to `to`, holding still (bytes back up in TCP) while `stalled`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        while *stalled.borrow_and_update() {
+            if stalled.changed().await.is_err() {
+                return;
+            }
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -491,18 +516,24 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
         let cut = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(tokio::sync::watch::channel(false).0);
         let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let accept = tokio::spawn({
-            let (cut, conns) = (cut.clone(), conns.clone());
+            let (cut, conns, stalled) = (cut.clone(), conns.clone(), stalled.clone());
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         continue; // dropped: the partition refuses it
                     }
+                    let stalled = stalled.clone();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
+                            let (in_r, in_w) = inbound.into_split();
+                            let (out_r, out_w) = outbound.into_split();
+                            tokio::join!(
+                                pump(in_r, out_w, stalled.subscribe()),
+                                pump(out_r, in_w, stalled.subscribe())
+                            );
                         }
                     });
                     conns.lock().unwrap().push(task.abort_handle());
@@ -512,6 +543,7 @@ impl Proxy {
         Self {
             addr,
             cut,
+            stalled,
             conns,
             accept,
         }
@@ -527,6 +559,15 @@ impl Proxy {
 
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Keeps connections open but moves no bytes: a stalled partner.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
     }
 }
 
