@@ -200,8 +200,9 @@ async fn a_renewed_node_certificate_is_served_without_a_restart() {
     let third = pki.renew_node(&org, Validity::days(60)).unwrap().serial;
     assert_eq!(served_serial(&dir, serve.addr).await, second);
     let pid = serve.child.id().unwrap().to_string();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
+    // The shell's own `kill`: no procps needed.
+    let hup = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -HUP {pid}")])
         .status()
         .unwrap();
     assert!(hup.success());
