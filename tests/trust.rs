@@ -323,7 +323,12 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
 
     // A changed entry in the store, and then a removed one, are found.
     let audit = |f: &dyn Fn(&sled::Tree)| {
-        let db = sled::open(samband::node::data_dir(&dir)).unwrap();
+        // No background flusher: it would hold the lock past the drop.
+        let db = sled::Config::new()
+            .path(samband::node::data_dir(&dir))
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
         f(&db.open_tree("audit").unwrap());
         db.flush().unwrap();
     };

@@ -601,7 +601,12 @@ mod tests {
             "{err}"
         );
         {
-            let db = sled::open(&path).unwrap();
+            // No background flusher: it would hold the lock past the drop.
+            let db = sled::Config::new()
+                .path(&path)
+                .flush_every_ms(None)
+                .open()
+                .unwrap();
             db.open_tree("meta")
                 .unwrap()
                 .insert(META_SCHEMA, &7u32.to_be_bytes())
