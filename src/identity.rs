@@ -86,6 +86,38 @@ impl Member {
     }
 }
 
+/// Members already read from their certificates, keyed by the certificate
+/// itself: reading X.509 on every call cost more than the rest of a lookup.
+/// Bounded; emptied when full.
+#[derive(Debug, Default)]
+pub struct IdentityCache {
+    members: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Member>>,
+}
+
+/// Certificates remembered at most (a few hundred bytes each).
+const CACHED_IDENTITIES: usize = 4096;
+
+impl IdentityCache {
+    /// [`Member::from_certificate`], remembered.
+    pub fn member(&self, der: &[u8], node_org: &OrgId) -> Result<Member, IdentityError> {
+        let lock = || {
+            self.members
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(member) = lock().get(der).filter(|m| &m.org == node_org) {
+            return Ok(member.clone());
+        }
+        let member = Member::from_certificate(der, node_org)?;
+        let mut members = lock();
+        if members.len() >= CACHED_IDENTITIES {
+            members.clear();
+        }
+        members.insert(der.to_vec(), member.clone());
+        Ok(member)
+    }
+}
+
 /// The org a node certificate (OU `node`) names. Only meaningful after the
 /// chain was verified against that org's pinned CA.
 pub fn node_org(der: &[u8]) -> Result<OrgId, IdentityError> {
@@ -151,5 +183,15 @@ mod tests {
             Member::from_certificate(b"junk", &org),
             Err(IdentityError::Unreadable)
         );
+
+        // The cache answers as the certificate does, and remembers no refusal.
+        let cache = IdentityCache::default();
+        assert_eq!(cache.member(&der, &org), Ok(member.clone()));
+        assert_eq!(cache.member(&der, &org), Ok(member));
+        assert!(matches!(
+            cache.member(&der, &other),
+            Err(IdentityError::WrongOrg { .. })
+        ));
+        assert_eq!(cache.member(b"junk", &org), Err(IdentityError::Unreadable));
     }
 }

@@ -123,7 +123,7 @@ pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
 pub(super) fn caller<T>(request: &Request<T>, shared: &Shared) -> Result<Member, ApiError> {
     let certs = request.peer_certs().ok_or(IdentityError::NoCertificate)?;
     let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
-    let member = Member::from_certificate(leaf, &shared.org)?;
+    let member = shared.identities.member(leaf, &shared.org)?;
     if shared.revocations.is_revoked(&member) {
         return Err(revoked(&member));
     }

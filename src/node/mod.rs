@@ -98,6 +98,8 @@ pub struct Shared {
     /// Cancelled when the node begins to shut down; long streams end on it.
     pub shutdown: CancellationToken,
     pub revocations: Revocations,
+    /// Members read from client certificates, so each is parsed once.
+    pub identities: crate::identity::IdentityCache,
     pub pki: OrgPki,
     /// The member listener's TLS settings; a reload replaces them.
     client_tls: RwLock<Arc<rustls::ServerConfig>>,
@@ -208,6 +210,7 @@ impl Node {
             started: Instant::now(),
             shutdown: shutdown.clone(),
             revocations: Revocations::load(&store)?,
+            identities: Default::default(),
             pki,
             client_tls: RwLock::new(client_tls),
             post_rates: Default::default(),
