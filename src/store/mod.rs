@@ -156,6 +156,33 @@ impl Store {
         Self::open_mode(path, org, cache_bytes, true)
     }
 
+    /// Opens sled, waiting briefly for a lock that is being released: sled
+    /// lets go of its lock file a moment after the last handle is dropped (a
+    /// node restarting in the same process, or `init` followed by `serve`).
+    fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+        const ATTEMPTS: u32 = 20;
+        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"));
+        let mut attempt = 1;
+        loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                // Durability comes from our own flush before every acknowledgement;
+                // a background flush would only hide a missing one from the tests.
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => return Ok(db),
+                Err(e) if locked(&e) && attempt < ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) if locked(&e) => return Err(StoreError::Locked(path.to_owned())),
+                Err(e) => return Err(StoreError::Sled(e)),
+            }
+        }
+    }
+
     fn open_mode(
         path: &Path,
         org: &OrgId,
@@ -167,19 +194,7 @@ impl Store {
                 path: path.to_owned(),
             });
         }
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            // Durability comes from our own flush before every acknowledgement;
-            // a background flush would only hide a missing one from the tests.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked(path.to_owned())
-                }
-                other => StoreError::Sled(other),
-            })?;
+        let db = Self::open_sled(path, cache_bytes)?;
         let meta = db.open_tree("meta")?;
         let audit = db.open_tree("audit")?;
         let store = Self {
