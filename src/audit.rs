@@ -67,6 +67,12 @@ pub enum Break {
     Hash { seq: u64 },
     #[error("line {line}: {why}")]
     Unreadable { line: usize, why: String },
+    #[error(
+        "the log ends at entry {ends}, before the recorded head {head}: entries were removed from the end"
+    )]
+    Truncated { ends: u64, head: u64 },
+    #[error("entry {seq} is not the recorded head (another hash): the log was rewritten")]
+    NotTheHead { seq: u64 },
 }
 
 // === impl Event ===
@@ -166,13 +172,13 @@ pub fn verify<'a>(
             return Err(Break::Hash { seq: entry.seq });
         }
         if let Some(h) = head {
-            if entry.seq != h.seq + 1 {
+            if h.seq.checked_add(1) != Some(entry.seq) {
                 return Err(if h.seq == 0 {
                     Break::Start { found: entry.seq }
                 } else {
                     Break::Missing {
                         after: h.seq,
-                        expected: h.seq + 1,
+                        expected: h.seq.saturating_add(1),
                         found: entry.seq,
                     }
                 });
@@ -216,6 +222,29 @@ impl From<crate::proto::AuditEntry> for Entry {
             prev: e.prev,
             hash: e.hash,
         }
+    }
+}
+
+/// Checks that a verified log still holds a head recorded earlier
+/// (`samband audit verify` prints it): entry `seq` with hash `hash`.
+pub fn check_head(entries: &[Entry], seq: u64, hash: &str) -> Result<(), Break> {
+    match entries.iter().find(|e| e.seq == seq) {
+        Some(e) if e.hash.eq_ignore_ascii_case(hash) => Ok(()),
+        Some(_) => Err(Break::NotTheHead { seq }),
+        None => Err(Break::Truncated {
+            ends: entries.last().map_or(0, |e| e.seq),
+            head: seq,
+        }),
+    }
+}
+
+/// `text` cut to a length fit for an audit entry; what came from a peer
+/// may be megabytes long. Longer text keeps its start and says its length.
+pub fn clip(text: &str) -> String {
+    const KEEP: usize = 80;
+    match text.char_indices().nth(KEEP) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
     }
 }
 
@@ -352,6 +381,40 @@ mod tests {
         // A minute later: admitted again, with the count of what was left out.
         assert_eq!(budget.admit("evil.example", 61_000), Some(40));
         assert_eq!(budget.admit("evil.example", 61_001), Some(0));
+    }
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text() {
+        assert_eq!(clip("police.example/ops"), "police.example/ops");
+        let long = "ä".repeat(1_000_000);
+        let clipped = clip(&long);
+        assert!(clipped.len() < 200, "{}", clipped.len());
+        assert!(clipped.ends_with("… (2000000 bytes)"), "{clipped}");
+    }
+
+    #[test]
+    fn a_recorded_head_finds_a_cut_or_rewritten_log() {
+        let log = chain(5);
+        let head = Head::of(&log[3]).unwrap().hash_hex();
+        assert_eq!(check_head(&log, 4, &head), Ok(()));
+        assert_eq!(
+            check_head(&log[..3], 4, &head),
+            Err(Break::Truncated { ends: 3, head: 4 })
+        );
+        // A whole log rewritten with valid hashes passes `verify` but not the head.
+        let mut h = Head::default();
+        let rewritten: Vec<Entry> = (0..5)
+            .map(|_| {
+                let e = h.next("2030-01-01T00:00:00.000Z".into(), Event::new("peer.added"));
+                h = Head::of(&e).unwrap();
+                e
+            })
+            .collect();
+        assert!(verify(&rewritten, Some(Head::default())).is_ok());
+        assert_eq!(
+            check_head(&rewritten, 4, &head),
+            Err(Break::NotTheHead { seq: 4 })
+        );
     }
 
     #[test]

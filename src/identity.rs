@@ -17,6 +17,9 @@ pub struct Member {
     pub role: Role,
     /// Hex serial number of the certificate (what revocation names).
     pub serial: String,
+    /// When the certificate expires, Unix seconds: a connection opened
+    /// before then is refused from then on.
+    pub not_after: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +42,7 @@ struct Subject {
     organization: String,
     unit: String,
     serial: String,
+    not_after: i64,
 }
 
 impl Subject {
@@ -58,6 +62,7 @@ impl Subject {
                 "organizational unit",
             )?,
             serial: hex::encode(cert.raw_serial()),
+            not_after: cert.validity().not_after.timestamp(),
         })
     }
 }
@@ -67,6 +72,11 @@ fn invalid(value: &str, e: crate::model::ParseError) -> IdentityError {
 }
 
 impl Member {
+    /// Whether the certificate has expired by now.
+    pub fn expired(&self) -> bool {
+        time::OffsetDateTime::now_utc().unix_timestamp() > self.not_after
+    }
+
     /// Reads the member from the leaf certificate (DER) of a verified chain.
     pub fn from_certificate(der: &[u8], node_org: &OrgId) -> Result<Self, IdentityError> {
         let s = Subject::read(der)?;
@@ -82,6 +92,7 @@ impl Member {
             name: MemberName::parse(&s.common_name).map_err(|e| invalid(&s.common_name, e))?,
             role: Role::parse(&s.unit).map_err(|e| invalid(&s.unit, e))?,
             serial: s.serial,
+            not_after: s.not_after,
         })
     }
 }
@@ -163,6 +174,7 @@ mod tests {
                 name: alice.clone(),
                 role: Role::Admin,
                 serial: pki.issued_to(&alice).unwrap().remove(0),
+                not_after: member.not_after,
             }
         );
 

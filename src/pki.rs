@@ -163,7 +163,8 @@ fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| PkiError::Tls("system random source failed".into()))?;
-    bytes[0] &= 0x7f; // a positive DER integer
+    // Positive, and no leading zero byte for DER to strip: 0x40..=0x7f.
+    bytes[0] = (bytes[0] & 0x3f) | 0x40;
     Ok(SerialNumber::from_slice(&bytes))
 }
 
@@ -342,13 +343,13 @@ impl OrgPki {
         let (issuer, ca_pem) = self.issuer()?;
         let mut params = leaf_params(org, member.as_str(), role.as_str(), validity)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let serial = params
-            .serial_number
-            .as_ref()
-            .map(|s| hex::encode(s.as_ref()))
-            .unwrap_or_default();
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
+        // The serial as the certificate carries it (DER drops leading zeros),
+        // which is what the node reads from a caller and revocation names.
+        let serial = cert_info(cert.der())
+            .map(|c| c.serial)
+            .ok_or_else(|| PkiError::Tls("issued certificate is unreadable".into()))?;
 
         let issued = self.dir.join(ISSUED_DIR);
         std::fs::create_dir_all(&issued).map_err(io_err(&issued))?;

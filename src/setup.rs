@@ -34,6 +34,10 @@ pub enum SetupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "{0} is reserved for the identity samband's own commands use (DIR/operator); pick another name"
+    )]
+    Reserved(String),
 }
 
 /// What `init` needs to know.
@@ -131,6 +135,9 @@ pub fn add_user(
     out: &Path,
     validity: Validity,
 ) -> Result<IdentityBundle, SetupError> {
+    if name.as_str() == OPERATOR_NAME {
+        return Err(SetupError::Reserved(name.to_string()));
+    }
     let config = Config::load(dir)?;
     if out.exists() && !is_empty_dir(out) {
         return Err(SetupError::Exists(out.to_owned()));
@@ -196,6 +203,12 @@ mod tests {
                 Validity::days(1)
             ),
             Err(SetupError::Exists(_))
+        ));
+        let operator = MemberName::parse(OPERATOR_NAME).unwrap();
+        let out = tmp.path().join("op2");
+        assert!(matches!(
+            add_user(&dir, &operator, Role::Admin, &out, Validity::days(1)),
+            Err(SetupError::Reserved(_))
         ));
     }
 }

@@ -730,8 +730,13 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         .iter()
         .filter(|e| e.event == "federation.rejected" && e.details["peer"] == "mallory.example")
         .collect();
-    assert_eq!(rejected.len() as u64, bad_count, "{rejected:#?}");
-    assert!(rejected.iter().all(|e| !e.details["reason"].is_empty()));
+    // Gaps and unsealed runs happen in every catch-up: counted, not audited.
+    // Two of the bad envelopes are of those kinds.
+    assert_eq!(rejected.len() as u64, bad_count - 2, "{rejected:#?}");
+    assert!(rejected.iter().all(|e| {
+        let reason = &e.details["reason"];
+        !reason.is_empty() && !reason.starts_with("gap") && !reason.starts_with("unsigned")
+    }));
     // The internal channel is untouched, and T's link to B still carries traffic.
     assert_eq!(texts(&mut t_op, &secret).await.len(), 1);
     post(&mut t_op, &crisis, "after the attack").await;

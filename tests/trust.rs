@@ -60,6 +60,19 @@ async fn a_revoked_member_is_refused_at_once_even_on_open_streams_and_after_rest
         .unwrap()
         .into_inner();
 
+    // A Publish stream, open before the revocation.
+    let (publish_tx, publish_rx) = tokio::sync::mpsc::channel(4);
+    let mut acks = alice
+        .publish(tokio_stream::wrappers::ReceiverStream::new(publish_rx))
+        .await
+        .unwrap()
+        .into_inner();
+    publish_tx
+        .send(post_request(&ch, "streamed before"))
+        .await
+        .unwrap();
+    assert!(acks.message().await.unwrap().is_some());
+
     let revoked = node
         .admin()
         .await
@@ -84,6 +97,12 @@ async fn a_revoked_member_is_refused_at_once_even_on_open_streams_and_after_rest
     .await
     .expect("the stream ends");
     assert_eq!(ended.map(|s| s.code()), Some(Code::Unauthenticated));
+    // The Publish stream ends with the reason, though she sent nothing more.
+    let ended = tokio::time::timeout(PATIENCE, acks.message())
+        .await
+        .expect("the publish stream ends");
+    assert_eq!(ended.unwrap_err().code(), Code::Unauthenticated);
+    drop(publish_tx);
     let refused = alice.post(post_request(&ch, "after")).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
     assert!(refused.message().contains("revoked"), "{refused:?}");
@@ -163,6 +182,34 @@ async fn expired_and_not_yet_valid_member_certificates_are_refused_and_the_log_s
     let mut op = serve.operator(&dir).await;
     op.status(proto::StatusRequest {}).await.unwrap();
     serve.kill9().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_outlives_its_certificate_is_refused_from_then_on() {
+    let node = TestNode::start("police.example").await;
+    let org = OrgId::parse("police.example").unwrap();
+    let now = OffsetDateTime::now_utc();
+    let bundle = OrgPki::at(&node.dir())
+        .issue_member(
+            &org,
+            &MemberName::parse("volunteer").unwrap(),
+            Role::Member,
+            &node.addr.to_string(),
+            &node.dir().join("volunteer"),
+            Validity {
+                not_before: now - Duration::hours(1),
+                not_after: now + Duration::seconds(2),
+            },
+        )
+        .unwrap();
+    let mut c = client::connect(&bundle, None).await.unwrap();
+    c.status(proto::StatusRequest {}).await.unwrap();
+    // The same connection, after the certificate's end (whole seconds in X.509).
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let refused = c.status(proto::StatusRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(refused.message().contains("expired"), "{refused:?}");
+    node.stop().await;
 }
 
 /// The serial of the certificate the node at `addr` presents to a new connection.
@@ -267,6 +314,18 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
     let mut op = a.operator().await;
     create_channel(&mut op, "crisis").await;
     a.share("crisis", &["rescue.example"]).await;
+    // The partner records what was done to it: joining, and roster changes.
+    let b_has = |event: &'static str| {
+        let b = &b;
+        async move {
+            audit_log(&mut b.admin().await)
+                .await
+                .iter()
+                .any(|e| e.event == event && e.details["channel"] == "police.example/crisis")
+                .then_some(())
+        }
+    };
+    eventually("B audits joining", || b_has("channel.joined")).await;
     a.admin()
         .await
         .unshare_channel(proto::UnshareChannelRequest {
@@ -275,6 +334,10 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
         })
         .await
         .unwrap();
+    eventually("B audits the roster change", || {
+        b_has("channel.roster_changed")
+    })
+    .await;
     a.admin()
         .await
         .remove_peer(proto::RemovePeerRequest {
@@ -309,6 +372,35 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
     let ok = samband(&["audit", "verify"], "--dir", &dir);
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(stdout(&ok).contains("audit log intact: 4 entries"));
+
+    let head = stdout(&ok)
+        .lines()
+        .find_map(|l| l.strip_prefix("head: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(head.starts_with("4:"), "{head}");
+
+    // An export without its first entries is refused unless --partial says so.
+    let lines: Vec<&str> = export.lines().collect();
+    let file = tmp.path().join("tail.jsonl");
+    std::fs::write(&file, lines[1..].join("\n")).unwrap();
+    let cut = samband(&["audit", "verify"], "--file", &file);
+    assert!(!cut.status.success());
+    assert!(stderr(&cut).contains("removed"), "{}", stderr(&cut));
+    let partial = samband(&["audit", "verify", "--partial"], "--file", &file);
+    assert!(partial.status.success(), "{}", stderr(&partial));
+    // An export cut at the end passes alone, but not against the recorded head.
+    std::fs::write(&file, lines[..3].join("\n")).unwrap();
+    let alone = samband(&["audit", "verify"], "--file", &file);
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    let against = samband(&["audit", "verify", "--head", &head], "--file", &file);
+    assert!(!against.status.success());
+    assert!(
+        stderr(&against).contains("removed from the end"),
+        "{}",
+        stderr(&against)
+    );
 
     // A changed export line is found.
     let file = tmp.path().join("audit.jsonl");

@@ -233,8 +233,13 @@ impl admin_server::Admin for Admin {
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         self.operator(&request)?;
-        let cert = crate::node::reload(&self.shared, &self.fed)
-            .map_err(|e| ApiError::FailedPrecondition(format!("reload failed: {e}")))?;
+        let cert = crate::node::reload(&self.shared, &self.fed).map_err(|e| match e {
+            // Unreadable or mismatched files: the operator can fix those.
+            crate::node::NodeError::Pki(e) => {
+                ApiError::FailedPrecondition(format!("reload failed: {e}"))
+            }
+            other => ApiError::Internal(format!("reload failed: {other}")),
+        })?;
         Ok(Response::new(proto::ReloadResponse {
             node_cert_serial: cert.serial,
             node_cert_not_after: crate::model::rfc3339(cert.not_after),

@@ -127,6 +127,14 @@ pub(super) fn caller<T>(request: &Request<T>, shared: &Shared) -> Result<Member,
     if shared.revocations.is_revoked(&member) {
         return Err(revoked(&member));
     }
+    if member.expired() {
+        // The handshake checked validity; this connection outlived it.
+        tracing::info!(member = %member.name, serial = %member.serial, "call with an expired certificate refused");
+        return Err(ApiError::Unauthenticated(format!(
+            "the certificate of {} expired; renew it (samband user add)",
+            member.name
+        )));
+    }
     Ok(member)
 }
 
@@ -319,12 +327,18 @@ impl messaging_server::Messaging for Messaging {
         let (pending_tx, mut pending_rx) =
             mpsc::channel::<(u64, Result<Pending<Arc<Stored>>, ApiError>)>(PUBLISH_WINDOW);
         let (ack_tx, ack_rx) = mpsc::channel(PUBLISH_WINDOW);
+        let (shared, publisher) = (self.shared.clone(), member.clone());
         tokio::spawn(async move {
             let mut index = 0;
-            while let Some(next) = posts.next().await {
-                let Ok(req) = next else { break };
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    // Revoked: read no more; the acks end with the reason.
+                    () = this.shared.revocations.until_revoked(&member) => break,
+                    next = posts.next() => next,
+                };
+                let Some(Ok(req)) = next else { break };
                 let submitted = match this.new_post(&member, req) {
-                    Ok(_) if this.shared.revocations.is_revoked(&member) => Err(revoked(&member)),
                     Ok(post) => this
                         .shared
                         .writer
@@ -363,8 +377,11 @@ impl messaging_server::Messaging for Messaging {
                     .await
                     .is_err()
                 {
-                    break;
+                    return;
                 }
+            }
+            if shared.revocations.is_revoked(&publisher) {
+                let _ = ack_tx.send(Err(revoked(&publisher).into())).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(ack_rx))))

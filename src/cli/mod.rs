@@ -140,9 +140,9 @@ enum AuditCommand {
     Export(pki_cmds::AuditExportArgs),
     /// Check the audit log's hash chain: finds changed and removed entries.
     #[command(
-        after_help = "Examples:\n  samband audit verify --dir /var/lib/samband\n  samband audit verify --file audit.jsonl"
+        after_help = "Examples:\n  samband audit verify --dir /var/lib/samband\n  samband audit verify --file audit.jsonl\n  samband audit verify --dir /var/lib/samband --head 118:3f2a...   # the head printed last time\n  samband audit verify --partial --file since-monday.jsonl"
     )]
-    Verify(pki_cmds::AuditVerifyArgs),
+    Verify(pki_cmds::AuditVerifyOptions),
 }
 
 #[derive(Debug, Subcommand)]

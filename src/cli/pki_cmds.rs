@@ -63,6 +63,21 @@ pub(crate) struct AuditVerifyArgs {
     file: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct AuditVerifyOptions {
+    #[command(flatten)]
+    source: AuditVerifyArgs,
+    /// A head printed by an earlier verify, `SEQ:HASH`: the log must still
+    /// hold that exact entry (finds entries cut from the end, and a log
+    /// rewritten as a whole).
+    #[arg(long, value_name = "SEQ:HASH")]
+    head: Option<String>,
+    /// Accept a file that starts after entry 1 (an `export --since`); the
+    /// entries before it are not checked.
+    #[arg(long)]
+    partial: bool,
+}
+
 pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.dir)?;
     let cert = OrgPki::at(&args.dir).renew_node(&config.org, Validity::days(args.days))?;
@@ -181,21 +196,27 @@ pub(crate) async fn export(args: AuditExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
-    let (entries, whole) = match (&args.dir, &args.file) {
-        (Some(dir), _) => (entries(dir, 0).await?, true),
+pub(crate) async fn verify(args: AuditVerifyOptions) -> anyhow::Result<()> {
+    let entries = match (&args.source.dir, &args.source.file) {
+        (Some(dir), _) => entries(dir, 0).await?,
         (None, Some(file)) => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let entries = audit::parse_lines(&text)?;
-            let whole = entries.first().is_none_or(|e| e.seq == 1);
-            (entries, whole)
+            audit::parse_lines(&text)?
         }
         (None, None) => bail!("give --dir or --file"),
     };
+    let first = entries.first().map_or(1, |e| e.seq);
+    let whole = !args.partial || first == 1;
     let head = audit::verify(&entries, whole.then(Head::default))
         .context("the audit log is NOT intact")?;
-    let first = entries.first().map_or(0, |e| e.seq);
+    if let Some(given) = &args.head {
+        let (seq, hash) = given
+            .split_once(':')
+            .and_then(|(seq, hash)| Some((seq.parse().ok()?, hash)))
+            .with_context(|| format!("--head {given:?} is not SEQ:HASH"))?;
+        audit::check_head(&entries, seq, hash).context("the audit log is NOT intact")?;
+    }
     if whole {
         println!("audit log intact: {} entries", entries.len());
     } else {
@@ -205,10 +226,11 @@ pub(crate) async fn verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "head: entry {} hash {} (keep this elsewhere: a later log whose entry {} has another hash, or that ends before it, was cut or rewritten)",
+        "head: {}:{} (keep it elsewhere; `audit verify --head {}:{}` later finds entries cut from the end or a rewritten log)",
         head.seq,
         head.hash_hex(),
-        head.seq
+        head.seq,
+        head.hash_hex()
     );
     Ok(())
 }

@@ -292,7 +292,8 @@ pub fn warn_if_expiring(cert: &CertInfo) {
         tracing::warn!(
             not_after = %crate::model::rfc3339(cert.not_after),
             days_left = left.whole_days(),
-            "the node certificate expires soon; partners and members will be refused then              (renew it: samband pki renew --dir DIR)"
+            "the node certificate expires soon; partners and members will be refused then \
+             (renew it: samband pki renew --dir DIR)"
         );
     }
 }

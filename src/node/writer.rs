@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::durable::DurableMarks;
 use super::fanout::Fanout;
-use crate::audit::{self, Event};
+use crate::audit::{self, Event, clip};
 use crate::federation::core::{self, Reject, Verdict};
 use crate::model::{
     ChannelId, Cursor, EnvelopeHash, GENESIS_HASH, Hlc, HlcClock, MemberName, OrgId, Priority,
@@ -578,23 +578,23 @@ impl Writer {
         let mut pending = PendingRuns::new();
         for envelope in envelopes {
             let index = verdicts.len();
+            // Kept for the audit entry, should the envelope be refused.
             let id = (
-                envelope.channel.clone(),
-                envelope.origin.clone(),
                 envelope.origin_seq,
+                clip(&envelope.channel),
+                clip(&envelope.origin),
             );
             let verdict =
                 self.apply_one(round, from, envelope, index, &mut pending, &mut verdicts)?;
             if let Verdict::Reject(reason) = &verdict {
-                self.audit_rejection(round, from, (&id.0, &id.1, id.2), reason);
+                self.audit_rejection(round, from, (&id.1, &id.2, id.0), reason);
             }
             verdicts.push(verdict);
         }
-        // Whatever no seal vouched for is not stored; a later batch brings it again.
+        // Whatever no seal vouched for is not stored; a later batch brings it
+        // again. Routine, so counted by the link, not audited.
         for run in pending.into_values() {
-            for (index, env, _) in run {
-                let id = (env.channel.as_str(), env.origin.as_str(), env.origin_seq);
-                self.audit_rejection(round, from, id, &Reject::Unsealed);
+            for (index, ..) in run {
                 verdicts[index] = Verdict::Reject(Reject::Unsealed);
             }
         }
@@ -609,15 +609,19 @@ impl Writer {
         (channel, origin, seq): (&str, &str, u64),
         reason: &Reject,
     ) {
+        // Gaps happen in every catch-up and resend: counted, not audited.
+        if matches!(reason, Reject::Gap { .. } | Reject::Unsealed) {
+            return;
+        }
         let Some(left_out) = self.rejections.admit(from.as_str(), unix_ms()) else {
             return;
         };
         let mut event = Event::new("federation.rejected")
             .with("peer", from)
-            .with("channel", channel)
-            .with("origin", origin)
+            .with("channel", clip(channel))
+            .with("origin", clip(origin))
             .with("seq", seq)
-            .with("reason", reason);
+            .with("reason", clip(&reason.to_string()));
         if left_out > 0 {
             event = event.with("left_out_before", left_out);
         }
@@ -703,6 +707,27 @@ impl Writer {
             if let Err(r) = core::apply_control(&mut updated, &envelope, &self.settings.org) {
                 return Ok(Verdict::Reject(r));
             }
+            round.audit.push(
+                Event::new("channel.roster_changed")
+                    .with("channel", &channel)
+                    .with("from", from)
+                    .with("roster_seq", envelope.origin_seq)
+                    .with(
+                        "participants",
+                        updated
+                            .participants
+                            .iter()
+                            .filter(|p| p.active)
+                            .map(|p| p.org.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                    .with(
+                        "state",
+                        ChannelState::try_from(updated.state)
+                            .map_or("unknown", |s| s.as_str_name()),
+                    ),
+            );
             round.batch.put_channel(&updated);
             self.records.insert(channel.clone(), updated);
         }
@@ -883,15 +908,13 @@ impl Writer {
         }
         let result = match round.failed.take() {
             Some(e) => Err(e),
-            None if changed => self
-                .store
-                .apply(batch)
-                .and_then(|()| {
-                    round
-                        .audit
-                        .drain(..)
-                        .try_for_each(|e| self.store.audit(e).map(drop))
-                })
+            // Audit entries first: a crash between the two may leave an entry
+            // for a change that did not land, never a change without its entry.
+            None if changed => round
+                .audit
+                .drain(..)
+                .try_for_each(|e| self.store.audit(e).map(drop))
+                .and_then(|()| self.store.apply(batch))
                 .and_then(|()| self.store.flush())
                 .map_err(|e| e.to_string()),
             None => Ok(()),

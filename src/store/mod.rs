@@ -515,19 +515,19 @@ impl Store {
 
     /// Adds or replaces a peer, durably, and records it in the audit log.
     pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
-        let replaced = self
-            .peers
-            .insert(peer.org.as_bytes(), peer.encode_to_vec())?
-            .is_some();
-        let ca = ring::digest::digest(&ring::digest::SHA256, &peer.ca_der);
+        let key = peer.org.as_bytes();
+        let sha256 = |bytes: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
+        // The entry first: a crash in between leaves a recorded change that
+        // did not land, never a trusted peer without its entry.
         self.audit(
-            crate::audit::Event::new(if replaced {
+            crate::audit::Event::new(if self.peers.contains_key(key)? {
                 "peer.replaced"
             } else {
                 "peer.added"
             })
             .with("org", &peer.org)
-            .with("ca_sha256", hex::encode(ca))
+            .with("ca_sha256", sha256(&peer.ca_der))
+            .with("signing_key_sha256", sha256(&peer.signing_key))
             .with("endpoint", &peer.endpoint)
             .with(
                 "accept",
@@ -538,16 +538,18 @@ impl Store {
                 },
             ),
         )?;
+        self.peers.insert(key, peer.encode_to_vec())?;
         self.db.flush()?;
         Ok(())
     }
 
     /// Removes a peer durably; `false` if it was not configured.
     pub fn remove_peer(&self, org: &OrgId) -> Result<bool, StoreError> {
-        let removed = self.peers.remove(org.as_str().as_bytes())?.is_some();
-        if removed {
+        let key = org.as_str().as_bytes();
+        if self.peers.contains_key(key)? {
             self.audit(crate::audit::Event::new("peer.removed").with("org", org))?;
         }
+        let removed = self.peers.remove(key)?.is_some();
         let prefix = keys::cursor_key(org, "");
         for key in self.cursors.scan_prefix(&prefix).keys() {
             self.cursors.remove(key?)?;

@@ -44,8 +44,7 @@ pub fn node_dir(tmp: &tempfile::TempDir) -> PathBuf {
     tmp.path().join("node")
 }
 
-/// Creates a node directory for `org` listening on 127.0.0.1 (port 0).
-/// A fresh node directory whose members may post flat out
+/// A fresh node directory for `org` on 127.0.0.1 (ports picked at start) whose members may post flat out
 /// (`limits.member_posts_per_second = 0`): most tests post faster than a
 /// person would. [`init_dir_as_shipped`] keeps every default.
 pub fn init_dir(org: &str) -> tempfile::TempDir {
@@ -64,6 +63,7 @@ pub fn set_config(dir: &Path, key_eq: &str, value: &str) {
     std::fs::write(&path, changed).expect("write config");
 }
 
+/// A fresh node directory with every default as `samband init` writes it.
 pub fn init_dir_as_shipped(org: &str) -> tempfile::TempDir {
     samband::pki::install_crypto_provider();
     if let Ok(filter) = std::env::var("SAMBAND_TEST_LOG") {
