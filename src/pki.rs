@@ -235,6 +235,13 @@ fn subject_alt_names(der: &[u8]) -> Option<Vec<String>> {
     Some(names)
 }
 
+/// Where a renewal stages the new version of `path`.
+fn staged(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -432,11 +439,6 @@ impl OrgPki {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &issuer)?;
         let key_path = self.dir.join(NODE_KEY);
-        let staged = |path: &Path| {
-            let mut name = path.as_os_str().to_owned();
-            name.push(".new");
-            PathBuf::from(name)
-        };
         for (path, contents, private) in [
             (&key_path, key.serialize_pem(), true),
             (&cert_path, cert.pem(), false),
@@ -446,10 +448,49 @@ impl OrgPki {
             let _ = std::fs::remove_file(&new);
             write_new(&new, contents.as_bytes(), private)?;
         }
-        for path in [&key_path, &cert_path] {
-            std::fs::rename(staged(path), path).map_err(io_err(path))?;
-        }
+        self.install_renewal()?;
         self.node_certificate()
+    }
+
+    /// Moves a staged renewal (`node.key.new`, `node.pem.new`) into place:
+    /// key first, then certificate, then the directory is synced. Run at
+    /// start too, so that a renewal interrupted between the two renames is
+    /// completed; a staged pair that is not whole is discarded.
+    pub fn install_renewal(&self) -> Result<bool, PkiError> {
+        let (key, cert) = (self.dir.join(NODE_KEY), self.dir.join(NODE_CERT));
+        let (key_new, cert_new) = (staged(&key), staged(&cert));
+        let whole = |p: &Path, k: bool| {
+            p.exists()
+                && if k {
+                    load_key(p).is_ok()
+                } else {
+                    load_certs(p).is_ok()
+                }
+        };
+        match (whole(&key_new, true), whole(&cert_new, false)) {
+            (true, true) => {
+                std::fs::rename(&key_new, &key).map_err(io_err(&key))?;
+                std::fs::rename(&cert_new, &cert).map_err(io_err(&cert))?;
+            }
+            // The key was moved already; only the certificate is left.
+            (false, true) if !key_new.exists() => {
+                std::fs::rename(&cert_new, &cert).map_err(io_err(&cert))?;
+            }
+            _ => {
+                // Nothing staged, or a pair cut short while being written.
+                let staged_any = key_new.exists() || cert_new.exists();
+                let _ = std::fs::remove_file(&key_new);
+                let _ = std::fs::remove_file(&cert_new);
+                if staged_any {
+                    tracing::warn!(dir = %self.dir.display(), "discarded an incomplete node certificate renewal");
+                }
+                return Ok(false);
+            }
+        }
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))?;
+        Ok(true)
     }
 
     /// Serial and expiry of the node certificate on disk.
@@ -617,5 +658,38 @@ impl IdentityBundle {
             &self.dir.join(BUNDLE_CERT),
             &self.dir.join(BUNDLE_KEY),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_cut_between_its_renames_is_completed_and_a_partial_one_discarded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let org = OrgId::parse("police.example").unwrap();
+        let pki = OrgPki::create(tmp.path(), &org, &[]).unwrap();
+        let dir = tmp.path().join("pki");
+        let old = pki.node_certificate().unwrap();
+
+        // Staged and the key moved, then a crash: the certificate follows at start.
+        let renewed = pki.renew_node(&org, Validity::days(30)).unwrap();
+        let (key, cert) = (dir.join(NODE_KEY), dir.join(NODE_CERT));
+        std::fs::copy(&cert, staged(&cert)).unwrap();
+        std::fs::write(&cert, std::fs::read(dir.join(CA_CERT)).unwrap()).unwrap();
+        assert!(pki.install_renewal().unwrap());
+        assert_eq!(pki.node_certificate().unwrap(), renewed);
+        assert_ne!(renewed, old);
+        assert!(
+            pki.client_listener_tls().is_ok(),
+            "key and certificate match"
+        );
+
+        // A staged pair cut short while being written is dropped.
+        std::fs::write(staged(&key), b"-----BEGIN PRIV").unwrap();
+        assert!(!pki.install_renewal().unwrap());
+        assert!(!staged(&key).exists());
+        assert_eq!(pki.node_certificate().unwrap(), renewed);
     }
 }

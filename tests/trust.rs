@@ -447,4 +447,18 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
         "{}",
         stderr(&removed)
     );
+    // A renewal while the node is stopped is recorded too.
+    let renew = samband(&["pki", "renew"], "--dir", &dir);
+    assert!(renew.status.success(), "{}", stderr(&renew));
+    let export = stdout(&samband(
+        &["audit", "export", "--since", "5"],
+        "--dir",
+        &dir,
+    ));
+    let last = samband::audit::parse_lines(&export).unwrap().pop().unwrap();
+    assert_eq!(last.event, "node.renewed");
+    assert_eq!(
+        last.details["node_cert_serial"],
+        OrgPki::at(&dir).node_certificate().unwrap().serial
+    );
 }

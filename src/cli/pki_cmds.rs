@@ -81,35 +81,48 @@ pub(crate) struct AuditVerifyOptions {
 pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.dir)?;
     let cert = OrgPki::at(&args.dir).renew_node(&config.org, Validity::days(args.days))?;
+    let not_after = rfc3339(cert.not_after);
     println!(
-        "renewed the node certificate of {}: serial {}, valid until {}",
-        config.org,
-        cert.serial,
-        rfc3339(cert.not_after)
+        "renewed the node certificate of {}: serial {}, valid until {not_after}",
+        config.org, cert.serial
     );
-    reload_running(&args.dir).await
+    match running_node(&args.dir).await? {
+        // The running node audits the reload, with the new serial.
+        Some(admin) => reload_running(admin).await,
+        None => {
+            let (_, store) = offline_store(&args.dir)?;
+            store.audit(
+                audit::Event::new("node.renewed")
+                    .with("node_cert_serial", &cert.serial)
+                    .with("node_cert_not_after", &not_after),
+            )?;
+            store.flush()?;
+            println!("the node is not running; it uses the new certificate when it starts");
+            Ok(())
+        }
+    }
 }
 
 pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
-    reload_running(&args.dir).await
+    match running_node(&args.dir).await? {
+        Some(admin) => reload_running(admin).await,
+        None => bail!("the node in {} is not running", args.dir.display()),
+    }
 }
 
-/// Makes the running node (if any) pick up its certificate and trust.
-async fn reload_running(dir: &std::path::Path) -> anyhow::Result<()> {
-    match running_node(dir).await? {
-        Some(mut admin) => {
-            let r = admin
-                .reload(proto::ReloadRequest {})
-                .await
-                .map_err(rpc)?
-                .into_inner();
-            println!(
-                "the running node now uses serial {} (valid until {}) for new connections",
-                r.node_cert_serial, r.node_cert_not_after
-            );
-        }
-        None => println!("the node is not running; it uses the new certificate when it starts"),
-    }
+/// Makes the running node pick up its certificate and trust.
+async fn reload_running(
+    mut admin: proto::admin_client::AdminClient<tonic::transport::Channel>,
+) -> anyhow::Result<()> {
+    let r = admin
+        .reload(proto::ReloadRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!(
+        "the running node now uses serial {} (valid until {}) for new connections",
+        r.node_cert_serial, r.node_cert_not_after
+    );
     Ok(())
 }
 

@@ -320,8 +320,6 @@ async fn reader(
     counters: &LinkCounters,
 ) -> Result<(), String> {
     let mut last_resend: Option<Instant> = None;
-    let (rate, burst) = fed.peer_rate;
-    let mut pace = crate::rate::TokenBucket::new(rate, burst, Instant::now());
     loop {
         let next = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -355,6 +353,9 @@ async fn reader(
                 }
             }
             Frame::Offer(envelope) => {
+                if !pace(fed, peer, 1, cancel).await {
+                    return Ok(());
+                }
                 // An offer of a channel held here means the peer does not know
                 // that yet: restate what this node holds.
                 if offered(fed, peer, envelope).await? {
@@ -362,22 +363,29 @@ async fn reader(
                 }
             }
             Frame::Envelopes(batch) => {
-                // A peer pushing faster than its limit is slowed, not refused:
-                // not reading holds it back through HTTP/2 flow control.
-                let n = u32::try_from(batch.envelopes.len()).unwrap_or(u32::MAX);
-                let wait = pace.take_or_wait(n, Instant::now());
-                if !wait.is_zero() {
-                    tracing::debug!(%peer, ?wait, "peer above limits.peer_envelopes_per_second; pacing its link");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(wait) => {}
-                    }
+                if !pace(fed, peer, batch.envelopes.len(), cancel).await {
+                    return Ok(());
                 }
                 if receive(fed, peer, batch, out, peer_has, counters).await? {
                     request_resend(&mut last_resend, resend);
                 }
             }
         }
+    }
+}
+
+/// Waits until `peer` may hand in `n` more items; `false` if the link was
+/// cancelled meanwhile. A peer above its limit is slowed, not refused: not
+/// reading holds it back through HTTP/2 flow control, on its link only.
+async fn pace(fed: &Federation, peer: &OrgId, n: usize, cancel: &CancellationToken) -> bool {
+    let wait = fed.pace(peer, n);
+    if wait.is_zero() {
+        return true;
+    }
+    tracing::debug!(%peer, ?wait, "peer above limits.peer_envelopes_per_second; pacing its link");
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
     }
 }
 

@@ -94,6 +94,8 @@ pub struct Federation {
     shutdown: CancellationToken,
     advertise: String,
     peer_rate: (u32, u32),
+    /// Per peer, not per link: a peer cannot refill its burst by redialing.
+    paces: Mutex<HashMap<OrgId, crate::rate::TokenBucket>>,
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -205,6 +207,7 @@ impl Federation {
             shutdown,
             advertise,
             peer_rate,
+            paces: Mutex::default(),
         });
         fed.reload_tls()?;
         Ok(fed)
@@ -238,6 +241,18 @@ impl Federation {
         let config = self.pki.federation_listener_tls(&cas)?.map(Arc::new);
         *self.listener_tls.write().unwrap_or_else(|p| p.into_inner()) = config;
         Ok(())
+    }
+
+    /// How long `peer` must wait before `n` more envelopes or offers are
+    /// taken in, under `limits.peer_envelopes_per_second`.
+    pub(crate) fn pace(&self, peer: &OrgId, n: usize) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        let (rate, burst) = self.peer_rate;
+        let mut paces = self.paces.lock().unwrap_or_else(|p| p.into_inner());
+        paces
+            .entry(peer.clone())
+            .or_insert_with(|| crate::rate::TokenBucket::new(rate, burst, now))
+            .take_or_wait(u32::try_from(n).unwrap_or(u32::MAX), now)
     }
 
     /// This org's trust bundle, with the advertised federation endpoint.

@@ -119,6 +119,9 @@ impl Node {
     /// Opens the node in `dir` with a validated `config`.
     pub fn open(dir: &Path, config: Config) -> Result<Self, NodeError> {
         let pki = OrgPki::at(dir);
+        if pki.install_renewal()? {
+            tracing::info!("completed an interrupted node certificate renewal");
+        }
         let key = pki.message_key()?;
         let client_tls = Arc::new(pki.client_listener_tls()?);
         warn_if_expiring(&pki.node_certificate()?);
@@ -269,6 +272,7 @@ impl Node {
 /// Re-reads the node certificate (e.g. after `samband pki renew`) and the
 /// peer trust. New connections use them; open ones keep theirs.
 pub fn reload(shared: &Shared, fed: &Federation) -> Result<CertInfo, NodeError> {
+    shared.pki.install_renewal()?;
     let tls = Arc::new(shared.pki.client_listener_tls()?);
     fed.reload_tls()?;
     *shared.client_tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
