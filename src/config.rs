@@ -63,6 +63,8 @@ pub struct Limits {
     pub peer_envelope_burst: u32,
     /// Concurrent calls (HTTP/2 streams) one connection may have open.
     pub streams_per_connection: u32,
+    /// Connections each listener keeps open at once; more wait.
+    pub connections_per_listener: usize,
     /// Seconds a subscriber may leave its full buffer unread before it is
     /// cut off (it resumes from its last cursor).
     pub subscriber_stall_seconds: u64,
@@ -182,6 +184,15 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        if !(1..=1_000_000).contains(&raw.limits.connections_per_listener) {
+            return Err(invalid(
+                "limits.connections_per_listener",
+                format!(
+                    "must be between 1 and 1000000, not {}",
+                    raw.limits.connections_per_listener
+                ),
+            ));
+        }
         if !(1..=86_400).contains(&raw.limits.subscriber_stall_seconds) {
             return Err(invalid(
                 "limits.subscriber_stall_seconds",
@@ -280,6 +291,9 @@ peer_envelopes_per_second = {peer_rate}
 peer_envelope_burst = {peer_burst}
 # Concurrent calls one connection may have open (HTTP/2 streams); more wait.
 streams_per_connection = {streams}
+# Connections each listener (members, partners) keeps open at once; more
+# wait until one closes. Keep it below the process's open-file limit.
+connections_per_listener = {connections}
 # A subscriber that leaves its buffer unread this many seconds is cut off
 # with RESOURCE_EXHAUSTED; it resumes from the last cursor it received.
 subscriber_stall_seconds = {stall}
@@ -302,6 +316,7 @@ level = "info"
             peer_rate = limits.peer_envelopes_per_second,
             peer_burst = limits.peer_envelope_burst,
             streams = limits.streams_per_connection,
+            connections = limits.connections_per_listener,
             stall = limits.subscriber_stall_seconds,
             cache_mib = store.cache_mib,
         )
@@ -318,6 +333,7 @@ impl Default for Limits {
             peer_envelopes_per_second: 20_000,
             peer_envelope_burst: 200_000,
             streams_per_connection: 256,
+            connections_per_listener: 1024,
             subscriber_stall_seconds: 60,
         }
     }
@@ -402,6 +418,11 @@ mod tests {
                 "streams_per_connection = 256",
                 "streams_per_connection = 0",
                 "limits.streams_per_connection",
+            ),
+            (
+                "connections_per_listener = 1024",
+                "connections_per_listener = 0",
+                "limits.connections_per_listener",
             ),
             (
                 "subscriber_stall_seconds = 60",

@@ -92,6 +92,41 @@ async fn a_connection_gets_at_most_its_streams_the_next_call_waits() {
 }
 
 #[tokio::test]
+async fn a_listener_keeps_at_most_its_connections_the_next_one_waits() {
+    let tmp = init_dir("police.example");
+    set_config(&node_dir(&tmp), "connections_per_listener = ", "2");
+    let node = TestNode::start_in(tmp).await;
+    let first = node.operator().await;
+    let mut second = node.operator().await;
+    // Both connections are established (a call completes on each).
+    for c in [&mut first.clone(), &mut second] {
+        c.status(proto::StatusRequest {}).await.unwrap();
+    }
+    let bundle = node.bundle("third", Role::Member);
+    let addr = node.addr.to_string();
+    let third = tokio::spawn(async move {
+        let mut c = samband::client::connect(&bundle, Some(&addr))
+            .await
+            .map_err(|e| e.to_string())?;
+        c.status(proto::StatusRequest {})
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a third connection was served");
+    // Closing one lets it in.
+    drop(first);
+    tokio::time::timeout(PATIENCE, third)
+        .await
+        .expect("the third connection is served once one closes")
+        .unwrap()
+        .unwrap();
+    drop(second);
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn a_stalled_subscriber_is_cut_off_with_a_clear_status_and_posters_never_wait() {
     let tmp = init_dir("police.example");
     let dir = node_dir(&tmp);

@@ -305,7 +305,13 @@ async fn start_echo(dir: &Path, org: &str, shutdown: CancellationToken) -> anyho
     let tls = Arc::new(OrgPki::at(dir).client_listener_tls()?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
-    let incoming = tls_incoming(listener, move || Some(tls.clone()), shutdown.clone());
+    let max_connections = samband::config::Limits::default().connections_per_listener;
+    let incoming = tls_incoming(
+        listener,
+        move || Some(tls.clone()),
+        max_connections,
+        shutdown.clone(),
+    );
     let service = bench_echo_server::BenchEchoServer::new(Echo {
         org: OrgId::parse(org)?,
     });

@@ -2,20 +2,37 @@
 //!
 //! The handshake (where rustls verifies the client certificate) has a time
 //! limit and runs in its own task, so a slow or hostile client cannot hold
-//! up anyone else. Refused handshakes are logged with their reason.
+//! up anyone else. Refused handshakes are logged with their reason. At most
+//! `max_connections` connections are open at once: beyond that the loop
+//! stops accepting (new connections wait in the kernel's backlog) until one
+//! closes.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a listener at its connection limit says so.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// An established TLS connection holding one of its listener's connection
+/// slots until it is dropped.
+#[derive(Debug)]
+pub struct Counted<T> {
+    inner: T,
+    _slot: OwnedSemaphorePermit,
+}
 
 /// A stream of established TLS connections for `serve_with_incoming`.
 /// `tls` gives the settings for each new handshake (so trust can change
@@ -23,11 +40,33 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn tls_incoming(
     listener: TcpListener,
     tls: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
+    max_connections: usize,
     shutdown: CancellationToken,
-) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
+) -> ReceiverStream<std::io::Result<Counted<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
+        let mut last_warned = None;
         loop {
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    if last_warned.is_none_or(|t: std::time::Instant| t.elapsed() >= WARN_EVERY) {
+                        last_warned = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            max_connections,
+                            "connection limit reached (limits.connections_per_listener); new connections wait"
+                        );
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        slot = slots.clone().acquire_owned() => match slot {
+                            Ok(slot) => slot,
+                            Err(_) => break,
+                        },
+                    }
+                }
+            };
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
@@ -49,7 +88,12 @@ pub fn tls_incoming(
             let tx = tx.clone();
             tokio::spawn(async move {
                 if let Some(tls) = handshake(acceptor, tcp, peer).await {
-                    let _ = tx.send(Ok(tls)).await;
+                    let _ = tx
+                        .send(Ok(Counted {
+                            inner: tls,
+                            _slot: slot,
+                        }))
+                        .await;
                 }
             });
         }
@@ -72,5 +116,56 @@ async fn handshake(
             tracing::info!(%peer, "TLS handshake timed out");
             None
         }
+    }
+}
+
+// === impl Counted ===
+
+impl<T: Connected> Connected for Counted<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    /// The inner connection's: peer certificates reach requests as before.
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

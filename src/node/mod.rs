@@ -223,6 +223,7 @@ impl Node {
         let client_incoming = listener::tls_incoming(
             listeners.client,
             move || Some(tls_shared.client_tls()),
+            config.limits.connections_per_listener,
             shutdown.clone(),
         );
         spawn_reloader(reload, shared.clone(), fed.clone(), shutdown.clone());
@@ -230,6 +231,7 @@ impl Node {
         let federation_incoming = listener::tls_incoming(
             listeners.federation,
             move || tls_fed.listener_tls(),
+            config.limits.connections_per_listener,
             shutdown.clone(),
         );
         let server_error = |e: tonic_reflection::server::Error| NodeError::Server(e.to_string());
