@@ -65,6 +65,9 @@ pub struct Limits {
     pub streams_per_connection: u32,
     /// Connections each listener keeps open at once; more wait.
     pub connections_per_listener: usize,
+    /// Channels one partner org may share with this node; further offers
+    /// from it are refused (and audited).
+    pub channels_per_partner: usize,
     /// Seconds a subscriber may leave its full buffer unread before it is
     /// cut off (it resumes from its last cursor).
     pub subscriber_stall_seconds: u64,
@@ -184,6 +187,12 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        if raw.limits.channels_per_partner == 0 {
+            return Err(invalid(
+                "limits.channels_per_partner",
+                "must be at least 1".into(),
+            ));
+        }
         if !(1..=1_000_000).contains(&raw.limits.connections_per_listener) {
             return Err(invalid(
                 "limits.connections_per_listener",
@@ -294,6 +303,9 @@ streams_per_connection = {streams}
 # Connections each listener (members, partners) keeps open at once; more
 # wait until one closes. Keep it below the process's open-file limit.
 connections_per_listener = {connections}
+# Channels one partner org may share with this node; its further offers are
+# refused and recorded in the audit log.
+channels_per_partner = {channels}
 # A subscriber that leaves its buffer unread this many seconds is cut off
 # with RESOURCE_EXHAUSTED; it resumes from the last cursor it received.
 subscriber_stall_seconds = {stall}
@@ -317,6 +329,7 @@ level = "info"
             peer_burst = limits.peer_envelope_burst,
             streams = limits.streams_per_connection,
             connections = limits.connections_per_listener,
+            channels = limits.channels_per_partner,
             stall = limits.subscriber_stall_seconds,
             cache_mib = store.cache_mib,
         )
@@ -334,6 +347,7 @@ impl Default for Limits {
             peer_envelope_burst: 200_000,
             streams_per_connection: 256,
             connections_per_listener: 1024,
+            channels_per_partner: 1000,
             subscriber_stall_seconds: 60,
         }
     }
@@ -418,6 +432,11 @@ mod tests {
                 "streams_per_connection = 256",
                 "streams_per_connection = 0",
                 "limits.streams_per_connection",
+            ),
+            (
+                "channels_per_partner = 1000",
+                "channels_per_partner = 0",
+                "limits.channels_per_partner",
             ),
             (
                 "connections_per_listener = 1024",

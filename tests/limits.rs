@@ -198,6 +198,49 @@ async fn a_partner_pushing_past_its_limit_is_slowed_and_loses_nothing() {
     b.stop().await;
 }
 
+#[tokio::test]
+async fn a_partner_cannot_share_more_channels_than_its_limit() {
+    let b_tmp = init_dir("rescue.example");
+    set_config(&node_dir(&b_tmp), "channels_per_partner = ", "1");
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start_in(b_tmp).await;
+    a.peer_with(&b).await;
+    let mut a_op = a.operator().await;
+    let first = create_channel(&mut a_op, "first").await;
+    a.share("first", &["rescue.example"]).await;
+    converged(&[&a, &b], &first, 1).await;
+    create_channel(&mut a_op, "second").await;
+    a.share("second", &["rescue.example"]).await;
+    // The refusal is audited at B with the limit's name; B holds one channel of A's.
+    eventually("B refuses the second channel", || async {
+        common::audit_log(&mut b.admin().await)
+            .await
+            .iter()
+            .any(|e| {
+                e.event == "federation.rejected"
+                    && e.details["channel"] == "police.example/second"
+                    && e.details["reason"].contains("limits.channels_per_partner")
+            })
+            .then_some(())
+    })
+    .await;
+    let mut b_op = b.operator().await;
+    let channels = b_op
+        .list_channels(proto::ListChannelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .channels;
+    let from_a: Vec<_> = channels
+        .iter()
+        .filter(|c| c.home == "police.example")
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(from_a, ["police.example/first"]);
+    a.stop().await;
+    b.stop().await;
+}
+
 /// Peak resident memory of a process, from /proc (Linux).
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -172,6 +172,7 @@ impl Node {
             // this node's own posting limit: partners may allow larger posts,
             // and refusing theirs would stall that origin here for good.
             max_envelope_bytes: crate::config::MAX_BODY_CEILING + 4096,
+            channels_per_partner: config.limits.channels_per_partner,
         };
         let durable = Arc::new(DurableMarks::default());
         let (writer, writer_thread) = writer::spawn(

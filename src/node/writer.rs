@@ -190,6 +190,7 @@ type PendingRuns = HashMap<(ChannelId, OrgId), Vec<(usize, Envelope, EnvelopeHas
 pub(super) struct WriterSettings {
     pub org: OrgId,
     pub max_envelope_bytes: usize,
+    pub channels_per_partner: usize,
 }
 
 struct Writer {
@@ -764,6 +765,18 @@ impl Writer {
                     .is_some_and(|r| envelope.origin_seq > r.roster_seq) => {}
             Some(_) => return Ok(Ok(Offered::Held)),
         }
+        if existing.is_none()
+            && self.channels_of(channel.home())? >= self.settings.channels_per_partner
+        {
+            let reject = Reject::BadOffer("its home has limits.channels_per_partner channels here");
+            let id = (
+                envelope.channel.as_str(),
+                envelope.origin.as_str(),
+                envelope.origin_seq,
+            );
+            self.audit_rejection(round, from, id, &reject);
+            return Ok(Err(reject));
+        }
         let home_key = self.home_key(channel.home().as_str())?;
         let mut record = match core::check_offer(
             envelope,
@@ -806,6 +819,17 @@ impl Writer {
         } else {
             Offered::Joined(record)
         }))
+    }
+
+    /// Channels homed at `home` held here (stored, or staged this round).
+    fn channels_of(&self, home: &OrgId) -> Result<usize, StoreError> {
+        let stored = self.store.channels()?;
+        let staged = self
+            .records
+            .values()
+            .filter(|r| r.home == home.as_str() && !stored.iter().any(|s| s.id == r.id))
+            .count();
+        Ok(stored.iter().filter(|r| r.home == home.as_str()).count() + staged)
     }
 
     fn change_roster(
