@@ -462,3 +462,30 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
         OrgPki::at(&dir).node_certificate().unwrap().serial
     );
 }
+
+#[tokio::test]
+async fn the_admin_export_streams_a_long_log_whole_and_in_order() {
+    let node = TestNode::start("police.example").await;
+    let tmp = node.stop().await;
+    {
+        let config = samband::config::Config::load(&node_dir(&tmp)).unwrap();
+        let store = samband::store::Store::open(
+            &samband::node::data_dir(&node_dir(&tmp)),
+            &config.org,
+            1 << 20,
+        )
+        .unwrap();
+        for i in 0..700 {
+            store
+                .audit(samband::audit::Event::new("test.entry").with("i", i))
+                .unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let node = TestNode::start_in(tmp).await;
+    // More than two of the export's chunks.
+    let log = audit_log(&mut node.admin().await).await;
+    assert_eq!(log.len(), 700);
+    samband::audit::verify(&log, Some(samband::audit::Head::default())).unwrap();
+    node.stop().await;
+}

@@ -253,15 +253,43 @@ impl admin_server::Admin for Admin {
         request: Request<proto::ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
         self.operator(&request)?;
-        let from = request.get_ref().from_seq;
+        let mut from = request.get_ref().from_seq;
         let store = self.shared.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::task::spawn_blocking(move || {
-            for entry in store.audit_entries(from) {
-                let item = entry
-                    .map(proto::AuditEntry::from)
-                    .map_err(|e| Status::from(ApiError::from(e)));
-                if tx.blocking_send(item).is_err() {
+        // Read in chunks off the runtime, send between them: a slow reader
+        // holds only this task, not a blocking thread.
+        tokio::spawn(async move {
+            const CHUNK: usize = 256;
+            loop {
+                let store = store.clone();
+                let chunk = tokio::task::spawn_blocking(move || {
+                    store
+                        .audit_entries(from)
+                        .take(CHUNK)
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await;
+                let entries = match chunk {
+                    Ok(Ok(entries)) => entries,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::from(ApiError::Internal(e.to_string()))))
+                            .await;
+                        return;
+                    }
+                };
+                let last = entries.len() < CHUNK;
+                for entry in entries {
+                    from = entry.seq + 1;
+                    if tx.send(Ok(entry.into())).await.is_err() {
+                        return;
+                    }
+                }
+                if last {
                     return;
                 }
             }
