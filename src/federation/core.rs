@@ -57,6 +57,16 @@ pub enum Reject {
     FromTheFuture,
 }
 
+impl Reject {
+    /// Whether honest peers cause this too: an envelope that arrived ahead
+    /// of its predecessors or of its seal (a batch cut short, a relay, a
+    /// resend). The sender is told what is held and sends it again; nothing
+    /// was wrong with it, so it is counted but not audited.
+    pub fn is_out_of_order(&self) -> bool {
+        matches!(self, Reject::Gap { .. } | Reject::Unsealed)
+    }
+}
+
 /// The outcome of checking one received envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -19,7 +19,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::Federation;
-use super::core::{self, Eligibility, Reject, Verdict};
+use super::core::{self, Eligibility, Verdict};
 use crate::model::{ChannelId, OrgId, Vector};
 use crate::node::Offered;
 use crate::proto::{
@@ -444,7 +444,7 @@ async fn receive(
             }
             Verdict::Reject(reason) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
-                gap |= matches!(reason, Reject::Gap { .. } | Reject::Unsealed);
+                gap |= reason.is_out_of_order();
                 tracing::warn!(
                     target: "samband::federation::rejected",
                     %peer, %channel, %origin, seq, reason = %reason,

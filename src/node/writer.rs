@@ -610,8 +610,7 @@ impl Writer {
         (channel, origin, seq): (&str, &str, u64),
         reason: &Reject,
     ) {
-        // Gaps happen in every catch-up and resend: counted, not audited.
-        if matches!(reason, Reject::Gap { .. } | Reject::Unsealed) {
+        if reason.is_out_of_order() {
             return;
         }
         let Some(left_out) = self.rejections.admit(from.as_str(), unix_ms()) else {

@@ -422,8 +422,9 @@ pub async fn converged(
     for n in nodes {
         clients.push(n.operator().await);
     }
+    let orgs: Vec<&str> = nodes.iter().map(|n| n.org.as_str()).collect();
     eventually(
-        &format!("{channel} to converge on {count} messages"),
+        &format!("{channel} to converge on {count} messages at {orgs:?}"),
         || {
             let mut clients = clients.clone();
             let channel = channel.to_owned();

@@ -559,7 +559,7 @@ mod simulation {
                     Verdict::Accept => stored = true,
                     Verdict::Duplicate => {}
                     // A cut-short or reordered batch leaves gaps and unsealed runs: resent later.
-                    Verdict::Reject(Reject::Gap { .. } | Reject::Unsealed) => gap = true,
+                    Verdict::Reject(r) if r.is_out_of_order() => gap = true,
                     other => panic!("an honest push was answered {other:?}"),
                 }
             }
