@@ -579,17 +579,8 @@ impl Writer {
         let mut pending = PendingRuns::new();
         for envelope in envelopes {
             let index = verdicts.len();
-            // Kept for the audit entry, should the envelope be refused.
-            let id = (
-                envelope.origin_seq,
-                clip(&envelope.channel),
-                clip(&envelope.origin),
-            );
             let verdict =
                 self.apply_one(round, from, envelope, index, &mut pending, &mut verdicts)?;
-            if let Verdict::Reject(reason) = &verdict {
-                self.audit_rejection(round, from, (&id.1, &id.2, id.0), reason);
-            }
             verdicts.push(verdict);
         }
         // Whatever no seal vouched for is not stored; a later batch brings it
@@ -602,12 +593,25 @@ impl Writer {
         Ok(verdicts)
     }
 
+    /// Refuses a received envelope: the verdict, and an audit entry within
+    /// the sender's budget.
+    fn refuse_envelope(
+        &mut self,
+        round: &mut Round,
+        from: &OrgId,
+        envelope: &Envelope,
+        reason: Reject,
+    ) -> Verdict {
+        self.audit_rejection(round, from, envelope, &reason);
+        Verdict::Reject(reason)
+    }
+
     /// Records a rejected envelope in the audit log, within the sender's budget.
     fn audit_rejection(
         &mut self,
         round: &mut Round,
         from: &OrgId,
-        (channel, origin, seq): (&str, &str, u64),
+        envelope: &Envelope,
         reason: &Reject,
     ) {
         if reason.is_out_of_order() {
@@ -618,9 +622,9 @@ impl Writer {
         };
         let mut event = Event::new("federation.rejected")
             .with("peer", from)
-            .with("channel", clip(channel))
-            .with("origin", clip(origin))
-            .with("seq", seq)
+            .with("channel", clip(&envelope.channel))
+            .with("origin", clip(&envelope.origin))
+            .with("seq", envelope.origin_seq)
             .with("reason", clip(&reason.to_string()));
         if left_out > 0 {
             event = event.with("left_out_before", left_out);
@@ -641,16 +645,15 @@ impl Writer {
             ChannelId::parse(&envelope.channel),
             OrgId::parse(&envelope.origin),
         ) else {
-            return Ok(Verdict::Reject(Reject::Malformed(
-                "channel or origin is not a valid id".into(),
-            )));
+            let reason = Reject::Malformed("channel or origin is not a valid id".into());
+            return Ok(self.refuse_envelope(round, from, &envelope, reason));
         };
         let Some(record) = self.record(&channel)? else {
-            return Ok(Verdict::Reject(Reject::UnknownChannel));
+            return Ok(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
         };
         if record.state == ChannelState::Pending as i32 {
             // Offered, not accepted: nothing of it is stored.
-            return Ok(Verdict::Reject(Reject::UnknownChannel));
+            return Ok(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
         }
         let run_key = (channel.clone(), origin.clone());
         let run = pending.get(&run_key);
@@ -700,12 +703,15 @@ impl Writer {
                     .push((index, envelope, hash));
                 return Ok(Verdict::Chained);
             }
-            other => return Ok(other),
+            Verdict::Reject(reason) => {
+                return Ok(self.refuse_envelope(round, from, &envelope, reason));
+            }
+            duplicate => return Ok(duplicate),
         }
         if envelope.kind == Kind::Control as i32 {
             let mut updated = record.clone();
             if let Err(r) = core::apply_control(&mut updated, &envelope, &self.settings.org) {
-                return Ok(Verdict::Reject(r));
+                return Ok(self.refuse_envelope(round, from, &envelope, r));
             }
             round.audit.push(
                 Event::new("channel.roster_changed")
@@ -768,12 +774,7 @@ impl Writer {
             && self.channels_of(channel.home())? >= self.settings.channels_per_partner
         {
             let reject = Reject::BadOffer("its home has limits.channels_per_partner channels here");
-            let id = (
-                envelope.channel.as_str(),
-                envelope.origin.as_str(),
-                envelope.origin_seq,
-            );
-            self.audit_rejection(round, from, id, &reject);
+            self.audit_rejection(round, from, envelope, &reject);
             return Ok(Err(reject));
         }
         let home_key = self.home_key(channel.home().as_str())?;
@@ -786,12 +787,7 @@ impl Writer {
         ) {
             Ok(r) => r,
             Err(reject) => {
-                let id = (
-                    envelope.channel.as_str(),
-                    envelope.origin.as_str(),
-                    envelope.origin_seq,
-                );
-                self.audit_rejection(round, from, id, &reject);
+                self.audit_rejection(round, from, envelope, &reject);
                 return Ok(Err(reject));
             }
         };
