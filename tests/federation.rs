@@ -758,11 +758,7 @@ async fn a_subscriber_on_any_participant_sees_every_participant_live() {
     let mut b_op = b.operator().await;
     converged(&[&a, &b], &ch, 1).await;
     // Subscribe on B, live only, then post on A and on B.
-    let req = proto::SubscribeRequest {
-        channel: ch.clone(),
-        start: None,
-    };
-    let mut stream = b_op.subscribe(req).await.unwrap().into_inner();
+    let mut stream = common::subscribe_live(&mut b_op, &ch).await;
     post(&mut a_op, &ch, "live from police").await;
     post(&mut b_op, &ch, "live from rescue").await;
     let mut got = Vec::new();
@@ -874,15 +870,7 @@ async fn a_live_subscriber_gets_a_healed_partitions_backlog_with_older_timestamp
     let ch = create_channel(&mut a_op, "crisis").await;
     a.share("crisis", &["rescue.example"]).await;
     converged(&[&a, &b], &ch, 1).await;
-    let mut sub = a_op
-        .clone()
-        .subscribe(proto::SubscribeRequest {
-            channel: ch.clone(),
-            start: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut sub = common::subscribe_live(&mut a_op.clone(), &ch).await;
 
     proxy.cut();
     let mut b_op = b.operator().await;

@@ -5,20 +5,8 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{ServeProcess, all_history, create_channel, init_dir, node_dir, post, samband_bin};
+use common::{ServeProcess, all_history, cli_ok, create_channel, init_dir, node_dir, post};
 use samband::proto;
-
-fn run(args: &[&str]) -> (String, String) {
-    let out = Command::new(samband_bin()).args(args).output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "{args:?}:\n{stdout}\n{stderr}");
-    (stdout, stderr)
-}
 
 fn fingerprint(stderr: &str) -> String {
     stderr
@@ -38,7 +26,7 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
     let a_bundle = a_tmp.path().join("a.bundle");
     let b_bundle = b_tmp.path().join("b.bundle");
     let fp_a = fingerprint(
-        &run(&[
+        &cli_ok(&[
             "trust",
             "export",
             "--dir",
@@ -46,10 +34,10 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
             "--out",
             a_bundle.to_str().unwrap(),
         ])
-        .1,
+        .stderr,
     );
     let fp_b = fingerprint(
-        &run(&[
+        &cli_ok(&[
             "trust",
             "export",
             "--dir",
@@ -57,12 +45,12 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
             "--out",
             b_bundle.to_str().unwrap(),
         ])
-        .1,
+        .stderr,
     );
 
     let node_b = ServeProcess::start(&b_dir).await;
     // B is running: the Admin API takes the peer. A is stopped: its data dir does.
-    let (out, _) = run(&[
+    let out = cli_ok(&[
         "peer",
         "add",
         a_bundle.to_str().unwrap(),
@@ -70,10 +58,11 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
         &fp_a,
         "--dir",
         b,
-    ]);
+    ])
+    .stdout;
     assert!(out.contains("node running"), "{out}");
     let b_fed = node_b.fed_addr.to_string();
-    let (out, _) = run(&[
+    let out = cli_ok(&[
         "peer",
         "add",
         b_bundle.to_str().unwrap(),
@@ -83,14 +72,15 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
         &b_fed,
         "--dir",
         a,
-    ]);
+    ])
+    .stdout;
     assert!(out.contains("node stopped"), "{out}");
     let node_a = ServeProcess::start(&a_dir).await;
 
     let mut a_op = node_a.operator(&a_dir).await;
     let ch = create_channel(&mut a_op, "crisis").await;
     let endpoint = node_a.addr.to_string();
-    run(&[
+    cli_ok(&[
         "channel",
         "share",
         "crisis",
@@ -140,7 +130,7 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
         "the new link re-sent {} envelopes; B lacked only 100",
         link.envelopes_sent
     );
-    let (status, _) = run(&["status", "--dir", a, "--endpoint", &endpoint]);
+    let status = cli_ok(&["status", "--dir", a, "--endpoint", &endpoint]).stdout;
     assert!(
         status.contains("rescue.example") && status.contains("connected"),
         "{status}"

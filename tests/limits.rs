@@ -11,19 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::{
     PATIENCE, ServeProcess, TestNode, converged, create_channel, eventually, init_dir,
-    init_dir_as_shipped, node_dir, post, serve_log, set_config,
+    init_dir_as_shipped, node_dir, post, post_request, serve_log, set_config, subscribe_live,
 };
 use samband::model::Role;
 use samband::proto;
 use tonic::Code;
-
-fn post_request(channel: &str, text: String) -> proto::PostRequest {
-    proto::PostRequest {
-        channel: channel.into(),
-        text,
-        priority: 0,
-    }
-}
 
 #[tokio::test]
 async fn a_member_posting_past_the_limit_is_refused_and_others_are_not() {
@@ -134,14 +126,7 @@ async fn a_stalled_subscriber_is_cut_off_with_a_clear_status_and_posters_never_w
     let serve = ServeProcess::start(&dir).await;
     let mut op = serve.operator(&dir).await;
     let ch = create_channel(&mut op, "ops").await;
-    let mut stalled = op
-        .subscribe(proto::SubscribeRequest {
-            channel: ch.clone(),
-            start: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stalled = subscribe_live(&mut op, &ch).await;
     // Far more than the HTTP/2 windows and the node's buffer hold.
     let body = "x".repeat(4096);
     for i in 0..3000 {

@@ -146,11 +146,7 @@ async fn a_stalled_subscriber_neither_blocks_posters_nor_loses_messages() {
     let ch = create_channel(&mut op, "ops").await;
     // A subscriber that reads nothing while far more is posted than any buffer holds.
     let mut slow = node.client("slow", Role::Member).await;
-    let req = proto::SubscribeRequest {
-        channel: ch.clone(),
-        start: None,
-    };
-    let mut stream = slow.subscribe(req).await.unwrap().into_inner();
+    let mut stream = common::subscribe_live(&mut slow, &ch).await;
     const N: u64 = 5000;
     let mut posters = Vec::new();
     for p in 0..8u64 {

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use common::{
-    PATIENCE, ServeProcess, all_history, create_channel, init_dir, node_dir, samband_bin,
+    PATIENCE, ServeProcess, all_history, arg, cli, cli_ok, create_channel, init_dir, node_dir,
+    samband_bin,
 };
 
 /// Every post acknowledged before a SIGKILL is there after restart, exactly once.
@@ -91,16 +92,12 @@ async fn a_second_node_on_the_same_data_dir_is_refused() {
     let tmp = init_dir("police.example");
     let dir = node_dir(&tmp);
     let first = ServeProcess::start(&dir).await;
-    let out = Command::new(samband_bin())
-        .args(["serve", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = cli(&["serve", "--dir", arg(&dir)]);
+    assert!(!out.success);
     assert!(
-        stderr.contains("in use by another samband process"),
-        "{stderr}"
+        out.stderr.contains("in use by another samband process"),
+        "{}",
+        out.stderr
     );
     first.kill9().await;
 }
@@ -121,14 +118,9 @@ fn serve_refuses_a_bad_config_naming_the_key() {
         ("format = \"human\"", "format = \"loud\"", "format"),
     ] {
         std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
-        let out = Command::new(samband_bin())
-            .args(["serve", "--dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{to}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(key), "{to}: {stderr}");
+        let out = cli(&["serve", "--dir", arg(&dir)]);
+        assert!(!out.success, "{to}");
+        assert!(out.stderr.contains(key), "{to}: {}", out.stderr);
     }
 }
 
@@ -137,16 +129,7 @@ fn serve_refuses_a_bad_config_naming_the_key() {
 async fn command_line_walkthrough() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
-    let run = |args: &[&str]| {
-        let out = Command::new(samband_bin()).args(args).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
+    let run = |args: &[&str]| cli_ok(args).stdout;
     let d = dir.to_str().unwrap();
     run(&[
         "init",
@@ -227,19 +210,13 @@ async fn command_line_walkthrough() {
     assert!(status.contains("alice (member)"), "{status}");
 
     // A member may not create channels; the error says why and the exit code is non-zero.
-    let out = Command::new(samband_bin())
-        .args(["channel", "create", "x", "--identity", a, "--endpoint", &ep])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("admin role"));
+    let out = cli(&["channel", "create", "x", "--identity", a, "--endpoint", &ep]);
+    assert!(!out.success);
+    assert!(out.stderr.contains("admin role"));
     // init refuses to overwrite.
-    let out = Command::new(samband_bin())
-        .args(["init", "--org", "police.example", "--dir", d])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    let out = cli(&["init", "--org", "police.example", "--dir", d]);
+    assert!(!out.success);
+    assert!(out.stderr.contains("refusing to overwrite"));
     node.kill9().await;
 }
 
@@ -345,16 +322,9 @@ async fn a_damaged_store_is_refused_not_silently_replaced() {
     ];
     for (what, damage) in damages {
         damage();
-        let out = Command::new(samband_bin())
-            .args(["serve", "--dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success(),
-            "{what}: serve started on a damaged store"
-        );
+        let out = cli(&["serve", "--dir", arg(&dir)]);
+        let stderr = &out.stderr;
+        assert!(!out.success, "{what}: serve started on a damaged store");
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
         assert!(stderr.contains("error:"), "{what}: {stderr}");
         // Restore for the next case.

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    PATIENCE, ServeProcess, TestNode, audit_log, create_channel, eventually, init_dir, node_dir,
-    post, samband_bin, serve_log,
+    PATIENCE, ServeProcess, TestNode, arg, audit_log, cli, cli_ok, create_channel, eventually,
+    init_dir, node_dir, post, post_request, serve_log, subscribe_live,
 };
 use samband::client;
 use samband::model::{MemberName, OrgId, Role};
@@ -16,32 +16,6 @@ use samband::pki::{OrgPki, Validity, cert_info};
 use samband::proto;
 use time::{Duration, OffsetDateTime};
 use tonic::Code;
-
-/// Runs `samband ARGS... --dir DIR` (or `--file FILE` when `flag` says so).
-fn samband(args: &[&str], flag: &str, path: &Path) -> std::process::Output {
-    std::process::Command::new(samband_bin())
-        .args(args)
-        .arg(flag)
-        .arg(path)
-        .output()
-        .expect("run samband")
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn post_request(channel: &str, text: &str) -> proto::PostRequest {
-    proto::PostRequest {
-        channel: channel.into(),
-        text: text.into(),
-        priority: 0,
-    }
-}
 
 #[tokio::test]
 async fn a_revoked_member_is_refused_at_once_even_on_open_streams_and_after_restart() {
@@ -51,14 +25,7 @@ async fn a_revoked_member_is_refused_at_once_even_on_open_streams_and_after_rest
     let mut alice = node.client("alice", Role::Member).await;
     let mut bob = node.client("bob", Role::Member).await;
     post(&mut alice, &ch, "before").await;
-    let mut live = alice
-        .subscribe(proto::SubscribeRequest {
-            channel: ch.clone(),
-            start: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut live = subscribe_live(&mut alice, &ch).await;
 
     // A Publish stream, open before the revocation.
     let (publish_tx, publish_rx) = tokio::sync::mpsc::channel(4);
@@ -235,11 +202,14 @@ async fn a_renewed_node_certificate_is_served_without_a_restart() {
     assert_eq!(first, pki.node_certificate().unwrap().serial);
 
     // `pki renew` on a running node: renewed on disk and reloaded at once.
-    let out = samband(&["pki", "renew", "--days", "30"], "--dir", &dir);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&["pki", "renew", "--days", "30", "--dir", arg(&dir)]);
+    assert!(out.success, "{}", out.stderr);
     let second = pki.node_certificate().unwrap().serial;
     assert_ne!(second, first);
-    assert!(stdout(&out).contains(&format!("running node now uses serial {second}")));
+    assert!(
+        out.stdout
+            .contains(&format!("running node now uses serial {second}"))
+    );
     assert_eq!(served_serial(&dir, serve.addr).await, second);
 
     // Renewed behind the node's back: served only after SIGHUP.
@@ -350,9 +320,9 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
     let dir = node_dir(&tmp);
 
     // Export from the stopped node: the changes, in order.
-    let out = samband(&["audit", "export"], "--dir", &dir);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let export = stdout(&out);
+    let out = cli(&["audit", "export", "--dir", arg(&dir)]);
+    assert!(out.success, "{}", out.stderr);
+    let export = out.stdout;
     let events: Vec<String> = samband::audit::parse_lines(&export)
         .unwrap()
         .into_iter()
@@ -367,13 +337,14 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
             "peer.removed"
         ]
     );
-    let since = samband(&["audit", "export", "--since", "3"], "--dir", &dir);
-    assert_eq!(stdout(&since).lines().count(), 2);
-    let ok = samband(&["audit", "verify"], "--dir", &dir);
-    assert!(ok.status.success(), "{}", stderr(&ok));
-    assert!(stdout(&ok).contains("audit log intact: 4 entries"));
+    let since = cli(&["audit", "export", "--since", "3", "--dir", arg(&dir)]);
+    assert_eq!(since.stdout.lines().count(), 2);
+    let ok = cli(&["audit", "verify", "--dir", arg(&dir)]);
+    assert!(ok.success, "{}", ok.stderr);
+    assert!(ok.stdout.contains("audit log intact: 4 entries"));
 
-    let head = stdout(&ok)
+    let head = ok
+        .stdout
         .lines()
         .find_map(|l| l.strip_prefix("head: "))
         .and_then(|l| l.split_whitespace().next())
@@ -385,32 +356,32 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
     let lines: Vec<&str> = export.lines().collect();
     let file = tmp.path().join("tail.jsonl");
     std::fs::write(&file, lines[1..].join("\n")).unwrap();
-    let cut = samband(&["audit", "verify"], "--file", &file);
-    assert!(!cut.status.success());
-    assert!(stderr(&cut).contains("removed"), "{}", stderr(&cut));
-    let partial = samband(&["audit", "verify", "--partial"], "--file", &file);
-    assert!(partial.status.success(), "{}", stderr(&partial));
+    let cut = cli(&["audit", "verify", "--file", arg(&file)]);
+    assert!(!cut.success);
+    assert!(cut.stderr.contains("removed"), "{}", cut.stderr);
+    let partial = cli(&["audit", "verify", "--partial", "--file", arg(&file)]);
+    assert!(partial.success, "{}", partial.stderr);
     // An export cut at the end passes alone, but not against the recorded head.
     std::fs::write(&file, lines[..3].join("\n")).unwrap();
-    let alone = samband(&["audit", "verify"], "--file", &file);
-    assert!(alone.status.success(), "{}", stderr(&alone));
-    let against = samband(&["audit", "verify", "--head", &head], "--file", &file);
-    assert!(!against.status.success());
+    let alone = cli(&["audit", "verify", "--file", arg(&file)]);
+    assert!(alone.success, "{}", alone.stderr);
+    let against = cli(&["audit", "verify", "--head", &head, "--file", arg(&file)]);
+    assert!(!against.success);
     assert!(
-        stderr(&against).contains("removed from the end"),
+        against.stderr.contains("removed from the end"),
         "{}",
-        stderr(&against)
+        against.stderr
     );
 
     // A changed export line is found.
     let file = tmp.path().join("audit.jsonl");
     std::fs::write(&file, export.replace("rescue.example", "other.example")).unwrap();
-    let bad = samband(&["audit", "verify"], "--file", &file);
-    assert!(!bad.status.success());
+    let bad = cli(&["audit", "verify", "--file", arg(&file)]);
+    assert!(!bad.success);
     assert!(
-        stderr(&bad).contains("does not match its hash"),
+        bad.stderr.contains("does not match its hash"),
         "{}",
-        stderr(&bad)
+        bad.stderr
     );
 
     // A changed entry in the store, and then a removed one, are found.
@@ -430,31 +401,27 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
         let changed = String::from_utf8_lossy(&v).replace("rescue.example", "other.example");
         t.insert(key, changed.as_bytes()).unwrap();
     });
-    let changed = samband(&["audit", "verify"], "--dir", &dir);
-    assert!(!changed.status.success());
+    let changed = cli(&["audit", "verify", "--dir", arg(&dir)]);
+    assert!(!changed.success);
     assert!(
-        stderr(&changed).contains("entry 2 does not match its hash"),
+        changed.stderr.contains("entry 2 does not match its hash"),
         "{}",
-        stderr(&changed)
+        changed.stderr
     );
     audit(&|t| {
         t.remove(key).unwrap();
     });
-    let removed = samband(&["audit", "verify"], "--dir", &dir);
-    assert!(!removed.status.success());
+    let removed = cli(&["audit", "verify", "--dir", arg(&dir)]);
+    assert!(!removed.success);
     assert!(
-        stderr(&removed).contains("entry 2 is missing"),
+        removed.stderr.contains("entry 2 is missing"),
         "{}",
-        stderr(&removed)
+        removed.stderr
     );
     // A renewal while the node is stopped is recorded too.
-    let renew = samband(&["pki", "renew"], "--dir", &dir);
-    assert!(renew.status.success(), "{}", stderr(&renew));
-    let export = stdout(&samband(
-        &["audit", "export", "--since", "5"],
-        "--dir",
-        &dir,
-    ));
+    let renew = cli(&["pki", "renew", "--dir", arg(&dir)]);
+    assert!(renew.success, "{}", renew.stderr);
+    let export = cli_ok(&["audit", "export", "--since", "5", "--dir", arg(&dir)]).stdout;
     let last = samband::audit::parse_lines(&export).unwrap().pop().unwrap();
     assert_eq!(last.event, "node.renewed");
     assert_eq!(

@@ -181,12 +181,10 @@ pub async fn create_channel(c: &mut Client, name: &str) -> String {
 }
 
 pub async fn post(c: &mut Client, channel: &str, text: &str) -> proto::PostResponse {
-    let req = proto::PostRequest {
-        channel: channel.into(),
-        text: text.into(),
-        priority: 0,
-    };
-    c.post(req).await.expect("post").into_inner()
+    c.post(post_request(channel, text))
+        .await
+        .expect("post")
+        .into_inner()
 }
 
 /// The whole history of a channel, oldest first, paging backward from the newest.
@@ -222,6 +220,63 @@ pub struct ServeProcess {
 
 pub fn samband_bin() -> &'static str {
     env!("CARGO_BIN_EXE_samband")
+}
+
+/// What one `samband` command printed, and whether it succeeded.
+#[derive(Debug)]
+pub struct CliRun {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `samband ARGS...` to completion.
+pub fn cli(args: &[&str]) -> CliRun {
+    let out = std::process::Command::new(samband_bin())
+        .args(args)
+        .output()
+        .expect("run samband");
+    CliRun {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// [`cli`] that must succeed.
+pub fn cli_ok(args: &[&str]) -> CliRun {
+    let run = cli(args);
+    assert!(
+        run.success,
+        "samband {args:?}:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+/// A test path as a command-line argument (temp dirs are UTF-8).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// A post of `text` to `channel`, normal priority.
+pub fn post_request(channel: &str, text: impl Into<String>) -> proto::PostRequest {
+    proto::PostRequest {
+        channel: channel.into(),
+        text: text.into(),
+        priority: 0,
+    }
+}
+
+/// Follows `channel` live (no replay).
+pub async fn subscribe_live(c: &mut Client, channel: &str) -> tonic::Streaming<proto::Message> {
+    c.subscribe(proto::SubscribeRequest {
+        channel: channel.into(),
+        start: None,
+    })
+    .await
+    .expect("subscribe")
+    .into_inner()
 }
 
 impl ServeProcess {
