@@ -257,11 +257,7 @@ async fn memory_stays_bounded_under_a_flood_far_past_the_limits() {
 
     // Ten stalled subscribers that never read, on a connection of their own
     // (unread streams hold that connection's HTTP/2 window).
-    let operator =
-        samband::pki::IdentityBundle::load(&dir.join(samband::setup::OPERATOR_DIR)).unwrap();
-    let mut watcher = samband::client::connect(&operator, Some(&serve.addr.to_string()))
-        .await
-        .unwrap();
+    let mut watcher = serve.operator(&dir).await;
     let mut stalled = Vec::new();
     for _ in 0..10 {
         stalled.push(

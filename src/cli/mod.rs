@@ -13,6 +13,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use samband::config::Config;
+use samband::node::data_dir;
+use samband::proto::admin_client::AdminClient;
+use samband::store::{Store, StoreError};
+use tonic::transport::Channel;
 
 /// File in a node directory where `serve` records the address its client listener got.
 pub(crate) const CLIENT_ADDR_FILE: &str = "client.addr";
@@ -26,6 +31,35 @@ pub(crate) fn node_endpoint(dir: Option<&std::path::Path>, bundle_endpoint: &str
             .unwrap_or_else(|_| bundle_endpoint.to_owned()),
         _ => bundle_endpoint.to_owned(),
     }
+}
+
+// Operator commands act on a running node through its Admin API, and on
+// the data directory of a stopped one: these two find which.
+
+/// The Admin API of the node in `dir`, if it is running; `None` if nothing answers.
+pub(crate) async fn running_node(
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<AdminClient<Channel>>> {
+    let bundle = samband::pki::IdentityBundle::load(&dir.join(samband::setup::OPERATOR_DIR))?;
+    let endpoint = node_endpoint(Some(dir), &bundle.info.endpoint);
+    match samband::client::connect_channel(&bundle, Some(&endpoint)).await {
+        Ok(channel) => Ok(Some(AdminClient::new(channel))),
+        Err(samband::client::ClientError::Connect { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The stopped node's store.
+pub(crate) fn offline_store(dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
+    let config = Config::load(dir)?;
+    let store = Store::open(&data_dir(dir), &config.org, 8 << 20).map_err(|e| match e {
+        StoreError::Locked(_) => anyhow::anyhow!(
+            "the node is running but its client listener ({}) does not answer; try again, or stop it",
+            config.client.advertise
+        ),
+        other => other.into(),
+    })?;
+    Ok((config, store))
 }
 
 /// Where `serve` keeps its node when no --dir is given.

@@ -11,15 +11,13 @@ use clap::Args;
 use samband::config::Config;
 use samband::federation;
 use samband::model::OrgId;
-use samband::node::data_dir;
-use samband::pki::{IdentityBundle, OrgPki};
+use samband::pki::OrgPki;
 use samband::proto::{self, AcceptPolicy, admin_client::AdminClient};
-use samband::store::{Store, StoreError};
 use serde_json::json;
 use tonic::transport::Channel;
 
 use super::client_cmds::rpc;
-use super::{Connection, output};
+use super::{Connection, offline_store, output, running_node};
 
 #[derive(Debug, Args)]
 pub(crate) struct TrustExportArgs {
@@ -132,32 +130,6 @@ fn spaced(hex: &str) -> String {
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The Admin API of the node in `dir`, if it is running; `None` if nothing answers.
-pub(super) async fn running_node(
-    dir: &std::path::Path,
-) -> anyhow::Result<Option<AdminClient<Channel>>> {
-    let bundle = IdentityBundle::load(&dir.join(samband::setup::OPERATOR_DIR))?;
-    let endpoint = super::node_endpoint(Some(dir), &bundle.info.endpoint);
-    match samband::client::connect_channel(&bundle, Some(&endpoint)).await {
-        Ok(channel) => Ok(Some(AdminClient::new(channel))),
-        Err(samband::client::ClientError::Connect { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The stopped node's store.
-pub(super) fn offline_store(dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
-    let config = Config::load(dir)?;
-    let store = Store::open(&data_dir(dir), &config.org, 8 << 20).map_err(|e| match e {
-        StoreError::Locked(_) => anyhow::anyhow!(
-            "the node is running but its client listener ({}) does not answer; try again, or stop it",
-            config.client.advertise
-        ),
-        other => other.into(),
-    })?;
-    Ok((config, store))
 }
 
 fn peer_line(p: &proto::Peer, json: bool) -> String {

@@ -16,7 +16,7 @@ use samband::proto;
 use tokio_stream::StreamExt as _;
 
 use super::client_cmds::rpc;
-use super::peer_cmds::{offline_store, running_node};
+use super::{offline_store, running_node};
 
 #[derive(Debug, Args)]
 pub(crate) struct RenewArgs {

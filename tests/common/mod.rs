@@ -164,12 +164,16 @@ impl TestNode {
     }
 
     pub async fn operator(&self) -> Client {
-        let bundle =
-            IdentityBundle::load(&self.dir().join(setup::OPERATOR_DIR)).expect("operator bundle");
-        client::connect(&bundle, Some(&self.addr.to_string()))
-            .await
-            .expect("connect")
+        Client::new(operator_channel(&self.dir(), self.addr).await)
     }
+}
+
+/// A new connection to the node of `dir` at `addr`, as its operator.
+pub async fn operator_channel(dir: &Path, addr: SocketAddr) -> Channel {
+    let bundle = IdentityBundle::load(&dir.join(setup::OPERATOR_DIR)).expect("operator bundle");
+    client::connect_channel(&bundle, Some(&addr.to_string()))
+        .await
+        .expect("connect")
 }
 
 pub async fn create_channel(c: &mut Client, name: &str) -> String {
@@ -322,19 +326,12 @@ impl ServeProcess {
     }
 
     pub async fn operator(&self, dir: &Path) -> Client {
-        let bundle = IdentityBundle::load(&dir.join(setup::OPERATOR_DIR)).expect("operator bundle");
-        client::connect(&bundle, Some(&self.addr.to_string()))
-            .await
-            .expect("connect")
+        Client::new(operator_channel(dir, self.addr).await)
     }
 
     /// The operator's Admin client of this process.
     pub async fn admin(&self, dir: &Path) -> Admin {
-        let bundle = IdentityBundle::load(&dir.join(setup::OPERATOR_DIR)).expect("operator bundle");
-        let channel = client::connect_channel(&bundle, Some(&self.addr.to_string()))
-            .await
-            .expect("connect");
-        samband::proto::admin_client::AdminClient::new(channel)
+        Admin::new(operator_channel(dir, self.addr).await)
     }
 
     pub async fn kill9(mut self) {
@@ -367,12 +364,7 @@ pub async fn audit_log(admin: &mut Admin) -> Vec<samband::audit::Entry> {
 impl TestNode {
     /// The operator's Admin client.
     pub async fn admin(&self) -> Admin {
-        let bundle =
-            IdentityBundle::load(&self.dir().join(setup::OPERATOR_DIR)).expect("operator bundle");
-        let channel = client::connect_channel(&bundle, Some(&self.addr.to_string()))
-            .await
-            .expect("connect");
-        samband::proto::admin_client::AdminClient::new(channel)
+        Admin::new(operator_channel(&self.dir(), self.addr).await)
     }
 
     /// This node trusts `other`; it dials `other` at `endpoint` (None: `other` dials us).
