@@ -364,9 +364,7 @@ async fn a_partition_heals_with_identical_histories_nothing_lost_nothing_twice()
     let b = TestNode::start("rescue.example").await;
     // A reaches B only through a proxy that can cut the link; B does not dial.
     let proxy = common::Proxy::start(b.fed_addr).await;
-    a.trust(&b, Some(proxy.addr.to_string()), AcceptPolicy::Auto)
-        .await;
-    b.trust(&a, None, AcceptPolicy::Auto).await;
+    a.dials(&b, proxy.addr).await;
     let mut a_op = a.operator().await;
     let ch = create_channel(&mut a_op, "crisis").await;
     a.share("crisis", &["rescue.example"]).await;
@@ -406,12 +404,8 @@ async fn a_stalled_partner_slows_only_its_own_link() {
     let c = TestNode::start("health.example").await;
     // A dials B directly and C through a proxy that can stall; neither dials A.
     let proxy = common::Proxy::start(c.fed_addr).await;
-    a.trust(&b, Some(b.fed_addr.to_string()), AcceptPolicy::Auto)
-        .await;
-    b.trust(&a, None, AcceptPolicy::Auto).await;
-    a.trust(&c, Some(proxy.addr.to_string()), AcceptPolicy::Auto)
-        .await;
-    c.trust(&a, None, AcceptPolicy::Auto).await;
+    a.dials(&b, b.fed_addr).await;
+    a.dials(&c, proxy.addr).await;
     let mut a_op = a.operator().await;
     let ch = create_channel(&mut a_op, "crisis").await;
     a.share("crisis", &["rescue.example", "health.example"])
@@ -863,9 +857,7 @@ async fn a_live_subscriber_gets_a_healed_partitions_backlog_with_older_timestamp
     let a = TestNode::start("police.example").await;
     let b = TestNode::start("rescue.example").await;
     let proxy = common::Proxy::start(b.fed_addr).await;
-    a.trust(&b, Some(proxy.addr.to_string()), AcceptPolicy::Auto)
-        .await;
-    b.trust(&a, None, AcceptPolicy::Auto).await;
+    a.dials(&b, proxy.addr).await;
     let mut a_op = a.operator().await;
     let ch = create_channel(&mut a_op, "crisis").await;
     a.share("crisis", &["rescue.example"]).await;

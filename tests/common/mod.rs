@@ -390,6 +390,14 @@ impl TestNode {
         self.admin().await.add_peer(req).await.expect("add peer");
     }
 
+    /// Mutual trust, one way of dialing: this node dials `other` at `at`
+    /// (its address, or a proxy in front of it); `other` never dials.
+    pub async fn dials(&self, other: &TestNode, at: SocketAddr) {
+        self.trust(other, Some(at.to_string()), proto::AcceptPolicy::Auto)
+            .await;
+        other.trust(self, None, proto::AcceptPolicy::Auto).await;
+    }
+
     /// Mutual trust; both sides dial each other directly.
     pub async fn peer_with(&self, other: &TestNode) {
         self.trust(
