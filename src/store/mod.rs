@@ -23,6 +23,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_ORG: &[u8] = b"org";
+/// The file in a data dir that holds sled's log (all trees, all data).
+const SLED_LOG_FILE: &str = "db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,6 +49,11 @@ pub enum StoreError {
     Foreign { path: PathBuf },
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    #[error("store: syncing {path} to disk: {source}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store holds an undecodable record under {key}: {source}")]
     Corrupt {
         key: String,
@@ -86,6 +93,8 @@ pub enum Page {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: sled::Db,
+    /// sled's log file, synced after every sled flush (see [`Store::flush`]).
+    log_file: std::sync::Arc<SyncedFile>,
     log: sled::Tree,
     peers: sled::Tree,
     cursors: sled::Tree,
@@ -93,6 +102,29 @@ pub struct Store {
     revoked: sled::Tree,
     /// The audit log's last entry; appends take this lock.
     audit_head: std::sync::Arc<std::sync::Mutex<crate::audit::Head>>,
+}
+
+/// A file that [`Store::flush`] forces to stable storage, named for errors.
+#[derive(Debug)]
+struct SyncedFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl SyncedFile {
+    fn open(path: PathBuf) -> Result<Self, StoreError> {
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(Self { path, file }),
+            Err(source) => Err(StoreError::Sync { path, source }),
+        }
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|source| StoreError::Sync {
+            path: self.path.clone(),
+            source,
+        })
+    }
 }
 
 /// Writes staged together and applied atomically by [`Store::apply`].
@@ -195,6 +227,7 @@ impl Store {
             });
         }
         let db = Self::open_sled(path, cache_bytes)?;
+        let log_file = std::sync::Arc::new(SyncedFile::open(path.join(SLED_LOG_FILE))?);
         let meta = db.open_tree("meta")?;
         let audit = db.open_tree("audit")?;
         let store = Self {
@@ -205,12 +238,15 @@ impl Store {
             audit_head: std::sync::Arc::new(std::sync::Mutex::new(Self::load_audit_head(&audit)?)),
             audit,
             db,
+            log_file,
         };
         match meta.get(META_SCHEMA)? {
             None if create && store.log.is_empty() && store.peers.is_empty() => {
                 meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
                 meta.insert(META_ORG, org.as_str().as_bytes())?;
-                store.db.flush()?;
+                store.flush()?;
+                // The new files' directory entries, so the store survives a power cut.
+                SyncedFile::open(path.to_owned())?.sync()?;
             }
             None if store.log.is_empty() && store.peers.is_empty() => {
                 return Err(StoreError::Missing {
@@ -255,7 +291,7 @@ impl Store {
             .compare_and_swap(key, None as Option<&[u8]>, Some(record.encode_to_vec()))?
             .is_ok();
         if created {
-            self.db.flush()?;
+            self.flush()?;
         }
         Ok(created)
     }
@@ -436,10 +472,15 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything applied so far durable.
+    /// Makes everything applied so far durable, also across a power cut.
+    ///
+    /// sled's flush writes its log with `sync_file_range` on Linux, which
+    /// neither flushes the drive's write cache nor commits the file's size
+    /// and extents; after a power cut, data it reported flushed can be gone.
+    /// So every flush is followed by an `fdatasync` of sled's log file.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
+        self.log_file.sync()
     }
 
     /// Up to `limit` messages of a page, oldest first, and whether more lie
@@ -539,7 +580,7 @@ impl Store {
             ),
         )?;
         self.peers.insert(key, peer.encode_to_vec())?;
-        self.db.flush()?;
+        self.flush()?;
         Ok(())
     }
 
@@ -554,7 +595,7 @@ impl Store {
         for key in self.cursors.scan_prefix(&prefix).keys() {
             self.cursors.remove(key?)?;
         }
-        self.db.flush()?;
+        self.flush()?;
         Ok(removed)
     }
 

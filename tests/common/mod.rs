@@ -290,15 +290,49 @@ impl ServeProcess {
 
     /// Starts `samband serve --dir DIR ARGS...`; its log goes to [`serve_log`].
     pub async fn start_with(dir: &Path, args: &[&str]) -> Self {
+        let mut command = tokio::process::Command::new(samband_bin());
+        command.args(["serve", "--dir"]).arg(dir).args(args);
+        Self::spawn(command, dir).await
+    }
+
+    /// Starts `samband serve --dir DIR` under `strace`, which writes every
+    /// `fdatasync` with the path of its file to `trace`. `child` is strace;
+    /// stop the node with [`ServeProcess::terminate_traced`].
+    pub async fn start_traced(dir: &Path, trace: &Path) -> Self {
+        let mut command = tokio::process::Command::new("strace");
+        command
+            .args(["-f", "-y", "-qq", "-e", "trace=fdatasync", "-o"])
+            .arg(trace)
+            .args([samband_bin(), "serve", "--dir"])
+            .arg(dir);
+        Self::spawn(command, dir).await
+    }
+
+    /// Stops a node started by [`ServeProcess::start_traced`] with SIGTERM
+    /// (strace would only detach from it) and waits for strace to finish.
+    pub async fn terminate_traced(mut self) {
+        let tracer = self.child.id().expect("strace runs");
+        let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
+            .expect("strace's children");
+        let node = children.split_whitespace().next().expect("the traced node");
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", node])
+            .status()
+            .expect("run kill");
+        assert!(killed.success());
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the node stops on SIGTERM")
+            .expect("strace exits");
+    }
+
+    async fn spawn(mut command: tokio::process::Command, dir: &Path) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(serve_log(dir))
             .expect("open serve.log");
-        let mut child = tokio::process::Command::new(samband_bin())
-            .args(["serve", "--dir"])
-            .arg(dir)
-            .args(args)
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true)
