@@ -10,7 +10,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use samband::federation::core::{Context, check};
 use samband::model::{
-    ChannelId, Cursor, GENESIS_HASH, Hlc, OrgId, canonical_bytes, chain_hash, sign_and_hash, verify,
+    ChainHead, ChannelId, Cursor, GENESIS_HASH, Hlc, OrgId, canonical_bytes, chain_hash,
+    sign_and_hash, verify,
 };
 use samband::proto::{ChannelRecord, ChannelState, Envelope, Kind, Participant};
 use samband::store::{Page, Store, StoreBatch, keys};
@@ -80,7 +81,7 @@ fn envelopes(c: &mut Criterion) {
         sender: &sender,
         channel: &channel,
         record: &record,
-        head: (0, GENESIS_HASH),
+        head: ChainHead::GENESIS,
         home_key: None,
         held: None,
         max_envelope_bytes: 70_000,
@@ -98,13 +99,19 @@ fn key_encoding(c: &mut Criterion) {
         origin: OrgId::parse("rescue.example").unwrap(),
         seq: 42,
     };
-    let prefix_len = keys::history_prefix(&channel).len();
-    let key = keys::history_key(&channel, &cursor);
-    c.bench_function("keys/history_key", |b| {
-        b.iter(|| keys::history_key(black_box(&channel), black_box(&cursor)))
+    let origin = OrgId::parse("rescue.example").unwrap();
+    let prefix_len = keys::channel_messages_prefix(&channel).len();
+    let key = keys::message_key(&channel, &origin, 42);
+    c.bench_function("keys/message_key", |b| {
+        b.iter(|| keys::message_key(black_box(&channel), black_box(&origin), 42))
     });
-    c.bench_function("keys/cursor_of", |b| {
-        b.iter(|| keys::cursor_of(prefix_len, black_box(&key)))
+    c.bench_function("keys/origin_and_seq_of_message", |b| {
+        b.iter(|| {
+            (
+                keys::origin_of_message(prefix_len, black_box(&key)),
+                keys::seq_of_message(black_box(&key)),
+            )
+        })
     });
     c.bench_function("cursor/encode+decode", |b| {
         b.iter(|| Cursor::decode(&black_box(&cursor).encode()))

@@ -12,7 +12,7 @@ use prost::Message as _;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use crate::federation::core::{self, Context, Verdict};
-use crate::model::{ChannelId, EnvelopeHash, GENESIS_HASH, OrgId, chain_hash};
+use crate::model::{ChainHead, ChannelId, OrgId, chain_hash};
 use crate::proto::{ChannelRecord, ChannelState, LinkFrame, Participant, link_frame::Frame};
 
 /// The channel the fuzzed envelopes are checked against.
@@ -76,10 +76,13 @@ pub fn admitted(data: &[u8]) -> usize {
         Some(Frame::Envelopes(batch)) => {
             let mut record = record();
             // Each origin's chain, as the receiver would advance it.
-            let mut heads: std::collections::HashMap<String, (u64, EnvelopeHash)> =
+            let mut heads: std::collections::HashMap<String, ChainHead> =
                 std::collections::HashMap::new();
             for env in &batch.envelopes {
-                let head = heads.get(&env.origin).copied().unwrap_or((0, GENESIS_HASH));
+                let head = heads
+                    .get(&env.origin)
+                    .copied()
+                    .unwrap_or(ChainHead::GENESIS);
                 let ctx = Context {
                     local: &local,
                     sender: &peer,
@@ -92,7 +95,7 @@ pub fn admitted(data: &[u8]) -> usize {
                     max_hlc: u64::MAX / 2,
                 };
                 if matches!(core::check(env, &ctx), Verdict::Accept | Verdict::Chained) {
-                    heads.insert(env.origin.clone(), (env.origin_seq, chain_hash(env)));
+                    heads.insert(env.origin.clone(), ChainHead::after(env, chain_hash(env)));
                     let _ = core::apply_control(&mut record, env, &local);
                     admitted += 1;
                 }

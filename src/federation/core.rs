@@ -8,7 +8,7 @@
 
 use prost::Message as _;
 
-use crate::model::{ChannelId, EnvelopeHash, OrgId, Vector, chain_hash, verify};
+use crate::model::{ChainHead, ChannelId, EnvelopeHash, OrgId, Vector, chain_hash, verify};
 use crate::proto::{ChannelRecord, ChannelState, Control, Envelope, Kind, Participant, control};
 
 /// What a peer may receive of a channel.
@@ -55,6 +55,8 @@ pub enum Reject {
     Unsealed,
     #[error("timestamp lies too far in the future")]
     FromTheFuture,
+    #[error("timestamp is not later than that of the origin's previous envelope")]
+    TimeWentBack,
 }
 
 impl Reject {
@@ -88,8 +90,8 @@ pub struct Context<'a> {
     pub sender: &'a OrgId,
     pub channel: &'a ChannelId,
     pub record: &'a ChannelRecord,
-    /// Head (seq, hash) of the envelope's origin in this channel here.
-    pub head: (u64, EnvelopeHash),
+    /// The end of the envelope's origin's chain in this channel here.
+    pub head: ChainHead,
     /// The home's signing key, from this node's own peer table (or its own key).
     pub home_key: Option<&'a [u8]>,
     /// Hash of the held envelope at the same seq, when `seq <= head`.
@@ -210,7 +212,11 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     if !is_active(record, &origin) && origin != *ctx.local {
         return Err(Reject::OriginNotParticipant(origin.to_string()));
     }
-    let (head_seq, head_hash) = ctx.head;
+    let ChainHead {
+        seq: head_seq,
+        hash: head_hash,
+        hlc: head_hlc,
+    } = ctx.head;
     if env.origin_seq <= head_seq {
         return match ctx.held {
             Some(h) if h == chain_hash(env) => Ok(Verdict::Duplicate),
@@ -227,6 +233,11 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     }
     if env.prev.as_slice() != head_hash.as_slice() {
         return Err(Reject::BrokenChain);
+    }
+    // History is read as a merge of the origins' runs in seq order, which
+    // holds only while each origin's timestamps grow with its seq.
+    if env.hlc <= head_hlc.0 {
+        return Err(Reject::TimeWentBack);
     }
     if is_control {
         roster_of(env)?;

@@ -7,6 +7,7 @@
 use prost::Message as _;
 use ring::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 
+use super::Hlc;
 use crate::proto::Envelope;
 
 /// SHA-256 of an envelope's canonical encoding: what the next envelope of
@@ -15,6 +16,33 @@ pub type EnvelopeHash = [u8; 32];
 
 /// The `prev` of an origin's first envelope in a channel.
 pub const GENESIS_HASH: EnvelopeHash = [0; 32];
+
+/// The end of one origin's hash chain in one channel: what the next
+/// envelope of that origin must follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: EnvelopeHash,
+    pub hlc: Hlc,
+}
+
+impl ChainHead {
+    /// Before an origin's first envelope.
+    pub const GENESIS: ChainHead = ChainHead {
+        seq: 0,
+        hash: GENESIS_HASH,
+        hlc: Hlc(0),
+    };
+
+    /// The head once `env`, whose chain hash is `hash`, is the last envelope.
+    pub fn after(env: &Envelope, hash: EnvelopeHash) -> Self {
+        Self {
+            seq: env.origin_seq,
+            hash,
+            hlc: Hlc(env.hlc),
+        }
+    }
+}
 
 /// The bytes that are signed and hashed.
 pub fn canonical_bytes(env: &Envelope) -> Vec<u8> {

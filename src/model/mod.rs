@@ -10,7 +10,7 @@ mod hlc;
 
 pub use cursor::Cursor;
 pub use envelope::{
-    EnvelopeHash, GENESIS_HASH, canonical_bytes, chain_hash, sign, sign_and_hash, verify,
+    ChainHead, EnvelopeHash, GENESIS_HASH, canonical_bytes, chain_hash, sign, sign_and_hash, verify,
 };
 pub use hlc::{Hlc, HlcClock};
 

@@ -20,7 +20,7 @@ use super::fanout::Fanout;
 use crate::audit::{self, Event, clip};
 use crate::federation::core::{self, Reject, Verdict};
 use crate::model::{
-    ChannelId, Cursor, EnvelopeHash, GENESIS_HASH, Hlc, HlcClock, MemberName, OrgId, Priority,
+    ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority,
     chain_hash, sign, unix_ms,
 };
 use crate::proto::{ChannelRecord, ChannelState, Envelope, Kind};
@@ -200,8 +200,8 @@ struct Writer {
     key: Ed25519KeyPair,
     public_key: Vec<u8>,
     clock: HlcClock,
-    /// Chain head (seq, hash) per (channel, origin); filled lazily from the store.
-    heads: HashMap<(ChannelId, OrgId), (u64, EnvelopeHash)>,
+    /// Chain head per (channel, origin); filled lazily from the store.
+    heads: HashMap<(ChannelId, OrgId), ChainHead>,
     /// Channel records as of the staged state; filled lazily from the store.
     records: HashMap<ChannelId, ChannelRecord>,
     /// Home signing keys from the peer table, for the current round only
@@ -390,11 +390,7 @@ impl Writer {
         Ok(record)
     }
 
-    fn head(
-        &mut self,
-        channel: &ChannelId,
-        origin: &OrgId,
-    ) -> Result<(u64, EnvelopeHash), StoreError> {
+    fn head(&mut self, channel: &ChannelId, origin: &OrgId) -> Result<ChainHead, StoreError> {
         let key = (channel.clone(), origin.clone());
         if let Some(head) = self.heads.get(&key) {
             return Ok(*head);
@@ -403,9 +399,9 @@ impl Writer {
             Some(h) => {
                 // Never issue a timestamp below one already on disk, whatever the wall clock says.
                 self.clock.observe(h.hlc);
-                (h.seq, h.hash)
+                h
             }
-            None => (0, GENESIS_HASH),
+            None => ChainHead::GENESIS,
         };
         self.heads.insert(key, head);
         Ok(head)
@@ -434,7 +430,7 @@ impl Writer {
         // Readers elsewhere must not pass this on before it is flushed.
         self.durable.hold(channel, &origin, envelope.origin_seq - 1);
         self.heads
-            .insert((channel.clone(), origin), (envelope.origin_seq, hash));
+            .insert((channel.clone(), origin), ChainHead::after(&envelope, hash));
         round.envelopes.push((channel.clone(), cursor, envelope));
         Ok(round.envelopes.len() - 1)
     }
@@ -451,7 +447,9 @@ impl Writer {
         body: Vec<u8>,
     ) -> Result<usize, StoreError> {
         let org = self.settings.org.clone();
-        let (seq, prev) = self.head(channel, &org)?;
+        let ChainHead {
+            seq, hash: prev, ..
+        } = self.head(channel, &org)?;
         let hlc = self.clock.tick(unix_ms());
         let envelope = Envelope {
             channel: channel.to_string(),
@@ -658,10 +656,10 @@ impl Writer {
         let run_key = (channel.clone(), origin.clone());
         let run = pending.get(&run_key);
         let head = match run.and_then(|r| r.last()) {
-            Some((_, e, h)) => (e.origin_seq, *h),
+            Some((_, e, h)) => ChainHead::after(e, *h),
             None => self.head(&channel, &origin)?,
         };
-        let held = if envelope.origin_seq <= head.0 {
+        let held = if envelope.origin_seq <= head.seq {
             let in_run = run.and_then(|r| {
                 r.iter()
                     .find(|(_, e, _)| e.origin_seq == envelope.origin_seq)
@@ -840,7 +838,7 @@ impl Writer {
                 home: record.home,
             });
         }
-        let (seq, _) = self.head(channel, &self.settings.org.clone())?;
+        let seq = self.head(channel, &self.settings.org.clone())?.seq;
         let participants = match &change {
             RosterChange::Share { orgs } => orgs
                 .iter()

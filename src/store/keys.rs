@@ -6,16 +6,18 @@
 //!
 //! In the `log` tree (one tree, so one batch updates all of it atomically):
 //! * `c` channel                    → ChannelRecord
-//! * `h` channel 0 hlc origin 0 seq → envelope   (history order)
-//! * `e` channel 0 origin 0 seq     → hlc        (identity index)
+//! * `m` channel 0 origin 0 seq     → envelope
+//!
+//! One key per message, in each origin's seq order. History order (hlc,
+//! origin, seq) is a merge of the origins' runs: an origin's timestamps grow
+//! with its seq (the federation core refuses an envelope whose hlc does not).
 //!
 //! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
 
-use crate::model::{ChannelId, Cursor, Hlc, OrgId};
+use crate::model::{ChannelId, OrgId};
 
 const CHANNEL: u8 = b'c';
-const HISTORY: u8 = b'h';
-const IDENTITY: u8 = b'e';
+const MESSAGE: u8 = b'm';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
@@ -30,15 +32,15 @@ pub fn channel_key(channel: &str) -> Vec<u8> {
 
 pub const CHANNEL_PREFIX: &[u8] = &[CHANNEL];
 
-/// All identity keys of one channel start with this.
-pub fn identity_channel_prefix(channel: &ChannelId) -> Vec<u8> {
-    let mut key = vec![IDENTITY];
+/// All message keys of one channel start with this.
+pub fn channel_messages_prefix(channel: &ChannelId) -> Vec<u8> {
+    let mut key = vec![MESSAGE];
     push_str(&mut key, &channel.to_string());
     key
 }
 
-/// The origin named in an identity key under `channel_prefix`.
-pub fn origin_of_identity(channel_prefix_len: usize, key: &[u8]) -> Option<OrgId> {
+/// The origin named in a message key under `channel_prefix`.
+pub fn origin_of_message(channel_prefix_len: usize, key: &[u8]) -> Option<OrgId> {
     let rest = key.get(channel_prefix_len..)?;
     let nul = rest.iter().position(|b| *b == 0)?;
     OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()
@@ -51,50 +53,21 @@ pub fn cursor_key(peer: &OrgId, channel: &str) -> Vec<u8> {
     key
 }
 
-/// All history keys of one channel start with this.
-pub fn history_prefix(channel: &ChannelId) -> Vec<u8> {
-    let mut key = vec![HISTORY];
-    push_str(&mut key, &channel.to_string());
-    key
-}
-
-pub fn history_key(channel: &ChannelId, at: &Cursor) -> Vec<u8> {
-    let mut key = history_prefix(channel);
-    key.extend_from_slice(&at.hlc.0.to_be_bytes());
-    push_str(&mut key, at.origin.as_str());
-    key.extend_from_slice(&at.seq.to_be_bytes());
-    key
-}
-
-/// The cursor of a history key of `channel`; `None` if the key is not one.
-pub fn cursor_of(channel_prefix_len: usize, key: &[u8]) -> Option<Cursor> {
-    let rest = key.get(channel_prefix_len..)?;
-    let (hlc, rest) = rest.split_at_checked(8)?;
-    let nul = rest.iter().position(|b| *b == 0)?;
-    let origin = OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
-    let seq: [u8; 8] = rest.get(nul + 1..)?.try_into().ok()?;
-    Some(Cursor {
-        hlc: Hlc(u64::from_be_bytes(hlc.try_into().ok()?)),
-        origin,
-        seq: u64::from_be_bytes(seq),
-    })
-}
-
-/// All identity keys of one origin in one channel start with this.
-pub fn identity_prefix(channel: &ChannelId, origin: &OrgId) -> Vec<u8> {
-    let mut key = identity_channel_prefix(channel);
+/// All message keys of one origin in one channel start with this.
+pub fn origin_messages_prefix(channel: &ChannelId, origin: &OrgId) -> Vec<u8> {
+    let mut key = channel_messages_prefix(channel);
     push_str(&mut key, origin.as_str());
     key
 }
 
-pub fn identity_key(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
-    let mut key = identity_prefix(channel, origin);
+pub fn message_key(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
+    let mut key = origin_messages_prefix(channel, origin);
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
-/// The seq at the end of an identity key.
-pub fn seq_of_identity(key: &[u8]) -> Option<u64> {
+/// The seq at the end of a message key.
+pub fn seq_of_message(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
 }
@@ -119,56 +92,25 @@ mod tests {
     }
 
     #[test]
-    fn history_keys_sort_like_cursors_and_round_trip() {
+    fn message_keys_sort_by_origin_then_seq_and_round_trip() {
         let ch = ChannelId::new(org("police.example"), ChannelName::parse("ops").unwrap());
-        let cursors = [
-            Cursor {
-                hlc: Hlc(1),
-                origin: org("b"),
-                seq: 9,
-            },
-            Cursor {
-                hlc: Hlc(2),
-                origin: org("a"),
-                seq: 1,
-            },
-            Cursor {
-                hlc: Hlc(2),
-                origin: org("ab"),
-                seq: 1,
-            },
-            Cursor {
-                hlc: Hlc(2),
-                origin: org("ab"),
-                seq: 2,
-            },
-            Cursor {
-                hlc: Hlc(256),
-                origin: org("a"),
-                seq: 1,
-            },
+        let keys = [
+            message_key(&ch, &org("a"), 2),
+            message_key(&ch, &org("a"), 256),
+            message_key(&ch, &org("ab"), 1),
+            message_key(&ch, &org("b"), 1),
         ];
-        let keys: Vec<_> = cursors.iter().map(|c| history_key(&ch, c)).collect();
-        assert!(
-            keys.windows(2).all(|w| w[0] < w[1]),
-            "byte order must equal cursor order"
-        );
-        let plen = history_prefix(&ch).len();
-        for (c, k) in cursors.iter().zip(&keys) {
-            assert_eq!(cursor_of(plen, k).as_ref(), Some(c));
-        }
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        let plen = channel_messages_prefix(&ch).len();
+        assert_eq!(seq_of_message(&keys[1]), Some(256));
+        assert_eq!(origin_of_message(plen, &keys[2]), Some(org("ab")));
         // A channel whose name extends another's never shares its prefix range.
         let longer = ChannelId::new(org("police.example"), ChannelName::parse("ops2").unwrap());
-        let other = history_key(&longer, &cursors[0]);
-        let p = history_prefix(&ch);
+        let other = message_key(&longer, &org("a"), 1);
+        let p = channel_messages_prefix(&ch);
         assert!(!(other.as_slice() >= p.as_slice() && other < prefix_end(&p)));
-    }
-
-    #[test]
-    fn identity_keys() {
-        let ch = ChannelId::new(org("police.example"), ChannelName::parse("ops").unwrap());
-        let k = identity_key(&ch, &org("police.example"), 258);
-        assert_eq!(seq_of_identity(&k), Some(258));
-        assert!(identity_key(&ch, &org("a"), 2) < identity_key(&ch, &org("a"), 256));
+        // Nor does an origin whose name extends another's.
+        let p = origin_messages_prefix(&ch, &org("a"));
+        assert!(!(keys[2].as_slice() >= p.as_slice() && keys[2] < prefix_end(&p)));
     }
 }

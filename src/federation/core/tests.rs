@@ -1,7 +1,7 @@
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use super::*;
-use crate::model::{GENESIS_HASH, sign_and_hash};
+use crate::model::{GENESIS_HASH, Hlc, sign_and_hash};
 
 fn key() -> Ed25519KeyPair {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
@@ -85,7 +85,12 @@ fn ctx<'a>(
         sender,
         channel: &w.channel,
         record: &w.record,
-        head,
+        // The envelopes of these tests carry hlc = seq << 16.
+        head: ChainHead {
+            seq: head.0,
+            hash: head.1,
+            hlc: Hlc(head.0 << 16),
+        },
         home_key: Some(home_key),
         held: None,
         max_envelope_bytes: 4096,
@@ -124,6 +129,17 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
         reject(&bad_prev, ctx(&w, &local, &sender, (1, h1), &home_pub)),
         Reject::BrokenChain
     );
+    // A timestamp that is not later than the origin's previous one, even
+    // when correctly chained and signed by the origin.
+    for hlc in [1 << 16, 1] {
+        let mut back = envelope("b.example", 2, h1, &w.b).0;
+        back.hlc = hlc;
+        sign_and_hash(&mut back, &w.b);
+        assert_eq!(
+            reject(&back, ctx(&w, &local, &sender, (1, h1), &home_pub)),
+            Reject::TimeWentBack
+        );
+    }
     // Bad signature: signed by someone else's key.
     let (forged, _) = envelope("b.example", 1, GENESIS_HASH, &key());
     assert_eq!(
@@ -357,11 +373,11 @@ mod simulation {
                 .collect()
         }
 
-        fn head(&self, origin: &OrgId) -> (u64, EnvelopeHash) {
+        fn head(&self, origin: &OrgId) -> ChainHead {
             self.logs
                 .get(origin)
                 .and_then(|l| l.last())
-                .map_or((0, GENESIS_HASH), |(e, h)| (e.origin_seq, *h))
+                .map_or(ChainHead::GENESIS, |(e, h)| ChainHead::after(e, *h))
         }
     }
 
@@ -428,7 +444,9 @@ mod simulation {
             for j in 0..k {
                 self.wall += 1;
                 let node = &mut self.nodes[i];
-                let (seq, prev) = node.head(&node.org);
+                let ChainHead {
+                    seq, hash: prev, ..
+                } = node.head(&node.org);
                 let mut env = Envelope {
                     channel: CHANNEL.into(),
                     origin: node.org.to_string(),
@@ -466,9 +484,9 @@ mod simulation {
                 let origin = OrgId::parse(&env.origin).ok();
                 let run = origin.as_ref().and_then(|o| pending.get(o));
                 let head = match (run.and_then(|r| r.last()), &origin) {
-                    (Some((_, e, h)), _) => (e.origin_seq, *h),
+                    (Some((_, e, h)), _) => ChainHead::after(e, *h),
                     (None, Some(o)) => node.head(o),
-                    (None, None) => (0, GENESIS_HASH),
+                    (None, None) => ChainHead::GENESIS,
                 };
                 let held = origin.as_ref().and_then(|o| {
                     if let Some((_, _, h)) =
@@ -575,20 +593,21 @@ mod simulation {
             let from_i = (to + 1) % n;
             let from = self.nodes[from_i].org.clone();
             let origin_i = from_i;
-            let (seq, prev) = self.nodes[to].head(&self.nodes[origin_i].org);
+            let head = self.nodes[to].head(&self.nodes[origin_i].org);
             let mut env = Envelope {
                 channel: CHANNEL.into(),
                 origin: self.nodes[origin_i].org.to_string(),
-                origin_seq: seq + 1,
+                origin_seq: head.seq + 1,
                 author: "mallory".into(),
-                hlc: 1,
+                // Later than the head, so only the fault below is wrong.
+                hlc: head.hlc.0 + 1,
                 kind: Kind::Text as i32,
                 priority: 1,
                 body: b"forged".to_vec(),
-                prev: prev.to_vec(),
+                prev: head.hash.to_vec(),
                 signature: vec![],
             };
-            match kind % 6 {
+            match kind % 7 {
                 0 => {
                     sign_and_hash(&mut env, &key()); // signed by a key that is not the origin's
                 }
@@ -609,6 +628,11 @@ mod simulation {
                 }
                 4 => {
                     env.prev = vec![9; 32];
+                    sign_and_hash(&mut env, &self.nodes[origin_i].key);
+                }
+                5 => {
+                    // The origin itself, with a timestamp that goes back.
+                    env.hlc = head.hlc.0;
                     sign_and_hash(&mut env, &self.nodes[origin_i].key);
                 }
                 _ => {} // unsigned, correctly chained: no seal ever vouches for it

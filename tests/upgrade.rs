@@ -1,0 +1,96 @@
+//! A data dir written by an earlier samband opens in this one, with every
+//! message where it was.
+//!
+//! `fixtures/store-schema1.tar.gz` is the `data/` dir of a `police.example`
+//! node written by samband with store schema version 1 (two keys per
+//! message): a channel `crisis` shared with `rescue.example`, where the two
+//! orgs posted "police N" and "rescue N" in turn (N = 1..12), and an internal
+//! channel `internal` with "internal 1" .. "internal 12".
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use samband::model::{ChannelId, OrgId};
+use samband::store::{Page, SCHEMA_VERSION, Store};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/store-schema1.tar.gz"
+);
+
+fn unpack() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["xzf", FIXTURE, "-C"])
+        .arg(tmp.path())
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "unpack {FIXTURE}");
+    tmp
+}
+
+/// (origin, seq, text) of every message of `channel`, in history order.
+fn history(store: &Store, channel: &str) -> Vec<(String, u64, String)> {
+    let channel = ChannelId::parse(channel).unwrap();
+    let (page, more) = store.history(&channel, &Page::Beginning, 1000).unwrap();
+    assert!(!more);
+    page.into_iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.envelope.body).into_owned();
+            (m.cursor.origin.to_string(), m.cursor.seq, text)
+        })
+        .collect()
+}
+
+#[test]
+fn a_schema_1_store_is_upgraded_in_place_and_keeps_every_message() {
+    assert_eq!(
+        SCHEMA_VERSION, 2,
+        "this fixture tests the upgrade from 1 to 2"
+    );
+    let tmp = unpack();
+    let data = tmp.path().join("data");
+    let police = OrgId::parse("police.example").unwrap();
+    for open in ["upgrade", "reopen"] {
+        let store = Store::open(&data, &police, 1 << 20).unwrap();
+        let crisis = history(&store, "police.example/crisis");
+        assert_eq!(crisis.len(), 25, "{open}: {crisis:?}");
+        // The roster change that shared it comes first (its body is not text).
+        assert_eq!(crisis[0].0, "police.example");
+        assert_eq!(crisis[0].1, 1);
+        let mut expected = Vec::new();
+        for n in 1..=12u64 {
+            expected.push(("police.example".to_string(), n + 1, format!("police {n}")));
+            expected.push(("rescue.example".to_string(), n, format!("rescue {n}")));
+        }
+        assert_eq!(crisis[1..], expected, "{open}");
+        let internal = history(&store, "police.example/internal");
+        let expected: Vec<_> = (1..=12u64)
+            .map(|n| ("police.example".to_string(), n, format!("internal {n}")))
+            .collect();
+        assert_eq!(internal, expected, "{open}");
+        // Chains continue where they ended.
+        let crisis_id = ChannelId::parse("police.example/crisis").unwrap();
+        let rescue = OrgId::parse("rescue.example").unwrap();
+        assert_eq!(
+            store.chain_head(&crisis_id, &police).unwrap().unwrap().seq,
+            13
+        );
+        assert_eq!(
+            store.chain_head(&crisis_id, &rescue).unwrap().unwrap().seq,
+            12
+        );
+        assert_eq!(
+            store
+                .envelopes_from(&crisis_id, &rescue, 5, 100)
+                .unwrap()
+                .len(),
+            8
+        );
+        assert_eq!(
+            store.peers().unwrap().len(),
+            1,
+            "{open}: the partner is kept"
+        );
+        drop(store);
+    }
+}
