@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -586,6 +587,9 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
         let start = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / rate as f64);
         let (size, ch_post) = (args.size, ch.clone());
+        // When each post was handed to the stream, in µs since `start`.
+        let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+        let stamps = sent_at.clone();
         let poster = tokio::spawn(async move {
             let mut sent = 0usize;
             while sent < n {
@@ -597,6 +601,7 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
                         text: body(size, sent as u64),
                         priority: 0,
                     };
+                    stamps[sent].store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
                     if tx.send(req).await.is_err() {
                         return sent;
                     }
@@ -607,6 +612,7 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
             sent
         });
         let mut latencies = Vec::with_capacity(n);
+        let mut final_lag = Duration::MAX;
         let deadline =
             start + Duration::from_secs_f64(n as f64 / rate as f64) + Duration::from_secs(10);
         while latencies.len() < n {
@@ -617,12 +623,21 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
                 },
                 Err(_) => break, // not all arrived in time: reported as not sustained
             };
-            let Some(i) = m.text.split('|').next().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some((i, stamp)) = m
+                .text
+                .split('|')
+                .next()
+                .and_then(|s| s.parse::<u32>().ok())
+                .and_then(|i| Some((i, sent_at.get(i as usize)?)))
+            else {
                 continue;
             };
-            // Latency from when the post was due, so falling behind the offered rate shows.
-            let due = start + interval * i;
-            latencies.push(Instant::now().saturating_duration_since(due));
+            // Latency from when the post was sent; how late it is against
+            // when it was due shows whether the offered rate is kept up.
+            let now = start.elapsed();
+            let sent = Duration::from_micros(stamp.load(Ordering::Relaxed));
+            latencies.push(now.saturating_sub(sent));
+            final_lag = now.saturating_sub(interval * i);
             bar.inc(1);
         }
         let elapsed = start.elapsed();
@@ -631,7 +646,6 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
         let received = latencies.len();
         // Kept up: everything arrived, and the last message no later than
         // 100 ms after it was due (a growing backlog shows as a late end).
-        let final_lag = latencies.last().copied().unwrap_or(Duration::MAX);
         let sustained = received == n && final_lag < Duration::from_millis(100);
         Run::new(
             format!("federation offered={rate}/s {}B", args.size),
