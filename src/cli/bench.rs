@@ -58,6 +58,11 @@ pub(crate) struct BenchArgs {
     /// Message body size in bytes.
     #[arg(long, default_value_t = 1024)]
     size: usize,
+    /// For `post`: echo and post run alternately this many times at each
+    /// concurrency, and the median rates are reported, so that a noisy
+    /// neighbour on the machine weighs on both sides of the ratio.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
     /// Offered rates for `federation`, msg/s; comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 5_000, 10_000])]
     rate: Vec<u64>,
@@ -71,6 +76,7 @@ struct Run {
     name: String,
     count: usize,
     elapsed: Duration,
+    per_second: f64,
     latencies: Vec<Duration>,
     notes: Vec<(&'static str, serde_json::Value)>,
 }
@@ -81,13 +87,28 @@ impl Run {
             name,
             count,
             elapsed,
+            per_second: count as f64 / elapsed.as_secs_f64().max(1e-9),
             latencies,
             notes: Vec::new(),
         }
     }
 
+    /// Several runs of the same thing as one: all latencies, the median rate.
+    fn median_of(name: String, runs: Vec<Run>) -> Self {
+        let mut rates: Vec<f64> = runs.iter().map(Run::rate).collect();
+        rates.sort_by(f64::total_cmp);
+        let mut all = Self::new(name, 0, Duration::ZERO, Vec::new());
+        for run in runs {
+            all.count += run.count;
+            all.elapsed += run.elapsed;
+            all.latencies.extend(run.latencies);
+        }
+        all.per_second = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+        all
+    }
+
     fn rate(&self) -> f64 {
-        self.count as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.per_second
     }
 
     fn note(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
@@ -370,43 +391,51 @@ async fn echo_runs(args: &BenchArgs, root: &Path, with_post: bool) -> anyhow::Re
             text: body(args.size, 0),
             priority: 0,
         };
-        let bar = progress(n, &format!("echo c={c}"));
-        let call = {
+        let echo_call = {
             let (echo, request) = (echo.clone(), request.clone());
             move || {
                 let (mut echo, request) = (echo.clone(), request.clone());
                 async move { echo.echo(request).await.map(drop) }
             }
         };
-        let (elapsed, lat) = closed_loop(n, c, &bar, call).await?;
-        bar.finish_and_clear();
-        let echo_run = Run::new(
-            format!("echo c={c} {}B", args.size),
-            lat.len(),
-            elapsed,
-            lat,
-        );
-        let echo_rate = echo_run.rate();
-        echo_run.print(args.json);
-        let Some(client) = &post_client else { continue };
-        let bar = progress(n, &format!("post c={c}"));
-        let call = {
-            let client = client.clone();
+        let post_call = post_client.clone().map(|client| {
+            let request = request.clone();
             move || {
                 let (mut client, request) = (client.clone(), request.clone());
                 async move { client.post(request).await.map(drop) }
             }
-        };
-        let (elapsed, lat) = closed_loop(n, c, &bar, call).await?;
-        bar.finish_and_clear();
-        let run = Run::new(
-            format!("post c={c} {}B", args.size),
-            lat.len(),
-            elapsed,
-            lat,
-        );
+        });
+        let rounds = args.rounds as usize;
+        let per_round = n.div_ceil(rounds);
+        let (mut echo_runs, mut post_runs) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let bar = progress(per_round, &format!("echo c={c} ({round}/{rounds})"));
+            let (elapsed, lat) = closed_loop(per_round, c, &bar, echo_call.clone()).await?;
+            bar.finish_and_clear();
+            echo_runs.push(Run::new(String::new(), lat.len(), elapsed, lat));
+            let Some(post_call) = &post_call else {
+                continue;
+            };
+            let bar = progress(per_round, &format!("post c={c} ({round}/{rounds})"));
+            let (elapsed, lat) = closed_loop(per_round, c, &bar, post_call.clone()).await?;
+            bar.finish_and_clear();
+            post_runs.push(Run::new(String::new(), lat.len(), elapsed, lat));
+        }
+        let ratios: Vec<String> = echo_runs
+            .iter()
+            .zip(&post_runs)
+            .map(|(e, p)| format!("{:.2}", p.rate() / e.rate()))
+            .collect();
+        let echo_run = Run::median_of(format!("echo c={c} {}B", args.size), echo_runs);
+        let echo_rate = echo_run.rate();
+        echo_run.print(args.json);
+        if post_runs.is_empty() {
+            continue;
+        }
+        let run = Run::median_of(format!("post c={c} {}B", args.size), post_runs);
         let ratio = run.rate() / echo_rate;
         run.note("ratio_to_echo", (ratio * 100.0).round() / 100.0)
+            .note("per_round", ratios.join("/"))
             .print(args.json);
     }
     if let Some(node) = node {
