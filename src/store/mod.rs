@@ -122,8 +122,9 @@ impl SyncedFile {
 /// Writes staged together and applied atomically by [`Store::apply`].
 #[derive(Debug, Default)]
 pub struct StoreBatch {
-    log: sled::Batch,
-    len: usize,
+    /// (key, value) in the `log` tree, in staging order (a later write of
+    /// the same key wins).
+    log: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn lossy(key: &[u8]) -> String {
@@ -189,21 +190,19 @@ impl Run {
 
 impl StoreBatch {
     pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
-        self.log.insert(
+        self.log.push((
             keys::message_key(channel, &cursor.origin, cursor.seq),
             env.encode_to_vec(),
-        );
-        self.len += 1;
+        ));
     }
 
     pub fn put_channel(&mut self, record: &ChannelRecord) {
         self.log
-            .insert(keys::channel_key(&record.id), record.encode_to_vec());
-        self.len += 1;
+            .push((keys::channel_key(&record.id), record.encode_to_vec()));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.log.is_empty()
     }
 }
 
@@ -472,8 +471,22 @@ impl Store {
     }
 
     /// Applies a batch atomically. Durable only after [`Store::flush`].
+    ///
+    /// A batch of one write is a plain insert, which is atomic by itself:
+    /// sled writes a batch's manifest to the log apart from its data, so
+    /// with one post per round (a lone poster) `apply_batch` would cost a
+    /// second log write and sync.
     pub fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
-        self.log.apply_batch(batch.log)?;
+        let mut writes = batch.log;
+        if writes.len() > 1 {
+            let mut sled_batch = sled::Batch::default();
+            for (key, value) in writes {
+                sled_batch.insert(key, value);
+            }
+            self.log.apply_batch(sled_batch)?;
+        } else if let Some((key, value)) = writes.pop() {
+            self.log.insert(key, value)?;
+        }
         Ok(())
     }
 
@@ -704,6 +717,43 @@ mod tests {
             Store::open(tmp.path(), &org("a"), 1 << 20),
             Err(StoreError::Locked(_))
         ));
+    }
+
+    /// A batch of one write (a plain insert) and of several (sled's batch)
+    /// both land; within a batch the later write of a key wins.
+    #[test]
+    fn batches_of_one_and_of_many_apply() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = org("police.example");
+        let store = Store::create(tmp.path(), &home, 1 << 20).unwrap();
+        let record = |name: &str, roster_seq| ChannelRecord {
+            id: format!("police.example/{name}"),
+            home: home.to_string(),
+            roster_seq,
+            ..Default::default()
+        };
+        let mut one = StoreBatch::default();
+        one.put_channel(&record("a", 1));
+        store.apply(one).unwrap();
+        let mut many = StoreBatch::default();
+        many.put_channel(&record("b", 1));
+        many.put_channel(&record("a", 2));
+        many.put_channel(&record("a", 3));
+        store.apply(many).unwrap();
+        store.apply(StoreBatch::default()).unwrap();
+        let held: Vec<_> = store
+            .channels()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.roster_seq))
+            .collect();
+        assert_eq!(
+            held,
+            [
+                ("police.example/a".to_string(), 3),
+                ("police.example/b".to_string(), 1)
+            ]
+        );
     }
 
     /// Three origins whose timestamps interleave (with ties across origins):
