@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::Federation;
 use super::core::{self, Eligibility, Verdict};
 use crate::model::{ChannelId, OrgId, Vector};
-use crate::node::Offered;
+use crate::node::{Offered, Pending};
 use crate::proto::{
     AcceptPolicy, ChannelVector, EnvelopeBatch, LinkFrame, VectorEntry, VersionVectors,
     link_frame::Frame,
@@ -32,6 +32,8 @@ pub(super) const LINK_BUFFER: usize = 16;
 /// Most envelopes, and about the most bytes, in one frame.
 const BATCH_ENVELOPES: usize = 512;
 const BATCH_BYTES: usize = 4 << 20;
+/// Envelope batches of one link handed to the writer and not yet durable.
+const IN_FLIGHT: usize = 4;
 /// Largest frame accepted on a link.
 pub(crate) const MAX_FRAME_BYTES: usize = 8 << 20;
 /// How often a reader may ask for a resend after seeing a gap.
@@ -311,7 +313,7 @@ async fn push(
 async fn reader(
     fed: &Federation,
     peer: &OrgId,
-    mut incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
+    incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
     out: &mpsc::Sender<LinkFrame>,
     hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
     peer_has: &PeerHas,
@@ -319,7 +321,51 @@ async fn reader(
     cancel: &CancellationToken,
     counters: &LinkCounters,
 ) -> Result<(), String> {
-    let mut last_resend: Option<Instant> = None;
+    let last_resend = std::sync::Mutex::new(None);
+    let (submitted_tx, mut submitted_rx) = mpsc::channel(IN_FLIGHT);
+    let reading = read_frames(
+        fed,
+        peer,
+        incoming,
+        hello_tx,
+        peer_has,
+        (resend, &last_resend),
+        cancel,
+        submitted_tx,
+    );
+    // Verdicts in the order the batches were read.
+    let answering = async {
+        while let Some(received) = submitted_rx.recv().await {
+            if answer(fed, peer, received, out, counters).await? {
+                request_resend(&last_resend, resend);
+            }
+        }
+        Ok(())
+    };
+    tokio::try_join!(reading, answering).map(drop)
+}
+
+/// A batch handed to the writer, whose verdicts are still to come.
+struct Received {
+    /// (channel, origin, seq) of each envelope, in order.
+    ids: Vec<(String, String, u64)>,
+    verdicts: Pending<Vec<Verdict>>,
+}
+
+/// Reads the peer's frames. Envelope batches go to the writer without
+/// waiting for the previous one to be durable, up to [`IN_FLIGHT`] of them,
+/// so that under load the writer stores several in one round.
+#[allow(clippy::too_many_arguments)]
+async fn read_frames(
+    fed: &Federation,
+    peer: &OrgId,
+    mut incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
+    hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
+    peer_has: &PeerHas,
+    (resend, last_resend): (&Notify, &std::sync::Mutex<Option<Instant>>),
+    cancel: &CancellationToken,
+    submitted: mpsc::Sender<Received>,
+) -> Result<(), String> {
     loop {
         let next = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -359,15 +405,17 @@ async fn reader(
                 // An offer of a channel held here means the peer does not know
                 // that yet: restate what this node holds.
                 if offered(fed, peer, envelope).await? {
-                    request_resend(&mut last_resend, resend);
+                    request_resend(last_resend, resend);
                 }
             }
             Frame::Envelopes(batch) => {
                 if !pace(fed, peer, batch.envelopes.len(), cancel).await {
                     return Ok(());
                 }
-                if receive(fed, peer, batch, out, peer_has, counters).await? {
-                    request_resend(&mut last_resend, resend);
+                let received = submit(fed, peer, batch, peer_has).await?;
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    sent = submitted.send(received) => sent.map_err(|_| "the link is closing")?,
                 }
             }
         }
@@ -390,31 +438,26 @@ async fn pace(fed: &Federation, peer: &OrgId, n: usize, cancel: &CancellationTok
 }
 
 /// Asks the sender to restate this node's vectors, at most once per [`RESEND_INTERVAL`].
-fn request_resend(last: &mut Option<Instant>, resend: &Notify) {
+fn request_resend(last: &std::sync::Mutex<Option<Instant>>, resend: &Notify) {
+    let mut last = last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if last.is_none_or(|t| t.elapsed() >= RESEND_INTERVAL) {
         *last = Some(Instant::now());
         resend.notify_one();
     }
 }
 
-/// Applies a batch, logs every rejection, answers with progress. `true` if
-/// a gap was seen (the peer should be told what this node really holds).
-async fn receive(
+/// Hands a batch to the writer.
+async fn submit(
     fed: &Federation,
     peer: &OrgId,
     batch: EnvelopeBatch,
-    out: &mpsc::Sender<LinkFrame>,
     peer_has: &PeerHas,
-    counters: &LinkCounters,
-) -> Result<bool, String> {
+) -> Result<Received, String> {
     let ids: Vec<(String, String, u64)> = batch
         .envelopes
         .iter()
         .map(|e| (e.channel.clone(), e.origin.clone(), e.origin_seq))
         .collect();
-    counters
-        .received
-        .fetch_add(ids.len() as u64, Ordering::Relaxed);
     // The peer holds what it sends: note it before the writer commits (the
     // commit wakes this link's sender, which must not push it back).
     for (channel, origin, seq) in &ids {
@@ -424,9 +467,26 @@ async fn receive(
     }
     let verdicts = fed
         .writer
-        .apply(peer.clone(), batch.envelopes)
+        .submit_apply(peer.clone(), batch.envelopes)
         .await
         .map_err(|e| e.to_string())?;
+    Ok(Received { ids, verdicts })
+}
+
+/// Waits for a batch's verdicts, logs every rejection, answers with
+/// progress. `true` if a gap was seen (the peer should be told what this
+/// node really holds).
+async fn answer(
+    fed: &Federation,
+    peer: &OrgId,
+    Received { ids, verdicts }: Received,
+    out: &mpsc::Sender<LinkFrame>,
+    counters: &LinkCounters,
+) -> Result<bool, String> {
+    counters
+        .received
+        .fetch_add(ids.len() as u64, Ordering::Relaxed);
+    let verdicts = verdicts.wait().await.map_err(|e| e.to_string())?;
     let mut touched = HashSet::new();
     let mut gap = false;
     for ((channel, origin, seq), verdict) in ids.into_iter().zip(verdicts) {

@@ -287,14 +287,15 @@ impl WriterHandle {
         self.ask(|a| Command::Post(post, a)).await
     }
 
-    /// Decides and stores envelopes received from `from`; resolves once the
-    /// accepted ones are durable.
-    pub async fn apply(
+    /// Queues envelopes received from `from` for the writer to decide and
+    /// store; the answer comes once the accepted ones are durable. Lets one
+    /// link keep several batches in flight.
+    pub async fn submit_apply(
         &self,
         from: OrgId,
         envelopes: Vec<Envelope>,
-    ) -> Result<Vec<Verdict>, WriteError> {
-        self.ask(|answer| Command::Apply {
+    ) -> Result<Pending<Vec<Verdict>>, WriteError> {
+        self.submit(|answer| Command::Apply {
             from,
             envelopes,
             answer,
