@@ -148,12 +148,47 @@ async fn every_acknowledged_post_was_fdatasynced() {
     );
 }
 
+/// sled writes a log item over 128 KiB (here: each of these messages) to a
+/// file of its own under `data/blobs/`, with no sync at all. Each such file
+/// must be `fdatasync`ed before the post that wrote it is acknowledged.
+#[tokio::test]
+async fn large_messages_sled_keeps_apart_are_fdatasynced_too() {
+    const POSTS: usize = 3;
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    common::set_config(&dir, "max_body_bytes = ", "1048576");
+    let trace = tmp.path().join("fdatasync.trace");
+    let node = ServeProcess::start_traced(&dir, &trace).await;
+    let mut op = node.operator(&dir).await;
+    let ch = common::create_channel(&mut op, "crisis").await;
+    for i in 0..POSTS {
+        let text = format!("{i}").repeat(300 * 1024);
+        op.post(common::post_request(&ch, text)).await.unwrap();
+    }
+    node.terminate_traced().await;
+    let blobs = dir.join("data").join("blobs");
+    let on_disk = std::fs::read_dir(&blobs).unwrap().count();
+    let synced = synced(&trace, &format!("{}/", blobs.display()));
+    assert!(
+        on_disk >= POSTS && synced >= POSTS,
+        "{on_disk} blob files, {synced} fdatasyncs of blob files for {POSTS} posts; the trace:\n{}",
+        std::fs::read_to_string(&trace).unwrap_or_default()
+    );
+}
+
 /// How many successful `fdatasync`s of the node's `data/db` the trace holds so far.
 fn synced_log_file(trace: &std::path::Path, dir: &std::path::Path) -> usize {
-    let log_file = format!("{}>", dir.join("data").join("db").display());
+    synced(
+        trace,
+        &format!("{}>", dir.join("data").join("db").display()),
+    )
+}
+
+/// How many successful `fdatasync`s of a path containing `path` the trace holds.
+fn synced(trace: &std::path::Path, path: &str) -> usize {
     std::fs::read_to_string(trace)
         .expect("read the strace output")
         .lines()
-        .filter(|l| l.contains("fdatasync(") && l.contains(&log_file) && l.ends_with("= 0"))
+        .filter(|l| l.contains("fdatasync(") && l.contains(path) && l.ends_with("= 0"))
         .count()
 }

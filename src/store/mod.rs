@@ -6,6 +6,7 @@
 //! [`Store::flush`]; the node acknowledges nothing before that.
 
 mod audit;
+mod disk;
 pub mod keys;
 mod migrate;
 
@@ -23,8 +24,6 @@ pub const SCHEMA_VERSION: u32 = 2;
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_ORG: &[u8] = b"org";
-/// The file in a data dir that holds sled's log (all trees, all data).
-const SLED_LOG_FILE: &str = "db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -85,8 +84,8 @@ pub enum Page {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: sled::Db,
-    /// sled's log file, synced after every sled flush (see [`Store::flush`]).
-    log_file: std::sync::Arc<SyncedFile>,
+    /// What sled's flush leaves unsynced (see [`Store::flush`]).
+    durability: std::sync::Arc<disk::Durability>,
     log: sled::Tree,
     peers: sled::Tree,
     cursors: sled::Tree,
@@ -94,29 +93,6 @@ pub struct Store {
     revoked: sled::Tree,
     /// The audit log's last entry; appends take this lock.
     audit_head: std::sync::Arc<std::sync::Mutex<crate::audit::Head>>,
-}
-
-/// A file that [`Store::flush`] forces to stable storage, named for errors.
-#[derive(Debug)]
-struct SyncedFile {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl SyncedFile {
-    fn open(path: PathBuf) -> Result<Self, StoreError> {
-        match std::fs::File::open(&path) {
-            Ok(file) => Ok(Self { path, file }),
-            Err(source) => Err(StoreError::Sync { path, source }),
-        }
-    }
-
-    fn sync(&self) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(|source| StoreError::Sync {
-            path: self.path.clone(),
-            source,
-        })
-    }
 }
 
 /// Writes staged together and applied atomically by [`Store::apply`].
@@ -260,7 +236,7 @@ impl Store {
             });
         }
         let db = Self::open_sled(path, cache_bytes)?;
-        let log_file = std::sync::Arc::new(SyncedFile::open(path.join(SLED_LOG_FILE))?);
+        let durability = std::sync::Arc::new(disk::Durability::open(path)?);
         let meta = db.open_tree("meta")?;
         let audit = db.open_tree("audit")?;
         let store = Self {
@@ -271,7 +247,7 @@ impl Store {
             audit_head: std::sync::Arc::new(std::sync::Mutex::new(Self::load_audit_head(&audit)?)),
             audit,
             db,
-            log_file,
+            durability,
         };
         match meta.get(META_SCHEMA)? {
             None if create && store.log.is_empty() && store.peers.is_empty() => {
@@ -279,7 +255,7 @@ impl Store {
                 meta.insert(META_ORG, org.as_str().as_bytes())?;
                 store.flush()?;
                 // The new files' directory entries, so the store survives a power cut.
-                SyncedFile::open(path.to_owned())?.sync()?;
+                disk::sync_path(path)?;
             }
             None if store.log.is_empty() && store.peers.is_empty() => {
                 return Err(StoreError::Missing {
@@ -490,15 +466,11 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything applied so far durable, also across a power cut.
-    ///
-    /// sled's flush writes its log with `sync_file_range` on Linux, which
-    /// neither flushes the drive's write cache nor commits the file's size
-    /// and extents; after a power cut, data it reported flushed can be gone.
-    /// So every flush is followed by an `fdatasync` of sled's log file.
+    /// Makes everything applied so far durable, also across a power cut:
+    /// sled's flush, then what it leaves unsynced ([`disk`]).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        self.log_file.sync()
+        self.durability.sync()
     }
 
     /// Up to `limit` messages of a page, oldest first, and whether more lie
