@@ -666,14 +666,6 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
             let now = start.elapsed();
             let sent = Duration::from_micros(stamp.load(Ordering::Relaxed));
             latencies.push(now.saturating_sub(sent));
-            if std::env::var_os("LATDUMP").is_some() {
-                eprintln!(
-                    "LAT {} {} {}",
-                    i,
-                    now.as_micros(),
-                    now.saturating_sub(sent).as_micros()
-                );
-            }
             final_lag = now.saturating_sub(interval * i);
             bar.inc(1);
         }
