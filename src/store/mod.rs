@@ -107,6 +107,14 @@ fn lossy(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
+/// An envelope's timestamp alone (field 5 of `Envelope`); decoding it skips
+/// the body.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HlcOnly {
+    #[prost(uint64, tag = "5")]
+    hlc: u64,
+}
+
 fn decode<M: prost::Message + Default>(key: &[u8], bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(|source| StoreError::Corrupt {
         key: lossy(key),
@@ -382,18 +390,30 @@ impl Store {
     }
 
     /// The highest seq of `origin` in `channel` whose history position is
-    /// at or before `cursor` (0 if none). An origin's timestamps grow with
-    /// its seq, so this is a binary search over its messages.
+    /// at or before `cursor` (0 if none).
     pub fn seq_at_or_before(
         &self,
         channel: &ChannelId,
         origin: &OrgId,
         cursor: &Cursor,
     ) -> Result<u64, StoreError> {
-        let Some(head) = self.chain_head(channel, origin)? else {
-            return Ok(0);
-        };
-        let (mut lo, mut hi) = (0u64, head.seq); // answer in lo..=hi
+        let head = self.vector(channel)?.get(origin).copied().unwrap_or(0);
+        self.last_seq_where(channel, origin, head, |at| at <= cursor)
+    }
+
+    /// The highest seq in `1..=head` of `origin` whose history position
+    /// satisfies `wanted` (0 if none), where `wanted` holds for a prefix of
+    /// the origin's messages. An origin's timestamps grow with its seq, so
+    /// "at or before a cursor" is such a prefix, and this is a binary search
+    /// that decodes one timestamp per step.
+    fn last_seq_where(
+        &self,
+        channel: &ChannelId,
+        origin: &OrgId,
+        head: u64,
+        wanted: impl Fn(&Cursor) -> bool,
+    ) -> Result<u64, StoreError> {
+        let (mut lo, mut hi) = (0u64, head); // answer in lo..=hi
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
             let key = keys::message_key(channel, origin, mid);
@@ -404,11 +424,11 @@ impl Store {
                 });
             };
             let at = Cursor {
-                hlc: Hlc(decode::<Envelope>(&key, &bytes)?.hlc),
+                hlc: Hlc(decode::<HlcOnly>(&key, &bytes)?.hlc),
                 origin: origin.clone(),
                 seq: mid,
             };
-            if at <= *cursor {
+            if wanted(&at) {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -489,19 +509,11 @@ impl Store {
         for (origin, head) in self.vector(channel)? {
             let (first, last) = match page {
                 Page::Beginning | Page::Newest => (1, head),
-                Page::Before(c) => {
-                    let at = self.seq_at_or_before(channel, &origin, c)?;
-                    // Only `c` itself sits exactly at `c`.
-                    (
-                        1,
-                        if origin == c.origin && at == c.seq {
-                            at - 1
-                        } else {
-                            at
-                        },
-                    )
-                }
-                Page::After(c) => (self.seq_at_or_before(channel, &origin, c)? + 1, head),
+                Page::Before(c) => (1, self.last_seq_where(channel, &origin, head, |at| at < c)?),
+                Page::After(c) => (
+                    self.last_seq_where(channel, &origin, head, |at| at <= c)? + 1,
+                    head,
+                ),
             };
             if first > last {
                 continue;
@@ -786,15 +798,37 @@ mod tests {
                 );
             }
         }
-        // A cursor between messages (a timestamp no message has).
-        let between = Cursor {
-            hlc: Hlc(all[5].hlc.0),
-            origin: org("zz.example"),
-            seq: 1,
-        };
-        let split = all.partition_point(|c| *c <= between);
-        assert_eq!(page(Page::Before(between.clone()), n).0, all[..split]);
-        assert_eq!(page(Page::After(between), n).0, all[split..]);
+        // Cursors that name no stored message, as a client may send: one
+        // between messages (an origin that sorts after all at the same hlc),
+        // one with seq 0, one whose hlc does not match its (origin, seq).
+        let strays = [
+            Cursor {
+                hlc: Hlc(all[5].hlc.0),
+                origin: org("zz.example"),
+                seq: 1,
+            },
+            Cursor {
+                hlc: Hlc(all[5].hlc.0),
+                origin: home.clone(),
+                seq: 0,
+            },
+            Cursor {
+                hlc: Hlc(all[8].hlc.0),
+                origin: all[3].origin.clone(),
+                seq: all[3].seq,
+            },
+            Cursor {
+                hlc: Hlc(0),
+                origin: home.clone(),
+                seq: 0,
+            },
+        ];
+        for stray in strays {
+            let before: Vec<_> = all.iter().filter(|c| **c < stray).cloned().collect();
+            let after: Vec<_> = all.iter().filter(|c| **c > stray).cloned().collect();
+            assert_eq!(page(Page::Before(stray.clone()), n).0, before, "{stray:?}");
+            assert_eq!(page(Page::After(stray.clone()), n).0, after, "{stray:?}");
+        }
 
         assert_eq!(
             store.chain_head(&ch, &home).unwrap().map(|h| h.seq),
