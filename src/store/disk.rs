@@ -6,9 +6,15 @@
 //! larger than a quarter segment (128 KiB: a large message, or a tree node
 //! holding several) goes to a file of its own under `blobs/`, written with
 //! no sync at all; the log then only points to it. A process crash loses
-//! none of that, the page cache survives it; a power cut can. So after
-//! every sled flush, [`Durability::sync`] `fdatasync`s each blob file not
-//! synced before and the `blobs/` directory's entries, then sled's log.
+//! none of that, the page cache survives it; a power cut can. So every
+//! flush first `fdatasync`s each blob file not synced before and the
+//! `blobs/` directory's entries ([`Durability::sync_blobs`]), then lets sled
+//! write its log, then `fdatasync`s the log ([`Durability::sync_log`]): a
+//! blob is on disk before the log entry that points to it.
+//!
+//! A blob file is synced once, by name. That is enough because the store
+//! holds one lock over every write to the tree whose values can be that
+//! large and over every flush, so a flush never sees a blob half written.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -59,13 +65,13 @@ impl Durability {
         })
     }
 
-    /// Makes what sled's last flush wrote durable; call after every flush.
-    pub(super) fn sync(&self) -> Result<(), StoreError> {
-        self.sync_new_blobs()?;
+    /// Makes sled's log durable as far as its last flush wrote it.
+    pub(super) fn sync_log(&self) -> Result<(), StoreError> {
         self.log.sync_data().map_err(sync_error(&self.log_path))
     }
 
-    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+    /// Makes every blob file sled wrote since the last call durable.
+    pub(super) fn sync_blobs(&self) -> Result<(), StoreError> {
         let mut synced = self
             .synced_blobs
             .lock()

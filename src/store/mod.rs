@@ -93,6 +93,10 @@ pub struct Store {
     revoked: sled::Tree,
     /// The audit log's last entry; appends take this lock.
     audit_head: std::sync::Arc<std::sync::Mutex<crate::audit::Head>>,
+    /// Held by every write to the `log` tree and by every flush, so a flush
+    /// never looks at a blob file that sled is still writing ([`disk`]):
+    /// only the `log` tree holds values large enough for blobs.
+    log_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// Writes staged together and applied atomically by [`Store::apply`].
@@ -253,6 +257,7 @@ impl Store {
             cursors: db.open_tree("cursors")?,
             revoked: db.open_tree("revoked")?,
             audit_head: std::sync::Arc::new(std::sync::Mutex::new(Self::load_audit_head(&audit)?)),
+            log_lock: std::sync::Arc::default(),
             audit,
             db,
             durability,
@@ -313,10 +318,12 @@ impl Store {
     /// Records a new channel durably. `false` if one with that id exists.
     pub fn create_channel(&self, record: &ChannelRecord) -> Result<bool, StoreError> {
         let key = keys::channel_key(&record.id);
+        let guard = self.lock_log();
         let created = self
             .log
             .compare_and_swap(key, None as Option<&[u8]>, Some(record.encode_to_vec()))?
             .is_ok();
+        drop(guard);
         if created {
             self.flush()?;
         }
@@ -473,6 +480,7 @@ impl Store {
     /// with one post per round (a lone poster) `apply_batch` would cost a
     /// second log write and sync.
     pub fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
+        let _guard = self.lock_log();
         let mut writes = batch.log;
         if writes.len() > 1 {
             let mut sled_batch = sled::Batch::default();
@@ -489,8 +497,16 @@ impl Store {
     /// Makes everything applied so far durable, also across a power cut:
     /// sled's flush, then what it leaves unsynced ([`disk`]).
     pub fn flush(&self) -> Result<(), StoreError> {
+        let _guard = self.lock_log();
+        self.durability.sync_blobs()?;
         self.db.flush()?;
-        self.durability.sync()
+        self.durability.sync_log()
+    }
+
+    fn lock_log(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.log_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Up to `limit` messages of a page, oldest first, and whether more lie

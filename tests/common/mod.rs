@@ -220,6 +220,19 @@ pub struct ServeProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
     pub fed_addr: SocketAddr,
+    /// The node's pid when `child` is strace running it: killed on drop,
+    /// since killing strace would leave the node running.
+    traced_node: Option<u32>,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Some(pid) = self.traced_node.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
 }
 
 pub fn samband_bin() -> &'static str {
@@ -297,7 +310,7 @@ impl ServeProcess {
 
     /// Starts `samband serve --dir DIR` under `strace`, which writes every
     /// `fdatasync` with the path of its file to `trace`. `child` is strace;
-    /// stop the node with [`ServeProcess::terminate_traced`].
+    /// stop the node with [`ServeProcess::signal_traced`].
     pub async fn start_traced(dir: &Path, trace: &Path) -> Self {
         let mut command = tokio::process::Command::new("strace");
         command
@@ -305,18 +318,22 @@ impl ServeProcess {
             .arg(trace)
             .args([samband_bin(), "serve", "--dir"])
             .arg(dir);
-        Self::spawn(command, dir).await
-    }
-
-    /// Stops a node started by [`ServeProcess::start_traced`] with SIGTERM
-    /// (strace would only detach from it) and waits for strace to finish.
-    pub async fn terminate_traced(mut self) {
-        let tracer = self.child.id().expect("strace runs");
+        let mut node = Self::spawn(command, dir).await;
+        let tracer = node.child.id().expect("strace runs");
         let children = std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children"))
             .expect("strace's children");
-        let node = children.split_whitespace().next().expect("the traced node");
+        let pid = children.split_whitespace().next().expect("the traced node");
+        node.traced_node = Some(pid.parse().expect("a pid"));
+        node
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) to a node started by
+    /// [`ServeProcess::start_traced`] (strace itself would only detach from
+    /// it) and waits for strace to finish.
+    pub async fn signal_traced(mut self, signal: &str) {
+        let node = self.traced_node.take().expect("a traced node");
         let killed = std::process::Command::new("kill")
-            .args(["-TERM", node])
+            .args([&format!("-{signal}"), &node.to_string()])
             .status()
             .expect("run kill");
         assert!(killed.success());
@@ -356,6 +373,7 @@ impl ServeProcess {
             addr: field("client="),
             fed_addr: field("federation="),
             child,
+            traced_node: None,
         }
     }
 
