@@ -322,7 +322,8 @@ async fn reader(
     counters: &LinkCounters,
 ) -> Result<(), String> {
     let last_resend = std::sync::Mutex::new(None);
-    let (submitted_tx, mut submitted_rx) = mpsc::channel(IN_FLIGHT);
+    // One batch is being answered; the others wait in the queue.
+    let (submitted_tx, mut submitted_rx) = mpsc::channel(IN_FLIGHT - 1);
     let reading = read_frames(
         fed,
         peer,
@@ -412,11 +413,12 @@ async fn read_frames(
                 if !pace(fed, peer, batch.envelopes.len(), cancel).await {
                     return Ok(());
                 }
-                let received = submit(fed, peer, batch, peer_has).await?;
-                tokio::select! {
+                // Room first: a batch counts from when the writer has it.
+                let room = tokio::select! {
                     () = cancel.cancelled() => return Ok(()),
-                    sent = submitted.send(received) => sent.map_err(|_| "the link is closing")?,
-                }
+                    room = submitted.reserve() => room.map_err(|_| "the link is closing")?,
+                };
+                room.send(submit(fed, peer, batch, peer_has).await?);
             }
         }
     }
@@ -518,9 +520,10 @@ async fn answer(
         let Ok(id) = ChannelId::parse(&channel) else {
             continue;
         };
+        // Only what is durable: later batches may be applied and not flushed yet.
         channels.push(to_proto(
             &channel,
-            &fed.store.vector(&id).map_err(|e| e.to_string())?,
+            &fed.durable_vector(&id).map_err(|e| e.to_string())?,
         ));
     }
     if !channels.is_empty() {
