@@ -91,6 +91,33 @@ fn a_schema_1_store_is_upgraded_in_place_and_keeps_every_message() {
             1,
             "{open}: the partner is kept"
         );
+        // Paging through the upgraded history, both ways, in pages of 4.
+        let all = store.history(&crisis_id, &Page::Beginning, 100).unwrap().0;
+        let mut backward = Vec::new();
+        let (mut page, mut more) = store.history(&crisis_id, &Page::Newest, 4).unwrap();
+        loop {
+            let first = page.first().map(|m| m.cursor.clone());
+            backward.splice(0..0, page);
+            let Some(first) = first.filter(|_| more) else {
+                break;
+            };
+            (page, more) = store.history(&crisis_id, &Page::Before(first), 4).unwrap();
+        }
+        let mut forward = Vec::new();
+        let (mut page, mut more) = store.history(&crisis_id, &Page::Beginning, 4).unwrap();
+        loop {
+            let last = page.last().map(|m| m.cursor.clone());
+            forward.extend(page);
+            let Some(last) = last.filter(|_| more) else {
+                break;
+            };
+            (page, more) = store.history(&crisis_id, &Page::After(last), 4).unwrap();
+        }
+        let cursors =
+            |v: &[samband::store::Stored]| v.iter().map(|m| m.cursor.clone()).collect::<Vec<_>>();
+        assert_eq!(all.len(), 25);
+        assert_eq!(cursors(&backward), cursors(&all), "{open}: paging back");
+        assert_eq!(cursors(&forward), cursors(&all), "{open}: paging forward");
         drop(store);
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! One key per message, in each origin's seq order. History order (hlc,
 //! origin, seq) is a merge of the origins' runs: an origin's timestamps grow
-//! with its seq (the federation core refuses an envelope whose hlc does not).
+//! with its seq (the federation core refuses an envelope whose hlc does not;
+//! data from before schema 2 is checked by the upgrade, see `migrate`).
 //!
 //! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
 

@@ -7,52 +7,103 @@
 //! Version 2 keeps one, `m` channel 0 origin 0 seq → envelope, and reads
 //! history as a merge of the origins' runs (see [`super::keys`]).
 
+use std::collections::HashMap;
+
 use prost::Message as _;
 
-use super::{StoreError, keys, lossy};
+use super::{META_SCHEMA, SCHEMA_VERSION, Store, StoreError, keys, lossy};
 use crate::model::{ChannelId, OrgId};
 use crate::proto::Envelope;
 
-const V1_HISTORY: u8 = b'h';
 const V1_IDENTITY: u8 = b'e';
+const V1_HISTORY: u8 = b'h';
 const BATCH: usize = 1024;
+/// In `meta` while an upgrade from version 1 is under way.
+const META_UPGRADING: &[u8] = b"upgrading_from_schema_1";
 
-/// Moves every version-1 message to its version-2 key; returns how many.
+/// Whether an upgrade was cut short and must be finished.
+pub(super) fn is_unfinished(meta: &sled::Tree) -> Result<bool, StoreError> {
+    Ok(meta.contains_key(META_UPGRADING)?)
+}
+
+/// Marks a version-1 store as being upgraded, durably, before anything
+/// moves: it says version 2 from then on, so a samband that reads only
+/// version 1 refuses it instead of writing to a half-moved store.
+pub(super) fn begin(store: &Store, meta: &sled::Tree) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
+    batch.insert(META_UPGRADING, &[1]);
+    meta.apply_batch(batch)?;
+    store.flush()
+}
+
+/// Moves what is left of version 1, then clears the mark.
+pub(super) fn finish(store: &Store, meta: &sled::Tree) -> Result<(), StoreError> {
+    let moved = move_messages(&store.log, BATCH, usize::MAX)?;
+    meta.remove(META_UPGRADING)?;
+    store.flush()?;
+    tracing::info!(
+        messages = moved,
+        "store upgraded to schema version {SCHEMA_VERSION}"
+    );
+    Ok(())
+}
+
+/// Moves version-1 messages to their version-2 keys, `batch` at a time, at
+/// most `max_batches` batches; returns how many.
 ///
 /// Each batch writes the new keys and removes the old ones of the same
-/// messages atomically, and the caller records version 2 only after the
-/// last batch. So an upgrade cut short (a crash, a full disk) leaves a store
-/// that is still version 1 for the messages not moved yet, and the next open
-/// carries on from there.
-pub(super) fn v1_to_v2(log: &sled::Tree) -> Result<u64, StoreError> {
+/// messages atomically, so an upgrade cut short (a crash, a full disk)
+/// carries on from where it stopped at the next open. Version 1 accepted
+/// timestamps that go back within an origin's chain, which history reading
+/// now assumes never happens; such origins are reported, not refused.
+fn move_messages(log: &sled::Tree, batch: usize, max_batches: usize) -> Result<u64, StoreError> {
     let mut moved = 0u64;
-    loop {
-        let mut batch = sled::Batch::default();
+    // Per (channel, origin): the last seq seen, in history (hlc) order.
+    let mut last_seq: HashMap<(ChannelId, OrgId), u64> = HashMap::new();
+    let mut out_of_order: HashMap<(ChannelId, OrgId), u64> = HashMap::new();
+    for _ in 0..max_batches {
+        let mut writes = sled::Batch::default();
         let mut n = 0;
-        for kv in log.scan_prefix([V1_HISTORY]).take(BATCH) {
+        for kv in log.scan_prefix([V1_HISTORY]).take(batch) {
             let (key, value) = kv?;
-            let (old_identity, new_key) = keys_of(&key, &value)?;
-            batch.insert(new_key, value);
-            batch.remove(old_identity);
-            batch.remove(key);
+            let (channel, origin, seq) = message_of(&key, &value)?;
+            let new_key = keys::message_key(&channel, &origin, seq);
+            // Version 1's identity key differed from it only in its first byte.
+            let mut old_identity = new_key.clone();
+            old_identity[0] = V1_IDENTITY;
+            let id = (channel, origin);
+            if last_seq.get(&id).is_some_and(|&last| last > seq) {
+                *out_of_order.entry(id.clone()).or_default() += 1;
+            }
+            last_seq.insert(id, seq);
+            writes.insert(new_key, value);
+            writes.remove(old_identity);
+            writes.remove(key);
             n += 1;
         }
         if n == 0 {
+            // Every identity entry went with its history entry; any left is stray.
+            for key in log.scan_prefix([V1_IDENTITY]).keys() {
+                log.remove(key?)?;
+            }
             break;
         }
-        log.apply_batch(batch)?;
+        log.apply_batch(writes)?;
         moved += n;
     }
-    // Every identity entry went with its history entry; any left is stray.
-    for key in log.scan_prefix([V1_IDENTITY]).keys() {
-        log.remove(key?)?;
+    for ((channel, origin), n) in out_of_order {
+        tracing::warn!(
+            %channel, %origin, messages = n,
+            "this origin's timestamps go back within its chain (accepted before schema version 2); \
+             history pages before or after a cursor may skip or repeat its messages"
+        );
     }
     Ok(moved)
 }
 
-/// The version-1 identity key and the version-2 key of the message stored
-/// under the version-1 history key `key`.
-fn keys_of(key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+/// The channel, origin and seq of the message under version-1 history key `key`.
+fn message_of(key: &[u8], value: &[u8]) -> Result<(ChannelId, OrgId, u64), StoreError> {
     let inconsistent = |why| StoreError::Inconsistent {
         key: lossy(key),
         why,
@@ -69,9 +120,79 @@ fn keys_of(key: &[u8], value: &[u8]) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
     })?;
     let origin = OrgId::parse(&envelope.origin)
         .map_err(|_| inconsistent("version-1 envelope with a malformed origin"))?;
-    let new_key = keys::message_key(&channel, &origin, envelope.origin_seq);
-    // Version 1's identity key differed from it only in its first byte.
-    let mut old_identity = new_key.clone();
-    old_identity[0] = V1_IDENTITY;
-    Ok((old_identity, new_key))
+    Ok((channel, origin, envelope.origin_seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Page;
+
+    /// The data dir of a schema-1 node (see `tests/upgrade.rs`), unpacked.
+    fn schema_1_store() -> tempfile::TempDir {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/store-schema1.tar.gz"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("tar")
+            .args(["xzf", fixture, "-C"])
+            .arg(tmp.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tmp
+    }
+
+    fn everything(store: &Store) -> Vec<(String, Vec<(String, u64)>)> {
+        let mut out = Vec::new();
+        for record in store.channels().unwrap() {
+            let id = ChannelId::parse(&record.id).unwrap();
+            let (page, more) = store.history(&id, &Page::Beginning, 1000).unwrap();
+            assert!(!more);
+            let ids = page
+                .iter()
+                .map(|m| (m.cursor.origin.to_string(), m.cursor.seq))
+                .collect();
+            out.push((record.id, ids));
+        }
+        out
+    }
+
+    /// An upgrade cut short after its first batch: the store already says
+    /// version 2 (so a samband that reads only version 1 refuses it), and
+    /// the next open finishes the move with every message in place.
+    #[test]
+    fn an_upgrade_cut_short_is_refused_by_old_readers_and_finished_on_open() {
+        let org = OrgId::parse("police.example").unwrap();
+        let whole = schema_1_store();
+        let expected = everything(&Store::open(&whole.path().join("data"), &org, 1 << 20).unwrap());
+        assert_eq!(expected.iter().map(|(_, m)| m.len()).sum::<usize>(), 37);
+
+        let cut = schema_1_store();
+        let data = cut.path().join("data");
+        {
+            let db = Store::open_sled(&data, 1 << 20).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            let log = db.open_tree("log").unwrap();
+            let mut batch = sled::Batch::default();
+            batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
+            batch.insert(META_UPGRADING, &[1]);
+            meta.apply_batch(batch).unwrap();
+            assert_eq!(move_messages(&log, 5, 1).unwrap(), 5);
+            assert!(log.scan_prefix([V1_HISTORY]).next().is_some(), "cut short");
+            let schema = meta.get(META_SCHEMA).unwrap().unwrap();
+            assert_ne!(
+                schema.as_ref(),
+                1u32.to_be_bytes(),
+                "an old reader must refuse it"
+            );
+            db.flush().unwrap();
+        }
+        let store = Store::open(&data, &org, 1 << 20).unwrap();
+        assert_eq!(everything(&store), expected);
+        assert!(!is_unfinished(&store.db.open_tree("meta").unwrap()).unwrap());
+        assert!(store.log.scan_prefix([V1_HISTORY]).next().is_none());
+        assert!(store.log.scan_prefix([V1_IDENTITY]).next().is_none());
+    }
 }

@@ -1,9 +1,10 @@
 //! The node's persistent state. The only module that touches sled.
 //!
 //! The interface is small and speaks the domain (channels, envelopes,
-//! cursors) so that another engine can replace sled behind it. Writes are
-//! staged with [`Store::append`] (atomic per call) and made durable only by
-//! [`Store::flush`]; the node acknowledges nothing before that.
+//! cursors) so that another engine can replace sled behind it. The writer
+//! stages a round's writes in a [`StoreBatch`], applies it atomically with
+//! [`Store::apply`] and makes it durable with [`Store::flush`]; the node
+//! acknowledges nothing before that.
 
 mod audit;
 mod disk;
@@ -290,13 +291,15 @@ impl Store {
                     });
                 }
                 match <[u8; 4]>::try_from(version.as_ref()).map(u32::from_be_bytes) {
+                    Ok(SCHEMA_VERSION) if migrate::is_unfinished(&meta)? => {
+                        tracing::info!(path = %path.display(), "finishing an upgrade of the store from schema version 1");
+                        migrate::finish(&store, &meta)?;
+                    }
                     Ok(SCHEMA_VERSION) => {}
                     Ok(1) => {
                         tracing::info!(path = %path.display(), "upgrading the store from schema version 1 to {SCHEMA_VERSION}");
-                        let moved = migrate::v1_to_v2(&store.log)?;
-                        meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-                        store.flush()?;
-                        tracing::info!(messages = moved, "store upgraded");
+                        migrate::begin(&store, &meta)?;
+                        migrate::finish(&store, &meta)?;
                     }
                     other => {
                         return Err(StoreError::Schema {
