@@ -223,6 +223,8 @@ impl Store {
                 .cache_capacity(cache_bytes)
                 // Durability comes from our own flush before every acknowledgement;
                 // a background flush would only hide a missing one from the tests.
+                // sled's segment cleaning runs only in that background thread,
+                // which would also write blobs outside the store's log lock.
                 .flush_every_ms(None)
                 .open();
             match opened {
