@@ -63,6 +63,11 @@ pub(crate) struct BenchArgs {
     /// neighbour on the machine weighs on both sides of the ratio.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     rounds: u32,
+    /// For `federation`: this many more channels shared with the partner,
+    /// idle, beside the measured one (a node's links must not slow down
+    /// with the number of channels).
+    #[arg(long, default_value_t = 0)]
+    idle_channels: usize,
     /// Offered rates for `federation`, msg/s; comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 5_000, 10_000])]
     rate: Vec<u64>,
@@ -596,6 +601,12 @@ async fn newest_seq(c: &mut MessagingClient<Channel>, ch: &str) -> Option<u64> {
 
 async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     let (a, b) = federated_pair(root, args.size).await?;
+    let bar = progress(args.idle_channels, "idle shared channels");
+    for i in 0..args.idle_channels {
+        shared_channel(&a, &b, &format!("idle-{i}")).await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
     for &rate in &args.rate {
         let n = args.messages.unwrap_or((rate * 3) as usize);
         let ch = shared_channel(&a, &b, &format!("rate-{rate}")).await?;
@@ -683,6 +694,7 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
             latencies,
         )
         .note("offered", rate)
+        .note("idle_channels", args.idle_channels)
         .note("sustained", sustained)
         .note(
             "final_lag_ms",

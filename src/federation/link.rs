@@ -194,29 +194,44 @@ async fn sender(
     cancel: CancellationToken,
     counters: Arc<LinkCounters>,
 ) -> Result<(), String> {
-    let mut commits = fed.commits.clone();
+    let mut commits = fed.commits.subscribe();
+    let mut seen = *commits.borrow_and_update();
     let mut rehello = fed.hello.subscribe();
     send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
     // What the peer holds (as it told us, plus what we sent since); `None` until it says.
     let mut known: Option<HashMap<String, Vector>> = None;
     let mut offered = HashSet::new();
+    // What the next push looks at: every channel (after the peer's hello),
+    // or the channels that commits changed since the last push.
+    let mut everything = true;
+    let mut changed: HashSet<ChannelId> = HashSet::new();
     loop {
-        if let Some(known) = known.as_mut() {
+        if let Some(known) = known.as_mut()
+            && (everything || !changed.is_empty())
+        {
             fold_has(known, &peer_has);
+            let only = (!everything).then(|| std::mem::take(&mut changed));
             tokio::select! {
-                r = push(&fed, &peer, &out, known, &mut offered, &counters) => r?,
+                r = push(&fed, &peer, &out, known, &mut offered, &counters, only) => r?,
                 () = cancel.cancelled() => return Ok(()),
             }
+            everything = false;
         }
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            changed = peer_hello.changed() => {
-                changed.map_err(|_| "link reader ended")?;
+            hello = peer_hello.changed() => {
+                hello.map_err(|_| "link reader ended")?;
                 let stated = peer_hello.borrow_and_update().clone().unwrap_or_default();
                 known = Some(stated.channels.iter().map(|cv| (cv.channel.clone(), from_proto(cv))).collect());
                 offered.clear();
+                everything = true;
             }
-            changed = commits.changed() => changed.map_err(|_| "the node is stopping")?,
+            commit = commits.changed() => {
+                commit.map_err(|_| "the node is stopping")?;
+                let (newest, channels) = fed.commits.changed_since(seen);
+                seen = newest;
+                changed.extend(channels);
+            }
             changed = rehello.changed() => {
                 changed.map_err(|_| "the node is stopping")?;
                 send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
@@ -226,7 +241,8 @@ async fn sender(
     }
 }
 
-/// Sends the peer everything it lacks of every channel it may see.
+/// Sends the peer everything it lacks of every channel it may see, or of
+/// the channels in `only`.
 async fn push(
     fed: &Federation,
     peer: &OrgId,
@@ -234,12 +250,20 @@ async fn push(
     known: &mut HashMap<String, Vector>,
     offered: &mut HashSet<String>,
     counters: &LinkCounters,
+    only: Option<HashSet<ChannelId>>,
 ) -> Result<(), String> {
     let err = |e: crate::store::StoreError| e.to_string();
-    for listed in fed.store.channels().map_err(err)? {
-        let Ok(channel) = ChannelId::parse(&listed.id) else {
-            continue;
-        };
+    let channels: Vec<ChannelId> = match only {
+        Some(channels) => channels.into_iter().collect(),
+        None => fed
+            .store
+            .channels()
+            .map_err(err)?
+            .iter()
+            .filter_map(|record| ChannelId::parse(&record.id).ok())
+            .collect(),
+    };
+    for channel in channels {
         // Order matters: first what is held (durably), then who may see it.
         // Everything in `mine` was committed before this read of the roster,
         // so a roster change that excludes the peer is either seen here or

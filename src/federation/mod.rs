@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{ChannelId, OrgId, unix_ms};
-use crate::node::{DurableMarks, WriterHandle};
+use crate::node::{Commits, DurableMarks, WriterHandle};
 use crate::pki::{OrgPki, PkiError};
 use crate::proto::{self, AcceptPolicy, PeerRecord};
 use crate::store::{Store, StoreError};
@@ -82,7 +82,7 @@ pub struct Federation {
     pki: OrgPki,
     store: Store,
     writer: WriterHandle,
-    commits: watch::Receiver<u64>,
+    commits: Arc<Commits>,
     /// What of the store is durable: links never send beyond it.
     durable: Arc<DurableMarks>,
     /// Bumped to make every link restate its version vectors (after a channel is accepted).
@@ -169,7 +169,7 @@ pub(crate) struct Parts {
     pub(crate) pki: OrgPki,
     pub(crate) store: Store,
     pub(crate) writer: WriterHandle,
-    pub(crate) commits: watch::Receiver<u64>,
+    pub(crate) commits: Arc<Commits>,
     pub(crate) durable: Arc<DurableMarks>,
     pub(crate) shutdown: CancellationToken,
     /// `host:port` written into this org's trust bundle.

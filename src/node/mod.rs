@@ -8,6 +8,7 @@
 //! in-flight requests finish (bounded by [`GRACE`]), let the writer commit
 //! what it queued, flush the store last.
 
+mod commits;
 mod durable;
 mod fanout;
 mod listener;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use commits::Commits;
 pub use durable::DurableMarks;
 pub use listener::tls_incoming;
 pub use local::{LocalNode, LocalNodeError};
@@ -165,7 +167,7 @@ impl Node {
             reload,
         } = self;
         let fanout = Arc::new(fanout::Fanout::default());
-        let (commits_tx, commits) = tokio::sync::watch::channel(0);
+        let commits = Arc::new(Commits::default());
         let settings = writer::WriterSettings {
             org: config.org.clone(),
             // Received envelopes are held to the protocol-wide ceiling, not to
@@ -180,7 +182,7 @@ impl Node {
             settings,
             key,
             fanout.clone(),
-            commits_tx,
+            commits.clone(),
             durable.clone(),
         )
         .map_err(NodeError::Thread)?;

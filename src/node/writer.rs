@@ -9,12 +9,13 @@
 //! acknowledged to its peer only once durable, and concurrent work shares
 //! one flush.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
+use super::commits::Commits;
 use super::durable::DurableMarks;
 use super::fanout::Fanout;
 use crate::audit::{self, Event, clip};
@@ -173,6 +174,15 @@ struct Round {
     failed: Option<String>,
     /// Audit entries for what this round changed, written with its commit.
     audit: Vec<Event>,
+    /// Channels whose record or log this round changed.
+    touched: HashSet<ChannelId>,
+}
+
+impl Round {
+    fn put_channel(&mut self, channel: &ChannelId, record: &ChannelRecord) {
+        self.batch.put_channel(record);
+        self.touched.insert(channel.clone());
+    }
 }
 
 /// An origin signs (seals) its last envelope per channel in each round, and
@@ -208,8 +218,8 @@ struct Writer {
     /// (the peer table changes outside the writer).
     home_keys: HashMap<String, Option<Vec<u8>>>,
     fanout: Arc<Fanout>,
-    /// Bumped after every durable round that changed the log.
-    commits: watch::Sender<u64>,
+    /// Told after every durable round that changed the log, and which channels.
+    commits: Arc<Commits>,
     durable: Arc<DurableMarks>,
     /// Caps the audit entries of rejected envelopes per peer.
     rejections: audit::Budget,
@@ -221,7 +231,7 @@ pub(super) fn spawn(
     settings: WriterSettings,
     key: Ed25519KeyPair,
     fanout: Arc<Fanout>,
-    commits: watch::Sender<u64>,
+    commits: Arc<Commits>,
     durable: Arc<DurableMarks>,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -432,6 +442,7 @@ impl Writer {
         self.durable.hold(channel, &origin, envelope.origin_seq - 1);
         self.heads
             .insert((channel.clone(), origin), ChainHead::after(&envelope, hash));
+        round.touched.insert(channel.clone());
         round.envelopes.push((channel.clone(), cursor, envelope));
         Ok(round.envelopes.len() - 1)
     }
@@ -733,7 +744,7 @@ impl Writer {
                             .map_or("unknown", |s| s.as_str_name()),
                     ),
             );
-            round.batch.put_channel(&updated);
+            round.put_channel(&channel, &updated);
             self.records.insert(channel.clone(), updated);
         }
         // This seal vouches for the chained envelopes before it.
@@ -806,7 +817,7 @@ impl Writer {
             .with("from", from)
             .with("roster_seq", record.roster_seq),
         );
-        round.batch.put_channel(&record);
+        round.put_channel(&channel, &record);
         self.records.insert(channel, record.clone());
         Ok(Ok(if record.state == ChannelState::Pending as i32 {
             Offered::Waiting
@@ -882,7 +893,7 @@ impl Writer {
             roster_seq,
             ..record
         };
-        round.batch.put_channel(&updated);
+        round.put_channel(channel, &updated);
         self.records.insert(channel.clone(), updated.clone());
         Ok(updated)
     }
@@ -905,7 +916,7 @@ impl Writer {
         round
             .audit
             .push(Event::new("channel.accepted").with("channel", channel));
-        round.batch.put_channel(&updated);
+        round.put_channel(channel, &updated);
         self.records.insert(channel.clone(), updated.clone());
         Ok(updated)
     }
@@ -967,7 +978,7 @@ impl Writer {
             })
             .collect();
         if changed {
-            self.commits.send_modify(|n| *n += 1);
+            self.commits.record(round.touched);
         }
         for done in round.done {
             // Whoever asked may be gone; the change is committed all the same.
