@@ -600,6 +600,14 @@ async fn newest_seq(c: &mut MessagingClient<Channel>, ch: &str) -> Option<u64> {
 }
 
 async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
+    let cap = samband::config::Limits::default().channels_per_partner;
+    if args.idle_channels + args.rate.len() > cap {
+        bail!(
+            "--idle-channels {} and {} measured channel(s) exceed the partner's limits.channels_per_partner ({cap})",
+            args.idle_channels,
+            args.rate.len()
+        );
+    }
     let (a, b) = federated_pair(root, args.size).await?;
     let bar = progress(args.idle_channels, "idle shared channels");
     for i in 0..args.idle_channels {
