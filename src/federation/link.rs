@@ -194,8 +194,7 @@ async fn sender(
     cancel: CancellationToken,
     counters: Arc<LinkCounters>,
 ) -> Result<(), String> {
-    let mut commits = fed.commits.subscribe();
-    let mut seen = *commits.borrow_and_update();
+    let commits = fed.commits.subscribe();
     let mut rehello = fed.hello.subscribe();
     send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
     // What the peer holds (as it told us, plus what we sent since); `None` until it says.
@@ -210,7 +209,12 @@ async fn sender(
             && (everything || !changed.is_empty())
         {
             fold_has(known, &peer_has);
-            let only = (!everything).then(|| std::mem::take(&mut changed));
+            let only = if everything {
+                changed.clear();
+                None
+            } else {
+                Some(std::mem::take(&mut changed))
+            };
             tokio::select! {
                 r = push(&fed, &peer, &out, known, &mut offered, &counters, only) => r?,
                 () = cancel.cancelled() => return Ok(()),
@@ -226,12 +230,7 @@ async fn sender(
                 offered.clear();
                 everything = true;
             }
-            commit = commits.changed() => {
-                commit.map_err(|_| "the node is stopping")?;
-                let (newest, channels) = fed.commits.changed_since(seen);
-                seen = newest;
-                changed.extend(channels);
-            }
+            channels = commits.next() => changed.extend(channels),
             changed = rehello.changed() => {
                 changed.map_err(|_| "the node is stopping")?;
                 send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;

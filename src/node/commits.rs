@@ -1,69 +1,68 @@
-//! Which channels each durable commit changed, for the links, which push
-//! only what changed instead of looking at every channel on every commit.
+//! Which channels durable commits changed, for the links, which push only
+//! what changed instead of looking at every channel on every commit.
 //!
-//! The writer records a commit's channels under the next commit number and
-//! only then publishes that number; a link that has handled everything up
-//! to commit `seen` asks which channels changed after it. A channel may be
-//! reported twice (a commit recorded while the link was reading); never not
-//! at all.
+//! Each link subscribes and gets its own set of changed channels: the writer
+//! adds a commit's channels to every subscriber's set after the commit is
+//! durable, and the link takes the whole set when it wakes. A set holds each
+//! channel at most once, so it never outgrows the channels in the store.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::model::ChannelId;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Commits {
-    number: watch::Sender<u64>,
-    /// Per channel, the number of the last commit that changed it.
-    changed: Mutex<HashMap<ChannelId, u64>>,
+    subscribers: Mutex<Vec<Weak<Changes>>>,
 }
 
-impl Default for Commits {
-    fn default() -> Self {
-        Self {
-            number: watch::channel(0).0,
-            changed: Mutex::default(),
-        }
-    }
+/// One subscriber's channels changed since it last took them.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pending: Mutex<HashSet<ChannelId>>,
+    notify: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Commits {
     /// Records a durable commit that changed `channels`.
-    pub(super) fn record(&self, channels: impl IntoIterator<Item = ChannelId>) {
-        let mut changed = self.lock();
-        let next = *self.number.borrow() + 1;
-        for channel in channels {
-            changed.insert(channel, next);
+    pub(super) fn record(&self, channels: &HashSet<ChannelId>) {
+        lock(&self.subscribers).retain(|weak| {
+            let Some(changes) = weak.upgrade() else {
+                return false; // its link has ended
+            };
+            lock(&changes.pending).extend(channels.iter().cloned());
+            changes.notify.notify_one();
+            true
+        });
+    }
+
+    /// Channels changed by commits from now on.
+    pub fn subscribe(&self) -> Arc<Changes> {
+        let changes = Arc::new(Changes::default());
+        lock(&self.subscribers).push(Arc::downgrade(&changes));
+        changes
+    }
+}
+
+impl Changes {
+    /// Waits until a commit has changed a channel, and takes every channel
+    /// changed since the last call. Cancel-safe: nothing is taken until it
+    /// is returned.
+    pub async fn next(&self) -> HashSet<ChannelId> {
+        loop {
+            let taken = std::mem::take(&mut *lock(&self.pending));
+            if !taken.is_empty() {
+                return taken;
+            }
+            // A commit recorded after the take left a permit: no wake is lost.
+            self.notify.notified().await;
         }
-        drop(changed);
-        self.number.send_replace(next);
-    }
-
-    /// Wakes on every commit.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.number.subscribe()
-    }
-
-    /// The newest commit number, and the channels changed after commit `seen`.
-    pub fn changed_since(&self, seen: u64) -> (u64, Vec<ChannelId>) {
-        // The number first: whatever it covers is in the map already.
-        let newest = *self.number.borrow();
-        let changed = self
-            .lock()
-            .iter()
-            .filter(|(_, n)| **n > seen)
-            .map(|(channel, _)| channel.clone())
-            .collect();
-        (newest, changed)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, u64>> {
-        self.changed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -71,21 +70,29 @@ impl Commits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_link_learns_every_channel_changed_after_what_it_has_seen() {
+    #[tokio::test]
+    async fn each_subscriber_gets_every_channel_changed_since_it_last_took_them() {
         let commits = Commits::default();
         let ch = |s: &str| ChannelId::parse(s).unwrap();
-        let (seen, changed) = commits.changed_since(0);
-        assert_eq!((seen, changed), (0, vec![]));
-        commits.record([ch("a.example/x"), ch("a.example/y")]);
-        commits.record([ch("a.example/y")]);
-        let (newest, mut changed) = commits.changed_since(0);
-        changed.sort();
-        assert_eq!(
-            (newest, changed),
-            (2, vec![ch("a.example/x"), ch("a.example/y")])
-        );
-        assert_eq!(commits.changed_since(1), (2, vec![ch("a.example/y")]));
-        assert_eq!(commits.changed_since(2), (2, vec![]));
+        let set = |v: &[&str]| v.iter().map(|s| ch(s)).collect::<HashSet<_>>();
+        let early = commits.subscribe();
+        commits.record(&set(&["a.example/x", "a.example/y"]));
+        let late = commits.subscribe();
+        commits.record(&set(&["a.example/y"]));
+        assert_eq!(early.next().await, set(&["a.example/x", "a.example/y"]));
+        assert_eq!(late.next().await, set(&["a.example/y"]));
+        // Nothing more until the next commit, which then wakes the waiter.
+        let waiting = tokio::spawn({
+            let early = early.clone();
+            async move { early.next().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        commits.record(&set(&["a.example/z"]));
+        assert_eq!(waiting.await.unwrap(), set(&["a.example/z"]));
+        // A dropped subscriber is forgotten.
+        drop(late);
+        commits.record(&set(&["a.example/x"]));
+        assert_eq!(lock(&commits.subscribers).len(), 1);
     }
 }

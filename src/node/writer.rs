@@ -220,6 +220,10 @@ struct Writer {
     fanout: Arc<Fanout>,
     /// Told after every durable round that changed the log, and which channels.
     commits: Arc<Commits>,
+    /// Channels a failed round changed: sled may show what it applied, and
+    /// a later flush make it durable, so the links hear of them with the
+    /// next commit.
+    unreported: HashSet<ChannelId>,
     durable: Arc<DurableMarks>,
     /// Caps the audit entries of rejected envelopes per peer.
     rejections: audit::Budget,
@@ -248,6 +252,7 @@ pub(super) fn spawn(
         home_keys: HashMap::new(),
         fanout,
         commits,
+        unreported: HashSet::new(),
         durable,
         rejections: audit::Budget::default(),
     };
@@ -921,6 +926,14 @@ impl Writer {
         Ok(updated)
     }
 
+    /// Tells the links which channels a durable commit changed.
+    fn report(&mut self, mut touched: HashSet<ChannelId>) {
+        touched.extend(self.unreported.drain());
+        if !touched.is_empty() {
+            self.commits.record(&touched);
+        }
+    }
+
     fn commit(&mut self, mut round: Round) {
         if round.done.is_empty() && round.failed.is_none() {
             return;
@@ -953,6 +966,7 @@ impl Writer {
             // The in-memory state may be ahead of the disk now: re-read it.
             self.heads.clear();
             self.records.clear();
+            self.unreported.extend(std::mem::take(&mut round.touched));
             for done in round.done {
                 let err = || WriteError::Commit(e.clone());
                 // Whoever asked may be gone; nothing to do about that.
@@ -978,7 +992,7 @@ impl Writer {
             })
             .collect();
         if changed {
-            self.commits.record(round.touched);
+            self.report(round.touched);
         }
         for done in round.done {
             // Whoever asked may be gone; the change is committed all the same.
