@@ -56,8 +56,8 @@ impl Subscription {
             Start::After(c) => {
                 // Per origin, what the cursor already covers.
                 let mut delivered = HashMap::new();
-                for origin in store.vector(&channel)?.into_keys() {
-                    let seq = store.seq_at_or_before(&channel, &origin, &c)?;
+                for (origin, head) in store.vector(&channel)? {
+                    let seq = store.seq_at_or_before(&channel, &origin, head, &c)?;
                     delivered.insert(origin, seq);
                 }
                 (Some(c), true, delivered)

@@ -401,15 +401,16 @@ impl Store {
             .collect()
     }
 
-    /// The highest seq of `origin` in `channel` whose history position is
-    /// at or before `cursor` (0 if none).
+    /// The highest seq in `1..=head` of `origin` in `channel` whose history
+    /// position is at or before `cursor` (0 if none); `head` is the origin's
+    /// entry in [`Store::vector`].
     pub fn seq_at_or_before(
         &self,
         channel: &ChannelId,
         origin: &OrgId,
+        head: u64,
         cursor: &Cursor,
     ) -> Result<u64, StoreError> {
-        let head = self.vector(channel)?.get(origin).copied().unwrap_or(0);
         self.last_seq_where(channel, origin, head, |at| at <= cursor)
     }
 
@@ -531,10 +532,7 @@ impl Store {
             let (first, last) = match page {
                 Page::Beginning | Page::Newest => (1, head),
                 Page::Before(c) => (1, self.last_seq_where(channel, &origin, head, |at| at < c)?),
-                Page::After(c) => (
-                    self.last_seq_where(channel, &origin, head, |at| at <= c)? + 1,
-                    head,
-                ),
+                Page::After(c) => (self.seq_at_or_before(channel, &origin, head, c)? + 1, head),
             };
             if first > last {
                 continue;
