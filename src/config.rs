@@ -157,65 +157,62 @@ impl Config {
             message,
         };
         let org = OrgId::parse(&raw.org).map_err(|e| invalid("org", e.to_string()))?;
-        if raw.limits.max_body_bytes == 0 || raw.limits.max_body_bytes > MAX_BODY_CEILING {
-            return Err(invalid(
+        // (key, value, most): every limit is at least 1; `None` is no upper bound.
+        let limits = &raw.limits;
+        let ranges: [(&'static str, u64, Option<u64>); 9] = [
+            (
                 "limits.max_body_bytes",
-                format!(
-                    "must be between 1 and {MAX_BODY_CEILING}, not {}",
-                    raw.limits.max_body_bytes
-                ),
-            ));
-        }
-        if !(1..=100_000).contains(&raw.limits.subscribers_per_channel) {
-            return Err(invalid(
+                limits.max_body_bytes as u64,
+                Some(MAX_BODY_CEILING as u64),
+            ),
+            (
                 "limits.subscribers_per_channel",
-                format!(
-                    "must be between 1 and 100000, not {}",
-                    raw.limits.subscribers_per_channel
-                ),
-            ));
-        }
-        for (key, value) in [
-            ("limits.member_post_burst", raw.limits.member_post_burst),
-            ("limits.peer_envelope_burst", raw.limits.peer_envelope_burst),
+                limits.subscribers_per_channel as u64,
+                Some(100_000),
+            ),
+            (
+                "limits.member_post_burst",
+                u64::from(limits.member_post_burst),
+                None,
+            ),
+            (
+                "limits.peer_envelope_burst",
+                u64::from(limits.peer_envelope_burst),
+                None,
+            ),
             (
                 "limits.streams_per_connection",
-                raw.limits.streams_per_connection,
+                u64::from(limits.streams_per_connection),
+                None,
             ),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1".into()));
-            }
-        }
-        if raw.limits.channels_per_partner == 0 {
-            return Err(invalid(
+            (
                 "limits.channels_per_partner",
-                "must be at least 1".into(),
-            ));
-        }
-        if !(1..=1_000_000).contains(&raw.limits.connections_per_listener) {
-            return Err(invalid(
+                limits.channels_per_partner as u64,
+                None,
+            ),
+            (
                 "limits.connections_per_listener",
-                format!(
-                    "must be between 1 and 1000000, not {}",
-                    raw.limits.connections_per_listener
-                ),
-            ));
-        }
-        if !(1..=86_400).contains(&raw.limits.subscriber_stall_seconds) {
-            return Err(invalid(
+                limits.connections_per_listener as u64,
+                Some(1_000_000),
+            ),
+            (
                 "limits.subscriber_stall_seconds",
-                format!(
-                    "must be between 1 and 86400, not {}",
-                    raw.limits.subscriber_stall_seconds
-                ),
-            ));
-        }
-        if !(1..=65536).contains(&raw.store.cache_mib) {
-            return Err(invalid(
-                "store.cache_mib",
-                format!("must be between 1 and 65536, not {}", raw.store.cache_mib),
-            ));
+                limits.subscriber_stall_seconds,
+                Some(86_400),
+            ),
+            ("store.cache_mib", raw.store.cache_mib, Some(65_536)),
+        ];
+        for (key, value, most) in ranges {
+            match most {
+                Some(most) if !(1..=most).contains(&value) => {
+                    return Err(invalid(
+                        key,
+                        format!("must be between 1 and {most}, not {value}"),
+                    ));
+                }
+                None if value == 0 => return Err(invalid(key, "must be at least 1".into())),
+                _ => {}
+            }
         }
         let advertised = [
             ("client.advertise", &raw.client.advertise),
@@ -448,6 +445,23 @@ mod tests {
                 "subscriber_stall_seconds = 0",
                 "limits.subscriber_stall_seconds",
             ),
+            // Above the upper bounds.
+            (
+                "max_body_bytes = 65536",
+                "max_body_bytes = 4194305",
+                "between 1 and 4194304, not 4194305",
+            ),
+            (
+                "subscribers_per_channel = 1000",
+                "subscribers_per_channel = 100001",
+                "limits.subscribers_per_channel",
+            ),
+            (
+                "subscriber_stall_seconds = 60",
+                "subscriber_stall_seconds = 86401",
+                "limits.subscriber_stall_seconds",
+            ),
+            ("cache_mib = 64", "cache_mib = 65537", "store.cache_mib"),
         ];
         for (from, to, key) in cases {
             let text = template().replacen(from, to, 1);
