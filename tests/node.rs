@@ -527,16 +527,7 @@ async fn publish_streams_many_posts_with_one_ack_each_in_order() {
 #[tokio::test]
 async fn subscribers_per_channel_are_bounded_with_a_precise_status() {
     let tmp = common::init_dir("police.example");
-    let path = common::node_dir(&tmp).join("config.toml");
-    let config = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        config.replace(
-            "subscribers_per_channel = 1000",
-            "subscribers_per_channel = 2",
-        ),
-    )
-    .unwrap();
+    common::set_config(&common::node_dir(&tmp), "subscribers_per_channel = ", "2");
     let node = TestNode::start_in(tmp).await;
     let mut op = node.operator().await;
     let ch = create_channel(&mut op, "ops").await;
