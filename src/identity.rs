@@ -111,11 +111,7 @@ const CACHED_IDENTITIES: usize = 4096;
 impl IdentityCache {
     /// [`Member::from_certificate`], remembered.
     pub fn member(&self, der: &[u8], node_org: &OrgId) -> Result<Member, IdentityError> {
-        let lock = || {
-            self.members
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
+        let lock = || crate::sync::lock(&self.members);
         if let Some(member) = lock().get(der).filter(|m| &m.org == node_org) {
             return Ok(member.clone());
         }

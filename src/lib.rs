@@ -42,6 +42,7 @@ pub mod pki;
 pub mod rate;
 pub mod setup;
 pub mod store;
+mod sync;
 pub mod trust;
 
 /// Generated from `proto/samband/v1/*.proto`.

@@ -55,7 +55,7 @@ pub struct LinkCounters {
 type PeerHas = std::sync::Mutex<HashMap<String, Vector>>;
 
 fn note_has(has: &PeerHas, channel: &str, origin: OrgId, seq: u64) {
-    let mut has = has.lock().unwrap_or_else(|p| p.into_inner());
+    let mut has = crate::sync::lock(has);
     let held = has
         .entry(channel.to_owned())
         .or_default()
@@ -66,7 +66,7 @@ fn note_has(has: &PeerHas, channel: &str, origin: OrgId, seq: u64) {
 
 /// Folds what the peer is known to hold into the sender's view of it.
 fn fold_has(known: &mut HashMap<String, Vector>, has: &PeerHas) {
-    let mut has = has.lock().unwrap_or_else(|p| p.into_inner());
+    let mut has = crate::sync::lock(has);
     for (channel, vector) in has.drain() {
         // A channel missing from the peer's hello stays missing: it is offered, not pushed.
         if let Some(theirs) = known.get_mut(&channel) {
@@ -464,7 +464,7 @@ async fn pace(fed: &Federation, peer: &OrgId, n: usize, cancel: &CancellationTok
 
 /// Asks the sender to restate this node's vectors, at most once per [`RESEND_INTERVAL`].
 fn request_resend(last: &std::sync::Mutex<Option<Instant>>, resend: &Notify) {
-    let mut last = last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut last = crate::sync::lock(last);
     if last.is_none_or(|t| t.elapsed() >= RESEND_INTERVAL) {
         *last = Some(Instant::now());
         resend.notify_one();

@@ -222,24 +222,19 @@ impl Federation {
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.registry)
     }
 
     /// The TLS settings for the next federation handshake (`None`: no peers, refuse).
     pub(crate) fn listener_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.listener_tls
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.listener_tls).clone()
     }
 
     /// Rebuilds the listener's TLS from the node certificate and the peer table.
     pub(crate) fn reload_tls(&self) -> Result<(), FederationError> {
         let cas: Vec<Vec<u8>> = self.store.peers()?.into_iter().map(|p| p.ca_der).collect();
         let config = self.pki.federation_listener_tls(&cas)?.map(Arc::new);
-        *self.listener_tls.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *crate::sync::write(&self.listener_tls) = config;
         Ok(())
     }
 
@@ -248,7 +243,7 @@ impl Federation {
     pub(crate) fn pace(&self, peer: &OrgId, n: usize) -> std::time::Duration {
         let now = std::time::Instant::now();
         let (rate, burst) = self.peer_rate;
-        let mut paces = self.paces.lock().unwrap_or_else(|p| p.into_inner());
+        let mut paces = crate::sync::lock(&self.paces);
         paces
             .entry(peer.clone())
             .or_insert_with(|| crate::rate::TokenBucket::new(rate, burst, now))

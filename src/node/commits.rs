@@ -7,11 +7,12 @@
 //! channel at most once, so it never outgrows the channels in the store.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
 use crate::model::ChannelId;
+use crate::sync::lock;
 
 #[derive(Debug, Default)]
 pub struct Commits {
@@ -23,10 +24,6 @@ pub struct Commits {
 pub struct Changes {
     pending: Mutex<HashSet<ChannelId>>,
     notify: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Commits {

@@ -23,7 +23,7 @@ pub struct DurableMarks {
 impl DurableMarks {
     /// `vector` (read from the store) cut back to what is durable.
     pub fn cap(&self, channel: &ChannelId, mut vector: Vector) -> Vector {
-        let marks = self.marks.read().unwrap_or_else(|p| p.into_inner());
+        let marks = crate::sync::read(&self.marks);
         for (origin, seq) in vector.iter_mut() {
             if let Some(&durable) = marks.get(&(channel.clone(), origin.clone())) {
                 *seq = (*seq).min(durable);
@@ -34,7 +34,7 @@ impl DurableMarks {
 
     /// Before staging for (channel, origin): its durable head is `seq`.
     pub(super) fn hold(&self, channel: &ChannelId, origin: &OrgId, seq: u64) {
-        let mut marks = self.marks.write().unwrap_or_else(|p| p.into_inner());
+        let mut marks = crate::sync::write(&self.marks);
         marks
             .entry((channel.clone(), origin.clone()))
             .or_insert(seq);
@@ -42,7 +42,7 @@ impl DurableMarks {
 
     /// After a flush: everything up to `seq` is durable.
     pub(super) fn advance(&self, channel: &ChannelId, origin: &OrgId, seq: u64) {
-        let mut marks = self.marks.write().unwrap_or_else(|p| p.into_inner());
+        let mut marks = crate::sync::write(&self.marks);
         let mark = marks
             .entry((channel.clone(), origin.clone()))
             .or_insert(seq);

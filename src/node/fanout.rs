@@ -26,10 +26,7 @@ impl Fanout {
         channel: &ChannelId,
         max: usize,
     ) -> Option<broadcast::Receiver<Arc<Stored>>> {
-        let mut senders = self
-            .senders
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut senders = crate::sync::lock(&self.senders);
         let sender = senders
             .entry(channel.clone())
             .or_insert_with(|| broadcast::channel(CAPACITY).0);
@@ -37,10 +34,7 @@ impl Fanout {
     }
 
     pub(super) fn publish(&self, channel: &ChannelId, message: Arc<Stored>) {
-        let mut senders = self
-            .senders
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut senders = crate::sync::lock(&self.senders);
         if let Some(tx) = senders.get(channel)
             && tx.send(message).is_err()
         {

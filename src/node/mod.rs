@@ -280,7 +280,7 @@ pub fn reload(shared: &Shared, fed: &Federation) -> Result<CertInfo, NodeError> 
     shared.pki.install_renewal()?;
     let tls = Arc::new(shared.pki.client_listener_tls()?);
     fed.reload_tls()?;
-    *shared.client_tls.write().unwrap_or_else(|p| p.into_inner()) = tls;
+    *crate::sync::write(&shared.client_tls) = tls;
     let cert = shared.pki.node_certificate()?;
     let not_after = crate::model::rfc3339(cert.not_after);
     shared.store.audit(
@@ -332,7 +332,7 @@ impl Shared {
     /// Whether `member` may post now under `limits.member_posts_per_second`.
     pub fn may_post(&self, member: &MemberName) -> bool {
         let now = Instant::now();
-        let mut rates = self.post_rates.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rates = crate::sync::lock(&self.post_rates);
         rates
             .entry(member.clone())
             .or_insert_with(|| {
@@ -346,10 +346,7 @@ impl Shared {
     }
 
     fn client_tls(&self) -> Arc<rustls::ServerConfig> {
-        self.client_tls
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.client_tls).clone()
     }
 
     /// Follows `channel` from `start`; see [`Subscription`].

@@ -75,15 +75,12 @@ impl Revocations {
     }
 
     pub fn is_revoked(&self, member: &Member) -> bool {
-        self.serials
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&member.serial)
+        crate::sync::read(&self.serials).contains(&member.serial)
     }
 
     /// Refuses `revoked` from now on and ends their open streams.
     pub fn add(&self, revoked: &[Revoked]) {
-        let mut serials = self.serials.write().unwrap_or_else(|p| p.into_inner());
+        let mut serials = crate::sync::write(&self.serials);
         serials.extend(revoked.iter().map(|r| r.serial.clone()));
         drop(serials);
         self.changed.send_modify(|n| *n += 1);

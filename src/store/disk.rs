@@ -72,10 +72,7 @@ impl Durability {
 
     /// Makes every blob file sled wrote since the last call durable.
     pub(super) fn sync_blobs(&self) -> Result<(), StoreError> {
-        let mut synced = self
-            .synced_blobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut synced = crate::sync::lock(&self.synced_blobs);
         let entries = match std::fs::read_dir(&self.blob_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -510,9 +510,7 @@ impl Store {
     }
 
     fn lock_log(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.log_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.log_lock)
     }
 
     /// Up to `limit` messages of a page, oldest first, and whether more lie
