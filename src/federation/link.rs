@@ -200,26 +200,19 @@ async fn sender(
     // What the peer holds (as it told us, plus what we sent since); `None` until it says.
     let mut known: Option<HashMap<String, Vector>> = None;
     let mut offered = HashSet::new();
-    // What the next push looks at: every channel (after the peer's hello),
-    // or the channels that commits changed since the last push.
-    let mut everything = true;
-    let mut changed: HashSet<ChannelId> = HashSet::new();
+    // What the next push looks at: `None` is every channel (after the
+    // peer's hello), else the channels that commits changed since.
+    let mut todo: Option<HashSet<ChannelId>> = None;
     loop {
         if let Some(known) = known.as_mut()
-            && (everything || !changed.is_empty())
+            && todo.as_ref().is_none_or(|changed| !changed.is_empty())
         {
             fold_has(known, &peer_has);
-            let only = if everything {
-                changed.clear();
-                None
-            } else {
-                Some(std::mem::take(&mut changed))
-            };
+            let only = todo.replace(HashSet::new());
             tokio::select! {
                 r = push(&fed, &peer, &out, known, &mut offered, &counters, only) => r?,
                 () = cancel.cancelled() => return Ok(()),
             }
-            everything = false;
         }
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -228,9 +221,13 @@ async fn sender(
                 let stated = peer_hello.borrow_and_update().clone().unwrap_or_default();
                 known = Some(stated.channels.iter().map(|cv| (cv.channel.clone(), from_proto(cv))).collect());
                 offered.clear();
-                everything = true;
+                todo = None;
             }
-            channels = commits.next() => changed.extend(channels),
+            channels = commits.next() => {
+                if let Some(changed) = todo.as_mut() {
+                    changed.extend(channels);
+                }
+            }
             changed = rehello.changed() => {
                 changed.map_err(|_| "the node is stopping")?;
                 send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
