@@ -132,6 +132,11 @@ struct RawConfig {
 /// Upper bound for `limits.max_body_bytes`: large payloads belong in files, not messages.
 pub const MAX_BODY_CEILING: usize = 4 * 1024 * 1024;
 
+/// Largest envelope a node accepts from a partner: a body at the ceiling
+/// plus room for the envelope's other fields. Partners may allow larger
+/// posts than this node does; refusing theirs would stall that origin here.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_BODY_CEILING + 4096;
+
 // === impl Config ===
 
 impl Config {

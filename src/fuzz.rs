@@ -91,7 +91,7 @@ pub fn admitted(data: &[u8]) -> usize {
                     head,
                     home_key: Some(&home_key),
                     held: None,
-                    max_envelope_bytes: crate::config::MAX_BODY_CEILING + 4096,
+                    max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
                     max_hlc: u64::MAX / 2,
                 };
                 if matches!(core::check(env, &ctx), Verdict::Accept | Verdict::Chained) {

@@ -170,10 +170,8 @@ impl Node {
         let commits = Arc::new(Commits::default());
         let settings = writer::WriterSettings {
             org: config.org.clone(),
-            // Received envelopes are held to the protocol-wide ceiling, not to
-            // this node's own posting limit: partners may allow larger posts,
-            // and refusing theirs would stall that origin here for good.
-            max_envelope_bytes: crate::config::MAX_BODY_CEILING + 4096,
+            // The protocol-wide ceiling, not this node's own posting limit.
+            max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
             channels_per_partner: config.limits.channels_per_partner,
         };
         let durable = Arc::new(DurableMarks::default());
