@@ -168,29 +168,65 @@ async fn large_messages_sled_keeps_apart_are_fdatasynced_too() {
     // SIGKILL: no flush at shutdown, so what the trace shows was synced
     // before the posts were acknowledged.
     node.signal_traced("KILL").await;
-    let blobs = dir.join("data").join("blobs");
+    let data = dir.join("data");
+    let blobs = data.join("blobs");
     let on_disk = std::fs::read_dir(&blobs).unwrap().count();
-    let synced = synced(&trace, &format!("{}/", blobs.display()));
+    let synced = synced_paths(&trace);
+    let is_blob = |p: &String| p.starts_with(&format!("{}/", blobs.display()));
+    let log_file = data.join("db").display().to_string();
+    let blob_syncs = synced.iter().filter(|p| is_blob(p)).count();
+    // Each flush syncs the blob files, then the blob directory, then sled's
+    // log: a blob is on disk before the log entry that points to it.
+    let last_blob = synced.iter().rposition(is_blob);
+    let log_after_it = last_blob.is_some_and(|i| synced[i..].contains(&log_file));
+    let dir_synced = synced.contains(&blobs.display().to_string());
     assert!(
-        on_disk >= POSTS && synced >= POSTS,
-        "{on_disk} blob files, {synced} fdatasyncs of blob files for {POSTS} posts; the trace:\n{}",
-        std::fs::read_to_string(&trace).unwrap_or_default()
+        on_disk >= POSTS && blob_syncs >= POSTS && dir_synced && log_after_it,
+        "{on_disk} blob files, {blob_syncs} fdatasyncs of blob files for {POSTS} posts, \
+         blob dir synced: {dir_synced}, log synced after the last blob: {log_after_it}; \
+         the syncs in order:\n{synced:#?}"
     );
 }
 
 /// How many successful `fdatasync`s of the node's `data/db` the trace holds so far.
 fn synced_log_file(trace: &std::path::Path, dir: &std::path::Path) -> usize {
-    synced(
-        trace,
-        &format!("{}>", dir.join("data").join("db").display()),
-    )
+    let log_file = dir.join("data").join("db").display().to_string();
+    synced_paths(trace)
+        .iter()
+        .filter(|p| **p == log_file)
+        .count()
 }
 
-/// How many successful `fdatasync`s of a path containing `path` the trace holds.
-fn synced(trace: &std::path::Path, path: &str) -> usize {
-    std::fs::read_to_string(trace)
-        .expect("read the strace output")
-        .lines()
-        .filter(|l| l.contains("fdatasync(") && l.contains(path) && l.ends_with("= 0"))
-        .count()
+/// The paths of the successful `fdatasync`s in an `strace -f -y` trace, in
+/// the order they completed. A call another thread interrupted is written as
+/// `PID fdatasync(FD</path> <unfinished ...>` and later
+/// `PID <... fdatasync resumed>) = 0`.
+fn synced_paths(trace: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(trace).expect("read the strace output");
+    let mut unfinished = std::collections::HashMap::new();
+    let mut paths = Vec::new();
+    for line in text.lines() {
+        let Some((pid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let path_in = |call: &str| {
+            let start = call.find('<')? + 1;
+            let end = start + call[start..].find('>')?;
+            Some(call[start..end].to_owned())
+        };
+        if let Some(call) = call.strip_prefix("fdatasync(") {
+            let Some(path) = path_in(call) else { continue };
+            if call.ends_with("<unfinished ...>") {
+                unfinished.insert(pid.to_owned(), path);
+            } else if call.ends_with("= 0") {
+                paths.push(path);
+            }
+        } else if call.starts_with("<... fdatasync resumed>")
+            && call.ends_with("= 0")
+            && let Some(path) = unfinished.remove(pid)
+        {
+            paths.push(path);
+        }
+    }
+    paths
 }
