@@ -833,13 +833,13 @@ impl Writer {
 
     /// Channels homed at `home` held here (stored, or staged this round).
     fn channels_of(&self, home: &OrgId) -> Result<usize, StoreError> {
-        let stored = self.store.channels()?;
+        let stored = self.store.channel_ids_of(home)?;
         let staged = self
             .records
             .values()
-            .filter(|r| r.home == home.as_str() && !stored.iter().any(|s| s.id == r.id))
+            .filter(|r| r.home == home.as_str() && !stored.contains(&r.id))
             .count();
-        Ok(stored.iter().filter(|r| r.home == home.as_str()).count() + staged)
+        Ok(stored.len() + staged)
     }
 
     fn change_roster(

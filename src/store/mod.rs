@@ -340,6 +340,19 @@ impl Store {
         self.log.get(&key)?.map(|v| decode(&key, &v)).transpose()
     }
 
+    /// The ids of the channels homed at `home`, from the keys alone.
+    pub fn channel_ids_of(
+        &self,
+        home: &OrgId,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let prefix = keys::channel_key(&format!("{home}/"));
+        self.log
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|key| Ok(lossy(&key?[keys::CHANNEL_PREFIX.len()..])))
+            .collect()
+    }
+
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
         self.log
             .scan_prefix(keys::CHANNEL_PREFIX)
@@ -754,6 +767,22 @@ mod tests {
                 ("police.example/a".to_string(), 3),
                 ("police.example/b".to_string(), 1)
             ]
+        );
+        // Channels by home, from the keys: another org's whose name extends
+        // this one's is not among them.
+        let mut other = StoreBatch::default();
+        other.put_channel(&ChannelRecord {
+            id: "police.examples/c".into(),
+            home: "police.examples".into(),
+            ..Default::default()
+        });
+        store.apply(other).unwrap();
+        let ids = store.channel_ids_of(&home).unwrap();
+        assert_eq!(
+            ids,
+            ["police.example/a", "police.example/b"]
+                .map(String::from)
+                .into()
         );
     }
 
