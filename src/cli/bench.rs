@@ -102,14 +102,14 @@ impl Run {
     fn median_of(name: String, runs: Vec<Run>) -> Self {
         let mut rates: Vec<f64> = runs.iter().map(Run::rate).collect();
         rates.sort_by(f64::total_cmp);
-        let mut all = Self::new(name, 0, Duration::ZERO, Vec::new());
-        for run in runs {
-            all.count += run.count;
-            all.elapsed += run.elapsed;
-            all.latencies.extend(run.latencies);
+        Self {
+            name,
+            count: runs.iter().map(|r| r.count).sum(),
+            elapsed: runs.iter().map(|r| r.elapsed).sum(),
+            per_second: rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+            latencies: runs.into_iter().flat_map(|r| r.latencies).collect(),
+            notes: Vec::new(),
         }
-        all.per_second = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
-        all
     }
 
     fn rate(&self) -> f64 {
@@ -272,17 +272,13 @@ fn body(size: usize, tag: u64) -> String {
     s
 }
 
-/// Runs `n` calls with `c` in flight, each made by `call`; returns the latencies.
-async fn closed_loop<F, Fut>(
-    n: usize,
-    c: usize,
-    bar: &ProgressBar,
-    call: F,
-) -> anyhow::Result<(Duration, Vec<Duration>)>
+/// Runs `n` calls with `c` in flight, each made by `call`, behind a progress bar labelled `label`.
+async fn closed_loop<F, Fut>(label: &str, n: usize, c: usize, call: F) -> anyhow::Result<Run>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
 {
+    let bar = progress(n, label);
     let per_task = n.div_ceil(c);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(c);
@@ -303,7 +299,14 @@ where
     for t in tasks {
         latencies.extend(t.await??);
     }
-    Ok((start.elapsed(), latencies))
+    let elapsed = start.elapsed();
+    bar.finish_and_clear();
+    Ok(Run::new(
+        label.to_owned(),
+        latencies.len(),
+        elapsed,
+        latencies,
+    ))
 }
 
 #[derive(Debug)]
@@ -414,17 +417,13 @@ async fn echo_runs(args: &BenchArgs, root: &Path, with_post: bool) -> anyhow::Re
         let per_round = n.div_ceil(rounds);
         let (mut echo_runs, mut post_runs) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
-            let bar = progress(per_round, &format!("echo c={c} ({round}/{rounds})"));
-            let (elapsed, lat) = closed_loop(per_round, c, &bar, echo_call.clone()).await?;
-            bar.finish_and_clear();
-            echo_runs.push(Run::new(String::new(), lat.len(), elapsed, lat));
+            let label = format!("echo c={c} ({round}/{rounds})");
+            echo_runs.push(closed_loop(&label, per_round, c, echo_call.clone()).await?);
             let Some(post_call) = &post_call else {
                 continue;
             };
-            let bar = progress(per_round, &format!("post c={c} ({round}/{rounds})"));
-            let (elapsed, lat) = closed_loop(per_round, c, &bar, post_call.clone()).await?;
-            bar.finish_and_clear();
-            post_runs.push(Run::new(String::new(), lat.len(), elapsed, lat));
+            let label = format!("post c={c} ({round}/{rounds})");
+            post_runs.push(closed_loop(&label, per_round, c, post_call.clone()).await?);
         }
         let ratios: Vec<String> = echo_runs
             .iter()
