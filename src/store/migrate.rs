@@ -30,11 +30,16 @@ pub(super) fn is_unfinished(meta: &sled::Tree) -> Result<bool, StoreError> {
 /// moves: it says version 2 from then on, so a samband that reads only
 /// version 1 refuses it instead of writing to a half-moved store.
 pub(super) fn begin(store: &Store, meta: &sled::Tree) -> Result<(), StoreError> {
+    mark(meta)?;
+    store.flush()
+}
+
+/// Version 2 and "upgrading", in one atomic write to `meta`.
+fn mark(meta: &sled::Tree) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
     batch.insert(META_UPGRADING, &[1]);
-    meta.apply_batch(batch)?;
-    store.flush()
+    Ok(meta.apply_batch(batch)?)
 }
 
 /// Moves what is left of version 1, then clears the mark.
@@ -175,10 +180,7 @@ mod tests {
             let db = Store::open_sled(&data, 1 << 20).unwrap();
             let meta = db.open_tree("meta").unwrap();
             let log = db.open_tree("log").unwrap();
-            let mut batch = sled::Batch::default();
-            batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
-            batch.insert(META_UPGRADING, &[1]);
-            meta.apply_batch(batch).unwrap();
+            mark(&meta).unwrap();
             assert_eq!(move_messages(&log, 5, 1).unwrap(), 5);
             assert!(log.scan_prefix([V1_HISTORY]).next().is_some(), "cut short");
             let schema = meta.get(META_SCHEMA).unwrap().unwrap();
