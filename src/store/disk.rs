@@ -12,15 +12,16 @@
 //! write its log, then `fdatasync`s the log ([`Durability::sync_log`]): a
 //! blob is on disk before the log entry that points to it.
 //!
-//! A blob file is synced once, by name. That is enough because the store
-//! holds one lock over every write to the tree whose values can be that
-//! large and over every flush, so a flush never sees a blob half written.
+//! A blob file is synced once, by name. That is enough because one lock,
+//! [`Durability::lock`], is held over every write to the tree whose values
+//! can be that large and over every flush, so a flush never sees a blob
+//! half written.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use super::StoreError;
 
@@ -34,9 +35,13 @@ pub(super) struct Durability {
     log: File,
     log_path: PathBuf,
     blob_dir: PathBuf,
-    /// Blob files synced already (sled never rewrites one, it writes a new one).
+    /// Blob files synced already (sled never rewrites one, it writes a new
+    /// one); its lock is also the store's log lock.
     synced_blobs: Mutex<HashSet<OsString>>,
 }
+
+/// Held by every write to the `log` tree and by every flush.
+pub(super) struct LogGuard<'a>(MutexGuard<'a, HashSet<OsString>>);
 
 fn sync_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Sync {
@@ -70,9 +75,13 @@ impl Durability {
         self.log.sync_data().map_err(sync_error(&self.log_path))
     }
 
+    /// The lock over writes to the `log` tree and flushes.
+    pub(super) fn lock(&self) -> LogGuard<'_> {
+        LogGuard(crate::sync::lock(&self.synced_blobs))
+    }
+
     /// Makes every blob file sled wrote since the last call durable.
-    pub(super) fn sync_blobs(&self) -> Result<(), StoreError> {
-        let mut synced = crate::sync::lock(&self.synced_blobs);
+    pub(super) fn sync_blobs(&self, LogGuard(synced): &mut LogGuard<'_>) -> Result<(), StoreError> {
         let entries = match std::fs::read_dir(&self.blob_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -96,7 +105,7 @@ impl Durability {
         if added {
             sync_path(&self.blob_dir)?;
         }
-        *synced = present;
+        **synced = present;
         Ok(())
     }
 }

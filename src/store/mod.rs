@@ -94,10 +94,6 @@ pub struct Store {
     revoked: sled::Tree,
     /// The audit log's last entry; appends take this lock.
     audit_head: std::sync::Arc<std::sync::Mutex<crate::audit::Head>>,
-    /// Held by every write to the `log` tree and by every flush, so a flush
-    /// never looks at a blob file that sled is still writing ([`disk`]):
-    /// only the `log` tree holds values large enough for blobs.
-    log_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// Writes staged together and applied atomically by [`Store::apply`].
@@ -260,7 +256,6 @@ impl Store {
             cursors: db.open_tree("cursors")?,
             revoked: db.open_tree("revoked")?,
             audit_head: std::sync::Arc::new(std::sync::Mutex::new(Self::load_audit_head(&audit)?)),
-            log_lock: std::sync::Arc::default(),
             audit,
             db,
             durability,
@@ -516,14 +511,17 @@ impl Store {
     /// Makes everything applied so far durable, also across a power cut:
     /// sled's flush, then what it leaves unsynced ([`disk`]).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let _guard = self.lock_log();
-        self.durability.sync_blobs()?;
+        let mut guard = self.lock_log();
+        self.durability.sync_blobs(&mut guard)?;
         self.db.flush()?;
         self.durability.sync_log()
     }
 
-    fn lock_log(&self) -> std::sync::MutexGuard<'_, ()> {
-        crate::sync::lock(&self.log_lock)
+    /// Held by every write to the `log` tree and by every flush, so a flush
+    /// never looks at a blob file that sled is still writing ([`disk`]):
+    /// only the `log` tree holds values large enough for blobs.
+    fn lock_log(&self) -> disk::LogGuard<'_> {
+        self.durability.lock()
     }
 
     /// Up to `limit` messages of a page, oldest first, and whether more lie
