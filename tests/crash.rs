@@ -206,9 +206,11 @@ fn synced_paths(trace: &std::path::Path) -> Vec<String> {
     let mut unfinished = std::collections::HashMap::new();
     let mut paths = Vec::new();
     for line in text.lines() {
+        // strace pads the pid to a width: `123  fdatasync(...)`.
         let Some((pid, call)) = line.split_once(' ') else {
             continue;
         };
+        let call = call.trim_start();
         let path_in = |call: &str| {
             let start = call.find('<')? + 1;
             let end = start + call[start..].find('>')?;
