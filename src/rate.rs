@@ -1,7 +1,47 @@
 //! Token buckets: how fast one member may post and one peer may push.
 //! Pure: the caller passes the time.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// One bucket per key (a member, a peer), all with the same rate and burst,
+/// each full when first used.
+#[derive(Debug)]
+pub struct Buckets<K> {
+    rate: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<K, TokenBucket>>,
+}
+
+impl<K: Eq + Hash + Clone> Buckets<K> {
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate,
+            burst,
+            buckets: Mutex::default(),
+        }
+    }
+
+    fn with<R>(&self, key: &K, now: Instant, take: impl FnOnce(&mut TokenBucket) -> R) -> R {
+        let mut buckets = crate::sync::lock(&self.buckets);
+        let bucket = buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now));
+        take(bucket)
+    }
+
+    /// [`TokenBucket::try_take`] on `key`'s bucket.
+    pub fn try_take(&self, key: &K, now: Instant) -> bool {
+        self.with(key, now, |b| b.try_take(now))
+    }
+
+    /// [`TokenBucket::take_or_wait`] on `key`'s bucket.
+    pub fn take_or_wait(&self, key: &K, n: u32, now: Instant) -> Duration {
+        self.with(key, now, |b| b.take_or_wait(n, now))
+    }
+}
 
 /// `rate` tokens per second, at most `burst` saved up. A rate of 0 means no limit.
 #[derive(Debug, Clone)]

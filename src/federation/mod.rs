@@ -93,9 +93,8 @@ pub struct Federation {
     listener_tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     shutdown: CancellationToken,
     advertise: String,
-    peer_rate: (u32, u32),
     /// Per peer, not per link: a peer cannot refill its burst by redialing.
-    paces: Mutex<HashMap<OrgId, crate::rate::TokenBucket>>,
+    paces: crate::rate::Buckets<OrgId>,
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -206,8 +205,7 @@ impl Federation {
             listener_tls: RwLock::new(None),
             shutdown,
             advertise,
-            peer_rate,
-            paces: Mutex::default(),
+            paces: crate::rate::Buckets::new(peer_rate.0, peer_rate.1),
         });
         fed.reload_tls()?;
         Ok(fed)
@@ -241,13 +239,8 @@ impl Federation {
     /// How long `peer` must wait before `n` more envelopes or offers are
     /// taken in, under `limits.peer_envelopes_per_second`.
     pub(crate) fn pace(&self, peer: &OrgId, n: usize) -> std::time::Duration {
-        let now = std::time::Instant::now();
-        let (rate, burst) = self.peer_rate;
-        let mut paces = crate::sync::lock(&self.paces);
-        paces
-            .entry(peer.clone())
-            .or_insert_with(|| crate::rate::TokenBucket::new(rate, burst, now))
-            .take_or_wait(u32::try_from(n).unwrap_or(u32::MAX), now)
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.paces.take_or_wait(peer, n, std::time::Instant::now())
     }
 
     /// This org's trust bundle, with the advertised federation endpoint.

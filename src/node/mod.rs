@@ -39,7 +39,7 @@ use crate::config::{Config, Limits};
 use crate::federation::Federation;
 use crate::model::{ChannelId, MemberName, OrgId};
 use crate::pki::{CertInfo, OrgPki, PkiError};
-use crate::rate::TokenBucket;
+use crate::rate::Buckets;
 use crate::store::{Store, StoreError};
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -106,7 +106,7 @@ pub struct Shared {
     /// The member listener's TLS settings; a reload replaces them.
     client_tls: RwLock<Arc<rustls::ServerConfig>>,
     /// Per member: how fast they may post (`limits.member_posts_per_second`).
-    post_rates: std::sync::Mutex<std::collections::HashMap<MemberName, TokenBucket>>,
+    post_rates: Buckets<MemberName>,
     fanout: Arc<fanout::Fanout>,
 }
 
@@ -217,7 +217,10 @@ impl Node {
             identities: Default::default(),
             pki,
             client_tls: RwLock::new(client_tls),
-            post_rates: Default::default(),
+            post_rates: Buckets::new(
+                config.limits.member_posts_per_second,
+                config.limits.member_post_burst,
+            ),
             fanout,
         });
         let tls_shared = shared.clone();
@@ -329,18 +332,7 @@ fn spawn_reloader(
 impl Shared {
     /// Whether `member` may post now under `limits.member_posts_per_second`.
     pub fn may_post(&self, member: &MemberName) -> bool {
-        let now = Instant::now();
-        let mut rates = crate::sync::lock(&self.post_rates);
-        rates
-            .entry(member.clone())
-            .or_insert_with(|| {
-                TokenBucket::new(
-                    self.limits.member_posts_per_second,
-                    self.limits.member_post_burst,
-                    now,
-                )
-            })
-            .try_take(now)
+        self.post_rates.try_take(member, Instant::now())
     }
 
     fn client_tls(&self) -> Arc<rustls::ServerConfig> {
