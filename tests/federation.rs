@@ -445,30 +445,125 @@ async fn a_stalled_partner_slows_only_its_own_link() {
     c.stop().await;
 }
 
+/// An org with real PKI that a node trusts, whose side of the link the
+/// test drives frame by frame.
+struct HandPeer {
+    _tmp: tempfile::TempDir,
+    pki: samband::pki::OrgPki,
+    /// When the peer was made: its envelopes' timestamps count from here.
+    now_ms: u64,
+}
+
+impl HandPeer {
+    /// Made and imported as a peer at `t` (which does not dial it).
+    async fn trusted_by(t: &TestNode, org: &str) -> Self {
+        let tmp = common::init_dir(org);
+        let pki = samband::pki::OrgPki::at(&common::node_dir(&tmp));
+        let org = samband::model::OrgId::parse(org).unwrap();
+        let bundle = samband::federation::own_bundle(&org, &pki, "127.0.0.1:1").unwrap();
+        let req = proto::AddPeerRequest {
+            bundle: bundle.to_text(),
+            fingerprint: bundle.fingerprint(),
+            endpoint: String::new(),
+            accept: 0,
+        };
+        t.admin().await.add_peer(req).await.unwrap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        Self {
+            _tmp: tmp,
+            pki,
+            now_ms,
+        }
+    }
+
+    /// Dials `t`'s federation listener with this org's node certificate:
+    /// where to send frames, and `t`'s frames.
+    async fn dial(
+        &self,
+        t: &TestNode,
+    ) -> (
+        tokio::sync::mpsc::Sender<proto::LinkFrame>,
+        tonic::Streaming<proto::LinkFrame>,
+    ) {
+        let t_ca = std::fs::read(t.dir().join("pki/ca.pem")).unwrap();
+        let t_ca = <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(&t_ca).unwrap();
+        let tls = self.pki.peer_client_tls(&t_ca).unwrap();
+        let channel = samband::client::dial(std::sync::Arc::new(tls), &t.fed_addr.to_string())
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let responses = proto::federation_client::FederationClient::new(channel)
+            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        (tx, responses)
+    }
+
+    /// An envelope signed with this org's key (whatever `origin` it names),
+    /// and its chain hash.
+    fn envelope(
+        &self,
+        channel: &str,
+        origin: &str,
+        seq: u64,
+        prev: [u8; 32],
+        body: &str,
+        kind: proto::Kind,
+    ) -> (proto::Envelope, [u8; 32]) {
+        let mut e = proto::Envelope {
+            channel: channel.into(),
+            origin: origin.into(),
+            origin_seq: seq,
+            author: "hand".into(),
+            hlc: (self.now_ms << 16) + seq,
+            kind: kind as i32,
+            priority: 1,
+            body: body.as_bytes().to_vec(),
+            prev: prev.to_vec(),
+            signature: vec![],
+        };
+        let hash = samband::model::sign_and_hash(&mut e, &self.pki.message_key().unwrap());
+        (e, hash)
+    }
+}
+
+fn frame(f: proto::link_frame::Frame) -> proto::LinkFrame {
+    proto::LinkFrame { frame: Some(f) }
+}
+
+/// The next frame from the other side of a hand-driven link.
+async fn next_frame(
+    responses: &mut tonic::Streaming<proto::LinkFrame>,
+) -> proto::link_frame::Frame {
+    loop {
+        let f = tokio::time::timeout(common::PATIENCE, responses.message())
+            .await
+            .expect("a frame in time")
+            .expect("the link stays up")
+            .expect("the link stays open");
+        if let Some(f) = f.frame {
+            return f;
+        }
+    }
+}
+
 /// A peer whose node holds a legitimately pinned certificate but breaks
 /// every rule on purpose. Each bad envelope is rejected, counted, never
 /// stored or forwarded, and the link and the node's other links go on.
 #[tokio::test]
 async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule() {
-    use samband::model::{GENESIS_HASH, OrgId, sign_and_hash};
-    use samband::pki::OrgPki;
-    use samband::proto::{Envelope, Kind, LinkFrame, link_frame::Frame};
+    use samband::model::GENESIS_HASH;
+    use samband::proto::{Kind, link_frame::Frame};
 
     let t = TestNode::start("police.example").await;
     let b = TestNode::start("rescue.example").await;
     t.peer_with(&b).await;
     // Mallory: an org with real PKI that T trusts, driven by this test.
-    let m_tmp = common::init_dir("mallory.example");
-    let m_pki = OrgPki::at(&common::node_dir(&m_tmp));
-    let m_org = OrgId::parse("mallory.example").unwrap();
-    let m_bundle = samband::federation::own_bundle(&m_org, &m_pki, "127.0.0.1:1").unwrap();
-    let req = proto::AddPeerRequest {
-        bundle: m_bundle.to_text(),
-        fingerprint: m_bundle.fingerprint(),
-        endpoint: String::new(),
-        accept: 0,
-    };
-    t.admin().await.add_peer(req).await.unwrap();
+    let mallory = HandPeer::trusted_by(&t, "mallory.example").await;
     let mut t_op = t.operator().await;
     let crisis = create_channel(&mut t_op, "crisis").await;
     let secret = create_channel(&mut t_op, "secret").await;
@@ -477,23 +572,7 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         .await;
 
     // Mallory dials T's federation listener with its node certificate.
-    let t_ca = std::fs::read(t.dir().join("pki/ca.pem")).unwrap();
-    let t_ca =
-        <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(
-            &t_ca,
-        )
-        .unwrap();
-    let tls = m_pki.peer_client_tls(&t_ca).unwrap();
-    let channel = samband::client::dial(std::sync::Arc::new(tls), &t.fed_addr.to_string())
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let mut responses = proto::federation_client::FederationClient::new(channel)
-        .link(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let frame = |f| LinkFrame { frame: Some(f) };
+    let (tx, mut responses) = mallory.dial(&t).await;
     // Claim to hold the shared channel (empty), and also the internal one.
     let hello = proto::VersionVectors {
         channels: vec![
@@ -511,12 +590,7 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
     // T sends the shared channel's roster; never anything of the internal one.
     let mut got = Vec::new();
     while got.is_empty() {
-        let f = tokio::time::timeout(common::PATIENCE, responses.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Some(Frame::Envelopes(batch)) = f.frame {
+        if let Frame::Envelopes(batch) = next_frame(&mut responses).await {
             got.extend(batch.envelopes);
         }
     }
@@ -525,28 +599,9 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         "T sent Mallory something of another channel"
     );
 
-    let key = m_pki.message_key().unwrap();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let envelope =
-        |channel: &str, origin: &str, seq: u64, prev: [u8; 32], body: &str, kind: Kind| {
-            let mut e = Envelope {
-                channel: channel.into(),
-                origin: origin.into(),
-                origin_seq: seq,
-                author: "mallory".into(),
-                hlc: (now_ms << 16) + seq,
-                kind: kind as i32,
-                priority: 1,
-                body: body.as_bytes().to_vec(),
-                prev: prev.to_vec(),
-                signature: vec![],
-            };
-            let hash = sign_and_hash(&mut e, &key);
-            (e, hash)
-        };
+    let envelope = |channel: &str, origin: &str, seq, prev, body: &str, kind| {
+        mallory.envelope(channel, origin, seq, prev, body, kind)
+    };
     let (good1, h1) = envelope(
         &crisis,
         "mallory.example",
@@ -640,7 +695,7 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
     )
     .0;
     future.hlc = u64::MAX - 1;
-    sign_and_hash(&mut future, &key);
+    samband::model::sign_and_hash(&mut future, &mallory.pki.message_key().unwrap());
     bad.push(future);
     let mut unsigned = envelope(
         &crisis,
@@ -739,6 +794,56 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
     drop(tx);
     t.stop().await;
     b.stop().await;
+}
+
+/// A node that receives envelopes ahead of what it holds asks the sender to
+/// restate what it holds, so that the sender goes back and sends the rest.
+/// Asked again soon after, it restates again once the pacing interval is
+/// over: a request it dropped would leave a sender that takes the node to
+/// hold a tail it refused, and sends nothing more until the next post.
+#[tokio::test]
+async fn a_node_that_sees_a_gap_asks_for_the_rest_however_soon_after_the_last_gap() {
+    use samband::model::GENESIS_HASH;
+    use samband::proto::{EnvelopeBatch, Kind, link_frame::Frame};
+
+    let t = TestNode::start("police.example").await;
+    let peer = HandPeer::trusted_by(&t, "mallory.example").await;
+    let mut t_op = t.operator().await;
+    let crisis = create_channel(&mut t_op, "crisis").await;
+    t.share("crisis", &["mallory.example"]).await;
+    let (tx, mut responses) = peer.dial(&t).await;
+    let holds_crisis = proto::VersionVectors {
+        channels: vec![proto::ChannelVector {
+            channel: crisis.clone(),
+            entries: vec![],
+        }],
+    };
+    tx.send(frame(Frame::Hello(holds_crisis))).await.unwrap();
+    // T's hello comes first, then the channel's roster.
+    while !matches!(next_frame(&mut responses).await, Frame::Envelopes(_)) {}
+
+    // Envelopes 2 and 3 of the peer, whose 1 T never saw: each is a gap.
+    let gap = |seq| {
+        let (e, _) = peer.envelope(
+            &crisis,
+            "mallory.example",
+            seq,
+            GENESIS_HASH,
+            "ahead",
+            Kind::Text,
+        );
+        frame(Frame::Envelopes(EnvelopeBatch { envelopes: vec![e] }))
+    };
+    let restated = |f: &Frame| match f {
+        Frame::Hello(vv) => vv.channels.iter().any(|cv| cv.channel == crisis),
+        _ => false,
+    };
+    tx.send(gap(2)).await.unwrap();
+    while !restated(&next_frame(&mut responses).await) {}
+    tx.send(gap(3)).await.unwrap();
+    while !restated(&next_frame(&mut responses).await) {}
+    drop(tx);
+    t.stop().await;
 }
 
 #[tokio::test]

@@ -11,10 +11,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message as _;
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +24,7 @@ use super::core::{self, Eligibility, Verdict};
 use crate::model::{ChannelId, OrgId, Vector};
 use crate::node::{Offered, Pending};
 use crate::proto::{
-    AcceptPolicy, ChannelVector, EnvelopeBatch, LinkFrame, VectorEntry, VersionVectors,
+    AcceptPolicy, ChannelVector, Envelope, EnvelopeBatch, LinkFrame, VectorEntry, VersionVectors,
     link_frame::Frame,
 };
 
@@ -36,7 +37,8 @@ const BATCH_BYTES: usize = 4 << 20;
 const IN_FLIGHT: usize = 4;
 /// Largest frame accepted on a link.
 pub(crate) const MAX_FRAME_BYTES: usize = 8 << 20;
-/// How often a reader may ask for a resend after seeing a gap.
+/// Least time between two restatements of what this node holds that the
+/// reader asked for after seeing gaps (later requests wait, never drop).
 const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a link has moved, for status and tests.
@@ -203,6 +205,9 @@ async fn sender(
     // What the next push looks at: `None` is every channel (after the
     // peer's hello), else the channels that commits changed since.
     let mut todo: Option<HashSet<ChannelId>> = None;
+    // The reader's requests to restate what this node holds: when the last
+    // one was sent, and when the next is due.
+    let (mut restated, mut restate_at) = (None, None);
     loop {
         if let Some(known) = known.as_mut()
             && todo.as_ref().is_none_or(|changed| !changed.is_empty())
@@ -232,9 +237,37 @@ async fn sender(
                 changed.map_err(|_| "the node is stopping")?;
                 send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
             }
-            () = resend.notified() => send(&out, Frame::Hello(hello(&fed, &peer)?)).await?,
+            () = resend.notified() => {
+                restate_at.get_or_insert(restate_due(restated, Instant::now()));
+            }
+            () = tokio::time::sleep_until(restate_at.unwrap_or_else(Instant::now)), if restate_at.is_some() => {
+                restate_at = None;
+                restated = Some(Instant::now());
+                send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
+            }
         }
     }
+}
+
+/// How many of `envelopes` (one origin's run, in seq order) go in one frame:
+/// about `max_bytes` at most, and ending at a seal so that the receiver can
+/// verify all of it. Zero when no seal is among them: an unsealed frame
+/// would only be refused, and the peer taken to hold it.
+fn frame_len(envelopes: &[Envelope], max_bytes: usize) -> usize {
+    let mut bytes = 0;
+    let fits = envelopes
+        .iter()
+        .position(|e| {
+            bytes += e.encoded_len();
+            bytes > max_bytes
+        })
+        .unwrap_or(envelopes.len())
+        .max(1)
+        .min(envelopes.len());
+    envelopes[..fits]
+        .iter()
+        .rposition(|e| !e.signature.is_empty())
+        .map_or(0, |seal| seal + 1)
 }
 
 /// Sends the peer everything it lacks of every channel it may see, or of
@@ -300,23 +333,14 @@ async fn push(
                     .store
                     .envelopes_from(&channel, &origin, next, want)
                     .map_err(err)?;
-                let mut bytes = 0;
-                let keep = envelopes
-                    .iter()
-                    .position(|e| {
-                        bytes += e.encoded_len();
-                        bytes > BATCH_BYTES
-                    })
-                    .unwrap_or(envelopes.len())
-                    .max(1);
-                envelopes.truncate(keep);
-                // End the frame at a seal, so the receiver can verify all of it.
-                if let Some(seal) = envelopes.iter().rposition(|e| !e.signature.is_empty()) {
-                    envelopes.truncate(seal + 1);
-                }
-                let Some(last) = envelopes.last().map(|e| e.origin_seq) else {
+                let keep = frame_len(&envelopes, BATCH_BYTES);
+                if keep == 0 {
+                    // Nothing, or nothing durable up to a seal yet: the
+                    // commit that makes the seal durable wakes this push.
                     break;
-                };
+                }
+                envelopes.truncate(keep);
+                let last = envelopes[keep - 1].origin_seq;
                 counters
                     .sent
                     .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
@@ -341,7 +365,6 @@ async fn reader(
     cancel: &CancellationToken,
     counters: &LinkCounters,
 ) -> Result<(), String> {
-    let last_resend = std::sync::Mutex::new(None);
     // One batch is being answered; the others wait in the queue.
     let (submitted_tx, mut submitted_rx) = mpsc::channel(IN_FLIGHT - 1);
     let reading = read_frames(
@@ -350,7 +373,7 @@ async fn reader(
         incoming,
         hello_tx,
         peer_has,
-        (resend, &last_resend),
+        resend,
         cancel,
         submitted_tx,
     );
@@ -358,7 +381,7 @@ async fn reader(
     let answering = async {
         while let Some(received) = submitted_rx.recv().await {
             if answer(fed, peer, received, out, counters).await? {
-                request_resend(&last_resend, resend);
+                resend.notify_one();
             }
         }
         Ok(())
@@ -383,7 +406,7 @@ async fn read_frames(
     mut incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
     hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
     peer_has: &PeerHas,
-    (resend, last_resend): (&Notify, &std::sync::Mutex<Option<Instant>>),
+    resend: &Notify,
     cancel: &CancellationToken,
     submitted: mpsc::Sender<Received>,
 ) -> Result<(), String> {
@@ -426,7 +449,7 @@ async fn read_frames(
                 // An offer of a channel held here means the peer does not know
                 // that yet: restate what this node holds.
                 if offered(fed, peer, envelope).await? {
-                    request_resend(last_resend, resend);
+                    resend.notify_one();
                 }
             }
             Frame::Envelopes(batch) => {
@@ -459,13 +482,11 @@ async fn pace(fed: &Federation, peer: &OrgId, n: usize, cancel: &CancellationTok
     }
 }
 
-/// Asks the sender to restate this node's vectors, at most once per [`RESEND_INTERVAL`].
-fn request_resend(last: &std::sync::Mutex<Option<Instant>>, resend: &Notify) {
-    let mut last = crate::sync::lock(last);
-    if last.is_none_or(|t| t.elapsed() >= RESEND_INTERVAL) {
-        *last = Some(Instant::now());
-        resend.notify_one();
-    }
+/// When a restatement asked for at `now` is due: at once, or one
+/// [`RESEND_INTERVAL`] after the `last` one, so a peer that keeps sending
+/// out of order cannot make this node restate on every frame.
+fn restate_due(last: Option<Instant>, now: Instant) -> Instant {
+    last.map_or(now, |t| (t + RESEND_INTERVAL).max(now))
 }
 
 /// Hands a batch to the writer.
@@ -590,4 +611,49 @@ async fn offered(
         ),
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(seq: u64, body: usize, seal: bool) -> Envelope {
+        Envelope {
+            origin_seq: seq,
+            body: vec![0; body],
+            signature: if seal { vec![1; 64] } else { vec![] },
+            ..Envelope::default()
+        }
+    }
+
+    #[test]
+    fn a_frame_ends_at_the_last_seal_that_fits() {
+        let run = |seals: &[bool]| -> Vec<Envelope> {
+            (1..)
+                .zip(seals)
+                .map(|(i, &s)| envelope(i, 100, s))
+                .collect()
+        };
+        assert_eq!(frame_len(&run(&[false, true, false, true]), 1 << 20), 4);
+        assert_eq!(frame_len(&run(&[false, true, false, false]), 1 << 20), 2);
+        // Never a frame without a seal: the peer would refuse it all.
+        assert_eq!(frame_len(&run(&[false, false, false]), 1 << 20), 0);
+        assert_eq!(frame_len(&[], 1 << 20), 0);
+        // The byte budget cuts first (three of these fit), then back to a seal.
+        let budget = 3 * envelope(1, 100, true).encoded_len();
+        assert_eq!(frame_len(&run(&[true, false, true, true]), budget), 3);
+        assert_eq!(frame_len(&run(&[false, true, false, true]), budget), 2);
+        // A seal larger than the budget still goes, alone.
+        assert_eq!(frame_len(&[envelope(1, 10_000, true)], 100), 1);
+    }
+
+    #[test]
+    fn a_restatement_inside_the_interval_is_deferred_not_dropped() {
+        let t0 = Instant::now();
+        assert_eq!(restate_due(None, t0), t0);
+        let soon = t0 + RESEND_INTERVAL / 4;
+        assert_eq!(restate_due(Some(t0), soon), t0 + RESEND_INTERVAL);
+        let later = t0 + RESEND_INTERVAL * 3;
+        assert_eq!(restate_due(Some(t0), later), later);
+    }
 }

@@ -40,13 +40,20 @@ impl DurableMarks {
             .or_insert(seq);
     }
 
-    /// After a flush: everything up to `seq` is durable.
-    pub(super) fn advance(&self, channel: &ChannelId, origin: &OrgId, seq: u64) {
+    /// After a flush: everything up to each `(channel, origin, seq)` is
+    /// durable. One round's marks move together, so a reader never sees a
+    /// mark inside a run whose seal is not yet visible to it.
+    pub(super) fn advance<'a>(
+        &self,
+        round: impl IntoIterator<Item = (&'a ChannelId, &'a OrgId, u64)>,
+    ) {
         let mut marks = crate::sync::write(&self.marks);
-        let mark = marks
-            .entry((channel.clone(), origin.clone()))
-            .or_insert(seq);
-        *mark = (*mark).max(seq);
+        for (channel, origin, seq) in round {
+            let mark = marks
+                .entry((channel.clone(), origin.clone()))
+                .or_insert(seq);
+            *mark = (*mark).max(seq);
+        }
     }
 }
 
@@ -73,10 +80,10 @@ mod tests {
             Vector::from([(a.clone(), 5), (b.clone(), 3)])
         );
         // Flushed.
-        marks.advance(&ch, &a, 7);
+        marks.advance([(&ch, &a, 7)]);
         assert_eq!(marks.cap(&ch, read()), read());
         // A mark never moves back.
-        marks.advance(&ch, &a, 6);
+        marks.advance([(&ch, &a, 6)]);
         assert_eq!(marks.cap(&ch, read()), read());
     }
 }

@@ -979,9 +979,12 @@ impl Writer {
             }
             return;
         }
-        for (channel, cursor, _) in &round.envelopes {
-            self.durable.advance(channel, &cursor.origin, cursor.seq);
-        }
+        self.durable.advance(
+            round
+                .envelopes
+                .iter()
+                .map(|(channel, cursor, _)| (channel, &cursor.origin, cursor.seq)),
+        );
         let stored: Vec<Arc<Stored>> = round
             .envelopes
             .into_iter()
