@@ -519,7 +519,9 @@ pub async fn texts(c: &mut Client, channel: &str) -> Vec<(String, u64, String)> 
         .collect()
 }
 
-/// Waits until every node shows the same history of `channel`, with `count` messages.
+/// Waits until every node shows the same history of `channel`, with `count`
+/// messages. If they do not within PATIENCE, fails with what each node
+/// showed last and the state of its links.
 pub async fn converged(
     nodes: &[&TestNode],
     channel: &str,
@@ -529,37 +531,47 @@ pub async fn converged(
     for n in nodes {
         clients.push(n.operator().await);
     }
-    let orgs: Vec<&str> = nodes.iter().map(|n| n.org.as_str()).collect();
-    eventually(
-        &format!("{channel} to converge on {count} messages at {orgs:?}"),
-        || {
-            let mut clients = clients.clone();
-            let channel = channel.to_owned();
-            async move {
-                let mut first = None;
-                for c in &mut clients {
-                    // The channel may not have reached every node yet.
-                    let probe = proto::HistoryRequest {
-                        channel: channel.clone(),
-                        limit: 1,
-                        position: None,
-                    };
-                    c.history(probe).await.ok()?;
-                    let h = texts(c, &channel).await;
-                    if h.len() != count {
-                        return None;
-                    }
-                    match &first {
-                        None => first = Some(h),
-                        Some(f) if *f != h => return None,
-                        Some(_) => {}
-                    }
+    // How many messages each node showed at the last look (None: not the channel yet).
+    let mut shown = vec![None; nodes.len()];
+    let same = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let mut histories = Vec::new();
+            for (c, shown) in clients.iter_mut().zip(&mut shown) {
+                // The channel may not have reached every node yet.
+                let probe = proto::HistoryRequest {
+                    channel: channel.to_owned(),
+                    limit: 1,
+                    position: None,
+                };
+                *shown = match c.history(probe).await {
+                    Ok(_) => Some(texts(c, channel).await),
+                    Err(_) => None,
                 }
-                first
+                .map(|h| {
+                    histories.push(h);
+                    histories.last().map_or(0, Vec::len)
+                });
             }
-        },
-    )
-    .await
+            if histories.len() == nodes.len()
+                && histories.iter().all(|h| h.len() == count && *h == histories[0])
+            {
+                return histories.swap_remove(0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if let Ok(history) = same {
+        return history;
+    }
+    let mut state = String::new();
+    for (n, shown) in nodes.iter().zip(&shown) {
+        state += &format!("\n  {}: {shown:?} messages; links:", n.org);
+        for p in n.peers().await {
+            state += &format!("\n    {} {:?}", p.org, p.link);
+        }
+    }
+    panic!("timed out waiting for {channel} to converge on {count} messages:{state}");
 }
 
 /// Every byte of a node's data directory, for containment checks.
