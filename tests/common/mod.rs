@@ -553,7 +553,9 @@ pub async fn converged(
                 });
             }
             if histories.len() == nodes.len()
-                && histories.iter().all(|h| h.len() == count && *h == histories[0])
+                && histories
+                    .iter()
+                    .all(|h| h.len() == count && *h == histories[0])
             {
                 return histories.swap_remove(0);
             }
