@@ -37,15 +37,25 @@ async fn sigkill_loses_no_acknowledged_post() {
     }
     let acked = acked.lock().unwrap().clone();
 
-    let node = ServeProcess::start(&dir).await;
-    let mut op = node.operator(&dir).await;
-    let history = all_history(&mut op, &ch).await;
+    restart_with_every_acknowledged_post(&dir, &ch, &acked).await;
+}
+
+/// Restarts the node on `dir` and checks that `channel` holds every post in
+/// `acked` (by seq), nothing twice and no gap, and that posting goes on.
+async fn restart_with_every_acknowledged_post(
+    dir: &std::path::Path,
+    channel: &str,
+    acked: &BTreeMap<u64, String>,
+) {
+    let node = ServeProcess::start(dir).await;
+    let mut op = node.operator(dir).await;
+    let history = all_history(&mut op, channel).await;
     let stored: BTreeMap<u64, String> = history
         .iter()
         .map(|m| (m.origin_seq, m.text.clone()))
         .collect();
     assert_eq!(stored.len(), history.len(), "no message stored twice");
-    for (seq, text) in &acked {
+    for (seq, text) in acked {
         assert_eq!(
             stored.get(seq),
             Some(text),
@@ -56,12 +66,45 @@ async fn sigkill_loses_no_acknowledged_post() {
     assert_eq!(
         seqs,
         (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "gap-free after the crash"
+        "gap-free after the restart"
     );
-    // Posting continues the sequence.
-    let next = common::post(&mut op, &ch, "after the crash").await;
+    let next = common::post(&mut op, channel, "after the restart").await;
     assert_eq!(next.origin_seq, seqs.len() as u64 + 1);
     node.kill9().await;
+}
+
+/// A write the disk refuses (here the file-size limit, as a full disk
+/// would) stops the node with an error exit, for its supervisor to restart
+/// it: after a failed write or sync nothing says what reached the disk. The
+/// restarted node has every acknowledged post, and posting goes on.
+#[tokio::test]
+async fn a_refused_write_stops_the_node_and_a_restart_keeps_every_acknowledged_post() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let mut node = ServeProcess::start_with_file_limit(&dir, 1024).await;
+    let mut op = node.operator(&dir).await;
+    let ch = create_channel(&mut op, "ops").await;
+    let acked = common::Acked::default();
+    let posters = common::spawn_posters(&op, &ch, 4, &"x".repeat(3000), &acked);
+    for p in posters {
+        tokio::time::timeout(PATIENCE, p)
+            .await
+            .expect("posters are answered when the write fails")
+            .unwrap();
+    }
+    let status = tokio::time::timeout(PATIENCE, node.child.wait())
+        .await
+        .expect("the node stops by itself")
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    let log = std::fs::read_to_string(common::serve_log(&dir)).unwrap();
+    assert!(log.contains("could not make a write durable"), "{log}");
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 10,
+        "the limit was reached only after some posts"
+    );
+    restart_with_every_acknowledged_post(&dir, &ch, &acked).await;
 }
 
 #[tokio::test]

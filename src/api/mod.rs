@@ -81,14 +81,15 @@ impl From<StoreError> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::Stopped => ApiError::Unavailable(e.to_string()),
+            // The node stops after a failed commit; a retry goes to its restart.
+            WriteError::Stopped | WriteError::Commit(_) => ApiError::Unavailable(e.to_string()),
             WriteError::NoChannel(_) => ApiError::NotFound(e.to_string()),
             WriteError::NotParticipant { .. } => ApiError::NotFound(e.to_string()),
             WriteError::Archived(_) | WriteError::Pending(_) | WriteError::NotPending(_) => {
                 ApiError::FailedPrecondition(e.to_string())
             }
             WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),
-            WriteError::Store(_) | WriteError::Commit(_) => ApiError::Internal(e.to_string()),
+            WriteError::Store(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

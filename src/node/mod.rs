@@ -55,6 +55,10 @@ pub enum NodeError {
     Thread(std::io::Error),
     #[error("gRPC server: {0}")]
     Server(String),
+    #[error(
+        "stopped: the store could not make a write durable ({0}); a restart recovers what is durable"
+    )]
+    StoreFailed(String),
     #[error(transparent)]
     Federation(#[from] crate::federation::FederationError),
 }
@@ -182,6 +186,7 @@ impl Node {
             fanout.clone(),
             commits.clone(),
             durable.clone(),
+            shutdown.clone(),
         )
         .map_err(NodeError::Thread)?;
         let advertise = match config.federation.advertise.rsplit_once(':') {
@@ -266,7 +271,9 @@ impl Node {
         drop(fed);
         writer.stop().await;
         match tokio::task::spawn_blocking(move || writer_thread.join()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(Ok(()))) => {}
+            // Nothing more is written: what the failed write left is for the restart to recover.
+            Ok(Ok(Err(e))) => return Err(NodeError::StoreFailed(e)),
             _ => tracing::error!("writer thread ended abnormally"),
         }
         store.flush()?;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::commits::Commits;
 use super::durable::DurableMarks;
@@ -72,7 +73,7 @@ pub enum WriteError {
     Stopped,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("commit failed: {0}")]
+    #[error("the node could not store this ({0}) and is stopping; try again once it is back")]
     Commit(String),
     #[error("channel {0} does not exist on this node")]
     NoChannel(String),
@@ -220,10 +221,6 @@ struct Writer {
     fanout: Arc<Fanout>,
     /// Told after every durable round that changed the log, and which channels.
     commits: Arc<Commits>,
-    /// Channels a failed round changed: sled may show what it applied, and
-    /// a later flush make it durable, so the links hear of them with the
-    /// next commit.
-    unreported: HashSet<ChannelId>,
     durable: Arc<DurableMarks>,
     /// Caps the audit entries of rejected envelopes per peer.
     rejections: audit::Budget,
@@ -237,7 +234,8 @@ pub(super) fn spawn(
     fanout: Arc<Fanout>,
     commits: Arc<Commits>,
     durable: Arc<DurableMarks>,
-) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
+    stop_node: CancellationToken,
+) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<Result<(), String>>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let public_key = key.public_key().as_ref().to_vec();
     let writer = Writer {
@@ -252,13 +250,16 @@ pub(super) fn spawn(
         home_keys: HashMap::new(),
         fanout,
         commits,
-        unreported: HashSet::new(),
         durable,
         rejections: audit::Budget::default(),
     };
     let thread = std::thread::Builder::new()
         .name("samband-writer".into())
-        .spawn(move || writer.run())?;
+        .spawn(move || {
+            // However the writer ends (stopped, failed, panicked), the node stops too.
+            let _stop_node = stop_node.drop_guard();
+            writer.run()
+        })?;
     Ok((WriterHandle { tx }, thread))
 }
 
@@ -364,7 +365,12 @@ impl WriterHandle {
 // === impl Writer ===
 
 impl Writer {
-    fn run(mut self) {
+    /// Decides and commits rounds until told to stop. A round that fails
+    /// stops the writer and the node (crash-only): after a failed write or
+    /// sync, neither sled nor the file system says what reached the disk,
+    /// so the only safe state is the one a restart recovers. Its requests
+    /// are answered with the error; a supervisor restarts the node.
+    fn run(mut self) -> Result<(), String> {
         let mut commands = Vec::new();
         let mut stopping = false;
         while !stopping {
@@ -387,12 +393,13 @@ impl Writer {
             for command in commands.drain(..) {
                 self.decide(command, &mut round);
             }
-            self.commit(round);
+            if let Err(e) = self.commit(round) {
+                self.rx.close();
+                return Err(e);
+            }
         }
         self.rx.close();
-        if let Err(e) = self.store.flush() {
-            tracing::error!(error = %e, "final flush failed");
-        }
+        self.store.flush().map_err(|e| e.to_string())
     }
 
     fn record(&mut self, channel: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
@@ -926,17 +933,11 @@ impl Writer {
         Ok(updated)
     }
 
-    /// Tells the links which channels a durable commit changed.
-    fn report(&mut self, mut touched: HashSet<ChannelId>) {
-        touched.extend(self.unreported.drain());
-        if !touched.is_empty() {
-            self.commits.record(&touched);
-        }
-    }
-
-    fn commit(&mut self, mut round: Round) {
+    /// Makes the round durable and answers it; on failure answers every
+    /// request of the round with the error and returns it.
+    fn commit(&mut self, mut round: Round) -> Result<(), String> {
         if round.done.is_empty() && round.failed.is_none() {
-            return;
+            return Ok(());
         }
         // Seal each channel's run of this node's envelopes.
         for (index, ..) in round.open_runs.values() {
@@ -962,11 +963,7 @@ impl Writer {
             None => Ok(()),
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, answers = round.done.len(), "commit failed; every change of the round is answered with an error");
-            // The in-memory state may be ahead of the disk now: re-read it.
-            self.heads.clear();
-            self.records.clear();
-            self.unreported.extend(std::mem::take(&mut round.touched));
+            tracing::error!(error = %e, answers = round.done.len(), "commit failed; answering the round's requests with the error and stopping the node, so that a restart recovers what is durable");
             for done in round.done {
                 let err = || WriteError::Commit(e.clone());
                 // Whoever asked may be gone; nothing to do about that.
@@ -977,7 +974,7 @@ impl Writer {
                     Done::Record(a, _) => a.send(Err(err())).map_err(drop),
                 };
             }
-            return;
+            return Err(e);
         }
         self.durable.advance(
             round
@@ -994,8 +991,8 @@ impl Writer {
                 s
             })
             .collect();
-        if changed {
-            self.report(round.touched);
+        if changed && !round.touched.is_empty() {
+            self.commits.record(&round.touched);
         }
         for done in round.done {
             // Whoever asked may be gone; the change is committed all the same.
@@ -1006,5 +1003,6 @@ impl Writer {
                 Done::Record(a, r) => a.send(Ok(r)).map_err(drop),
             };
         }
+        Ok(())
     }
 }

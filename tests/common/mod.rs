@@ -308,6 +308,21 @@ impl ServeProcess {
         Self::spawn(command, dir).await
     }
 
+    /// Starts `samband serve --dir DIR` with its files limited to `kib` KiB
+    /// (RLIMIT_FSIZE, with SIGXFSZ ignored): a write beyond that fails, as
+    /// on a full disk.
+    pub async fn start_with_file_limit(dir: &Path, kib: u64) -> Self {
+        let mut command = tokio::process::Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "trap '' XFSZ; ulimit -f {kib}; exec \"$0\" serve --dir \"$1\""
+            ))
+            .arg(samband_bin())
+            .arg(dir);
+        Self::spawn(command, dir).await
+    }
+
     /// Starts `samband serve --dir DIR` under `strace`, which writes every
     /// `fdatasync` with the path of its file to `trace`. `child` is strace;
     /// stop the node with [`ServeProcess::signal_traced`].
