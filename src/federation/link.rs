@@ -335,8 +335,12 @@ async fn push(
                     .map_err(err)?;
                 let keep = frame_len(&envelopes, BATCH_BYTES);
                 if keep == 0 {
-                    // Nothing, or nothing durable up to a seal yet: the
-                    // commit that makes the seal durable wakes this push.
+                    // Durable marks sit at seals (a round's marks move
+                    // together), so envelopes without one mean a broken
+                    // store: say so instead of sending what would be refused.
+                    if !envelopes.is_empty() {
+                        tracing::warn!(%peer, %channel, %origin, from = next, "no seal among the envelopes to send; this origin cannot move on over the link");
+                    }
                     break;
                 }
                 envelopes.truncate(keep);
