@@ -792,21 +792,7 @@ impl Writer {
                     .is_some_and(|r| envelope.origin_seq > r.roster_seq) => {}
             Some(_) => return Ok(Ok(Offered::Held)),
         }
-        if existing.is_none()
-            && self.channels_of(channel.home())? >= self.settings.channels_per_partner
-        {
-            let reject = Reject::BadOffer("its home has limits.channels_per_partner channels here");
-            self.audit_rejection(round, from, envelope, &reject);
-            return Ok(Err(reject));
-        }
-        let home_key = self.home_key(channel.home().as_str())?;
-        let mut record = match core::check_offer(
-            envelope,
-            &self.settings.org,
-            from,
-            home_key.as_deref(),
-            unix_ms(),
-        ) {
+        let mut record = match self.check_offer(&channel, existing.is_none(), from, envelope)? {
             Ok(r) => r,
             Err(reject) => {
                 self.audit_rejection(round, from, envelope, &reject);
@@ -836,6 +822,29 @@ impl Writer {
         } else {
             Offered::Joined(record)
         }))
+    }
+
+    /// The record an offer of a channel would make, or why it is refused.
+    fn check_offer(
+        &mut self,
+        channel: &ChannelId,
+        new: bool,
+        from: &OrgId,
+        envelope: &Envelope,
+    ) -> Result<Result<ChannelRecord, Reject>, StoreError> {
+        if new && self.channels_of(channel.home())? >= self.settings.channels_per_partner {
+            return Ok(Err(Reject::BadOffer(
+                "its home has limits.channels_per_partner channels here",
+            )));
+        }
+        let home_key = self.home_key(channel.home().as_str())?;
+        Ok(core::check_offer(
+            envelope,
+            &self.settings.org,
+            from,
+            home_key.as_deref(),
+            unix_ms(),
+        ))
     }
 
     /// Channels homed at `home` held here (stored, or staged this round).
