@@ -55,10 +55,8 @@ pub enum NodeError {
     Thread(std::io::Error),
     #[error("gRPC server: {0}")]
     Server(String),
-    #[error(
-        "stopped: the store could not make a write durable ({0}); a restart recovers what is durable"
-    )]
-    StoreFailed(String),
+    #[error("stopped: {0}; a restart recovers what is durable")]
+    WriterFailed(String),
     #[error(transparent)]
     Federation(#[from] crate::federation::FederationError),
 }
@@ -273,8 +271,12 @@ impl Node {
         match tokio::task::spawn_blocking(move || writer_thread.join()).await {
             Ok(Ok(Ok(()))) => {}
             // Nothing more is written: what the failed write left is for the restart to recover.
-            Ok(Ok(Err(e))) => return Err(NodeError::StoreFailed(e)),
-            _ => tracing::error!("writer thread ended abnormally"),
+            Ok(Ok(Err(e))) => {
+                return Err(NodeError::WriterFailed(format!(
+                    "the store could not make a write durable ({e})"
+                )));
+            }
+            _ => return Err(NodeError::WriterFailed("the writer thread panicked".into())),
         }
         store.flush()?;
         tracing::info!("stopped; store flushed");
