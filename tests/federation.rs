@@ -438,8 +438,36 @@ async fn a_stalled_partner_slows_only_its_own_link() {
         texts(&mut c_op, &ch).await.len() < N + 1,
         "the stall was real"
     );
+    // A's operator sees who lags behind on the channel, and by how much.
+    let lags = || async {
+        let peers = a.peers().await;
+        let lag = |org: &str| -> u64 {
+            let link = peers
+                .iter()
+                .find(|p| p.org == org)
+                .and_then(|p| p.link.clone());
+            link.map(|l| {
+                l.lag
+                    .iter()
+                    .filter(|c| c.channel == ch)
+                    .map(|c| c.messages)
+                    .sum()
+            })
+            .unwrap_or(u64::MAX)
+        };
+        (lag("rescue.example"), lag("health.example"))
+    };
+    eventually("B's lag to read 0 and C's to show the stall", || async {
+        let (b_lag, c_lag) = lags().await;
+        (b_lag == 0 && c_lag > 0 && c_lag <= N as u64).then_some(())
+    })
+    .await;
     proxy.resume();
     converged(&[&a, &b, &c], &ch, N + 1).await;
+    eventually("C's lag to read 0 once it caught up", || async {
+        (lags().await == (0, 0)).then_some(())
+    })
+    .await;
     a.stop().await;
     b.stop().await;
     c.stop().await;

@@ -16,6 +16,7 @@ mod dialer;
 mod link;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -439,6 +440,8 @@ impl Federation {
     /// Peers with their link state and lag, for operators.
     pub fn peers(&self) -> Result<Vec<proto::Peer>, FederationError> {
         let channels = self.store.channels()?;
+        // Each channel's vector, read once for all peers.
+        let mut vectors = HashMap::new();
         let mut out = Vec::new();
         for record in self.store.peers()? {
             let Ok(org) = OrgId::parse(&record.org) else {
@@ -460,7 +463,13 @@ impl Federation {
                 if core::eligibility(ch, &self.org, &org) != core::Eligibility::Full {
                     continue;
                 }
-                let mine = self.store.vector(&id)?;
+                let mine = match vectors.entry(id) {
+                    Entry::Occupied(v) => v.into_mut(),
+                    Entry::Vacant(v) => {
+                        let vector = self.store.vector(v.key())?;
+                        v.insert(vector)
+                    }
+                };
                 let theirs = self.store.cursor(&org, &ch.id)?;
                 // The peer holds its own messages whatever its cursor says.
                 let behind: u64 = mine
