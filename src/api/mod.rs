@@ -82,7 +82,9 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
             // The node stops after a failed commit; a retry goes to its restart.
-            WriteError::Stopped | WriteError::Commit(_) => ApiError::Unavailable(e.to_string()),
+            WriteError::Stopped | WriteError::Commit | WriteError::RoundRefused => {
+                ApiError::Unavailable(e.to_string())
+            }
             WriteError::NoChannel(_) => ApiError::NotFound(e.to_string()),
             WriteError::NotParticipant { .. } => ApiError::NotFound(e.to_string()),
             WriteError::Archived(_) | WriteError::Pending(_) | WriteError::NotPending(_) => {

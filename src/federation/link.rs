@@ -4,8 +4,8 @@
 //! peer lacks of every channel the roster lets it see, oldest first per
 //! origin, and keeps pushing as commits happen) and a *reader* (hands
 //! received envelopes to the writer, which decides and stores them, and
-//! answers with progress). The reader never waits on the outgoing stream
-//! (progress is sent with `try_send`), so two nodes pushing to each other
+//! has the sender answer with progress). The reader never waits on the
+//! outgoing stream (it leaves progress to the sender), so two nodes pushing to each other
 //! cannot deadlock.
 
 use std::collections::{HashMap, HashSet};
@@ -66,6 +66,35 @@ fn note_has(has: &PeerHas, channel: &str, origin: OrgId, seq: u64) {
     *held = (*held).max(seq);
 }
 
+/// What the reader asks of the sender. Requests wait until the sender gets
+/// to them and merge meanwhile; none is dropped.
+#[derive(Debug, Default)]
+struct Asks {
+    /// Restate this node's vectors (the peer sent something out of order).
+    restate: Notify,
+    /// What the peer's batches made durable here, newest per channel.
+    progress: std::sync::Mutex<HashMap<String, ChannelVector>>,
+    progress_ready: Notify,
+}
+
+impl Asks {
+    fn progress(&self, channels: Vec<ChannelVector>) {
+        let mut progress = crate::sync::lock(&self.progress);
+        for cv in channels {
+            // Read later, so at least as far: it supersedes what is there.
+            progress.insert(cv.channel.clone(), cv);
+        }
+        drop(progress);
+        self.progress_ready.notify_one();
+    }
+
+    fn take_progress(&self) -> Vec<ChannelVector> {
+        std::mem::take(&mut *crate::sync::lock(&self.progress))
+            .into_values()
+            .collect()
+    }
+}
+
 /// Folds what the peer is known to hold into the sender's view of it.
 fn fold_has(known: &mut HashMap<String, Vector>, has: &PeerHas) {
     let mut has = crate::sync::lock(has);
@@ -117,14 +146,14 @@ pub(super) async fn run(
     tracing::info!(%peer, "link up");
     let (hello_tx, hello_rx) = watch::channel(None);
     let peer_has: Arc<PeerHas> = Arc::default();
-    let resend = Arc::new(Notify::new());
+    let asks = Arc::new(Asks::default());
     let pushing = sender(
         fed.clone(),
         peer.clone(),
         out.clone(),
         hello_rx,
         peer_has.clone(),
-        resend.clone(),
+        asks.clone(),
         cancel.clone(),
         counters.clone(),
     );
@@ -141,7 +170,7 @@ pub(super) async fn run(
     // leave a link that looks connected but never pushes.
     let mut sender = sender;
     let reading = reader(
-        &fed, &peer, incoming, &out, hello_tx, &peer_has, &resend, &cancel, &counters,
+        &fed, &peer, incoming, hello_tx, &peer_has, &asks, &cancel, &counters,
     );
     let (result, sent) = tokio::select! {
         r = reading => {
@@ -192,7 +221,7 @@ async fn sender(
     out: mpsc::Sender<LinkFrame>,
     mut peer_hello: watch::Receiver<Option<Arc<VersionVectors>>>,
     peer_has: Arc<PeerHas>,
-    resend: Arc<Notify>,
+    asks: Arc<Asks>,
     cancel: CancellationToken,
     counters: Arc<LinkCounters>,
 ) -> Result<(), String> {
@@ -201,7 +230,7 @@ async fn sender(
     send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
     // What the peer holds (as it told us, plus what we sent since); `None` until it says.
     let mut known: Option<HashMap<String, Vector>> = None;
-    let mut offered = HashSet::new();
+    let mut said = Said::default();
     // What the next push looks at: `None` is every channel (after the
     // peer's hello), else the channels that commits changed since.
     let mut todo: Option<HashSet<ChannelId>> = None;
@@ -215,7 +244,7 @@ async fn sender(
             fold_has(known, &peer_has);
             let only = todo.replace(HashSet::new());
             tokio::select! {
-                r = push(&fed, &peer, &out, known, &mut offered, &counters, only) => r?,
+                r = push(&fed, &peer, &out, known, &mut said, &counters, only) => r?,
                 () = cancel.cancelled() => return Ok(()),
             }
         }
@@ -225,7 +254,7 @@ async fn sender(
                 hello.map_err(|_| "link reader ended")?;
                 let stated = peer_hello.borrow_and_update().clone().unwrap_or_default();
                 known = Some(stated.channels.iter().map(|cv| (cv.channel.clone(), from_proto(cv))).collect());
-                offered.clear();
+                said = Said::default();
                 todo = None;
             }
             channels = commits.next() => {
@@ -237,7 +266,13 @@ async fn sender(
                 changed.map_err(|_| "the node is stopping")?;
                 send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
             }
-            () = resend.notified() => {
+            () = asks.progress_ready.notified() => {
+                let channels = asks.take_progress();
+                if !channels.is_empty() {
+                    send(&out, Frame::Progress(VersionVectors { channels })).await?;
+                }
+            }
+            () = asks.restate.notified() => {
                 restate_at.get_or_insert(restate_due(restated, Instant::now()));
             }
             () = tokio::time::sleep_until(restate_at.unwrap_or_else(Instant::now)), if restate_at.is_some() => {
@@ -270,6 +305,16 @@ fn frame_len(envelopes: &[Envelope], max_bytes: usize) -> usize {
         .map_or(0, |seal| seal + 1)
 }
 
+/// What a sender has told the peer, or the operator, since the peer's last
+/// hello: each only once.
+#[derive(Debug, Default)]
+struct Said {
+    /// Channels offered to the peer.
+    offered: HashSet<String>,
+    /// Origins whose envelopes to send hold no seal (logged).
+    unsealed: HashSet<(ChannelId, OrgId)>,
+}
+
 /// Sends the peer everything it lacks of every channel it may see, or of
 /// the channels in `only`.
 async fn push(
@@ -277,7 +322,7 @@ async fn push(
     peer: &OrgId,
     out: &mpsc::Sender<LinkFrame>,
     known: &mut HashMap<String, Vector>,
-    offered: &mut HashSet<String>,
+    said: &mut Said,
     counters: &LinkCounters,
     only: Option<HashSet<ChannelId>>,
 ) -> Result<(), String> {
@@ -312,7 +357,10 @@ async fn push(
             let roster_durable = mine
                 .get(channel.home())
                 .is_some_and(|&seq| seq >= record.roster_seq);
-            if eligibility == Eligibility::Full && roster_durable && !offered.contains(&record.id) {
+            if eligibility == Eligibility::Full
+                && roster_durable
+                && !said.offered.contains(&record.id)
+            {
                 let home = channel.home().clone();
                 if let Some(roster) = fed
                     .store
@@ -320,7 +368,7 @@ async fn push(
                     .map_err(err)?
                 {
                     send(out, Frame::Offer(roster)).await?;
-                    offered.insert(record.id.clone());
+                    said.offered.insert(record.id.clone());
                 }
             }
             continue;
@@ -338,7 +386,9 @@ async fn push(
                     // Durable marks sit at seals (a round's marks move
                     // together), so envelopes without one mean a broken
                     // store: say so instead of sending what would be refused.
-                    if !envelopes.is_empty() {
+                    if !envelopes.is_empty()
+                        && said.unsealed.insert((channel.clone(), origin.clone()))
+                    {
                         tracing::warn!(%peer, %channel, %origin, from = next, "no seal among the envelopes to send; this origin cannot move on over the link");
                     }
                     break;
@@ -362,10 +412,9 @@ async fn reader(
     fed: &Federation,
     peer: &OrgId,
     incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
-    out: &mpsc::Sender<LinkFrame>,
     hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
     peer_has: &PeerHas,
-    resend: &Notify,
+    asks: &Asks,
     cancel: &CancellationToken,
     counters: &LinkCounters,
 ) -> Result<(), String> {
@@ -377,15 +426,15 @@ async fn reader(
         incoming,
         hello_tx,
         peer_has,
-        resend,
+        &asks.restate,
         cancel,
         submitted_tx,
     );
     // Verdicts in the order the batches were read.
     let answering = async {
         while let Some(received) = submitted_rx.recv().await {
-            if answer(fed, peer, received, out, counters).await? {
-                resend.notify_one();
+            if answer(fed, peer, received, asks, counters).await? {
+                asks.restate.notify_one();
             }
         }
         Ok(())
@@ -520,14 +569,14 @@ async fn submit(
     Ok(Received { ids, verdicts })
 }
 
-/// Waits for a batch's verdicts, logs every rejection, answers with
-/// progress. `true` if a gap was seen (the peer should be told what this
+/// Waits for a batch's verdicts, logs every rejection, has the sender
+/// answer with progress. `true` if a gap was seen (the peer should be told what this
 /// node really holds).
 async fn answer(
     fed: &Federation,
     peer: &OrgId,
     Received { ids, verdicts }: Received,
-    out: &mpsc::Sender<LinkFrame>,
+    asks: &Asks,
     counters: &LinkCounters,
 ) -> Result<bool, String> {
     counters
@@ -572,8 +621,8 @@ async fn answer(
         ));
     }
     if !channels.is_empty() {
-        // Progress is advisory and superseded by the next one: never wait for room.
-        let _ = out.try_send(frame(Frame::Progress(VersionVectors { channels })));
+        // The sender sends it when it has room; the reader never waits for that.
+        asks.progress(channels);
     }
     Ok(gap)
 }

@@ -73,8 +73,10 @@ pub enum WriteError {
     Stopped,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the node could not store this ({0}) and is stopping; try again once it is back")]
-    Commit(String),
+    #[error("the node could not store this and is stopping; try again once it is back")]
+    Commit,
+    #[error("another change decided with this one failed on the node; try again")]
+    RoundRefused,
     #[error("channel {0} does not exist on this node")]
     NoChannel(String),
     #[error("channel {0} is archived: this org was removed from it, so it is read-only")]
@@ -261,6 +263,19 @@ pub(super) fn spawn(
             writer.run()
         })?;
     Ok((WriterHandle { tx }, thread))
+}
+
+/// Answers every request of a round that was not committed.
+fn refuse_all(done: Vec<Done>, err: impl Fn() -> WriteError) {
+    for done in done {
+        // Whoever asked may be gone; nothing to do about that.
+        let _ = match done {
+            Done::Post(a, _) => a.send(Err(err())).map_err(drop),
+            Done::Apply(a, _) => a.send(Err(err())).map_err(drop),
+            Done::Offer(a, _) => a.send(Err(err())).map_err(drop),
+            Done::Record(a, _) => a.send(Err(err())).map_err(drop),
+        };
+    }
 }
 
 /// Answers a refused command; a store error fails the whole round.
@@ -942,8 +957,9 @@ impl Writer {
         Ok(updated)
     }
 
-    /// Makes the round durable and answers it; on failure answers every
-    /// request of the round with the error and returns it.
+    /// Makes the round durable and answers it. A round refused while
+    /// deciding is answered with an error; a failed write or sync is
+    /// answered so and returned, which stops the writer.
     fn commit(&mut self, mut round: Round) -> Result<(), String> {
         if round.done.is_empty() && round.failed.is_none() {
             return Ok(());
@@ -958,32 +974,31 @@ impl Writer {
         for (channel, cursor, envelope) in &round.envelopes {
             batch.put_envelope(channel, cursor, envelope);
         }
-        let result = match round.failed.take() {
-            Some(e) => Err(e),
-            // Audit entries first: a crash between the two may leave an entry
-            // for a change that did not land, never a change without its entry.
-            None if changed => round
+        if let Some(e) = round.failed.take() {
+            // A read failed while deciding: nothing was written, so the node
+            // goes on; what the round staged in memory is read again.
+            tracing::error!(error = %e, answers = round.done.len(), "a store read failed while deciding; the round is refused, nothing was written");
+            self.heads.clear();
+            self.records.clear();
+            refuse_all(round.done, || WriteError::RoundRefused);
+            return Ok(());
+        }
+        // Audit entries first: a crash between the two may leave an entry
+        // for a change that did not land, never a change without its entry.
+        let written = if changed {
+            round
                 .audit
                 .drain(..)
                 .try_for_each(|e| self.store.audit(e).map(drop))
                 .and_then(|()| self.store.apply(batch))
                 .and_then(|()| self.store.flush())
-                .map_err(|e| e.to_string()),
-            None => Ok(()),
+        } else {
+            Ok(())
         };
-        if let Err(e) = result {
-            tracing::error!(error = %e, answers = round.done.len(), "commit failed; answering the round's requests with the error and stopping the node, so that a restart recovers what is durable");
-            for done in round.done {
-                let err = || WriteError::Commit(e.clone());
-                // Whoever asked may be gone; nothing to do about that.
-                let _ = match done {
-                    Done::Post(a, _) => a.send(Err(err())).map_err(drop),
-                    Done::Apply(a, _) => a.send(Err(err())).map_err(drop),
-                    Done::Offer(a, _) => a.send(Err(err())).map_err(drop),
-                    Done::Record(a, _) => a.send(Err(err())).map_err(drop),
-                };
-            }
-            return Err(e);
+        if let Err(e) = written {
+            tracing::error!(error = %e, answers = round.done.len(), "commit failed; answering the round's requests with an error and stopping the node, so that a restart recovers what is durable");
+            refuse_all(round.done, || WriteError::Commit);
+            return Err(e.to_string());
         }
         self.durable.advance(
             round
