@@ -4,8 +4,12 @@
 //! * `h` channel 0 hlc origin 0 seq → envelope (history order)
 //! * `e` channel 0 origin 0 seq     → hlc      (identity index)
 //!
-//! Version 2 keeps one, `m` channel 0 origin 0 seq → envelope, and reads
-//! history as a merge of the origins' runs (see [`super::keys`]).
+//! Version 2 kept one, `m` channel 0 origin 0 seq → envelope, and read
+//! history as a merge of the origins' runs (see [`super::keys`]). Version 3
+//! (now) stores a few consecutive envelopes under the key of the last
+//! ([`super::runs`]), and reads a version-2 value as a run of one: so an
+//! upgrade from version 1 moves each message to its version-2 key, and one
+//! from version 2 only changes the version.
 
 use std::collections::HashMap;
 
@@ -27,14 +31,14 @@ pub(super) fn is_unfinished(meta: &sled::Tree) -> Result<bool, StoreError> {
 }
 
 /// Marks a version-1 store as being upgraded, durably, before anything
-/// moves: it says version 2 from then on, so a samband that reads only
+/// moves: it says the current version from then on, so a samband that reads only
 /// version 1 refuses it instead of writing to a half-moved store.
 pub(super) fn begin(store: &Store, meta: &sled::Tree) -> Result<(), StoreError> {
     mark(meta)?;
     store.flush()
 }
 
-/// Version 2 and "upgrading", in one atomic write to `meta`.
+/// The current version and "upgrading", in one atomic write to `meta`.
 fn mark(meta: &sled::Tree) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());

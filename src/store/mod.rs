@@ -10,6 +10,7 @@ mod audit;
 mod disk;
 pub mod keys;
 mod migrate;
+mod runs;
 
 pub use audit::{Revoked, now_rfc3339};
 
@@ -21,7 +22,7 @@ use crate::model::{ChainHead, ChannelId, Cursor, Hlc, OrgId, Vector, chain_hash}
 use crate::proto::{ChannelRecord, ChannelVector, Envelope, PeerRecord, VectorEntry};
 
 /// The layout version this code reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const META_SCHEMA: &[u8] = b"schema_version";
 const META_ORG: &[u8] = b"org";
@@ -102,6 +103,9 @@ pub struct StoreBatch {
     /// (key, value) in the `log` tree, in staging order (a later write of
     /// the same key wins).
     log: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Message runs, and which one each (channel, origin) is filling.
+    runs: Vec<runs::RunBuilder>,
+    open: std::collections::HashMap<(ChannelId, OrgId), usize>,
 }
 
 fn lossy(key: &[u8]) -> String {
@@ -126,42 +130,64 @@ fn decode<M: prost::Message + Default>(key: &[u8], bytes: &[u8]) -> Result<M, St
 /// One origin's messages of a history page, in reading order, with the
 /// next one decoded.
 struct Run {
+    /// The stored runs that hold the page's seqs, in reading order.
     rest: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>,
+    seqs: std::ops::RangeInclusive<u64>,
+    backward: bool,
+    /// What is left of the stored run being read, the next one last.
+    buffered: Vec<Stored>,
     head: Option<Stored>,
 }
 
 impl Run {
     fn new(
         rest: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>,
+        seqs: std::ops::RangeInclusive<u64>,
+        backward: bool,
     ) -> Result<Self, StoreError> {
-        let mut run = Self { rest, head: None };
+        let mut run = Self {
+            rest,
+            seqs,
+            backward,
+            buffered: Vec::new(),
+            head: None,
+        };
         run.head = run.read()?;
         Ok(run)
     }
 
     fn read(&mut self) -> Result<Option<Stored>, StoreError> {
-        let Some((key, bytes)) = self.rest.next().transpose()? else {
-            return Ok(None);
-        };
-        let envelope: Envelope = decode(&key, &bytes)?;
-        let origin = OrgId::parse(&envelope.origin).ok();
-        let (Some(origin), true) = (
-            origin,
-            keys::seq_of_message(&key) == Some(envelope.origin_seq),
-        ) else {
-            return Err(StoreError::Inconsistent {
-                key: lossy(&key),
-                why: "stored envelope with a malformed origin or under another seq",
-            });
-        };
-        Ok(Some(Stored {
-            cursor: Cursor {
-                hlc: Hlc(envelope.hlc),
-                origin,
-                seq: envelope.origin_seq,
-            },
-            envelope,
-        }))
+        loop {
+            if let Some(next) = self.buffered.pop() {
+                return Ok(Some(next));
+            }
+            let Some((key, bytes)) = self.rest.next().transpose()? else {
+                return Ok(None);
+            };
+            let mut stored = runs::decode(&key, &bytes)?
+                .into_iter()
+                .filter(|e| self.seqs.contains(&e.origin_seq))
+                .map(|envelope| {
+                    let origin =
+                        OrgId::parse(&envelope.origin).map_err(|_| StoreError::Inconsistent {
+                            key: lossy(&key),
+                            why: "stored envelope with a malformed origin",
+                        })?;
+                    Ok(Stored {
+                        cursor: Cursor {
+                            hlc: Hlc(envelope.hlc),
+                            origin,
+                            seq: envelope.origin_seq,
+                        },
+                        envelope,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            if !self.backward {
+                stored.reverse();
+            }
+            self.buffered = stored;
+        }
     }
 
     /// Takes the head and reads the next one.
@@ -174,10 +200,21 @@ impl Run {
 // === impl StoreBatch ===
 
 impl StoreBatch {
+    /// Stages an envelope; consecutive ones of an origin in a channel share
+    /// a stored run ([`runs`]).
     pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
-        self.log.push((
-            keys::message_key(channel, &cursor.origin, cursor.seq),
-            env.encode_to_vec(),
+        let key = (channel.clone(), cursor.origin.clone());
+        if let Some(&i) = self.open.get(&key)
+            && self.runs[i].push(cursor.seq, env)
+        {
+            return;
+        }
+        self.open.insert(key, self.runs.len());
+        self.runs.push(runs::RunBuilder::new(
+            channel,
+            &cursor.origin,
+            cursor.seq,
+            env,
         ));
     }
 
@@ -187,7 +224,7 @@ impl StoreBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty()
+        self.log.is_empty() && self.runs.is_empty()
     }
 }
 
@@ -293,6 +330,12 @@ impl Store {
                         migrate::finish(&store, &meta)?;
                     }
                     Ok(SCHEMA_VERSION) => {}
+                    // Version 3 reads every version-2 message as a run of one.
+                    Ok(2) => {
+                        meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                        store.flush()?;
+                        tracing::info!(path = %path.display(), "store upgraded from schema version 2 to {SCHEMA_VERSION} (nothing to move)");
+                    }
                     Ok(1) => {
                         tracing::info!(path = %path.display(), "upgrading the store from schema version 1 to {SCHEMA_VERSION}");
                         migrate::begin(&store, &meta)?;
@@ -374,8 +417,26 @@ impl Store {
         else {
             return Ok(None);
         };
-        let env: Envelope = decode(&key, &bytes)?;
+        let Some(env) = runs::decode(&key, &bytes)?.pop() else {
+            return Err(StoreError::Inconsistent {
+                key: lossy(&key),
+                why: "an empty message run",
+            });
+        };
         Ok(Some(ChainHead::after(&env, chain_hash(&env))))
+    }
+
+    /// The stored run of `origin` in `channel` that holds `seq`, if any:
+    /// runs are keyed by their last seq, so it is the first at or after it.
+    fn run_holding(
+        &self,
+        channel: &ChannelId,
+        origin: &OrgId,
+        seq: u64,
+    ) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+        let start = keys::message_key(channel, origin, seq);
+        let end = keys::prefix_end(&keys::origin_messages_prefix(channel, origin));
+        Ok(self.log.range(start..end).next().transpose()?)
     }
 
     /// The envelope `(channel, origin, seq)`, if held.
@@ -385,8 +446,12 @@ impl Store {
         origin: &OrgId,
         seq: u64,
     ) -> Result<Option<Envelope>, StoreError> {
-        let key = keys::message_key(channel, origin, seq);
-        self.log.get(&key)?.map(|v| decode(&key, &v)).transpose()
+        let Some((key, bytes)) = self.run_holding(channel, origin, seq)? else {
+            return Ok(None);
+        };
+        Ok(runs::decode(&key, &bytes)?
+            .into_iter()
+            .find(|e| e.origin_seq == seq))
     }
 
     /// Up to `limit` envelopes of `origin` in `channel` from `from_seq` on, in seq order.
@@ -399,14 +464,17 @@ impl Store {
     ) -> Result<Vec<Envelope>, StoreError> {
         let start = keys::message_key(channel, origin, from_seq);
         let end = keys::prefix_end(&keys::origin_messages_prefix(channel, origin));
-        self.log
-            .range(start..end)
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.log.range(start..end) {
+            let (key, bytes) = kv?;
+            let run = runs::decode(&key, &bytes)?;
+            out.extend(run.into_iter().filter(|e| e.origin_seq >= from_seq));
+            if out.len() >= limit {
+                out.truncate(limit);
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The highest seq in `1..=head` of `origin` in `channel` whose history
@@ -437,22 +505,31 @@ impl Store {
         let (mut lo, mut hi) = (0u64, head); // answer in lo..=hi
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            let key = keys::message_key(channel, origin, mid);
-            let Some(bytes) = self.log.get(&key)? else {
+            let Some((key, bytes)) = self.run_holding(channel, origin, mid)? else {
                 return Err(StoreError::Inconsistent {
-                    key: lossy(&key),
+                    key: lossy(&keys::message_key(channel, origin, mid)),
                     why: "gap in an origin's messages",
                 });
             };
-            let at = Cursor {
-                hlc: Hlc(decode::<HlcOnly>(&key, &bytes)?.hlc),
-                origin: origin.clone(),
-                seq: mid,
-            };
-            if wanted(&at) {
-                lo = mid;
+            let hlcs = runs::hlcs(&key, &bytes)?;
+            let first = runs::first_seq(&key, hlcs.len())?;
+            // The wanted ones of this run, a prefix of it.
+            let wanted_here = (first..)
+                .zip(&hlcs)
+                .take_while(|&(seq, &hlc)| {
+                    wanted(&Cursor {
+                        hlc: Hlc(hlc),
+                        origin: origin.clone(),
+                        seq,
+                    })
+                })
+                .count() as u64;
+            if wanted_here == 0 {
+                hi = first - 1;
+            } else if wanted_here < hlcs.len() as u64 {
+                return Ok(first + wanted_here - 1);
             } else {
-                hi = mid - 1;
+                lo = (first + wanted_here - 1).min(hi);
             }
         }
         Ok(lo)
@@ -496,6 +573,7 @@ impl Store {
     pub fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
         let _guard = self.lock_log();
         let mut writes = batch.log;
+        writes.extend(batch.runs.into_iter().map(runs::RunBuilder::finish));
         if writes.len() > 1 {
             let mut sled_batch = sled::Batch::default();
             for (key, value) in writes {
@@ -546,15 +624,18 @@ impl Store {
             if first > last {
                 continue;
             }
-            let range = self.log.range(
-                keys::message_key(channel, &origin, first)
-                    ..=keys::message_key(channel, &origin, last),
-            );
-            runs.push(Run::new(if backward {
+            let Some((last_run, _)) = self.run_holding(channel, &origin, last)? else {
+                continue;
+            };
+            let range = self
+                .log
+                .range(keys::message_key(channel, &origin, first)..=last_run.to_vec());
+            let rest: Box<dyn Iterator<Item = _>> = if backward {
                 Box::new(range.rev())
             } else {
                 Box::new(range)
-            })?);
+            };
+            runs.push(Run::new(rest, first..=last, backward)?);
         }
         let mut out = Vec::with_capacity(limit.min(1024));
         // The next message in reading order is the smallest (or, reading
@@ -801,11 +882,12 @@ mod tests {
             let mut hlc = 100;
             for seq in 1..=(7 + 3 * i as u64) {
                 hlc += 1 + (seq * (i as u64 + 2)) % 3;
+                // Bodies of 0 to 6,000 bytes, so some runs end at their size.
                 let e = Envelope {
                     origin: origin.to_string(),
                     origin_seq: seq,
                     hlc,
-                    body: vec![seq as u8],
+                    body: vec![seq as u8; (seq as usize % 4) * 2000],
                     ..Default::default()
                 };
                 let cursor = Cursor {
@@ -815,6 +897,10 @@ mod tests {
                 };
                 batch.put_envelope(&ch, &cursor, &e);
                 all.push(cursor);
+                // Several rounds, so runs end at rounds too.
+                if seq % 5 == 0 {
+                    store.apply(std::mem::take(&mut batch)).unwrap();
+                }
             }
         }
         store.apply(batch).unwrap();
