@@ -882,12 +882,12 @@ mod tests {
             let mut hlc = 100;
             for seq in 1..=(7 + 3 * i as u64) {
                 hlc += 1 + (seq * (i as u64 + 2)) % 3;
-                // Bodies of 0 to 6,000 bytes, so some runs end at their size.
+                // Bodies of 0 to 4,200 bytes, so some runs end at their size.
                 let e = Envelope {
                     origin: origin.to_string(),
                     origin_seq: seq,
                     hlc,
-                    body: vec![seq as u8; (seq as usize % 4) * 2000],
+                    body: vec![seq as u8; (seq as usize % 7) * 700],
                     ..Default::default()
                 };
                 let cursor = Cursor {
