@@ -103,9 +103,8 @@ pub struct StoreBatch {
     /// (key, value) in the `log` tree, in staging order (a later write of
     /// the same key wins).
     log: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Message runs, and which one each (channel, origin) is filling.
+    /// Message runs, in the order they were started.
     runs: Vec<runs::RunBuilder>,
-    open: std::collections::HashMap<(ChannelId, OrgId), usize>,
 }
 
 fn lossy(key: &[u8]) -> String {
@@ -203,19 +202,20 @@ impl StoreBatch {
     /// Stages an envelope; consecutive ones of an origin in a channel share
     /// a stored run ([`runs`]).
     pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
-        let key = (channel.clone(), cursor.origin.clone());
-        if let Some(&i) = self.open.get(&key)
-            && self.runs[i].push(cursor.seq, env)
-        {
-            return;
+        // The latest run of the same channel and origin; usually the last.
+        let open = self
+            .runs
+            .iter_mut()
+            .rev()
+            .find(|r| r.is_of(channel, &cursor.origin));
+        if open.is_none_or(|run| !run.push(cursor.seq, env)) {
+            self.runs.push(runs::RunBuilder::new(
+                channel,
+                &cursor.origin,
+                cursor.seq,
+                env,
+            ));
         }
-        self.open.insert(key, self.runs.len());
-        self.runs.push(runs::RunBuilder::new(
-            channel,
-            &cursor.origin,
-            cursor.seq,
-            env,
-        ));
     }
 
     pub fn put_channel(&mut self, record: &ChannelRecord) {

@@ -47,6 +47,10 @@ impl RunBuilder {
         }
     }
 
+    pub(super) fn is_of(&self, channel: &ChannelId, origin: &OrgId) -> bool {
+        self.channel == *channel && self.origin == *origin
+    }
+
     /// Adds the envelope if it continues this run and fits; `false` if not.
     pub(super) fn push(&mut self, seq: u64, envelope: &Envelope) -> bool {
         let len = envelope.encoded_len();
