@@ -6,10 +6,11 @@
 //!
 //! In the `log` tree (one tree, so one batch updates all of it atomically):
 //! * `c` channel                    → ChannelRecord
-//! * `m` channel 0 origin 0 seq     → envelope
+//! * `m` channel 0 origin 0 seq     → a run of envelopes ending at seq
 //!
-//! One key per message, in each origin's seq order. History order (hlc,
-//! origin, seq) is a merge of the origins' runs: an origin's timestamps grow
+//! One key per run of an origin's consecutive messages ([`super::runs`]), in
+//! each origin's seq order. History order (hlc, origin, seq) is a merge of
+//! the origins' messages: an origin's timestamps grow
 //! with its seq (the federation core refuses an envelope whose hlc does not;
 //! data from before schema 2 is checked by the upgrade, see `migrate`).
 //!

@@ -169,7 +169,8 @@ mod tests {
     }
 
     /// An upgrade cut short after its first batch: the store already says
-    /// version 2 (so a samband that reads only version 1 refuses it), and
+    /// the current version, or 2 if a samband of schema version 2 was
+    /// upgrading it (so a samband that reads only version 1 refuses it), and
     /// the next open finishes the move with every message in place.
     #[test]
     fn an_upgrade_cut_short_is_refused_by_old_readers_and_finished_on_open() {
@@ -178,27 +179,31 @@ mod tests {
         let expected = everything(&Store::open(&whole.path().join("data"), &org, 1 << 20).unwrap());
         assert_eq!(expected.iter().map(|(_, m)| m.len()).sum::<usize>(), 37);
 
-        let cut = schema_1_store();
-        let data = cut.path().join("data");
-        {
-            let db = Store::open_sled(&data, 1 << 20).unwrap();
-            let meta = db.open_tree("meta").unwrap();
-            let log = db.open_tree("log").unwrap();
-            mark(&meta).unwrap();
-            assert_eq!(move_messages(&log, 5, 1).unwrap(), 5);
-            assert!(log.scan_prefix([V1_HISTORY]).next().is_some(), "cut short");
-            let schema = meta.get(META_SCHEMA).unwrap().unwrap();
-            assert_ne!(
-                schema.as_ref(),
-                1u32.to_be_bytes(),
-                "an old reader must refuse it"
+        for marked_as in [SCHEMA_VERSION, 2] {
+            let cut = schema_1_store();
+            let data = cut.path().join("data");
+            {
+                let db = Store::open_sled(&data, 1 << 20).unwrap();
+                let meta = db.open_tree("meta").unwrap();
+                let log = db.open_tree("log").unwrap();
+                mark(&meta).unwrap();
+                let schema = meta.get(META_SCHEMA).unwrap().unwrap();
+                assert_ne!(schema.as_ref(), 1u32.to_be_bytes(), "old readers refuse it");
+                meta.insert(META_SCHEMA, &marked_as.to_be_bytes()).unwrap();
+                assert_eq!(move_messages(&log, 5, 1).unwrap(), 5);
+                assert!(log.scan_prefix([V1_HISTORY]).next().is_some(), "cut short");
+                db.flush().unwrap();
+            }
+            let store = Store::open(&data, &org, 1 << 20).unwrap();
+            assert_eq!(everything(&store), expected, "marked as {marked_as}");
+            let meta = store.db.open_tree("meta").unwrap();
+            assert!(!is_unfinished(&meta).unwrap());
+            assert_eq!(
+                meta.get(META_SCHEMA).unwrap().unwrap().as_ref(),
+                SCHEMA_VERSION.to_be_bytes()
             );
-            db.flush().unwrap();
+            assert!(store.log.scan_prefix([V1_HISTORY]).next().is_none());
+            assert!(store.log.scan_prefix([V1_IDENTITY]).next().is_none());
         }
-        let store = Store::open(&data, &org, 1 << 20).unwrap();
-        assert_eq!(everything(&store), expected);
-        assert!(!is_unfinished(&store.db.open_tree("meta").unwrap()).unwrap());
-        assert!(store.log.scan_prefix([V1_HISTORY]).next().is_none());
-        assert!(store.log.scan_prefix([V1_IDENTITY]).next().is_none());
     }
 }

@@ -105,6 +105,8 @@ pub struct StoreBatch {
     log: Vec<(Vec<u8>, Vec<u8>)>,
     /// Message runs, in the order they were started.
     runs: Vec<runs::RunBuilder>,
+    /// Each (channel, origin)'s latest run.
+    latest: std::collections::HashMap<(ChannelId, OrgId), usize>,
 }
 
 fn lossy(key: &[u8]) -> String {
@@ -128,7 +130,7 @@ fn decode<M: prost::Message + Default>(key: &[u8], bytes: &[u8]) -> Result<M, St
 
 /// One origin's messages of a history page, in reading order, with the
 /// next one decoded.
-struct Run {
+struct OriginPage {
     /// The stored runs that hold the page's seqs, in reading order.
     rest: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>,
     seqs: std::ops::RangeInclusive<u64>,
@@ -138,7 +140,7 @@ struct Run {
     head: Option<Stored>,
 }
 
-impl Run {
+impl OriginPage {
     fn new(
         rest: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>,
         seqs: std::ops::RangeInclusive<u64>,
@@ -202,20 +204,25 @@ impl StoreBatch {
     /// Stages an envelope; consecutive ones of an origin in a channel share
     /// a stored run ([`runs`]).
     pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
-        // The latest run of the same channel and origin; usually the last.
-        let open = self
-            .runs
-            .iter_mut()
-            .rev()
-            .find(|r| r.is_of(channel, &cursor.origin));
-        if open.is_none_or(|run| !run.push(cursor.seq, env)) {
-            self.runs.push(runs::RunBuilder::new(
-                channel,
-                &cursor.origin,
-                cursor.seq,
-                env,
-            ));
+        // The run to extend is usually the last one; else look it up.
+        let latest = match self.runs.last() {
+            Some(last) if last.is_of(channel, &cursor.origin) => Some(self.runs.len() - 1),
+            _ => self
+                .latest
+                .get(&(channel.clone(), cursor.origin.clone()))
+                .copied(),
+        };
+        if latest.is_some_and(|i| self.runs[i].push(cursor.seq, env)) {
+            return;
         }
+        self.latest
+            .insert((channel.clone(), cursor.origin.clone()), self.runs.len());
+        self.runs.push(runs::RunBuilder::new(
+            channel,
+            &cursor.origin,
+            cursor.seq,
+            env,
+        ));
     }
 
     pub fn put_channel(&mut self, record: &ChannelRecord) {
@@ -325,8 +332,10 @@ impl Store {
                     });
                 }
                 match <[u8; 4]>::try_from(version.as_ref()).map(u32::from_be_bytes) {
-                    Ok(SCHEMA_VERSION) if migrate::is_unfinished(&meta)? => {
+                    // Cut short by this samband, or by one of version 2.
+                    Ok(2 | SCHEMA_VERSION) if migrate::is_unfinished(&meta)? => {
                         tracing::info!(path = %path.display(), "finishing an upgrade of the store from schema version 1");
+                        migrate::begin(&store, &meta)?;
                         migrate::finish(&store, &meta)?;
                     }
                     Ok(SCHEMA_VERSION) => {}
@@ -446,12 +455,13 @@ impl Store {
         origin: &OrgId,
         seq: u64,
     ) -> Result<Option<Envelope>, StoreError> {
+        if seq == 0 {
+            return Ok(None);
+        }
         let Some((key, bytes)) = self.run_holding(channel, origin, seq)? else {
             return Ok(None);
         };
-        Ok(runs::decode(&key, &bytes)?
-            .into_iter()
-            .find(|e| e.origin_seq == seq))
+        runs::get(&key, &bytes, seq)
     }
 
     /// Up to `limit` envelopes of `origin` in `channel` from `from_seq` on, in seq order.
@@ -494,7 +504,7 @@ impl Store {
     /// satisfies `wanted` (0 if none), where `wanted` holds for a prefix of
     /// the origin's messages. An origin's timestamps grow with its seq, so
     /// "at or before a cursor" is such a prefix, and this is a binary search
-    /// that decodes one timestamp per step.
+    /// over stored runs that decodes one run's timestamps per step.
     fn last_seq_where(
         &self,
         channel: &ChannelId,
@@ -513,6 +523,12 @@ impl Store {
             };
             let hlcs = runs::hlcs(&key, &bytes)?;
             let first = runs::first_seq(&key, hlcs.len())?;
+            if first > mid {
+                return Err(StoreError::Inconsistent {
+                    key: lossy(&key),
+                    why: "gap in an origin's messages",
+                });
+            }
             // The wanted ones of this run, a prefix of it.
             let wanted_here = (first..)
                 .zip(&hlcs)
@@ -527,7 +543,7 @@ impl Store {
             if wanted_here == 0 {
                 hi = first - 1;
             } else if wanted_here < hlcs.len() as u64 {
-                return Ok(first + wanted_here - 1);
+                return Ok((first + wanted_here - 1).min(hi));
             } else {
                 lo = (first + wanted_here - 1).min(hi);
             }
@@ -606,7 +622,7 @@ impl Store {
     /// beyond it in the direction read.
     ///
     /// Each origin's messages are stored in seq order, which is also their
-    /// history order; a page is a merge of one run per origin.
+    /// history order; a page is a merge of the origins' messages.
     pub fn history(
         &self,
         channel: &ChannelId,
@@ -614,7 +630,7 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Stored>, bool), StoreError> {
         let backward = matches!(page, Page::Newest | Page::Before(_));
-        let mut runs = Vec::new();
+        let mut origins = Vec::new();
         for (origin, head) in self.vector(channel)? {
             let (first, last) = match page {
                 Page::Beginning | Page::Newest => (1, head),
@@ -635,13 +651,13 @@ impl Store {
             } else {
                 Box::new(range)
             };
-            runs.push(Run::new(rest, first..=last, backward)?);
+            origins.push(OriginPage::new(rest, first..=last, backward)?);
         }
         let mut out = Vec::with_capacity(limit.min(1024));
         // The next message in reading order is the smallest (or, reading
-        // backward, the largest) head among the runs.
-        let next = |runs: &[Run]| {
-            let heads = runs
+        // backward, the largest) head among the origins.
+        let next = |origins: &[OriginPage]| {
+            let heads = origins
                 .iter()
                 .enumerate()
                 .filter_map(|(i, r)| r.head.as_ref().map(|h| (i, &h.cursor)));
@@ -651,13 +667,13 @@ impl Store {
                 heads.min_by(|a, b| a.1.cmp(b.1)).map(|(i, _)| i)
             }
         };
-        while let Some(i) = next(&runs) {
+        while let Some(i) = next(&origins) {
             if out.len() == limit {
                 break;
             }
-            out.extend(runs[i].advance()?);
+            out.extend(origins[i].advance()?);
         }
-        let more = next(&runs).is_some();
+        let more = next(&origins).is_some();
         if backward {
             out.reverse();
         }
@@ -863,6 +879,42 @@ mod tests {
                 .map(String::from)
                 .into()
         );
+    }
+
+    /// A store with a gap in an origin's seqs (which the writer never
+    /// writes) answers a positioned page with an error, not a wrong page or
+    /// a search that never ends.
+    #[test]
+    fn a_gap_in_an_origins_seqs_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = org("police.example");
+        let store = Store::create(tmp.path(), &home, 1 << 20).unwrap();
+        let ch = ChannelId::new(home.clone(), ChannelName::parse("ops").unwrap());
+        let mut batch = StoreBatch::default();
+        let cursor = |seq| Cursor {
+            hlc: Hlc(100 + seq),
+            origin: home.clone(),
+            seq,
+        };
+        for seq in [1, 2, 3, 7, 8] {
+            let e = Envelope {
+                origin: home.to_string(),
+                origin_seq: seq,
+                hlc: 100 + seq,
+                ..Default::default()
+            };
+            batch.put_envelope(&ch, &cursor(seq), &e);
+        }
+        store.apply(batch).unwrap();
+        for page in [Page::Before(cursor(8)), Page::After(cursor(2))] {
+            assert!(
+                matches!(
+                    store.history(&ch, &page, 10),
+                    Err(StoreError::Inconsistent { .. })
+                ),
+                "{page:?}"
+            );
+        }
     }
 
     /// Three origins whose timestamps interleave (with ties across origins):

@@ -88,6 +88,35 @@ pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<Vec<Envelope>, StoreErr
     Ok(envelopes)
 }
 
+/// The envelope `seq` of the run stored under `key`, decoding only it.
+pub(super) fn get(key: &[u8], value: &[u8], seq: u64) -> Result<Option<Envelope>, StoreError> {
+    let corrupt = |source| StoreError::Corrupt {
+        key: lossy(key),
+        source,
+    };
+    let Some(rest) = value.strip_prefix(&[RUN_MARK]) else {
+        let envelope = Envelope::decode(value).map_err(corrupt)?;
+        check_seqs(key, [envelope.origin_seq].into_iter())?;
+        return Ok((envelope.origin_seq == seq).then_some(envelope));
+    };
+    let entries = entries(key, rest)?;
+    let first = first_seq(key, entries.len())?;
+    let Some(bytes) = seq
+        .checked_sub(first)
+        .and_then(|i| entries.get(usize::try_from(i).ok()?))
+    else {
+        return Ok(None);
+    };
+    let envelope = Envelope::decode(*bytes).map_err(corrupt)?;
+    if envelope.origin_seq != seq {
+        return Err(StoreError::Inconsistent {
+            key: lossy(key),
+            why: "a stored message run whose seqs do not end at its key",
+        });
+    }
+    Ok(Some(envelope))
+}
+
 /// The timestamps of the run stored under `key`, in seq order: decoding
 /// only them skips the bodies.
 pub(super) fn hlcs(key: &[u8], value: &[u8]) -> Result<Vec<u64>, StoreError> {
@@ -113,12 +142,39 @@ fn each<M: prost::Message + Default>(key: &[u8], value: &[u8]) -> Result<Vec<M>,
         key: lossy(key),
         source,
     };
-    let Some(mut rest) = value.strip_prefix(&[RUN_MARK]) else {
+    let Some(rest) = value.strip_prefix(&[RUN_MARK]) else {
         return Ok(vec![M::decode(value).map_err(corrupt)?]);
+    };
+    entries(key, rest)?
+        .into_iter()
+        .map(|bytes| M::decode(bytes).map_err(corrupt))
+        .collect()
+}
+
+/// The encoded envelopes of a run of several, without decoding them.
+fn entries<'a>(key: &[u8], mut rest: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
+    let corrupt = |source| StoreError::Corrupt {
+        key: lossy(key),
+        source,
     };
     let mut out = Vec::new();
     while !rest.is_empty() {
-        out.push(M::decode_length_delimited(&mut rest).map_err(corrupt)?);
+        let len = prost::encoding::decode_varint(&mut rest).map_err(corrupt)?;
+        let Some(len) = usize::try_from(len).ok().filter(|&len| len <= rest.len()) else {
+            return Err(StoreError::Inconsistent {
+                key: lossy(key),
+                why: "a message run whose last entry runs past its end",
+            });
+        };
+        let (entry, tail) = rest.split_at(len);
+        out.push(entry);
+        rest = tail;
+    }
+    if out.is_empty() {
+        return Err(StoreError::Inconsistent {
+            key: lossy(key),
+            why: "an empty message run",
+        });
     }
     Ok(out)
 }
@@ -171,6 +227,16 @@ mod tests {
             hlcs(&key, &value).unwrap(),
             (1004..1004 + n).collect::<Vec<_>>()
         );
+        for seq in 4..4 + n {
+            assert_eq!(get(&key, &value, seq).unwrap(), Some(envelope(seq, 1000)));
+        }
+        assert_eq!(get(&key, &value, 3).unwrap(), None);
+        assert_eq!(get(&key, &value, 4 + n).unwrap(), None);
+        // Nothing but the mark is no run at all.
+        assert!(matches!(
+            decode(&key, &[RUN_MARK]),
+            Err(StoreError::Inconsistent { .. })
+        ));
         // A run whose seqs do not end at its key is refused.
         let other = keys::message_key(&ch, &origin, 3 + n + 1);
         assert!(matches!(
