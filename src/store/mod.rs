@@ -146,15 +146,15 @@ impl OriginPage {
         seqs: std::ops::RangeInclusive<u64>,
         backward: bool,
     ) -> Result<Self, StoreError> {
-        let mut run = Self {
+        let mut page = Self {
             rest,
             seqs,
             backward,
             buffered: Vec::new(),
             head: None,
         };
-        run.head = run.read()?;
-        Ok(run)
+        page.head = page.read()?;
+        Ok(page)
     }
 
     fn read(&mut self) -> Result<Option<Stored>, StoreError> {
