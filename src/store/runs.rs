@@ -6,7 +6,7 @@
 //! at about 60,000 messages/s here, and runs of four made the same inserts
 //! three times faster. Runs stay under [`RUN_BYTES`] because sled writes a
 //! tree node of over 128 KiB to a blob file of its own, which every flush
-//! must then sync: with 8 KiB runs it already did.
+//! must then also sync: with 8 KiB runs it already did so.
 //!
 //! A run of one envelope is its plain encoding, so a schema-2 store (one
 //! envelope per key) reads as schema 3 unchanged. A longer run is
