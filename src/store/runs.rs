@@ -84,22 +84,23 @@ impl RunBuilder {
 /// the consecutive seqs that end at the key's.
 pub(super) fn decode(key: &[u8], value: &[u8]) -> Result<Vec<Envelope>, StoreError> {
     let envelopes: Vec<Envelope> = each(key, value)?;
-    check_seqs(key, envelopes.iter().map(|e| e.origin_seq))?;
+    let first = first_seq(key, envelopes.len())?;
+    if !envelopes
+        .iter()
+        .map(|e| e.origin_seq)
+        .eq(first..first + envelopes.len() as u64)
+    {
+        return Err(inconsistent(
+            key,
+            "a stored message run whose seqs do not end at its key",
+        ));
+    }
     Ok(envelopes)
 }
 
 /// The envelope `seq` of the run stored under `key`, decoding only it.
 pub(super) fn get(key: &[u8], value: &[u8], seq: u64) -> Result<Option<Envelope>, StoreError> {
-    let corrupt = |source| StoreError::Corrupt {
-        key: lossy(key),
-        source,
-    };
-    let Some(rest) = value.strip_prefix(&[RUN_MARK]) else {
-        let envelope = Envelope::decode(value).map_err(corrupt)?;
-        check_seqs(key, [envelope.origin_seq].into_iter())?;
-        return Ok((envelope.origin_seq == seq).then_some(envelope));
-    };
-    let entries = entries(key, rest)?;
+    let entries = entries(key, value)?;
     let first = first_seq(key, entries.len())?;
     let Some(bytes) = seq
         .checked_sub(first)
@@ -107,12 +108,12 @@ pub(super) fn get(key: &[u8], value: &[u8], seq: u64) -> Result<Option<Envelope>
     else {
         return Ok(None);
     };
-    let envelope = Envelope::decode(*bytes).map_err(corrupt)?;
+    let envelope: Envelope = super::decode(key, bytes)?;
     if envelope.origin_seq != seq {
-        return Err(StoreError::Inconsistent {
-            key: lossy(key),
-            why: "a stored message run whose seqs do not end at its key",
-        });
+        return Err(inconsistent(
+            key,
+            "a stored message run whose seqs do not end at its key",
+        ));
     }
     Ok(Some(envelope))
 }
@@ -131,63 +132,47 @@ pub(super) fn first_seq(key: &[u8], len: usize) -> Result<u64, StoreError> {
     keys::seq_of_message(key)
         .and_then(|last| (last + 1).checked_sub(len as u64))
         .filter(|&first| first >= 1)
-        .ok_or_else(|| StoreError::Inconsistent {
-            key: lossy(key),
-            why: "a message run longer than its last seq",
-        })
+        .ok_or_else(|| inconsistent(key, "a message run longer than its last seq"))
 }
 
 fn each<M: prost::Message + Default>(key: &[u8], value: &[u8]) -> Result<Vec<M>, StoreError> {
-    let corrupt = |source| StoreError::Corrupt {
-        key: lossy(key),
-        source,
-    };
-    let Some(rest) = value.strip_prefix(&[RUN_MARK]) else {
-        return Ok(vec![M::decode(value).map_err(corrupt)?]);
-    };
-    entries(key, rest)?
+    entries(key, value)?
         .into_iter()
-        .map(|bytes| M::decode(bytes).map_err(corrupt))
+        .map(|bytes| super::decode(key, bytes))
         .collect()
 }
 
-/// The encoded envelopes of a run of several, without decoding them.
-fn entries<'a>(key: &[u8], mut rest: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
-    let corrupt = |source| StoreError::Corrupt {
-        key: lossy(key),
-        source,
+/// The encoded envelopes of a stored run, without decoding them.
+fn entries<'a>(key: &[u8], value: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
+    let Some(mut rest) = value.strip_prefix(&[RUN_MARK]) else {
+        return Ok(vec![value]); // a run of one
     };
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let len = prost::encoding::decode_varint(&mut rest).map_err(corrupt)?;
-        let Some(len) = usize::try_from(len).ok().filter(|&len| len <= rest.len()) else {
-            return Err(StoreError::Inconsistent {
-                key: lossy(key),
-                why: "a message run whose last entry runs past its end",
-            });
+        let len = prost::encoding::decode_varint(&mut rest).ok();
+        let Some(len) = len
+            .and_then(|len| usize::try_from(len).ok())
+            .filter(|&len| len <= rest.len())
+        else {
+            return Err(inconsistent(
+                key,
+                "a message run whose entries run past its end",
+            ));
         };
         let (entry, tail) = rest.split_at(len);
         out.push(entry);
         rest = tail;
     }
     if out.is_empty() {
-        return Err(StoreError::Inconsistent {
-            key: lossy(key),
-            why: "an empty message run",
-        });
+        return Err(inconsistent(key, "an empty message run"));
     }
     Ok(out)
 }
 
-fn check_seqs(key: &[u8], seqs: impl ExactSizeIterator<Item = u64>) -> Result<(), StoreError> {
-    let first = first_seq(key, seqs.len())?;
-    if seqs.zip(first..).all(|(seq, expected)| seq == expected) {
-        Ok(())
-    } else {
-        Err(StoreError::Inconsistent {
-            key: lossy(key),
-            why: "a stored message run whose seqs do not end at its key",
-        })
+fn inconsistent(key: &[u8], why: &'static str) -> StoreError {
+    StoreError::Inconsistent {
+        key: lossy(key),
+        why,
     }
 }
 
