@@ -881,6 +881,32 @@ mod tests {
         );
     }
 
+    /// Stages an envelope of `origin` with that seq, hlc and body size;
+    /// returns its cursor.
+    fn stage(
+        batch: &mut StoreBatch,
+        ch: &ChannelId,
+        origin: &OrgId,
+        seq: u64,
+        hlc: u64,
+        body: usize,
+    ) -> Cursor {
+        let envelope = Envelope {
+            origin: origin.to_string(),
+            origin_seq: seq,
+            hlc,
+            body: vec![seq as u8; body],
+            ..Default::default()
+        };
+        let cursor = Cursor {
+            hlc: Hlc(hlc),
+            origin: origin.clone(),
+            seq,
+        };
+        batch.put_envelope(ch, &cursor, &envelope);
+        cursor
+    }
+
     /// A store with a gap in an origin's seqs (which the writer never
     /// writes) answers a positioned page with an error, not a wrong page or
     /// a search that never ends.
@@ -891,22 +917,15 @@ mod tests {
         let store = Store::create(tmp.path(), &home, 1 << 20).unwrap();
         let ch = ChannelId::new(home.clone(), ChannelName::parse("ops").unwrap());
         let mut batch = StoreBatch::default();
-        let cursor = |seq| Cursor {
-            hlc: Hlc(100 + seq),
-            origin: home.clone(),
-            seq,
-        };
-        for seq in [1, 2, 3, 7, 8] {
-            let e = Envelope {
-                origin: home.to_string(),
-                origin_seq: seq,
-                hlc: 100 + seq,
-                ..Default::default()
-            };
-            batch.put_envelope(&ch, &cursor(seq), &e);
-        }
+        let cursors: Vec<Cursor> = [1, 2, 3, 7, 8]
+            .into_iter()
+            .map(|seq| stage(&mut batch, &ch, &home, seq, 100 + seq, 0))
+            .collect();
         store.apply(batch).unwrap();
-        for page in [Page::Before(cursor(8)), Page::After(cursor(2))] {
+        for page in [
+            Page::Before(cursors[4].clone()),
+            Page::After(cursors[1].clone()),
+        ] {
             assert!(
                 matches!(
                     store.history(&ch, &page, 10),
@@ -935,20 +954,8 @@ mod tests {
             for seq in 1..=(7 + 3 * i as u64) {
                 hlc += 1 + (seq * (i as u64 + 2)) % 3;
                 // Bodies of 0 to 4,200 bytes, so some runs end at their size.
-                let e = Envelope {
-                    origin: origin.to_string(),
-                    origin_seq: seq,
-                    hlc,
-                    body: vec![seq as u8; (seq as usize % 7) * 700],
-                    ..Default::default()
-                };
-                let cursor = Cursor {
-                    hlc: Hlc(hlc),
-                    origin: origin.clone(),
-                    seq,
-                };
-                batch.put_envelope(&ch, &cursor, &e);
-                all.push(cursor);
+                let body = (seq as usize % 7) * 700;
+                all.push(stage(&mut batch, &ch, origin, seq, hlc, body));
                 // Several rounds, so runs end at rounds too.
                 if seq % 5 == 0 {
                     store.apply(std::mem::take(&mut batch)).unwrap();
