@@ -627,10 +627,7 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         "T sent Mallory something of another channel"
     );
 
-    let envelope = |channel: &str, origin: &str, seq, prev, body: &str, kind| {
-        mallory.envelope(channel, origin, seq, prev, body, kind)
-    };
-    let (good1, h1) = envelope(
+    let (good1, h1) = mallory.envelope(
         &crisis,
         "mallory.example",
         1,
@@ -638,113 +635,124 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         "good one",
         Kind::Text,
     );
-    let (good2, _) = envelope(&crisis, "mallory.example", 2, h1, "good two", Kind::Text);
+    let (good2, _) = mallory.envelope(&crisis, "mallory.example", 2, h1, "good two", Kind::Text);
     let mut bad = vec![
-        envelope(
-            &secret,
-            "mallory.example",
-            1,
-            GENESIS_HASH,
-            "MARKER-BAD into internal",
-            Kind::Text,
-        )
-        .0,
-        envelope(
-            "stranger.example/x",
-            "mallory.example",
-            1,
-            GENESIS_HASH,
-            "MARKER-BAD unknown",
-            Kind::Text,
-        )
-        .0,
-        envelope(
-            &crisis,
-            "x.example",
-            1,
-            GENESIS_HASH,
-            "MARKER-BAD stranger origin",
-            Kind::Text,
-        )
-        .0,
-        envelope(
-            &crisis,
-            "mallory.example",
-            5,
-            h1,
-            "MARKER-BAD gap",
-            Kind::Text,
-        )
-        .0,
-        envelope(
-            &crisis,
-            "mallory.example",
-            1,
-            GENESIS_HASH,
-            "MARKER-BAD rewind",
-            Kind::Text,
-        )
-        .0,
-        envelope(
-            &crisis,
-            "mallory.example",
-            2,
-            h1,
-            &"MARKER-BAD oversized beyond the protocol ceiling ".repeat(90_000),
-            Kind::Text,
-        )
-        .0,
-        envelope(
-            &crisis,
-            "mallory.example",
-            2,
-            h1,
-            "MARKER-BAD control",
-            Kind::Control,
-        )
-        .0,
-        envelope(
-            &crisis,
-            "mallory.example",
-            2,
-            [7; 32],
-            "MARKER-BAD broken chain",
-            Kind::Text,
-        )
-        .0,
+        mallory
+            .envelope(
+                &secret,
+                "mallory.example",
+                1,
+                GENESIS_HASH,
+                "MARKER-BAD into internal",
+                Kind::Text,
+            )
+            .0,
+        mallory
+            .envelope(
+                "stranger.example/x",
+                "mallory.example",
+                1,
+                GENESIS_HASH,
+                "MARKER-BAD unknown",
+                Kind::Text,
+            )
+            .0,
+        mallory
+            .envelope(
+                &crisis,
+                "x.example",
+                1,
+                GENESIS_HASH,
+                "MARKER-BAD stranger origin",
+                Kind::Text,
+            )
+            .0,
+        mallory
+            .envelope(
+                &crisis,
+                "mallory.example",
+                5,
+                h1,
+                "MARKER-BAD gap",
+                Kind::Text,
+            )
+            .0,
+        mallory
+            .envelope(
+                &crisis,
+                "mallory.example",
+                1,
+                GENESIS_HASH,
+                "MARKER-BAD rewind",
+                Kind::Text,
+            )
+            .0,
+        mallory
+            .envelope(
+                &crisis,
+                "mallory.example",
+                2,
+                h1,
+                &"MARKER-BAD oversized beyond the protocol ceiling ".repeat(90_000),
+                Kind::Text,
+            )
+            .0,
+        mallory
+            .envelope(
+                &crisis,
+                "mallory.example",
+                2,
+                h1,
+                "MARKER-BAD control",
+                Kind::Control,
+            )
+            .0,
+        mallory
+            .envelope(
+                &crisis,
+                "mallory.example",
+                2,
+                [7; 32],
+                "MARKER-BAD broken chain",
+                Kind::Text,
+            )
+            .0,
     ];
-    let mut future = envelope(
-        &crisis,
-        "mallory.example",
-        2,
-        h1,
-        "MARKER-BAD from the future",
-        Kind::Text,
-    )
-    .0;
+    let mut future = mallory
+        .envelope(
+            &crisis,
+            "mallory.example",
+            2,
+            h1,
+            "MARKER-BAD from the future",
+            Kind::Text,
+        )
+        .0;
     future.hlc = u64::MAX - 1;
     samband::model::sign_and_hash(&mut future, &mallory.pki.message_key().unwrap());
     bad.push(future);
-    let mut unsigned = envelope(
-        &crisis,
-        "mallory.example",
-        2,
-        h1,
-        "MARKER-BAD unsigned",
-        Kind::Text,
-    )
-    .0;
+    let mut unsigned = mallory
+        .envelope(
+            &crisis,
+            "mallory.example",
+            2,
+            h1,
+            "MARKER-BAD unsigned",
+            Kind::Text,
+        )
+        .0;
     unsigned.signature.clear(); // chained, but no seal will ever vouch for it
     bad.push(unsigned);
-    let mut forged = envelope(
-        &crisis,
-        "mallory.example",
-        2,
-        h1,
-        "MARKER-BAD forged",
-        Kind::Text,
-    )
-    .0;
+    let mut forged = mallory
+        .envelope(
+            &crisis,
+            "mallory.example",
+            2,
+            h1,
+            "MARKER-BAD forged",
+            Kind::Text,
+        )
+        .0;
     forged.signature[0] ^= 1;
     bad.push(forged);
     let bad_count = bad.len() as u64;

@@ -964,6 +964,15 @@ impl Writer {
         if round.done.is_empty() && round.failed.is_none() {
             return Ok(());
         }
+        if let Some(e) = round.failed.take() {
+            // A read failed while deciding: nothing was written, so the node
+            // goes on; what the round staged in memory is read again.
+            tracing::error!(error = %e, answers = round.done.len(), "a store read failed while deciding; the round is refused, nothing was written");
+            self.heads.clear();
+            self.records.clear();
+            refuse_all(round.done, || WriteError::RoundRefused);
+            return Ok(());
+        }
         // Seal each channel's run of this node's envelopes.
         for (index, ..) in round.open_runs.values() {
             sign(&mut round.envelopes[*index].2, &self.key);
@@ -973,15 +982,6 @@ impl Writer {
         let mut batch = round.batch;
         for (channel, cursor, envelope) in &round.envelopes {
             batch.put_envelope(channel, cursor, envelope);
-        }
-        if let Some(e) = round.failed.take() {
-            // A read failed while deciding: nothing was written, so the node
-            // goes on; what the round staged in memory is read again.
-            tracing::error!(error = %e, answers = round.done.len(), "a store read failed while deciding; the round is refused, nothing was written");
-            self.heads.clear();
-            self.records.clear();
-            refuse_all(round.done, || WriteError::RoundRefused);
-            return Ok(());
         }
         // Audit entries first: a crash between the two may leave an entry
         // for a change that did not land, never a change without its entry.
