@@ -68,7 +68,11 @@ pub fn admitted(data: &[u8]) -> usize {
         return admitted;
     };
     let (local, peer) = (org(LOCAL), org(PEER));
-    let home_key = signing_key(HOME).public_key().as_ref().to_vec();
+    let keys: Vec<(&str, Vec<u8>)> = [HOME, LOCAL, PEER]
+        .into_iter()
+        .map(|o| (o, signing_key(o).public_key().as_ref().to_vec()))
+        .collect();
+    let pinned = core::Pinned::new(keys.iter().map(|(o, k)| (*o, k.as_slice())));
     let Ok(channel) = ChannelId::parse(CHANNEL) else {
         return admitted;
     };
@@ -89,7 +93,7 @@ pub fn admitted(data: &[u8]) -> usize {
                     channel: &channel,
                     record: &record,
                     head,
-                    home_key: Some(&home_key),
+                    pinned: &pinned,
                     held: None,
                     max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
                     max_hlc: u64::MAX / 2,
@@ -103,7 +107,7 @@ pub fn admitted(data: &[u8]) -> usize {
         }
         Some(Frame::Offer(env)) => {
             admitted +=
-                usize::from(core::check_offer(&env, &local, &peer, Some(&home_key), 1).is_ok());
+                usize::from(core::check_offer(&env, &local, &peer, &pinned, 1).is_ok());
         }
         Some(Frame::Hello(vv) | Frame::Progress(vv)) => {
             for cv in &vv.channels {

@@ -6,10 +6,44 @@
 //! each is a full snapshot (`Control.roster`), so any one of them, verified
 //! against the home's key, says who participates.
 
+use std::collections::{HashMap, HashSet};
+
 use prost::Message as _;
 
-use crate::model::{ChainHead, ChannelId, EnvelopeHash, OrgId, Vector, chain_hash, verify};
+use crate::model::{
+    ChainHead, ChannelId, EnvelopeHash, MemberName, OrgId, Priority, Vector, chain_hash, verify,
+};
 use crate::proto::{ChannelRecord, ChannelState, Control, Envelope, Kind, Participant, control};
+
+/// Most participants a roster may list (the home excluded). Mutual aid in
+/// one incident is dozens of agencies; the bound keeps what one roster
+/// costs to check and store small.
+pub const MAX_PARTICIPANTS: usize = 256;
+/// Length of an Ed25519 public key and signature (RFC 8032), and of a
+/// SHA-256 chain hash, in bytes.
+const KEY_BYTES: usize = 32;
+const SIGNATURE_BYTES: usize = 64;
+const HASH_BYTES: usize = 32;
+
+/// Message-signing keys this node pinned itself: its own, and each peer's
+/// from the trust bundle an operator imported after checking its
+/// fingerprint. The key of an org listed here comes only from here, never
+/// from a roster a partner signed: a home vouches only for the keys of
+/// orgs this node has not pinned.
+#[derive(Debug, Clone, Default)]
+pub struct Pinned(HashMap<String, Vec<u8>>);
+
+/// Whose word a message's origin key rests on, for showing to members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginKey {
+    /// This node's own org.
+    Own,
+    /// A peer whose trust bundle this node's operator imported.
+    Pinned,
+    /// An org this node has not pinned: its key is the one the channel's
+    /// home listed in its signed roster.
+    VouchedByHome,
+}
 
 /// What a peer may receive of a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +91,8 @@ pub enum Reject {
     FromTheFuture,
     #[error("timestamp is not later than that of the origin's previous envelope")]
     TimeWentBack,
+    #[error("roster lists {org} with a signing key other than the one pinned here")]
+    RosterKeyMismatch { org: String },
 }
 
 impl Reject {
@@ -83,6 +119,35 @@ pub enum Verdict {
     Reject(Reject),
 }
 
+// === impl Pinned ===
+
+impl Pinned {
+    /// This node's own key and its peers' keys, as (org, raw Ed25519 public key).
+    pub fn new<'k>(keys: impl IntoIterator<Item = (&'k str, &'k [u8])>) -> Self {
+        Self(
+            keys.into_iter()
+                .map(|(org, key)| (org.to_owned(), key.to_vec()))
+                .collect(),
+        )
+    }
+
+    /// The pinned key of `org`, if this node pinned one.
+    pub fn key(&self, org: &str) -> Option<&[u8]> {
+        self.0.get(org).map(Vec::as_slice)
+    }
+
+    /// Whose word the key of `origin` rests on, as seen from `local`.
+    pub fn origin_key(&self, local: &OrgId, origin: &str) -> OriginKey {
+        if origin == local.as_str() {
+            OriginKey::Own
+        } else if self.0.contains_key(origin) {
+            OriginKey::Pinned
+        } else {
+            OriginKey::VouchedByHome
+        }
+    }
+}
+
 /// What the checker needs to know about the state of the receiving node.
 #[derive(Debug)]
 pub struct Context<'a> {
@@ -92,8 +157,9 @@ pub struct Context<'a> {
     pub record: &'a ChannelRecord,
     /// The end of the envelope's origin's chain in this channel here.
     pub head: ChainHead,
-    /// The home's signing key, from this node's own peer table (or its own key).
-    pub home_key: Option<&'a [u8]>,
+    /// Keys this node pinned (its own and its peers'): they take precedence
+    /// over any key a roster lists.
+    pub pinned: &'a Pinned,
     /// Hash of the held envelope at the same seq, when `seq <= head`.
     pub held: Option<EnvelopeHash>,
     pub max_envelope_bytes: usize,
@@ -111,6 +177,77 @@ pub fn roster_of(env: &Envelope) -> Result<Vec<Participant>, Reject> {
         None => Err(Reject::Malformed(
             "control envelope without an action".into(),
         )),
+    }
+}
+
+/// Checks a roster snapshot of a channel homed at `home` before anything
+/// of it is believed: at most [`MAX_PARTICIPANTS`] distinct orgs, none the
+/// home, each with a key of the right length, and for every org this node
+/// pinned (itself included) exactly the pinned key. A home that lists a
+/// known org with another key is trying to speak for it.
+pub fn check_roster(participants: &[Participant], home: &str, pinned: &Pinned) -> Result<(), Reject> {
+    if participants.len() > MAX_PARTICIPANTS {
+        return Err(Reject::Malformed(format!(
+            "roster lists {} participants; the limit is {MAX_PARTICIPANTS}",
+            participants.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for p in participants {
+        OrgId::parse(&p.org).map_err(|e| Reject::Malformed(format!("roster: {e}")))?;
+        if p.org == home || !seen.insert(p.org.as_str()) {
+            return Err(Reject::Malformed(
+                "roster lists an org twice, or the home itself".into(),
+            ));
+        }
+        if p.signing_key.len() != KEY_BYTES {
+            return Err(Reject::Malformed(
+                "roster holds a signing key that is not 32 bytes".into(),
+            ));
+        }
+        if pinned.key(&p.org).is_some_and(|k| k != p.signing_key.as_slice()) {
+            return Err(Reject::RosterKeyMismatch { org: p.org.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Checks every field of a received envelope against the set or range a
+/// local post of the same kind would have: a known kind; for text, an
+/// author that is a member name, a known priority and a UTF-8 body; for a
+/// roster change, no author and no priority; seq from 1; a 32-byte `prev`;
+/// no signature or a 64-byte one. What passes may be stored, relayed and
+/// shown; what does not never is.
+pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
+    let bad = |what: String| Err(Reject::Malformed(what));
+    if env.origin_seq == 0 {
+        return bad("origin_seq is 0; sequences start at 1".into());
+    }
+    if env.prev.len() != HASH_BYTES {
+        return bad(format!("prev is {} bytes, not {HASH_BYTES}", env.prev.len()));
+    }
+    if !env.signature.is_empty() && env.signature.len() != SIGNATURE_BYTES {
+        return bad(format!(
+            "signature is {} bytes, not {SIGNATURE_BYTES}",
+            env.signature.len()
+        ));
+    }
+    match Kind::try_from(env.kind) {
+        Ok(Kind::Text) => {
+            if MemberName::parse(&env.author).is_err() {
+                return bad("author is not a member name".into());
+            }
+            if Priority::from_i32(env.priority).is_none() {
+                return bad(format!("unknown priority {}", env.priority));
+            }
+            if std::str::from_utf8(&env.body).is_err() {
+                return bad("text is not UTF-8".into());
+            }
+            Ok(())
+        }
+        Ok(Kind::Control) if env.author.is_empty() && env.priority == 0 => Ok(()),
+        Ok(Kind::Control) => bad("a roster change carries no author or priority".into()),
+        _ => bad(format!("unknown kind {}", env.kind)),
     }
 }
 
@@ -189,6 +326,7 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
         });
     }
     let origin = OrgId::parse(&env.origin).map_err(|e| Reject::Malformed(e.to_string()))?;
+    check_fields(env)?;
     if env.hlc > ctx.max_hlc {
         return Err(Reject::FromTheFuture);
     }
@@ -240,7 +378,7 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
         return Err(Reject::TimeWentBack);
     }
     if is_control {
-        roster_of(env)?;
+        check_roster(&roster_of(env)?, &record.home, ctx.pinned)?;
     }
     if env.signature.is_empty() {
         // Roster changes stand alone (they are also offers): always signed.
@@ -250,10 +388,11 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
             Ok(Verdict::Chained)
         };
     }
-    let key = if origin.as_str() == record.home {
-        ctx.home_key
-    } else {
-        participant(record, &origin).map(|p| p.signing_key.as_slice())
+    // A pinned key (this node's own, a peer's, the home's) is the only one
+    // that counts for its org; the roster speaks only for orgs not pinned.
+    let key = match ctx.pinned.key(origin.as_str()) {
+        Some(pinned) => Some(pinned),
+        None => participant(record, &origin).map(|p| p.signing_key.as_slice()),
     };
     if !key.is_some_and(|k| verify(env, k)) {
         return Err(Reject::BadSignature);
@@ -262,12 +401,13 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
 }
 
 /// Checks an offer: the home's latest control envelope for a channel this
-/// node does not hold yet. On success, the channel record to create.
+/// node does not hold yet, verified against the home's pinned key. On
+/// success, the channel record to create.
 pub fn check_offer(
     env: &Envelope,
     local: &OrgId,
     sender: &OrgId,
-    home_key: Option<&[u8]>,
+    pinned: &Pinned,
     created_unix_ms: u64,
 ) -> Result<ChannelRecord, Reject> {
     let channel = ChannelId::parse(&env.channel).map_err(|e| Reject::Malformed(e.to_string()))?;
@@ -276,13 +416,15 @@ pub fn check_offer(
             "an offer is a control envelope of the channel's home",
         ));
     }
-    let key = home_key.ok_or(Reject::BadOffer(
+    check_fields(env)?;
+    let key = pinned.key(channel.home().as_str()).ok_or(Reject::BadOffer(
         "the channel's home is not a configured peer",
     ))?;
     if !verify(env, key) {
         return Err(Reject::BadSignature);
     }
     let participants = roster_of(env)?;
+    check_roster(&participants, channel.home().as_str(), pinned)?;
     let record = ChannelRecord {
         id: channel.to_string(),
         home: channel.home().to_string(),

@@ -217,9 +217,10 @@ struct Writer {
     heads: HashMap<(ChannelId, OrgId), ChainHead>,
     /// Channel records as of the staged state; filled lazily from the store.
     records: HashMap<ChannelId, ChannelRecord>,
-    /// Home signing keys from the peer table, for the current round only
-    /// (the peer table changes outside the writer).
-    home_keys: HashMap<String, Option<Vec<u8>>>,
+    /// This node's key and its peers' keys, read from the peer table once
+    /// in a round that needs them (the table changes outside the writer).
+    pinned: core::Pinned,
+    pinned_fresh: bool,
     fanout: Arc<Fanout>,
     /// Told after every durable round that changed the log, and which channels.
     commits: Arc<Commits>,
@@ -249,7 +250,8 @@ pub(super) fn spawn(
         clock: HlcClock::default(),
         heads: HashMap::new(),
         records: HashMap::new(),
-        home_keys: HashMap::new(),
+        pinned: core::Pinned::default(),
+        pinned_fresh: false,
         fanout,
         commits,
         durable,
@@ -403,7 +405,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.home_keys.clear();
+            self.pinned_fresh = false;
             let mut round = Round::default();
             for command in commands.drain(..) {
                 self.decide(command, &mut round);
@@ -589,21 +591,21 @@ impl Writer {
         }
     }
 
-    /// The signing key of a channel's home: this node's own, or the one in
-    /// its peer table. Looked up once per round, not once per envelope.
-    fn home_key(&mut self, home: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        if home == self.settings.org.as_str() {
-            return Ok(Some(self.public_key.clone()));
+    /// Makes `self.pinned` hold this node's own key and every peer's key
+    /// as the peer table has them now; read once per round.
+    fn refresh_pinned(&mut self) -> Result<(), StoreError> {
+        if !self.pinned_fresh {
+            let peers = self.store.peers()?;
+            self.pinned = core::Pinned::new(
+                std::iter::once((self.settings.org.as_str(), self.public_key.as_slice())).chain(
+                    peers
+                        .iter()
+                        .map(|p| (p.org.as_str(), p.signing_key.as_slice())),
+                ),
+            );
+            self.pinned_fresh = true;
         }
-        if let Some(key) = self.home_keys.get(home) {
-            return Ok(key.clone());
-        }
-        let key = match OrgId::parse(home) {
-            Ok(org) => self.store.peer(&org)?.map(|p| p.signing_key),
-            Err(_) => None,
-        };
-        self.home_keys.insert(home.to_owned(), key.clone());
-        Ok(key)
+        Ok(())
     }
 
     fn apply(
@@ -718,14 +720,14 @@ impl Writer {
         } else {
             None
         };
-        let home_key = self.home_key(&record.home)?;
+        self.refresh_pinned()?;
         let ctx = core::Context {
             local: &self.settings.org,
             sender: from,
             channel: &channel,
             record: &record,
             head,
-            home_key: home_key.as_deref(),
+            pinned: &self.pinned,
             held,
             max_envelope_bytes: self.settings.max_envelope_bytes,
             max_hlc: Hlc::at(unix_ms() + MAX_DRIFT_MS).0,
@@ -805,7 +807,20 @@ impl Writer {
                 if existing
                     .as_ref()
                     .is_some_and(|r| envelope.origin_seq > r.roster_seq) => {}
-            Some(_) => return Ok(Ok(Offered::Held)),
+            // Held here: the peer is told only if it may see the channel, so
+            // what it observes never depends on channels not shared with it
+            // (an internal one answers exactly like one that does not exist).
+            Some(_) => {
+                let eligible = existing.as_ref().is_some_and(|r| {
+                    core::eligibility(r, &self.settings.org, from) != core::Eligibility::None
+                });
+                if eligible {
+                    return Ok(Ok(Offered::Held));
+                }
+                let reject = Reject::NotSharedWithSender;
+                self.audit_rejection(round, from, envelope, &reject);
+                return Ok(Err(reject));
+            }
         }
         let mut record = match self.check_offer(&channel, existing.is_none(), from, envelope)? {
             Ok(r) => r,
@@ -852,12 +867,12 @@ impl Writer {
                 "its home has limits.channels_per_partner channels here",
             )));
         }
-        let home_key = self.home_key(channel.home().as_str())?;
+        self.refresh_pinned()?;
         Ok(core::check_offer(
             envelope,
             &self.settings.org,
             from,
-            home_key.as_deref(),
+            &self.pinned,
             unix_ms(),
         ))
     }

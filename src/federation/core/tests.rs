@@ -15,12 +15,26 @@ fn org(s: &str) -> OrgId {
 struct World {
     home: Ed25519KeyPair,
     b: Ed25519KeyPair,
+    c: Ed25519KeyPair,
     record: ChannelRecord,
     channel: ChannelId,
 }
 
+impl World {
+    /// What c.example (the local org of these tests) pinned: its own key,
+    /// the home's and b's.
+    fn pins(&self) -> Pinned {
+        let keys = [
+            ("a.example", self.home.public_key().as_ref()),
+            ("b.example", self.b.public_key().as_ref()),
+            ("c.example", self.c.public_key().as_ref()),
+        ];
+        Pinned::new(keys)
+    }
+}
+
 fn world() -> World {
-    let (home, b) = (key(), key());
+    let (home, b, c) = (key(), key(), key());
     let record = ChannelRecord {
         id: "a.example/crisis".into(),
         home: "a.example".into(),
@@ -36,7 +50,7 @@ fn world() -> World {
             },
             Participant {
                 org: "c.example".into(),
-                signing_key: key().public_key().as_ref().to_vec(),
+                signing_key: c.public_key().as_ref().to_vec(),
                 active: true,
                 removed_at: 0,
             },
@@ -46,6 +60,7 @@ fn world() -> World {
     World {
         home,
         b,
+        c,
         channel: ChannelId::parse("a.example/crisis").unwrap(),
         record,
     }
@@ -78,7 +93,7 @@ fn ctx<'a>(
     local: &'a OrgId,
     sender: &'a OrgId,
     head: (u64, EnvelopeHash),
-    home_key: &'a [u8],
+    pinned: &'a Pinned,
 ) -> Context<'a> {
     Context {
         local,
@@ -91,7 +106,7 @@ fn ctx<'a>(
             hash: head.1,
             hlc: Hlc(head.0 << 16),
         },
-        home_key: Some(home_key),
+        pinned,
         held: None,
         max_envelope_bytes: 4096,
         max_hlc: u64::MAX,
@@ -102,15 +117,15 @@ fn ctx<'a>(
 fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
     let w = world();
     let (local, sender) = (org("c.example"), org("b.example"));
-    let home_pub = w.home.public_key().as_ref().to_vec();
+    let pins = w.pins();
     let (e1, h1) = envelope("b.example", 1, GENESIS_HASH, &w.b);
     assert_eq!(
-        check(&e1, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &home_pub)),
+        check(&e1, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
         Verdict::Accept
     );
     let (e2, _) = envelope("b.example", 2, h1, &w.b);
     assert_eq!(
-        check(&e2, &ctx(&w, &local, &sender, (1, h1), &home_pub)),
+        check(&e2, &ctx(&w, &local, &sender, (1, h1), &pins)),
         Verdict::Accept
     );
 
@@ -120,13 +135,13 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
     };
     // Gap.
     assert!(matches!(
-        reject(&e2, ctx(&w, &local, &sender, (0, GENESIS_HASH), &home_pub)),
+        reject(&e2, ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
         Reject::Gap { .. }
     ));
     // Broken chain.
     let (bad_prev, _) = envelope("b.example", 2, [7; 32], &w.b);
     assert_eq!(
-        reject(&bad_prev, ctx(&w, &local, &sender, (1, h1), &home_pub)),
+        reject(&bad_prev, ctx(&w, &local, &sender, (1, h1), &pins)),
         Reject::BrokenChain
     );
     // A timestamp that is not later than the origin's previous one, even
@@ -136,7 +151,7 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
         back.hlc = hlc;
         sign_and_hash(&mut back, &w.b);
         assert_eq!(
-            reject(&back, ctx(&w, &local, &sender, (1, h1), &home_pub)),
+            reject(&back, ctx(&w, &local, &sender, (1, h1), &pins)),
             Reject::TimeWentBack
         );
     }
@@ -145,7 +160,7 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
     assert_eq!(
         reject(
             &forged,
-            ctx(&w, &local, &sender, (0, GENESIS_HASH), &home_pub)
+            ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)
         ),
         Reject::BadSignature
     );
@@ -154,7 +169,7 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
     assert!(matches!(
         reject(
             &stranger,
-            ctx(&w, &local, &sender, (0, GENESIS_HASH), &home_pub)
+            ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)
         ),
         Reject::OriginNotParticipant(_)
     ));
@@ -163,27 +178,29 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
     assert_eq!(
         reject(
             &e1,
-            ctx(&w, &local, &outsider, (0, GENESIS_HASH), &home_pub)
+            ctx(&w, &local, &outsider, (0, GENESIS_HASH), &pins)
         ),
         Reject::NotSharedWithSender
     );
     // Control envelope not from the home.
     let mut ctl = e1.clone();
     ctl.kind = Kind::Control as i32;
+    ctl.author.clear();
+    ctl.priority = 0;
     assert_eq!(
-        reject(&ctl, ctx(&w, &local, &sender, (0, GENESIS_HASH), &home_pub)),
+        reject(&ctl, ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
         Reject::ControlNotFromHome
     );
     // Oversized.
-    let mut c = ctx(&w, &local, &sender, (0, GENESIS_HASH), &home_pub);
+    let mut c = ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins);
     c.max_envelope_bytes = 10;
     assert!(matches!(reject(&e1, c), Reject::Oversized { .. }));
     // Rewind: a different envelope at a held seq.
-    let mut c = ctx(&w, &local, &sender, (1, h1), &home_pub);
+    let mut c = ctx(&w, &local, &sender, (1, h1), &pins);
     c.held = Some([9; 32]);
     assert_eq!(reject(&e1, c), Reject::Rewind { seq: 1 });
     // The same envelope again is a duplicate, not an error.
-    let mut c = ctx(&w, &local, &sender, (1, h1), &home_pub);
+    let mut c = ctx(&w, &local, &sender, (1, h1), &pins);
     c.held = Some(h1);
     assert_eq!(check(&e1, &c), Verdict::Duplicate);
     // Internal channel.
@@ -192,7 +209,7 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
     assert_eq!(
         reject(
             &e1,
-            ctx(&internal, &local, &sender, (0, GENESIS_HASH), &home_pub)
+            ctx(&internal, &local, &sender, (0, GENESIS_HASH), &pins)
         ),
         Reject::NotSharedWithSender
     );
@@ -249,19 +266,19 @@ fn offers_and_roster_changes() {
         ..Default::default()
     };
     sign_and_hash(&mut offer, &w.home);
-    let home_pub = w.home.public_key().as_ref().to_vec();
-    let record = check_offer(&offer, &c, &b, Some(&home_pub), 1).unwrap();
+    let pins = w.pins();
+    let record = check_offer(&offer, &c, &b, &pins, 1).unwrap();
     assert_eq!(record.participants.len(), 2);
     assert_eq!(
-        check_offer(&offer, &c, &b, None, 1).unwrap_err(),
+        check_offer(&offer, &c, &b, &Pinned::default(), 1).unwrap_err(),
         Reject::BadOffer("the channel's home is not a configured peer")
     );
     assert_eq!(
-        check_offer(&offer, &c, &b, Some(w.b.public_key().as_ref()), 1).unwrap_err(),
+        check_offer(&offer, &c, &b, &Pinned::new([("a.example", w.b.public_key().as_ref())]), 1).unwrap_err(),
         Reject::BadSignature
     );
     assert!(matches!(
-        check_offer(&offer, &org("x.example"), &b, Some(&home_pub), 1),
+        check_offer(&offer, &org("x.example"), &b, &pins, 1),
         Err(Reject::BadOffer(_))
     ));
 
@@ -279,6 +296,122 @@ fn offers_and_roster_changes() {
     let mut home = record;
     apply_control(&mut home, &removal, &a).unwrap();
     assert_eq!(home.state, ChannelState::Active as i32);
+}
+
+/// A home that lists orgs this node pinned (itself, a peer) with keys it
+/// made up cannot speak for them: their pinned keys are the only ones
+/// that count, and a roster that disagrees is refused.
+#[test]
+fn a_roster_never_overrides_a_pinned_key() {
+    let mut w = world();
+    let (local, sender) = (org("c.example"), org("b.example"));
+    let pins = w.pins();
+    let evil = key();
+    let evil_pub = evil.public_key().as_ref().to_vec();
+    // The stored roster lies about c (this node) and b (a pinned peer), and
+    // lists x.example, which this node has not pinned.
+    for p in &mut w.record.participants {
+        p.signing_key = evil_pub.clone();
+    }
+    w.record.participants.push(Participant {
+        org: "x.example".into(),
+        signing_key: evil_pub.clone(),
+        active: true,
+        removed_at: 0,
+    });
+    for origin in ["c.example", "b.example"] {
+        let (forged, _) = envelope(origin, 1, GENESIS_HASH, &evil);
+        assert_eq!(
+            check(&forged, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+            Verdict::Reject(Reject::BadSignature),
+            "{origin} spoken for by the roster"
+        );
+    }
+    // The roster still vouches for an org this node has not pinned.
+    let (vouched, _) = envelope("x.example", 1, GENESIS_HASH, &evil);
+    assert_eq!(
+        check(&vouched, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+        Verdict::Accept
+    );
+    assert_eq!(pins.origin_key(&local, "x.example"), OriginKey::VouchedByHome);
+    assert_eq!(pins.origin_key(&local, "b.example"), OriginKey::Pinned);
+    assert_eq!(pins.origin_key(&local, "c.example"), OriginKey::Own);
+
+    // A roster (offer or change) that gives a pinned org another key is refused.
+    let honest = world();
+    let pins = honest.pins();
+    let mut lying = honest.record.participants.clone();
+    lying[1].signing_key = evil_pub.clone(); // c.example, this node
+    let mut offer = Envelope {
+        channel: honest.record.id.clone(),
+        origin: "a.example".into(),
+        origin_seq: 2,
+        hlc: 2 << 16,
+        kind: Kind::Control as i32,
+        body: control_body(lying),
+        prev: GENESIS_HASH.to_vec(),
+        ..Default::default()
+    };
+    sign_and_hash(&mut offer, &honest.home);
+    let mismatch = Reject::RosterKeyMismatch {
+        org: "c.example".into(),
+    };
+    assert_eq!(
+        check_offer(&offer, &local, &sender, &pins, 1).unwrap_err(),
+        mismatch
+    );
+    offer.origin_seq = 1;
+    sign_and_hash(&mut offer, &honest.home);
+    assert_eq!(
+        check(&offer, &ctx(&honest, &local, &sender, (0, GENESIS_HASH), &pins)),
+        Verdict::Reject(mismatch)
+    );
+}
+
+/// A received envelope is held to what a local post may be.
+#[test]
+fn every_field_of_a_received_envelope_is_checked() {
+    let w = world();
+    let (local, sender) = (org("c.example"), org("b.example"));
+    let pins = w.pins();
+    let cases: [(&str, fn(&mut Envelope)); 9] = [
+        ("unknown kind", |e| e.kind = 77),
+        ("unspecified kind", |e| e.kind = 0),
+        ("unknown priority", |e| e.priority = 99_999),
+        ("author with control characters", |e| {
+            e.author = "\u{1b}[2J\u{1b}[31mADMIN\u{7}".into()
+        }),
+        ("author too long", |e| e.author = "a".repeat(65)),
+        ("text not UTF-8", |e| e.body = vec![0xff, 0xfe]),
+        ("seq 0", |e| e.origin_seq = 0),
+        ("short prev", |e| e.prev = vec![0; 5]),
+        ("roster change with an author", |e| e.kind = Kind::Control as i32),
+    ];
+    for (what, break_it) in cases {
+        let mut env = envelope("b.example", 1, GENESIS_HASH, &w.b).0;
+        break_it(&mut env);
+        sign_and_hash(&mut env, &w.b);
+        let verdict = check(&env, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins));
+        assert!(
+            matches!(verdict, Verdict::Reject(Reject::Malformed(_))),
+            "{what}: {verdict:?}"
+        );
+    }
+    let mut bad_signature = envelope("b.example", 1, GENESIS_HASH, &w.b).0;
+    bad_signature.signature.truncate(10);
+    assert!(matches!(
+        check(&bad_signature, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+        Verdict::Reject(Reject::Malformed(_))
+    ));
+    // Seq 0 is malformed, not a rewind, whatever the head.
+    let mut zero = envelope("b.example", 1, GENESIS_HASH, &w.b).0;
+    zero.origin_seq = 0;
+    sign_and_hash(&mut zero, &w.b);
+    let Verdict::Reject(reason) = check(&zero, &ctx(&w, &local, &sender, (3, [1; 32]), &pins))
+    else {
+        panic!("seq 0 accepted");
+    };
+    assert!(reason.to_string().contains("origin_seq is 0"), "{reason}");
 }
 
 // Property test of the replication decisions: 3–5 orgs sharing one
@@ -434,6 +567,19 @@ mod simulation {
                 .any(|&(x, y)| (x, y) == (a, b) || (x, y) == (b, a))
         }
 
+        /// What node `i` pinned: its own key, the home's, and those of the
+        /// nodes it links to. The others it knows only from the home's roster.
+        fn pinned_by(&self, i: usize) -> Pinned {
+            let keys: Vec<(&str, Vec<u8>)> = (0..self.nodes.len())
+                .filter(|&j| j == i || j == 0 || self.linked(i, j))
+                .map(|j| {
+                    let org = self.nodes[j].org.as_str();
+                    (org, self.public_key(org))
+                })
+                .collect();
+            Pinned::new(keys.iter().map(|(o, k)| (*o, k.as_slice())))
+        }
+
         fn public_key(&self, org: &str) -> Vec<u8> {
             let node = self.nodes.iter().find(|n| n.org.as_str() == org).unwrap();
             node.key.public_key().as_ref().to_vec()
@@ -475,7 +621,7 @@ mod simulation {
         /// Offers a batch from `from` to node `to`, as the writer decides it:
         /// unsigned, chained envelopes wait for a seal later in the same batch.
         fn deliver(&mut self, from: &OrgId, to: usize, batch: Vec<Envelope>) -> Vec<Verdict> {
-            let home_key = self.public_key(ORGS[0]);
+            let pinned = self.pinned_by(to);
             let mut verdicts = Vec::new();
             let mut pending: BTreeMap<OrgId, Vec<(usize, Envelope, EnvelopeHash)>> =
                 BTreeMap::new();
@@ -503,7 +649,7 @@ mod simulation {
                     channel: &self.channel,
                     record: &self.record,
                     head,
-                    home_key: Some(&home_key),
+                    pinned: &pinned,
                     held,
                     max_envelope_bytes: 4096,
                     max_hlc: u64::MAX,
@@ -592,7 +738,16 @@ mod simulation {
             let n = self.nodes.len();
             let from_i = (to + 1) % n;
             let from = self.nodes[from_i].org.clone();
-            let origin_i = from_i;
+            let kind = kind % 10;
+            // A hostile home's roster speaks for an org `to` pinned: `to`
+            // itself, or one of the nodes it links to.
+            let neighbour = (0..n).find(|&j| j != to && self.linked(to, j)).unwrap_or(from_i);
+            let origin_i = match kind {
+                7 => to,
+                8 => neighbour,
+                9 if to != 0 => 0,
+                _ => from_i,
+            };
             let head = self.nodes[to].head(&self.nodes[origin_i].org);
             let mut env = Envelope {
                 channel: CHANNEL.into(),
@@ -607,7 +762,16 @@ mod simulation {
                 prev: head.hash.to_vec(),
                 signature: vec![],
             };
-            match kind % 7 {
+            let evil = key();
+            let lying_roster = |record: &ChannelRecord, org: &str| {
+                let mut participants = record.participants.clone();
+                for p in participants.iter_mut().filter(|p| p.org == org) {
+                    p.signing_key = evil.public_key().as_ref().to_vec();
+                }
+                participants
+            };
+            let mut record = None;
+            match kind {
                 0 => {
                     sign_and_hash(&mut env, &key()); // signed by a key that is not the origin's
                 }
@@ -635,9 +799,31 @@ mod simulation {
                     env.hlc = head.hlc.0;
                     sign_and_hash(&mut env, &self.nodes[origin_i].key);
                 }
+                7 | 8 => {
+                    // The channel's roster, as a hostile home would have it,
+                    // lists a pinned org with the home's own key for it.
+                    let origin = self.nodes[origin_i].org.to_string();
+                    let mut lying = self.record.clone();
+                    lying.participants = lying_roster(&lying, &origin);
+                    record = Some(lying);
+                    sign_and_hash(&mut env, &evil);
+                }
+                9 => {
+                    // The home itself signs a roster that gives `to` another key.
+                    env.kind = Kind::Control as i32;
+                    env.author.clear();
+                    env.priority = 0;
+                    let target = self.nodes[to].org.to_string();
+                    env.body = control_body(lying_roster(&self.record, &target));
+                    sign_and_hash(&mut env, &self.nodes[0].key);
+                }
                 _ => {} // unsigned, correctly chained: no seal ever vouches for it
             }
+            let honest = record.map(|r| std::mem::replace(&mut self.record, r));
             let verdict = self.deliver(&from, to, vec![env]).remove(0);
+            if let Some(honest) = honest {
+                self.record = honest;
+            }
             assert!(
                 matches!(verdict, Verdict::Reject(_)),
                 "forged envelope {kind} was {verdict:?}"
