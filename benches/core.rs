@@ -65,7 +65,7 @@ fn envelopes(c: &mut Criterion) {
         state: ChannelState::Active as i32,
         participants: vec![Participant {
             org: "rescue.example".into(),
-            signing_key: public,
+            signing_key: public.clone(),
             active: true,
             removed_at: 0,
         }],
@@ -76,13 +76,15 @@ fn envelopes(c: &mut Criterion) {
         OrgId::parse("rescue.example").unwrap(),
     );
     let channel = ChannelId::parse(&record.id).unwrap();
+    // Police pinned rescue's key when it imported rescue's trust bundle.
+    let pinned = samband::federation::core::Pinned::new([("rescue.example", public.as_slice())]);
     let ctx = Context {
         local: &local,
         sender: &sender,
         channel: &channel,
         record: &record,
         head: ChainHead::GENESIS,
-        home_key: None,
+        pinned: &pinned,
         held: None,
         max_envelope_bytes: 70_000,
         max_hlc: u64::MAX,

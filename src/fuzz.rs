@@ -106,8 +106,7 @@ pub fn admitted(data: &[u8]) -> usize {
             }
         }
         Some(Frame::Offer(env)) => {
-            admitted +=
-                usize::from(core::check_offer(&env, &local, &peer, &pinned, 1).is_ok());
+            admitted += usize::from(core::check_offer(&env, &local, &peer, &pinned, 1).is_ok());
         }
         Some(Frame::Hello(vv) | Frame::Progress(vv)) => {
             for cv in &vv.channels {

@@ -185,7 +185,11 @@ pub fn roster_of(env: &Envelope) -> Result<Vec<Participant>, Reject> {
 /// home, each with a key of the right length, and for every org this node
 /// pinned (itself included) exactly the pinned key. A home that lists a
 /// known org with another key is trying to speak for it.
-pub fn check_roster(participants: &[Participant], home: &str, pinned: &Pinned) -> Result<(), Reject> {
+pub fn check_roster(
+    participants: &[Participant],
+    home: &str,
+    pinned: &Pinned,
+) -> Result<(), Reject> {
     if participants.len() > MAX_PARTICIPANTS {
         return Err(Reject::Malformed(format!(
             "roster lists {} participants; the limit is {MAX_PARTICIPANTS}",
@@ -205,7 +209,10 @@ pub fn check_roster(participants: &[Participant], home: &str, pinned: &Pinned) -
                 "roster holds a signing key that is not 32 bytes".into(),
             ));
         }
-        if pinned.key(&p.org).is_some_and(|k| k != p.signing_key.as_slice()) {
+        if pinned
+            .key(&p.org)
+            .is_some_and(|k| k != p.signing_key.as_slice())
+        {
             return Err(Reject::RosterKeyMismatch { org: p.org.clone() });
         }
     }
@@ -224,7 +231,10 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
         return bad("origin_seq is 0; sequences start at 1".into());
     }
     if env.prev.len() != HASH_BYTES {
-        return bad(format!("prev is {} bytes, not {HASH_BYTES}", env.prev.len()));
+        return bad(format!(
+            "prev is {} bytes, not {HASH_BYTES}",
+            env.prev.len()
+        ));
     }
     if !env.signature.is_empty() && env.signature.len() != SIGNATURE_BYTES {
         return bad(format!(

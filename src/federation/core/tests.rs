@@ -158,10 +158,7 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
     // Bad signature: signed by someone else's key.
     let (forged, _) = envelope("b.example", 1, GENESIS_HASH, &key());
     assert_eq!(
-        reject(
-            &forged,
-            ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)
-        ),
+        reject(&forged, ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
         Reject::BadSignature
     );
     // Origin not a participant.
@@ -176,10 +173,7 @@ fn accepts_a_chained_signed_envelope_and_each_rule_rejects() {
     // Sender not a participant.
     let outsider = org("x.example");
     assert_eq!(
-        reject(
-            &e1,
-            ctx(&w, &local, &outsider, (0, GENESIS_HASH), &pins)
-        ),
+        reject(&e1, ctx(&w, &local, &outsider, (0, GENESIS_HASH), &pins)),
         Reject::NotSharedWithSender
     );
     // Control envelope not from the home.
@@ -274,7 +268,14 @@ fn offers_and_roster_changes() {
         Reject::BadOffer("the channel's home is not a configured peer")
     );
     assert_eq!(
-        check_offer(&offer, &c, &b, &Pinned::new([("a.example", w.b.public_key().as_ref())]), 1).unwrap_err(),
+        check_offer(
+            &offer,
+            &c,
+            &b,
+            &Pinned::new([("a.example", w.b.public_key().as_ref())]),
+            1
+        )
+        .unwrap_err(),
         Reject::BadSignature
     );
     assert!(matches!(
@@ -330,10 +331,16 @@ fn a_roster_never_overrides_a_pinned_key() {
     // The roster still vouches for an org this node has not pinned.
     let (vouched, _) = envelope("x.example", 1, GENESIS_HASH, &evil);
     assert_eq!(
-        check(&vouched, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+        check(
+            &vouched,
+            &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)
+        ),
         Verdict::Accept
     );
-    assert_eq!(pins.origin_key(&local, "x.example"), OriginKey::VouchedByHome);
+    assert_eq!(
+        pins.origin_key(&local, "x.example"),
+        OriginKey::VouchedByHome
+    );
     assert_eq!(pins.origin_key(&local, "b.example"), OriginKey::Pinned);
     assert_eq!(pins.origin_key(&local, "c.example"), OriginKey::Own);
 
@@ -363,7 +370,10 @@ fn a_roster_never_overrides_a_pinned_key() {
     offer.origin_seq = 1;
     sign_and_hash(&mut offer, &honest.home);
     assert_eq!(
-        check(&offer, &ctx(&honest, &local, &sender, (0, GENESIS_HASH), &pins)),
+        check(
+            &offer,
+            &ctx(&honest, &local, &sender, (0, GENESIS_HASH), &pins)
+        ),
         Verdict::Reject(mismatch)
     );
 }
@@ -385,7 +395,9 @@ fn every_field_of_a_received_envelope_is_checked() {
         ("text not UTF-8", |e| e.body = vec![0xff, 0xfe]),
         ("seq 0", |e| e.origin_seq = 0),
         ("short prev", |e| e.prev = vec![0; 5]),
-        ("roster change with an author", |e| e.kind = Kind::Control as i32),
+        ("roster change with an author", |e| {
+            e.kind = Kind::Control as i32
+        }),
     ];
     for (what, break_it) in cases {
         let mut env = envelope("b.example", 1, GENESIS_HASH, &w.b).0;
@@ -400,7 +412,10 @@ fn every_field_of_a_received_envelope_is_checked() {
     let mut bad_signature = envelope("b.example", 1, GENESIS_HASH, &w.b).0;
     bad_signature.signature.truncate(10);
     assert!(matches!(
-        check(&bad_signature, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+        check(
+            &bad_signature,
+            &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)
+        ),
         Verdict::Reject(Reject::Malformed(_))
     ));
     // Seq 0 is malformed, not a rewind, whatever the head.
@@ -741,7 +756,9 @@ mod simulation {
             let kind = kind % 10;
             // A hostile home's roster speaks for an org `to` pinned: `to`
             // itself, or one of the nodes it links to.
-            let neighbour = (0..n).find(|&j| j != to && self.linked(to, j)).unwrap_or(from_i);
+            let neighbour = (0..n)
+                .find(|&j| j != to && self.linked(to, j))
+                .unwrap_or(from_i);
             let origin_i = match kind {
                 7 => to,
                 8 => neighbour,
