@@ -14,10 +14,33 @@ fn main() -> anyhow::Result<()> {
     let bytes = fds.encode_to_vec();
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("samband_descriptor.bin"), &bytes)?;
-    let fds = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
+    let mut fds = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
+    // The Federation service is generated below with a codec of its own,
+    // which bounds what a partner's frame may cost before it is decoded.
+    // Reflection still serves it from the full descriptor set above.
+    for file in &mut fds.file {
+        if file.name() == "samband/v1/federation.proto" {
+            file.service.clear();
+        }
+    }
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    let link = tonic_build::manual::Method::builder()
+        .name("link")
+        .route_name("Link")
+        .input_type("super::LinkFrame")
+        .output_type("super::LinkFrame")
+        .codec_path("crate::federation::wire::LinkCodec")
+        .client_streaming()
+        .server_streaming()
+        .build();
+    let federation = tonic_build::manual::Service::builder()
+        .name("Federation")
+        .package("samband.v1")
+        .method(link)
+        .build();
+    tonic_build::manual::Builder::new().compile(&[federation]);
     Ok(())
 }

@@ -64,7 +64,7 @@ pub fn link_frame(data: &[u8]) {
 /// test can confirm that the seeds reach past the signature check).
 pub fn admitted(data: &[u8]) -> usize {
     let mut admitted = 0;
-    let Ok(frame) = LinkFrame::decode(data) else {
+    let Ok(frame) = crate::federation::wire::decode_frame(data) else {
         return admitted;
     };
     let (local, peer) = (org(LOCAL), org(PEER));

@@ -54,6 +54,8 @@ pub mod trust;
 )]
 pub mod proto {
     tonic::include_proto!("samband.v1");
+    // `Federation`, generated with the link's bounded codec (see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/samband.v1.Federation.rs"));
 
     /// The encoded descriptor set of `proto/`, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

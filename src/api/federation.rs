@@ -3,8 +3,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::federation::Federation;
@@ -35,6 +35,6 @@ impl federation_server::Federation for FederationService {
             .peer_certs()
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let out = self.fed.accept_link(&chain, request.into_inner())?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(out).map(Ok))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 }

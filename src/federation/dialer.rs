@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Federation;
-use super::link::{self, LINK_BUFFER, MAX_FRAME_BYTES};
+use super::link::{self, LINK_BUFFER};
+use super::wire::MAX_FRAME_BYTES;
 use crate::model::OrgId;
 use crate::proto::federation_client::FederationClient;
 
@@ -91,7 +93,9 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), String> {
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
-    let response = client.link(ReceiverStream::new(rx)).await.map_err(|s| {
+    // A client cannot end its stream with a status: an error ends it plainly.
+    let frames = ReceiverStream::new(rx).map_while(Result::ok);
+    let response = client.link(frames).await.map_err(|s| {
         let detail = std::error::Error::source(&s)
             .map(|e| format!(" ({e:?})"))
             .unwrap_or_default();

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Federation;
 use super::core::{self, Eligibility, Verdict};
+use super::wire::FrameError;
 use crate::model::{ChannelId, OrgId, Vector};
 use crate::node::{Offered, Pending};
 use crate::proto::{
@@ -35,8 +36,6 @@ const BATCH_ENVELOPES: usize = 512;
 const BATCH_BYTES: usize = 4 << 20;
 /// Envelope batches of one link handed to the writer and not yet durable.
 const IN_FLIGHT: usize = 4;
-/// Largest frame accepted on a link.
-pub(crate) const MAX_FRAME_BYTES: usize = 8 << 20;
 /// Least time between two restatements of what this node holds that the
 /// reader asked for after seeing gaps (later requests wait, never drop).
 const RESEND_INTERVAL: Duration = Duration::from_secs(1);
@@ -133,6 +132,31 @@ fn frame(f: Frame) -> LinkFrame {
     LinkFrame { frame: Some(f) }
 }
 
+/// Where a link's frames to the peer go; an error ends the stream with
+/// that status (a dialed link cannot send one: its stream just ends).
+pub(super) type Out = mpsc::Sender<Result<LinkFrame, tonic::Status>>;
+
+/// Why a link ended.
+#[derive(Debug)]
+enum Ended {
+    /// The peer broke the frame protocol: refused with a status, audited.
+    Refused(FrameError),
+    /// Anything else: the peer left, the network failed, the node stops.
+    Down(String),
+}
+
+impl From<String> for Ended {
+    fn from(why: String) -> Self {
+        Ended::Down(why)
+    }
+}
+
+impl From<&str> for Ended {
+    fn from(why: &str) -> Self {
+        Ended::Down(why.to_owned())
+    }
+}
+
 /// Runs a link until either side ends it; then unregisters it.
 pub(super) async fn run(
     fed: Arc<Federation>,
@@ -141,9 +165,15 @@ pub(super) async fn run(
     cancel: CancellationToken,
     counters: Arc<LinkCounters>,
     incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Send + Unpin + 'static,
-    out: mpsc::Sender<LinkFrame>,
+    out: Out,
 ) {
     tracing::info!(%peer, "link up");
+    if let Err(e) = fed
+        .store
+        .retain_cursors(&peer, |channel| shared_with(&fed, &peer, channel))
+    {
+        tracing::warn!(%peer, error = %e, "cannot prune the peer's records of channels not shared with it");
+    }
     let (hello_tx, hello_rx) = watch::channel(None);
     let peer_has: Arc<PeerHas> = Arc::default();
     let asks = Arc::new(Asks::default());
@@ -182,16 +212,64 @@ pub(super) async fn run(
             (Ok(()), s.unwrap_or_else(|e| Err(e.to_string())))
         }
     };
-    let error = result.err().or(sent.err());
-    match &error {
-        Some(e) => tracing::info!(%peer, error = %e, "link down"),
-        None => tracing::info!(%peer, "link closed"),
-    }
+    let error = match result.err().or(sent.err().map(Ended::Down)) {
+        Some(Ended::Refused(reason)) => {
+            refuse(&fed, &peer, &reason, &out).await;
+            Some(reason.to_string())
+        }
+        Some(Ended::Down(e)) => {
+            tracing::info!(%peer, error = %e, "link down");
+            Some(e)
+        }
+        None => {
+            tracing::info!(%peer, "link closed");
+            None
+        }
+    };
     fed.unregister_link(&peer, id, error);
 }
 
-async fn send(out: &mpsc::Sender<LinkFrame>, f: Frame) -> Result<(), String> {
-    out.send(frame(f))
+/// Ends a link whose peer broke the frame protocol: the peer is told why
+/// (when it dialed, as the stream's status), and the refusal is audited.
+async fn refuse(fed: &Arc<Federation>, peer: &OrgId, reason: &FrameError, out: &Out) {
+    tracing::warn!(target: "samband::federation::rejected", %peer, %reason, "link refused: frame broke the protocol");
+    // The peer may not be reading: give up on telling it after a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(1), out.send(Err(reason.status()))).await;
+    let (fed, peer, reason) = (fed.clone(), peer.clone(), reason.to_string());
+    let audited = tokio::task::spawn_blocking(move || fed.audit_link_refusal(&peer, &reason)).await;
+    if let Ok(Err(e)) = audited {
+        tracing::warn!(error = %e, "cannot audit a refused link");
+    }
+}
+
+/// Whether `channel` (as a partner named it) is held here and may be seen
+/// by `peer`: only then is anything the peer says of it kept.
+fn shared_with(fed: &Federation, peer: &OrgId, channel: &str) -> bool {
+    let Ok(id) = ChannelId::parse(channel) else {
+        return false;
+    };
+    matches!(fed.store.channel(&id), Ok(Some(record)) if core::eligibility(&record, &fed.org, peer) != Eligibility::None)
+}
+
+/// The part of a peer's hello or progress that names channels it may see.
+fn only_shared(fed: &Federation, peer: &OrgId, vv: VersionVectors) -> VersionVectors {
+    VersionVectors {
+        channels: vv
+            .channels
+            .into_iter()
+            .filter(|cv| shared_with(fed, peer, &cv.channel))
+            .collect(),
+    }
+}
+
+/// What one hello or progress frame counts against the peer's pace: one per
+/// channel vector and per entry, as envelopes count one each.
+fn vector_cost(vv: &VersionVectors) -> usize {
+    vv.channels.iter().map(|cv| 1 + cv.entries.len()).sum()
+}
+
+async fn send(out: &Out, f: Frame) -> Result<(), String> {
+    out.send(Ok(frame(f)))
         .await
         .map_err(|_| "the link closed".to_owned())
 }
@@ -211,14 +289,25 @@ fn hello(fed: &Federation, peer: &OrgId) -> Result<VersionVectors, String> {
             &fed.durable_vector(&id).map_err(|e| e.to_string())?,
         ));
     }
-    Ok(VersionVectors { channels })
+    let frame = VersionVectors { channels };
+    // The peer refuses a frame over the limits: say why here instead.
+    let entries: usize = frame.channels.iter().map(|cv| cv.entries.len()).sum();
+    if frame.channels.len() > super::wire::MAX_FRAME_CHANNELS
+        || entries > super::wire::MAX_FRAME_ENTRIES
+    {
+        return Err(format!(
+            "this node shares {} channels ({entries} vector entries) with {peer}, over what one link frame may carry (wire::MAX_FRAME_CHANNELS, MAX_FRAME_ENTRIES)",
+            frame.channels.len()
+        ));
+    }
+    Ok(frame)
 }
 
 #[allow(clippy::too_many_arguments)] // the two halves of one link share these
 async fn sender(
     fed: Arc<Federation>,
     peer: OrgId,
-    out: mpsc::Sender<LinkFrame>,
+    out: Out,
     mut peer_hello: watch::Receiver<Option<Arc<VersionVectors>>>,
     peer_has: Arc<PeerHas>,
     asks: Arc<Asks>,
@@ -320,7 +409,7 @@ struct Said {
 async fn push(
     fed: &Federation,
     peer: &OrgId,
-    out: &mpsc::Sender<LinkFrame>,
+    out: &Out,
     known: &mut HashMap<String, Vector>,
     said: &mut Said,
     counters: &LinkCounters,
@@ -417,7 +506,7 @@ async fn reader(
     asks: &Asks,
     cancel: &CancellationToken,
     counters: &LinkCounters,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     // One batch is being answered; the others wait in the queue.
     let (submitted_tx, mut submitted_rx) = mpsc::channel(IN_FLIGHT - 1);
     let reading = read_frames(
@@ -433,13 +522,25 @@ async fn reader(
     // Verdicts in the order the batches were read.
     let answering = async {
         while let Some(received) = submitted_rx.recv().await {
-            if answer(fed, peer, received, asks, counters).await? {
+            if answer(fed, peer, received, asks, counters)
+                .await
+                .map_err(Ended::Down)?
+            {
                 asks.restate.notify_one();
             }
         }
         Ok(())
     };
     tokio::try_join!(reading, answering).map(drop)
+}
+
+/// Why a link's incoming stream failed: the peer's frame broke the
+/// protocol (refused), or the connection went (down).
+fn ended_by(status: &tonic::Status) -> Ended {
+    match FrameError::of(status) {
+        Some(reason) => Ended::Refused(reason),
+        None => Ended::Down(format!("{}: {}", status.code(), status.message())),
+    }
 }
 
 /// A batch handed to the writer, whose verdicts are still to come.
@@ -462,7 +563,7 @@ async fn read_frames(
     resend: &Notify,
     cancel: &CancellationToken,
     submitted: mpsc::Sender<Received>,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     loop {
         let next = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
@@ -470,12 +571,18 @@ async fn read_frames(
         };
         let frame = match next {
             None => return Err("the peer closed the link".into()),
-            Some(Err(status)) => return Err(format!("{}: {}", status.code(), status.message())),
+            Some(Err(status)) => return Err(ended_by(&status)),
             Some(Ok(LinkFrame { frame: None })) => continue,
             Some(Ok(LinkFrame { frame: Some(f) })) => f,
         };
         match frame {
+            // Only channels shared with the peer are kept of what it states:
+            // anything else would let it write records here at will.
             Frame::Hello(vv) => {
+                if !pace(fed, peer, vector_cost(&vv), cancel).await {
+                    return Ok(());
+                }
+                let vv = only_shared(fed, peer, vv);
                 // What the peer states it holds is also what it has acknowledged.
                 for cv in &vv.channels {
                     if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &from_proto(cv)) {
@@ -485,7 +592,10 @@ async fn read_frames(
                 let _ = hello_tx.send(Some(Arc::new(vv)));
             }
             Frame::Progress(vv) => {
-                for cv in &vv.channels {
+                if !pace(fed, peer, vector_cost(&vv), cancel).await {
+                    return Ok(());
+                }
+                for cv in &only_shared(fed, peer, vv).channels {
                     let vector = from_proto(cv);
                     if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &vector) {
                         tracing::warn!(%peer, error = %e, "cannot record the peer's progress");
@@ -555,9 +665,14 @@ async fn submit(
         .map(|e| (e.channel.clone(), e.origin.clone(), e.origin_seq))
         .collect();
     // The peer holds what it sends: note it before the writer commits (the
-    // commit wakes this link's sender, which must not push it back).
+    // commit wakes this link's sender, which must not push it back). Only
+    // of channels shared with it, so made-up names take no memory here.
+    let mut shared: HashMap<&str, bool> = HashMap::new();
     for (channel, origin, seq) in &ids {
-        if let Ok(origin) = OrgId::parse(origin) {
+        let is_shared = *shared
+            .entry(channel)
+            .or_insert_with(|| shared_with(fed, peer, channel));
+        if let (true, Ok(origin)) = (is_shared, OrgId::parse(origin)) {
             note_has(peer_has, channel, origin, *seq);
         }
     }

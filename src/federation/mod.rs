@@ -14,6 +14,7 @@
 pub mod core;
 mod dialer;
 mod link;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -32,7 +33,7 @@ use crate::store::{Store, StoreError};
 use crate::trust::{BundleError, TrustBundle};
 
 pub use link::LinkCounters;
-pub(crate) use link::MAX_FRAME_BYTES;
+pub(crate) use wire::MAX_FRAME_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FederationError {
@@ -96,6 +97,8 @@ pub struct Federation {
     advertise: String,
     /// Per peer, not per link: a peer cannot refill its burst by redialing.
     paces: crate::rate::Buckets<OrgId>,
+    /// Caps the audit entries of refused links per peer.
+    refusals: Mutex<crate::audit::Budget>,
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -207,6 +210,7 @@ impl Federation {
             shutdown,
             advertise,
             paces: crate::rate::Buckets::new(peer_rate.0, peer_rate.1),
+            refusals: Mutex::default(),
         });
         fed.reload_tls()?;
         Ok(fed)
@@ -404,7 +408,8 @@ impl Federation {
         + Send
         + Unpin
         + 'static,
-    ) -> Result<tokio::sync::mpsc::Receiver<proto::LinkFrame>, tonic::Status> {
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<proto::LinkFrame, tonic::Status>>, tonic::Status>
+    {
         let peer = self.identify(chain).map_err(|reason| {
             tracing::warn!(target: "samband::federation::rejected", %reason, "link refused");
             tonic::Status::permission_denied(reason)
@@ -425,6 +430,25 @@ impl Federation {
             tx,
         ));
         Ok(rx)
+    }
+
+    /// Records that `peer`'s link was refused for breaking the frame
+    /// protocol, within the peer's audit budget (a peer that redials and
+    /// breaks it again cannot fill the disk), and makes it durable.
+    pub(crate) fn audit_link_refusal(&self, peer: &OrgId, reason: &str) -> Result<(), StoreError> {
+        let admitted =
+            crate::sync::lock(&self.refusals).admit(peer.as_str(), crate::model::unix_ms());
+        let Some(left_out) = admitted else {
+            return Ok(());
+        };
+        let mut event = crate::audit::Event::new("federation.link_refused")
+            .with("peer", peer)
+            .with("reason", crate::audit::clip(reason));
+        if left_out > 0 {
+            event = event.with("left_out_before", left_out);
+        }
+        self.store.audit(event)?;
+        self.store.flush()
     }
 
     /// The durable part of this node's vector of `channel`.

@@ -767,6 +767,26 @@ impl Store {
         Ok(())
     }
 
+    /// Removes `peer`'s records of every channel for which `keep(channel)`
+    /// is false; returns how many went. Durable with the next flush.
+    pub fn retain_cursors(
+        &self,
+        peer: &OrgId,
+        mut keep: impl FnMut(&str) -> bool,
+    ) -> Result<usize, StoreError> {
+        let prefix = keys::cursor_key(peer, "");
+        let mut removed = 0;
+        for key in self.cursors.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let channel = String::from_utf8_lossy(&key[prefix.len()..]);
+            if !keep(&channel) {
+                self.cursors.remove(&key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// What `peer` last acknowledged of `channel`.
     pub fn cursor(&self, peer: &OrgId, channel: &str) -> Result<Vector, StoreError> {
         let key = keys::cursor_key(peer, channel);
