@@ -8,12 +8,11 @@
 //! * [`trust_bundle`], [`config`], [`cursor`], [`audit_lines`] — files and
 //!   strings an operator or member hands to samband.
 
-use prost::Message as _;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use crate::federation::core::{self, Context, Verdict};
 use crate::model::{ChainHead, ChannelId, OrgId, chain_hash};
-use crate::proto::{ChannelRecord, ChannelState, LinkFrame, Participant, link_frame::Frame};
+use crate::proto::{ChannelRecord, ChannelState, Participant, link_frame::Frame};
 
 /// The channel the fuzzed envelopes are checked against.
 pub const CHANNEL: &str = "home.example/crisis";
