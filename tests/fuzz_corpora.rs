@@ -150,10 +150,11 @@ fn chain(origin: &str, kind: Kind, n: u64) -> Vec<Envelope> {
                 channel: CHANNEL.into(),
                 origin: origin.into(),
                 origin_seq: seq,
-                author: "alice".into(),
+                // A roster change carries no author or priority.
+                author: if kind == Kind::Control { "" } else { "alice" }.into(),
                 hlc: Hlc::at(1_700_000_000_000 + seq).0,
                 kind: kind as i32,
-                priority: 1,
+                priority: if kind == Kind::Control { 0 } else { 1 },
                 body: match kind {
                     Kind::Control => samband::federation::core::control_body(
                         [fuzz::LOCAL, PEER]
