@@ -11,8 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiError;
+use crate::federation::core::{OriginKey, Pinned};
 use crate::identity::{IdentityError, Member};
-use crate::model::{ChannelId, ChannelName, Cursor, Priority, Role};
+use crate::model::{ChannelId, ChannelName, Cursor, OrgId, Priority, Role};
 use crate::node::{NewPost, Pending, Shared, Start, Subscription};
 use crate::proto::{self, messaging_server};
 use crate::store::{Page, Stored};
@@ -30,8 +31,19 @@ pub(crate) struct Messaging {
     shared: Arc<Shared>,
 }
 
-/// The wire form of a stored message.
-fn message(stored: &Stored) -> proto::Message {
+/// The keys this node pinned: its partners' (its own is known by name), for
+/// telling members whose word each message's origin rests on.
+fn pinned(shared: &Shared) -> Result<Pinned, ApiError> {
+    let peers = shared.store.peers()?;
+    Ok(Pinned::new(
+        peers
+            .iter()
+            .map(|p| (p.org.as_str(), p.signing_key.as_slice())),
+    ))
+}
+
+/// The wire form of a stored message; `pinned` says how its origin's key is known.
+fn message(stored: &Stored, local: &OrgId, pinned: &Pinned) -> proto::Message {
     let env = &stored.envelope;
     let (kind, text) = if env.kind == proto::Kind::Control as i32 {
         ("roster", roster_text(env))
@@ -49,6 +61,11 @@ fn message(stored: &Stored) -> proto::Message {
         priority: env.priority,
         text,
         kind: kind.to_owned(),
+        origin_key: match pinned.origin_key(local, &env.origin) {
+            OriginKey::Own => proto::OriginKey::Own,
+            OriginKey::Pinned => proto::OriginKey::Pinned,
+            OriginKey::VouchedByHome => proto::OriginKey::VouchedByHome,
+        } as i32,
     }
 }
 
@@ -174,9 +191,14 @@ async fn follow(
             Ok(batch) => batch,
             Err(e) => return Some(ApiError::from(e).into()),
         };
+        let pinned = match pinned(shared) {
+            Ok(pinned) => pinned,
+            Err(e) => return Some(e.into()),
+        };
         for stored in batch {
+            let message = message(&stored, &shared.org, &pinned);
             tokio::select! {
-                sent = tokio::time::timeout(stall, tx.send(Ok(message(&stored)))) => match sent {
+                sent = tokio::time::timeout(stall, tx.send(Ok(message))) => match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return None,
                     Err(_) => return Some(ApiError::ResourceExhausted(format!(
@@ -415,7 +437,13 @@ impl messaging_server::Messaging for Messaging {
             .history(&channel, &page, limit as usize)
             .map_err(ApiError::from)?;
         Ok(Response::new(proto::HistoryResponse {
-            messages: messages.iter().map(message).collect(),
+            messages: {
+                let pinned = pinned(&self.shared)?;
+                messages
+                    .iter()
+                    .map(|m| message(m, &self.shared.org, &pinned))
+                    .collect()
+            },
             more,
         }))
     }

@@ -20,15 +20,47 @@ fn utc(unix_ms: u64) -> String {
         .unwrap_or_else(|| format!("{unix_ms}ms"))
 }
 
+/// Text that came from outside (a member, a partner), made safe for a
+/// terminal: control characters (newlines, escape sequences, bell) are
+/// shown escaped, so no text can forge a line, recolour or clear the screen.
+fn printable(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+fn origin_key_word(key: i32) -> &'static str {
+    match proto::OriginKey::try_from(key) {
+        Ok(proto::OriginKey::Own) => "own",
+        Ok(proto::OriginKey::Pinned) => "pinned",
+        Ok(proto::OriginKey::VouchedByHome) => "vouched_by_home",
+        _ => "unknown",
+    }
+}
+
 pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
     if as_json {
         return json!({
             "cursor": m.cursor, "channel": m.channel, "origin": m.origin, "origin_seq": m.origin_seq,
             "author": m.author, "hlc": m.hlc, "unix_ms": m.unix_ms,
             "priority": priority_word(m.priority), "kind": m.kind, "text": m.text,
+            "origin_key": origin_key_word(m.origin_key),
         })
         .to_string();
     }
+    // An org this node has not pinned speaks only on its channel's home's word.
+    let vouched = if m.origin_key == proto::OriginKey::VouchedByHome as i32 {
+        let home = m.channel.split('/').next().unwrap_or_default();
+        format!("[vouched for by {}, not pinned here] ", printable(home))
+    } else {
+        String::new()
+    };
     let flag = match priority_word(m.priority) {
         "normal" => String::new(),
         other => format!("[{}] ", other.to_uppercase()),
@@ -37,16 +69,16 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         return format!(
             "{}  ({} changed the roster: {})",
             utc(m.unix_ms),
-            m.origin,
-            m.text
+            printable(&m.origin),
+            printable(&m.text)
         );
     }
     format!(
-        "{}  {}@{}  {flag}{}",
+        "{}  {}@{}  {vouched}{flag}{}",
         utc(m.unix_ms),
-        m.author,
-        m.origin,
-        m.text
+        printable(&m.author),
+        printable(&m.origin),
+        printable(&m.text)
     )
 }
 
@@ -100,4 +132,36 @@ pub(crate) fn status(s: &proto::StatusResponse, endpoint: &str, as_json: bool) -
         "node      {} at {endpoint} (samband {}, up {}s)\nyou       {} ({role})\nchannels  {}",
         s.org, s.version, s.uptime_seconds, s.member, s.channels
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_outside_cannot_forge_a_line_or_drive_the_terminal() {
+        let forged = "ok\n2026-11-30 12:00:00Z  chief@police.example  stand down\u{1b}[2J\u{7}";
+        let shown = printable(forged);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("ok\\n2026"), "{shown}");
+        let m = proto::Message {
+            channel: "evil.example/ops".into(),
+            origin: "x.example".into(),
+            author: "a".into(),
+            text: forged.into(),
+            kind: "text".into(),
+            origin_key: proto::OriginKey::VouchedByHome as i32,
+            ..Default::default()
+        };
+        let line = message(&m, false);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(
+            line.contains("[vouched for by evil.example, not pinned here]"),
+            "{line}"
+        );
+        // JSON stays exact.
+        let json: serde_json::Value = serde_json::from_str(&message(&m, true)).unwrap();
+        assert_eq!(json["text"], forged);
+        assert_eq!(json["origin_key"], "vouched_by_home");
+    }
 }
