@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::hand_peer::{HandPeer, frame, next_frame};
 use common::{
     TestNode, audit_log, contains, converged, create_channel, eventually, post, raw_store_bytes,
     texts,
@@ -473,112 +474,6 @@ async fn a_stalled_partner_slows_only_its_own_link() {
     c.stop().await;
 }
 
-/// An org with real PKI that a node trusts, whose side of the link the
-/// test drives frame by frame.
-struct HandPeer {
-    _tmp: tempfile::TempDir,
-    pki: samband::pki::OrgPki,
-    /// When the peer was made: its envelopes' timestamps count from here.
-    now_ms: u64,
-}
-
-impl HandPeer {
-    /// Made and imported as a peer at `t` (which does not dial it).
-    async fn trusted_by(t: &TestNode, org: &str) -> Self {
-        let tmp = common::init_dir(org);
-        let pki = samband::pki::OrgPki::at(&common::node_dir(&tmp));
-        let org = samband::model::OrgId::parse(org).unwrap();
-        let bundle = samband::federation::own_bundle(&org, &pki, "127.0.0.1:1").unwrap();
-        let req = proto::AddPeerRequest {
-            bundle: bundle.to_text(),
-            fingerprint: bundle.fingerprint(),
-            endpoint: String::new(),
-            accept: 0,
-        };
-        t.admin().await.add_peer(req).await.unwrap();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        Self {
-            _tmp: tmp,
-            pki,
-            now_ms,
-        }
-    }
-
-    /// Dials `t`'s federation listener with this org's node certificate:
-    /// where to send frames, and `t`'s frames.
-    async fn dial(
-        &self,
-        t: &TestNode,
-    ) -> (
-        tokio::sync::mpsc::Sender<proto::LinkFrame>,
-        tonic::Streaming<proto::LinkFrame>,
-    ) {
-        let t_ca = std::fs::read(t.dir().join("pki/ca.pem")).unwrap();
-        let t_ca = <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(&t_ca).unwrap();
-        let tls = self.pki.peer_client_tls(&t_ca).unwrap();
-        let channel = samband::client::dial(std::sync::Arc::new(tls), &t.fed_addr.to_string())
-            .await
-            .unwrap();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let responses = proto::federation_client::FederationClient::new(channel)
-            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        (tx, responses)
-    }
-
-    /// An envelope signed with this org's key (whatever `origin` it names),
-    /// and its chain hash.
-    fn envelope(
-        &self,
-        channel: &str,
-        origin: &str,
-        seq: u64,
-        prev: [u8; 32],
-        body: &str,
-        kind: proto::Kind,
-    ) -> (proto::Envelope, [u8; 32]) {
-        let mut e = proto::Envelope {
-            channel: channel.into(),
-            origin: origin.into(),
-            origin_seq: seq,
-            author: "hand".into(),
-            hlc: (self.now_ms << 16) + seq,
-            kind: kind as i32,
-            priority: 1,
-            body: body.as_bytes().to_vec(),
-            prev: prev.to_vec(),
-            signature: vec![],
-        };
-        let hash = samband::model::sign_and_hash(&mut e, &self.pki.message_key().unwrap());
-        (e, hash)
-    }
-}
-
-fn frame(f: proto::link_frame::Frame) -> proto::LinkFrame {
-    proto::LinkFrame { frame: Some(f) }
-}
-
-/// The next frame from the other side of a hand-driven link.
-async fn next_frame(
-    responses: &mut tonic::Streaming<proto::LinkFrame>,
-) -> proto::link_frame::Frame {
-    loop {
-        let f = tokio::time::timeout(common::PATIENCE, responses.message())
-            .await
-            .expect("a frame in time")
-            .expect("the link stays up")
-            .expect("the link stays open");
-        if let Some(f) = f.frame {
-            return f;
-        }
-    }
-}
-
 /// A peer whose node holds a legitimately pinned certificate but breaks
 /// every rule on purpose. Each bad envelope is rejected, counted, never
 /// stored or forwarded, and the link and the node's other links go on.
@@ -591,7 +486,7 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
     let b = TestNode::start("rescue.example").await;
     t.peer_with(&b).await;
     // Mallory: an org with real PKI that T trusts, driven by this test.
-    let mallory = HandPeer::trusted_by(&t, "mallory.example").await;
+    let mallory = HandPeer::trusted_by(&mut t.admin().await, "mallory.example").await;
     let mut t_op = t.operator().await;
     let crisis = create_channel(&mut t_op, "crisis").await;
     let secret = create_channel(&mut t_op, "secret").await;
@@ -600,7 +495,7 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         .await;
 
     // Mallory dials T's federation listener with its node certificate.
-    let (tx, mut responses) = mallory.dial(&t).await;
+    let (tx, mut responses) = mallory.dial(&t.dir(), t.fed_addr).await;
     // Claim to hold the shared channel (empty), and also the internal one.
     let hello = proto::VersionVectors {
         channels: vec![
@@ -755,6 +650,28 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         .0;
     forged.signature[0] ^= 1;
     bad.push(forged);
+    // Fields outside what a local post may hold, each correctly chained and
+    // signed: a kind nobody knows, a priority nobody knows, an author full
+    // of terminal escapes, a seq of 0.
+    let mut fields = |change: fn(&mut proto::Envelope)| {
+        let mut e = mallory
+            .envelope(
+                &crisis,
+                "mallory.example",
+                2,
+                h1,
+                "MARKER-BAD field",
+                Kind::Text,
+            )
+            .0;
+        change(&mut e);
+        samband::model::sign_and_hash(&mut e, &mallory.pki.message_key().unwrap());
+        bad.push(e);
+    };
+    fields(|e| e.kind = 77);
+    fields(|e| e.priority = 99_999);
+    fields(|e| e.author = "\u{1b}[2J\u{1b}[31mADMIN\u{7}\0".repeat(200));
+    fields(|e| e.origin_seq = 0);
     let bad_count = bad.len() as u64;
     tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
         envelopes: vec![good1],
@@ -822,6 +739,17 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
         let reason = &e.details["reason"];
         !reason.is_empty() && !reason.starts_with("gap") && !reason.starts_with("unsigned")
     }));
+    for why in [
+        "unknown kind 77",
+        "unknown priority 99999",
+        "author is not a member name",
+        "origin_seq is 0",
+    ] {
+        assert!(
+            rejected.iter().any(|e| e.details["reason"].contains(why)),
+            "no rejection says {why:?}: {rejected:#?}"
+        );
+    }
     // The internal channel is untouched, and T's link to B still carries traffic.
     assert_eq!(texts(&mut t_op, &secret).await.len(), 1);
     post(&mut t_op, &crisis, "after the attack").await;
@@ -843,11 +771,11 @@ async fn a_node_that_sees_a_gap_asks_for_the_rest_however_soon_after_the_last_ga
     use samband::proto::{EnvelopeBatch, Kind, link_frame::Frame};
 
     let t = TestNode::start("police.example").await;
-    let peer = HandPeer::trusted_by(&t, "mallory.example").await;
+    let peer = HandPeer::trusted_by(&mut t.admin().await, "mallory.example").await;
     let mut t_op = t.operator().await;
     let crisis = create_channel(&mut t_op, "crisis").await;
     t.share("crisis", &["mallory.example"]).await;
-    let (tx, mut responses) = peer.dial(&t).await;
+    let (tx, mut responses) = peer.dial(&t.dir(), t.fed_addr).await;
     let holds_crisis = proto::VersionVectors {
         channels: vec![proto::ChannelVector {
             channel: crisis.clone(),
@@ -1077,5 +1005,134 @@ async fn envelopes_are_not_echoed_to_the_partner_that_sent_them() {
     );
     assert_eq!(link.envelopes_received, 100);
     a.stop().await;
+    b.stop().await;
+}
+
+/// A frame that breaks the link protocol ends the link with a status that
+/// says why (the limit's name where one was passed), the refusal is
+/// audited, and the partner's next link is accepted at once.
+#[tokio::test]
+async fn a_frame_that_breaks_the_protocol_ends_the_link_with_a_status_saying_why() {
+    use prost::Message as _;
+    use samband::federation::wire::{MAX_FRAME_BYTES, MAX_FRAME_ENVELOPES};
+    use samband::proto::link_frame::Frame;
+
+    let t = TestNode::start("police.example").await;
+    let mallory = HandPeer::trusted_by(&mut t.admin().await, "mallory.example").await;
+    create_channel(&mut t.operator().await, "crisis").await;
+    t.share("crisis", &["mallory.example"]).await;
+
+    // A hello naming a channel in bytes that are not UTF-8.
+    let mut not_utf8 = frame(Frame::Hello(proto::VersionVectors {
+        channels: vec![proto::ChannelVector {
+            channel: "police.example/crisis".into(),
+            entries: vec![],
+        }],
+    }))
+    .encode_to_vec();
+    let at = not_utf8.iter().rposition(|&b| b == b's').unwrap();
+    not_utf8[at] = 0xff;
+    let too_many = frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![proto::Envelope::default(); MAX_FRAME_ENVELOPES + 1],
+    }))
+    .encode_to_vec();
+    let too_large = vec![0u8; MAX_FRAME_BYTES + 1];
+    for (bytes, code, says) in [
+        (
+            not_utf8,
+            Code::InvalidArgument,
+            "not a valid samband.v1.LinkFrame",
+        ),
+        (too_many, Code::ResourceExhausted, "MAX_FRAME_ENVELOPES"),
+        (too_large, Code::ResourceExhausted, "MAX_FRAME_BYTES"),
+    ] {
+        let (tx, mut responses) = mallory.dial_raw(&t.dir(), t.fed_addr).await;
+        tx.send(bytes).await.unwrap();
+        let status = common::hand_peer::end_status(&mut responses).await;
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(says), "{status:?}");
+    }
+    // Each refusal released the link: a well-behaved link is taken at once.
+    let (tx, mut responses) = mallory.dial(&t.dir(), t.fed_addr).await;
+    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+        .await
+        .unwrap();
+    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+    let log = audit_log(&mut t.admin().await).await;
+    let refused: Vec<_> = log
+        .iter()
+        .filter(|e| e.event == "federation.link_refused" && e.details["peer"] == "mallory.example")
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    drop(tx);
+    t.stop().await;
+}
+
+/// What a partner can observe never depends on channels not shared with
+/// it: an offer of an internal channel, or of one shared with another
+/// partner, is met with the same silence as one of a channel that does not
+/// exist. Only an offer of a channel shared with it is answered.
+#[tokio::test]
+async fn offers_of_channels_not_shared_with_a_partner_are_answered_like_unknown_ones() {
+    use samband::model::GENESIS_HASH;
+    use samband::proto::link_frame::Frame;
+
+    let t = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    t.peer_with(&b).await;
+    let mallory = HandPeer::trusted_by(&mut t.admin().await, "mallory.example").await;
+    let mut t_op = t.operator().await;
+    let internal = create_channel(&mut t_op, "internal").await;
+    let others = create_channel(&mut t_op, "with-rescue").await;
+    let mine = create_channel(&mut t_op, "with-mallory").await;
+    t.share("with-rescue", &["rescue.example"]).await;
+    t.share("with-mallory", &["mallory.example"]).await;
+
+    let (tx, mut responses) = mallory.dial(&t.dir(), t.fed_addr).await;
+    // Mallory states it holds the channel shared with it, so nothing is pending.
+    tx.send(frame(Frame::Hello(proto::VersionVectors {
+        channels: vec![proto::ChannelVector {
+            channel: mine.clone(),
+            entries: vec![],
+        }],
+    })))
+    .await
+    .unwrap();
+    // T's hello, then the roster of the shared channel.
+    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+    assert!(matches!(
+        next_frame(&mut responses).await,
+        Frame::Envelopes(_)
+    ));
+    let offer = |channel: &str| {
+        let (e, _) = mallory.envelope(
+            channel,
+            "police.example",
+            1,
+            GENESIS_HASH,
+            "",
+            proto::Kind::Control,
+        );
+        frame(Frame::Offer(e))
+    };
+    for channel in [
+        &internal,
+        &others,
+        &"police.example/no-such-channel".to_owned(),
+    ] {
+        tx.send(offer(channel)).await.unwrap();
+        // A restatement would come at once (the first is never deferred).
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_millis(1500), responses.message()).await;
+        assert!(
+            answer.is_err(),
+            "an offer of {channel} was answered: {answer:?}"
+        );
+    }
+    // The channel shared with Mallory is answered: T restates what it holds.
+    tx.send(offer(&mine)).await.unwrap();
+    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+    drop(tx);
+    t.stop().await;
     b.stop().await;
 }

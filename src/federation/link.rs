@@ -212,21 +212,21 @@ pub(super) async fn run(
             (Ok(()), s.unwrap_or_else(|e| Err(e.to_string())))
         }
     };
-    let error = match result.err().or(sent.err().map(Ended::Down)) {
+    match result.err().or(sent.err().map(Ended::Down)) {
         Some(Ended::Refused(reason)) => {
+            // Released first, so that the peer's next dial is not refused as a second link.
+            fed.unregister_link(&peer, id, Some(reason.to_string()));
             refuse(&fed, &peer, &reason, &out).await;
-            Some(reason.to_string())
         }
         Some(Ended::Down(e)) => {
             tracing::info!(%peer, error = %e, "link down");
-            Some(e)
+            fed.unregister_link(&peer, id, Some(e));
         }
         None => {
             tracing::info!(%peer, "link closed");
-            None
+            fed.unregister_link(&peer, id, None);
         }
-    };
-    fed.unregister_link(&peer, id, error);
+    }
 }
 
 /// Ends a link whose peer broke the frame protocol: the peer is told why

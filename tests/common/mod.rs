@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+pub mod hand_peer;
+
 pub type Client = MessagingClient<Channel>;
 
 /// Guards against a hang; never a performance assertion.

@@ -384,7 +384,8 @@ fn every_field_of_a_received_envelope_is_checked() {
     let w = world();
     let (local, sender) = (org("c.example"), org("b.example"));
     let pins = w.pins();
-    let cases: [(&str, fn(&mut Envelope)); 9] = [
+    type Break = fn(&mut Envelope);
+    let cases: [(&str, Break); 9] = [
         ("unknown kind", |e| e.kind = 77),
         ("unspecified kind", |e| e.kind = 0),
         ("unknown priority", |e| e.priority = 99_999),

@@ -1,0 +1,251 @@
+//! A partner org with real PKI that a node pinned, whose side of the link a
+//! test drives frame by frame: the hostile partner of the federation tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use prost::bytes::{Buf as _, BufMut as _};
+use ring::signature::Ed25519KeyPair;
+use samband::proto;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+use super::{Admin, PATIENCE, init_dir, node_dir};
+
+/// An org with real PKI that a node trusts, driven by a test.
+pub struct HandPeer {
+    _tmp: tempfile::TempDir,
+    pub pki: samband::pki::OrgPki,
+    pub org: String,
+    /// When the peer was made: its envelopes' timestamps count from here.
+    pub now_ms: u64,
+}
+
+impl HandPeer {
+    /// Made, and imported as a peer (accept auto, never dialed) through `admin`.
+    pub async fn trusted_by(admin: &mut Admin, org: &str) -> Self {
+        let tmp = init_dir(org);
+        let pki = samband::pki::OrgPki::at(&node_dir(&tmp));
+        let id = samband::model::OrgId::parse(org).unwrap();
+        let bundle = samband::federation::own_bundle(&id, &pki, "127.0.0.1:1").unwrap();
+        let req = proto::AddPeerRequest {
+            bundle: bundle.to_text(),
+            fingerprint: bundle.fingerprint(),
+            endpoint: String::new(),
+            accept: proto::AcceptPolicy::Auto as i32,
+        };
+        admin.add_peer(req).await.unwrap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        Self {
+            _tmp: tmp,
+            pki,
+            org: org.to_owned(),
+            now_ms,
+        }
+    }
+
+    async fn channel(&self, node_dir: &Path, fed_addr: SocketAddr) -> tonic::transport::Channel {
+        let ca = std::fs::read(node_dir.join("pki/ca.pem")).unwrap();
+        let ca = <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(&ca).unwrap();
+        let tls = self.pki.peer_client_tls(&ca).unwrap();
+        samband::client::dial(std::sync::Arc::new(tls), &fed_addr.to_string())
+            .await
+            .unwrap()
+    }
+
+    /// Dials the federation listener at `fed_addr` of the node in
+    /// `node_dir` with this org's node certificate: where to send frames,
+    /// and the node's frames.
+    pub async fn dial(
+        &self,
+        node_dir: &Path,
+        fed_addr: SocketAddr,
+    ) -> (
+        mpsc::Sender<proto::LinkFrame>,
+        tonic::Streaming<proto::LinkFrame>,
+    ) {
+        let channel = self.channel(node_dir, fed_addr).await;
+        let (tx, rx) = mpsc::channel(16);
+        let responses = proto::federation_client::FederationClient::new(channel)
+            .max_encoding_message_size(usize::MAX)
+            .link(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        (tx, responses)
+    }
+
+    /// Like [`HandPeer::dial`], but frames are bytes sent as they are, as a
+    /// stock client with its own idea of the schema would.
+    pub async fn dial_raw(
+        &self,
+        node_dir: &Path,
+        fed_addr: SocketAddr,
+    ) -> (mpsc::Sender<Vec<u8>>, tonic::Streaming<Vec<u8>>) {
+        let mut grpc = tonic::client::Grpc::new(self.channel(node_dir, fed_addr).await);
+        grpc.ready().await.unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/samband.v1.Federation/Link");
+        let responses = grpc
+            .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec)
+            .await
+            .unwrap()
+            .into_inner();
+        (tx, responses)
+    }
+
+    /// An envelope signed with this org's key (whatever `origin` it names),
+    /// and its chain hash. Roster changes carry no author or priority.
+    pub fn envelope(
+        &self,
+        channel: &str,
+        origin: &str,
+        seq: u64,
+        prev: [u8; 32],
+        body: &str,
+        kind: proto::Kind,
+    ) -> (proto::Envelope, [u8; 32]) {
+        self.envelope_with(
+            &self.pki.message_key().unwrap(),
+            channel,
+            origin,
+            seq,
+            prev,
+            body.as_bytes().to_vec(),
+            kind,
+        )
+    }
+
+    /// An envelope signed with `key`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn envelope_with(
+        &self,
+        key: &Ed25519KeyPair,
+        channel: &str,
+        origin: &str,
+        seq: u64,
+        prev: [u8; 32],
+        body: Vec<u8>,
+        kind: proto::Kind,
+    ) -> (proto::Envelope, [u8; 32]) {
+        let control = kind == proto::Kind::Control;
+        let mut e = proto::Envelope {
+            channel: channel.into(),
+            origin: origin.into(),
+            origin_seq: seq,
+            author: if control { "" } else { "hand" }.into(),
+            hlc: (self.now_ms << 16) + seq,
+            kind: kind as i32,
+            priority: if control { 0 } else { 1 },
+            body,
+            prev: prev.to_vec(),
+            signature: vec![],
+        };
+        let hash = samband::model::sign_and_hash(&mut e, key);
+        (e, hash)
+    }
+
+    /// This org's roster change of its channel `channel` (seq `seq`, after
+    /// `prev`): the offer of that channel to its participants.
+    pub fn roster(
+        &self,
+        channel: &str,
+        seq: u64,
+        prev: [u8; 32],
+        participants: Vec<proto::Participant>,
+    ) -> (proto::Envelope, [u8; 32]) {
+        self.envelope_with(
+            &self.pki.message_key().unwrap(),
+            channel,
+            &self.org,
+            seq,
+            prev,
+            samband::federation::core::control_body(participants),
+            proto::Kind::Control,
+        )
+    }
+}
+
+/// A fresh Ed25519 key, as a partner would invent one.
+pub fn invented_key() -> Ed25519KeyPair {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+pub fn frame(f: proto::link_frame::Frame) -> proto::LinkFrame {
+    proto::LinkFrame { frame: Some(f) }
+}
+
+/// The next frame from the other side of a hand-driven link.
+pub async fn next_frame(
+    responses: &mut tonic::Streaming<proto::LinkFrame>,
+) -> proto::link_frame::Frame {
+    loop {
+        let f = tokio::time::timeout(PATIENCE, responses.message())
+            .await
+            .expect("a frame in time")
+            .expect("the link stays up")
+            .expect("the link stays open");
+        if let Some(f) = f.frame {
+            return f;
+        }
+    }
+}
+
+/// How the other side ended a hand-driven link: the status it sent, after
+/// skipping its frames.
+pub async fn end_status<T>(responses: &mut tonic::Streaming<T>) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(PATIENCE, responses.message())
+            .await
+            .expect("the link to end in time")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the link ended with status OK"),
+            Err(status) => return status,
+        }
+    }
+}
+
+/// Bytes in, bytes out: no schema.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
