@@ -86,6 +86,16 @@ impl HandPeer {
         node_dir: &Path,
         fed_addr: SocketAddr,
     ) -> (mpsc::Sender<Vec<u8>>, tonic::Streaming<Vec<u8>>) {
+        self.try_dial_raw(node_dir, fed_addr).await.unwrap()
+    }
+
+    /// [`HandPeer::dial_raw`], with the node's refusal of the link (e.g.
+    /// ALREADY_EXISTS while it still holds this peer's previous link).
+    pub async fn try_dial_raw(
+        &self,
+        node_dir: &Path,
+        fed_addr: SocketAddr,
+    ) -> Result<(mpsc::Sender<Vec<u8>>, tonic::Streaming<Vec<u8>>), tonic::Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel(node_dir, fed_addr).await);
         grpc.ready().await.unwrap();
         let (tx, rx) = mpsc::channel(16);
@@ -93,10 +103,9 @@ impl HandPeer {
             tonic::codegen::http::uri::PathAndQuery::from_static("/samband.v1.Federation/Link");
         let responses = grpc
             .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec)
-            .await
-            .unwrap()
+            .await?
             .into_inner();
-        (tx, responses)
+        Ok((tx, responses))
     }
 
     /// An envelope signed with this org's key (whatever `origin` it names),

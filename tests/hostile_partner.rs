@@ -1,0 +1,418 @@
+//! A legitimately pinned but hostile partner against a real `samband serve`
+//! process, over the real Federation protocol: it cannot speak for this
+//! node or its other partners, and nothing it sends costs the node more
+//! than a bounded amount of memory or disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::hand_peer::{HandPeer, end_status, frame, invented_key, next_frame};
+use common::{
+    ServeProcess, all_history, audit_log, contains, create_channel, eventually, init_dir, node_dir,
+    post, raw_store_bytes,
+};
+use ring::signature::KeyPair as _;
+use samband::model::GENESIS_HASH;
+use samband::proto::{self, link_frame::Frame};
+
+fn participant(org: &str, key: &[u8]) -> proto::Participant {
+    proto::Participant {
+        org: org.into(),
+        signing_key: key.to_vec(),
+        active: true,
+        removed_at: 0,
+    }
+}
+
+/// The bundle of `org` (its PKI made in a fresh directory), and the
+/// directory that keeps it alive.
+fn bundle_of(org: &str) -> (tempfile::TempDir, samband::trust::TrustBundle) {
+    let tmp = init_dir(org);
+    let pki = samband::pki::OrgPki::at(&node_dir(&tmp));
+    let id = samband::model::OrgId::parse(org).unwrap();
+    let bundle = samband::federation::own_bundle(&id, &pki, "127.0.0.1:1").unwrap();
+    (tmp, bundle)
+}
+
+/// The hostile partner is home of `mallory.example/ops` and offers it to
+/// police with rosters that list police and rescue (which police pinned)
+/// with keys it made up. Police refuses those rosters; a roster that keeps
+/// their pinned keys is joined, and then no envelope in police's or
+/// rescue's name is accepted unless it verifies against the pinned key.
+/// An org police never pinned is shown as vouched for by the home.
+#[tokio::test]
+async fn a_partner_whose_roster_lies_cannot_speak_for_this_node_or_its_peers() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let police = ServeProcess::start(&dir).await;
+    let mut admin = police.admin(&dir).await;
+    let (_rescue_tmp, rescue) = bundle_of("rescue.example");
+    admin
+        .add_peer(proto::AddPeerRequest {
+            bundle: rescue.to_text(),
+            fingerprint: rescue.fingerprint(),
+            endpoint: String::new(),
+            accept: proto::AcceptPolicy::Auto as i32,
+        })
+        .await
+        .unwrap();
+    let mallory = HandPeer::trusted_by(&mut admin, "mallory.example").await;
+    let police_text = admin
+        .export_trust(proto::ExportTrustRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .text;
+    let police_key = samband::trust::TrustBundle::parse(&police_text)
+        .unwrap()
+        .signing_key;
+    let (invented, x_key) = (invented_key(), invented_key());
+    let invented_pub = invented.public_key().as_ref().to_vec();
+
+    let (tx, mut responses) = mallory.dial(&dir, police.fed_addr).await;
+    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+        .await
+        .unwrap();
+    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+    let ops = "mallory.example/ops";
+    let lies = [
+        vec![
+            participant("police.example", &invented_pub),
+            participant("rescue.example", &invented_pub),
+        ],
+        vec![
+            participant("police.example", &police_key),
+            participant("rescue.example", &invented_pub),
+        ],
+    ];
+    for roster in lies {
+        let (offer, _) = mallory.roster(ops, 1, GENESIS_HASH, roster);
+        tx.send(frame(Frame::Offer(offer))).await.unwrap();
+    }
+    let honest_about_pinned = vec![
+        participant("police.example", &police_key),
+        participant("x.example", x_key.public_key().as_ref()),
+    ];
+    let (roster, r1) = mallory.roster(ops, 1, GENESIS_HASH, honest_about_pinned.clone());
+    tx.send(frame(Frame::Offer(roster.clone()))).await.unwrap();
+    let mut operator = police.operator(&dir).await;
+    eventually("police to join the honest offer", || {
+        let mut operator = operator.clone();
+        async move {
+            let channels = operator
+                .list_channels(proto::ListChannelsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .channels;
+            channels.iter().any(|c| c.id == ops).then_some(())
+        }
+    })
+    .await;
+
+    // Into the joined channel: the roster, then envelopes in the names of
+    // police, rescue and x, and of Mallory itself.
+    let forged = |origin: &str, body: &str| {
+        mallory
+            .envelope_with(
+                &invented,
+                ops,
+                origin,
+                1,
+                GENESIS_HASH,
+                body.into(),
+                proto::Kind::Text,
+            )
+            .0
+    };
+    let (x_says, _) = mallory.envelope_with(
+        &x_key,
+        ops,
+        "x.example",
+        1,
+        GENESIS_HASH,
+        b"x reporting".to_vec(),
+        proto::Kind::Text,
+    );
+    let (own, _) = mallory.envelope(
+        ops,
+        "mallory.example",
+        2,
+        r1,
+        "mallory reporting",
+        proto::Kind::Text,
+    );
+    // A roster change that swaps police's key for the invented one.
+    let mut swapped = honest_about_pinned.clone();
+    swapped[0].signing_key = invented_pub.clone();
+    let (swap, _) = mallory.roster(ops, 2, r1, swapped);
+    let batches = vec![
+        vec![roster],
+        vec![forged("police.example", "MARKER-FORGED stand down")],
+        vec![forged("rescue.example", "MARKER-FORGED rescue withdraws")],
+        vec![swap],
+        vec![x_says],
+        vec![own],
+    ];
+    for envelopes in batches {
+        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch { envelopes })))
+            .await
+            .unwrap();
+    }
+    let history = eventually("x's and mallory's messages at police", || {
+        let mut operator = operator.clone();
+        async move {
+            let h = all_history(&mut operator, ops).await;
+            (h.iter().filter(|m| m.kind == "text").count() >= 2).then_some(h)
+        }
+    })
+    .await;
+    // Police's own post is its seq 1: nothing forged was chained before it.
+    let posted = post(&mut operator, ops, "police reporting").await;
+    assert_eq!(posted.origin_seq, 1);
+    let history = {
+        let mut h = all_history(&mut operator, ops).await;
+        assert!(h.len() > history.len());
+        h.retain(|m| m.kind == "text");
+        h
+    };
+    let shown: Vec<(&str, &str, i32)> = history
+        .iter()
+        .map(|m| (m.origin.as_str(), m.text.as_str(), m.origin_key))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (
+                "x.example",
+                "x reporting",
+                proto::OriginKey::VouchedByHome as i32
+            ),
+            (
+                "mallory.example",
+                "mallory reporting",
+                proto::OriginKey::Pinned as i32
+            ),
+            (
+                "police.example",
+                "police reporting",
+                proto::OriginKey::Own as i32
+            ),
+        ]
+    );
+    let log = audit_log(&mut admin).await;
+    let reasons: Vec<&str> = log
+        .iter()
+        .filter(|e| e.event == "federation.rejected" && e.details["peer"] == "mallory.example")
+        .map(|e| e.details["reason"].as_str())
+        .collect();
+    for (what, needle, times) in [
+        // An offer, and a roster change of the joined channel.
+        (
+            "a roster lying about police",
+            "roster lists police.example",
+            2,
+        ),
+        (
+            "a roster lying about rescue",
+            "roster lists rescue.example",
+            1,
+        ),
+        (
+            "an envelope in police's name",
+            "signature does not verify",
+            1,
+        ),
+        (
+            "an envelope in rescue's name",
+            "origin rescue.example is not a participant",
+            1,
+        ),
+    ] {
+        assert_eq!(
+            reasons.iter().filter(|r| r.contains(needle)).count(),
+            times,
+            "{what}: {reasons:#?}"
+        );
+    }
+    drop(tx);
+    drop(police);
+    let raw = raw_store_bytes(&dir);
+    assert!(
+        !contains(&raw, "MARKER-FORGED"),
+        "a forgery reached the store"
+    );
+}
+
+/// Bytes a process holds in memory now (VmRSS).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// The bounds `docs/ARCHITECTURE.md` states for a flood of every frame type.
+const FLOOD_RSS_GROWTH: u64 = 64 << 20;
+const FLOOD_DISK_GROWTH: u64 = 4 << 20;
+
+/// A pinned partner floods every frame type: hellos and progress frames
+/// naming 90,000 made-up channels, batches of envelopes for channels that
+/// do not exist, and one frame of 4,000,000 empty envelopes. None of the
+/// names reaches the disk, the node's memory and data directory grow by
+/// less than the stated bounds, the oversized frame ends the link with
+/// RESOURCE_EXHAUSTED, and the partner's next link is taken at once.
+#[tokio::test]
+async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let police = ServeProcess::start(&dir).await;
+    let pid = police.child.id().unwrap();
+    let mut admin = police.admin(&dir).await;
+    let mallory = HandPeer::trusted_by(&mut admin, "mallory.example").await;
+    let mut operator = police.operator(&dir).await;
+    let crisis = create_channel(&mut operator, "crisis").await;
+    admin
+        .share_channel(proto::ShareChannelRequest {
+            channel: "crisis".into(),
+            orgs: vec!["mallory.example".into()],
+        })
+        .await
+        .unwrap();
+    post(&mut operator, &crisis, "before the flood").await;
+    // Idle, with one link up and down once, so that its buffers count as idle.
+    let (tx, mut responses) = mallory.dial(&dir, police.fed_addr).await;
+    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+        .await
+        .unwrap();
+    next_frame(&mut responses).await;
+    let (idle_rss, idle_disk) = (rss_bytes(pid), dir_bytes(&samband::node::data_dir(&dir)));
+
+    let made_up = |i: usize| format!("police.example/made-up-{i:06}-{}", "x".repeat(40));
+    let vectors = |from: usize| proto::VersionVectors {
+        channels: (from..from + 9_000)
+            .map(|i| proto::ChannelVector {
+                channel: made_up(i),
+                entries: vec![proto::VectorEntry {
+                    origin: "police.example".into(),
+                    seq: 1,
+                }],
+            })
+            .collect(),
+    };
+    for round in 0..5 {
+        tx.send(frame(Frame::Hello(vectors(round * 9_000))))
+            .await
+            .unwrap();
+        tx.send(frame(Frame::Progress(vectors(45_000 + round * 9_000))))
+            .await
+            .unwrap();
+    }
+    for round in 0..20 {
+        let envelopes = (0..1_000)
+            .map(|i| {
+                mallory
+                    .envelope(
+                        &made_up(200_000 + round * 1_000 + i),
+                        "mallory.example",
+                        1,
+                        GENESIS_HASH,
+                        &"b".repeat(4_000),
+                        proto::Kind::Text,
+                    )
+                    .0
+            })
+            .collect();
+        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch { envelopes })))
+            .await
+            .unwrap();
+    }
+    // The link is still up and answers: the floods above were paced, not fatal.
+    let marker = mallory
+        .envelope(
+            &crisis,
+            "mallory.example",
+            1,
+            GENESIS_HASH,
+            "after the flood",
+            proto::Kind::Text,
+        )
+        .0;
+    tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![marker],
+    })))
+    .await
+    .unwrap();
+    while !matches!(next_frame(&mut responses).await, Frame::Progress(_)) {}
+    drop(tx);
+    drop(responses);
+
+    // 4,000,000 empty envelopes in one 8 MB frame.
+    // (The node notices the dropped link above in its own time.)
+    let (raw_tx, mut raw_responses) = eventually("the previous link to be released", || async {
+        mallory.try_dial_raw(&dir, police.fed_addr).await.ok()
+    })
+    .await;
+    // EnvelopeBatch.envelopes is field 1: tag 0x0a, each of length 0.
+    let empties = [0x0au8, 0x00].repeat(4_000_000);
+    let mut huge = vec![0x12u8];
+    prost::encoding::encode_varint(empties.len() as u64, &mut huge);
+    huge.extend_from_slice(&empties);
+    raw_tx.send(huge).await.unwrap();
+    let status = end_status(&mut raw_responses).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Released at once: the next link is not refused as a second one.
+    let (tx, mut responses) = mallory.dial(&dir, police.fed_addr).await;
+    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+        .await
+        .unwrap();
+    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+
+    let (rss, disk) = (rss_bytes(pid), dir_bytes(&samband::node::data_dir(&dir)));
+    eprintln!(
+        "flood: rss {} -> {} MiB, data dir {} -> {} KiB",
+        idle_rss >> 20,
+        rss >> 20,
+        idle_disk >> 10,
+        disk >> 10
+    );
+    assert!(
+        rss < idle_rss + FLOOD_RSS_GROWTH,
+        "memory grew from {idle_rss} to {rss} bytes"
+    );
+    assert!(
+        disk < idle_disk + FLOOD_DISK_GROWTH,
+        "the data directory grew from {idle_disk} to {disk} bytes"
+    );
+    drop(tx);
+    drop(police);
+    // Names from hellos and progress (made-up-0…) are never stored; those
+    // of refused envelopes (made-up-2…) appear only in the capped audit log.
+    let raw = raw_store_bytes(&dir);
+    assert!(
+        !contains(&raw, "made-up-0"),
+        "a made-up channel name of a hello or progress frame reached the disk"
+    );
+}
