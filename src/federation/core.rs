@@ -19,6 +19,9 @@ use crate::proto::{ChannelRecord, ChannelState, Control, Envelope, Kind, Partici
 /// one incident is dozens of agencies; the bound keeps what one roster
 /// costs to check and store small.
 pub const MAX_PARTICIPANTS: usize = 256;
+/// Largest encoded roster, in bytes: [`MAX_PARTICIPANTS`] entries of a
+/// 253-byte org id, a 32-byte key and their tags fit with room to spare.
+pub const MAX_ROSTER_BYTES: usize = 128 << 10;
 /// Length of an Ed25519 public key and signature (RFC 8032), and of a
 /// SHA-256 chain hash, in bytes.
 const KEY_BYTES: usize = 32;
@@ -168,8 +171,16 @@ pub struct Context<'a> {
     pub max_hlc: u64,
 }
 
-/// The roster snapshot carried by a control envelope.
+/// The roster snapshot carried by a control envelope. A body larger than
+/// [`MAX_ROSTER_BYTES`] is refused before it is decoded, so a partner's
+/// roster cannot cost more memory than a roster of the largest allowed size.
 pub fn roster_of(env: &Envelope) -> Result<Vec<Participant>, Reject> {
+    if env.body.len() > MAX_ROSTER_BYTES {
+        return Err(Reject::Malformed(format!(
+            "roster of {} bytes; the limit is {MAX_ROSTER_BYTES}",
+            env.body.len()
+        )));
+    }
     let control =
         Control::decode(env.body.as_slice()).map_err(|e| Reject::Malformed(e.to_string()))?;
     match control.action {

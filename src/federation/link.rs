@@ -718,7 +718,7 @@ async fn answer(
                 gap |= reason.is_out_of_order();
                 tracing::warn!(
                     target: "samband::federation::rejected",
-                    %peer, %channel, %origin, seq, reason = %reason,
+                    %peer, ?channel, ?origin, seq, reason = %reason,
                     "federation envelope rejected"
                 );
             }
@@ -775,7 +775,7 @@ async fn offered(
         Ok(Offered::Held) => return Ok(true),
         Err(reason) => tracing::warn!(
             target: "samband::federation::rejected",
-            %peer, %channel, reason = %reason, "channel offer rejected"
+            %peer, ?channel, reason = %reason, "channel offer rejected"
         ),
     }
     Ok(false)

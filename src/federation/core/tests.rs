@@ -378,6 +378,67 @@ fn a_roster_never_overrides_a_pinned_key() {
     );
 }
 
+/// A roster is bounded before it is decoded, and in what it may list.
+#[test]
+fn a_roster_is_bounded_before_and_after_decoding() {
+    let w = world();
+    let pins = w.pins();
+    let offer = |body: Vec<u8>| {
+        let mut env = Envelope {
+            channel: w.record.id.clone(),
+            origin: "a.example".into(),
+            origin_seq: 1,
+            hlc: 1 << 16,
+            kind: Kind::Control as i32,
+            body,
+            prev: GENESIS_HASH.to_vec(),
+            ..Default::default()
+        };
+        sign_and_hash(&mut env, &w.home);
+        check_offer(&env, &org("c.example"), &org("b.example"), &pins, 1)
+    };
+    // Millions of empty participants in one body: refused by its size alone.
+    let mut huge = vec![0x0a];
+    let empties = [0x0a, 0x00].repeat(1 << 20);
+    prost::encoding::encode_varint(empties.len() as u64, &mut huge);
+    huge.extend_from_slice(&empties);
+    assert!(matches!(offer(huge), Err(Reject::Malformed(m)) if m.contains("limit")));
+    let many: Vec<Participant> = (0..=MAX_PARTICIPANTS)
+        .map(|i| Participant {
+            org: format!("o{i}.example"),
+            signing_key: vec![1; 32],
+            active: true,
+            removed_at: 0,
+        })
+        .collect();
+    assert!(matches!(
+        offer(control_body(many.clone())),
+        Err(Reject::Malformed(_))
+    ));
+    let mut twice = w.record.participants.clone();
+    twice.push(twice[0].clone());
+    assert!(matches!(
+        offer(control_body(twice)),
+        Err(Reject::Malformed(_))
+    ));
+    let mut short_key = w.record.participants.clone();
+    short_key[0].signing_key.truncate(31);
+    assert!(matches!(
+        offer(control_body(short_key)),
+        Err(Reject::Malformed(_))
+    ));
+    // The largest allowed roster fits the byte limit.
+    let mut largest = many;
+    largest.pop();
+    let label = "a".repeat(63);
+    for (i, p) in largest.iter_mut().enumerate() {
+        // 253 bytes, the longest org id.
+        p.org = format!("{label}.{label}.{label}.{:a<61}", format!("o{i}"));
+        assert_eq!(p.org.len(), 253);
+    }
+    assert!(control_body(largest).len() <= MAX_ROSTER_BYTES);
+}
+
 /// A received envelope is held to what a local post may be.
 #[test]
 fn every_field_of_a_received_envelope_is_checked() {
