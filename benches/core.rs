@@ -8,12 +8,12 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
-use samband::federation::core::{Context, check};
 use samband::model::{
     ChainHead, ChannelId, Cursor, GENESIS_HASH, Hlc, OrgId, canonical_bytes, chain_hash,
     sign_and_hash, verify,
 };
 use samband::proto::{ChannelRecord, ChannelState, Envelope, Kind, Participant};
+use samband::rules::{Context, check};
 use samband::store::{Page, Store, StoreBatch, keys};
 
 fn key() -> Ed25519KeyPair {
@@ -77,7 +77,7 @@ fn envelopes(c: &mut Criterion) {
     );
     let channel = ChannelId::parse(&record.id).unwrap();
     // Police pinned rescue's key when it imported rescue's trust bundle.
-    let pinned = samband::federation::core::Pinned::new([("rescue.example", public.as_slice())]);
+    let pinned = samband::rules::Pinned::new([("rescue.example", public.as_slice())]);
     let ctx = Context {
         local: &local,
         sender: &sender,

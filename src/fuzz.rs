@@ -10,9 +10,9 @@
 
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-use crate::federation::core::{self, Context, Verdict};
 use crate::model::{ChainHead, ChannelId, OrgId, chain_hash};
 use crate::proto::{ChannelRecord, ChannelState, Participant, link_frame::Frame};
+use crate::rules::{self, Context, Verdict};
 
 /// The channel the fuzzed envelopes are checked against.
 pub const CHANNEL: &str = "home.example/crisis";
@@ -71,7 +71,7 @@ pub fn admitted(data: &[u8]) -> usize {
         .into_iter()
         .map(|o| (o, signing_key(o).public_key().as_ref().to_vec()))
         .collect();
-    let pinned = core::Pinned::new(keys.iter().map(|(o, k)| (*o, k.as_slice())));
+    let pinned = rules::Pinned::new(keys.iter().map(|(o, k)| (*o, k.as_slice())));
     let Ok(channel) = ChannelId::parse(CHANNEL) else {
         return admitted;
     };
@@ -97,15 +97,15 @@ pub fn admitted(data: &[u8]) -> usize {
                     max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
                     max_hlc: u64::MAX / 2,
                 };
-                if matches!(core::check(env, &ctx), Verdict::Accept | Verdict::Chained) {
+                if matches!(rules::check(env, &ctx), Verdict::Accept | Verdict::Chained) {
                     heads.insert(env.origin.clone(), ChainHead::after(env, chain_hash(env)));
-                    let _ = core::apply_control(&mut record, env, &local);
+                    let _ = rules::apply_control(&mut record, env, &local);
                     admitted += 1;
                 }
             }
         }
         Some(Frame::Offer(env)) => {
-            admitted += usize::from(core::check_offer(&env, &local, &peer, &pinned, 1).is_ok());
+            admitted += usize::from(rules::check_offer(&env, &local, &peer, &pinned, 1).is_ok());
         }
         Some(Frame::Hello(vv) | Frame::Progress(vv)) => {
             for cv in &vv.channels {

@@ -14,8 +14,9 @@
 //! * [`identity`] — who is calling, from a verified client certificate.
 //! * [`store`] — the only code that touches sled; all key layouts.
 //! * [`trust`] — trust bundles and their fingerprints.
-//! * [`federation`] — peers, links, replication of shared channels; its
-//!   decisions in the pure [`federation::core`].
+//! * [`rules`] — the federation's decisions, pure: eligibility, accepting
+//!   or rejecting what a partner sends, rosters, pinned keys.
+//! * [`federation`] — peers, links, replication of shared channels.
 //! * [`node`] — a running node: writer with group commit, fan-out,
 //!   subscriptions, TLS listener, ordered shutdown.
 //! * `api` — tonic services; the one place errors become `Status`.
@@ -40,6 +41,7 @@ pub mod model;
 pub mod node;
 pub mod pki;
 pub mod rate;
+pub mod rules;
 pub mod setup;
 pub mod store;
 mod sync;

@@ -156,7 +156,7 @@ fn chain(origin: &str, kind: Kind, n: u64) -> Vec<Envelope> {
                 kind: kind as i32,
                 priority: if kind == Kind::Control { 0 } else { 1 },
                 body: match kind {
-                    Kind::Control => samband::federation::core::control_body(
+                    Kind::Control => samband::rules::control_body(
                         [fuzz::LOCAL, PEER]
                             .map(|org| Participant {
                                 org: org.into(),

@@ -11,11 +11,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiError;
-use crate::federation::core::{OriginKey, Pinned};
 use crate::identity::{IdentityError, Member};
 use crate::model::{ChannelId, ChannelName, Cursor, OrgId, Priority, Role};
 use crate::node::{NewPost, Pending, Shared, Start, Subscription};
 use crate::proto::{self, messaging_server};
+use crate::rules::{OriginKey, Pinned};
 use crate::store::{Page, Stored};
 
 /// Default and largest page sizes of History.
@@ -81,7 +81,7 @@ fn posted(stored: &Stored) -> proto::PostResponse {
 
 /// A roster change in words, e.g. "shared with rescue.example; removed: x.example".
 fn roster_text(env: &proto::Envelope) -> String {
-    let Ok(roster) = crate::federation::core::roster_of(env) else {
+    let Ok(roster) = crate::rules::roster_of(env) else {
         return "roster change (unreadable)".to_owned();
     };
     let names = |active: bool| {

@@ -20,7 +20,6 @@ use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::Federation;
-use super::core::{self, Eligibility, Verdict};
 use super::wire::FrameError;
 use crate::model::{ChannelId, OrgId, Vector};
 use crate::node::{Offered, Pending};
@@ -28,6 +27,7 @@ use crate::proto::{
     AcceptPolicy, ChannelVector, Envelope, EnvelopeBatch, LinkFrame, VectorEntry, VersionVectors,
     link_frame::Frame,
 };
+use crate::rules::{self, Eligibility, Verdict};
 
 /// Frames buffered towards the peer before the sender waits.
 pub(super) const LINK_BUFFER: usize = 16;
@@ -248,7 +248,7 @@ fn shared_with(fed: &Federation, peer: &OrgId, channel: &str) -> bool {
     let Ok(id) = ChannelId::parse(channel) else {
         return false;
     };
-    matches!(fed.store.channel(&id), Ok(Some(record)) if core::eligibility(&record, &fed.org, peer) != Eligibility::None)
+    matches!(fed.store.channel(&id), Ok(Some(record)) if rules::eligibility(&record, &fed.org, peer) != Eligibility::None)
 }
 
 /// The part of a peer's hello or progress that names channels it may see.
@@ -278,7 +278,7 @@ async fn send(out: &Out, f: Frame) -> Result<(), String> {
 fn hello(fed: &Federation, peer: &OrgId) -> Result<VersionVectors, String> {
     let mut channels = Vec::new();
     for record in fed.store.channels().map_err(|e| e.to_string())? {
-        if core::eligibility(&record, &fed.org, peer) == Eligibility::None {
+        if rules::eligibility(&record, &fed.org, peer) == Eligibility::None {
             continue;
         }
         let Ok(id) = ChannelId::parse(&record.id) else {
@@ -435,7 +435,7 @@ async fn push(
         let Some(record) = fed.store.channel(&channel).map_err(err)? else {
             continue;
         };
-        let eligibility = core::eligibility(&record, &fed.org, peer);
+        let eligibility = rules::eligibility(&record, &fed.org, peer);
         if eligibility == Eligibility::None {
             continue;
         }
@@ -462,7 +462,7 @@ async fn push(
             }
             continue;
         };
-        for (origin, first, held) in core::to_send(eligibility, channel.home(), &mine, theirs) {
+        for (origin, first, held) in rules::to_send(eligibility, channel.home(), &mine, theirs) {
             let mut next = first;
             while next <= held {
                 let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;

@@ -1,17 +1,16 @@
 //! Federation: partner trust, links to partner nodes, and replication of
 //! shared channels over them.
 //!
-//! * [`core`] — the decisions, pure: eligibility, accept/reject, rosters.
+//! * `wire` — the link's codec and the limits of one frame.
 //! * `link` — one link: a bidirectional stream of frames; a sender that
 //!   pushes what the peer lacks, a reader that applies what arrives.
 //! * `dialer` — dialing a peer with capped, jittered backoff.
 //! * this file — the registry of peers and links, listener TLS that follows
 //!   the peer table without a restart, and link status for operators.
 //!
-//! Nothing here decides what may leave the node: `core::eligibility` does,
+//! Nothing here decides what may leave the node: `rules::eligibility` does,
 //! from the channel's roster, for every envelope of every push.
 
-pub mod core;
 mod dialer;
 mod link;
 pub mod wire;
@@ -29,6 +28,7 @@ use crate::model::{ChannelId, OrgId, unix_ms};
 use crate::node::{Commits, DurableMarks, WriterHandle};
 use crate::pki::{OrgPki, PkiError};
 use crate::proto::{self, AcceptPolicy, PeerRecord};
+use crate::rules;
 use crate::store::{Store, StoreError};
 use crate::trust::{BundleError, TrustBundle};
 
@@ -484,7 +484,7 @@ impl Federation {
                 let Ok(id) = ChannelId::parse(&ch.id) else {
                     continue;
                 };
-                if core::eligibility(ch, &self.org, &org) != core::Eligibility::Full {
+                if rules::eligibility(ch, &self.org, &org) != rules::Eligibility::Full {
                     continue;
                 }
                 let mine = match vectors.entry(id) {

@@ -20,12 +20,12 @@ use super::commits::Commits;
 use super::durable::DurableMarks;
 use super::fanout::Fanout;
 use crate::audit::{self, Event, clip};
-use crate::federation::core::{self, Reject, Verdict};
 use crate::model::{
     ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority,
     chain_hash, sign, unix_ms,
 };
 use crate::proto::{ChannelRecord, ChannelState, Envelope, Kind};
+use crate::rules::{self, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
 /// How far ahead of this node's clock a received timestamp may be.
@@ -219,7 +219,7 @@ struct Writer {
     records: HashMap<ChannelId, ChannelRecord>,
     /// This node's key and its peers' keys, read from the peer table once
     /// in a round that needs them (the table changes outside the writer).
-    pinned: core::Pinned,
+    pinned: rules::Pinned,
     pinned_fresh: bool,
     fanout: Arc<Fanout>,
     /// Told after every durable round that changed the log, and which channels.
@@ -250,7 +250,7 @@ pub(super) fn spawn(
         clock: HlcClock::default(),
         heads: HashMap::new(),
         records: HashMap::new(),
-        pinned: core::Pinned::default(),
+        pinned: rules::Pinned::default(),
         pinned_fresh: false,
         fanout,
         commits,
@@ -596,7 +596,7 @@ impl Writer {
     fn refresh_pinned(&mut self) -> Result<(), StoreError> {
         if !self.pinned_fresh {
             let peers = self.store.peers()?;
-            self.pinned = core::Pinned::new(
+            self.pinned = rules::Pinned::new(
                 std::iter::once((self.settings.org.as_str(), self.public_key.as_slice())).chain(
                     peers
                         .iter()
@@ -721,7 +721,7 @@ impl Writer {
             None
         };
         self.refresh_pinned()?;
-        let ctx = core::Context {
+        let ctx = rules::Context {
             local: &self.settings.org,
             sender: from,
             channel: &channel,
@@ -732,7 +732,7 @@ impl Writer {
             max_envelope_bytes: self.settings.max_envelope_bytes,
             max_hlc: Hlc::at(unix_ms() + MAX_DRIFT_MS).0,
         };
-        match core::check(&envelope, &ctx) {
+        match rules::check(&envelope, &ctx) {
             Verdict::Accept => {}
             Verdict::Chained => {
                 let hash = chain_hash(&envelope);
@@ -749,7 +749,7 @@ impl Writer {
         }
         if envelope.kind == Kind::Control as i32 {
             let mut updated = record.clone();
-            if let Err(r) = core::apply_control(&mut updated, &envelope, &self.settings.org) {
+            if let Err(r) = rules::apply_control(&mut updated, &envelope, &self.settings.org) {
                 return Ok(self.refuse_envelope(round, from, &envelope, r));
             }
             round.audit.push(
@@ -812,7 +812,7 @@ impl Writer {
             // (an internal one answers exactly like one that does not exist).
             Some(_) => {
                 let eligible = existing.as_ref().is_some_and(|r| {
-                    core::eligibility(r, &self.settings.org, from) != core::Eligibility::None
+                    rules::eligibility(r, &self.settings.org, from) != rules::Eligibility::None
                 });
                 if eligible {
                     return Ok(Ok(Offered::Held));
@@ -868,7 +868,7 @@ impl Writer {
             )));
         }
         self.refresh_pinned()?;
-        Ok(core::check_offer(
+        Ok(rules::check_offer(
             envelope,
             &self.settings.org,
             from,
@@ -906,7 +906,7 @@ impl Writer {
             RosterChange::Share { orgs } => orgs
                 .iter()
                 .fold(record.participants.clone(), |roster, (org, key)| {
-                    core::changed_roster(&roster, org, Some(key), seq + 1)
+                    rules::changed_roster(&roster, org, Some(key), seq + 1)
                 }),
             RosterChange::Unshare { org } => {
                 if !record
@@ -919,10 +919,10 @@ impl Writer {
                         org: org.to_string(),
                     });
                 }
-                core::changed_roster(&record.participants, org, None, seq + 1)
+                rules::changed_roster(&record.participants, org, None, seq + 1)
             }
         };
-        let body = core::control_body(participants.clone());
+        let body = rules::control_body(participants.clone());
         let index = self.originate(round, channel, "", Kind::Control, 0, body)?;
         let roster_seq = round.envelopes[index].2.origin_seq;
         round.audit.push(

@@ -174,7 +174,7 @@ impl HandPeer {
             &self.org,
             seq,
             prev,
-            samband::federation::core::control_body(participants),
+            samband::rules::control_body(participants),
             proto::Kind::Control,
         )
     }

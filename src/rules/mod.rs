@@ -1,6 +1,8 @@
 //! The federation's decisions, as plain functions over values: who may
-//! receive what, and whether a received envelope is accepted. No I/O; the
-//! writer and the links call these and only move bytes.
+//! receive what, whether a received envelope or roster is accepted, and
+//! which keys count. No I/O, no clock: the writer, the links, the API and
+//! the fuzz entry points call these and only move bytes. May use `model`
+//! and `proto` only.
 //!
 //! The roster of a channel is carried in control envelopes of its home:
 //! each is a full snapshot (`Control.roster`), so any one of them, verified
