@@ -11,9 +11,6 @@ use serde::Deserialize;
 
 use crate::model::OrgId;
 
-/// Name of the configuration file inside a node directory.
-pub const FILE_NAME: &str = "config.toml";
-
 /// A node's configuration, as validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -142,7 +139,7 @@ pub const MAX_ENVELOPE_BYTES: usize = MAX_BODY_CEILING + 4096;
 impl Config {
     /// Reads and validates `DIR/config.toml`.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
-        let path = dir.join(FILE_NAME);
+        let path = crate::layout::config_file(dir);
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
             path: path.clone(),
             source,

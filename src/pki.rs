@@ -76,6 +76,21 @@ pub struct CertInfo {
     pub not_after: OffsetDateTime,
 }
 
+impl CertInfo {
+    /// Warns (a log event) when the certificate expires within 30 days.
+    pub fn warn_if_expiring(&self) {
+        let left = self.not_after - time::OffsetDateTime::now_utc();
+        if left < time::Duration::days(30) {
+            tracing::warn!(
+                not_after = %crate::model::rfc3339(self.not_after),
+                days_left = left.whole_days(),
+                "the node certificate expires soon; partners and members will be refused then \
+                 (renew it: samband pki renew --dir DIR)"
+            );
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]
@@ -281,7 +296,7 @@ fn roots(ca: &[CertificateDer<'static>], path: &Path) -> Result<Arc<RootCertStor
 impl OrgPki {
     pub fn at(node_dir: &Path) -> Self {
         Self {
-            dir: node_dir.join("pki"),
+            dir: crate::layout::pki_dir(node_dir),
         }
     }
 

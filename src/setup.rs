@@ -10,14 +10,10 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigError};
 use crate::model::{MemberName, OrgId, Role};
-use crate::node::data_dir;
 use crate::pki::{IdentityBundle, MEMBER_DAYS, OrgPki, PkiError, Validity};
 use crate::store::{Store, StoreError};
 
-/// Name of the operator's bundle inside a node directory.
-pub const OPERATOR_DIR: &str = "operator";
-/// Member name of the operator identity made by `init`.
-pub const OPERATOR_NAME: &str = "operator";
+use crate::layout::OPERATOR_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -106,18 +102,22 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
         opts.federation_listen,
         &advertise(opts.federation_listen, &opts.hosts),
     );
-    let config_path = dir.join(crate::config::FILE_NAME);
+    let config_path = crate::layout::config_file(dir);
     // Check our own template before writing it, so a bad flag never leaves a broken directory.
     Config::parse(&text, &config_path)?;
     let pki = OrgPki::create(dir, &opts.org, &opts.hosts)?;
-    drop(Store::create(&data_dir(dir), &opts.org, 8 << 20)?);
+    drop(Store::create(
+        &crate::layout::data_dir(dir),
+        &opts.org,
+        8 << 20,
+    )?);
     let operator = MemberName::parse(OPERATOR_NAME).map_err(|e| PkiError::Tls(e.to_string()))?;
     pki.issue_member(
         &opts.org,
         &operator,
         Role::Admin,
         &advertise_client,
-        &dir.join(OPERATOR_DIR),
+        &crate::layout::operator_dir(dir),
         Validity::days(MEMBER_DAYS),
     )?;
     std::fs::write(&config_path, text).map_err(|source| SetupError::Io {
@@ -169,7 +169,7 @@ mod tests {
         init(&dir, &opts).unwrap();
         let config = Config::load(&dir).unwrap();
         assert_eq!(config.client.advertise, "samband.police.example:7443");
-        assert!(IdentityBundle::load(&dir.join(OPERATOR_DIR)).is_ok());
+        assert!(IdentityBundle::load(&crate::layout::operator_dir(&dir)).is_ok());
         #[cfg(unix)]
         for key in [
             "pki/ca.key",

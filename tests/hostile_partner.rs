@@ -308,7 +308,7 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
         .await
         .unwrap();
     next_frame(&mut responses).await;
-    let (idle_rss, idle_disk) = (rss_bytes(pid), dir_bytes(&samband::node::data_dir(&dir)));
+    let (idle_rss, idle_disk) = (rss_bytes(pid), dir_bytes(&samband::layout::data_dir(&dir)));
 
     let made_up = |i: usize| format!("police.example/made-up-{i:06}-{}", "x".repeat(40));
     let vectors = |from: usize| proto::VersionVectors {
@@ -390,7 +390,7 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
         .unwrap();
     assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
 
-    let (rss, disk) = (rss_bytes(pid), dir_bytes(&samband::node::data_dir(&dir)));
+    let (rss, disk) = (rss_bytes(pid), dir_bytes(&samband::layout::data_dir(&dir)));
     eprintln!(
         "flood: rss {} -> {} MiB, data dir {} -> {} KiB",
         idle_rss >> 20,

@@ -242,7 +242,7 @@ async fn restart_keeps_everything_and_the_signed_chain_continues() {
     let dir = common::node_dir(&tmp);
     let public = OrgPki::at(&dir).message_public_key().unwrap();
     let org = samband::model::OrgId::parse("police.example").unwrap();
-    let store = Store::open(&samband::node::data_dir(&dir), &org, 1 << 20).unwrap();
+    let store = Store::open(&samband::layout::data_dir(&dir), &org, 1 << 20).unwrap();
     let (stored, more) = store
         .history(&ChannelId::parse(&ch).unwrap(), &Page::Beginning, 100)
         .unwrap();

@@ -329,7 +329,7 @@ async fn a_damaged_store_is_refused_not_silently_replaced() {
     let ch = create_channel(&mut op, "ops").await;
     common::post(&mut op, &ch, "must not vanish silently").await;
     node.kill9().await;
-    let data = samband::node::data_dir(&dir);
+    let data = samband::layout::data_dir(&dir);
     let pristine = tmp.path().join("pristine");
     std::fs::create_dir(&pristine).unwrap();
     for f in ["db", "conf"] {

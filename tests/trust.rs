@@ -181,8 +181,7 @@ async fn a_connection_that_outlives_its_certificate_is_refused_from_then_on() {
 
 /// The serial of the certificate the node at `addr` presents to a new connection.
 async fn served_serial(dir: &Path, addr: std::net::SocketAddr) -> String {
-    let bundle =
-        samband::pki::IdentityBundle::load(&dir.join(samband::setup::OPERATOR_DIR)).unwrap();
+    let bundle = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(&dir)).unwrap();
     let connector =
         tokio_rustls::TlsConnector::from(std::sync::Arc::new(bundle.client_tls().unwrap()));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -388,7 +387,7 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
     let audit = |f: &dyn Fn(&sled::Tree)| {
         // No background flusher: it would hold the lock past the drop.
         let db = sled::Config::new()
-            .path(samband::node::data_dir(&dir))
+            .path(samband::layout::data_dir(&dir))
             .flush_every_ms(None)
             .open()
             .unwrap();
@@ -437,7 +436,7 @@ async fn the_admin_export_streams_a_long_log_whole_and_in_order() {
     {
         let config = samband::config::Config::load(&node_dir(&tmp)).unwrap();
         let store = samband::store::Store::open(
-            &samband::node::data_dir(&node_dir(&tmp)),
+            &samband::layout::data_dir(&node_dir(&tmp)),
             &config.org,
             1 << 20,
         )

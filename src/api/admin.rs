@@ -6,11 +6,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::ApiError;
+use super::Shared;
 use super::messaging::{caller, channel_message};
+use super::shared::ReloadError;
+use crate::engine::{RevokeError, RosterChange};
 use crate::federation::{self, Federation, FederationError};
 use crate::model::MemberName;
 use crate::model::{ChannelId, OrgId, Role};
-use crate::node::{RevokeError, RosterChange, Shared};
 use crate::proto::{self, admin_server};
 
 #[derive(Debug)]
@@ -212,7 +214,7 @@ impl admin_server::Admin for Admin {
     ) -> Result<Response<proto::RevokeMemberResponse>, Status> {
         self.operator(&request)?;
         let member = MemberName::parse(&request.get_ref().member).map_err(ApiError::from)?;
-        let revoked = crate::node::revoke_member(&self.shared.pki, &self.shared.store, &member)
+        let revoked = crate::engine::revoke_member(&self.shared.pki, &self.shared.store, &member)
             .map_err(ApiError::from)?;
         self.shared.revocations.add(&revoked);
         tracing::info!(%member, certificates = revoked.len(), "member revoked");
@@ -233,11 +235,9 @@ impl admin_server::Admin for Admin {
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         self.operator(&request)?;
-        let cert = crate::node::reload(&self.shared, &self.fed).map_err(|e| match e {
+        let cert = super::reload(&self.shared, &self.fed).map_err(|e| match e {
             // Unreadable or mismatched files: the operator can fix those.
-            crate::node::NodeError::Pki(e) => {
-                ApiError::FailedPrecondition(format!("reload failed: {e}"))
-            }
+            ReloadError::Pki(e) => ApiError::FailedPrecondition(format!("reload failed: {e}")),
             other => ApiError::Internal(format!("reload failed: {other}")),
         })?;
         Ok(Response::new(proto::ReloadResponse {

@@ -11,9 +11,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiError;
+use super::Shared;
+use crate::engine::{NewPost, Pending, Start, Subscription};
 use crate::identity::{IdentityError, Member};
 use crate::model::{ChannelId, ChannelName, Cursor, OrgId, Priority, Role};
-use crate::node::{NewPost, Pending, Shared, Start, Subscription};
 use crate::proto::{self, messaging_server};
 use crate::rules::{OriginKey, Pinned};
 use crate::store::{Page, Stored};

@@ -1,12 +1,13 @@
 //! The gRPC surface: tonic services, and the one place errors become a
 //! [`tonic::Status`].
 //!
-//! Handlers validate requests, ask `node` to act, and translate. Internal
+//! Handlers validate requests, ask the engine or federation to act, and translate. Internal
 //! detail (store errors) is logged here and never shown to a caller.
 
 mod admin;
 mod federation;
 mod messaging;
+mod shared;
 
 use std::sync::Arc;
 
@@ -14,14 +15,15 @@ use tonic::Status;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
+use crate::engine::WriteError;
 use crate::federation::Federation;
 use crate::identity::IdentityError;
 use crate::model::ParseError;
-use crate::node::{Shared, WriteError};
 use crate::proto::admin_server::AdminServer;
 use crate::proto::federation_server::FederationServer;
 use crate::proto::messaging_server::MessagingServer;
 use crate::store::StoreError;
+pub(crate) use shared::{Shared, reload};
 
 /// Everything a handler can answer with besides success.
 #[derive(Debug, thiserror::Error)]

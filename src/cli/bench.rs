@@ -238,7 +238,7 @@ fn new_org(root: &Path, org: &str, size: usize) -> anyhow::Result<PathBuf> {
     let opts = InitOptions::loopback(OrgId::parse(org)?);
     setup::init(&dir, &opts)?;
     let defaults = samband::config::Limits::default();
-    let path = dir.join(samband::config::FILE_NAME);
+    let path = samband::layout::config_file(&dir);
     let mut text = std::fs::read_to_string(&path)?;
     for (key, from, to) in [
         (
@@ -354,7 +354,7 @@ async fn start_echo(dir: &Path, org: &str, shutdown: CancellationToken) -> anyho
 }
 
 async fn operator_channel(dir: &Path, addr: &str) -> anyhow::Result<Channel> {
-    let bundle = samband::pki::IdentityBundle::load(&dir.join(setup::OPERATOR_DIR))?;
+    let bundle = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(&dir))?;
     Ok(samband::client::connect_channel(&bundle, Some(addr)).await?)
 }
 
@@ -856,7 +856,7 @@ async fn scale(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     .note("peak_rss_mib", peak_kib / 1024)
     .print(args.json);
     stop_process(served).await?;
-    let disk = dir_bytes(&samband::node::data_dir(&dir));
+    let disk = dir_bytes(&samband::layout::data_dir(&dir));
 
     let start = Instant::now();
     let served = serve_process(&dir).await?;

@@ -92,7 +92,7 @@ impl Connection {
     fn bundle(&self) -> anyhow::Result<IdentityBundle> {
         let dir = match (&self.identity, &self.dir) {
             (Some(bundle), _) => bundle.clone(),
-            (None, Some(node)) => node.join(samband::setup::OPERATOR_DIR),
+            (None, Some(node)) => samband::layout::operator_dir(node),
             (None, None) => bail!(
                 "no identity: pass --identity BUNDLE_DIR, set SAMBAND_IDENTITY, or --dir NODE_DIR"
             ),

@@ -32,7 +32,7 @@ async fn start(org: &'static str, root: &Path) -> anyhow::Result<Agency> {
     let node = LocalNode::start(&dir, None).await?;
     let (client, federation) = (node.client.to_string(), node.federation.to_string());
     // So that `--dir` commands find this node (its config says port 0).
-    std::fs::write(dir.join(super::CLIENT_ADDR_FILE), &client)?;
+    std::fs::write(samband::layout::client_address_file(&dir), &client)?;
     let channel = node.operator().await?;
     setup::add_user(
         &dir,

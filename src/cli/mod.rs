@@ -14,19 +14,18 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use samband::config::Config;
-use samband::node::data_dir;
+use samband::layout::data_dir;
 use samband::proto::admin_client::AdminClient;
 use samband::store::{Store, StoreError};
 use tonic::transport::Channel;
 
 /// File in a node directory where `serve` records the address its client listener got.
-pub(crate) const CLIENT_ADDR_FILE: &str = "client.addr";
 
 /// The member endpoint of the node in `dir`: the bundle's, unless that names
 /// port 0 (bound at start), in which case what the running node recorded.
 pub(crate) fn node_endpoint(dir: Option<&std::path::Path>, bundle_endpoint: &str) -> String {
     match (dir, bundle_endpoint.ends_with(":0")) {
-        (Some(dir), true) => std::fs::read_to_string(dir.join(CLIENT_ADDR_FILE))
+        (Some(dir), true) => std::fs::read_to_string(samband::layout::client_address_file(dir))
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| bundle_endpoint.to_owned()),
         _ => bundle_endpoint.to_owned(),
@@ -40,7 +39,7 @@ pub(crate) fn node_endpoint(dir: Option<&std::path::Path>, bundle_endpoint: &str
 pub(crate) async fn running_node(
     dir: &std::path::Path,
 ) -> anyhow::Result<Option<AdminClient<Channel>>> {
-    let bundle = samband::pki::IdentityBundle::load(&dir.join(samband::setup::OPERATOR_DIR))?;
+    let bundle = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(dir))?;
     let endpoint = node_endpoint(Some(dir), &bundle.info.endpoint);
     match samband::client::connect_channel(&bundle, Some(&endpoint)).await {
         Ok(channel) => Ok(Some(AdminClient::new(channel))),

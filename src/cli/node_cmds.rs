@@ -131,7 +131,7 @@ fn init_logging(config: &Config, format: LogFormat) {
 
 fn default_dir() -> anyhow::Result<PathBuf> {
     let dir = Path::new(DEFAULT_NODE_DIR).to_owned();
-    if !dir.join(samband::config::FILE_NAME).exists() {
+    if !samband::layout::config_file(&dir).exists() {
         let opts = InitOptions {
             org: OrgId::parse(DEFAULT_ORG)?,
             client_listen: parse_listen("127.0.0.1:7443").map_err(anyhow::Error::msg)?,
@@ -186,7 +186,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let org = node.config().org.clone();
         tracing::info!(%org, %client, %federation, "serving");
         // Where the client commands with --dir find a node whose config says port 0.
-        let addr_file = dir.join(super::CLIENT_ADDR_FILE);
+        let addr_file = samband::layout::client_address_file(&dir);
         if let Err(e) = std::fs::write(&addr_file, client.to_string()) {
             tracing::warn!(error = %e, file = %addr_file.display(), "cannot record the client address");
         }

@@ -142,7 +142,7 @@ pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
             .collect(),
         None => {
             let (_, store) = offline_store(&args.dir)?;
-            samband::node::revoke_member(&OrgPki::at(&args.dir), &store, &member)?
+            samband::engine::revoke_member(&OrgPki::at(&args.dir), &store, &member)?
                 .into_iter()
                 .map(|r| (r.serial, r.at))
                 .collect()

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Federation;
 use super::wire::FrameError;
+use crate::engine::{Offered, Pending};
 use crate::model::{ChannelId, OrgId, Vector};
-use crate::node::{Offered, Pending};
 use crate::proto::{
     AcceptPolicy, ChannelVector, Envelope, EnvelopeBatch, LinkFrame, VectorEntry, VersionVectors,
     link_frame::Frame,

@@ -24,8 +24,8 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::{Commits, DurableMarks, WriterHandle};
 use crate::model::{ChannelId, OrgId, unix_ms};
-use crate::node::{Commits, DurableMarks, WriterHandle};
 use crate::pki::{OrgPki, PkiError};
 use crate::proto::{self, AcceptPolicy, PeerRecord};
 use crate::rules;

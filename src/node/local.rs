@@ -69,7 +69,7 @@ impl LocalNode {
 
     /// A channel to the node as its operator.
     pub async fn operator(&self) -> Result<Channel, ClientError> {
-        let bundle = IdentityBundle::load(&self.dir.join(crate::setup::OPERATOR_DIR))?;
+        let bundle = IdentityBundle::load(&crate::layout::operator_dir(&self.dir))?;
         crate::client::connect_channel(&bundle, Some(&self.client.to_string())).await
     }
 

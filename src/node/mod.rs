@@ -8,16 +8,10 @@
 //! in-flight requests finish (bounded by [`GRACE`]), let the writer commit
 //! what it queued, flush the store last.
 
-mod commits;
-mod durable;
-mod fanout;
 mod listener;
 mod local;
-mod revocations;
-mod subscription;
-mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,19 +20,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use commits::Commits;
-pub use durable::DurableMarks;
 pub use listener::tls_incoming;
 pub use local::{LocalNode, LocalNodeError};
-pub use revocations::{Revocations, RevokeError, revoke_member};
-pub use subscription::{Start, Subscription};
-pub use writer::{NewPost, Offered, Pending, RosterChange, WriteError, WriterHandle};
 
-use crate::audit::Event;
-use crate::config::{Config, Limits};
+use crate::config::Config;
+use crate::engine::{self, Commits, DurableMarks, Fanout, Revocations};
 use crate::federation::Federation;
-use crate::model::{ChannelId, MemberName, OrgId};
-use crate::pki::{CertInfo, OrgPki, PkiError};
+use crate::pki::{OrgPki, PkiError};
 use crate::rate::Buckets;
 use crate::store::{Store, StoreError};
 
@@ -91,32 +79,6 @@ impl Listeners {
     }
 }
 
-/// What the API services share. Cheap to reach through an `Arc`.
-#[derive(Debug)]
-pub struct Shared {
-    pub org: OrgId,
-    pub store: Store,
-    pub writer: WriterHandle,
-    pub limits: Limits,
-    pub started: Instant,
-    /// Cancelled when the node begins to shut down; long streams end on it.
-    pub shutdown: CancellationToken,
-    pub revocations: Revocations,
-    /// Members read from client certificates, so each is parsed once.
-    pub identities: crate::identity::IdentityCache,
-    pub pki: OrgPki,
-    /// The member listener's TLS settings; a reload replaces them.
-    client_tls: RwLock<Arc<rustls::ServerConfig>>,
-    /// Per member: how fast they may post (`limits.member_posts_per_second`).
-    post_rates: Buckets<MemberName>,
-    fanout: Arc<fanout::Fanout>,
-}
-
-/// The data directory inside a node directory.
-pub fn data_dir(node_dir: &Path) -> PathBuf {
-    node_dir.join("data")
-}
-
 // === impl Node ===
 
 impl Node {
@@ -128,9 +90,9 @@ impl Node {
         }
         let key = pki.message_key()?;
         let client_tls = Arc::new(pki.client_listener_tls()?);
-        warn_if_expiring(&pki.node_certificate()?);
+        pki.node_certificate()?.warn_if_expiring();
         let store = Store::open(
-            &data_dir(dir),
+            &crate::layout::data_dir(dir),
             &config.org,
             config.store.cache_mib * 1024 * 1024,
         )?;
@@ -168,16 +130,16 @@ impl Node {
             client_tls,
             reload,
         } = self;
-        let fanout = Arc::new(fanout::Fanout::default());
+        let fanout = Arc::new(Fanout::default());
         let commits = Arc::new(Commits::default());
-        let settings = writer::WriterSettings {
+        let settings = engine::WriterSettings {
             org: config.org.clone(),
             // The protocol-wide ceiling, not this node's own posting limit.
             max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
             channels_per_partner: config.limits.channels_per_partner,
         };
         let durable = Arc::new(DurableMarks::default());
-        let (writer, writer_thread) = writer::spawn(
+        let (writer, writer_thread) = engine::spawn(
             store.clone(),
             settings,
             key,
@@ -209,7 +171,7 @@ impl Node {
                 config.limits.peer_envelope_burst,
             ),
         })?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(crate::api::Shared {
             org: config.org.clone(),
             store: store.clone(),
             writer: writer.clone(),
@@ -284,42 +246,9 @@ impl Node {
     }
 }
 
-/// Re-reads the node certificate (e.g. after `samband pki renew`) and the
-/// peer trust. New connections use them; open ones keep theirs.
-pub fn reload(shared: &Shared, fed: &Federation) -> Result<CertInfo, NodeError> {
-    shared.pki.install_renewal()?;
-    let tls = Arc::new(shared.pki.client_listener_tls()?);
-    fed.reload_tls()?;
-    *crate::sync::write(&shared.client_tls) = tls;
-    let cert = shared.pki.node_certificate()?;
-    let not_after = crate::model::rfc3339(cert.not_after);
-    shared.store.audit(
-        Event::new("node.reloaded")
-            .with("node_cert_serial", &cert.serial)
-            .with("node_cert_not_after", &not_after),
-    )?;
-    shared.store.flush()?;
-    tracing::info!(serial = %cert.serial, %not_after, "reloaded the node certificate and peer trust");
-    warn_if_expiring(&cert);
-    Ok(cert)
-}
-
-/// Warns when the node certificate expires within 30 days.
-pub fn warn_if_expiring(cert: &CertInfo) {
-    let left = cert.not_after - time::OffsetDateTime::now_utc();
-    if left < time::Duration::days(30) {
-        tracing::warn!(
-            not_after = %crate::model::rfc3339(cert.not_after),
-            days_left = left.whole_days(),
-            "the node certificate expires soon; partners and members will be refused then \
-             (renew it: samband pki renew --dir DIR)"
-        );
-    }
-}
-
 fn spawn_reloader(
     trigger: Arc<Notify>,
-    shared: Arc<Shared>,
+    shared: Arc<crate::api::Shared>,
     fed: Arc<Federation>,
     shutdown: CancellationToken,
 ) {
@@ -329,38 +258,9 @@ fn spawn_reloader(
                 () = shutdown.cancelled() => return,
                 () = trigger.notified() => {}
             }
-            if let Err(e) = reload(&shared, &fed) {
+            if let Err(e) = crate::api::reload(&shared, &fed) {
                 tracing::error!(error = %e, "reload failed; the node keeps its previous certificate and trust");
             }
         }
     });
-}
-
-// === impl Shared ===
-
-impl Shared {
-    /// Whether `member` may post now under `limits.member_posts_per_second`.
-    pub fn may_post(&self, member: &MemberName) -> bool {
-        self.post_rates.try_take(member, Instant::now())
-    }
-
-    fn client_tls(&self) -> Arc<rustls::ServerConfig> {
-        crate::sync::read(&self.client_tls).clone()
-    }
-
-    /// Follows `channel` from `start`; see [`Subscription`].
-    /// `None` when the channel has `limits.subscribers_per_channel` already.
-    pub fn subscribe(
-        &self,
-        channel: &ChannelId,
-        start: Start,
-    ) -> Result<Option<Subscription>, StoreError> {
-        let Some(rx) = self
-            .fanout
-            .subscribe(channel, self.limits.subscribers_per_channel)
-        else {
-            return Ok(None);
-        };
-        Subscription::new(self.store.clone(), channel.clone(), rx, start).map(Some)
-    }
 }

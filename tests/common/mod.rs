@@ -57,7 +57,7 @@ pub fn init_dir(org: &str) -> tempfile::TempDir {
 
 /// Sets `key = value` in a node's config.toml (the key must be there).
 pub fn set_config(dir: &Path, key_eq: &str, value: &str) {
-    let path = dir.join(samband::config::FILE_NAME);
+    let path = samband::layout::config_file(&dir);
     let text = std::fs::read_to_string(&path).expect("config");
     let start = text.find(key_eq).expect("key in config");
     let end = start + text[start..].find('\n').expect("line end");
@@ -172,7 +172,8 @@ impl TestNode {
 
 /// A new connection to the node of `dir` at `addr`, as its operator.
 pub async fn operator_channel(dir: &Path, addr: SocketAddr) -> Channel {
-    let bundle = IdentityBundle::load(&dir.join(setup::OPERATOR_DIR)).expect("operator bundle");
+    let bundle =
+        IdentityBundle::load(&samband::layout::operator_dir(&dir)).expect("operator bundle");
     client::connect_channel(&bundle, Some(&addr.to_string()))
         .await
         .expect("connect")
@@ -596,7 +597,7 @@ pub async fn converged(
 /// Every byte of a node's data directory, for containment checks.
 pub fn raw_store_bytes(dir: &Path) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut stack = vec![samband::node::data_dir(dir)];
+    let mut stack = vec![samband::layout::data_dir(dir)];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).expect("read data dir") {
             let path = entry.expect("entry").path();

@@ -200,7 +200,7 @@ type PendingRuns = HashMap<(ChannelId, OrgId), Vec<(usize, Envelope, EnvelopeHas
 
 /// Tunables the writer needs from the config.
 #[derive(Debug, Clone)]
-pub(super) struct WriterSettings {
+pub struct WriterSettings {
     pub org: OrgId,
     pub max_envelope_bytes: usize,
     pub channels_per_partner: usize,
@@ -230,7 +230,7 @@ struct Writer {
 }
 
 /// Starts the writer thread.
-pub(super) fn spawn(
+pub fn spawn(
     store: Store,
     settings: WriterSettings,
     key: Ed25519KeyPair,

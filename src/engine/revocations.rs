@@ -40,7 +40,7 @@ pub fn revoke_member(
     store: &Store,
     member: &MemberName,
 ) -> Result<Vec<Revoked>, RevokeError> {
-    if member.as_str() == crate::setup::OPERATOR_NAME {
+    if member.as_str() == crate::layout::OPERATOR_NAME {
         return Err(RevokeError::Operator(member.clone()));
     }
     let serials = pki.issued_to(member)?;

@@ -15,13 +15,13 @@ use crate::store::Stored;
 const CAPACITY: usize = 1024;
 
 #[derive(Debug, Default)]
-pub(super) struct Fanout {
+pub struct Fanout {
     senders: Mutex<HashMap<ChannelId, broadcast::Sender<Arc<Stored>>>>,
 }
 
 impl Fanout {
     /// A receiver for `channel`, unless it has `max` live subscribers already.
-    pub(super) fn subscribe(
+    pub fn subscribe(
         &self,
         channel: &ChannelId,
         max: usize,
@@ -33,7 +33,7 @@ impl Fanout {
         (sender.receiver_count() < max).then(|| sender.subscribe())
     }
 
-    pub(super) fn publish(&self, channel: &ChannelId, message: Arc<Stored>) {
+    pub(crate) fn publish(&self, channel: &ChannelId, message: Arc<Stored>) {
         let mut senders = crate::sync::lock(&self.senders);
         if let Some(tx) = senders.get(channel)
             && tx.send(message).is_err()

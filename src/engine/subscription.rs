@@ -45,7 +45,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(super) fn new(
+    pub fn new(
         store: Store,
         channel: ChannelId,
         rx: broadcast::Receiver<Arc<Stored>>,

@@ -1,0 +1,100 @@
+//! What the API's services share: the node's state and handles as the
+//! services see them, built by the composition root (`node`), and the
+//! reload of the node certificate and peer trust that the Admin API and
+//! SIGHUP both trigger.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Event;
+use crate::config::Limits;
+use crate::engine::{Fanout, Revocations, Start, Subscription, WriterHandle};
+use crate::federation::{Federation, FederationError};
+use crate::model::{ChannelId, MemberName, OrgId};
+use crate::pki::{CertInfo, OrgPki, PkiError};
+use crate::rate::Buckets;
+use crate::store::{Store, StoreError};
+
+/// Why a reload failed; the node keeps its previous certificate and trust.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReloadError {
+    /// Unreadable or mismatched files: the operator can fix those.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Federation(#[from] FederationError),
+}
+
+/// What the API services share. Cheap to reach through an `Arc`.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) org: OrgId,
+    pub(crate) store: Store,
+    pub(crate) writer: WriterHandle,
+    pub(crate) limits: Limits,
+    pub(crate) started: Instant,
+    /// Cancelled when the node begins to shut down; long streams end on it.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) revocations: Revocations,
+    /// Members read from client certificates, so each is parsed once.
+    pub(crate) identities: crate::identity::IdentityCache,
+    pub(crate) pki: OrgPki,
+    /// The member listener's TLS settings; a reload replaces them.
+    pub(crate) client_tls: RwLock<Arc<rustls::ServerConfig>>,
+    /// Per member: how fast they may post (`limits.member_posts_per_second`).
+    pub(crate) post_rates: Buckets<MemberName>,
+    pub(crate) fanout: Arc<Fanout>,
+}
+
+/// Re-reads the node certificate (e.g. after `samband pki renew`) and the
+/// peer trust. New connections use them; open ones keep theirs.
+pub(crate) fn reload(shared: &Shared, fed: &Federation) -> Result<CertInfo, ReloadError> {
+    shared.pki.install_renewal()?;
+    let tls = Arc::new(shared.pki.client_listener_tls()?);
+    fed.reload_tls()?;
+    *crate::sync::write(&shared.client_tls) = tls;
+    let cert = shared.pki.node_certificate()?;
+    let not_after = crate::model::rfc3339(cert.not_after);
+    shared.store.audit(
+        Event::new("node.reloaded")
+            .with("node_cert_serial", &cert.serial)
+            .with("node_cert_not_after", &not_after),
+    )?;
+    shared.store.flush()?;
+    tracing::info!(serial = %cert.serial, %not_after, "reloaded the node certificate and peer trust");
+    cert.warn_if_expiring();
+    Ok(cert)
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Whether `member` may post now under `limits.member_posts_per_second`.
+    pub(crate) fn may_post(&self, member: &MemberName) -> bool {
+        self.post_rates.try_take(member, Instant::now())
+    }
+
+    pub(crate) fn client_tls(&self) -> Arc<rustls::ServerConfig> {
+        crate::sync::read(&self.client_tls).clone()
+    }
+
+    /// Follows `channel` from `start`; see [`Subscription`].
+    /// `None` when the channel has `limits.subscribers_per_channel` already.
+    pub(crate) fn subscribe(
+        &self,
+        channel: &ChannelId,
+        start: Start,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let Some(rx) = self
+            .fanout
+            .subscribe(channel, self.limits.subscribers_per_channel)
+        else {
+            return Ok(None);
+        };
+        Subscription::new(self.store.clone(), channel.clone(), rx, start).map(Some)
+    }
+}

@@ -1,0 +1,26 @@
+//! The engine: everything that changes the message log and tells the rest
+//! of the node about it. The single writer (group commit, every decision
+//! through [`crate::rules`]), what it announces after each durable round
+//! ([`Commits`], [`DurableMarks`]), live fan-out to subscribers, and the
+//! revoked member certificates.
+//!
+//! Must never answer a poster before the flush, nor let anything read a
+//! write as durable before it is. May use `model`, `rules`, `store`,
+//! `audit`, `identity`, `pki`, `layout` and `sync`; never the listeners, the
+//! API or federation, which sit above it.
+
+mod commits;
+mod durable;
+mod fanout;
+mod revocations;
+mod subscription;
+mod writer;
+
+pub use commits::Commits;
+pub use durable::DurableMarks;
+pub use fanout::Fanout;
+pub use revocations::{Revocations, RevokeError, revoke_member};
+pub use subscription::{Start, Subscription};
+pub use writer::{
+    NewPost, Offered, Pending, RosterChange, WriteError, WriterHandle, WriterSettings, spawn,
+};
