@@ -278,9 +278,12 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 const FLOOD_RSS_GROWTH: u64 = 64 << 20;
 const FLOOD_DISK_GROWTH: u64 = 4 << 20;
 
-/// A pinned partner floods every frame type: hellos and progress frames
-/// naming 90,000 made-up channels, batches of envelopes for channels that
-/// do not exist, and one frame of 4,000,000 empty envelopes. None of the
+/// A pinned partner floods every frame type, past its pace's burst: hellos
+/// and progress frames naming 54,000 made-up channels, 120,000 made-up
+/// origins of a shared channel, that channel named 10,000 times in one
+/// frame, empty hellos back to back, envelopes for channels that do not
+/// exist and from origins that are not participants, and one frame of
+/// 4,000,000 empty envelopes. None of the
 /// names reaches the disk, the node's memory and data directory grow by
 /// less than the stated bounds, the oversized frame ends the link with
 /// RESOURCE_EXHAUSTED, and the partner's next link is taken at once.
@@ -322,7 +325,7 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
             })
             .collect(),
     };
-    for round in 0..5 {
+    for round in 0..3 {
         tx.send(frame(Frame::Hello(vectors(round * 9_000))))
             .await
             .unwrap();
@@ -342,6 +345,49 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
                         &"b".repeat(4_000),
                         proto::Kind::Text,
                     )
+                    .0
+            })
+            .collect();
+        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch { envelopes })))
+            .await
+            .unwrap();
+    }
+    // Of the shared channel: made-up origins, the channel named 10,000
+    // times in one frame, empty hellos back to back, and envelopes from
+    // made-up origins.
+    let crisis_vector = |entries: Vec<proto::VectorEntry>| proto::ChannelVector {
+        channel: crisis.clone(),
+        entries,
+    };
+    for round in 0..2 {
+        let entries = (0..60_000)
+            .map(|i| proto::VectorEntry {
+                origin: format!("made-up-origin-{round}-{i}.example"),
+                seq: 1,
+            })
+            .collect();
+        tx.send(frame(Frame::Progress(proto::VersionVectors {
+            channels: vec![crisis_vector(entries)],
+        })))
+        .await
+        .unwrap();
+    }
+    tx.send(frame(Frame::Progress(proto::VersionVectors {
+        channels: vec![crisis_vector(vec![]); 10_000],
+    })))
+    .await
+    .unwrap();
+    for _ in 0..50 {
+        tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+            .await
+            .unwrap();
+    }
+    for round in 0..5 {
+        let envelopes = (0..1_000)
+            .map(|i| {
+                let origin = format!("made-up-origin-{round}-{i}.example");
+                mallory
+                    .envelope(&crisis, &origin, 1, GENESIS_HASH, "x", proto::Kind::Text)
                     .0
             })
             .collect();

@@ -181,7 +181,7 @@ async fn a_connection_that_outlives_its_certificate_is_refused_from_then_on() {
 
 /// The serial of the certificate the node at `addr` presents to a new connection.
 async fn served_serial(dir: &Path, addr: std::net::SocketAddr) -> String {
-    let bundle = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(&dir)).unwrap();
+    let bundle = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(dir)).unwrap();
     let connector =
         tokio_rustls::TlsConnector::from(std::sync::Arc::new(bundle.client_tls().unwrap()));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -354,7 +354,7 @@ async fn start_echo(dir: &Path, org: &str, shutdown: CancellationToken) -> anyho
 }
 
 async fn operator_channel(dir: &Path, addr: &str) -> anyhow::Result<Channel> {
-    let bundle = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(&dir))?;
+    let bundle = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(dir))?;
     Ok(samband::client::connect_channel(&bundle, Some(addr)).await?)
 }
 

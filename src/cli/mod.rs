@@ -19,8 +19,6 @@ use samband::proto::admin_client::AdminClient;
 use samband::store::{Store, StoreError};
 use tonic::transport::Channel;
 
-/// File in a node directory where `serve` records the address its client listener got.
-
 /// The member endpoint of the node in `dir`: the bundle's, unless that names
 /// port 0 (bound at start), in which case what the running node recorded.
 pub(crate) fn node_endpoint(dir: Option<&std::path::Path>, bundle_endpoint: &str) -> String {

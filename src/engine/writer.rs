@@ -225,8 +225,9 @@ struct Writer {
     /// Told after every durable round that changed the log, and which channels.
     commits: Arc<Commits>,
     durable: Arc<DurableMarks>,
-    /// Caps the audit entries of rejected envelopes per peer.
-    rejections: audit::Budget,
+    /// Caps the audit entries that what a peer sends causes (rejections,
+    /// roster changes, offers): per peer, so that none can fill the disk.
+    peer_audit: audit::Budget,
 }
 
 /// Starts the writer thread.
@@ -255,7 +256,7 @@ pub fn spawn(
         fanout,
         commits,
         durable,
-        rejections: audit::Budget::default(),
+        peer_audit: audit::Budget::default(),
     };
     let thread = std::thread::Builder::new()
         .name("samband-writer".into())
@@ -435,14 +436,13 @@ impl Writer {
         if let Some(head) = self.heads.get(&key) {
             return Ok(*head);
         }
-        let head = match self.store.chain_head(channel, origin)? {
-            Some(h) => {
-                // Never issue a timestamp below one already on disk, whatever the wall clock says.
-                self.clock.observe(h.hlc);
-                h
-            }
-            None => ChainHead::GENESIS,
+        let Some(head) = self.store.chain_head(channel, origin)? else {
+            // Not cached: a partner naming made-up origins must not grow
+            // this map. Staging an origin's first envelope caches its head.
+            return Ok(ChainHead::GENESIS);
         };
+        // Never issue a timestamp below one already on disk, whatever the wall clock says.
+        self.clock.observe(head.hlc);
         self.heads.insert(key, head);
         Ok(head)
     }
@@ -656,15 +656,21 @@ impl Writer {
         if reason.is_out_of_order() {
             return;
         }
-        let Some(left_out) = self.rejections.admit(from.as_str(), unix_ms()) else {
-            return;
-        };
-        let mut event = Event::new("federation.rejected")
+        let event = Event::new("federation.rejected")
             .with("peer", from)
             .with("channel", clip(&envelope.channel))
             .with("origin", clip(&envelope.origin))
             .with("seq", envelope.origin_seq)
             .with("reason", clip(&reason.to_string()));
+        self.audit_from(round, from, event);
+    }
+
+    /// Records an event that `from`'s envelopes or offers caused, within
+    /// its budget; the next admitted one says how many were left out.
+    fn audit_from(&mut self, round: &mut Round, from: &OrgId, mut event: Event) {
+        let Some(left_out) = self.peer_audit.admit(from.as_str(), unix_ms()) else {
+            return;
+        };
         if left_out > 0 {
             event = event.with("left_out_before", left_out);
         }
@@ -752,7 +758,9 @@ impl Writer {
             if let Err(r) = rules::apply_control(&mut updated, &envelope, &self.settings.org) {
                 return Ok(self.refuse_envelope(round, from, &envelope, r));
             }
-            round.audit.push(
+            self.audit_from(
+                round,
+                from,
                 Event::new("channel.roster_changed")
                     .with("channel", &channel)
                     .with("from", from)
@@ -835,7 +843,9 @@ impl Writer {
             record.state = ChannelState::Pending as i32;
         }
         let pending = record.state == ChannelState::Pending as i32;
-        round.audit.push(
+        self.audit_from(
+            round,
+            from,
             Event::new(if pending {
                 "channel.offered"
             } else {

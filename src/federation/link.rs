@@ -24,8 +24,8 @@ use super::wire::FrameError;
 use crate::engine::{Offered, Pending};
 use crate::model::{ChannelId, OrgId, Vector};
 use crate::proto::{
-    AcceptPolicy, ChannelVector, Envelope, EnvelopeBatch, LinkFrame, VectorEntry, VersionVectors,
-    link_frame::Frame,
+    AcceptPolicy, ChannelRecord, ChannelVector, Envelope, EnvelopeBatch, LinkFrame, VectorEntry,
+    VersionVectors, link_frame::Frame,
 };
 use crate::rules::{self, Eligibility, Verdict};
 
@@ -39,6 +39,8 @@ const IN_FLIGHT: usize = 4;
 /// Least time between two restatements of what this node holds that the
 /// reader asked for after seeing gaps (later requests wait, never drop).
 const RESEND_INTERVAL: Duration = Duration::from_secs(1);
+/// Least time between two of the peer's hellos that the sender acts on.
+const HELLO_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What a link has moved, for status and tests.
 #[derive(Debug, Default)]
@@ -168,10 +170,9 @@ pub(super) async fn run(
     out: Out,
 ) {
     tracing::info!(%peer, "link up");
-    if let Err(e) = fed
-        .store
-        .retain_cursors(&peer, |channel| shared_with(&fed, &peer, channel))
-    {
+    if let Err(e) = fed.store.retain_cursors(&peer, |channel| {
+        visible_record(&fed, &peer, channel).is_some()
+    }) {
         tracing::warn!(%peer, error = %e, "cannot prune the peer's records of channels not shared with it");
     }
     let (hello_tx, hello_rx) = watch::channel(None);
@@ -242,30 +243,43 @@ async fn refuse(fed: &Arc<Federation>, peer: &OrgId, reason: &FrameError, out: &
     }
 }
 
-/// Whether `channel` (as a partner named it) is held here and may be seen
-/// by `peer`: only then is anything the peer says of it kept.
-fn shared_with(fed: &Federation, peer: &OrgId, channel: &str) -> bool {
-    let Ok(id) = ChannelId::parse(channel) else {
-        return false;
-    };
-    matches!(fed.store.channel(&id), Ok(Some(record)) if rules::eligibility(&record, &fed.org, peer) != Eligibility::None)
+/// The record of `channel` (as a partner named it), if it is held here and
+/// its roster lets `peer` see it: only then is anything the peer says of it kept.
+fn visible_record(fed: &Federation, peer: &OrgId, channel: &str) -> Option<ChannelRecord> {
+    let id = ChannelId::parse(channel).ok()?;
+    let record = fed.store.channel(&id).ok()??;
+    (rules::eligibility(&record, &fed.org, peer) != Eligibility::None).then_some(record)
 }
 
-/// The part of a peer's hello or progress that names channels it may see.
+/// The part of a peer's hello or progress that this node keeps: channels
+/// it may see, each once (the last statement wins), and of each only the
+/// origins its roster lists. Each channel's record is read once per frame.
 fn only_shared(fed: &Federation, peer: &OrgId, vv: VersionVectors) -> VersionVectors {
+    let mut kept: HashMap<String, ChannelVector> = HashMap::new();
+    let mut records: HashMap<String, Option<ChannelRecord>> = HashMap::new();
+    for cv in vv.channels {
+        let record = records
+            .entry(cv.channel.clone())
+            .or_insert_with(|| visible_record(fed, peer, &cv.channel));
+        if let Some(record) = record {
+            let vector = rules::roster_origins(record, from_proto(&cv));
+            kept.insert(cv.channel.clone(), to_proto(&cv.channel, &vector));
+        }
+    }
     VersionVectors {
-        channels: vv
-            .channels
-            .into_iter()
-            .filter(|cv| shared_with(fed, peer, &cv.channel))
-            .collect(),
+        channels: kept.into_values().collect(),
     }
 }
 
-/// What one hello or progress frame counts against the peer's pace: one per
-/// channel vector and per entry, as envelopes count one each.
+/// What one hello or progress frame counts against the peer's pace: one for
+/// the frame, one per channel vector and one per entry, as envelopes count
+/// one each.
 fn vector_cost(vv: &VersionVectors) -> usize {
-    vv.channels.iter().map(|cv| 1 + cv.entries.len()).sum()
+    1 + vv
+        .channels
+        .iter()
+        .map(|cv| 1 + cv.entries.len())
+        .sum::<usize>()
 }
 
 async fn send(out: &Out, f: Frame) -> Result<(), String> {
@@ -278,16 +292,16 @@ async fn send(out: &Out, f: Frame) -> Result<(), String> {
 fn hello(fed: &Federation, peer: &OrgId) -> Result<VersionVectors, String> {
     let mut channels = Vec::new();
     for record in fed.store.channels().map_err(|e| e.to_string())? {
-        if rules::eligibility(&record, &fed.org, peer) == Eligibility::None {
+        let eligibility = rules::eligibility(&record, &fed.org, peer);
+        if eligibility == Eligibility::None {
             continue;
         }
         let Ok(id) = ChannelId::parse(&record.id) else {
             continue;
         };
-        channels.push(to_proto(
-            &record.id,
-            &fed.durable_vector(&id).map_err(|e| e.to_string())?,
-        ));
+        let mine = fed.durable_vector(&id).map_err(|e| e.to_string())?;
+        let visible = rules::visible_vector(eligibility, id.home(), &mine);
+        channels.push(to_proto(&record.id, &visible));
     }
     let frame = VersionVectors { channels };
     // The peer refuses a frame over the limits: say why here instead.
@@ -326,6 +340,7 @@ async fn sender(
     // The reader's requests to restate what this node holds: when the last
     // one was sent, and when the next is due.
     let (mut restated, mut restate_at) = (None, None);
+    let mut last_hello: Option<Instant> = None;
     loop {
         if let Some(known) = known.as_mut()
             && todo.as_ref().is_none_or(|changed| !changed.is_empty())
@@ -341,6 +356,13 @@ async fn sender(
             () = cancel.cancelled() => return Ok(()),
             hello = peer_hello.changed() => {
                 hello.map_err(|_| "link reader ended")?;
+                // Each hello makes this sender look at every channel: a peer
+                // that sends them back to back gets one looked at per
+                // HELLO_INTERVAL, the latest (the watch keeps only that).
+                if let Some(last) = last_hello {
+                    tokio::time::sleep_until(last + HELLO_INTERVAL).await;
+                }
+                last_hello = Some(Instant::now());
                 let stated = peer_hello.borrow_and_update().clone().unwrap_or_default();
                 known = Some(stated.channels.iter().map(|cv| (cv.channel.clone(), from_proto(cv))).collect());
                 said = Said::default();
@@ -667,13 +689,16 @@ async fn submit(
     // The peer holds what it sends: note it before the writer commits (the
     // commit wakes this link's sender, which must not push it back). Only
     // of channels shared with it, so made-up names take no memory here.
-    let mut shared: HashMap<&str, bool> = HashMap::new();
+    let mut records: HashMap<&str, Option<ChannelRecord>> = HashMap::new();
     for (channel, origin, seq) in &ids {
-        let is_shared = *shared
+        let record = records
             .entry(channel)
-            .or_insert_with(|| shared_with(fed, peer, channel));
-        if let (true, Ok(origin)) = (is_shared, OrgId::parse(origin)) {
-            note_has(peer_has, channel, origin, *seq);
+            .or_insert_with(|| visible_record(fed, peer, channel));
+        let (Some(record), Ok(origin)) = (record, OrgId::parse(origin)) else {
+            continue;
+        };
+        for (origin, seq) in rules::roster_origins(record, [(origin, *seq)].into()) {
+            note_has(peer_has, channel, origin, seq);
         }
     }
     let verdicts = fed

@@ -263,6 +263,9 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
             if Priority::from_i32(env.priority).is_none() {
                 return bad(format!("unknown priority {}", env.priority));
             }
+            if env.body.is_empty() {
+                return bad("text is empty".into());
+            }
             if std::str::from_utf8(&env.body).is_err() {
                 return bad("text is not UTF-8".into());
             }
@@ -305,6 +308,32 @@ pub fn eligibility(record: &ChannelRecord, local: &OrgId, peer: &OrgId) -> Eligi
         },
         _ => Eligibility::None,
     }
+}
+
+/// What a peer may be told this node holds of a channel (`mine`): all of
+/// it when it participates; when it was removed, only the home's entry up
+/// to its removal (what it is still sent), so it learns nothing of who
+/// joined or wrote since.
+pub fn visible_vector(eligibility: Eligibility, home: &OrgId, mine: &Vector) -> Vector {
+    match eligibility {
+        Eligibility::None => Vector::new(),
+        Eligibility::Full => mine.clone(),
+        Eligibility::UntilRemoval { home_seq } => mine
+            .get(home)
+            .map(|&held| (home.clone(), held.min(home_seq)))
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Keeps of a vector a partner stated only the origins that may have
+/// written to the channel: its home and the orgs its roster lists. What a
+/// partner states of other origins is not kept, so it costs nothing here.
+pub fn roster_origins(record: &ChannelRecord, mut theirs: Vector) -> Vector {
+    theirs.retain(|origin, _| {
+        record.home == origin.as_str() || participant(record, origin).is_some()
+    });
+    theirs
 }
 
 /// What a peer that holds `theirs` lacks of what this node holds (`mine`),
@@ -440,6 +469,13 @@ pub fn check_offer(
         ));
     }
     check_fields(env)?;
+    // Bounded before the signature is checked over it (or the roster decoded).
+    if env.body.len() > MAX_ROSTER_BYTES {
+        return Err(Reject::Malformed(format!(
+            "roster of {} bytes; the limit is {MAX_ROSTER_BYTES}",
+            env.body.len()
+        )));
+    }
     let key = pinned.key(channel.home().as_str()).ok_or(Reject::BadOffer(
         "the channel's home is not a configured peer",
     ))?;

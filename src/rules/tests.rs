@@ -247,6 +247,38 @@ fn eligibility_follows_the_roster() {
 }
 
 #[test]
+fn a_removed_peer_is_told_only_of_the_home_up_to_its_removal() {
+    let home = org("a.example");
+    let mine: Vector = [
+        (home.clone(), 9),
+        (org("b.example"), 4),
+        (org("d.example"), 2),
+    ]
+    .into();
+    assert_eq!(visible_vector(Eligibility::Full, &home, &mine), mine);
+    assert_eq!(
+        visible_vector(Eligibility::UntilRemoval { home_seq: 5 }, &home, &mine),
+        [(home.clone(), 5)].into()
+    );
+    assert!(visible_vector(Eligibility::None, &home, &mine).is_empty());
+}
+
+#[test]
+fn only_origins_of_the_roster_are_kept_of_what_a_partner_states() {
+    let w = world();
+    let theirs: Vector = [
+        (org("a.example"), 3),
+        (org("b.example"), 1),
+        (org("made-up.example"), 7),
+    ]
+    .into();
+    assert_eq!(
+        roster_origins(&w.record, theirs),
+        [(org("a.example"), 3), (org("b.example"), 1)].into()
+    );
+}
+
+#[test]
 fn offers_and_roster_changes() {
     let w = world();
     let (a, b, c) = (org("a.example"), org("b.example"), org("c.example"));

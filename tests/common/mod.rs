@@ -57,7 +57,7 @@ pub fn init_dir(org: &str) -> tempfile::TempDir {
 
 /// Sets `key = value` in a node's config.toml (the key must be there).
 pub fn set_config(dir: &Path, key_eq: &str, value: &str) {
-    let path = samband::layout::config_file(&dir);
+    let path = samband::layout::config_file(dir);
     let text = std::fs::read_to_string(&path).expect("config");
     let start = text.find(key_eq).expect("key in config");
     let end = start + text[start..].find('\n').expect("line end");
@@ -173,7 +173,7 @@ impl TestNode {
 /// A new connection to the node of `dir` at `addr`, as its operator.
 pub async fn operator_channel(dir: &Path, addr: SocketAddr) -> Channel {
     let bundle =
-        IdentityBundle::load(&samband::layout::operator_dir(&dir)).expect("operator bundle");
+        IdentityBundle::load(&samband::layout::operator_dir(dir)).expect("operator bundle");
     client::connect_channel(&bundle, Some(&addr.to_string()))
         .await
         .expect("connect")
