@@ -10,7 +10,7 @@
 
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-use crate::model::{ChainHead, ChannelId, OrgId, chain_hash};
+use crate::model::{ChainHead, ChannelId, OrgId};
 use crate::proto::{ChannelRecord, ChannelState, Participant, link_frame::Frame};
 use crate::rules::{self, Context, Verdict};
 
@@ -78,13 +78,14 @@ pub fn admitted(data: &[u8]) -> usize {
     match frame.frame {
         Some(Frame::Envelopes(batch)) => {
             let mut record = record();
-            // Each origin's chain, as the receiver would advance it.
-            let mut heads: std::collections::HashMap<String, ChainHead> =
+            // Each origin's stored chain, as the receiver advances it.
+            let mut stored: std::collections::HashMap<String, ChainHead> =
                 std::collections::HashMap::new();
-            for env in &batch.envelopes {
-                let head = heads
-                    .get(&env.origin)
-                    .copied()
+            let mut admission = rules::Admission::default();
+            for env in batch.envelopes {
+                let head = admission
+                    .head(&env)
+                    .or_else(|| stored.get(&env.origin).copied())
                     .unwrap_or(ChainHead::GENESIS);
                 let ctx = Context {
                     local: &local,
@@ -93,16 +94,23 @@ pub fn admitted(data: &[u8]) -> usize {
                     record: &record,
                     head,
                     pinned: &pinned,
-                    held: None,
+                    held: admission.held(&env),
                     max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
                     max_hlc: u64::MAX / 2,
                 };
-                if matches!(rules::check(env, &ctx), Verdict::Accept | Verdict::Chained) {
-                    heads.insert(env.origin.clone(), ChainHead::after(env, chain_hash(env)));
-                    let _ = rules::apply_control(&mut record, env, &local);
-                    admitted += 1;
+                let verdict = rules::check(&env, &ctx);
+                if verdict == Verdict::Accept {
+                    let _ = rules::apply_control(&mut record, &env, &local);
+                }
+                for (env, hash) in admission.admit(env, verdict) {
+                    stored.insert(env.origin.clone(), ChainHead::after(&env, hash));
                 }
             }
+            admitted = admission
+                .finish()
+                .iter()
+                .filter(|v| **v == Verdict::Accept)
+                .count();
         }
         Some(Frame::Offer(env)) => {
             admitted += usize::from(rules::check_offer(&env, &local, &peer, &pinned, 1).is_ok());

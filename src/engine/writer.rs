@@ -25,7 +25,7 @@ use crate::model::{
     chain_hash, sign, unix_ms,
 };
 use crate::proto::{ChannelRecord, ChannelState, Envelope, Kind};
-use crate::rules::{self, Reject, Verdict};
+use crate::rules::{self, Admission, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
 /// How far ahead of this node's clock a received timestamp may be.
@@ -193,10 +193,6 @@ impl Round {
 /// seals always fits in one link frame.
 const SEAL_EVERY: usize = 256;
 const SEAL_BYTES: usize = 1 << 20;
-
-/// Received, valid, unsigned envelopes waiting in one Apply for their seal:
-/// per (channel, origin), (verdict index, envelope, chain hash).
-type PendingRuns = HashMap<(ChannelId, OrgId), Vec<(usize, Envelope, EnvelopeHash)>>;
 
 /// Tunables the writer needs from the config.
 #[derive(Debug, Clone)]
@@ -614,22 +610,13 @@ impl Writer {
         from: &OrgId,
         envelopes: Vec<Envelope>,
     ) -> Result<Vec<Verdict>, StoreError> {
-        let mut verdicts = Vec::with_capacity(envelopes.len());
-        let mut pending = PendingRuns::new();
+        let mut admission = Admission::default();
         for envelope in envelopes {
-            let index = verdicts.len();
-            let verdict =
-                self.apply_one(round, from, envelope, index, &mut pending, &mut verdicts)?;
-            verdicts.push(verdict);
+            self.apply_one(round, from, envelope, &mut admission)?;
         }
         // Whatever no seal vouched for is not stored; a later batch brings it
         // again. Routine, so counted by the link, not audited.
-        for run in pending.into_values() {
-            for (index, ..) in run {
-                verdicts[index] = Verdict::Reject(Reject::Unsealed);
-            }
-        }
-        Ok(verdicts)
+        Ok(admission.finish())
     }
 
     /// Refuses a received envelope: the verdict, and an audit entry within
@@ -682,43 +669,39 @@ impl Writer {
         round: &mut Round,
         from: &OrgId,
         envelope: Envelope,
-        index: usize,
-        pending: &mut PendingRuns,
-        verdicts: &mut [Verdict],
-    ) -> Result<Verdict, StoreError> {
+        admission: &mut Admission,
+    ) -> Result<(), StoreError> {
         let (Ok(channel), Ok(origin)) = (
             ChannelId::parse(&envelope.channel),
             OrgId::parse(&envelope.origin),
         ) else {
             let reason = Reject::Malformed("channel or origin is not a valid id".into());
-            return Ok(self.refuse_envelope(round, from, &envelope, reason));
+            admission.decided(self.refuse_envelope(round, from, &envelope, reason));
+            return Ok(());
         };
         let Some(record) = self.record(&channel)? else {
-            return Ok(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
+            admission.decided(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
+            return Ok(());
         };
         if record.state == ChannelState::Pending as i32 {
             // Offered, not accepted: nothing of it is stored.
-            return Ok(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
+            admission.decided(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
+            return Ok(());
         }
-        let run_key = (channel.clone(), origin.clone());
-        let run = pending.get(&run_key);
-        let head = match run.and_then(|r| r.last()) {
-            Some((_, e, h)) => ChainHead::after(e, *h),
+        let head = match admission.head(&envelope) {
+            Some(head) => head,
             None => self.head(&channel, &origin)?,
         };
         let held = if envelope.origin_seq <= head.seq {
-            let in_run = run.and_then(|r| {
-                r.iter()
-                    .find(|(_, e, _)| e.origin_seq == envelope.origin_seq)
-            });
-            match (
-                in_run,
+            let staged = admission.held(&envelope).or_else(|| {
                 round
                     .staged
-                    .get(&(channel.clone(), origin.clone(), envelope.origin_seq)),
-            ) {
-                (Some((_, _, h)), _) | (None, Some(h)) => Some(*h),
-                (None, None) => self
+                    .get(&(channel.clone(), origin.clone(), envelope.origin_seq))
+                    .copied()
+            });
+            match staged {
+                Some(hash) => Some(hash),
+                None => self
                     .store
                     .envelope(&channel, &origin, envelope.origin_seq)?
                     .map(|e| chain_hash(&e)),
@@ -738,25 +721,16 @@ impl Writer {
             max_envelope_bytes: self.settings.max_envelope_bytes,
             max_hlc: Hlc::at(unix_ms() + MAX_DRIFT_MS).0,
         };
-        match rules::check(&envelope, &ctx) {
-            Verdict::Accept => {}
-            Verdict::Chained => {
-                let hash = chain_hash(&envelope);
-                pending
-                    .entry(run_key)
-                    .or_default()
-                    .push((index, envelope, hash));
-                return Ok(Verdict::Chained);
-            }
-            Verdict::Reject(reason) => {
-                return Ok(self.refuse_envelope(round, from, &envelope, reason));
-            }
-            duplicate => return Ok(duplicate),
+        let verdict = rules::check(&envelope, &ctx);
+        if let Verdict::Reject(reason) = verdict {
+            admission.decided(self.refuse_envelope(round, from, &envelope, reason));
+            return Ok(());
         }
-        if envelope.kind == Kind::Control as i32 {
+        if verdict == Verdict::Accept && envelope.kind == Kind::Control as i32 {
             let mut updated = record.clone();
             if let Err(r) = rules::apply_control(&mut updated, &envelope, &self.settings.org) {
-                return Ok(self.refuse_envelope(round, from, &envelope, r));
+                admission.decided(self.refuse_envelope(round, from, &envelope, r));
+                return Ok(());
             }
             self.audit_from(
                 round,
@@ -784,16 +758,12 @@ impl Writer {
             round.put_channel(&channel, &updated);
             self.records.insert(channel.clone(), updated);
         }
-        // This seal vouches for the chained envelopes before it.
-        for (earlier, env, hash) in pending.remove(&run_key).unwrap_or_default() {
-            self.clock.observe(Hlc(env.hlc));
-            self.stage(round, &channel, env, hash)?;
-            verdicts[earlier] = Verdict::Accept;
+        // A seal vouches for the chained envelopes before it.
+        for (envelope, hash) in admission.admit(envelope, verdict) {
+            self.clock.observe(Hlc(envelope.hlc));
+            self.stage(round, &channel, envelope, hash)?;
         }
-        self.clock.observe(Hlc(envelope.hlc));
-        let hash = chain_hash(&envelope);
-        self.stage(round, &channel, envelope, hash)?;
-        Ok(Verdict::Accept)
+        Ok(())
     }
 
     fn offer(

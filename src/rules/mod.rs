@@ -566,5 +566,108 @@ pub fn control_body(participants: Vec<Participant>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// One received batch being admitted, envelope by envelope, in the
+/// batch's order, with the rule that a seal vouches for the chained,
+/// unsigned envelopes of its origin before it in the same batch. The
+/// writer, the property test and the fuzz entry point all admit batches
+/// through it. Callers look up the stored state past what waits here
+/// ([`Admission::head`], [`Admission::held`]), [`check`] the envelope, and
+/// hand the verdict to [`Admission::admit`], which says what to store;
+/// [`Admission::finish`] gives one verdict per envelope.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Per (channel, origin): the chained envelopes waiting for a seal.
+    waiting: HashMap<(String, String), Vec<Waiting>>,
+    verdicts: Vec<Verdict>,
+}
+
+/// A chained, unsigned envelope waiting for its seal.
+#[derive(Debug)]
+pub struct Waiting {
+    /// Its position in the batch.
+    index: usize,
+    pub envelope: Envelope,
+    pub hash: EnvelopeHash,
+}
+
+// === impl Admission ===
+
+impl Admission {
+    fn key(env: &Envelope) -> (String, String) {
+        (env.channel.clone(), env.origin.clone())
+    }
+
+    /// The head of `env`'s origin past what waits in this batch, if
+    /// anything of it waits (else the caller's stored head holds).
+    pub fn head(&self, env: &Envelope) -> Option<ChainHead> {
+        let last = self.waiting.get(&Self::key(env))?.last()?;
+        Some(ChainHead::after(&last.envelope, last.hash))
+    }
+
+    /// The hash of the waiting envelope at `env`'s seq, if one waits.
+    pub fn held(&self, env: &Envelope) -> Option<EnvelopeHash> {
+        self.waiting
+            .get(&Self::key(env))?
+            .iter()
+            .find(|w| w.envelope.origin_seq == env.origin_seq)
+            .map(|w| w.hash)
+    }
+
+    /// Records the verdict of an envelope decided without [`check`] (an
+    /// unknown channel, say) or one that is not to be stored.
+    pub fn decided(&mut self, verdict: Verdict) {
+        self.verdicts.push(verdict);
+    }
+
+    /// Takes `verdict`, the result of [`check`] for the batch's next
+    /// envelope. A seal (Accept) gives the envelopes to store, in order: the
+    /// run it vouches for, then itself, all answered Accept. A chained one
+    /// waits. Anything else is stored nowhere.
+    pub fn admit(&mut self, envelope: Envelope, verdict: Verdict) -> Vec<(Envelope, EnvelopeHash)> {
+        let index = self.verdicts.len();
+        let store = match verdict {
+            Verdict::Chained => {
+                let hash = chain_hash(&envelope);
+                self.waiting
+                    .entry(Self::key(&envelope))
+                    .or_default()
+                    .push(Waiting {
+                        index,
+                        envelope,
+                        hash,
+                    });
+                Vec::new()
+            }
+            Verdict::Accept => {
+                let run = self
+                    .waiting
+                    .remove(&Self::key(&envelope))
+                    .unwrap_or_default();
+                let mut store = Vec::with_capacity(run.len() + 1);
+                for waiting in run {
+                    self.verdicts[waiting.index] = Verdict::Accept;
+                    store.push((waiting.envelope, waiting.hash));
+                }
+                let hash = chain_hash(&envelope);
+                store.push((envelope, hash));
+                store
+            }
+            Verdict::Duplicate | Verdict::Reject(_) => Vec::new(),
+        };
+        self.verdicts.push(verdict);
+        store
+    }
+
+    /// The batch is over: one verdict per envelope, in order. What no seal
+    /// vouched for is not stored and is answered [`Reject::Unsealed`] (it
+    /// comes again with a later batch).
+    pub fn finish(mut self) -> Vec<Verdict> {
+        for waiting in self.waiting.into_values().flatten() {
+            self.verdicts[waiting.index] = Verdict::Reject(Reject::Unsealed);
+        }
+        self.verdicts
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -731,26 +731,18 @@ mod simulation {
         /// unsigned, chained envelopes wait for a seal later in the same batch.
         fn deliver(&mut self, from: &OrgId, to: usize, batch: Vec<Envelope>) -> Vec<Verdict> {
             let pinned = self.pinned_by(to);
-            let mut verdicts = Vec::new();
-            let mut pending: BTreeMap<OrgId, Vec<(usize, Envelope, EnvelopeHash)>> =
-                BTreeMap::new();
+            let mut admission = Admission::default();
             for env in batch {
                 let node = &self.nodes[to];
                 let origin = OrgId::parse(&env.origin).ok();
-                let run = origin.as_ref().and_then(|o| pending.get(o));
-                let head = match (run.and_then(|r| r.last()), &origin) {
-                    (Some((_, e, h)), _) => ChainHead::after(e, *h),
+                let head = match (admission.head(&env), &origin) {
+                    (Some(head), _) => head,
                     (None, Some(o)) => node.head(o),
                     (None, None) => ChainHead::GENESIS,
                 };
-                let held = origin.as_ref().and_then(|o| {
-                    if let Some((_, _, h)) =
-                        run.and_then(|r| r.iter().find(|(_, e, _)| e.origin_seq == env.origin_seq))
-                    {
-                        return Some(*h);
-                    }
+                let held = admission.held(&env).or_else(|| {
                     let i = usize::try_from(env.origin_seq).ok()?.checked_sub(1)?;
-                    node.logs.get(o)?.get(i).map(|(_, h)| *h)
+                    node.logs.get(origin.as_ref()?)?.get(i).map(|(_, h)| *h)
                 });
                 let ctx = Context {
                     local: &node.org,
@@ -764,36 +756,14 @@ mod simulation {
                     max_hlc: u64::MAX,
                 };
                 let verdict = check(&env, &ctx);
-                let index = verdicts.len();
-                match verdict {
-                    Verdict::Chained => {
-                        let hash = chain_hash(&env);
-                        pending
-                            .entry(origin.clone().unwrap())
-                            .or_default()
-                            .push((index, env, hash));
-                    }
-                    Verdict::Accept => {
-                        let origin = origin.clone().unwrap();
-                        let node = &mut self.nodes[to];
-                        for (earlier, e, h) in pending.remove(&origin).unwrap_or_default() {
-                            node.logs.entry(origin.clone()).or_default().push((e, h));
-                            verdicts[earlier] = Verdict::Accept;
-                        }
-                        node.clock.observe(Hlc(env.hlc));
-                        let hash = chain_hash(&env);
-                        node.logs.entry(origin).or_default().push((env, hash));
-                    }
-                    _ => {}
-                }
-                verdicts.push(verdict);
-            }
-            for run in pending.into_values() {
-                for (index, ..) in run {
-                    verdicts[index] = Verdict::Reject(Reject::Unsealed);
+                let node = &mut self.nodes[to];
+                for (envelope, hash) in admission.admit(env, verdict) {
+                    node.clock.observe(Hlc(envelope.hlc));
+                    let origin = OrgId::parse(&envelope.origin).unwrap();
+                    node.logs.entry(origin).or_default().push((envelope, hash));
                 }
             }
-            verdicts
+            admission.finish()
         }
 
         /// A link push from `from` to `to`: what `from` believes `to` lacks.
