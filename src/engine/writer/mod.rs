@@ -8,6 +8,10 @@
 //! publishes: an acknowledged post is on disk, a received envelope is
 //! acknowledged to its peer only once durable, and concurrent work shares
 //! one flush.
+//!
+//! This file holds the commands, the round and its commit; each command's
+//! decision lives in a file of its own (`post`, `receive`, `offer`,
+//! `roster`), so a new command is a new file and one arm of `decide`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,14 +23,18 @@ use tokio_util::sync::CancellationToken;
 use super::commits::Commits;
 use super::durable::DurableMarks;
 use super::fanout::Fanout;
-use crate::audit::{self, Event, clip};
+use crate::audit::{self, Event};
 use crate::model::{
-    ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority,
-    chain_hash, sign, unix_ms,
+    ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority, sign,
 };
-use crate::proto::{ChannelRecord, ChannelState, Envelope, Kind};
-use crate::rules::{self, Admission, Reject, Verdict};
+use crate::proto::{ChannelRecord, ChannelState, Envelope};
+use crate::rules::{self, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
+
+mod offer;
+mod post;
+mod receive;
+mod roster;
 
 /// How far ahead of this node's clock a received timestamp may be.
 const MAX_DRIFT_MS: u64 = 5 * 60 * 1000;
@@ -472,58 +480,6 @@ impl Writer {
         Ok(round.envelopes.len() - 1)
     }
 
-    /// Creates, chains and stages an envelope originated here; it is signed
-    /// now if it must be a seal, else at commit if it ends the round's run.
-    fn originate(
-        &mut self,
-        round: &mut Round,
-        channel: &ChannelId,
-        author: &str,
-        kind: Kind,
-        priority: i32,
-        body: Vec<u8>,
-    ) -> Result<usize, StoreError> {
-        let org = self.settings.org.clone();
-        let ChainHead {
-            seq, hash: prev, ..
-        } = self.head(channel, &org)?;
-        let hlc = self.clock.tick(unix_ms());
-        let envelope = Envelope {
-            channel: channel.to_string(),
-            origin: org.to_string(),
-            origin_seq: seq + 1,
-            author: author.to_owned(),
-            hlc: hlc.0,
-            kind: kind as i32,
-            priority,
-            body,
-            prev: prev.to_vec(),
-            signature: Vec::new(),
-        };
-        let size = envelope.body.len();
-        let hash = chain_hash(&envelope);
-        // Seal the run before it would outgrow SEAL_BYTES, so that a run
-        // between seals always fits one link frame.
-        if let Some(&(previous, _, bytes)) = round.open_runs.get(channel)
-            && bytes + size > SEAL_BYTES
-        {
-            sign(&mut round.envelopes[previous].2, &self.key);
-            round.open_runs.remove(channel);
-        }
-        let index = self.stage(round, channel, envelope, hash)?;
-        let run = round
-            .open_runs
-            .entry(channel.clone())
-            .or_insert((index, 0, 0));
-        *run = (index, run.1 + 1, run.2 + size);
-        // Roster changes stand alone (they are also offers): always sealed.
-        if kind == Kind::Control || run.1 >= SEAL_EVERY || run.2 >= SEAL_BYTES {
-            round.open_runs.remove(channel);
-            sign(&mut round.envelopes[index].2, &self.key);
-        }
-        Ok(index)
-    }
-
     fn writable(&mut self, channel: &ChannelId) -> Result<ChannelRecord, WriteError> {
         let record = self
             .record(channel)?
@@ -537,23 +493,10 @@ impl Writer {
 
     fn decide(&mut self, command: Command, round: &mut Round) {
         match command {
-            Command::Post(post, answer) => {
-                let result = self.writable(&post.channel).and_then(|_| {
-                    let author = post.author.to_string();
-                    Ok(self.originate(
-                        round,
-                        &post.channel,
-                        &author,
-                        Kind::Text,
-                        post.priority as i32,
-                        post.body,
-                    )?)
-                });
-                match result {
-                    Ok(index) => round.done.push(Done::Post(answer, index)),
-                    Err(e) => refuse(round, answer, e),
-                }
-            }
+            Command::Post(post, answer) => match self.post(round, post) {
+                Ok(index) => round.done.push(Done::Post(answer, index)),
+                Err(e) => refuse(round, answer, e),
+            },
             Command::Apply {
                 from,
                 envelopes,
@@ -602,354 +545,6 @@ impl Writer {
             self.pinned_fresh = true;
         }
         Ok(())
-    }
-
-    fn apply(
-        &mut self,
-        round: &mut Round,
-        from: &OrgId,
-        envelopes: Vec<Envelope>,
-    ) -> Result<Vec<Verdict>, StoreError> {
-        let mut admission = Admission::default();
-        for envelope in envelopes {
-            self.apply_one(round, from, envelope, &mut admission)?;
-        }
-        // Whatever no seal vouched for is not stored; a later batch brings it
-        // again. Routine, so counted by the link, not audited.
-        Ok(admission.finish())
-    }
-
-    /// Refuses a received envelope: the verdict, and an audit entry within
-    /// the sender's budget.
-    fn refuse_envelope(
-        &mut self,
-        round: &mut Round,
-        from: &OrgId,
-        envelope: &Envelope,
-        reason: Reject,
-    ) -> Verdict {
-        self.audit_rejection(round, from, envelope, &reason);
-        Verdict::Reject(reason)
-    }
-
-    /// Records a rejected envelope in the audit log, within the sender's budget.
-    fn audit_rejection(
-        &mut self,
-        round: &mut Round,
-        from: &OrgId,
-        envelope: &Envelope,
-        reason: &Reject,
-    ) {
-        if reason.is_out_of_order() {
-            return;
-        }
-        let event = Event::new("federation.rejected")
-            .with("peer", from)
-            .with("channel", clip(&envelope.channel))
-            .with("origin", clip(&envelope.origin))
-            .with("seq", envelope.origin_seq)
-            .with("reason", clip(&reason.to_string()));
-        self.audit_from(round, from, event);
-    }
-
-    /// Records an event that `from`'s envelopes or offers caused, within
-    /// its budget; the next admitted one says how many were left out.
-    fn audit_from(&mut self, round: &mut Round, from: &OrgId, mut event: Event) {
-        let Some(left_out) = self.peer_audit.admit(from.as_str(), unix_ms()) else {
-            return;
-        };
-        if left_out > 0 {
-            event = event.with("left_out_before", left_out);
-        }
-        round.audit.push(event);
-    }
-
-    fn apply_one(
-        &mut self,
-        round: &mut Round,
-        from: &OrgId,
-        envelope: Envelope,
-        admission: &mut Admission,
-    ) -> Result<(), StoreError> {
-        let (Ok(channel), Ok(origin)) = (
-            ChannelId::parse(&envelope.channel),
-            OrgId::parse(&envelope.origin),
-        ) else {
-            let reason = Reject::Malformed("channel or origin is not a valid id".into());
-            admission.decided(self.refuse_envelope(round, from, &envelope, reason));
-            return Ok(());
-        };
-        let Some(record) = self.record(&channel)? else {
-            admission.decided(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
-            return Ok(());
-        };
-        if record.state == ChannelState::Pending as i32 {
-            // Offered, not accepted: nothing of it is stored.
-            admission.decided(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
-            return Ok(());
-        }
-        let head = match admission.head(&envelope) {
-            Some(head) => head,
-            None => self.head(&channel, &origin)?,
-        };
-        let held = if envelope.origin_seq <= head.seq {
-            let staged = admission.held(&envelope).or_else(|| {
-                round
-                    .staged
-                    .get(&(channel.clone(), origin.clone(), envelope.origin_seq))
-                    .copied()
-            });
-            match staged {
-                Some(hash) => Some(hash),
-                None => self
-                    .store
-                    .envelope(&channel, &origin, envelope.origin_seq)?
-                    .map(|e| chain_hash(&e)),
-            }
-        } else {
-            None
-        };
-        self.refresh_pinned()?;
-        let ctx = rules::Context {
-            local: &self.settings.org,
-            sender: from,
-            channel: &channel,
-            record: &record,
-            head,
-            pinned: &self.pinned,
-            held,
-            max_envelope_bytes: self.settings.max_envelope_bytes,
-            max_hlc: Hlc::at(unix_ms() + MAX_DRIFT_MS).0,
-        };
-        let verdict = rules::check(&envelope, &ctx);
-        if let Verdict::Reject(reason) = verdict {
-            admission.decided(self.refuse_envelope(round, from, &envelope, reason));
-            return Ok(());
-        }
-        if verdict == Verdict::Accept && envelope.kind == Kind::Control as i32 {
-            let mut updated = record.clone();
-            if let Err(r) = rules::apply_control(&mut updated, &envelope, &self.settings.org) {
-                admission.decided(self.refuse_envelope(round, from, &envelope, r));
-                return Ok(());
-            }
-            self.audit_from(
-                round,
-                from,
-                Event::new("channel.roster_changed")
-                    .with("channel", &channel)
-                    .with("from", from)
-                    .with("roster_seq", envelope.origin_seq)
-                    .with(
-                        "participants",
-                        updated
-                            .participants
-                            .iter()
-                            .filter(|p| p.active)
-                            .map(|p| p.org.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    )
-                    .with(
-                        "state",
-                        ChannelState::try_from(updated.state)
-                            .map_or("unknown", |s| s.as_str_name()),
-                    ),
-            );
-            round.put_channel(&channel, &updated);
-            self.records.insert(channel.clone(), updated);
-        }
-        // A seal vouches for the chained envelopes before it.
-        for (envelope, hash) in admission.admit(envelope, verdict) {
-            self.clock.observe(Hlc(envelope.hlc));
-            self.stage(round, &channel, envelope, hash)?;
-        }
-        Ok(())
-    }
-
-    fn offer(
-        &mut self,
-        round: &mut Round,
-        from: &OrgId,
-        envelope: &Envelope,
-        hold: bool,
-    ) -> Result<Result<Offered, Reject>, StoreError> {
-        let Ok(channel) = ChannelId::parse(&envelope.channel) else {
-            return Ok(Err(Reject::Malformed("channel is not a valid id".into())));
-        };
-        let existing = self.record(&channel)?;
-        match existing.as_ref().map(|r| ChannelState::try_from(r.state)) {
-            None => {}
-            Some(Ok(ChannelState::Pending)) => return Ok(Ok(Offered::Waiting)),
-            // Re-shared after a removal: a newer roster that includes us again.
-            Some(Ok(ChannelState::Archived))
-                if existing
-                    .as_ref()
-                    .is_some_and(|r| envelope.origin_seq > r.roster_seq) => {}
-            // Held here: the peer is told only if it may see the channel, so
-            // what it observes never depends on channels not shared with it
-            // (an internal one answers exactly like one that does not exist).
-            Some(_) => {
-                let eligible = existing.as_ref().is_some_and(|r| {
-                    rules::eligibility(r, &self.settings.org, from) != rules::Eligibility::None
-                });
-                if eligible {
-                    return Ok(Ok(Offered::Held));
-                }
-                let reject = Reject::NotSharedWithSender;
-                self.audit_rejection(round, from, envelope, &reject);
-                return Ok(Err(reject));
-            }
-        }
-        let mut record = match self.check_offer(&channel, existing.is_none(), from, envelope)? {
-            Ok(r) => r,
-            Err(reject) => {
-                self.audit_rejection(round, from, envelope, &reject);
-                return Ok(Err(reject));
-            }
-        };
-        if let Some(old) = existing {
-            record.created_unix_ms = old.created_unix_ms;
-        } else if hold {
-            record.state = ChannelState::Pending as i32;
-        }
-        let pending = record.state == ChannelState::Pending as i32;
-        self.audit_from(
-            round,
-            from,
-            Event::new(if pending {
-                "channel.offered"
-            } else {
-                "channel.joined"
-            })
-            .with("channel", &channel)
-            .with("from", from)
-            .with("roster_seq", record.roster_seq),
-        );
-        round.put_channel(&channel, &record);
-        self.records.insert(channel, record.clone());
-        Ok(Ok(if record.state == ChannelState::Pending as i32 {
-            Offered::Waiting
-        } else {
-            Offered::Joined(record)
-        }))
-    }
-
-    /// The record an offer of a channel would make, or why it is refused.
-    fn check_offer(
-        &mut self,
-        channel: &ChannelId,
-        new: bool,
-        from: &OrgId,
-        envelope: &Envelope,
-    ) -> Result<Result<ChannelRecord, Reject>, StoreError> {
-        if new && self.channels_of(channel.home())? >= self.settings.channels_per_partner {
-            return Ok(Err(Reject::BadOffer(
-                "its home has limits.channels_per_partner channels here",
-            )));
-        }
-        self.refresh_pinned()?;
-        Ok(rules::check_offer(
-            envelope,
-            &self.settings.org,
-            from,
-            &self.pinned,
-            unix_ms(),
-        ))
-    }
-
-    /// Channels homed at `home` held here (stored, or staged this round).
-    fn channels_of(&self, home: &OrgId) -> Result<usize, StoreError> {
-        let stored = self.store.channel_ids_of(home)?;
-        let staged = self
-            .records
-            .values()
-            .filter(|r| r.home == home.as_str() && !stored.contains(&r.id))
-            .count();
-        Ok(stored.len() + staged)
-    }
-
-    fn change_roster(
-        &mut self,
-        round: &mut Round,
-        channel: &ChannelId,
-        change: RosterChange,
-    ) -> Result<ChannelRecord, WriteError> {
-        let record = self.writable(channel)?;
-        if record.home != self.settings.org.as_str() {
-            return Err(WriteError::NotHome {
-                channel: channel.to_string(),
-                home: record.home,
-            });
-        }
-        let seq = self.head(channel, &self.settings.org.clone())?.seq;
-        let participants = match &change {
-            RosterChange::Share { orgs } => orgs
-                .iter()
-                .fold(record.participants.clone(), |roster, (org, key)| {
-                    rules::changed_roster(&roster, org, Some(key), seq + 1)
-                }),
-            RosterChange::Unshare { org } => {
-                if !record
-                    .participants
-                    .iter()
-                    .any(|p| p.org == org.as_str() && p.active)
-                {
-                    return Err(WriteError::NotParticipant {
-                        channel: channel.to_string(),
-                        org: org.to_string(),
-                    });
-                }
-                rules::changed_roster(&record.participants, org, None, seq + 1)
-            }
-        };
-        let body = rules::control_body(participants.clone());
-        let index = self.originate(round, channel, "", Kind::Control, 0, body)?;
-        let roster_seq = round.envelopes[index].2.origin_seq;
-        round.audit.push(
-            match &change {
-                RosterChange::Share { orgs } => Event::new("channel.shared").with(
-                    "orgs",
-                    orgs.iter()
-                        .map(|(o, _)| o.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-                RosterChange::Unshare { org } => Event::new("channel.unshared").with("org", org),
-            }
-            .with("channel", channel)
-            .with("roster_seq", roster_seq),
-        );
-        let updated = ChannelRecord {
-            participants,
-            roster_seq,
-            ..record
-        };
-        round.put_channel(channel, &updated);
-        self.records.insert(channel.clone(), updated.clone());
-        Ok(updated)
-    }
-
-    fn accept(
-        &mut self,
-        round: &mut Round,
-        channel: &ChannelId,
-    ) -> Result<ChannelRecord, WriteError> {
-        let record = self
-            .record(channel)?
-            .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
-        if record.state != ChannelState::Pending as i32 {
-            return Err(WriteError::NotPending(channel.to_string()));
-        }
-        let updated = ChannelRecord {
-            state: ChannelState::Active as i32,
-            ..record
-        };
-        round
-            .audit
-            .push(Event::new("channel.accepted").with("channel", channel));
-        round.put_channel(channel, &updated);
-        self.records.insert(channel.clone(), updated.clone());
-        Ok(updated)
     }
 
     /// Makes the round durable and answers it. A round refused while

@@ -1,0 +1,114 @@
+//! A channel offered by a partner: its home's latest roster envelope,
+//! checked against the pinned keys; the channel is joined, held for an
+//! operator, or (held here already) the partner is told, when it may see it.
+
+use super::{Offered, Round, Writer};
+use crate::audit::Event;
+use crate::model::{ChannelId, OrgId, unix_ms};
+use crate::proto::{ChannelRecord, ChannelState, Envelope};
+use crate::rules::{self, Reject};
+use crate::store::StoreError;
+
+impl Writer {
+    pub(super) fn offer(
+        &mut self,
+        round: &mut Round,
+        from: &OrgId,
+        envelope: &Envelope,
+        hold: bool,
+    ) -> Result<Result<Offered, Reject>, StoreError> {
+        let Ok(channel) = ChannelId::parse(&envelope.channel) else {
+            return Ok(Err(Reject::Malformed("channel is not a valid id".into())));
+        };
+        let existing = self.record(&channel)?;
+        match existing.as_ref().map(|r| ChannelState::try_from(r.state)) {
+            None => {}
+            Some(Ok(ChannelState::Pending)) => return Ok(Ok(Offered::Waiting)),
+            // Re-shared after a removal: a newer roster that includes us again.
+            Some(Ok(ChannelState::Archived))
+                if existing
+                    .as_ref()
+                    .is_some_and(|r| envelope.origin_seq > r.roster_seq) => {}
+            // Held here: the peer is told only if it may see the channel, so
+            // what it observes never depends on channels not shared with it
+            // (an internal one answers exactly like one that does not exist).
+            Some(_) => {
+                let eligible = existing.as_ref().is_some_and(|r| {
+                    rules::eligibility(r, &self.settings.org, from) != rules::Eligibility::None
+                });
+                if eligible {
+                    return Ok(Ok(Offered::Held));
+                }
+                let reject = Reject::NotSharedWithSender;
+                self.audit_rejection(round, from, envelope, &reject);
+                return Ok(Err(reject));
+            }
+        }
+        let mut record = match self.check_offer(&channel, existing.is_none(), from, envelope)? {
+            Ok(r) => r,
+            Err(reject) => {
+                self.audit_rejection(round, from, envelope, &reject);
+                return Ok(Err(reject));
+            }
+        };
+        if let Some(old) = existing {
+            record.created_unix_ms = old.created_unix_ms;
+        } else if hold {
+            record.state = ChannelState::Pending as i32;
+        }
+        let pending = record.state == ChannelState::Pending as i32;
+        self.audit_from(
+            round,
+            from,
+            Event::new(if pending {
+                "channel.offered"
+            } else {
+                "channel.joined"
+            })
+            .with("channel", &channel)
+            .with("from", from)
+            .with("roster_seq", record.roster_seq),
+        );
+        round.put_channel(&channel, &record);
+        self.records.insert(channel, record.clone());
+        Ok(Ok(if record.state == ChannelState::Pending as i32 {
+            Offered::Waiting
+        } else {
+            Offered::Joined(record)
+        }))
+    }
+
+    /// The record an offer of a channel would make, or why it is refused.
+    pub(super) fn check_offer(
+        &mut self,
+        channel: &ChannelId,
+        new: bool,
+        from: &OrgId,
+        envelope: &Envelope,
+    ) -> Result<Result<ChannelRecord, Reject>, StoreError> {
+        if new && self.channels_of(channel.home())? >= self.settings.channels_per_partner {
+            return Ok(Err(Reject::BadOffer(
+                "its home has limits.channels_per_partner channels here",
+            )));
+        }
+        self.refresh_pinned()?;
+        Ok(rules::check_offer(
+            envelope,
+            &self.settings.org,
+            from,
+            &self.pinned,
+            unix_ms(),
+        ))
+    }
+
+    /// Channels homed at `home` held here (stored, or staged this round).
+    pub(super) fn channels_of(&self, home: &OrgId) -> Result<usize, StoreError> {
+        let stored = self.store.channel_ids_of(home)?;
+        let staged = self
+            .records
+            .values()
+            .filter(|r| r.home == home.as_str() && !stored.contains(&r.id))
+            .count();
+        Ok(stored.len() + staged)
+    }
+}

@@ -1,0 +1,76 @@
+//! A member's post: chained after this node's last envelope in the
+//! channel, stamped with the hybrid clock, staged, and sealed when its run
+//! must end here (else at commit).
+
+use super::{NewPost, Round, SEAL_BYTES, SEAL_EVERY, WriteError, Writer};
+use crate::model::{ChainHead, ChannelId, chain_hash, sign, unix_ms};
+use crate::proto::{Envelope, Kind};
+use crate::store::StoreError;
+
+impl Writer {
+    /// Stages `post` if its channel is writable here; its index in the round.
+    pub(super) fn post(&mut self, round: &mut Round, post: NewPost) -> Result<usize, WriteError> {
+        self.writable(&post.channel)?;
+        let author = post.author.to_string();
+        Ok(self.originate(
+            round,
+            &post.channel,
+            &author,
+            Kind::Text,
+            post.priority as i32,
+            post.body,
+        )?)
+    }
+
+    /// Creates, chains and stages an envelope originated here; it is signed
+    /// now if it must be a seal, else at commit if it ends the round's run.
+    pub(super) fn originate(
+        &mut self,
+        round: &mut Round,
+        channel: &ChannelId,
+        author: &str,
+        kind: Kind,
+        priority: i32,
+        body: Vec<u8>,
+    ) -> Result<usize, StoreError> {
+        let org = self.settings.org.clone();
+        let ChainHead {
+            seq, hash: prev, ..
+        } = self.head(channel, &org)?;
+        let hlc = self.clock.tick(unix_ms());
+        let envelope = Envelope {
+            channel: channel.to_string(),
+            origin: org.to_string(),
+            origin_seq: seq + 1,
+            author: author.to_owned(),
+            hlc: hlc.0,
+            kind: kind as i32,
+            priority,
+            body,
+            prev: prev.to_vec(),
+            signature: Vec::new(),
+        };
+        let size = envelope.body.len();
+        let hash = chain_hash(&envelope);
+        // Seal the run before it would outgrow SEAL_BYTES, so that a run
+        // between seals always fits one link frame.
+        if let Some(&(previous, _, bytes)) = round.open_runs.get(channel)
+            && bytes + size > SEAL_BYTES
+        {
+            sign(&mut round.envelopes[previous].2, &self.key);
+            round.open_runs.remove(channel);
+        }
+        let index = self.stage(round, channel, envelope, hash)?;
+        let run = round
+            .open_runs
+            .entry(channel.clone())
+            .or_insert((index, 0, 0));
+        *run = (index, run.1 + 1, run.2 + size);
+        // Roster changes stand alone (they are also offers): always sealed.
+        if kind == Kind::Control || run.1 >= SEAL_EVERY || run.2 >= SEAL_BYTES {
+            round.open_runs.remove(channel);
+            sign(&mut round.envelopes[index].2, &self.key);
+        }
+        Ok(index)
+    }
+}

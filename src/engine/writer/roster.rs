@@ -1,0 +1,94 @@
+//! The home's roster changes (share, unshare) as signed control envelopes,
+//! and an operator's acceptance of an offered channel.
+
+use super::{RosterChange, Round, WriteError, Writer};
+use crate::audit::Event;
+use crate::model::ChannelId;
+use crate::proto::{ChannelRecord, ChannelState, Kind};
+use crate::rules;
+
+impl Writer {
+    pub(super) fn change_roster(
+        &mut self,
+        round: &mut Round,
+        channel: &ChannelId,
+        change: RosterChange,
+    ) -> Result<ChannelRecord, WriteError> {
+        let record = self.writable(channel)?;
+        if record.home != self.settings.org.as_str() {
+            return Err(WriteError::NotHome {
+                channel: channel.to_string(),
+                home: record.home,
+            });
+        }
+        let seq = self.head(channel, &self.settings.org.clone())?.seq;
+        let participants = match &change {
+            RosterChange::Share { orgs } => orgs
+                .iter()
+                .fold(record.participants.clone(), |roster, (org, key)| {
+                    rules::changed_roster(&roster, org, Some(key), seq + 1)
+                }),
+            RosterChange::Unshare { org } => {
+                if !record
+                    .participants
+                    .iter()
+                    .any(|p| p.org == org.as_str() && p.active)
+                {
+                    return Err(WriteError::NotParticipant {
+                        channel: channel.to_string(),
+                        org: org.to_string(),
+                    });
+                }
+                rules::changed_roster(&record.participants, org, None, seq + 1)
+            }
+        };
+        let body = rules::control_body(participants.clone());
+        let index = self.originate(round, channel, "", Kind::Control, 0, body)?;
+        let roster_seq = round.envelopes[index].2.origin_seq;
+        round.audit.push(
+            match &change {
+                RosterChange::Share { orgs } => Event::new("channel.shared").with(
+                    "orgs",
+                    orgs.iter()
+                        .map(|(o, _)| o.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                RosterChange::Unshare { org } => Event::new("channel.unshared").with("org", org),
+            }
+            .with("channel", channel)
+            .with("roster_seq", roster_seq),
+        );
+        let updated = ChannelRecord {
+            participants,
+            roster_seq,
+            ..record
+        };
+        round.put_channel(channel, &updated);
+        self.records.insert(channel.clone(), updated.clone());
+        Ok(updated)
+    }
+
+    pub(super) fn accept(
+        &mut self,
+        round: &mut Round,
+        channel: &ChannelId,
+    ) -> Result<ChannelRecord, WriteError> {
+        let record = self
+            .record(channel)?
+            .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
+        if record.state != ChannelState::Pending as i32 {
+            return Err(WriteError::NotPending(channel.to_string()));
+        }
+        let updated = ChannelRecord {
+            state: ChannelState::Active as i32,
+            ..record
+        };
+        round
+            .audit
+            .push(Event::new("channel.accepted").with("channel", channel));
+        round.put_channel(channel, &updated);
+        self.records.insert(channel.clone(), updated.clone());
+        Ok(updated)
+    }
+}
