@@ -26,7 +26,41 @@ pub enum ClientError {
     #[error("endpoint {0:?} is not host:port")]
     Endpoint(String),
     #[error("cannot connect to {endpoint}: {message}")]
-    Connect { endpoint: String, message: String },
+    Connect {
+        endpoint: String,
+        message: String,
+        /// The TLS handshake refused a certificate ([`tls_refused`]): a
+        /// retry will not help until one side's certificate or trust changes.
+        refused: bool,
+    },
+}
+
+/// Whether a rustls certificate error or alert is anywhere in `e`'s chain:
+/// the TLS handshake refused a certificate, as opposed to a peer that is
+/// down. (I/O errors hide their inner error from `source`, so it is looked
+/// into.) Under TLS 1.3 a refusal of the client's certificate arrives as an
+/// alert on the first call, so callers check that call's status too.
+pub fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(
+            tls,
+            Some(
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::AlertReceived(_)
+                    | rustls::Error::NoCertificatesPresented
+            )
+        ) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The host part of `host:port` or `[v6]:port`.
@@ -80,6 +114,7 @@ pub async fn dial(tls: Arc<rustls::ClientConfig>, endpoint: &str) -> Result<Chan
         .map_err(|e| ClientError::Connect {
             endpoint: endpoint.to_owned(),
             message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+            refused: tls_refused(&e),
         })
 }
 

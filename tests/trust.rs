@@ -271,6 +271,8 @@ async fn a_partner_whose_node_certificate_expired_is_refused() {
     })
     .await;
     assert!(error.last_error.contains("expired"), "{error:?}");
+    // A certificate refusal is told apart from a partner that is down.
+    assert_eq!(error.state, "refused", "{error:?}");
     a.stop().await;
     b.stop().await;
 }

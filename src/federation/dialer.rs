@@ -10,9 +10,10 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::Federation;
 use super::link::{self, LINK_BUFFER};
 use super::wire::MAX_FRAME_BYTES;
+use super::{Federation, LinkState};
+use crate::client::{ClientError, tls_refused};
 use crate::model::OrgId;
 use crate::proto::federation_client::FederationClient;
 
@@ -54,18 +55,18 @@ pub(super) async fn run(fed: Arc<Federation>, peer: OrgId, cancel: CancellationT
         if cancel.is_cancelled() {
             return;
         }
-        fed.set_status(&peer, "connecting", None);
+        fed.set_status(&peer, LinkState::Connecting, None);
         match dial_once(&fed, &peer).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let state = if e.contains("alert") || e.contains("certificate") {
-                    "refused"
+                let state = if e.refused {
+                    LinkState::Refused
                 } else {
-                    "backing-off"
+                    LinkState::BackingOff { failures }
                 };
-                tracing::debug!(%peer, error = %e, failures, "dial failed");
-                fed.set_status(&peer, state, Some(e));
+                tracing::debug!(%peer, error = %e.text, failures, "dial failed");
+                fed.set_status(&peer, state, Some(e.text));
             }
         }
         let delay = backoff(failures, jitter());
@@ -76,19 +77,39 @@ pub(super) async fn run(fed: Arc<Federation>, peer: OrgId, cancel: CancellationT
     }
 }
 
-async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), String> {
+/// Why a dial failed: what the operator is shown, and whether the TLS
+/// handshake refused a certificate (which backing off will not cure).
+#[derive(Debug)]
+struct DialFailure {
+    text: String,
+    refused: bool,
+}
+
+impl DialFailure {
+    fn other(e: impl std::fmt::Display) -> Self {
+        DialFailure {
+            text: e.to_string(),
+            refused: false,
+        }
+    }
+}
+
+async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialFailure> {
     let record = fed
         .store
         .peer(peer)
-        .map_err(|e| e.to_string())?
-        .ok_or("peer removed")?;
+        .map_err(DialFailure::other)?
+        .ok_or_else(|| DialFailure::other("peer removed"))?;
     let tls = fed
         .pki
         .peer_client_tls(&record.ca_der)
-        .map_err(|e| e.to_string())?;
+        .map_err(DialFailure::other)?;
     let channel = crate::client::dial(Arc::new(tls), &record.endpoint)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| DialFailure {
+            refused: matches!(e, ClientError::Connect { refused: true, .. }),
+            text: e.to_string(),
+        })?;
     let (tx, rx) = mpsc::channel(LINK_BUFFER);
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(MAX_FRAME_BYTES)
@@ -99,7 +120,10 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), String> {
         let detail = std::error::Error::source(&s)
             .map(|e| format!(" ({e:?})"))
             .unwrap_or_default();
-        format!("{}: {}{detail}", s.code(), s.message())
+        DialFailure {
+            text: format!("{}: {}{detail}", s.code(), s.message()),
+            refused: tls_refused(&s),
+        }
     })?;
     let Some((id, cancel, counters)) = fed.register_link(peer, true) else {
         return Ok(()); // the link the peer dialed is the one both sides keep
@@ -120,6 +144,18 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_refusal_is_told_from_other_failures_through_the_error_chain() {
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let io = std::io::Error::other(expired);
+        assert!(tls_refused(&io));
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
+        assert!(tls_refused(&alert));
+        let refused_connection = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!tls_refused(&refused_connection));
+        assert!(!tls_refused(&tonic::Status::unavailable("no route")));
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

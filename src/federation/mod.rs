@@ -51,10 +51,42 @@ pub enum FederationError {
     BadEndpoint(String),
 }
 
+/// Where a peer's link stands, as operators see it (`samband status`,
+/// `Admin.ListPeers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinkState {
+    /// No endpoint for the peer: this node waits for it to dial in.
+    Waiting,
+    /// Dialing, or about to.
+    #[default]
+    Connecting,
+    Connected,
+    /// The last `failures` dials failed; the next comes after a backoff.
+    BackingOff {
+        failures: u32,
+    },
+    /// The last dial was refused in the TLS handshake: one side does not
+    /// accept the other's certificate (expired, revoked trust, wrong CA).
+    Refused,
+}
+
+impl LinkState {
+    /// The word the Admin API and the CLI show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Waiting => "waiting",
+            LinkState::Connecting => "connecting",
+            LinkState::Connected => "connected",
+            LinkState::BackingOff { .. } => "backing-off",
+            LinkState::Refused => "refused",
+        }
+    }
+}
+
 /// What the node knows about one peer's link, for operators.
 #[derive(Debug, Clone, Default)]
 struct PeerStatus {
-    state: &'static str,
+    state: LinkState,
     last_error: String,
     connected_unix_ms: u64,
 }
@@ -300,7 +332,7 @@ impl Federation {
             registry.status.insert(
                 org,
                 PeerStatus {
-                    state: "waiting",
+                    state: LinkState::Waiting,
                     ..Default::default()
                 },
             );
@@ -312,11 +344,11 @@ impl Federation {
         tokio::spawn(dialer::run(self.clone(), org, cancel));
     }
 
-    fn set_status(&self, peer: &OrgId, state: &'static str, error: Option<String>) {
+    fn set_status(&self, peer: &OrgId, state: LinkState, error: Option<String>) {
         let mut registry = self.registry();
         let status = registry.status.entry(peer.clone()).or_default();
         status.state = state;
-        if state == "connected" {
+        if state == LinkState::Connected {
             status.connected_unix_ms = unix_ms();
         }
         if let Some(e) = error {
@@ -359,7 +391,7 @@ impl Federation {
             },
         );
         drop(registry);
-        self.set_status(peer, "connected", Some(String::new()));
+        self.set_status(peer, LinkState::Connected, Some(String::new()));
         Some((id, cancel, counters))
     }
 
@@ -369,7 +401,11 @@ impl Federation {
             registry.links.remove(peer);
             let has_dialer = registry.dialers.contains_key(peer);
             if let Some(status) = registry.status.get_mut(peer) {
-                status.state = if has_dialer { "connecting" } else { "waiting" };
+                status.state = if has_dialer {
+                    LinkState::Connecting
+                } else {
+                    LinkState::Waiting
+                };
                 if let Some(e) = error {
                     status.last_error = e;
                 }
@@ -512,12 +548,7 @@ impl Federation {
                 endpoint: record.endpoint,
                 accept: record.accept,
                 link: Some(proto::LinkStatus {
-                    state: if status.state.is_empty() {
-                        "connecting"
-                    } else {
-                        status.state
-                    }
-                    .to_owned(),
+                    state: status.state.as_str().to_owned(),
                     last_error: status.last_error,
                     connected_unix_ms: status.connected_unix_ms,
                     lag,
