@@ -359,6 +359,46 @@ async fn sharing_with_an_org_that_is_not_a_peer_is_refused() {
     a.stop().await;
 }
 
+/// The dialer's side of a link is reset while the accepter's side stays
+/// open and silent (a NAT or firewall that lost the connection's state).
+/// The dialer's next link replaces the stale one at once: it is never
+/// refused as a second link while the accepter waits for its keep-alive.
+#[tokio::test]
+async fn a_link_lost_on_one_side_only_is_replaced_by_the_next_dial() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let proxy = common::Proxy::start(b.fed_addr).await;
+    a.dials(&b, proxy.addr).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example"]).await;
+    post(&mut a_op, &ch, "before").await;
+    converged(&[&a, &b], &ch, 2).await;
+    let first = a.peers().await[0].link.clone().unwrap().connected_unix_ms;
+
+    proxy.reset_dialer_side();
+    // A redials at once; B must take the new link although the old one
+    // looks alive to it. A refusal would show on A until B's keep-alive
+    // drops the old link (20 s), so any one seen means the fix is gone.
+    let relinked = eventually("A's new link to B", || async {
+        let link = a.peers().await[0].link.clone().unwrap();
+        assert!(
+            !link.last_error.contains("exists already"),
+            "B refused A's new link as a second one: {link:?}"
+        );
+        (link.state == "connected" && link.connected_unix_ms > first).then_some(link)
+    })
+    .await;
+    assert_eq!(relinked.state, "connected");
+    post(&mut a_op, &ch, "after").await;
+    converged(&[&a, &b], &ch, 3).await;
+    // The proxy holds B's side of the old connection open: close it, or B's
+    // shutdown waits its grace period for it.
+    drop(proxy);
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn a_partition_heals_with_identical_histories_nothing_lost_nothing_twice() {
     let a = TestNode::start("police.example").await;

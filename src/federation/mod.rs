@@ -360,9 +360,14 @@ impl Federation {
         self.registry().links.contains_key(peer)
     }
 
-    /// Registers a new link to `peer`. If one exists, the link dialed by the
-    /// org with the smaller id is kept (both sides apply the same rule);
-    /// `None` means the new link is the one to close.
+    /// Registers a new link to `peer`; `None` means the new link is the one
+    /// to close. If one exists already:
+    /// * dialed the same way, the new one replaces it: a side dials only
+    ///   while it has no link, so a second link dialed the same way means the
+    ///   first is dead on the dialer's side, even if this side has not
+    ///   noticed (a NAT or firewall that lost the connection's state);
+    /// * dialed the other way (both sides dialed at once), the link dialed
+    ///   by the org with the smaller id is kept, the same rule on both sides.
     fn register_link(
         &self,
         peer: &OrgId,
@@ -371,9 +376,15 @@ impl Federation {
         let mut registry = self.registry();
         let keep_ours = self.org < *peer;
         if let Some(existing) = registry.links.get(peer) {
-            let new_wins = dialed_by_us == keep_ours && existing.dialed_by_us != keep_ours;
+            let stale = existing.dialed_by_us == dialed_by_us;
+            let new_wins =
+                stale || (dialed_by_us == keep_ours && existing.dialed_by_us != keep_ours);
             if !new_wins {
+                tracing::info!(%peer, "a link between these nodes exists already; keeping that one");
                 return None;
+            }
+            if stale {
+                tracing::info!(%peer, "a new link from the same side replaces the previous one, which that side gave up");
             }
             existing.cancel.cancel();
         }

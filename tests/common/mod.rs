@@ -623,14 +623,17 @@ pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     stalled: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Bumped by [`Proxy::reset_dialer_side`]: connections made before
+    /// the bump lose their dialer side.
+    resets: Arc<tokio::sync::watch::Sender<u64>>,
     conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     accept: JoinHandle<()>,
 }
 
 /// Copies `from` to `to`, holding still (bytes back up in TCP) while `stalled`.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
     mut stalled: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -657,23 +660,43 @@ impl Proxy {
         let addr = listener.local_addr().expect("addr");
         let cut = Arc::new(AtomicBool::new(false));
         let stalled = Arc::new(tokio::sync::watch::channel(false).0);
+        let resets = Arc::new(tokio::sync::watch::channel(0u64).0);
         let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let accept = tokio::spawn({
-            let (cut, conns, stalled) = (cut.clone(), conns.clone(), stalled.clone());
+            let (cut, conns, stalled, resets) =
+                (cut.clone(), conns.clone(), stalled.clone(), resets.clone());
             async move {
                 while let Ok((inbound, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         continue; // dropped: the partition refuses it
                     }
                     let stalled = stalled.clone();
+                    let mut reset = resets.subscribe();
+                    let born = *reset.borrow_and_update();
                     let task = tokio::spawn(async move {
-                        if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
-                            let (in_r, in_w) = inbound.into_split();
-                            let (out_r, out_w) = outbound.into_split();
-                            tokio::join!(
-                                pump(in_r, out_w, stalled.subscribe()),
-                                pump(out_r, in_w, stalled.subscribe())
-                            );
+                        let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let (mut in_r, mut in_w) = inbound.into_split();
+                        let (mut out_r, mut out_w) = outbound.into_split();
+                        let one_sided = tokio::select! {
+                            _ = async {
+                                tokio::join!(
+                                    pump(&mut in_r, &mut out_w, stalled.subscribe()),
+                                    pump(&mut out_r, &mut in_w, stalled.subscribe())
+                                )
+                            } => false,
+                            _ = reset.wait_for(|&n| n > born) => true,
+                        };
+                        if one_sided {
+                            // The dialer's side is reset; the accepter's side
+                            // stays open and hears nothing, as after a NAT
+                            // or firewall lost the connection's state.
+                            if let Ok(inbound) = in_r.reunite(in_w) {
+                                let _ = inbound.set_linger(Some(Duration::ZERO));
+                            }
+                            let _keep = (out_r, out_w);
+                            std::future::pending::<()>().await;
                         }
                     });
                     conns.lock().unwrap().push(task.abort_handle());
@@ -684,6 +707,7 @@ impl Proxy {
             addr,
             cut,
             stalled,
+            resets,
             conns,
             accept,
         }
@@ -708,6 +732,12 @@ impl Proxy {
 
     pub fn resume(&self) {
         self.stalled.send_replace(false);
+    }
+
+    /// Resets the dialer's side of every connection open now, and leaves
+    /// the accepter's side open and silent. New connections pass as before.
+    pub fn reset_dialer_side(&self) {
+        self.resets.send_modify(|n| *n += 1);
     }
 }
 
