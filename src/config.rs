@@ -126,8 +126,11 @@ struct RawConfig {
     log: LogSection,
 }
 
-/// Upper bound for `limits.max_body_bytes`: large payloads belong in files, not messages.
-pub const MAX_BODY_CEILING: usize = 4 * 1024 * 1024;
+/// Upper bound for `limits.max_body_bytes`: large payloads belong in files,
+/// not messages. A message at the ceiling, with its other fields, stays
+/// under the 4 MiB that stock gRPC clients decode by default, so every
+/// message a node accepts can be read by every client.
+pub const MAX_BODY_CEILING: usize = (4 << 20) - (16 << 10);
 
 /// Largest envelope a node accepts from a partner: a body at the ceiling
 /// plus room for the envelope's other fields. Partners may allow larger
@@ -450,8 +453,8 @@ mod tests {
             // Above the upper bounds.
             (
                 "max_body_bytes = 65536",
-                "max_body_bytes = 4194305",
-                "between 1 and 4194304, not 4194305",
+                "max_body_bytes = 4177921",
+                "between 1 and 4177920, not 4177921",
             ),
             (
                 "subscribers_per_channel = 1000",

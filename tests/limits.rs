@@ -331,3 +331,70 @@ async fn memory_stays_bounded_under_a_flood_far_past_the_limits() {
     drop(stalled);
     serve.kill9().await;
 }
+
+/// The largest message a node accepts, and pages of large messages, are
+/// readable by a client with gRPC's default 4 MiB decode limit: a page is
+/// bounded by bytes as well as count and goes on with a cursor, so no page
+/// is ever too large to read.
+#[tokio::test]
+async fn the_largest_message_and_pages_of_large_ones_are_readable_by_a_stock_client() {
+    use samband::config::MAX_BODY_CEILING;
+
+    let tmp = init_dir("police.example");
+    set_config(
+        &node_dir(&tmp),
+        "max_body_bytes = ",
+        &MAX_BODY_CEILING.to_string(),
+    );
+    let node = TestNode::start_in(tmp).await;
+    // Default limits: what grpcio, grpcurl or a plain tonic client decode.
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "ops").await;
+    for i in 0..70 {
+        post(
+            &mut op,
+            &ch,
+            &format!("{i:02}{}", "x".repeat(64 * 1024 - 2)),
+        )
+        .await;
+    }
+    post(&mut op, &ch, &"y".repeat(MAX_BODY_CEILING)).await;
+
+    let newest = |limit| proto::HistoryRequest {
+        channel: ch.clone(),
+        limit,
+        position: None,
+    };
+    let one = op.history(newest(1)).await.unwrap().into_inner();
+    assert_eq!(one.messages[0].text.len(), MAX_BODY_CEILING);
+    // A page of 100 holds 71 messages of 8.6 MiB: it is cut, not refused.
+    let page = op.history(newest(100)).await.unwrap().into_inner();
+    assert!(
+        page.more && page.messages.len() < 71,
+        "{}",
+        page.messages.len()
+    );
+    let all = common::all_history(&mut op, &ch).await;
+    assert_eq!(all.len(), 71);
+    let numbered: Vec<String> = all[..70].iter().map(|m| m.text[..2].to_owned()).collect();
+    let expected: Vec<String> = (0..70).map(|i| format!("{i:02}")).collect();
+    assert_eq!(numbered, expected, "every message once, in order");
+    // A live subscriber replaying from the beginning gets the largest one too.
+    let mut stream = op
+        .subscribe(proto::SubscribeRequest {
+            channel: ch.clone(),
+            start: Some(proto::subscribe_request::Start::FromBeginning(true)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replayed = 0;
+    while replayed < 71 {
+        let m = stream.message().await.unwrap().unwrap();
+        replayed += 1;
+        if replayed == 71 {
+            assert_eq!(m.text.len(), MAX_BODY_CEILING);
+        }
+    }
+    node.stop().await;
+}

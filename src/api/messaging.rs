@@ -22,6 +22,11 @@ use crate::store::{Page, Stored};
 /// Default and largest page sizes of History.
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 1000;
+/// Most bytes of messages in one History page: under the 4 MiB that stock
+/// gRPC clients decode by default, with room for the rest of the answer.
+/// A page that would be larger ends early with `more` set; it always holds
+/// at least one message, which the body ceiling keeps under that limit too.
+const MAX_PAGE_BYTES: usize = (4 << 20) - (64 << 10);
 /// Posts one Publish stream may have in flight.
 const PUBLISH_WINDOW: usize = 1024;
 /// Messages buffered per subscriber stream before it reads from the store instead.
@@ -68,6 +73,38 @@ fn message(stored: &Stored, local: &OrgId, pinned: &Pinned) -> proto::Message {
             OriginKey::VouchedByHome => proto::OriginKey::VouchedByHome,
         } as i32,
     }
+}
+
+/// The messages of a page (oldest first) that fit in `max_bytes`, keeping
+/// those nearest where the page starts: the newest when reading backward,
+/// the oldest when reading forward. At least one is kept. `true` if any
+/// was left out.
+fn within_bytes(
+    mut messages: Vec<proto::Message>,
+    max_bytes: usize,
+    backward: bool,
+) -> (Vec<proto::Message>, bool) {
+    use prost::Message as _;
+    if backward {
+        messages.reverse();
+    }
+    let mut bytes = 0;
+    let keep = messages
+        .iter()
+        .take_while(|m| {
+            // The message and its field tag and length in the page.
+            bytes += m.encoded_len() + 8;
+            bytes <= max_bytes
+        })
+        .count()
+        .max(1)
+        .min(messages.len());
+    let cut = keep < messages.len();
+    messages.truncate(keep);
+    if backward {
+        messages.reverse();
+    }
+    (messages, cut)
 }
 
 /// The answer to a durable post.
@@ -432,20 +469,21 @@ impl messaging_server::Messaging for Messaging {
             Some(proto::history_request::Position::Before(c)) => Page::Before(cursor(&c)?),
             Some(proto::history_request::Position::After(c)) => Page::After(cursor(&c)?),
         };
-        let (messages, more) = self
+        let backward = matches!(page, Page::Newest | Page::Before(_));
+        let (stored, more) = self
             .shared
             .store
             .history(&channel, &page, limit as usize)
             .map_err(ApiError::from)?;
+        let pinned = pinned(&self.shared)?;
+        let messages = stored
+            .iter()
+            .map(|m| message(m, &self.shared.org, &pinned))
+            .collect();
+        let (messages, cut) = within_bytes(messages, MAX_PAGE_BYTES, backward);
         Ok(Response::new(proto::HistoryResponse {
-            messages: {
-                let pinned = pinned(&self.shared)?;
-                messages
-                    .iter()
-                    .map(|m| message(m, &self.shared.org, &pinned))
-                    .collect()
-            },
-            more,
+            messages,
+            more: more || cut,
         }))
     }
 
@@ -508,5 +546,41 @@ impl messaging_server::Messaging for Messaging {
             uptime_seconds: self.shared.started.elapsed().as_secs(),
             channels: channels.len() as u32,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(sizes: &[usize]) -> Vec<proto::Message> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| proto::Message {
+                origin_seq: i as u64 + 1,
+                text: "x".repeat(n),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn seqs(messages: &[proto::Message]) -> Vec<u64> {
+        messages.iter().map(|m| m.origin_seq).collect()
+    }
+
+    #[test]
+    fn a_page_keeps_what_fits_nearest_its_start_and_says_there_is_more() {
+        let (kept, cut) = within_bytes(page(&[100, 100, 100]), 250, false);
+        assert_eq!((seqs(&kept), cut), (vec![1, 2], true));
+        // Reading backward, the newest are nearest the start.
+        let (kept, cut) = within_bytes(page(&[100, 100, 100]), 250, true);
+        assert_eq!((seqs(&kept), cut), (vec![2, 3], true));
+        let (kept, cut) = within_bytes(page(&[100, 100]), 1000, true);
+        assert_eq!((seqs(&kept), cut), (vec![1, 2], false));
+        // One message larger than the budget still goes, alone.
+        let (kept, cut) = within_bytes(page(&[5000, 10]), 1000, false);
+        assert_eq!((seqs(&kept), cut), (vec![1], true));
+        assert_eq!(within_bytes(Vec::new(), 10, false).0.len(), 0);
     }
 }
