@@ -689,12 +689,10 @@ impl Proxy {
                             _ = reset.wait_for(|&n| n > born) => true,
                         };
                         if one_sided {
-                            // The dialer's side is reset; the accepter's side
+                            // The dialer's side is closed; the accepter's side
                             // stays open and hears nothing, as after a NAT
                             // or firewall lost the connection's state.
-                            if let Ok(inbound) = in_r.reunite(in_w) {
-                                let _ = inbound.set_linger(Some(Duration::ZERO));
-                            }
+                            drop((in_r, in_w));
                             let _keep = (out_r, out_w);
                             std::future::pending::<()>().await;
                         }
@@ -734,7 +732,7 @@ impl Proxy {
         self.stalled.send_replace(false);
     }
 
-    /// Resets the dialer's side of every connection open now, and leaves
+    /// Closes the dialer's side of every connection open now, and leaves
     /// the accepter's side open and silent. New connections pass as before.
     pub fn reset_dialer_side(&self) {
         self.resets.send_modify(|n| *n += 1);
