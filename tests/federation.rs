@@ -850,6 +850,78 @@ async fn a_node_that_sees_a_gap_asks_for_the_rest_however_soon_after_the_last_ga
     t.stop().await;
 }
 
+/// An envelope refused because its timestamp is ahead of this node's clock
+/// is asked for again (the node restates what it holds), so that once the
+/// clocks agree it is taken without waiting for a later post of its origin.
+/// The same envelope, sent again when it is no longer ahead, is stored.
+#[tokio::test]
+async fn an_envelope_refused_for_a_timestamp_ahead_is_asked_for_again() {
+    use samband::model::GENESIS_HASH;
+    use samband::proto::{EnvelopeBatch, Kind, link_frame::Frame};
+
+    let t = TestNode::start("police.example").await;
+    let peer = HandPeer::trusted_by(&mut t.admin().await, "mallory.example").await;
+    let mut t_op = t.operator().await;
+    let crisis = create_channel(&mut t_op, "crisis").await;
+    t.share("crisis", &["mallory.example"]).await;
+    let (tx, mut responses) = peer.dial(&t.dir(), t.fed_addr).await;
+    tx.send(frame(Frame::Hello(proto::VersionVectors {
+        channels: vec![proto::ChannelVector {
+            channel: crisis.clone(),
+            entries: vec![],
+        }],
+    })))
+    .await
+    .unwrap();
+    while !matches!(next_frame(&mut responses).await, Frame::Envelopes(_)) {}
+
+    // Ten minutes ahead of T's clock: refused, and T restates what it holds.
+    let ahead_ms = 10 * 60 * 1000;
+    let mut ahead = peer
+        .envelope(
+            &crisis,
+            "mallory.example",
+            1,
+            GENESIS_HASH,
+            "from a fast clock",
+            Kind::Text,
+        )
+        .0;
+    ahead.hlc = (peer.now_ms + ahead_ms) << 16;
+    samband::model::sign_and_hash(&mut ahead, &peer.pki.message_key().unwrap());
+    tx.send(frame(Frame::Envelopes(EnvelopeBatch {
+        envelopes: vec![ahead],
+    })))
+    .await
+    .unwrap();
+    let restated = |f: &Frame| match f {
+        Frame::Hello(vv) => vv.channels.iter().any(|cv| cv.channel == crisis),
+        _ => false,
+    };
+    while !restated(&next_frame(&mut responses).await) {}
+    // The clock fixed, the same message (same seq) goes through.
+    let (fixed, _) = peer.envelope(
+        &crisis,
+        "mallory.example",
+        1,
+        GENESIS_HASH,
+        "from a fast clock",
+        Kind::Text,
+    );
+    tx.send(frame(Frame::Envelopes(EnvelopeBatch {
+        envelopes: vec![fixed],
+    })))
+    .await
+    .unwrap();
+    eventually("the message at T", || async {
+        let h = texts(&mut t.operator().await, &crisis).await;
+        h.iter().any(|x| x.2 == "from a fast clock").then_some(())
+    })
+    .await;
+    drop(tx);
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn a_subscriber_on_any_participant_sees_every_participant_live() {
     let a = TestNode::start("police.example").await;

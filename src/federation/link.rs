@@ -740,7 +740,7 @@ async fn answer(
             }
             Verdict::Reject(reason) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
-                gap |= reason.is_out_of_order();
+                gap |= reason.wants_resend();
                 tracing::warn!(
                     target: "samband::federation::rejected",
                     %peer, ?channel, ?origin, seq, reason = %reason,

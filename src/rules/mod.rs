@@ -108,6 +108,15 @@ impl Reject {
     pub fn is_out_of_order(&self) -> bool {
         matches!(self, Reject::Gap { .. } | Reject::Unsealed)
     }
+
+    /// Whether the sender should be told again what this node holds, so
+    /// that it sends the envelope again: it came out of order, or time will
+    /// cure it (a timestamp ahead of this node's clock is refused now and
+    /// taken once the clocks agree). Restatements are paced, so a partner
+    /// whose clock stays ahead is asked again about once a second.
+    pub fn wants_resend(&self) -> bool {
+        self.is_out_of_order() || matches!(self, Reject::FromTheFuture)
+    }
 }
 
 /// The outcome of checking one received envelope.
