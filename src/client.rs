@@ -86,6 +86,16 @@ pub async fn connect_channel(
 /// Opens a gRPC channel over TLS with the given settings to `host:port`,
 /// verifying the server certificate for `host`.
 pub async fn dial(tls: Arc<rustls::ClientConfig>, endpoint: &str) -> Result<Channel, ClientError> {
+    Ok(dial_seeing_server(tls, endpoint).await?.0)
+}
+
+/// [`dial`], also giving the server's leaf certificate (DER) as the
+/// handshake presented it: a partner's link ends when that certificate does.
+pub async fn dial_seeing_server(
+    tls: Arc<rustls::ClientConfig>,
+    endpoint: &str,
+) -> Result<(Channel, Option<Vec<u8>>), ClientError> {
+    let seen: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
     let host = host_of(endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.to_owned()))?;
     let server_name = ServerName::try_from(host.to_owned())
         .map_err(|_| ClientError::Endpoint(endpoint.to_owned()))?;
@@ -100,22 +110,34 @@ pub async fn dial(tls: Arc<rustls::ClientConfig>, endpoint: &str) -> Result<Chan
         .keep_alive_timeout(KEEPALIVE)
         .keep_alive_while_idle(true);
     let addr = endpoint.to_owned();
+    let record = seen.clone();
     let connect = tower::service_fn(move |_| {
         let (connector, server_name, addr) = (connector.clone(), server_name.clone(), addr.clone());
+        let record = record.clone();
         async move {
             let tcp = TcpStream::connect(&addr).await?;
             tcp.set_nodelay(true)?;
             let tls = connector.connect(server_name, tcp).await?;
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|der| der.to_vec());
+            *crate::sync::lock(&record) = leaf;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    uri.connect_with_connector(connect)
+    let channel = uri
+        .connect_with_connector(connect)
         .await
         .map_err(|e| ClientError::Connect {
             endpoint: endpoint.to_owned(),
             message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
             refused: tls_refused(&e),
-        })
+        })?;
+    let leaf = crate::sync::lock(&seen).take();
+    Ok((channel, leaf))
 }
 
 /// A Messaging client for the bundle's member.

@@ -239,6 +239,49 @@ async fn a_renewed_node_certificate_is_served_without_a_restart() {
     serve.kill9().await;
 }
 
+/// A link does not outlive the partner's node certificate: rustls checks
+/// it only at the handshake, so the node ends an open link when it expires,
+/// on the side that dialed (the server's certificate) and on the side that
+/// accepted (the client's), and says why.
+#[tokio::test]
+async fn an_open_link_ends_when_the_partners_certificate_expires() {
+    for a_dials in [true, false] {
+        let a = TestNode::start("police.example").await;
+        let b = TestNode::start("rescue.example").await;
+        let now = OffsetDateTime::now_utc();
+        let short = Validity {
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::seconds(4),
+        };
+        OrgPki::at(&b.dir())
+            .renew_node(&OrgId::parse("rescue.example").unwrap(), short)
+            .unwrap();
+        b.admin()
+            .await
+            .reload(proto::ReloadRequest {})
+            .await
+            .unwrap();
+        if a_dials {
+            a.dials(&b, b.fed_addr).await;
+        } else {
+            b.dials(&a, a.fed_addr).await;
+        }
+        eventually("the link", || async {
+            let peers = a.peers().await;
+            (peers[0].link.as_ref().unwrap().state == "connected").then_some(())
+        })
+        .await;
+        let ended = eventually("A to end the link at B's expiry", || async {
+            let link = a.peers().await[0].link.clone().unwrap();
+            (link.state != "connected" && link.last_error.contains("expired")).then_some(link)
+        })
+        .await;
+        assert!(ended.last_error.contains("expired"), "{ended:?}");
+        a.stop().await;
+        b.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_partner_whose_node_certificate_expired_is_refused() {
     let a = TestNode::start("police.example").await;

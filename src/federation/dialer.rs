@@ -104,7 +104,7 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialFailur
         .pki
         .peer_client_tls(&record.ca_der)
         .map_err(DialFailure::other)?;
-    let channel = crate::client::dial(Arc::new(tls), &record.endpoint)
+    let (channel, server_cert) = crate::client::dial_seeing_server(Arc::new(tls), &record.endpoint)
         .await
         .map_err(|e| DialFailure {
             refused: matches!(e, ClientError::Connect { refused: true, .. }),
@@ -125,15 +125,18 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialFailur
             refused: tls_refused(&s),
         }
     })?;
-    let Some((id, cancel, counters)) = fed.register_link(peer, true) else {
+    let Some(admitted) = fed.register_link(peer, true) else {
         return Ok(()); // the link the peer dialed is the one both sides keep
     };
+    let expires = server_cert
+        .as_deref()
+        .and_then(crate::pki::cert_info)
+        .map(|c| c.not_after);
     link::run(
         fed.clone(),
         peer.clone(),
-        id,
-        cancel,
-        counters,
+        admitted,
+        expires,
         response.into_inner(),
         tx,
     )

@@ -160,12 +160,31 @@ impl From<&str> for Ended {
 }
 
 /// Runs a link until either side ends it; then unregisters it.
+/// A link as the registry admitted it.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    pub(super) id: u64,
+    pub(super) cancel: CancellationToken,
+    pub(super) counters: Arc<LinkCounters>,
+}
+
+/// How long until `not_after` (zero if it passed).
+fn until(not_after: time::OffsetDateTime) -> Duration {
+    Duration::try_from(not_after - time::OffsetDateTime::now_utc()).unwrap_or_default()
+}
+
+/// Runs a link until either side ends it, or the partner's node
+/// certificate expires (`expires`, from the handshake): rustls checks it
+/// only then, so an open link would otherwise outlive it. Then unregisters it.
 pub(super) async fn run(
     fed: Arc<Federation>,
     peer: OrgId,
-    id: u64,
-    cancel: CancellationToken,
-    counters: Arc<LinkCounters>,
+    Admitted {
+        id,
+        cancel,
+        counters,
+    }: Admitted,
+    expires: Option<time::OffsetDateTime>,
     incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Send + Unpin + 'static,
     out: Out,
 ) {
@@ -203,6 +222,15 @@ pub(super) async fn run(
     let reading = reader(
         &fed, &peer, incoming, hello_tx, &peer_has, &asks, &cancel, &counters,
     );
+    let expiry = async {
+        match expires {
+            Some(at) => {
+                tokio::time::sleep(until(at)).await;
+                at
+            }
+            None => std::future::pending().await,
+        }
+    };
     let (result, sent) = tokio::select! {
         r = reading => {
             cancel.cancel();
@@ -211,6 +239,15 @@ pub(super) async fn run(
         s = &mut sender => {
             cancel.cancel();
             (Ok(()), s.unwrap_or_else(|e| Err(e.to_string())))
+        }
+        at = expiry => {
+            cancel.cancel();
+            let _ = (&mut sender).await;
+            let why = format!(
+                "certificate expired: the partner's node certificate expired on {}; it must renew it (samband pki renew)",
+                crate::model::rfc3339(at)
+            );
+            (Err(Ended::Down(why)), Ok(()))
         }
     };
     match result.err().or(sent.err().map(Ended::Down)) {

@@ -368,11 +368,7 @@ impl Federation {
     ///   noticed (a NAT or firewall that lost the connection's state);
     /// * dialed the other way (both sides dialed at once), the link dialed
     ///   by the org with the smaller id is kept, the same rule on both sides.
-    fn register_link(
-        &self,
-        peer: &OrgId,
-        dialed_by_us: bool,
-    ) -> Option<(u64, CancellationToken, Arc<LinkCounters>)> {
+    fn register_link(&self, peer: &OrgId, dialed_by_us: bool) -> Option<link::Admitted> {
         let mut registry = self.registry();
         let keep_ours = self.org < *peer;
         if let Some(existing) = registry.links.get(peer) {
@@ -403,7 +399,11 @@ impl Federation {
         );
         drop(registry);
         self.set_status(peer, LinkState::Connected, Some(String::new()));
-        Some((id, cancel, counters))
+        Some(link::Admitted {
+            id,
+            cancel,
+            counters,
+        })
     }
 
     fn unregister_link(&self, peer: &OrgId, id: u64, error: Option<String>) {
@@ -461,18 +461,21 @@ impl Federation {
             tracing::warn!(target: "samband::federation::rejected", %reason, "link refused");
             tonic::Status::permission_denied(reason)
         })?;
-        let Some((id, cancel, counters)) = self.register_link(&peer, false) else {
+        let Some(admitted) = self.register_link(&peer, false) else {
             return Err(tonic::Status::already_exists(
                 "a link between these nodes exists already; keeping that one",
             ));
         };
+        let expires = chain
+            .first()
+            .and_then(|leaf| crate::pki::cert_info(leaf))
+            .map(|c| c.not_after);
         let (tx, rx) = tokio::sync::mpsc::channel(link::LINK_BUFFER);
         tokio::spawn(link::run(
             self.clone(),
             peer,
-            id,
-            cancel,
-            counters,
+            admitted,
+            expires,
             incoming,
             tx,
         ));
