@@ -243,16 +243,47 @@ async fn unshare_stops_flow_both_ways_and_peer_removal_cuts_the_link() {
         "B keeps what it received"
     );
 
-    // Removing the peer closes the live link at once and refuses new ones.
+    // Removing a peer that still participates in a channel homed here is
+    // refused, naming the channel: the roster would go on listing it.
     assert_eq!(a.peers().await[0].link.clone().unwrap().state, "connected");
-    a.admin()
+    let remove = |unshare| proto::RemovePeerRequest {
+        org: "rescue.example".into(),
+        unshare,
+    };
+    let refused = a
+        .admin()
         .await
-        .remove_peer(proto::RemovePeerRequest {
-            org: "rescue.example".into(),
+        .remove_peer(remove(false))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains(&later), "{refused:?}");
+    // With --unshare: unshared everywhere first, and B learns it before the
+    // link closes, so its copy is read-only instead of taking posts that
+    // would reach no one.
+    a.admin().await.remove_peer(remove(true)).await.unwrap();
+    assert!(a.peers().await.is_empty());
+    let cut_off = b_op
+        .post(proto::PostRequest {
+            channel: later.clone(),
+            text: "after the home stopped trusting us".into(),
+            priority: 0,
         })
         .await
-        .unwrap();
-    assert!(a.peers().await.is_empty());
+        .unwrap_err();
+    assert_eq!(cut_off.code(), Code::FailedPrecondition, "{cut_off:?}");
+    let roster = a_op
+        .list_channels(proto::ListChannelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        roster
+            .channels
+            .iter()
+            .all(|c| !c.participants.contains(&"rescue.example".to_string())),
+        "{roster:?}"
+    );
     eventually("B to see its link refused", || {
         let b = &b;
         async move {
@@ -265,6 +296,48 @@ async fn unshare_stops_flow_both_ways_and_peer_removal_cuts_the_link() {
     post(&mut a_op, &later, "MARKER-AFTER-REMOVAL").await;
     let b_later = texts(&mut b_op, &later).await;
     assert!(b_later.iter().all(|h| h.2 != "MARKER-AFTER-REMOVAL"));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A participant that stops trusting a channel's home sees the channel cut
+/// off: a post is refused (it would be acknowledged and reach no one), and
+/// what it holds stays readable.
+#[tokio::test]
+async fn a_channel_whose_home_is_no_longer_a_peer_is_read_only() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    a.peer_with(&b).await;
+    let mut a_op = a.operator().await;
+    let crisis = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example"]).await;
+    post(&mut a_op, &crisis, "from the home").await;
+    converged(&[&a, &b], &crisis, 2).await;
+    b.admin()
+        .await
+        .remove_peer(proto::RemovePeerRequest {
+            org: "police.example".into(),
+            unshare: false,
+        })
+        .await
+        .unwrap();
+    let mut b_op = b.operator().await;
+    let refused = b_op
+        .post(proto::PostRequest {
+            channel: crisis.clone(),
+            text: "into the void".into(),
+            priority: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("no longer a partner"),
+        "{refused:?}"
+    );
+    let held = texts(&mut b_op, &crisis).await;
+    assert!(held.iter().any(|h| h.2 == "from the home"), "{held:?}");
+    assert!(held.iter().all(|h| h.2 != "into the void"), "{held:?}");
     a.stop().await;
     b.stop().await;
 }

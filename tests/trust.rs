@@ -356,6 +356,7 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
         .await
         .remove_peer(proto::RemovePeerRequest {
             org: "rescue.example".into(),
+            unshare: false,
         })
         .await
         .unwrap();

@@ -21,12 +21,17 @@ pub(crate) struct Admin {
     fed: Arc<Federation>,
 }
 
+/// How long `peer remove --unshare` waits for the partner to acknowledge
+/// the roster changes that remove it, before it stops trusting it.
+const REMOVAL_NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl From<FederationError> for ApiError {
     fn from(e: FederationError) -> Self {
         match e {
             FederationError::Store(e) => ApiError::from(e),
             FederationError::Pki(e) => ApiError::Internal(e.to_string()),
             FederationError::UnknownPeer(_) => ApiError::NotFound(e.to_string()),
+            FederationError::StillShared { .. } => ApiError::FailedPrecondition(e.to_string()),
             other => ApiError::InvalidArgument(other.to_string()),
         }
     }
@@ -118,6 +123,35 @@ impl admin_server::Admin for Admin {
     ) -> Result<Response<proto::RemovePeerResponse>, Status> {
         self.operator(&request)?;
         let org = Self::org(&request.get_ref().org)?;
+        if request.get_ref().unshare {
+            let mut removals = Vec::new();
+            for id in self
+                .fed
+                .shared_from_here_with(&org)
+                .map_err(ApiError::from)?
+            {
+                let channel = ChannelId::parse(&id).map_err(ApiError::from)?;
+                let change = RosterChange::Unshare { org: org.clone() };
+                let record = self
+                    .shared
+                    .writer
+                    .roster(channel.clone(), change)
+                    .await
+                    .map_err(ApiError::from)?;
+                tracing::info!(%channel, %org, "channel unshared: the peer is being removed");
+                removals.push((channel, record.roster_seq));
+            }
+            // Give the partner a moment to learn of its removal, so that its
+            // copies become read-only instead of taking posts that go nowhere.
+            let told = self
+                .fed
+                .told_of(&org, &removals, REMOVAL_NOTICE_WAIT)
+                .await
+                .map_err(ApiError::from)?;
+            if !told {
+                tracing::warn!(%org, "the partner did not confirm its removal in time; its copies stay writable there until it links again, which it no longer can");
+            }
+        }
         self.fed.remove_peer(&org).map_err(ApiError::from)?;
         Ok(Response::new(proto::RemovePeerResponse {}))
     }

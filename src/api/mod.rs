@@ -89,9 +89,10 @@ impl From<WriteError> for ApiError {
             }
             WriteError::NoChannel(_) => ApiError::NotFound(e.to_string()),
             WriteError::NotParticipant { .. } => ApiError::NotFound(e.to_string()),
-            WriteError::Archived(_) | WriteError::Pending(_) | WriteError::NotPending(_) => {
-                ApiError::FailedPrecondition(e.to_string())
-            }
+            WriteError::Archived(_)
+            | WriteError::Pending(_)
+            | WriteError::NotPending(_)
+            | WriteError::HomeNotPeer { .. } => ApiError::FailedPrecondition(e.to_string()),
             WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),
             WriteError::Store(_) => ApiError::Internal(e.to_string()),
         }

@@ -58,6 +58,11 @@ pub(crate) struct PeerRemoveArgs {
     org: String,
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// Also unshare every channel of this node the partner participates in
+    /// (needs the node running). Without it, removing a partner that still
+    /// participates in one is refused, naming the channels.
+    #[arg(long)]
+    unshare: bool,
 }
 
 #[derive(Debug, Args)]
@@ -222,13 +227,26 @@ pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
         admin
             .remove_peer(proto::RemovePeerRequest {
                 org: org.to_string(),
+                unshare: args.unshare,
             })
             .await
             .map_err(rpc)?;
         println!("removed {org}; its links are closed");
         return Ok(());
     }
-    let (_, store) = offline_store(&args.dir)?;
+    let (config, store) = offline_store(&args.dir)?;
+    let records = store.channels()?;
+    let shared: Vec<&str> = samband::rules::shared_from_here_with(&records, &config.org, &org)
+        .into_iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    if !shared.is_empty() {
+        bail!(
+            "{org} still participates in {}; start the node and run this again with --unshare \
+             (a roster change needs the running node), or unshare them first",
+            shared.join(", ")
+        );
+    }
     if !store.remove_peer(&org)? {
         bail!("{org} is not a configured peer");
     }

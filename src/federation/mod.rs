@@ -49,6 +49,11 @@ pub enum FederationError {
     UnknownPeer(String),
     #[error("endpoint {0:?} is not host:port")]
     BadEndpoint(String),
+    #[error(
+        "{org} still participates in {channels}; unshare them first \
+         (samband channel unshare CHANNEL {org}), or remove it with --unshare to do both"
+    )]
+    StillShared { org: String, channels: String },
 }
 
 /// Where a peer's link stands, as operators see it (`samband status`,
@@ -301,7 +306,53 @@ impl Federation {
     }
 
     /// Stops trusting a peer: new handshakes are refused and its live link closes now.
+    /// Channels homed here that `org` participates in, by id.
+    pub fn shared_from_here_with(&self, org: &OrgId) -> Result<Vec<String>, FederationError> {
+        let records = self.store.channels()?;
+        Ok(rules::shared_from_here_with(&records, &self.org, org)
+            .into_iter()
+            .map(|r| r.id.clone())
+            .collect())
+    }
+
+    /// Waits until `org` has acknowledged (its durable progress on the link)
+    /// the home's envelope at each (channel, seq), at most `wait`; whether
+    /// it did. `false` at once if no link to it is up.
+    pub async fn told_of(
+        &self,
+        org: &OrgId,
+        at: &[(ChannelId, u64)],
+        wait: std::time::Duration,
+    ) -> Result<bool, FederationError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut all = true;
+            for (channel, seq) in at {
+                let held = self.store.cursor(org, &channel.to_string())?;
+                all &= held.get(channel.home()).is_some_and(|held| held >= seq);
+            }
+            if all {
+                return Ok(true);
+            }
+            if !self.has_link(org) || tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops trusting `org` and closes its links. Refused while it still
+    /// participates in a channel homed here ([`FederationError::StillShared`]):
+    /// the roster would go on listing a partner this node no longer hears,
+    /// and other participants would go on relaying to and from it.
     pub fn remove_peer(&self, org: &OrgId) -> Result<(), FederationError> {
+        let channels = self.shared_from_here_with(org)?;
+        if !channels.is_empty() {
+            return Err(FederationError::StillShared {
+                org: org.to_string(),
+                channels: channels.join(", "),
+            });
+        }
         if !self.store.remove_peer(org)? {
             return Err(FederationError::UnknownPeer(org.to_string()));
         }

@@ -295,6 +295,19 @@ fn is_active(record: &ChannelRecord, org: &OrgId) -> bool {
     record.home == org.as_str() || participant(record, org).is_some_and(|p| p.active)
 }
 
+/// Channels homed at `local` among `records` in which `org` participates:
+/// those a removal of `org` as a peer must end first.
+pub fn shared_from_here_with<'a>(
+    records: &'a [ChannelRecord],
+    local: &OrgId,
+    org: &OrgId,
+) -> Vec<&'a ChannelRecord> {
+    records
+        .iter()
+        .filter(|r| r.home == local.as_str() && participant(r, org).is_some_and(|p| p.active))
+        .collect()
+}
+
 /// Whether the channel is shared at all.
 pub fn is_shared(record: &ChannelRecord) -> bool {
     !record.participants.is_empty()

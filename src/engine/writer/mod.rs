@@ -97,6 +97,11 @@ pub enum WriteError {
     NotParticipant { channel: String, org: String },
     #[error("channel {0} is not waiting to be accepted")]
     NotPending(String),
+    #[error(
+        "channel {channel} belongs to {home}, which is no longer a partner of this node: \
+         nothing posted here would reach anyone; it is read-only"
+    )]
+    HomeNotPeer { channel: String, home: String },
 }
 
 type Answer<T> = oneshot::Sender<Result<T, WriteError>>;

@@ -9,8 +9,17 @@ use crate::store::StoreError;
 
 impl Writer {
     /// Stages `post` if its channel is writable here; its index in the round.
+    /// A channel whose home is no longer a peer is cut off: a post would be
+    /// acknowledged and then reach no one, so it is refused.
     pub(super) fn post(&mut self, round: &mut Round, post: NewPost) -> Result<usize, WriteError> {
-        self.writable(&post.channel)?;
+        let record = self.writable(&post.channel)?;
+        self.refresh_pinned()?;
+        if self.pinned.key(&record.home).is_none() {
+            return Err(WriteError::HomeNotPeer {
+                channel: post.channel.to_string(),
+                home: record.home,
+            });
+        }
         let author = post.author.to_string();
         Ok(self.originate(
             round,
