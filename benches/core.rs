@@ -68,6 +68,7 @@ fn envelopes(c: &mut Criterion) {
             signing_key: public.clone(),
             active: true,
             removed_at: 0,
+            last_seq: 0,
         }],
         roster_seq: 1,
     };

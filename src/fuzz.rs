@@ -35,6 +35,7 @@ fn record() -> ChannelRecord {
         signing_key: key,
         active: true,
         removed_at: 0,
+        last_seq: 0,
     };
     ChannelRecord {
         id: CHANNEL.into(),

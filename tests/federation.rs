@@ -1054,6 +1054,71 @@ async fn a_node_that_is_not_a_trusted_peer_is_refused_at_the_federation_listener
     }
 }
 
+/// B posts while a participant; the home unshares B, then shares with D.
+/// D takes B's message (the roster in force when the home accepted it let
+/// B write), so every participant shows the same history, and D lags by
+/// nothing.
+#[tokio::test]
+async fn a_later_participant_takes_an_earlier_participants_messages() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let d = TestNode::start("health.example").await;
+    a.peer_with(&b).await;
+    a.peer_with(&d).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example"]).await;
+    let mut b_op = b.operator().await;
+    eventually("B joined", || {
+        let (mut b_op, ch) = (b_op.clone(), ch.clone());
+        async move {
+            let probe = proto::HistoryRequest {
+                channel: ch,
+                limit: 1,
+                position: None,
+            };
+            b_op.history(probe).await.ok().map(drop)
+        }
+    })
+    .await;
+    post(&mut b_op, &ch, "from B while a participant").await;
+    converged(&[&a, &b], &ch, 2).await;
+    let req = proto::UnshareChannelRequest {
+        channel: ch.clone(),
+        org: "rescue.example".into(),
+    };
+    a.admin().await.unshare_channel(req).await.unwrap();
+    a.share("crisis", &["health.example"]).await;
+    // Rosters: shared with B, B removed, shared with D; and B's message.
+    let history = converged(&[&a, &d], &ch, 4).await;
+    assert!(
+        history.iter().any(|h| h.2 == "from B while a participant"),
+        "{history:?}"
+    );
+    eventually("D to lag by nothing", || async {
+        let peers = a.peers().await;
+        let lag: u64 = peers
+            .iter()
+            .find(|p| p.org == "health.example")?
+            .link
+            .clone()?
+            .lag
+            .iter()
+            .map(|l| l.messages)
+            .sum();
+        (lag == 0).then_some(())
+    })
+    .await;
+    let log = audit_log(&mut d.admin().await).await;
+    assert!(
+        log.iter().all(|e| e.event != "federation.rejected"),
+        "D rejected something: {log:#?}"
+    );
+    a.stop().await;
+    b.stop().await;
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn an_org_shared_again_after_removal_rejoins_and_catches_up() {
     let a = TestNode::start("police.example").await;

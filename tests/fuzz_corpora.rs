@@ -163,6 +163,7 @@ fn chain(origin: &str, kind: Kind, n: u64) -> Vec<Envelope> {
                                 signing_key: fuzz::signing_key(org).public_key().as_ref().to_vec(),
                                 active: true,
                                 removed_at: 0,
+                                last_seq: 0,
                             })
                             .to_vec(),
                     ),

@@ -22,6 +22,7 @@ fn participant(org: &str, key: &[u8]) -> proto::Participant {
         signing_key: key.to_vec(),
         active: true,
         removed_at: 0,
+        last_seq: 0,
     }
 }
 

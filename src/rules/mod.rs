@@ -308,6 +308,15 @@ pub fn shared_from_here_with<'a>(
         .collect()
 }
 
+/// Whether `origin`'s message `seq` may be in the channel: the home's and an
+/// active participant's, and a removed org's up to the last seq the home
+/// held when it removed it, so every participant, early or late, draws the
+/// same line.
+fn may_write(record: &ChannelRecord, origin: &OrgId, seq: u64) -> bool {
+    is_active(record, origin)
+        || participant(record, origin).is_some_and(|p| p.removed_at > 0 && seq <= p.last_seq)
+}
+
 /// Whether the channel is shared at all.
 pub fn is_shared(record: &ChannelRecord) -> bool {
     !record.participants.is_empty()
@@ -421,7 +430,7 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     if !is_active(record, ctx.sender) && !removal_notice {
         return Err(Reject::NotSharedWithSender);
     }
-    if !is_active(record, &origin) && origin != *ctx.local {
+    if !may_write(record, &origin, env.origin_seq) && origin != *ctx.local {
         return Err(Reject::OriginNotParticipant(origin.to_string()));
     }
     let ChainHead {
@@ -550,10 +559,13 @@ pub fn apply_control(
 pub fn changed_roster(
     roster: &[Participant],
     org: &OrgId,
-    signing_key: Option<&[u8]>,
-    home_seq: u64,
+    edit: RosterEdit<'_>,
 ) -> Vec<Participant> {
     let mut roster = roster.to_vec();
+    let signing_key = match edit {
+        RosterEdit::Share { signing_key } => Some(signing_key),
+        RosterEdit::Remove { .. } => None,
+    };
     match (
         roster.iter_mut().find(|p| p.org == org.as_str()),
         signing_key,
@@ -561,21 +573,36 @@ pub fn changed_roster(
         (Some(p), Some(key)) => {
             p.active = true;
             p.removed_at = 0;
+            p.last_seq = 0;
             p.signing_key = key.to_vec();
         }
         (Some(p), None) => {
-            p.active = false;
-            p.removed_at = home_seq;
+            if let RosterEdit::Remove { home_seq, last_seq } = edit {
+                p.active = false;
+                p.removed_at = home_seq;
+                p.last_seq = last_seq;
+            }
         }
         (None, Some(key)) => roster.push(Participant {
             org: org.to_string(),
             signing_key: key.to_vec(),
             active: true,
             removed_at: 0,
+            last_seq: 0,
         }),
         (None, None) => {}
     }
     roster
+}
+
+/// A change to one org's place in a roster.
+#[derive(Debug, Clone, Copy)]
+pub enum RosterEdit<'a> {
+    /// Share with the org, whose message-signing key this is.
+    Share { signing_key: &'a [u8] },
+    /// Remove it by the home's control envelope `home_seq`; the org's own
+    /// messages up to `last_seq` (what the home holds of it) stand.
+    Remove { home_seq: u64, last_seq: u64 },
 }
 
 /// The control envelope body for a roster snapshot.

@@ -47,12 +47,14 @@ fn world() -> World {
                 signing_key: b.public_key().as_ref().to_vec(),
                 active: true,
                 removed_at: 0,
+                last_seq: 0,
             },
             Participant {
                 org: "c.example".into(),
                 signing_key: c.public_key().as_ref().to_vec(),
                 active: true,
                 removed_at: 0,
+                last_seq: 0,
             },
         ],
         roster_seq: 1,
@@ -230,7 +232,14 @@ fn eligibility_follows_the_roster() {
         "and to each other"
     );
     assert_eq!(eligibility(&w.record, &a, &x), Eligibility::None);
-    w.record.participants = changed_roster(&w.record.participants, &c, None, 5);
+    w.record.participants = changed_roster(
+        &w.record.participants,
+        &c,
+        RosterEdit::Remove {
+            home_seq: 5,
+            last_seq: 0,
+        },
+    );
     assert_eq!(
         eligibility(&w.record, &a, &c),
         Eligibility::UntilRemoval { home_seq: 5 }
@@ -278,6 +287,34 @@ fn only_origins_of_the_roster_are_kept_of_what_a_partner_states() {
     );
 }
 
+/// Whether a removed org's message stands is decided by what the home held
+/// of it when it removed it, the same on a participant that joined later.
+#[test]
+fn a_removed_orgs_messages_up_to_its_removal_stand_everywhere() {
+    let mut w = world();
+    let (local, home) = (org("c.example"), org("a.example"));
+    let pins = w.pins();
+    w.record.participants = changed_roster(
+        &w.record.participants,
+        &org("b.example"),
+        RosterEdit::Remove {
+            home_seq: 3,
+            last_seq: 1,
+        },
+    );
+    let (b1, h1) = envelope("b.example", 1, GENESIS_HASH, &w.b);
+    let (b2, _) = envelope("b.example", 2, h1, &w.b);
+    // Relayed by the home to a participant that never saw b.example active.
+    assert_eq!(
+        check(&b1, &ctx(&w, &local, &home, (0, GENESIS_HASH), &pins)),
+        Verdict::Accept
+    );
+    assert!(matches!(
+        check(&b2, &ctx(&w, &local, &home, (1, h1), &pins)),
+        Verdict::Reject(Reject::OriginNotParticipant(_))
+    ));
+}
+
 #[test]
 fn offers_and_roster_changes() {
     let w = world();
@@ -319,7 +356,14 @@ fn offers_and_roster_changes() {
     let mut mine = record.clone();
     let mut removal = offer.clone();
     removal.origin_seq = 2;
-    removal.body = control_body(changed_roster(&mine.participants, &c, None, 2));
+    removal.body = control_body(changed_roster(
+        &mine.participants,
+        &c,
+        RosterEdit::Remove {
+            home_seq: 2,
+            last_seq: 0,
+        },
+    ));
     apply_control(&mut mine, &removal, &c).unwrap();
     assert_eq!(mine.state, ChannelState::Archived as i32);
     // An older snapshot does not undo a newer one.
@@ -351,6 +395,7 @@ fn a_roster_never_overrides_a_pinned_key() {
         signing_key: evil_pub.clone(),
         active: true,
         removed_at: 0,
+        last_seq: 0,
     });
     for origin in ["c.example", "b.example"] {
         let (forged, _) = envelope(origin, 1, GENESIS_HASH, &evil);
@@ -441,6 +486,7 @@ fn a_roster_is_bounded_before_and_after_decoding() {
             signing_key: vec![1; 32],
             active: true,
             removed_at: 0,
+            last_seq: 0,
         })
         .collect();
     assert!(matches!(
@@ -647,6 +693,7 @@ mod simulation {
                         signing_key: n.key.public_key().as_ref().to_vec(),
                         active: true,
                         removed_at: 0,
+                        last_seq: 0,
                     })
                     .collect(),
                 roster_seq: 0,

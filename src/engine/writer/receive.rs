@@ -138,29 +138,34 @@ impl Writer {
                 admission.decided(self.refuse_envelope(round, from, &envelope, r));
                 return Ok(());
             }
-            self.audit_from(
-                round,
-                from,
-                Event::new("channel.roster_changed")
-                    .with("channel", &channel)
-                    .with("from", from)
-                    .with("roster_seq", envelope.origin_seq)
-                    .with(
-                        "participants",
-                        updated
-                            .participants
-                            .iter()
-                            .filter(|p| p.active)
-                            .map(|p| p.org.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    )
-                    .with(
-                        "state",
-                        ChannelState::try_from(updated.state)
-                            .map_or("unknown", |s| s.as_str_name()),
-                    ),
-            );
+            // Audited as of this envelope's own roster: an older snapshot
+            // than the one held (a late participant's catch-up) changes
+            // nothing here, and is recorded with what it said, not today's.
+            let listed = rules::roster_of(&envelope).unwrap_or_default();
+            let event = Event::new("channel.roster_changed")
+                .with("channel", &channel)
+                .with("from", from)
+                .with("roster_seq", envelope.origin_seq)
+                .with(
+                    "participants",
+                    listed
+                        .iter()
+                        .filter(|p| p.active)
+                        .map(|p| p.org.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            if envelope.origin_seq > record.roster_seq {
+                let state =
+                    ChannelState::try_from(updated.state).map_or("unknown", |s| s.as_str_name());
+                self.audit_from(round, from, event.with("state", state));
+            } else {
+                self.audit_from(
+                    round,
+                    from,
+                    event.with("state", "earlier roster, no change"),
+                );
+            }
             round.put_channel(&channel, &updated);
             self.records.insert(channel.clone(), updated);
         }

@@ -5,7 +5,7 @@ use super::{RosterChange, Round, WriteError, Writer};
 use crate::audit::Event;
 use crate::model::ChannelId;
 use crate::proto::{ChannelRecord, ChannelState, Kind};
-use crate::rules;
+use crate::rules::{self, RosterEdit};
 
 impl Writer {
     pub(super) fn change_roster(
@@ -23,11 +23,12 @@ impl Writer {
         }
         let seq = self.head(channel, &self.settings.org.clone())?.seq;
         let participants = match &change {
-            RosterChange::Share { orgs } => orgs
-                .iter()
-                .fold(record.participants.clone(), |roster, (org, key)| {
-                    rules::changed_roster(&roster, org, Some(key), seq + 1)
-                }),
+            RosterChange::Share { orgs } => {
+                orgs.iter()
+                    .fold(record.participants.clone(), |roster, (org, key)| {
+                        rules::changed_roster(&roster, org, RosterEdit::Share { signing_key: key })
+                    })
+            }
             RosterChange::Unshare { org } => {
                 if !record
                     .participants
@@ -39,7 +40,12 @@ impl Writer {
                         org: org.to_string(),
                     });
                 }
-                rules::changed_roster(&record.participants, org, None, seq + 1)
+                let last_seq = self.head(channel, org)?.seq;
+                let edit = RosterEdit::Remove {
+                    home_seq: seq + 1,
+                    last_seq,
+                };
+                rules::changed_roster(&record.participants, org, edit)
             }
         };
         let body = rules::control_body(participants.clone());
