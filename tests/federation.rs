@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::hand_peer::{HandPeer, frame, next_frame};
+use common::hand_peer::{HandPeer, frame, holding, next_frame};
 use common::{
     TestNode, audit_log, contains, converged, create_channel, eventually, post, raw_store_bytes,
     texts,
@@ -889,13 +889,7 @@ async fn a_node_that_sees_a_gap_asks_for_the_rest_however_soon_after_the_last_ga
     let crisis = create_channel(&mut t_op, "crisis").await;
     t.share("crisis", &["mallory.example"]).await;
     let (tx, mut responses) = peer.dial(&t.dir(), t.fed_addr).await;
-    let holds_crisis = proto::VersionVectors {
-        channels: vec![proto::ChannelVector {
-            channel: crisis.clone(),
-            entries: vec![],
-        }],
-    };
-    tx.send(frame(Frame::Hello(holds_crisis))).await.unwrap();
+    tx.send(holding(&crisis)).await.unwrap();
     // T's hello comes first, then the channel's roster.
     while !matches!(next_frame(&mut responses).await, Frame::Envelopes(_)) {}
 
@@ -938,14 +932,7 @@ async fn an_envelope_refused_for_a_timestamp_ahead_is_asked_for_again() {
     let crisis = create_channel(&mut t_op, "crisis").await;
     t.share("crisis", &["mallory.example"]).await;
     let (tx, mut responses) = peer.dial(&t.dir(), t.fed_addr).await;
-    tx.send(frame(Frame::Hello(proto::VersionVectors {
-        channels: vec![proto::ChannelVector {
-            channel: crisis.clone(),
-            entries: vec![],
-        }],
-    })))
-    .await
-    .unwrap();
+    tx.send(holding(&crisis)).await.unwrap();
     while !matches!(next_frame(&mut responses).await, Frame::Envelopes(_)) {}
 
     // Ten minutes ahead of T's clock: refused, and T restates what it holds.
@@ -1273,13 +1260,7 @@ async fn a_frame_that_breaks_the_protocol_ends_the_link_with_a_status_saying_why
     t.share("crisis", &["mallory.example"]).await;
 
     // A hello naming a channel in bytes that are not UTF-8.
-    let mut not_utf8 = frame(Frame::Hello(proto::VersionVectors {
-        channels: vec![proto::ChannelVector {
-            channel: "police.example/crisis".into(),
-            entries: vec![],
-        }],
-    }))
-    .encode_to_vec();
+    let mut not_utf8 = holding("police.example/crisis").encode_to_vec();
     let at = not_utf8.iter().rposition(|&b| b == b's').unwrap();
     not_utf8[at] = 0xff;
     let too_many = frame(Frame::Envelopes(proto::EnvelopeBatch {
@@ -1340,14 +1321,7 @@ async fn offers_of_channels_not_shared_with_a_partner_are_answered_like_unknown_
 
     let (tx, mut responses) = mallory.dial(&t.dir(), t.fed_addr).await;
     // Mallory states it holds the channel shared with it, so nothing is pending.
-    tx.send(frame(Frame::Hello(proto::VersionVectors {
-        channels: vec![proto::ChannelVector {
-            channel: mine.clone(),
-            entries: vec![],
-        }],
-    })))
-    .await
-    .unwrap();
+    tx.send(holding(&mine)).await.unwrap();
     // T's hello, then the roster of the shared channel.
     assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
     assert!(matches!(

@@ -239,6 +239,19 @@ async fn a_renewed_node_certificate_is_served_without_a_restart() {
     serve.kill9().await;
 }
 
+/// Gives `node` a new node certificate valid for `validity`, and has it
+/// use it for new handshakes.
+async fn renew_node_certificate(node: &TestNode, validity: Validity) {
+    OrgPki::at(&node.dir())
+        .renew_node(&node.org, validity)
+        .unwrap();
+    node.admin()
+        .await
+        .reload(proto::ReloadRequest {})
+        .await
+        .unwrap();
+}
+
 /// A link does not outlive the partner's node certificate: rustls checks
 /// it only at the handshake, so the node ends an open link when it expires,
 /// on the side that dialed (the server's certificate) and on the side that
@@ -253,14 +266,7 @@ async fn an_open_link_ends_when_the_partners_certificate_expires() {
             not_before: now - Duration::hours(1),
             not_after: now + Duration::seconds(4),
         };
-        OrgPki::at(&b.dir())
-            .renew_node(&OrgId::parse("rescue.example").unwrap(), short)
-            .unwrap();
-        b.admin()
-            .await
-            .reload(proto::ReloadRequest {})
-            .await
-            .unwrap();
+        renew_node_certificate(&b, short).await;
         if a_dials {
             a.dials(&b, b.fed_addr).await;
         } else {
@@ -297,14 +303,7 @@ async fn a_partner_whose_node_certificate_expired_is_refused() {
         not_before: now - Duration::days(10),
         not_after: now - Duration::days(1),
     };
-    OrgPki::at(&b.dir())
-        .renew_node(&OrgId::parse("rescue.example").unwrap(), expired)
-        .unwrap();
-    b.admin()
-        .await
-        .reload(proto::ReloadRequest {})
-        .await
-        .unwrap();
+    renew_node_certificate(&b, expired).await;
     // A new handshake is needed: restart A, whose dialer then meets B's expired certificate.
     let a = a.restart().await;
     let error = eventually("A refuses B's expired certificate", || async {

@@ -190,6 +190,16 @@ pub fn frame(f: proto::link_frame::Frame) -> proto::LinkFrame {
     proto::LinkFrame { frame: Some(f) }
 }
 
+/// A hello stating that the sender holds `channel`, and nothing of it yet.
+pub fn holding(channel: &str) -> proto::LinkFrame {
+    frame(proto::link_frame::Frame::Hello(proto::VersionVectors {
+        channels: vec![proto::ChannelVector {
+            channel: channel.to_owned(),
+            entries: vec![],
+        }],
+    }))
+}
+
 /// The next frame from the other side of a hand-driven link.
 pub async fn next_frame(
     responses: &mut tonic::Streaming<proto::LinkFrame>,
