@@ -25,10 +25,15 @@ pub struct TrustBundle {
 pub enum BundleError {
     #[error("not a samband trust bundle: {0}")]
     Format(String),
+    /// Says which of the 16 groups of four hex digits differ, never the
+    /// bundle's own fingerprint: printing it would let an importer copy the
+    /// answer instead of comparing it with the partner's operator.
     #[error(
-        "fingerprint mismatch: the bundle's is {actual}, you gave {given}; do not trust this bundle"
+        "fingerprint mismatch: group(s) {groups} of 16 differ from this bundle's; do not trust \
+         this bundle. Compare the whole fingerprint again with its operator over another \
+         channel (phone, in person); a bundle that was changed on the way does not match"
     )]
-    Mismatch { actual: String, given: String },
+    Mismatch { groups: String },
     #[error("{0:?} is not a fingerprint (64 hex digits; spaces and colons are ignored)")]
     BadFingerprint(String),
 }
@@ -89,12 +94,13 @@ impl TrustBundle {
             ca,
         };
         let body = toml::to_string(&file).unwrap_or_default();
+        // The fingerprint is not in the file: an importer must get it from
+        // this org's operator over another channel, not from the file.
         format!(
             "# samband trust bundle of {org}. Give it to partner operators; they import it with\n\
-             #   samband peer add FILE --fingerprint {fp}\n\
-             # after comparing the fingerprint with you over another channel (phone, in person).\n{body}",
+             #   samband peer add FILE --fingerprint FINGERPRINT\n\
+             # typing the fingerprint you read to them over another channel (phone, in person).\n{body}",
             org = self.org,
-            fp = self.fingerprint(),
         )
     }
 
@@ -125,9 +131,12 @@ impl TrustBundle {
         let actual = self.fingerprint();
         // Not secret material; a plain comparison is fine.
         if normal != actual {
+            let groups: Vec<String> = (0..16)
+                .filter(|g| normal[g * 4..g * 4 + 4] != actual[g * 4..g * 4 + 4])
+                .map(|g| (g + 1).to_string())
+                .collect();
             return Err(BundleError::Mismatch {
-                actual,
-                given: normal,
+                groups: groups.join(", "),
             });
         }
         Ok(())
@@ -172,10 +181,14 @@ mod tests {
         b.check_fingerprint(&spaced).unwrap();
         let mut wrong = fp.clone();
         wrong.replace_range(0..1, if &fp[0..1] == "0" { "1" } else { "0" });
-        assert!(matches!(
-            b.check_fingerprint(&wrong),
-            Err(BundleError::Mismatch { .. })
-        ));
+        let refused = b.check_fingerprint(&wrong).unwrap_err();
+        assert_eq!(refused, BundleError::Mismatch { groups: "1".into() });
+        // Neither the refusal nor the file gives the right answer away.
+        for text in [refused.to_string(), b.to_text()] {
+            assert!(!text.to_lowercase().contains(&fp), "{text}");
+            assert!(!text.contains(&spaced), "{text}");
+            assert!(!text.to_lowercase().contains(&fp[..16]), "{text}");
+        }
         assert!(matches!(
             b.check_fingerprint("abc"),
             Err(BundleError::BadFingerprint(_))

@@ -49,6 +49,27 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
     );
 
     let node_b = ServeProcess::start(&b_dir).await;
+    // A fingerprint that differs in one group is refused, and neither the
+    // refusal nor the bundle file shows the right one to copy.
+    let mut wrong = fp_a.clone();
+    let flipped = if wrong.starts_with('0') { "1" } else { "0" };
+    wrong.replace_range(0..1, flipped);
+    let refused = common::cli(&[
+        "peer",
+        "add",
+        a_bundle.to_str().unwrap(),
+        "--fingerprint",
+        &wrong,
+        "--dir",
+        b,
+    ]);
+    assert!(!refused.success, "{refused:?}");
+    assert!(refused.stderr.contains("group(s) 1 of 16"), "{refused:?}");
+    let compact = |s: &str| s.replace(' ', "").to_lowercase();
+    let file = std::fs::read_to_string(&a_bundle).unwrap();
+    for text in [&refused.stderr, &refused.stdout, &file] {
+        assert!(!compact(text).contains(&compact(&fp_a)), "{text}");
+    }
     // B is running: the Admin API takes the peer. A is stopped: its data dir does.
     let out = cli_ok(&[
         "peer",
