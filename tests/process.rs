@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::{
     PATIENCE, ServeProcess, all_history, arg, cli, cli_ok, create_channel, init_dir, node_dir,
-    samband_bin,
+    post, samband_bin,
 };
 
 /// Every post acknowledged before a SIGKILL is there after restart, exactly once.
@@ -260,6 +260,40 @@ async fn command_line_walkthrough() {
     let out = cli(&["init", "--org", "police.example", "--dir", d]);
     assert!(!out.success);
     assert!(out.stderr.contains("refusing to overwrite"));
+    node.kill9().await;
+}
+
+/// A command whose output is cut short (`samband history … | head -1`)
+/// stops quietly, like other Unix tools: no panic, no backtrace.
+#[tokio::test]
+async fn output_cut_short_stops_quietly() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    let ch = create_channel(&mut op, "ops").await;
+    // More than a pipe holds, so that writing goes on after the reader left.
+    for i in 0..400 {
+        post(&mut op, &ch, &format!("{i:03} {}", "x".repeat(300))).await;
+    }
+    let ep = node.addr.to_string();
+    let mut child = Command::new(samband_bin())
+        .args(["history", &ch, "--limit", "400", "--dir"])
+        .arg(&dir)
+        .args(["--endpoint", &ep])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    // The reader is gone (dropped above), as `head -1` would be.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.contains("000"), "{first}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
     node.kill9().await;
 }
 

@@ -250,6 +250,13 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command whose output is cut short (`samband history … | head -1`)
+    // stops quietly on SIGPIPE, like other Unix tools, instead of panicking
+    // on the failed write. Not the long-running ones: a node must not die
+    // because whoever read its ready line went away.
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo) {
+        sigpipe::reset();
+    }
     let result = match cli.command {
         Command::Init(a) => node_cmds::init(a),
         Command::Serve(a) => node_cmds::serve(a),
