@@ -35,6 +35,20 @@ fn printable(text: &str) -> String {
     shown
 }
 
+/// A message's text for a terminal: [`printable`] line by line, each line
+/// after the first indented under the message, so that a multi-line message
+/// reads as one and no line of it can pass for a message of its own (every
+/// message line starts with its time at the left margin).
+fn printable_text(text: &str) -> String {
+    text.split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join(&format!("\n{CONTINUATION}"))
+}
+
+/// The indent of a message's continuation lines.
+const CONTINUATION: &str = "    | ";
+
 fn origin_key_word(key: i32) -> &'static str {
     match proto::OriginKey::try_from(key) {
         Ok(proto::OriginKey::Own) => "own",
@@ -70,7 +84,7 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             "{}  ({} changed the roster: {})",
             utc(m.unix_ms),
             printable(&m.origin),
-            printable(&m.text)
+            printable_text(&m.text)
         );
     }
     format!(
@@ -78,7 +92,7 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         utc(m.unix_ms),
         printable(&m.author),
         printable(&m.origin),
-        printable(&m.text)
+        printable_text(&m.text)
     )
 }
 
@@ -147,14 +161,26 @@ mod tests {
         let m = proto::Message {
             channel: "evil.example/ops".into(),
             origin: "x.example".into(),
-            author: "a".into(),
+            author: "a\nb".into(),
             text: forged.into(),
             kind: "text".into(),
             origin_key: proto::OriginKey::VouchedByHome as i32,
             ..Default::default()
         };
         let line = message(&m, false);
-        assert_eq!(line.lines().count(), 1, "{line}");
+        // A multi-line message reads as one: its second line is indented,
+        // so it cannot pass for a message of its own.
+        let lines: Vec<&str> = line.lines().collect();
+        assert_eq!(lines.len(), 2, "{line}");
+        assert!(lines[1].starts_with(CONTINUATION), "{line}");
+        assert!(
+            !line.chars().any(|c| c.is_control() && c != '\n'),
+            "{line:?}"
+        );
+        assert!(
+            line.contains("a\\nb@x.example"),
+            "names stay on one line: {line}"
+        );
         assert!(
             line.contains("[vouched for by evil.example, not pinned here]"),
             "{line}"

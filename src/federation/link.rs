@@ -27,7 +27,7 @@ use crate::proto::{
     AcceptPolicy, ChannelRecord, ChannelVector, Envelope, EnvelopeBatch, LinkFrame, VectorEntry,
     VersionVectors, link_frame::Frame,
 };
-use crate::rules::{self, Eligibility, Verdict};
+use crate::rules::{self, Eligibility, Resend, Verdict};
 
 /// Frames buffered towards the peer before the sender waits.
 pub(super) const LINK_BUFFER: usize = 16;
@@ -41,6 +41,9 @@ const IN_FLIGHT: usize = 4;
 const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 /// Least time between two of the peer's hellos that the sender acts on.
 const HELLO_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a refusal that time cures (a timestamp ahead of this node's
+/// clock) waits before the sender is asked to send again.
+const CLOCK_RESEND_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a link has moved, for status and tests.
 #[derive(Debug, Default)]
@@ -73,6 +76,8 @@ fn note_has(has: &PeerHas, channel: &str, origin: OrgId, seq: u64) {
 struct Asks {
     /// Restate this node's vectors (the peer sent something out of order).
     restate: Notify,
+    /// The same, for refusals that time cures: after [`CLOCK_RESEND_INTERVAL`].
+    restate_later: Notify,
     /// What the peer's batches made durable here, newest per channel.
     progress: std::sync::Mutex<HashMap<String, ChannelVector>>,
     progress_ready: Notify,
@@ -337,7 +342,7 @@ fn hello(fed: &Federation, peer: &OrgId) -> Result<VersionVectors, String> {
             continue;
         };
         let mine = fed.durable_vector(&id).map_err(|e| e.to_string())?;
-        let visible = rules::visible_vector(eligibility, id.home(), &mine);
+        let visible = rules::visible_vector(&record, eligibility, &mine);
         channels.push(to_proto(&record.id, &visible));
     }
     let frame = VersionVectors { channels };
@@ -419,6 +424,9 @@ async fn sender(
                 if !channels.is_empty() {
                     send(&out, Frame::Progress(VersionVectors { channels })).await?;
                 }
+            }
+            () = asks.restate_later.notified() => {
+                restate_at.get_or_insert(Instant::now() + CLOCK_RESEND_INTERVAL);
             }
             () = asks.restate.notified() => {
                 restate_at.get_or_insert(restate_due(restated, Instant::now()));
@@ -521,7 +529,7 @@ async fn push(
             }
             continue;
         };
-        for (origin, first, held) in rules::to_send(eligibility, channel.home(), &mine, theirs) {
+        for (origin, first, held) in rules::to_send(&record, eligibility, &mine, theirs) {
             let mut next = first;
             while next <= held {
                 let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;
@@ -581,11 +589,13 @@ async fn reader(
     // Verdicts in the order the batches were read.
     let answering = async {
         while let Some(received) = submitted_rx.recv().await {
-            if answer(fed, peer, received, asks, counters)
+            match answer(fed, peer, received, asks, counters)
                 .await
                 .map_err(Ended::Down)?
             {
-                asks.restate.notify_one();
+                Some(Resend::Soon) => asks.restate.notify_one(),
+                Some(Resend::Later) => asks.restate_later.notify_one(),
+                None => {}
             }
         }
         Ok(())
@@ -747,21 +757,21 @@ async fn submit(
 }
 
 /// Waits for a batch's verdicts, logs every rejection, has the sender
-/// answer with progress. `true` if a gap was seen (the peer should be told what this
-/// node really holds).
+/// answer with progress. Whether, and how soon, the peer should be told
+/// what this node really holds, so that it sends again what was refused.
 async fn answer(
     fed: &Federation,
     peer: &OrgId,
     Received { ids, verdicts }: Received,
     asks: &Asks,
     counters: &LinkCounters,
-) -> Result<bool, String> {
+) -> Result<Option<Resend>, String> {
     counters
         .received
         .fetch_add(ids.len() as u64, Ordering::Relaxed);
     let verdicts = verdicts.wait().await.map_err(|e| e.to_string())?;
     let mut touched = HashSet::new();
-    let mut gap = false;
+    let mut resend = None;
     for ((channel, origin, seq), verdict) in ids.into_iter().zip(verdicts) {
         match verdict {
             Verdict::Accept => {
@@ -769,7 +779,7 @@ async fn answer(
                 touched.insert(channel);
             }
             // Never left over: apply turns it into Accept or Unsealed.
-            Verdict::Chained => gap = true,
+            Verdict::Chained => resend = Some(Resend::Soon),
             Verdict::Duplicate => {
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 // Held already (it came another way): the sender should know too.
@@ -777,7 +787,7 @@ async fn answer(
             }
             Verdict::Reject(reason) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
-                gap |= reason.wants_resend();
+                resend = resend.max(reason.resend());
                 tracing::warn!(
                     target: "samband::federation::rejected",
                     %peer, ?channel, ?origin, seq, reason = %reason,
@@ -801,7 +811,7 @@ async fn answer(
         // The sender sends it when it has room; the reader never waits for that.
         asks.progress(channels);
     }
-    Ok(gap)
+    Ok(resend)
 }
 
 /// Handles an offer; `true` if the channel is held here already.

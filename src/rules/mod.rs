@@ -109,14 +109,26 @@ impl Reject {
         matches!(self, Reject::Gap { .. } | Reject::Unsealed)
     }
 
-    /// Whether the sender should be told again what this node holds, so
-    /// that it sends the envelope again: it came out of order, or time will
-    /// cure it (a timestamp ahead of this node's clock is refused now and
-    /// taken once the clocks agree). Restatements are paced, so a partner
-    /// whose clock stays ahead is asked again about once a second.
-    pub fn wants_resend(&self) -> bool {
-        self.is_out_of_order() || matches!(self, Reject::FromTheFuture)
+    /// Whether, and how soon, the sender should be told again what this
+    /// node holds, so that it sends the envelope again: soon when it came
+    /// out of order; later when time will cure it (a timestamp ahead of
+    /// this node's clock is taken once the clocks agree, which takes
+    /// minutes, so asking every second would only resend the same frames).
+    pub fn resend(&self) -> Option<Resend> {
+        match self {
+            Reject::Gap { .. } | Reject::Unsealed => Some(Resend::Soon),
+            Reject::FromTheFuture => Some(Resend::Later),
+            _ => None,
+        }
     }
+}
+
+/// How soon a sender is asked to send again what was refused
+/// ([`Reject::resend`]). `Soon` outranks `Later`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Resend {
+    Later,
+    Soon,
 }
 
 /// The outcome of checking one received envelope.
@@ -345,14 +357,28 @@ pub fn eligibility(record: &ChannelRecord, local: &OrgId, peer: &OrgId) -> Eligi
 /// it when it participates; when it was removed, only the home's entry up
 /// to its removal (what it is still sent), so it learns nothing of who
 /// joined or wrote since.
-pub fn visible_vector(eligibility: Eligibility, home: &OrgId, mine: &Vector) -> Vector {
+///
+/// Of a removed org, only its messages up to the line its removal drew
+/// (`last_seq`) count: one taken here beyond it before the removal arrived
+/// is neither stated nor sent, since every other participant refuses it.
+pub fn visible_vector(record: &ChannelRecord, eligibility: Eligibility, mine: &Vector) -> Vector {
+    let home = record.home.as_str();
     match eligibility {
         Eligibility::None => Vector::new(),
-        Eligibility::Full => mine.clone(),
+        Eligibility::Full => mine
+            .iter()
+            .filter_map(|(origin, &held)| {
+                let last = match participant(record, origin) {
+                    Some(p) if !p.active && p.removed_at > 0 => held.min(p.last_seq),
+                    _ => held,
+                };
+                (last > 0).then(|| (origin.clone(), last))
+            })
+            .collect(),
         Eligibility::UntilRemoval { home_seq } => mine
-            .get(home)
-            .map(|&held| (home.clone(), held.min(home_seq)))
-            .into_iter()
+            .iter()
+            .filter(|(origin, _)| origin.as_str() == home)
+            .map(|(origin, &held)| (origin.clone(), held.min(home_seq)))
             .collect(),
     }
 }
@@ -371,22 +397,17 @@ pub fn roster_origins(record: &ChannelRecord, mut theirs: Vector) -> Vector {
 /// as (origin, first seq, last seq) ranges, oldest first per origin, within
 /// what `eligibility` allows it to see.
 pub fn to_send(
+    record: &ChannelRecord,
     eligibility: Eligibility,
-    home: &OrgId,
     mine: &Vector,
     theirs: &Vector,
 ) -> Vec<(OrgId, u64, u64)> {
     let mut out = Vec::new();
-    for (origin, &held) in mine {
-        let last = match eligibility {
-            Eligibility::None => return Vec::new(),
-            Eligibility::Full => held,
-            Eligibility::UntilRemoval { home_seq } if origin == home => held.min(home_seq),
-            Eligibility::UntilRemoval { .. } => continue,
-        };
-        let first = theirs.get(origin).copied().unwrap_or(0).saturating_add(1);
+    for (origin, last) in visible_vector(record, eligibility, mine) {
+        let last = last.min(mine.get(&origin).copied().unwrap_or(0));
+        let first = theirs.get(&origin).copied().unwrap_or(0).saturating_add(1);
         if first <= last {
-            out.push((origin.clone(), first, last));
+            out.push((origin, first, last));
         }
     }
     out

@@ -257,6 +257,7 @@ fn eligibility_follows_the_roster() {
 
 #[test]
 fn a_removed_peer_is_told_only_of_the_home_up_to_its_removal() {
+    let mut w = world();
     let home = org("a.example");
     let mine: Vector = [
         (home.clone(), 9),
@@ -264,12 +265,30 @@ fn a_removed_peer_is_told_only_of_the_home_up_to_its_removal() {
         (org("d.example"), 2),
     ]
     .into();
-    assert_eq!(visible_vector(Eligibility::Full, &home, &mine), mine);
+    assert_eq!(visible_vector(&w.record, Eligibility::Full, &mine), mine);
     assert_eq!(
-        visible_vector(Eligibility::UntilRemoval { home_seq: 5 }, &home, &mine),
+        visible_vector(&w.record, Eligibility::UntilRemoval { home_seq: 5 }, &mine),
         [(home.clone(), 5)].into()
     );
-    assert!(visible_vector(Eligibility::None, &home, &mine).is_empty());
+    assert!(visible_vector(&w.record, Eligibility::None, &mine).is_empty());
+    // b.example removed after its seq 3: its seq 4, taken here before the
+    // removal arrived, is neither stated nor sent.
+    w.record.participants = changed_roster(
+        &w.record.participants,
+        &org("b.example"),
+        RosterEdit::Remove {
+            home_seq: 10,
+            last_seq: 3,
+        },
+    );
+    let stated = visible_vector(&w.record, Eligibility::Full, &mine);
+    assert_eq!(stated.get(&org("b.example")), Some(&3));
+    let theirs: Vector = [(org("b.example"), 3)].into();
+    assert!(
+        to_send(&w.record, Eligibility::Full, &mine, &theirs)
+            .iter()
+            .all(|(origin, ..)| origin.as_str() != "b.example")
+    );
 }
 
 #[test]
@@ -823,7 +842,7 @@ mod simulation {
             let eligibility = eligibility(&self.record, &sender, &self.nodes[to].org);
             let mine = self.nodes[from].vector();
             let mut batch = Vec::new();
-            for (origin, first, last) in to_send(eligibility, self.channel.home(), &mine, &theirs) {
+            for (origin, first, last) in to_send(&self.record, eligibility, &mine, &theirs) {
                 let log = &self.nodes[from].logs[&origin];
                 batch.extend(
                     log[(first - 1) as usize..last as usize]
