@@ -144,16 +144,20 @@ fn history_scan(c: &mut Criterion) {
     store.apply(batch).unwrap();
     store.flush().unwrap();
     let (mid, _) = store
-        .history(&channel, &Page::Beginning, (n / 2) as usize)
+        .history(&channel, &Page::Beginning, (n / 2) as usize, usize::MAX)
         .unwrap();
     let mid = mid.last().unwrap().cursor.clone();
     c.bench_function("store/history newest 50 of 20k", |b| {
-        b.iter(|| store.history(&channel, &Page::Newest, 50).unwrap())
+        b.iter(|| {
+            store
+                .history(&channel, &Page::Newest, 50, usize::MAX)
+                .unwrap()
+        })
     });
     c.bench_function("store/history 50 before the middle of 20k", |b| {
         b.iter(|| {
             store
-                .history(&channel, &Page::Before(mid.clone()), 50)
+                .history(&channel, &Page::Before(mid.clone()), 50, usize::MAX)
                 .unwrap()
         })
     });

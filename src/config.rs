@@ -135,7 +135,16 @@ pub const MAX_BODY_CEILING: usize = (4 << 20) - (16 << 10);
 /// Largest envelope a node accepts from a partner: a body at the ceiling
 /// plus room for the envelope's other fields. Partners may allow larger
 /// posts than this node does; refusing theirs would stall that origin here.
-pub const MAX_ENVELOPE_BYTES: usize = MAX_BODY_CEILING + 4096;
+///
+/// It stays at what it was before the body ceiling was lowered (4 MiB plus
+/// 4 KiB): a partner on an earlier version may still send a message of
+/// 4 MiB, and refusing it would stop that origin here for good.
+pub const MAX_ENVELOPE_BYTES: usize = EARLIER_BODY_CEILING + 4096;
+
+/// The body ceiling of earlier versions. A config with a limit between the
+/// ceiling and this is taken at the ceiling, with a warning, so that an
+/// upgraded node still starts.
+const EARLIER_BODY_CEILING: usize = 4 << 20;
 
 // === impl Config ===
 
@@ -152,7 +161,7 @@ impl Config {
 
     /// Parses and validates configuration text; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
@@ -162,6 +171,16 @@ impl Config {
             message,
         };
         let org = OrgId::parse(&raw.org).map_err(|e| invalid("org", e.to_string()))?;
+        // An upgraded node still starts.
+        if (MAX_BODY_CEILING + 1..=EARLIER_BODY_CEILING).contains(&raw.limits.max_body_bytes) {
+            tracing::warn!(
+                configured = raw.limits.max_body_bytes,
+                used = MAX_BODY_CEILING,
+                "limits.max_body_bytes is above the ceiling (so that every message stays readable by \
+                 stock clients); using the ceiling"
+            );
+            raw.limits.max_body_bytes = MAX_BODY_CEILING;
+        }
         // (key, value, most): every limit is at least 1; `None` is no upper bound.
         let limits = &raw.limits;
         let ranges: [(&'static str, u64, Option<u64>); 9] = [
@@ -398,6 +417,13 @@ mod tests {
     }
 
     #[test]
+    fn a_body_limit_of_an_earlier_version_is_taken_at_the_ceiling() {
+        let text = template().replace("max_body_bytes = 65536", "max_body_bytes = 4194304");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.limits.max_body_bytes, MAX_BODY_CEILING);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (
@@ -453,8 +479,8 @@ mod tests {
             // Above the upper bounds.
             (
                 "max_body_bytes = 65536",
-                "max_body_bytes = 4177921",
-                "between 1 and 4177920, not 4177921",
+                "max_body_bytes = 4194305",
+                "between 1 and 4177920, not 4194305",
             ),
             (
                 "subscribers_per_channel = 1000",

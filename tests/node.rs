@@ -244,7 +244,12 @@ async fn restart_keeps_everything_and_the_signed_chain_continues() {
     let org = samband::model::OrgId::parse("police.example").unwrap();
     let store = Store::open(&samband::layout::data_dir(&dir), &org, 1 << 20).unwrap();
     let (stored, more) = store
-        .history(&ChannelId::parse(&ch).unwrap(), &Page::Beginning, 100)
+        .history(
+            &ChannelId::parse(&ch).unwrap(),
+            &Page::Beginning,
+            100,
+            usize::MAX,
+        )
         .unwrap();
     assert!(!more);
     assert_eq!(stored.len(), 11);

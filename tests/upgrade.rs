@@ -37,26 +37,37 @@ fn unpack(fixture: &str) -> tempfile::TempDir {
 /// Every message of `channel`, paged through in pages of 4 from the newest
 /// back and from the oldest on: both must equal one page of all of it.
 fn page_both_ways(store: &Store, channel: &ChannelId) -> Vec<samband::store::Stored> {
-    let all = store.history(channel, &Page::Beginning, 1000).unwrap().0;
+    let all = store
+        .history(channel, &Page::Beginning, 1000, usize::MAX)
+        .unwrap()
+        .0;
     let mut backward = Vec::new();
-    let (mut page, mut more) = store.history(channel, &Page::Newest, 4).unwrap();
+    let (mut page, mut more) = store
+        .history(channel, &Page::Newest, 4, usize::MAX)
+        .unwrap();
     loop {
         let first = page.first().map(|m| m.cursor.clone());
         backward.splice(0..0, page);
         let Some(first) = first.filter(|_| more) else {
             break;
         };
-        (page, more) = store.history(channel, &Page::Before(first), 4).unwrap();
+        (page, more) = store
+            .history(channel, &Page::Before(first), 4, usize::MAX)
+            .unwrap();
     }
     let mut forward = Vec::new();
-    let (mut page, mut more) = store.history(channel, &Page::Beginning, 4).unwrap();
+    let (mut page, mut more) = store
+        .history(channel, &Page::Beginning, 4, usize::MAX)
+        .unwrap();
     loop {
         let last = page.last().map(|m| m.cursor.clone());
         forward.extend(page);
         let Some(last) = last.filter(|_| more) else {
             break;
         };
-        (page, more) = store.history(channel, &Page::After(last), 4).unwrap();
+        (page, more) = store
+            .history(channel, &Page::After(last), 4, usize::MAX)
+            .unwrap();
     }
     let cursors =
         |v: &[samband::store::Stored]| v.iter().map(|m| m.cursor.clone()).collect::<Vec<_>>();
@@ -68,7 +79,9 @@ fn page_both_ways(store: &Store, channel: &ChannelId) -> Vec<samband::store::Sto
 /// (origin, seq, text) of every message of `channel`, in history order.
 fn history(store: &Store, channel: &str) -> Vec<(String, u64, String)> {
     let channel = ChannelId::parse(channel).unwrap();
-    let (page, more) = store.history(&channel, &Page::Beginning, 1000).unwrap();
+    let (page, more) = store
+        .history(&channel, &Page::Beginning, 1000, usize::MAX)
+        .unwrap();
     assert!(!more);
     page.into_iter()
         .map(|m| {
@@ -146,7 +159,10 @@ fn upgraded_in_place_with_every_message(fixture: &str) {
     // reads along with what the older one wrote, both ways and by seq.
     let store = Store::open(&data, &police, 1 << 20).unwrap();
     let crisis = ChannelId::parse("police.example/crisis").unwrap();
-    let last = store.history(&crisis, &Page::Newest, 1).unwrap().0;
+    let last = store
+        .history(&crisis, &Page::Newest, 1, usize::MAX)
+        .unwrap()
+        .0;
     let mut hlc = last[0].cursor.hlc.0;
     let mut batch = samband::store::StoreBatch::default();
     for seq in 14..=40u64 {

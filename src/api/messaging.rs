@@ -75,38 +75,6 @@ fn message(stored: &Stored, local: &OrgId, pinned: &Pinned) -> proto::Message {
     }
 }
 
-/// The messages of a page (oldest first) that fit in `max_bytes`, keeping
-/// those nearest where the page starts: the newest when reading backward,
-/// the oldest when reading forward. At least one is kept. `true` if any
-/// was left out.
-fn within_bytes(
-    mut messages: Vec<proto::Message>,
-    max_bytes: usize,
-    backward: bool,
-) -> (Vec<proto::Message>, bool) {
-    use prost::Message as _;
-    if backward {
-        messages.reverse();
-    }
-    let mut bytes = 0;
-    let keep = messages
-        .iter()
-        .take_while(|m| {
-            // The message and its field tag and length in the page.
-            bytes += m.encoded_len() + 8;
-            bytes <= max_bytes
-        })
-        .count()
-        .max(1)
-        .min(messages.len());
-    let cut = keep < messages.len();
-    messages.truncate(keep);
-    if backward {
-        messages.reverse();
-    }
-    (messages, cut)
-}
-
 /// The answer to a durable post.
 fn posted(stored: &Stored) -> proto::PostResponse {
     proto::PostResponse {
@@ -469,22 +437,17 @@ impl messaging_server::Messaging for Messaging {
             Some(proto::history_request::Position::Before(c)) => Page::Before(cursor(&c)?),
             Some(proto::history_request::Position::After(c)) => Page::After(cursor(&c)?),
         };
-        let backward = matches!(page, Page::Newest | Page::Before(_));
         let (stored, more) = self
             .shared
             .store
-            .history(&channel, &page, limit as usize)
+            .history(&channel, &page, limit as usize, MAX_PAGE_BYTES)
             .map_err(ApiError::from)?;
         let pinned = pinned(&self.shared)?;
         let messages = stored
             .iter()
             .map(|m| message(m, &self.shared.org, &pinned))
             .collect();
-        let (messages, cut) = within_bytes(messages, MAX_PAGE_BYTES, backward);
-        Ok(Response::new(proto::HistoryResponse {
-            messages,
-            more: more || cut,
-        }))
+        Ok(Response::new(proto::HistoryResponse { messages, more }))
     }
 
     type SubscribeStream = MessageStream;
@@ -546,41 +509,5 @@ impl messaging_server::Messaging for Messaging {
             uptime_seconds: self.shared.started.elapsed().as_secs(),
             channels: channels.len() as u32,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn page(sizes: &[usize]) -> Vec<proto::Message> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| proto::Message {
-                origin_seq: i as u64 + 1,
-                text: "x".repeat(n),
-                ..Default::default()
-            })
-            .collect()
-    }
-
-    fn seqs(messages: &[proto::Message]) -> Vec<u64> {
-        messages.iter().map(|m| m.origin_seq).collect()
-    }
-
-    #[test]
-    fn a_page_keeps_what_fits_nearest_its_start_and_says_there_is_more() {
-        let (kept, cut) = within_bytes(page(&[100, 100, 100]), 250, false);
-        assert_eq!((seqs(&kept), cut), (vec![1, 2], true));
-        // Reading backward, the newest are nearest the start.
-        let (kept, cut) = within_bytes(page(&[100, 100, 100]), 250, true);
-        assert_eq!((seqs(&kept), cut), (vec![2, 3], true));
-        let (kept, cut) = within_bytes(page(&[100, 100]), 1000, true);
-        assert_eq!((seqs(&kept), cut), (vec![1, 2], false));
-        // One message larger than the budget still goes, alone.
-        let (kept, cut) = within_bytes(page(&[5000, 10]), 1000, false);
-        assert_eq!((seqs(&kept), cut), (vec![1], true));
-        assert_eq!(within_bytes(Vec::new(), 10, false).0.len(), 0);
     }
 }

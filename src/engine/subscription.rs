@@ -20,6 +20,8 @@ use crate::store::{Page, Store, StoreError, Stored};
 
 /// How many messages one store read returns while catching up.
 const REPLAY_PAGE: usize = 256;
+/// Most bytes of messages read from the store per replay step (at least one).
+const REPLAY_PAGE_BYTES: usize = 8 << 20;
 
 /// Where a subscription starts.
 #[derive(Debug, Clone)]
@@ -104,7 +106,9 @@ impl Subscription {
             Some(c) => Page::After(c.clone()),
             None => Page::Beginning,
         };
-        let (messages, more) = self.store.history(&self.channel, &page, REPLAY_PAGE)?;
+        let (messages, more) =
+            self.store
+                .history(&self.channel, &page, REPLAY_PAGE, REPLAY_PAGE_BYTES)?;
         self.replaying = more;
         if let Some(last) = messages.last() {
             self.position = Some(last.cursor.clone());

@@ -194,6 +194,9 @@ pub(super) async fn run(
     out: Out,
 ) {
     tracing::info!(%peer, "link up");
+    if expires.is_none() {
+        tracing::warn!(%peer, "cannot read when the partner's node certificate expires; this link will not end at its expiry");
+    }
     if let Err(e) = fed.store.retain_cursors(&peer, |channel| {
         visible_record(&fed, &peer, channel).is_some()
     }) {

@@ -157,7 +157,9 @@ mod tests {
         let mut out = Vec::new();
         for record in store.channels().unwrap() {
             let id = ChannelId::parse(&record.id).unwrap();
-            let (page, more) = store.history(&id, &Page::Beginning, 1000).unwrap();
+            let (page, more) = store
+                .history(&id, &Page::Beginning, 1000, usize::MAX)
+                .unwrap();
             assert!(!more);
             let ids = page
                 .iter()

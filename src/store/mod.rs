@@ -82,6 +82,10 @@ pub enum Page {
     After(Cursor),
 }
 
+/// What a message costs in a page besides its envelope (its cursor and the
+/// fields a client sees), in bytes: an upper bound.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 256;
+
 /// Handle to the open store; cheap to clone (sled trees are shared).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -619,7 +623,10 @@ impl Store {
     }
 
     /// Up to `limit` messages of a page, oldest first, and whether more lie
-    /// beyond it in the direction read.
+    /// beyond it in the direction read. A page also stops before its
+    /// messages would pass `max_bytes` (each counted as its envelope plus
+    /// [`MESSAGE_OVERHEAD_BYTES`]), but always holds at least one, so that
+    /// no page is too large to send and none is read into memory whole.
     ///
     /// Each origin's messages are stored in seq order, which is also their
     /// history order; a page is a merge of the origins' messages.
@@ -628,6 +635,7 @@ impl Store {
         channel: &ChannelId,
         page: &Page,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<Stored>, bool), StoreError> {
         let backward = matches!(page, Page::Newest | Page::Before(_));
         let mut origins = Vec::new();
@@ -667,10 +675,16 @@ impl Store {
                 heads.min_by(|a, b| a.1.cmp(b.1)).map(|(i, _)| i)
             }
         };
+        let mut bytes = 0;
         while let Some(i) = next(&origins) {
-            if out.len() == limit {
+            let size = origins[i]
+                .head
+                .as_ref()
+                .map_or(0, |h| h.envelope.encoded_len() + MESSAGE_OVERHEAD_BYTES);
+            if out.len() == limit || (!out.is_empty() && bytes + size > max_bytes) {
                 break;
             }
+            bytes += size;
             out.extend(origins[i].advance()?);
         }
         let more = next(&origins).is_some();
@@ -948,12 +962,40 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    store.history(&ch, &page, 10),
+                    store.history(&ch, &page, 10, usize::MAX),
                     Err(StoreError::Inconsistent { .. })
                 ),
                 "{page:?}"
             );
         }
+    }
+
+    /// A page stops before its messages pass the byte budget, keeping those
+    /// nearest where it starts, and always holds at least one.
+    #[test]
+    fn history_pages_are_bounded_by_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = org("police.example");
+        let store = Store::create(tmp.path(), &home, 1 << 20).unwrap();
+        let ch = ChannelId::new(home.clone(), ChannelName::parse("ops").unwrap());
+        let mut batch = StoreBatch::default();
+        let all: Vec<Cursor> = (1..=5)
+            .map(|seq| stage(&mut batch, &ch, &home, seq, 100 + seq, 1000))
+            .collect();
+        store.apply(batch).unwrap();
+        let page = |p: Page, max_bytes| {
+            let (got, more) = store.history(&ch, &p, 10, max_bytes).unwrap();
+            (got.into_iter().map(|s| s.cursor).collect::<Vec<_>>(), more)
+        };
+        // Two messages of about 1,000 bytes and their overhead fit in 2,600.
+        assert_eq!(page(Page::Beginning, 2600), (all[..2].to_vec(), true));
+        assert_eq!(page(Page::Newest, 2600), (all[3..].to_vec(), true));
+        assert_eq!(
+            page(Page::After(all[1].clone()), 2600),
+            (all[2..4].to_vec(), true)
+        );
+        assert_eq!(page(Page::Beginning, 1), (all[..1].to_vec(), true));
+        assert_eq!(page(Page::Beginning, usize::MAX), (all.clone(), false));
     }
 
     /// Three origins whose timestamps interleave (with ties across origins):
@@ -985,7 +1027,7 @@ mod tests {
         store.apply(batch).unwrap();
         all.sort();
         let page = |p: Page, limit| {
-            let (got, more) = store.history(&ch, &p, limit).unwrap();
+            let (got, more) = store.history(&ch, &p, limit, usize::MAX).unwrap();
             (got.into_iter().map(|s| s.cursor).collect::<Vec<_>>(), more)
         };
         let n = all.len();
