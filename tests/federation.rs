@@ -342,6 +342,56 @@ async fn a_channel_whose_home_is_no_longer_a_peer_is_read_only() {
     b.stop().await;
 }
 
+/// A participant that stopped trusting a channel's home takes nothing more
+/// of that channel, even relayed by a partner it still trusts: the home's
+/// rosters could no longer be checked there.
+#[tokio::test]
+async fn nothing_of_a_channel_whose_home_is_no_longer_a_peer_is_taken_through_a_relay() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let c = TestNode::start("health.example").await;
+    a.peer_with(&b).await;
+    a.peer_with(&c).await;
+    b.peer_with(&c).await;
+    let mut a_op = a.operator().await;
+    let crisis = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example", "health.example"])
+        .await;
+    post(&mut a_op, &crisis, "before").await;
+    converged(&[&a, &b, &c], &crisis, 2).await;
+    c.admin()
+        .await
+        .remove_peer(proto::RemovePeerRequest {
+            org: "police.example".into(),
+            unshare: false,
+        })
+        .await
+        .unwrap();
+    post(&mut a_op, &crisis, "MARKER-AFTER").await;
+    // B has it; then a channel B shares with C passes the same link, so C
+    // had every chance to take the first one.
+    converged(&[&a, &b], &crisis, 3).await;
+    let mut b_op = b.operator().await;
+    let later = create_channel(&mut b_op, "later").await;
+    b.share("later", &["health.example"]).await;
+    post(&mut b_op, &later, "later news").await;
+    converged(&[&b, &c], &later, 2).await;
+    let at_c = texts(&mut c.operator().await, &crisis).await;
+    assert!(at_c.iter().all(|h| h.2 != "MARKER-AFTER"), "{at_c:?}");
+    // C says the channel is cut off, rather than finding bad signatures
+    // in what B relays and asking for it again and again.
+    let log = audit_log(&mut c.admin().await).await;
+    assert!(
+        log.iter()
+            .filter(|e| e.event == "federation.rejected")
+            .all(|e| !e.details["reason"].contains("signature")),
+        "{log:#?}"
+    );
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn a_manual_peer_holds_an_offered_channel_until_accepted() {
     let a = TestNode::start("police.example").await;

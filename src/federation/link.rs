@@ -293,7 +293,7 @@ async fn refuse(fed: &Arc<Federation>, peer: &OrgId, reason: &FrameError, out: &
 fn visible_record(fed: &Federation, peer: &OrgId, channel: &str) -> Option<ChannelRecord> {
     let id = ChannelId::parse(channel).ok()?;
     let record = fed.store.channel(&id).ok()??;
-    (rules::eligibility(&record, &fed.org, peer) != Eligibility::None).then_some(record)
+    (fed.eligibility(&record, peer) != Eligibility::None).then_some(record)
 }
 
 /// The part of a peer's hello or progress that this node keeps: channels
@@ -337,7 +337,7 @@ async fn send(out: &Out, f: Frame) -> Result<(), String> {
 fn hello(fed: &Federation, peer: &OrgId) -> Result<VersionVectors, String> {
     let mut channels = Vec::new();
     for record in fed.store.channels().map_err(|e| e.to_string())? {
-        let eligibility = rules::eligibility(&record, &fed.org, peer);
+        let eligibility = fed.eligibility(&record, peer);
         if eligibility == Eligibility::None {
             continue;
         }
@@ -505,7 +505,7 @@ async fn push(
         let Some(record) = fed.store.channel(&channel).map_err(err)? else {
             continue;
         };
-        let eligibility = rules::eligibility(&record, &fed.org, peer);
+        let eligibility = fed.eligibility(&record, peer);
         if eligibility == Eligibility::None {
             continue;
         }

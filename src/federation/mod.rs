@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Commits, DurableMarks, WriterHandle};
 use crate::model::{ChannelId, OrgId, unix_ms};
 use crate::pki::{OrgPki, PkiError};
-use crate::proto::{self, AcceptPolicy, PeerRecord};
+use crate::proto::{self, AcceptPolicy, ChannelRecord, PeerRecord};
 use crate::rules;
 use crate::store::{Store, StoreError};
 use crate::trust::{BundleError, TrustBundle};
@@ -550,6 +550,21 @@ impl Federation {
         }
         self.store.audit(event)?;
         self.store.flush()
+    }
+
+    /// What `peer` may receive of `record` from this node: what the roster
+    /// allows, and nothing of a channel whose home is no longer a peer (its
+    /// rosters could not be checked, and its copy here is cut off).
+    fn eligibility(&self, record: &ChannelRecord, peer: &OrgId) -> rules::Eligibility {
+        let home_known = record.home == self.org.as_str()
+            || OrgId::parse(&record.home)
+                .ok()
+                .is_some_and(|home| matches!(self.store.peer(&home), Ok(Some(_))));
+        if home_known {
+            rules::eligibility(record, &self.org, peer)
+        } else {
+            rules::Eligibility::None
+        }
     }
 
     /// The durable part of this node's vector of `channel`.

@@ -98,6 +98,8 @@ pub enum Reject {
     TimeWentBack,
     #[error("roster lists {org} with a signing key other than the one pinned here")]
     RosterKeyMismatch { org: String },
+    #[error("the channel's home is no longer a peer of this node; its copy here is cut off")]
+    HomeNotPeer,
 }
 
 impl Reject {

@@ -32,9 +32,13 @@ impl Writer {
             // Held here: the peer is told only if it may see the channel, so
             // what it observes never depends on channels not shared with it
             // (an internal one answers exactly like one that does not exist).
+            // A channel whose home is no longer a peer is cut off here: not
+            // answered either (the answer would only bring the offer back).
             Some(_) => {
+                self.refresh_pinned()?;
                 let eligible = existing.as_ref().is_some_and(|r| {
                     rules::eligibility(r, &self.settings.org, from) != rules::Eligibility::None
+                        && self.pinned.key(&r.home).is_some()
                 });
                 if eligible {
                     return Ok(Ok(Offered::Held));

@@ -89,6 +89,12 @@ impl Writer {
             admission.decided(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
             return Ok(());
         };
+        self.refresh_pinned()?;
+        if self.pinned.key(&record.home).is_none() {
+            // Its rosters cannot be checked here any more.
+            admission.decided(self.refuse_envelope(round, from, &envelope, Reject::HomeNotPeer));
+            return Ok(());
+        }
         if record.state == ChannelState::Pending as i32 {
             // Offered, not accepted: nothing of it is stored.
             admission.decided(self.refuse_envelope(round, from, &envelope, Reject::UnknownChannel));
