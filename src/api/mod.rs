@@ -92,7 +92,8 @@ impl From<WriteError> for ApiError {
             WriteError::Archived(_)
             | WriteError::Pending(_)
             | WriteError::NotPending(_)
-            | WriteError::HomeNotPeer { .. } => ApiError::FailedPrecondition(e.to_string()),
+            | WriteError::HomeNotPeer { .. }
+            | WriteError::NotPeer(_) => ApiError::FailedPrecondition(e.to_string()),
             WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),
             WriteError::Store(_) => ApiError::Internal(e.to_string()),
         }

@@ -101,9 +101,17 @@ struct PeerStatus {
 struct LinkEntry {
     id: u64,
     dialed_by_us: bool,
+    /// When it was registered: a link younger than [`REPLACE_AFTER`] is not
+    /// replaced by another dialed the same way.
+    since: std::time::Instant,
     cancel: CancellationToken,
     counters: Arc<LinkCounters>,
 }
+
+/// How old a link must be before a new one dialed the same way replaces it.
+/// Two nodes of the same identity (a restored backup beside the original)
+/// would otherwise replace each other's link as fast as they can dial.
+const REPLACE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Per-peer registry state.
 #[derive(Debug, Default)]
@@ -423,7 +431,8 @@ impl Federation {
         let mut registry = self.registry();
         let keep_ours = self.org < *peer;
         if let Some(existing) = registry.links.get(peer) {
-            let stale = existing.dialed_by_us == dialed_by_us;
+            let stale =
+                existing.dialed_by_us == dialed_by_us && existing.since.elapsed() >= REPLACE_AFTER;
             let new_wins =
                 stale || (dialed_by_us == keep_ours && existing.dialed_by_us != keep_ours);
             if !new_wins {
@@ -444,6 +453,7 @@ impl Federation {
             LinkEntry {
                 id,
                 dialed_by_us,
+                since: std::time::Instant::now(),
                 cancel: cancel.clone(),
                 counters: counters.clone(),
             },

@@ -102,6 +102,10 @@ pub enum WriteError {
          nothing posted here would reach anyone; it is read-only"
     )]
     HomeNotPeer { channel: String, home: String },
+    #[error(
+        "{0} is not a configured peer (any more); import its trust bundle first (samband peer add)"
+    )]
+    NotPeer(String),
 }
 
 type Answer<T> = oneshot::Sender<Result<T, WriteError>>;

@@ -22,6 +22,17 @@ impl Writer {
             });
         }
         let seq = self.head(channel, &self.settings.org.clone())?.seq;
+        if let RosterChange::Share { orgs } = &change {
+            // Checked again here, in the round: a peer removed since the
+            // caller read its key must not be shared with.
+            self.refresh_pinned()?;
+            if let Some((org, _)) = orgs
+                .iter()
+                .find(|(org, key)| self.pinned.key(org.as_str()) != Some(key.as_slice()))
+            {
+                return Err(WriteError::NotPeer(org.to_string()));
+            }
+        }
         let participants = match &change {
             RosterChange::Share { orgs } => {
                 orgs.iter()
