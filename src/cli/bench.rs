@@ -139,7 +139,7 @@ impl Run {
             for (k, val) in self.notes {
                 v[k] = val;
             }
-            println!("{v}");
+            out!("{v}");
             return;
         }
         let lat = if self.latencies.is_empty() {
@@ -151,7 +151,7 @@ impl Run {
             )
         };
         let notes: Vec<String> = self.notes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
+        out!(
             "{:<30} {:>9} {:>10.0}  {lat}  {}",
             self.name,
             self.count,
@@ -163,9 +163,16 @@ impl Run {
 
 fn header(json: bool) {
     if !json {
-        println!(
+        out!(
             "{:<30} {:>9} {:>10}  {:>8} {:>8} {:>8} {:>8} {:>9}  notes",
-            "run", "count", "per s", "min µs", "p50 µs", "p90 µs", "p99 µs", "max µs"
+            "run",
+            "count",
+            "per s",
+            "min µs",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "max µs"
         );
     }
 }

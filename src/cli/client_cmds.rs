@@ -155,9 +155,9 @@ pub(crate) async fn channel_create(args: ChannelCreateArgs) -> anyhow::Result<()
         .map_err(rpc)?
         .into_inner();
     if args.conn.json {
-        println!("{}", output::channel(&channel, true));
+        out!("{}", output::channel(&channel, true));
     } else {
-        println!("created internal channel {}", channel.id);
+        out!("created internal channel {}", channel.id);
     }
     Ok(())
 }
@@ -170,10 +170,10 @@ pub(crate) async fn channel_list(args: ChannelListArgs) -> anyhow::Result<()> {
         .map_err(rpc)?
         .into_inner();
     if list.channels.is_empty() && !args.conn.json {
-        println!("no channels yet (an admin creates one with: samband channel create NAME)");
+        out!("no channels yet (an admin creates one with: samband channel create NAME)");
     }
     for ch in &list.channels {
-        println!("{}", output::channel(ch, args.conn.json));
+        out!("{}", output::channel(ch, args.conn.json));
     }
     Ok(())
 }
@@ -196,7 +196,7 @@ pub(crate) async fn post(args: PostArgs) -> anyhow::Result<()> {
         priority,
     };
     let response = c.post(request).await.map_err(rpc)?.into_inner();
-    println!(
+    out!(
         "{}",
         output::posted(&args.channel, &response, args.conn.json)
     );
@@ -220,12 +220,12 @@ pub(crate) async fn history(args: HistoryArgs) -> anyhow::Result<()> {
         .map_err(rpc)?
         .into_inner();
     for m in &page.messages {
-        println!("{}", output::message(m, args.conn.json));
+        out!("{}", output::message(m, args.conn.json));
     }
     if !args.conn.json {
         match (page.messages.first(), page.more) {
-            (Some(first), true) => println!("-- older messages: --before {}", first.cursor),
-            (None, _) => println!("-- no messages"),
+            (Some(first), true) => out!("-- older messages: --before {}", first.cursor),
+            (None, _) => out!("-- no messages"),
             _ => {}
         }
     }
@@ -246,7 +246,7 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
         };
         let page = c.history(request).await.map_err(rpc)?.into_inner();
         for m in &page.messages {
-            println!("{}", output::message(m, json));
+            out!("{}", output::message(m, json));
         }
         if let Some(m) = page.messages.last() {
             last = Some(m.cursor.clone());
@@ -270,7 +270,7 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
     };
     let mut stream = c.subscribe(request).await.map_err(rpc)?.into_inner();
     while let Some(m) = stream.message().await.map_err(rpc)? {
-        println!("{}", output::message(&m, json));
+        out!("{}", output::message(&m, json));
     }
     Ok(())
 }
@@ -282,14 +282,14 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    println!("{}", output::status(&s, &endpoint, args.conn.json));
+    out!("{}", output::status(&s, &endpoint, args.conn.json));
     // Operators also see the partner links.
     if !args.conn.json
         && let Some(peers) = super::peer_cmds::status_peers(channel).await
     {
-        println!("partners  {}", if peers.is_empty() { "none" } else { "" });
+        out!("partners  {}", if peers.is_empty() { "none" } else { "" });
         for line in peers {
-            println!("  {line}");
+            out!("  {line}");
         }
     }
     Ok(())

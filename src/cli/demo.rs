@@ -86,16 +86,18 @@ async fn demo() -> anyhow::Result<()> {
         .prefix("samband-demo-")
         .tempdir()
         .context("creating the demo directory")?;
-    println!(
+    out!(
         "samband demo: three agencies on 127.0.0.1, state in {}",
         root.path().display()
     );
     let mut agencies = Vec::new();
     for org in AGENCIES {
         let a = start(org, root.path()).await?;
-        println!(
+        out!(
             "  {:<24} members {:<17} partners {}",
-            a.org, a.client, a.federation
+            a.org,
+            a.client,
+            a.federation
         );
         agencies.push(a);
     }
@@ -120,7 +122,7 @@ async fn demo() -> anyhow::Result<()> {
             agencies[j].admin.add_peer(req).await?;
         }
     }
-    println!(
+    out!(
         "trust: each operator imported the other two bundles (fingerprints checked); links are up"
     );
 
@@ -146,9 +148,11 @@ async fn demo() -> anyhow::Result<()> {
         orgs: vec![AGENCIES[1].into(), AGENCIES[2].into()],
     };
     police.admin.share_channel(share).await?;
-    println!(
+    out!(
         "{} created {internal} (internal) and {crisis}, shared with {} and {}",
-        AGENCIES[0], AGENCIES[1], AGENCIES[2]
+        AGENCIES[0],
+        AGENCIES[1],
+        AGENCIES[2]
     );
     let post = |text: &str| proto::PostRequest {
         channel: crisis.clone(),
@@ -193,7 +197,7 @@ async fn demo() -> anyhow::Result<()> {
             member.post(post(text)).await?;
         }
     }
-    println!("posted two messages from a duty officer of each agency");
+    out!("posted two messages from a duty officer of each agency");
 
     let expected = 1 + 2 * AGENCIES.len();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -210,7 +214,7 @@ async fn demo() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!(
+    out!(
         "converged: {crisis} shows the same {expected} messages (the roster and 6 posts) on all three nodes, {} ms after the first post",
         started.elapsed().as_millis()
     );
@@ -224,30 +228,30 @@ async fn demo() -> anyhow::Result<()> {
             bail!("{internal} leaked to {}", a.org);
         }
     }
-    println!("contained: {internal} exists only on {}", AGENCIES[0]);
+    out!("contained: {internal} exists only on {}", AGENCIES[0]);
 
     let dir = |i: usize| agencies[i].dir.display().to_string();
-    println!("\nThe nodes keep running until Ctrl-C. Try, in another terminal:");
-    println!("  samband tail {crisis} --follow --dir {}", dir(1));
-    println!(
+    out!("\nThe nodes keep running until Ctrl-C. Try, in another terminal:");
+    out!("  samband tail {crisis} --follow --dir {}", dir(1));
+    out!(
         "  samband post {crisis} \"Ambulance 12 en route\" --dir {}",
         dir(2)
     );
-    println!(
+    out!(
         "  samband post {crisis} \"Road 12 reopened\" --priority urgent --identity {}/duty-officer --endpoint {}",
         dir(0),
         agencies[0].client
     );
-    println!(
+    out!(
         "  samband history {internal} --dir {}     # internal: only here",
         dir(0)
     );
-    println!(
+    out!(
         "  samband status --dir {}                # partner links and lag",
         dir(0)
     );
     tokio::signal::ctrl_c().await?;
-    println!(
+    out!(
         "\nstopping the nodes and removing {}",
         root.path().display()
     );

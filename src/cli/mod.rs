@@ -1,5 +1,18 @@
 //! The command line: argument definitions and dispatch.
 
+/// `println!` for what a command prints: when the reader went away
+/// (`samband history … | head -1`) the command ends quietly, like other Unix
+/// tools, instead of panicking on the failed write. (SIGPIPE stays ignored:
+/// a closed socket must be an error to handle, not a silent death.)
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cli::output_failed(&e);
+        }
+    }};
+}
+
 mod bench;
 mod client_cmds;
 mod demo;
@@ -248,15 +261,18 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not an IP:port address (e.g. 127.0.0.1:7443 or [::]:7443)"))
 }
 
+/// Ends the command after its output could not be written: quietly when
+/// the reader went away, else saying why.
+pub(crate) fn output_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write the output: {e}");
+    std::process::exit(1);
+}
+
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A command whose output is cut short (`samband history … | head -1`)
-    // stops quietly on SIGPIPE, like other Unix tools, instead of panicking
-    // on the failed write. Not the long-running ones: a node must not die
-    // because whoever read its ready line went away.
-    if !matches!(cli.command, Command::Serve(_) | Command::Demo) {
-        sigpipe::reset();
-    }
     let result = match cli.command {
         Command::Init(a) => node_cmds::init(a),
         Command::Serve(a) => node_cmds::serve(a),

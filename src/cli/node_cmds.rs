@@ -80,10 +80,10 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     };
     setup::init(&args.dir, &opts)?;
     let dir = args.dir.display();
-    println!("created node {} for {} in {dir}", opts.org, opts.org);
-    println!("  config:   {dir}/config.toml");
-    println!("  operator: {dir}/operator (admin identity for the client commands: --dir {dir})");
-    println!("next: samband serve --dir {dir}");
+    out!("created node {} for {} in {dir}", opts.org, opts.org);
+    out!("  config:   {dir}/config.toml");
+    out!("  operator: {dir}/operator (admin identity for the client commands: --dir {dir})");
+    out!("next: samband serve --dir {dir}");
     Ok(())
 }
 
@@ -101,7 +101,7 @@ pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
         &args.out,
         samband::pki::Validity::days(args.days),
     )?;
-    println!(
+    out!(
         "issued {} ({}) of {}; bundle in {}, connects to {}",
         bundle.info.member,
         bundle.info.role,
@@ -109,7 +109,7 @@ pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
         args.out.display(),
         bundle.info.endpoint
     );
-    println!(
+    out!(
         "use it with: samband status --identity {}",
         args.out.display()
     );

@@ -113,13 +113,13 @@ pub(crate) fn trust_export(args: TrustExportArgs) -> anyhow::Result<()> {
         Some(path) => {
             std::fs::write(path, bundle.to_text())
                 .with_context(|| format!("writing {}", path.display()))?;
-            println!(
+            out!(
                 "wrote the trust bundle of {} to {}",
                 config.org,
                 path.display()
             );
         }
-        None => print!("{}", bundle.to_text()),
+        None => out!("{}", bundle.to_text().trim_end()),
     }
     eprintln!("fingerprint: {}", spaced(&fingerprint));
     eprintln!(
@@ -195,7 +195,7 @@ pub(crate) async fn peer_add(args: PeerAddArgs) -> anyhow::Result<()> {
             accept: accept as i32,
         };
         let peer = admin.add_peer(req).await.map_err(rpc)?.into_inner();
-        println!(
+        out!(
             "{}",
             if args.json {
                 peer_line(&peer, true)
@@ -214,7 +214,7 @@ pub(crate) async fn peer_add(args: PeerAddArgs) -> anyhow::Result<()> {
         accept,
     )?;
     store.put_peer(&record)?;
-    println!(
+    out!(
         "trusted {} (node stopped; takes effect when it starts)",
         record.org
     );
@@ -231,7 +231,7 @@ pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
             })
             .await
             .map_err(rpc)?;
-        println!("removed {org}; its links are closed");
+        out!("removed {org}; its links are closed");
         return Ok(());
     }
     let (config, store) = offline_store(&args.dir)?;
@@ -250,7 +250,7 @@ pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
     if !store.remove_peer(&org)? {
         bail!("{org} is not a configured peer");
     }
-    println!("removed {org}");
+    out!("removed {org}");
     Ok(())
 }
 
@@ -283,12 +283,12 @@ pub(crate) async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
         }
     };
     if peers.is_empty() && !args.json {
-        println!(
+        out!(
             "no peers yet (import a partner's bundle with: samband peer add FILE --fingerprint HEX --dir DIR)"
         );
     }
     for p in &peers {
-        println!("{}", peer_line(p, args.json));
+        out!("{}", peer_line(p, args.json));
     }
     Ok(())
 }
@@ -308,7 +308,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    println!("{}", output::channel(&ch, args.conn.json));
+    out!("{}", output::channel(&ch, args.conn.json));
     Ok(())
 }
 
@@ -323,7 +323,7 @@ pub(crate) async fn unshare(args: UnshareArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    println!("{}", output::channel(&ch, args.conn.json));
+    out!("{}", output::channel(&ch, args.conn.json));
     Ok(())
 }
 
@@ -337,7 +337,7 @@ pub(crate) async fn accept(args: AcceptArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    println!("{}", output::channel(&ch, args.conn.json));
+    out!("{}", output::channel(&ch, args.conn.json));
     Ok(())
 }
 

@@ -82,9 +82,10 @@ pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.dir)?;
     let cert = OrgPki::at(&args.dir).renew_node(&config.org, Validity::days(args.days))?;
     let not_after = rfc3339(cert.not_after);
-    println!(
+    out!(
         "renewed the node certificate of {}: serial {}, valid until {not_after}",
-        config.org, cert.serial
+        config.org,
+        cert.serial
     );
     match running_node(&args.dir).await? {
         // The running node audits the reload, with the new serial.
@@ -97,7 +98,7 @@ pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
                     .with("node_cert_not_after", &not_after),
             )?;
             store.flush()?;
-            println!("the node is not running; it uses the new certificate when it starts");
+            out!("the node is not running; it uses the new certificate when it starts");
             Ok(())
         }
     }
@@ -119,9 +120,10 @@ async fn reload_running(
         .await
         .map_err(rpc)?
         .into_inner();
-    println!(
+    out!(
         "the running node now uses serial {} (valid until {}) for new connections",
-        r.node_cert_serial, r.node_cert_not_after
+        r.node_cert_serial,
+        r.node_cert_not_after
     );
     Ok(())
 }
@@ -149,7 +151,7 @@ pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
         }
     };
     for (serial, at) in &revoked {
-        println!("revoked {member}: certificate {serial} (since {at})");
+        out!("revoked {member}: certificate {serial} (since {at})");
     }
     Ok(())
 }
@@ -204,7 +206,7 @@ pub(crate) async fn export(args: AuditExportArgs) -> anyhow::Result<()> {
                 continue;
             }
         }
-        println!("{}", serde_json::to_string(&entry)?);
+        out!("{}", serde_json::to_string(&entry)?);
     }
     Ok(())
 }
@@ -231,14 +233,14 @@ pub(crate) async fn verify(args: AuditVerifyOptions) -> anyhow::Result<()> {
         audit::check_head(&entries, seq, hash).context("the audit log is NOT intact")?;
     }
     if whole {
-        println!("audit log intact: {} entries", entries.len());
+        out!("audit log intact: {} entries", entries.len());
     } else {
-        println!(
+        out!(
             "export intact from entry {first} on ({} entries); entries before {first} are not in the file and were not checked",
             entries.len()
         );
     }
-    println!(
+    out!(
         "head: {}:{} (keep it elsewhere; `audit verify --head {}:{}` later finds entries cut from the end or a rewritten log)",
         head.seq,
         head.hash_hex(),
