@@ -313,7 +313,6 @@ impl Federation {
         Ok(())
     }
 
-    /// Stops trusting a peer: new handshakes are refused and its live link closes now.
     /// Channels homed here that `org` participates in, by id.
     pub fn shared_from_here_with(&self, org: &OrgId) -> Result<Vec<String>, FederationError> {
         let records = self.store.channels()?;
@@ -349,7 +348,8 @@ impl Federation {
         }
     }
 
-    /// Stops trusting `org` and closes its links. Refused while it still
+    /// Stops trusting `org`: new handshakes are refused and its live link
+    /// closes now. Refused while it still
     /// participates in a channel homed here ([`FederationError::StillShared`]):
     /// the roster would go on listing a partner this node no longer hears,
     /// and other participants would go on relaying to and from it.
