@@ -23,7 +23,7 @@ fn utc(unix_ms: u64) -> String {
 /// Text that came from outside (a member, a partner), made safe for a
 /// terminal: control characters (newlines, escape sequences, bell) are
 /// shown escaped, so no text can forge a line, recolour or clear the screen.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {

@@ -168,7 +168,9 @@ fn peer_line(p: &proto::Peer, json: bool) -> String {
         p.org, link.state, endpoint
     );
     if !link.last_error.is_empty() {
-        line.push_str(&format!("  last error: {}", link.last_error));
+        // It may quote what the partner said (a status it ended the link with).
+        let error = super::output::printable(&link.last_error);
+        line.push_str(&format!("  last error: {error}"));
     }
     for lag in link.lag.iter().filter(|l| l.messages > 0) {
         line.push_str(&format!(
@@ -350,4 +352,30 @@ pub(crate) async fn status_peers(channel: Channel) -> Option<Vec<String>> {
         .into_inner()
         .peers;
     Some(peers.iter().map(|p| peer_line(p, false)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partners_words_in_the_last_error_cannot_drive_the_terminal() {
+        let peer = proto::Peer {
+            org: "mallory.example".into(),
+            link: Some(proto::LinkStatus {
+                state: "backing-off".into(),
+                last_error: "InvalidArgument: \u{1b}[2J\nrescue.example  connected".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let line = peer_line(&peer, false);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        let json: serde_json::Value = serde_json::from_str(&peer_line(&peer, true)).unwrap();
+        assert_eq!(
+            json["last_error"],
+            "InvalidArgument: \u{1b}[2J\nrescue.example  connected"
+        );
+    }
 }

@@ -121,7 +121,6 @@ impl Writer {
         } else {
             None
         };
-        self.refresh_pinned()?;
         let ctx = rules::Context {
             local: &self.settings.org,
             sender: from,
