@@ -298,6 +298,14 @@ async fn bad_input_gets_a_precise_status() {
             "empty",
         ),
         (
+            "whitespace only",
+            op.post(post_req("ops", " \n\t ".into(), 0))
+                .await
+                .unwrap_err(),
+            Code::InvalidArgument,
+            "whitespace",
+        ),
+        (
             "oversized body",
             op.post(post_req("ops", "x".repeat(65537), 0))
                 .await

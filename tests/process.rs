@@ -256,6 +256,33 @@ async fn command_line_walkthrough() {
     let out = cli(&["channel", "create", "x", "--identity", a, "--endpoint", &ep]);
     assert!(!out.success);
     assert!(out.stderr.contains("admin role"));
+    // An explicit --dir wins over SAMBAND_IDENTITY: the operator acts as
+    // the operator, even in a shell where a member's identity is set.
+    let out = Command::new(samband_bin())
+        .args([
+            "channel",
+            "create",
+            "by-operator",
+            "--dir",
+            d,
+            "--endpoint",
+            &ep,
+        ])
+        .env("SAMBAND_IDENTITY", a)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without a flag, the environment names the identity.
+    let out = Command::new(samband_bin())
+        .args(["status", "--endpoint", &ep])
+        .env("SAMBAND_IDENTITY", a)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice (member)"));
     // init refuses to overwrite.
     let out = cli(&["init", "--org", "police.example", "--dir", d]);
     assert!(!out.success);

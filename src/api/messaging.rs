@@ -231,8 +231,10 @@ impl Messaging {
     fn new_post(&self, member: &Member, req: proto::PostRequest) -> Result<NewPost, ApiError> {
         let channel = self.existing_channel(&req.channel)?;
         let limit = self.shared.limits.max_body_bytes;
-        if req.text.is_empty() {
-            return Err(ApiError::InvalidArgument("message text is empty".into()));
+        if req.text.trim().is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "message text is empty or only whitespace".into(),
+            ));
         }
         if req.text.len() > limit {
             return Err(ApiError::InvalidArgument(format!(

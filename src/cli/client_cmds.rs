@@ -90,12 +90,16 @@ pub(crate) fn run(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::
 
 impl Connection {
     fn bundle(&self) -> anyhow::Result<IdentityBundle> {
+        let from_env = || std::env::var_os("SAMBAND_IDENTITY").map(std::path::PathBuf::from);
         let dir = match (&self.identity, &self.dir) {
             (Some(bundle), _) => bundle.clone(),
             (None, Some(node)) => samband::layout::operator_dir(node),
-            (None, None) => bail!(
-                "no identity: pass --identity BUNDLE_DIR, set SAMBAND_IDENTITY, or --dir NODE_DIR"
-            ),
+            (None, None) => match from_env() {
+                Some(bundle) => bundle,
+                None => bail!(
+                    "no identity: pass --identity BUNDLE_DIR, set SAMBAND_IDENTITY, or --dir NODE_DIR"
+                ),
+            },
         };
         IdentityBundle::load(&dir)
             .with_context(|| format!("loading identity bundle {}", dir.display()))

@@ -241,8 +241,10 @@ enum ChannelCommand {
 /// How a client command finds its identity and node.
 #[derive(Debug, Args)]
 pub(crate) struct Connection {
-    /// Identity bundle directory (from `samband user add`).
-    #[arg(long, env = "SAMBAND_IDENTITY", value_name = "BUNDLE_DIR")]
+    /// Identity bundle directory (from `samband user add`). Without it and
+    /// without --dir, $SAMBAND_IDENTITY: a flag given on the command line
+    /// always wins over the environment.
+    #[arg(long, value_name = "BUNDLE_DIR")]
     identity: Option<PathBuf>,
     /// Node directory: use its operator identity (DIR/operator) when --identity is not given.
     #[arg(long, value_name = "DIR")]
