@@ -25,14 +25,67 @@ pub enum ClientError {
     Pki(#[from] PkiError),
     #[error("endpoint {0:?} is not host:port")]
     Endpoint(String),
-    #[error("cannot connect to {endpoint}: {message}")]
+    #[error("cannot connect to {endpoint}: {message}{}", why.hint(endpoint))]
     Connect {
         endpoint: String,
         message: String,
-        /// The TLS handshake refused a certificate ([`tls_refused`]): a
-        /// retry will not help until one side's certificate or trust changes.
-        refused: bool,
+        why: ConnectFailure,
     },
+}
+
+/// Why a connection could not be made, as far as the error chain tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// Nothing accepts connections there.
+    NobodyListens,
+    /// The server's certificate is not one this identity trusts: another
+    /// organisation's node, or a port that is not the member listener.
+    UnknownServer,
+    /// The TLS handshake refused a certificate (this side's or the other's):
+    /// a retry will not help until a certificate or the trust changes.
+    Refused,
+    Other,
+}
+
+impl ConnectFailure {
+    /// What `e` says, read from its chain.
+    pub fn of(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut next = Some(e);
+        while let Some(e) = next {
+            let io = e.downcast_ref::<std::io::Error>();
+            if io.is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+                return ConnectFailure::NobodyListens;
+            }
+            let tls = e
+                .downcast_ref::<rustls::Error>()
+                .or_else(|| io.and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>()));
+            match tls {
+                Some(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer
+                    | rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. },
+                )) => return ConnectFailure::UnknownServer,
+                Some(_) if tls_refused(e) => return ConnectFailure::Refused,
+                _ => {}
+            }
+            next = e.source();
+        }
+        ConnectFailure::Other
+    }
+
+    /// What a person can do about it, to follow the error.
+    fn hint(self, endpoint: &str) -> String {
+        match self {
+            ConnectFailure::NobodyListens => format!(
+                " (is the node running, and is {endpoint} its member address? start it with samband serve)"
+            ),
+            ConnectFailure::UnknownServer => format!(
+                " (the server at {endpoint} is not your organisation's node, or not its member \
+                 port: check --endpoint; the federation port is for partner nodes)"
+            ),
+            ConnectFailure::Refused | ConnectFailure::Other => String::new(),
+        }
+    }
 }
 
 /// Whether a rustls certificate error or alert is anywhere in `e`'s chain:
@@ -134,7 +187,7 @@ pub async fn dial_seeing_server(
         .map_err(|e| ClientError::Connect {
             endpoint: endpoint.to_owned(),
             message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
-            refused: tls_refused(&e),
+            why: ConnectFailure::of(&e),
         })?;
     let leaf = crate::sync::lock(&seen).take();
     Ok((channel, leaf))
@@ -152,7 +205,7 @@ pub async fn connect(
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{ConnectFailure, host_of};
 
     #[test]
     fn hosts() {
@@ -162,5 +215,24 @@ mod tests {
         assert_eq!(host_of("localhost"), None);
         assert_eq!(host_of(":1"), None);
         assert_eq!(host_of("h:99999"), None);
+    }
+
+    #[test]
+    fn a_connect_failure_is_read_from_the_error_chain() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(ConnectFailure::of(&refused), ConnectFailure::NobodyListens);
+        let unknown = std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(ConnectFailure::of(&unknown), ConnectFailure::UnknownServer);
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired);
+        assert_eq!(ConnectFailure::of(&alert), ConnectFailure::Refused);
+        let other = std::io::Error::other("something else");
+        assert_eq!(ConnectFailure::of(&other), ConnectFailure::Other);
+        assert!(
+            ConnectFailure::NobodyListens
+                .hint("h:1")
+                .contains("is the node running")
+        );
     }
 }

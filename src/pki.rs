@@ -664,6 +664,19 @@ impl IdentityBundle {
         })
     }
 
+    /// The member certificate's serial and end of validity.
+    pub fn certificate(&self) -> Result<CertInfo, PkiError> {
+        let path = self.dir.join(BUNDLE_CERT);
+        let certs = load_certs(&path)?;
+        certs
+            .first()
+            .and_then(|der| cert_info(der))
+            .ok_or_else(|| PkiError::Invalid {
+                path,
+                message: "not a readable certificate".into(),
+            })
+    }
+
     /// TLS for dialing the node: trust only the org CA, present the member certificate.
     pub fn client_tls(&self) -> Result<rustls::ClientConfig, PkiError> {
         let ca_path = self.dir.join(BUNDLE_CA);

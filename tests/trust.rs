@@ -145,6 +145,23 @@ async fn expired_and_not_yet_valid_member_certificates_are_refused_and_the_log_s
         })
         .await;
     }
+    // The command line says what is wrong and what to do, before dialing.
+    let expired = cli(&["status", "--identity", arg(&tmp.path().join("expired"))]);
+    assert!(!expired.success);
+    assert!(
+        expired.stderr.contains("expired on") && expired.stderr.contains("ask your operator"),
+        "{expired:?}"
+    );
+    // Nothing listening: it asks whether the node runs.
+    let member = tmp.path().join("early");
+    let nobody = cli(&[
+        "status",
+        "--identity",
+        arg(&member),
+        "--endpoint",
+        "127.0.0.1:1",
+    ]);
+    assert!(nobody.stderr.contains("is the node running"), "{nobody:?}");
     // A valid member still gets in.
     let mut op = serve.operator(&dir).await;
     op.status(proto::StatusRequest {}).await.unwrap();

@@ -101,8 +101,24 @@ impl Connection {
                 ),
             },
         };
-        IdentityBundle::load(&dir)
-            .with_context(|| format!("loading identity bundle {}", dir.display()))
+        let bundle = IdentityBundle::load(&dir)
+            .with_context(|| format!("loading identity bundle {}", dir.display()))?;
+        // Said here, where it can be said plainly: under TLS 1.3 the node's
+        // refusal would arrive only as an alert on the first call.
+        let cert = bundle
+            .certificate()
+            .with_context(|| format!("loading identity bundle {}", dir.display()))?;
+        if cert.not_after <= time::OffsetDateTime::now_utc() {
+            bail!(
+                "the certificate of {} ({}) expired on {}; ask your operator for a new one \
+                 (samband user add {} --out DIR)",
+                bundle.info.member,
+                dir.display(),
+                samband::model::rfc3339(cert.not_after),
+                bundle.info.member
+            );
+        }
+        Ok(bundle)
     }
 
     /// A gRPC channel to the node, as the chosen identity.
@@ -148,7 +164,14 @@ pub(crate) fn rpc(status: tonic::Status) -> anyhow::Error {
     } else {
         status.message().to_owned()
     };
-    anyhow::anyhow!("{code}: {detail}")
+    // Under TLS 1.3 a refused client certificate shows only here, on the first call.
+    let hint = if samband::client::tls_refused(&status) {
+        " (the node refused this identity's certificate: revoked, expired, of another \
+         organisation, or this is not its member port)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{code}: {detail}{hint}")
 }
 
 pub(crate) async fn channel_create(args: ChannelCreateArgs) -> anyhow::Result<()> {

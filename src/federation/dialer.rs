@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::link::{self, LINK_BUFFER};
 use super::wire::MAX_FRAME_BYTES;
 use super::{Federation, LinkState};
-use crate::client::{ClientError, tls_refused};
+use crate::client::{ClientError, ConnectFailure, tls_refused};
 use crate::model::OrgId;
 use crate::proto::federation_client::FederationClient;
 
@@ -107,7 +107,13 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialFailur
     let (channel, server_cert) = crate::client::dial_seeing_server(Arc::new(tls), &record.endpoint)
         .await
         .map_err(|e| DialFailure {
-            refused: matches!(e, ClientError::Connect { refused: true, .. }),
+            refused: matches!(
+                e,
+                ClientError::Connect {
+                    why: ConnectFailure::Refused | ConnectFailure::UnknownServer,
+                    ..
+                }
+            ),
             text: e.to_string(),
         })?;
     let (tx, rx) = mpsc::channel(LINK_BUFFER);
