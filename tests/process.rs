@@ -249,6 +249,23 @@ async fn command_line_walkthrough() {
         rest.contains("Bridge open") && !rest.contains("Road 12"),
         "{rest}"
     );
+    // Nothing asked for, nothing shown; a page of 0 is refused with the range.
+    let none = run(&["tail", "ops", "-n", "0", "--identity", a, "--endpoint", &ep]);
+    assert!(none.is_empty(), "{none}");
+    let zero = cli(&[
+        "history",
+        "ops",
+        "--limit",
+        "0",
+        "--identity",
+        a,
+        "--endpoint",
+        &ep,
+    ]);
+    assert!(
+        !zero.success && zero.stderr.contains("1..=1000"),
+        "{zero:?}"
+    );
     let status = run(&["status", "--identity", a, "--endpoint", &ep]);
     assert!(status.contains("alice (member)"), "{status}");
 

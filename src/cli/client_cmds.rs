@@ -46,7 +46,7 @@ pub(crate) struct PostArgs {
 pub(crate) struct HistoryArgs {
     channel: String,
     /// Messages per page (1-1000).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
     /// Show the page just before this cursor.
     #[arg(long, value_name = "CURSOR", conflicts_with = "after")]
@@ -67,8 +67,9 @@ pub(crate) struct TailArgs {
     /// Start after this cursor instead of with the last messages.
     #[arg(long, value_name = "CURSOR")]
     from: Option<String>,
-    /// How many of the last messages to show first.
-    #[arg(long, short = 'n', default_value_t = 10)]
+    /// How many of the last messages to show first (0-1000; 0 with
+    /// --follow shows only what is posted from now on).
+    #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
     lines: u32,
     #[command(flatten)]
     conn: Connection,
@@ -265,7 +266,9 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
     // The last message shown: following continues right after it.
     let mut last = args.from.clone();
     let mut position = args.from.clone().map(Position::After);
-    loop {
+    // Nothing of the past asked for: no page (a limit of 0 would mean the default).
+    let live_only = args.lines == 0 && args.from.is_none();
+    while !live_only {
         let request = proto::HistoryRequest {
             channel: args.channel.clone(),
             limit: args.lines,
@@ -287,10 +290,11 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
     if !args.follow {
         return Ok(());
     }
-    let start = Some(match last {
-        Some(cursor) => Start::After(cursor),
-        None => Start::FromBeginning(true),
-    });
+    let start = match last {
+        Some(cursor) => Some(Start::After(cursor)),
+        None if live_only => None,
+        None => Some(Start::FromBeginning(true)),
+    };
     let request = proto::SubscribeRequest {
         channel: args.channel,
         start,
