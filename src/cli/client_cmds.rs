@@ -268,24 +268,26 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let mut position = args.from.clone().map(Position::After);
     // Nothing of the past asked for: no page (a limit of 0 would mean the default).
     let live_only = args.lines == 0 && args.from.is_none();
-    while !live_only {
-        let request = proto::HistoryRequest {
-            channel: args.channel.clone(),
-            limit: args.lines,
-            position,
-        };
-        let page = c.history(request).await.map_err(rpc)?.into_inner();
-        for m in &page.messages {
-            out!("{}", output::message(m, json));
+    if !live_only {
+        loop {
+            let request = proto::HistoryRequest {
+                channel: args.channel.clone(),
+                limit: args.lines,
+                position,
+            };
+            let page = c.history(request).await.map_err(rpc)?.into_inner();
+            for m in &page.messages {
+                out!("{}", output::message(m, json));
+            }
+            if let Some(m) = page.messages.last() {
+                last = Some(m.cursor.clone());
+            }
+            // Without --from the newest messages were shown; with it, page on to the end.
+            if args.from.is_none() || !page.more {
+                break;
+            }
+            position = last.clone().map(Position::After);
         }
-        if let Some(m) = page.messages.last() {
-            last = Some(m.cursor.clone());
-        }
-        // Without --from the newest messages were shown; with it, page on to the end.
-        if args.from.is_none() || !page.more {
-            break;
-        }
-        position = last.clone().map(Position::After);
     }
     if !args.follow {
         return Ok(());
