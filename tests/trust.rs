@@ -305,6 +305,31 @@ async fn an_open_link_ends_when_the_partners_certificate_expires() {
     }
 }
 
+/// A node whose own certificate expired refuses to start, saying how to
+/// renew it; once renewed, it starts.
+#[tokio::test]
+async fn a_node_whose_certificate_expired_refuses_to_start_until_renewed() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let now = OffsetDateTime::now_utc();
+    let expired = Validity {
+        not_before: now - Duration::days(10),
+        not_after: now - Duration::days(1),
+    };
+    OrgPki::at(&dir)
+        .renew_node(&OrgId::parse("police.example").unwrap(), expired)
+        .unwrap();
+    let refused = cli(&["serve", "--dir", arg(&dir)]);
+    assert!(!refused.success, "{refused:?}");
+    assert!(
+        refused.stderr.contains("expired on") && refused.stderr.contains("samband pki renew"),
+        "{refused:?}"
+    );
+    cli_ok(&["pki", "renew", "--dir", arg(&dir)]);
+    let serve = ServeProcess::start(&dir).await;
+    serve.kill9().await;
+}
+
 #[tokio::test]
 async fn a_partner_whose_node_certificate_expired_is_refused() {
     let a = TestNode::start("police.example").await;

@@ -47,6 +47,11 @@ pub enum NodeError {
     WriterFailed(String),
     #[error(transparent)]
     Federation(#[from] crate::federation::FederationError),
+    #[error(
+        "the node certificate expired on {0}: members and partners would all be refused; \
+         renew it with `samband pki renew --dir DIR`, then start the node again"
+    )]
+    CertificateExpired(String),
 }
 
 /// A node whose state is open but which does not serve yet.
@@ -90,7 +95,13 @@ impl Node {
         }
         let key = pki.message_key()?;
         let client_tls = Arc::new(pki.client_listener_tls()?);
-        pki.node_certificate()?.warn_if_expiring();
+        let cert = pki.node_certificate()?;
+        if cert.not_after <= time::OffsetDateTime::now_utc() {
+            return Err(NodeError::CertificateExpired(crate::model::rfc3339(
+                cert.not_after,
+            )));
+        }
+        cert.warn_if_expiring();
         let store = Store::open(
             &crate::layout::data_dir(dir),
             &config.org,
