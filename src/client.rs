@@ -205,7 +205,7 @@ pub async fn connect(
 
 #[cfg(test)]
 mod tests {
-    use super::{ConnectFailure, host_of};
+    use super::{ConnectFailure, host_of, tls_refused};
 
     #[test]
     fn hosts() {
@@ -234,5 +234,17 @@ mod tests {
                 .hint("h:1")
                 .contains("is the node running")
         );
+    }
+
+    #[test]
+    fn a_certificate_refusal_is_told_from_other_failures_through_the_error_chain() {
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let io = std::io::Error::other(expired);
+        assert!(tls_refused(&io));
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
+        assert!(tls_refused(&alert));
+        let refused_connection = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!tls_refused(&refused_connection));
+        assert!(!tls_refused(&tonic::Status::unavailable("no route")));
     }
 }

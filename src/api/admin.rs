@@ -70,6 +70,15 @@ impl Admin {
     fn org(given: &str) -> Result<OrgId, ApiError> {
         Ok(OrgId::parse(given)?)
     }
+
+    /// Has the writer change the roster of a channel homed here.
+    async fn change_roster(
+        &self,
+        channel: &ChannelId,
+        change: RosterChange,
+    ) -> Result<proto::ChannelRecord, ApiError> {
+        Ok(self.shared.writer.roster(channel.clone(), change).await?)
+    }
 }
 
 #[tonic::async_trait]
@@ -132,12 +141,7 @@ impl admin_server::Admin for Admin {
             {
                 let channel = ChannelId::parse(&id).map_err(ApiError::from)?;
                 let change = RosterChange::Unshare { org: org.clone() };
-                let record = self
-                    .shared
-                    .writer
-                    .roster(channel.clone(), change)
-                    .await
-                    .map_err(ApiError::from)?;
+                let record = self.change_roster(&channel, change).await?;
                 tracing::info!(%channel, %org, "channel unshared: the peer is being removed");
                 removals.push((channel, record.roster_seq));
             }
@@ -197,12 +201,7 @@ impl admin_server::Admin for Admin {
             shares.push((org, peer.signing_key));
         }
         let change = RosterChange::Share { orgs: shares };
-        let record = self
-            .shared
-            .writer
-            .roster(channel.clone(), change)
-            .await
-            .map_err(ApiError::from)?;
+        let record = self.change_roster(&channel, change).await?;
         tracing::info!(%channel, orgs = ?req.orgs, "channel shared");
         Ok(Response::new(channel_message(record)))
     }
@@ -215,12 +214,8 @@ impl admin_server::Admin for Admin {
         let req = request.into_inner();
         let channel = self.home_channel(&req.channel)?;
         let org = Self::org(&req.org)?;
-        let record = self
-            .shared
-            .writer
-            .roster(channel.clone(), RosterChange::Unshare { org: org.clone() })
-            .await
-            .map_err(ApiError::from)?;
+        let change = RosterChange::Unshare { org: org.clone() };
+        let record = self.change_roster(&channel, change).await?;
         tracing::info!(%channel, %org, "channel unshared");
         Ok(Response::new(channel_message(record)))
     }

@@ -40,12 +40,7 @@ pub(crate) struct Messaging {
 /// The keys this node pinned: its partners' (its own is known by name), for
 /// telling members whose word each message's origin rests on.
 fn pinned(shared: &Shared) -> Result<Pinned, ApiError> {
-    let peers = shared.store.peers()?;
-    Ok(Pinned::new(
-        peers
-            .iter()
-            .map(|p| (p.org.as_str(), p.signing_key.as_slice())),
-    ))
+    Ok(Pinned::from_peers(&shared.store.peers()?))
 }
 
 /// The wire form of a stored message; `pinned` says how its origin's key is known.

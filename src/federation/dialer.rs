@@ -131,7 +131,7 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialFailur
             refused: tls_refused(&s),
         }
     })?;
-    let Some(admitted) = fed.register_link(peer, true) else {
+    let Some(registered) = fed.register_link(peer, true) else {
         return Ok(()); // the link the peer dialed is the one both sides keep
     };
     let expires = server_cert
@@ -141,7 +141,7 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialFailur
     link::run(
         fed.clone(),
         peer.clone(),
-        admitted,
+        registered,
         expires,
         response.into_inner(),
         tx,
@@ -153,18 +153,6 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialFailur
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_certificate_refusal_is_told_from_other_failures_through_the_error_chain() {
-        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
-        let io = std::io::Error::other(expired);
-        assert!(tls_refused(&io));
-        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate);
-        assert!(tls_refused(&alert));
-        let refused_connection = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(!tls_refused(&refused_connection));
-        assert!(!tls_refused(&tonic::Status::unavailable("no route")));
-    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -164,10 +164,9 @@ impl From<&str> for Ended {
     }
 }
 
-/// Runs a link until either side ends it; then unregisters it.
-/// A link as the registry admitted it.
+/// A link the registry took: its id, its cancellation and its counters.
 #[derive(Debug)]
-pub(super) struct Admitted {
+pub(super) struct Registered {
     pub(super) id: u64,
     pub(super) cancel: CancellationToken,
     pub(super) counters: Arc<LinkCounters>,
@@ -184,11 +183,11 @@ fn until(not_after: time::OffsetDateTime) -> Duration {
 pub(super) async fn run(
     fed: Arc<Federation>,
     peer: OrgId,
-    Admitted {
+    Registered {
         id,
         cancel,
         counters,
-    }: Admitted,
+    }: Registered,
     expires: Option<time::OffsetDateTime>,
     incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Send + Unpin + 'static,
     out: Out,

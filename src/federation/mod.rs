@@ -15,8 +15,8 @@ mod dialer;
 mod link;
 pub mod wire;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -138,6 +138,9 @@ pub struct Federation {
     /// Wakes dialers when a link ends.
     link_ended: Notify,
     listener_tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// The orgs of the peer table, kept with the listener's trust (links
+    /// ask on every push whether a channel's home is still a peer).
+    peer_orgs: RwLock<HashSet<String>>,
     shutdown: CancellationToken,
     advertise: String,
     /// Per peer, not per link: a peer cannot refill its burst by redialing.
@@ -252,6 +255,7 @@ impl Federation {
             registry: Mutex::default(),
             link_ended: Notify::new(),
             listener_tls: RwLock::new(None),
+            peer_orgs: RwLock::default(),
             shutdown,
             advertise,
             paces: crate::rate::Buckets::new(peer_rate.0, peer_rate.1),
@@ -278,11 +282,14 @@ impl Federation {
         crate::sync::read(&self.listener_tls).clone()
     }
 
-    /// Rebuilds the listener's TLS from the node certificate and the peer table.
+    /// Rebuilds the listener's TLS, and the set of peer orgs, from the
+    /// node certificate and the peer table.
     pub(crate) fn reload_tls(&self) -> Result<(), FederationError> {
-        let cas: Vec<Vec<u8>> = self.store.peers()?.into_iter().map(|p| p.ca_der).collect();
+        let peers = self.store.peers()?;
+        let cas: Vec<Vec<u8>> = peers.iter().map(|p| p.ca_der.clone()).collect();
         let config = self.pki.federation_listener_tls(&cas)?.map(Arc::new);
         *crate::sync::write(&self.listener_tls) = config;
+        *crate::sync::write(&self.peer_orgs) = peers.into_iter().map(|p| p.org).collect();
         Ok(())
     }
 
@@ -427,7 +434,7 @@ impl Federation {
     ///   noticed (a NAT or firewall that lost the connection's state);
     /// * dialed the other way (both sides dialed at once), the link dialed
     ///   by the org with the smaller id is kept, the same rule on both sides.
-    fn register_link(&self, peer: &OrgId, dialed_by_us: bool) -> Option<link::Admitted> {
+    fn register_link(&self, peer: &OrgId, dialed_by_us: bool) -> Option<link::Registered> {
         let mut registry = self.registry();
         let keep_ours = self.org < *peer;
         if let Some(existing) = registry.links.get(peer) {
@@ -460,7 +467,7 @@ impl Federation {
         );
         drop(registry);
         self.set_status(peer, LinkState::Connected, Some(String::new()));
-        Some(link::Admitted {
+        Some(link::Registered {
             id,
             cancel,
             counters,
@@ -522,7 +529,7 @@ impl Federation {
             tracing::warn!(target: "samband::federation::rejected", %reason, "link refused");
             tonic::Status::permission_denied(reason)
         })?;
-        let Some(admitted) = self.register_link(&peer, false) else {
+        let Some(registered) = self.register_link(&peer, false) else {
             return Err(tonic::Status::already_exists(
                 "a link between these nodes exists already; keeping that one",
             ));
@@ -535,7 +542,7 @@ impl Federation {
         tokio::spawn(link::run(
             self.clone(),
             peer,
-            admitted,
+            registered,
             expires,
             incoming,
             tx,
@@ -547,9 +554,9 @@ impl Federation {
     /// protocol, within the peer's audit budget (a peer that redials and
     /// breaks it again cannot fill the disk), and makes it durable.
     pub(crate) fn audit_link_refusal(&self, peer: &OrgId, reason: &str) -> Result<(), StoreError> {
-        let admitted =
+        let registered =
             crate::sync::lock(&self.refusals).admit(peer.as_str(), crate::model::unix_ms());
-        let Some(left_out) = admitted else {
+        let Some(left_out) = registered else {
             return Ok(());
         };
         let mut event = crate::audit::Event::new("federation.link_refused")
@@ -567,9 +574,7 @@ impl Federation {
     /// rosters could not be checked, and its copy here is cut off).
     fn eligibility(&self, record: &ChannelRecord, peer: &OrgId) -> rules::Eligibility {
         let home_known = record.home == self.org.as_str()
-            || OrgId::parse(&record.home)
-                .ok()
-                .is_some_and(|home| matches!(self.store.peer(&home), Ok(Some(_))));
+            || crate::sync::read(&self.peer_orgs).contains(&record.home);
         if home_known {
             rules::eligibility(record, &self.org, peer)
         } else {

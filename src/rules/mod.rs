@@ -15,7 +15,9 @@ use prost::Message as _;
 use crate::model::{
     ChainHead, ChannelId, EnvelopeHash, MemberName, OrgId, Priority, Vector, chain_hash, verify,
 };
-use crate::proto::{ChannelRecord, ChannelState, Control, Envelope, Kind, Participant, control};
+use crate::proto::{
+    ChannelRecord, ChannelState, Control, Envelope, Kind, Participant, PeerRecord, control,
+};
 
 /// Most participants a roster may list (the home excluded). Mutual aid in
 /// one incident is dozens of agencies; the bound keeps what one roster
@@ -157,6 +159,21 @@ impl Pinned {
                 .map(|(org, key)| (org.to_owned(), key.to_vec()))
                 .collect(),
         )
+    }
+
+    /// The keys of the peer table's records.
+    pub fn from_peers(peers: &[PeerRecord]) -> Self {
+        Self::new(
+            peers
+                .iter()
+                .map(|p| (p.org.as_str(), p.signing_key.as_slice())),
+        )
+    }
+
+    /// The same, with this node's own key.
+    pub fn with_own(mut self, org: &OrgId, key: &[u8]) -> Self {
+        self.0.insert(org.to_string(), key.to_vec());
+        self
     }
 
     /// The pinned key of `org`, if this node pinned one.

@@ -543,14 +543,8 @@ impl Writer {
     /// as the peer table has them now; read once per round.
     fn refresh_pinned(&mut self) -> Result<(), StoreError> {
         if !self.pinned_fresh {
-            let peers = self.store.peers()?;
-            self.pinned = rules::Pinned::new(
-                std::iter::once((self.settings.org.as_str(), self.public_key.as_slice())).chain(
-                    peers
-                        .iter()
-                        .map(|p| (p.org.as_str(), p.signing_key.as_slice())),
-                ),
-            );
+            self.pinned = rules::Pinned::from_peers(&self.store.peers()?)
+                .with_own(&self.settings.org, &self.public_key);
             self.pinned_fresh = true;
         }
         Ok(())
