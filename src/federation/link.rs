@@ -8,7 +8,7 @@
 //! outgoing stream (it leaves progress to the sender), so two nodes pushing to each other
 //! cannot deadlock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,8 +39,11 @@ const IN_FLIGHT: usize = 4;
 /// Least time between two restatements of what this node holds that the
 /// reader asked for after seeing gaps (later requests wait, never drop).
 const RESEND_INTERVAL: Duration = Duration::from_secs(1);
-/// Least time between two of the peer's hellos that the sender acts on.
-const HELLO_INTERVAL: Duration = Duration::from_millis(250);
+/// Most of the peer's hellos the sender acts on in [`HELLO_WINDOW`]: an
+/// honest peer sends one when a link starts, and restates at most once a
+/// second after that; each costs a look at every channel.
+const HELLO_BURST: usize = 4;
+const HELLO_WINDOW: Duration = Duration::from_secs(1);
 /// How long a refusal that time cures (a timestamp ahead of this node's
 /// clock) waits before the sender is asked to send again.
 const CLOCK_RESEND_INTERVAL: Duration = Duration::from_secs(10);
@@ -384,7 +387,10 @@ async fn sender(
     // The reader's requests to restate what this node holds: when the last
     // one was sent, and when the next is due.
     let (mut restated, mut restate_at) = (None, None);
-    let mut last_hello: Option<Instant> = None;
+    // The peer's hellos: when the last ones were acted on, and when the
+    // next is due.
+    let mut hellos: VecDeque<Instant> = VecDeque::with_capacity(HELLO_BURST);
+    let mut hello_at: Option<Instant> = None;
     loop {
         if let Some(known) = known.as_mut()
             && todo.as_ref().is_none_or(|changed| !changed.is_empty())
@@ -398,15 +404,19 @@ async fn sender(
         }
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            hello = peer_hello.changed() => {
+            // Each hello makes this sender look at every channel: past
+            // HELLO_BURST in HELLO_WINDOW, the next waits (and is the latest:
+            // the watch keeps only that); pushing and progress go on meanwhile.
+            hello = peer_hello.changed(), if hello_at.is_none() => {
                 hello.map_err(|_| "link reader ended")?;
-                // Each hello makes this sender look at every channel: a peer
-                // that sends them back to back gets one looked at per
-                // HELLO_INTERVAL, the latest (the watch keeps only that).
-                if let Some(last) = last_hello {
-                    tokio::time::sleep_until(last + HELLO_INTERVAL).await;
+                hello_at = Some(hello_due(&hellos, Instant::now()));
+            }
+            () = tokio::time::sleep_until(hello_at.unwrap_or_else(Instant::now)), if hello_at.is_some() => {
+                hello_at = None;
+                if hellos.len() == HELLO_BURST {
+                    hellos.pop_front();
                 }
-                last_hello = Some(Instant::now());
+                hellos.push_back(Instant::now());
                 let stated = peer_hello.borrow_and_update().clone().unwrap_or_default();
                 known = Some(stated.channels.iter().map(|cv| (cv.channel.clone(), from_proto(cv))).collect());
                 said = Said::default();
@@ -716,6 +726,15 @@ async fn pace(fed: &Federation, peer: &OrgId, n: usize, cancel: &CancellationTok
     }
 }
 
+/// When a hello that arrived at `now` is acted on, given when the last ones
+/// were (oldest first, at most [`HELLO_BURST`]).
+fn hello_due(recent: &VecDeque<Instant>, now: Instant) -> Instant {
+    match recent.front() {
+        Some(&oldest) if recent.len() == HELLO_BURST => (oldest + HELLO_WINDOW).max(now),
+        _ => now,
+    }
+}
+
 /// When a restatement asked for at `now` is due: at once, or one
 /// [`RESEND_INTERVAL`] after the `last` one, so a peer that keeps sending
 /// out of order cannot make this node restate on every frame.
@@ -887,6 +906,21 @@ mod tests {
         assert_eq!(frame_len(&run(&[false, true, false, true]), budget), 2);
         // A seal larger than the budget still goes, alone.
         assert_eq!(frame_len(&[envelope(1, 10_000, true)], 100), 1);
+    }
+
+    #[test]
+    fn hellos_past_the_burst_wait_for_the_window() {
+        let t0 = Instant::now();
+        let mut recent = VecDeque::new();
+        for i in 0..HELLO_BURST {
+            let at = t0 + Duration::from_millis(i as u64);
+            assert_eq!(hello_due(&recent, at), at, "within the burst: at once");
+            recent.push_back(at);
+        }
+        let soon = t0 + Duration::from_millis(10);
+        assert_eq!(hello_due(&recent, soon), t0 + HELLO_WINDOW);
+        let later = t0 + HELLO_WINDOW * 2;
+        assert_eq!(hello_due(&recent, later), later);
     }
 
     #[test]
