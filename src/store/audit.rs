@@ -5,6 +5,9 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use std::ops::Bound;
+
+use super::kv::Tree;
 use super::{Store, StoreError, lossy};
 use crate::audit::{Entry, Event, Head};
 
@@ -36,7 +39,7 @@ pub fn now_rfc3339() -> String {
 
 impl Store {
     /// The last entry of the audit log (`Head::default()` when empty).
-    pub(super) fn load_audit_head(audit: &sled::Tree) -> Result<Head, StoreError> {
+    pub(super) fn load_audit_head(audit: &dyn Tree) -> Result<Head, StoreError> {
         let Some((key, value)) = audit.last()? else {
             return Ok(Head::default());
         };
@@ -53,7 +56,7 @@ impl Store {
         let mut head = crate::sync::lock(&self.audit_head);
         let entry = head.next(now_rfc3339(), event);
         let bytes = serde_json::to_vec(&entry).map_err(|e| unreadable(b"audit", &e))?;
-        self.audit.insert(entry.seq.to_be_bytes(), bytes)?;
+        self.audit.insert(&entry.seq.to_be_bytes(), &bytes)?;
         if let Some(next) = Head::of(&entry) {
             *head = next;
         }
@@ -62,7 +65,8 @@ impl Store {
 
     /// Audit entries with `seq >= from`, oldest first.
     pub fn audit_entries(&self, from: u64) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
-        self.audit.range(from.to_be_bytes()..).map(|kv| {
+        let from = Bound::Included(from.to_be_bytes().to_vec());
+        self.audit.range(from, Bound::Unbounded).map(|kv| {
             let (key, value) = kv?;
             serde_json::from_slice(&value).map_err(|e| unreadable(&key, &e))
         })
@@ -72,7 +76,7 @@ impl Store {
     pub fn revoke(&self, revoked: &[Revoked]) -> Result<(), StoreError> {
         for r in revoked {
             let bytes = serde_json::to_vec(r).map_err(|e| unreadable(b"revoked", &e))?;
-            self.revoked.insert(r.serial.as_bytes(), bytes)?;
+            self.revoked.insert(r.serial.as_bytes(), &bytes)?;
             self.audit(
                 Event::new("member.revoked")
                     .with("member", &r.member)

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use prost::Message as _;
 
+use super::kv::{Tree, Write};
 use super::{META_SCHEMA, SCHEMA_VERSION, Store, StoreError, keys, lossy};
 use crate::model::{ChannelId, OrgId};
 use crate::proto::Envelope;
@@ -26,30 +27,30 @@ const BATCH: usize = 1024;
 const META_UPGRADING: &[u8] = b"upgrading_from_schema_1";
 
 /// Whether an upgrade was cut short and must be finished.
-pub(super) fn is_unfinished(meta: &sled::Tree) -> Result<bool, StoreError> {
-    Ok(meta.contains_key(META_UPGRADING)?)
+pub(super) fn is_unfinished(meta: &dyn Tree) -> Result<bool, StoreError> {
+    meta.contains_key(META_UPGRADING)
 }
 
 /// Marks a version-1 store as being upgraded, durably, before anything
 /// moves: it says the current version from then on, so a samband that reads only
 /// version 1 refuses it instead of writing to a half-moved store.
-pub(super) fn begin(store: &Store, meta: &sled::Tree) -> Result<(), StoreError> {
-    mark(meta)?;
+pub(super) fn begin(store: &Store) -> Result<(), StoreError> {
+    mark(&*store.meta)?;
     store.flush()
 }
 
 /// The current version and "upgrading", in one atomic write to `meta`.
-fn mark(meta: &sled::Tree) -> Result<(), StoreError> {
-    let mut batch = sled::Batch::default();
-    batch.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes());
-    batch.insert(META_UPGRADING, &[1]);
-    Ok(meta.apply_batch(batch)?)
+fn mark(meta: &dyn Tree) -> Result<(), StoreError> {
+    meta.apply(vec![
+        Write::Put(META_SCHEMA.to_vec(), SCHEMA_VERSION.to_be_bytes().to_vec()),
+        Write::Put(META_UPGRADING.to_vec(), vec![1]),
+    ])
 }
 
 /// Moves what is left of version 1, then clears the mark.
-pub(super) fn finish(store: &Store, meta: &sled::Tree) -> Result<(), StoreError> {
-    let moved = move_messages(&store.log, BATCH, usize::MAX)?;
-    meta.remove(META_UPGRADING)?;
+pub(super) fn finish(store: &Store) -> Result<(), StoreError> {
+    let moved = move_messages(&*store.log, BATCH, usize::MAX)?;
+    store.meta.remove(META_UPGRADING)?;
     store.flush()?;
     tracing::info!(
         messages = moved,
@@ -66,15 +67,15 @@ pub(super) fn finish(store: &Store, meta: &sled::Tree) -> Result<(), StoreError>
 /// carries on from where it stopped at the next open. Version 1 accepted
 /// timestamps that go back within an origin's chain, which history reading
 /// now assumes never happens; such origins are reported, not refused.
-fn move_messages(log: &sled::Tree, batch: usize, max_batches: usize) -> Result<u64, StoreError> {
+fn move_messages(log: &dyn Tree, batch: usize, max_batches: usize) -> Result<u64, StoreError> {
     let mut moved = 0u64;
     // Per (channel, origin): the last seq seen, in history (hlc) order.
     let mut last_seq: HashMap<(ChannelId, OrgId), u64> = HashMap::new();
     let mut out_of_order: HashMap<(ChannelId, OrgId), u64> = HashMap::new();
     for _ in 0..max_batches {
-        let mut writes = sled::Batch::default();
+        let mut writes = Vec::new();
         let mut n = 0;
-        for kv in log.scan_prefix([V1_HISTORY]).take(batch) {
+        for kv in log.scan_prefix(&[V1_HISTORY]).take(batch) {
             let (key, value) = kv?;
             let (channel, origin, seq) = message_of(&key, &value)?;
             let new_key = keys::message_key(&channel, &origin, seq);
@@ -86,19 +87,19 @@ fn move_messages(log: &sled::Tree, batch: usize, max_batches: usize) -> Result<u
                 *out_of_order.entry(id.clone()).or_default() += 1;
             }
             last_seq.insert(id, seq);
-            writes.insert(new_key, value);
-            writes.remove(old_identity);
-            writes.remove(key);
+            writes.push(Write::Put(new_key, value.to_vec()));
+            writes.push(Write::Delete(old_identity));
+            writes.push(Write::Delete(key.to_vec()));
             n += 1;
         }
         if n == 0 {
             // Every identity entry went with its history entry; any left is stray.
-            for key in log.scan_prefix([V1_IDENTITY]).keys() {
-                log.remove(key?)?;
+            for kv in log.scan_prefix(&[V1_IDENTITY]) {
+                log.remove(&kv?.0)?;
             }
             break;
         }
-        log.apply_batch(writes)?;
+        log.apply(writes)?;
         moved += n;
     }
     for ((channel, origin), n) in out_of_order {
@@ -136,6 +137,7 @@ fn message_of(key: &[u8], value: &[u8]) -> Result<(ChannelId, OrgId, u64), Store
 mod tests {
     use super::*;
     use crate::store::Page;
+    use crate::store::kv::Values;
 
     /// The data dir of a schema-1 node (see `tests/upgrade.rs`), unpacked.
     fn schema_1_store() -> tempfile::TempDir {
@@ -185,27 +187,26 @@ mod tests {
             let cut = schema_1_store();
             let data = cut.path().join("data");
             {
-                let db = Store::open_sled(&data, 1 << 20).unwrap();
-                let meta = db.open_tree("meta").unwrap();
-                let log = db.open_tree("log").unwrap();
-                mark(&meta).unwrap();
+                let engine = crate::store::kv::open(&data, 1 << 20).unwrap();
+                let meta = engine.tree("meta", Values::Small).unwrap();
+                let log = engine.tree("log", Values::Large).unwrap();
+                mark(&*meta).unwrap();
                 let schema = meta.get(META_SCHEMA).unwrap().unwrap();
-                assert_ne!(schema.as_ref(), 1u32.to_be_bytes(), "old readers refuse it");
+                assert_ne!(&*schema, 1u32.to_be_bytes(), "old readers refuse it");
                 meta.insert(META_SCHEMA, &marked_as.to_be_bytes()).unwrap();
-                assert_eq!(move_messages(&log, 5, 1).unwrap(), 5);
-                assert!(log.scan_prefix([V1_HISTORY]).next().is_some(), "cut short");
-                db.flush().unwrap();
+                assert_eq!(move_messages(&*log, 5, 1).unwrap(), 5);
+                assert!(log.scan_prefix(&[V1_HISTORY]).next().is_some(), "cut short");
+                engine.flush().unwrap();
             }
             let store = Store::open(&data, &org, 1 << 20).unwrap();
             assert_eq!(everything(&store), expected, "marked as {marked_as}");
-            let meta = store.db.open_tree("meta").unwrap();
-            assert!(!is_unfinished(&meta).unwrap());
+            assert!(!is_unfinished(&*store.meta).unwrap());
             assert_eq!(
-                meta.get(META_SCHEMA).unwrap().unwrap().as_ref(),
+                &*store.meta.get(META_SCHEMA).unwrap().unwrap(),
                 SCHEMA_VERSION.to_be_bytes()
             );
-            assert!(store.log.scan_prefix([V1_HISTORY]).next().is_none());
-            assert!(store.log.scan_prefix([V1_IDENTITY]).next().is_none());
+            assert!(store.log.scan_prefix(&[V1_HISTORY]).next().is_none());
+            assert!(store.log.scan_prefix(&[V1_IDENTITY]).next().is_none());
         }
     }
 }

@@ -23,7 +23,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// The file in a data dir that holds sled's log (all trees, all data).
 const SLED_LOG_FILE: &str = "db";
@@ -51,7 +51,7 @@ fn sync_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 /// `fdatasync` of `path`, which may be a directory.
-pub(super) fn sync_path(path: &Path) -> Result<(), StoreError> {
+pub(in crate::store) fn sync_path(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|f| f.sync_data())
         .map_err(sync_error(path))

@@ -1,0 +1,130 @@
+//! Configured peers (the `peers` tree) and what each acknowledged of each
+//! channel (the `cursors` tree).
+
+use prost::Message as _;
+
+use super::{Store, StoreError, decode, keys};
+use crate::model::{OrgId, Vector};
+use crate::proto::{ChannelVector, PeerRecord, VectorEntry};
+
+impl Store {
+    // --- peers ---
+
+    pub fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        self.peers
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    pub fn peer(&self, org: &OrgId) -> Result<Option<PeerRecord>, StoreError> {
+        let key = org.as_str().as_bytes();
+        self.peers.get(key)?.map(|v| decode(key, &v)).transpose()
+    }
+
+    /// Adds or replaces a peer, durably, and records it in the audit log.
+    pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+        let key = peer.org.as_bytes();
+        let sha256 = |bytes: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
+        // The entry first: a crash in between leaves a recorded change that
+        // did not land, never a trusted peer without its entry.
+        self.audit(
+            crate::audit::Event::new(if self.peers.contains_key(key)? {
+                "peer.replaced"
+            } else {
+                "peer.added"
+            })
+            .with("org", &peer.org)
+            .with("ca_sha256", sha256(&peer.ca_der))
+            .with("signing_key_sha256", sha256(&peer.signing_key))
+            .with("endpoint", &peer.endpoint)
+            .with(
+                "accept",
+                if peer.accept == crate::proto::AcceptPolicy::Manual as i32 {
+                    "manual"
+                } else {
+                    "auto"
+                },
+            ),
+        )?;
+        self.peers.insert(key, &peer.encode_to_vec())?;
+        self.flush()?;
+        Ok(())
+    }
+
+    /// Removes a peer durably; `false` if it was not configured.
+    pub fn remove_peer(&self, org: &OrgId) -> Result<bool, StoreError> {
+        let key = org.as_str().as_bytes();
+        if self.peers.contains_key(key)? {
+            self.audit(crate::audit::Event::new("peer.removed").with("org", org))?;
+        }
+        let removed = self.peers.remove(key)?;
+        let prefix = keys::cursor_key(org, "");
+        for kv in self.cursors.scan_prefix(&prefix) {
+            self.cursors.remove(&kv?.0)?;
+        }
+        self.flush()?;
+        Ok(removed)
+    }
+
+    // --- per-peer cursors ---
+
+    /// Records what `peer` acknowledged of `channel` (made durable by the next flush).
+    pub fn put_cursor(
+        &self,
+        peer: &OrgId,
+        channel: &str,
+        vector: &Vector,
+    ) -> Result<(), StoreError> {
+        let entries = vector
+            .iter()
+            .map(|(o, s)| VectorEntry {
+                origin: o.to_string(),
+                seq: *s,
+            })
+            .collect();
+        let value = ChannelVector {
+            channel: channel.to_owned(),
+            entries,
+        };
+        self.cursors
+            .insert(&keys::cursor_key(peer, channel), &value.encode_to_vec())
+    }
+
+    /// Removes `peer`'s records of every channel for which `keep(channel)`
+    /// is false; returns how many went. Durable with the next flush.
+    pub fn retain_cursors(
+        &self,
+        peer: &OrgId,
+        mut keep: impl FnMut(&str) -> bool,
+    ) -> Result<usize, StoreError> {
+        let prefix = keys::cursor_key(peer, "");
+        let mut removed = 0;
+        for kv in self.cursors.scan_prefix(&prefix) {
+            let (key, _) = kv?;
+            let channel = String::from_utf8_lossy(&key[prefix.len()..]);
+            if !keep(&channel) {
+                self.cursors.remove(&key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// What `peer` last acknowledged of `channel`.
+    pub fn cursor(&self, peer: &OrgId, channel: &str) -> Result<Vector, StoreError> {
+        let key = keys::cursor_key(peer, channel);
+        let Some(v) = self.cursors.get(&key)? else {
+            return Ok(Vector::new());
+        };
+        let cv: ChannelVector = decode(&key, &v)?;
+        Ok(cv
+            .entries
+            .into_iter()
+            .filter_map(|e| Some((OrgId::parse(&e.origin).ok()?, e.seq)))
+            .collect())
+    }
+}
