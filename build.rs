@@ -8,7 +8,6 @@ fn main() -> anyhow::Result<()> {
         "samband/v1/samband.proto",
         "samband/v1/envelope.proto",
         "samband/v1/federation.proto",
-        "samband/v1/bench.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let bytes = fds.encode_to_vec();
@@ -42,5 +41,21 @@ fn main() -> anyhow::Result<()> {
         .method(link)
         .build();
     tonic_build::manual::Builder::new().compile(&[federation]);
+    bench_echo()
+}
+
+/// `samband bench`'s echo service, for the binary alone (not in the
+/// library's services nor in what reflection serves); its messages are
+/// the library's.
+fn bench_echo() -> anyhow::Result<()> {
+    let echo = "samband/bench/v1/echo.proto";
+    let bytes = protox::compile([echo], ["proto"])?.encode_to_vec();
+    let mut fds = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
+    fds.file.retain(|f| f.name() == echo);
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(".samband.v1", "::samband::proto")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! Who is calling, read from the client certificate of the connection.
 //!
-//! By the time a request arrives, rustls has verified that the certificate
-//! chains to this org's CA. This module reads the member name (CN), org (O)
-//! and role (OU) from it, and refuses anything that is not a member
-//! certificate of this org. It never trusts a name a request merely carries.
+//! By the time a connection is identified, rustls has verified that the
+//! certificate chains to a trusted CA. This module reads the member name
+//! (CN), org (O) and role (OU) from it, and refuses anything that is not a
+//! member certificate of this org. It never trusts a name a request merely
+//! carries. A connection is identified once, when its handshake completes
+//! ([`Verified`]); each request reads the result.
+//!
+//! May use: `model`, `pki` (certificate roles), `sync`.
 
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
@@ -21,6 +25,32 @@ pub struct Member {
     /// before then is refused from then on.
     pub not_after: i64,
 }
+
+/// What the TLS handshake of one connection established about the other
+/// end, decided once when it completed; tonic hands it to every request on
+/// that connection (it is the connection's `ConnectInfo`, found in each
+/// request's extensions). `I` is what the listener's identification gives:
+/// who the certificate names, or why it names no one the listener serves.
+#[derive(Debug, Clone)]
+pub struct Verified<I> {
+    pub identity: I,
+    /// The other end's address.
+    pub remote: std::net::SocketAddr,
+}
+
+impl<I: Send + Sync + 'static> Verified<I> {
+    /// The identity of the connection `request` came on; `None` if it came
+    /// on no identified connection (a listener that does not identify).
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&I> {
+        request
+            .extensions()
+            .get::<Verified<I>>()
+            .map(|v| &v.identity)
+    }
+}
+
+/// How a member listener identifies a connection.
+pub type MemberIdentity = Result<Member, IdentityError>;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {

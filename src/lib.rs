@@ -44,6 +44,7 @@ pub mod node;
 pub mod pki;
 pub mod rate;
 pub mod rules;
+pub mod runtime;
 pub mod setup;
 pub mod store;
 mod sync;

@@ -287,7 +287,7 @@ impl admin_server::Admin for Admin {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         // Read in chunks off the runtime, send between them: a slow reader
         // holds only this task, not a blocking thread.
-        tokio::spawn(async move {
+        self.shared.runtime.spawn(async move {
             const CHUNK: usize = 256;
             loop {
                 let store = store.clone();

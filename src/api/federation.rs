@@ -7,7 +7,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::federation::Federation;
+use crate::federation::{Federation, PeerIdentity};
+use crate::identity::Verified;
 use crate::proto::{self, federation_server};
 
 #[derive(Debug)]
@@ -31,10 +32,10 @@ impl federation_server::Federation for FederationService {
         &self,
         request: Request<Streaming<proto::LinkFrame>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
-        let chain = request
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let out = self.fed.accept_link(&chain, request.into_inner())?;
+        let identity = Verified::<PeerIdentity>::of(&request)
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?
+            .clone();
+        let out = self.fed.accept_link(&identity, request.into_inner())?;
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::ApiError;
 use super::Shared;
 use crate::engine::{NewPost, Pending, Start, Subscription};
-use crate::identity::{IdentityError, Member};
+use crate::identity::{IdentityError, Member, MemberIdentity, Verified};
 use crate::model::{ChannelId, ChannelName, Cursor, OrgId, Priority, Role};
 use crate::proto::{self, messaging_server};
 use crate::rules::{OriginKey, Pinned};
@@ -136,12 +136,12 @@ pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
     }
 }
 
-/// The calling member, from the connection's verified client certificate,
-/// unless that certificate is revoked.
+/// The calling member, as the connection's handshake identified it, unless
+/// its certificate was revoked or expired since.
 pub(super) fn caller<T>(request: &Request<T>, shared: &Shared) -> Result<Member, ApiError> {
-    let certs = request.peer_certs().ok_or(IdentityError::NoCertificate)?;
-    let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
-    let member = shared.identities.member(leaf, &shared.org)?;
+    let member = Verified::<MemberIdentity>::of(request)
+        .ok_or(IdentityError::NoCertificate)?
+        .clone()?;
     if shared.revocations.is_revoked(&member) {
         return Err(revoked(&member));
     }
@@ -183,7 +183,7 @@ async fn follow(
     let shutting_down = || Status::unavailable("the node is shutting down");
     loop {
         let next = tokio::select! {
-            () = shared.shutdown.cancelled() => return Some(shutting_down()),
+            () = shared.runtime.shutdown().cancelled() => return Some(shutting_down()),
             () = shared.revocations.until_revoked(member) => return Some(revoked(member).into()),
             () = tx.closed() => return None,
             next = subscription.next() => next,
@@ -208,7 +208,7 @@ async fn follow(
                         stall.as_secs()
                     )).into()),
                 },
-                () = shared.shutdown.cancelled() => return Some(shutting_down()),
+                () = shared.runtime.shutdown().cancelled() => return Some(shutting_down()),
                 () = shared.revocations.until_revoked(member) => return Some(revoked(member).into()),
             }
         }
@@ -353,7 +353,7 @@ impl messaging_server::Messaging for Messaging {
             mpsc::channel::<(u64, Result<Pending<Arc<Stored>>, ApiError>)>(PUBLISH_WINDOW);
         let (ack_tx, ack_rx) = mpsc::channel(PUBLISH_WINDOW);
         let (shared, publisher) = (self.shared.clone(), member.clone());
-        tokio::spawn(async move {
+        self.shared.runtime.spawn(async move {
             let mut index = 0;
             loop {
                 let next = tokio::select! {
@@ -378,7 +378,7 @@ impl messaging_server::Messaging for Messaging {
                 index += 1;
             }
         });
-        tokio::spawn(async move {
+        self.shared.runtime.spawn(async move {
             while let Some((index, submitted)) = pending_rx.recv().await {
                 let outcome = match submitted {
                     Ok(pending) => pending.wait().await.map_err(ApiError::from),
@@ -475,7 +475,7 @@ impl messaging_server::Messaging for Messaging {
         let shared = self.shared.clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tracing::debug!(%channel, member = %member.name, "subscriber joined");
-        tokio::spawn(async move {
+        self.shared.runtime.spawn(async move {
             // One slot is kept for the status that ends the stream, so that a
             // stalled client still learns why once it reads again.
             let Ok(last) = tx.clone().reserve_owned().await else {

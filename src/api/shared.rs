@@ -6,8 +6,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::audit::Event;
 use crate::config::Limits;
 use crate::engine::{Fanout, Revocations, Start, Subscription, WriterHandle};
@@ -38,7 +36,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) started: Instant,
     /// Cancelled when the node begins to shut down; long streams end on it.
-    pub(crate) shutdown: CancellationToken,
+    /// The node's shutdown signal and task tracker: live streams run on it.
+    pub(crate) runtime: crate::runtime::Runtime,
     pub(crate) revocations: Revocations,
     /// Members read from client certificates, so each is parsed once.
     pub(crate) identities: crate::identity::IdentityCache,
@@ -73,6 +72,18 @@ pub(crate) fn reload(shared: &Shared, fed: &Federation) -> Result<CertInfo, Relo
 // === impl Shared ===
 
 impl Shared {
+    /// Who a member listener's connection is, from its verified chain (leaf
+    /// first): asked once per connection, at its handshake.
+    pub(crate) fn identify(
+        &self,
+        chain: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> crate::identity::MemberIdentity {
+        let leaf = chain
+            .first()
+            .ok_or(crate::identity::IdentityError::NoCertificate)?;
+        self.identities.member(leaf, &self.org)
+    }
+
     /// Whether `member` may post now under `limits.member_posts_per_second`.
     pub(crate) fn may_post(&self, member: &MemberName) -> bool {
         self.post_rates.try_take(member, Instant::now())

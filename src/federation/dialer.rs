@@ -10,10 +10,10 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use super::error::DialError;
 use super::link::{self, LINK_BUFFER};
 use super::wire::MAX_FRAME_BYTES;
 use super::{Federation, LinkState};
-use crate::client::{ClientError, ConnectFailure, tls_refused};
 use crate::model::OrgId;
 use crate::proto::federation_client::FederationClient;
 
@@ -60,13 +60,13 @@ pub(super) async fn run(fed: Arc<Federation>, peer: OrgId, cancel: CancellationT
             Ok(()) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let state = if e.refused {
+                let state = if e.refused() {
                     LinkState::Refused
                 } else {
                     LinkState::BackingOff { failures }
                 };
-                tracing::debug!(%peer, error = %e.text, failures, "dial failed");
-                fed.set_status(&peer, state, Some(e.text));
+                tracing::debug!(%peer, error = %e, failures, "dial failed");
+                fed.set_status(&peer, state, Some(e.to_string()));
             }
         }
         let delay = backoff(failures, jitter());
@@ -77,60 +77,18 @@ pub(super) async fn run(fed: Arc<Federation>, peer: OrgId, cancel: CancellationT
     }
 }
 
-/// Why a dial failed: what the operator is shown, and whether the TLS
-/// handshake refused a certificate (which backing off will not cure).
-#[derive(Debug)]
-struct DialFailure {
-    text: String,
-    refused: bool,
-}
-
-impl DialFailure {
-    fn other(e: impl std::fmt::Display) -> Self {
-        DialFailure {
-            text: e.to_string(),
-            refused: false,
-        }
-    }
-}
-
-async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialFailure> {
-    let record = fed
-        .store
-        .peer(peer)
-        .map_err(DialFailure::other)?
-        .ok_or_else(|| DialFailure::other("peer removed"))?;
-    let tls = fed
-        .pki
-        .peer_client_tls(&record.ca_der)
-        .map_err(DialFailure::other)?;
-    let (channel, server_cert) = crate::client::dial_seeing_server(Arc::new(tls), &record.endpoint)
-        .await
-        .map_err(|e| DialFailure {
-            refused: matches!(
-                e,
-                ClientError::Connect {
-                    why: ConnectFailure::Refused | ConnectFailure::UnknownServer,
-                    ..
-                }
-            ),
-            text: e.to_string(),
-        })?;
+async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialError> {
+    let record = fed.store.peer(peer)?.ok_or(DialError::PeerRemoved)?;
+    let tls = fed.pki.peer_client_tls(&record.ca_der)?;
+    let (channel, server_cert) =
+        crate::client::dial_seeing_server(Arc::new(tls), &record.endpoint).await?;
     let (tx, rx) = mpsc::channel(LINK_BUFFER);
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
     // A client cannot end its stream with a status: an error ends it plainly.
     let frames = ReceiverStream::new(rx).map_while(Result::ok);
-    let response = client.link(frames).await.map_err(|s| {
-        let detail = std::error::Error::source(&s)
-            .map(|e| format!(" ({e:?})"))
-            .unwrap_or_default();
-        DialFailure {
-            text: format!("{}: {}{detail}", s.code(), s.message()),
-            refused: tls_refused(&s),
-        }
-    })?;
+    let response = client.link(frames).await.map_err(DialError::Call)?;
     let Some(registered) = fed.register_link(peer, true) else {
         return Ok(()); // the link the peer dialed is the one both sides keep
     };

@@ -20,6 +20,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 use super::Federation;
+use super::error::LinkError;
 use super::wire::FrameError;
 use crate::engine::{Offered, Pending};
 use crate::model::{ChannelId, OrgId, Vector};
@@ -146,25 +147,19 @@ fn frame(f: Frame) -> LinkFrame {
 /// that status (a dialed link cannot send one: its stream just ends).
 pub(super) type Out = mpsc::Sender<Result<LinkFrame, tonic::Status>>;
 
-/// Why a link ended.
-#[derive(Debug)]
-enum Ended {
-    /// The peer broke the frame protocol: refused with a status, audited.
-    Refused(FrameError),
-    /// Anything else: the peer left, the network failed, the node stops.
-    Down(String),
-}
-
-impl From<String> for Ended {
-    fn from(why: String) -> Self {
-        Ended::Down(why)
-    }
-}
-
-impl From<&str> for Ended {
-    fn from(why: &str) -> Self {
-        Ended::Down(why.to_owned())
-    }
+/// One link's shared state: its sender and its reader both hold it.
+struct Link {
+    fed: Arc<Federation>,
+    peer: OrgId,
+    /// Frames to the peer.
+    out: Out,
+    /// What the peer is known to hold besides its last hello.
+    has: PeerHas,
+    /// What the reader asks of the sender.
+    asks: Asks,
+    /// Ends both halves.
+    cancel: CancellationToken,
+    counters: Arc<LinkCounters>,
 }
 
 /// A link the registry took: its id, its cancellation and its counters.
@@ -199,39 +194,36 @@ pub(super) async fn run(
     if expires.is_none() {
         tracing::warn!(%peer, "cannot read when the partner's node certificate expires; this link will not end at its expiry");
     }
-    if let Err(e) = fed.store.retain_cursors(&peer, |channel| {
-        visible_record(&fed, &peer, channel).is_some()
-    }) {
+    let link = Arc::new(Link {
+        fed,
+        peer,
+        out,
+        has: PeerHas::default(),
+        asks: Asks::default(),
+        cancel,
+        counters,
+    });
+    let (fed, peer, cancel) = (&link.fed, &link.peer, &link.cancel);
+    if let Err(e) = fed
+        .store
+        .retain_cursors(peer, |channel| link.visible_record(channel).is_some())
+    {
         tracing::warn!(%peer, error = %e, "cannot prune the peer's records of channels not shared with it");
     }
     let (hello_tx, hello_rx) = watch::channel(None);
-    let peer_has: Arc<PeerHas> = Arc::default();
-    let asks = Arc::new(Asks::default());
-    let pushing = sender(
-        fed.clone(),
-        peer.clone(),
-        out.clone(),
-        hello_rx,
-        peer_has.clone(),
-        asks.clone(),
-        cancel.clone(),
-        counters.clone(),
-    );
+    let pushing = link.clone().sender(hello_rx);
     // Cancellation ends the sender at any await, even one waiting for room
     // on the outgoing stream of a peer that stopped reading.
     let stop = cancel.clone();
-    let sender = tokio::spawn(async move {
+    // The link ends when either direction ends: a sender that failed must not
+    // leave a link that looks connected but never pushes.
+    let mut sender = fed.runtime.spawn(async move {
         tokio::select! {
             r = pushing => r,
             () = stop.cancelled() => Ok(()),
         }
     });
-    // The link ends when either direction ends: a sender that failed must not
-    // leave a link that looks connected but never pushes.
-    let mut sender = sender;
-    let reading = reader(
-        &fed, &peer, incoming, hello_tx, &peer_has, &asks, &cancel, &counters,
-    );
+    let reading = link.reader(incoming, hello_tx);
     let expiry = async {
         match expires {
             Some(at) => {
@@ -244,77 +236,78 @@ pub(super) async fn run(
     let (result, sent) = tokio::select! {
         r = reading => {
             cancel.cancel();
-            (r, (&mut sender).await.unwrap_or_else(|e| Err(e.to_string())))
+            (r, (&mut sender).await.unwrap_or_else(|e| Err(e.into())))
         }
         s = &mut sender => {
             cancel.cancel();
-            (Ok(()), s.unwrap_or_else(|e| Err(e.to_string())))
+            (Ok(()), s.unwrap_or_else(|e| Err(e.into())))
         }
         at = expiry => {
             cancel.cancel();
             let _ = (&mut sender).await;
-            let why = format!(
-                "certificate expired: the partner's node certificate expired on {}; it must renew it (samband pki renew)",
-                crate::model::rfc3339(at)
-            );
-            (Err(Ended::Down(why)), Ok(()))
+            (Err(LinkError::PartnerCertificateExpired(at)), Ok(()))
         }
     };
-    match result.err().or(sent.err().map(Ended::Down)) {
-        Some(Ended::Refused(reason)) => {
+    match result.err().or(sent.err()) {
+        Some(LinkError::Refused(reason)) => {
             // Released first, so that the peer's next dial is not refused as a second link.
-            fed.unregister_link(&peer, id, Some(reason.to_string()));
-            refuse(&fed, &peer, &reason, &out).await;
+            fed.unregister_link(peer, id, Some(reason.to_string()));
+            link.refuse(&reason).await;
         }
-        Some(Ended::Down(e)) => {
+        Some(e) => {
             tracing::info!(%peer, error = %e, "link down");
-            fed.unregister_link(&peer, id, Some(e));
+            fed.unregister_link(peer, id, Some(e.to_string()));
         }
         None => {
             tracing::info!(%peer, "link closed");
-            fed.unregister_link(&peer, id, None);
+            fed.unregister_link(peer, id, None);
         }
     }
 }
 
-/// Ends a link whose peer broke the frame protocol: the peer is told why
-/// (when it dialed, as the stream's status), and the refusal is audited.
-async fn refuse(fed: &Arc<Federation>, peer: &OrgId, reason: &FrameError, out: &Out) {
-    tracing::warn!(target: "samband::federation::rejected", %peer, %reason, "link refused: frame broke the protocol");
-    // The peer may not be reading: give up on telling it after a moment.
-    let _ = tokio::time::timeout(Duration::from_secs(1), out.send(Err(reason.status()))).await;
-    let (fed, peer, reason) = (fed.clone(), peer.clone(), reason.to_string());
-    let audited = tokio::task::spawn_blocking(move || fed.audit_link_refusal(&peer, &reason)).await;
-    if let Ok(Err(e)) = audited {
-        tracing::warn!(error = %e, "cannot audit a refused link");
-    }
-}
-
-/// The record of `channel` (as a partner named it), if it is held here and
-/// its roster lets `peer` see it: only then is anything the peer says of it kept.
-fn visible_record(fed: &Federation, peer: &OrgId, channel: &str) -> Option<ChannelRecord> {
-    let id = ChannelId::parse(channel).ok()?;
-    let record = fed.store.channel(&id).ok()??;
-    (fed.eligibility(&record, peer) != Eligibility::None).then_some(record)
-}
-
-/// The part of a peer's hello or progress that this node keeps: channels
-/// it may see, each once (the last statement wins), and of each only the
-/// origins its roster lists. Each channel's record is read once per frame.
-fn only_shared(fed: &Federation, peer: &OrgId, vv: VersionVectors) -> VersionVectors {
-    let mut kept: HashMap<String, ChannelVector> = HashMap::new();
-    let mut records: HashMap<String, Option<ChannelRecord>> = HashMap::new();
-    for cv in vv.channels {
-        let record = records
-            .entry(cv.channel.clone())
-            .or_insert_with(|| visible_record(fed, peer, &cv.channel));
-        if let Some(record) = record {
-            let vector = rules::roster_origins(record, from_proto(&cv));
-            kept.insert(cv.channel.clone(), to_proto(&cv.channel, &vector));
+impl Link {
+    /// Ends a link whose peer broke the frame protocol: the peer is told why
+    /// (when it dialed, as the stream's status), and the refusal is audited.
+    async fn refuse(&self, reason: &FrameError) {
+        let peer = &self.peer;
+        tracing::warn!(target: "samband::federation::rejected", %peer, %reason, "link refused: frame broke the protocol");
+        // The peer may not be reading: give up on telling it after a moment.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), self.out.send(Err(reason.status()))).await;
+        let (fed, peer, reason) = (self.fed.clone(), peer.clone(), reason.to_string());
+        let audited =
+            tokio::task::spawn_blocking(move || fed.audit_link_refusal(&peer, &reason)).await;
+        if let Ok(Err(e)) = audited {
+            tracing::warn!(error = %e, "cannot audit a refused link");
         }
     }
-    VersionVectors {
-        channels: kept.into_values().collect(),
+
+    /// The record of `channel` (as a partner named it), if it is held here and
+    /// its roster lets `peer` see it: only then is anything the peer says of it kept.
+    fn visible_record(&self, channel: &str) -> Option<ChannelRecord> {
+        let id = ChannelId::parse(channel).ok()?;
+        let record = self.fed.store.channel(&id).ok()??;
+        (self.fed.eligibility(&record, &self.peer) != Eligibility::None).then_some(record)
+    }
+
+    /// The part of a peer's hello or progress that this node keeps: channels
+    /// it may see, each once (the last statement wins), and of each only the
+    /// origins its roster lists. Each channel's record is read once per frame.
+    fn only_shared(&self, vv: VersionVectors) -> VersionVectors {
+        let mut kept: HashMap<String, ChannelVector> = HashMap::new();
+        let mut records: HashMap<String, Option<ChannelRecord>> = HashMap::new();
+        for cv in vv.channels {
+            let record = records
+                .entry(cv.channel.clone())
+                .or_insert_with(|| self.visible_record(&cv.channel));
+            if let Some(record) = record {
+                let vector = rules::roster_origins(record, from_proto(&cv));
+                kept.insert(cv.channel.clone(), to_proto(&cv.channel, &vector));
+            }
+        }
+        VersionVectors {
+            channels: kept.into_values().collect(),
+        }
     }
 }
 
@@ -329,124 +322,125 @@ fn vector_cost(vv: &VersionVectors) -> usize {
         .sum::<usize>()
 }
 
-async fn send(out: &Out, f: Frame) -> Result<(), String> {
-    out.send(Ok(frame(f)))
-        .await
-        .map_err(|_| "the link closed".to_owned())
-}
+impl Link {
+    async fn send(&self, f: Frame) -> Result<(), LinkError> {
+        self.out
+            .send(Ok(frame(f)))
+            .await
+            .map_err(|_| LinkError::Closed)
+    }
 
-/// What this node holds of every channel the peer may see.
-fn hello(fed: &Federation, peer: &OrgId) -> Result<VersionVectors, String> {
-    let mut channels = Vec::new();
-    for record in fed.store.channels().map_err(|e| e.to_string())? {
-        let eligibility = fed.eligibility(&record, peer);
-        if eligibility == Eligibility::None {
-            continue;
+    /// What this node holds of every channel the peer may see.
+    fn hello(&self) -> Result<VersionVectors, LinkError> {
+        let (fed, peer) = (&self.fed, &self.peer);
+        let mut channels = Vec::new();
+        for record in fed.store.channels()? {
+            let eligibility = fed.eligibility(&record, peer);
+            if eligibility == Eligibility::None {
+                continue;
+            }
+            let Ok(id) = ChannelId::parse(&record.id) else {
+                continue;
+            };
+            let mine = fed.durable_vector(&id)?;
+            let visible = rules::visible_vector(&record, eligibility, &mine);
+            channels.push(to_proto(&record.id, &visible));
         }
-        let Ok(id) = ChannelId::parse(&record.id) else {
-            continue;
-        };
-        let mine = fed.durable_vector(&id).map_err(|e| e.to_string())?;
-        let visible = rules::visible_vector(&record, eligibility, &mine);
-        channels.push(to_proto(&record.id, &visible));
-    }
-    let frame = VersionVectors { channels };
-    // The peer refuses a frame over the limits: say why here instead.
-    let entries: usize = frame.channels.iter().map(|cv| cv.entries.len()).sum();
-    if frame.channels.len() > super::wire::MAX_FRAME_CHANNELS
-        || entries > super::wire::MAX_FRAME_ENTRIES
-    {
-        return Err(format!(
-            "this node shares {} channels ({entries} vector entries) with {peer}, over what one link frame may carry (wire::MAX_FRAME_CHANNELS, MAX_FRAME_ENTRIES)",
-            frame.channels.len()
-        ));
-    }
-    Ok(frame)
-}
-
-#[allow(clippy::too_many_arguments)] // the two halves of one link share these
-async fn sender(
-    fed: Arc<Federation>,
-    peer: OrgId,
-    out: Out,
-    mut peer_hello: watch::Receiver<Option<Arc<VersionVectors>>>,
-    peer_has: Arc<PeerHas>,
-    asks: Arc<Asks>,
-    cancel: CancellationToken,
-    counters: Arc<LinkCounters>,
-) -> Result<(), String> {
-    let commits = fed.commits.subscribe();
-    let mut rehello = fed.hello.subscribe();
-    send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
-    // What the peer holds (as it told us, plus what we sent since); `None` until it says.
-    let mut known: Option<HashMap<String, Vector>> = None;
-    let mut said = Said::default();
-    // What the next push looks at: `None` is every channel (after the
-    // peer's hello), else the channels that commits changed since.
-    let mut todo: Option<HashSet<ChannelId>> = None;
-    // The reader's requests to restate what this node holds: when the last
-    // one was sent, and when the next is due.
-    let (mut restated, mut restate_at) = (None, None);
-    // The peer's hellos: when the last ones were acted on, and when the
-    // next is due.
-    let mut hellos: VecDeque<Instant> = VecDeque::with_capacity(HELLO_BURST);
-    let mut hello_at: Option<Instant> = None;
-    loop {
-        if let Some(known) = known.as_mut()
-            && todo.as_ref().is_none_or(|changed| !changed.is_empty())
+        let frame = VersionVectors { channels };
+        // The peer refuses a frame over the limits: say why here instead.
+        let entries: usize = frame.channels.iter().map(|cv| cv.entries.len()).sum();
+        if frame.channels.len() > super::wire::MAX_FRAME_CHANNELS
+            || entries > super::wire::MAX_FRAME_ENTRIES
         {
-            fold_has(known, &peer_has);
-            let only = todo.replace(HashSet::new());
-            tokio::select! {
-                r = push(&fed, &peer, &out, known, &mut said, &counters, only) => r?,
-                () = cancel.cancelled() => return Ok(()),
-            }
+            return Err(LinkError::TooManyChannels {
+                peer: peer.clone(),
+                channels: frame.channels.len(),
+                entries,
+            });
         }
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            // Each hello makes this sender look at every channel: past
-            // HELLO_BURST in HELLO_WINDOW, the next waits (and is the latest:
-            // the watch keeps only that); pushing and progress go on meanwhile.
-            hello = peer_hello.changed(), if hello_at.is_none() => {
-                hello.map_err(|_| "link reader ended")?;
-                hello_at = Some(hello_due(&hellos, Instant::now()));
-            }
-            () = tokio::time::sleep_until(hello_at.unwrap_or_else(Instant::now)), if hello_at.is_some() => {
-                hello_at = None;
-                if hellos.len() == HELLO_BURST {
-                    hellos.pop_front();
+        Ok(frame)
+    }
+
+    /// The half that writes: states what this node holds, then pushes what
+    /// the peer lacks as commits happen, and answers the reader's asks.
+    async fn sender(
+        self: Arc<Self>,
+        mut peer_hello: watch::Receiver<Option<Arc<VersionVectors>>>,
+    ) -> Result<(), LinkError> {
+        let (asks, cancel) = (&self.asks, &self.cancel);
+        let commits = self.fed.commits.subscribe();
+        let mut rehello = self.fed.hello.subscribe();
+        self.send(Frame::Hello(self.hello()?)).await?;
+        // What the peer holds (as it told us, plus what we sent since); `None` until it says.
+        let mut known: Option<HashMap<String, Vector>> = None;
+        let mut said = Said::default();
+        // What the next push looks at: `None` is every channel (after the
+        // peer's hello), else the channels that commits changed since.
+        let mut todo: Option<HashSet<ChannelId>> = None;
+        // The reader's requests to restate what this node holds: when the last
+        // one was sent, and when the next is due.
+        let (mut restated, mut restate_at) = (None, None);
+        // The peer's hellos: when the last ones were acted on, and when the
+        // next is due.
+        let mut hellos: VecDeque<Instant> = VecDeque::with_capacity(HELLO_BURST);
+        let mut hello_at: Option<Instant> = None;
+        loop {
+            if let Some(known) = known.as_mut()
+                && todo.as_ref().is_none_or(|changed| !changed.is_empty())
+            {
+                fold_has(known, &self.has);
+                let only = todo.replace(HashSet::new());
+                tokio::select! {
+                    r = self.push(known, &mut said, only) => r?,
+                    () = cancel.cancelled() => return Ok(()),
                 }
-                hellos.push_back(Instant::now());
-                let stated = peer_hello.borrow_and_update().clone().unwrap_or_default();
-                known = Some(stated.channels.iter().map(|cv| (cv.channel.clone(), from_proto(cv))).collect());
-                said = Said::default();
-                todo = None;
             }
-            channels = commits.next() => {
-                if let Some(changed) = todo.as_mut() {
-                    changed.extend(channels);
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                // Each hello makes this sender look at every channel: past
+                // HELLO_BURST in HELLO_WINDOW, the next waits (and is the latest:
+                // the watch keeps only that); pushing and progress go on meanwhile.
+                hello = peer_hello.changed(), if hello_at.is_none() => {
+                    hello.map_err(|_| LinkError::Closed)?;
+                    hello_at = Some(hello_due(&hellos, Instant::now()));
                 }
-            }
-            changed = rehello.changed() => {
-                changed.map_err(|_| "the node is stopping")?;
-                send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
-            }
-            () = asks.progress_ready.notified() => {
-                let channels = asks.take_progress();
-                if !channels.is_empty() {
-                    send(&out, Frame::Progress(VersionVectors { channels })).await?;
+                () = tokio::time::sleep_until(hello_at.unwrap_or_else(Instant::now)), if hello_at.is_some() => {
+                    hello_at = None;
+                    if hellos.len() == HELLO_BURST {
+                        hellos.pop_front();
+                    }
+                    hellos.push_back(Instant::now());
+                    let stated = peer_hello.borrow_and_update().clone().unwrap_or_default();
+                    known = Some(stated.channels.iter().map(|cv| (cv.channel.clone(), from_proto(cv))).collect());
+                    said = Said::default();
+                    todo = None;
                 }
-            }
-            () = asks.restate_later.notified() => {
-                restate_at.get_or_insert(Instant::now() + CLOCK_RESEND_INTERVAL);
-            }
-            () = asks.restate.notified() => {
-                restate_at.get_or_insert(restate_due(restated, Instant::now()));
-            }
-            () = tokio::time::sleep_until(restate_at.unwrap_or_else(Instant::now)), if restate_at.is_some() => {
-                restate_at = None;
-                restated = Some(Instant::now());
-                send(&out, Frame::Hello(hello(&fed, &peer)?)).await?;
+                channels = commits.next() => {
+                    if let Some(changed) = todo.as_mut() {
+                        changed.extend(channels);
+                    }
+                }
+                changed = rehello.changed() => {
+                    changed.map_err(|_| LinkError::Stopping)?;
+                    self.send(Frame::Hello(self.hello()?)).await?;
+                }
+                () = asks.progress_ready.notified() => {
+                    let channels = asks.take_progress();
+                    if !channels.is_empty() {
+                        self.send(Frame::Progress(VersionVectors { channels })).await?;
+                    }
+                }
+                () = asks.restate_later.notified() => {
+                    restate_at.get_or_insert(Instant::now() + CLOCK_RESEND_INTERVAL);
+                }
+                () = asks.restate.notified() => {
+                    restate_at.get_or_insert(restate_due(restated, Instant::now()));
+                }
+                () = tokio::time::sleep_until(restate_at.unwrap_or_else(Instant::now)), if restate_at.is_some() => {
+                    restate_at = None;
+                    restated = Some(Instant::now());
+                    self.send(Frame::Hello(self.hello()?)).await?;
+                }
             }
         }
     }
@@ -485,142 +479,110 @@ struct Said {
 
 /// Sends the peer everything it lacks of every channel it may see, or of
 /// the channels in `only`.
-async fn push(
-    fed: &Federation,
-    peer: &OrgId,
-    out: &Out,
-    known: &mut HashMap<String, Vector>,
-    said: &mut Said,
-    counters: &LinkCounters,
-    only: Option<HashSet<ChannelId>>,
-) -> Result<(), String> {
-    let err = |e: crate::store::StoreError| e.to_string();
-    let channels: Vec<ChannelId> = match only {
-        Some(channels) => channels.into_iter().collect(),
-        None => fed
-            .store
-            .channels()
-            .map_err(err)?
-            .iter()
-            .filter_map(|record| ChannelId::parse(&record.id).ok())
-            .collect(),
-    };
-    for channel in channels {
-        // Order matters: first what is held (durably), then who may see it.
-        // Everything in `mine` was committed before this read of the roster,
-        // so a roster change that excludes the peer is either seen here or
-        // came after all of it.
-        let mine = fed.durable_vector(&channel).map_err(err)?;
-        let Some(record) = fed.store.channel(&channel).map_err(err)? else {
-            continue;
+impl Link {
+    async fn push(
+        &self,
+        known: &mut HashMap<String, Vector>,
+        said: &mut Said,
+        only: Option<HashSet<ChannelId>>,
+    ) -> Result<(), LinkError> {
+        let (fed, peer) = (&*self.fed, &self.peer);
+        let channels: Vec<ChannelId> = match only {
+            Some(channels) => channels.into_iter().collect(),
+            None => fed
+                .store
+                .channels()?
+                .iter()
+                .filter_map(|record| ChannelId::parse(&record.id).ok())
+                .collect(),
         };
-        let eligibility = fed.eligibility(&record, peer);
-        if eligibility == Eligibility::None {
-            continue;
-        }
-        let Some(theirs) = known.get_mut(&record.id) else {
-            // The peer does not hold this channel yet: offer it once per hello.
-            // (The roster envelope itself may not have arrived here yet: then
-            // the commit that brings it wakes this push again.)
-            let roster_durable = mine
-                .get(channel.home())
-                .is_some_and(|&seq| seq >= record.roster_seq);
-            if eligibility == Eligibility::Full
-                && roster_durable
-                && !said.offered.contains(&record.id)
-            {
-                let home = channel.home().clone();
-                if let Some(roster) = fed
-                    .store
-                    .envelope(&channel, &home, record.roster_seq)
-                    .map_err(err)?
+        for channel in channels {
+            // Order matters: first what is held (durably), then who may see it.
+            // Everything in `mine` was committed before this read of the roster,
+            // so a roster change that excludes the peer is either seen here or
+            // came after all of it.
+            let mine = fed.durable_vector(&channel)?;
+            let Some(record) = fed.store.channel(&channel)? else {
+                continue;
+            };
+            let eligibility = fed.eligibility(&record, peer);
+            if eligibility == Eligibility::None {
+                continue;
+            }
+            let Some(theirs) = known.get_mut(&record.id) else {
+                // The peer does not hold this channel yet: offer it once per hello.
+                // (The roster envelope itself may not have arrived here yet: then
+                // the commit that brings it wakes this push again.)
+                let roster_durable = mine
+                    .get(channel.home())
+                    .is_some_and(|&seq| seq >= record.roster_seq);
+                if eligibility == Eligibility::Full
+                    && roster_durable
+                    && !said.offered.contains(&record.id)
                 {
-                    send(out, Frame::Offer(roster)).await?;
-                    said.offered.insert(record.id.clone());
-                }
-            }
-            continue;
-        };
-        for (origin, first, held) in rules::to_send(&record, eligibility, &mine, theirs) {
-            let mut next = first;
-            while next <= held {
-                let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;
-                let mut envelopes = fed
-                    .store
-                    .envelopes_from(&channel, &origin, next, want)
-                    .map_err(err)?;
-                let keep = frame_len(&envelopes, BATCH_BYTES);
-                if keep == 0 {
-                    // Durable marks sit at seals (a round's marks move
-                    // together), so envelopes without one mean a broken
-                    // store: say so instead of sending what would be refused.
-                    if !envelopes.is_empty()
-                        && said.unsealed.insert((channel.clone(), origin.clone()))
-                    {
-                        tracing::warn!(%peer, %channel, %origin, from = next, "no seal among the envelopes to send; this origin cannot move on over the link");
+                    let home = channel.home().clone();
+                    if let Some(roster) = fed.store.envelope(&channel, &home, record.roster_seq)? {
+                        self.send(Frame::Offer(roster)).await?;
+                        said.offered.insert(record.id.clone());
                     }
-                    break;
                 }
-                envelopes.truncate(keep);
-                let last = envelopes[keep - 1].origin_seq;
-                counters
-                    .sent
-                    .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
-                send(out, Frame::Envelopes(EnvelopeBatch { envelopes })).await?;
-                theirs.insert(origin.clone(), last);
-                next = last + 1;
-            }
-        }
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn reader(
-    fed: &Federation,
-    peer: &OrgId,
-    incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
-    hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
-    peer_has: &PeerHas,
-    asks: &Asks,
-    cancel: &CancellationToken,
-    counters: &LinkCounters,
-) -> Result<(), Ended> {
-    // One batch is being answered; the others wait in the queue.
-    let (submitted_tx, mut submitted_rx) = mpsc::channel(IN_FLIGHT - 1);
-    let reading = read_frames(
-        fed,
-        peer,
-        incoming,
-        hello_tx,
-        peer_has,
-        &asks.restate,
-        cancel,
-        submitted_tx,
-    );
-    // Verdicts in the order the batches were read.
-    let answering = async {
-        while let Some(received) = submitted_rx.recv().await {
-            match answer(fed, peer, received, asks, counters)
-                .await
-                .map_err(Ended::Down)?
-            {
-                Some(Resend::Soon) => asks.restate.notify_one(),
-                Some(Resend::Later) => asks.restate_later.notify_one(),
-                None => {}
+                continue;
+            };
+            for (origin, first, held) in rules::to_send(&record, eligibility, &mine, theirs) {
+                let mut next = first;
+                while next <= held {
+                    let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;
+                    let mut envelopes = fed.store.envelopes_from(&channel, &origin, next, want)?;
+                    let keep = frame_len(&envelopes, BATCH_BYTES);
+                    if keep == 0 {
+                        // Durable marks sit at seals (a round's marks move
+                        // together), so envelopes without one mean a broken
+                        // store: say so instead of sending what would be refused.
+                        if !envelopes.is_empty()
+                            && said.unsealed.insert((channel.clone(), origin.clone()))
+                        {
+                            tracing::warn!(%peer, %channel, %origin, from = next, "no seal among the envelopes to send; this origin cannot move on over the link");
+                        }
+                        break;
+                    }
+                    envelopes.truncate(keep);
+                    let last = envelopes[keep - 1].origin_seq;
+                    self.counters
+                        .sent
+                        .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
+                    self.send(Frame::Envelopes(EnvelopeBatch { envelopes }))
+                        .await?;
+                    theirs.insert(origin.clone(), last);
+                    next = last + 1;
+                }
             }
         }
         Ok(())
-    };
-    tokio::try_join!(reading, answering).map(drop)
-}
+    }
 
-/// Why a link's incoming stream failed: the peer's frame broke the
-/// protocol (refused), or the connection went (down).
-fn ended_by(status: &tonic::Status) -> Ended {
-    match FrameError::of(status) {
-        Some(reason) => Ended::Refused(reason),
-        None => Ended::Down(format!("{}: {}", status.code(), status.message())),
+    /// The half that reads: hands the peer's batches to the writer and
+    /// answers each with progress once it is durable, in the order read.
+    async fn reader(
+        &self,
+        incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
+        hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
+    ) -> Result<(), LinkError> {
+        let asks = &self.asks;
+        // One batch is being answered; the others wait in the queue.
+        let (submitted_tx, mut submitted_rx) = mpsc::channel(IN_FLIGHT - 1);
+        let reading = self.read_frames(incoming, hello_tx, submitted_tx);
+        // Verdicts in the order the batches were read.
+        let answering = async {
+            while let Some(received) = submitted_rx.recv().await {
+                match self.answer(received).await? {
+                    Some(Resend::Soon) => asks.restate.notify_one(),
+                    Some(Resend::Later) => asks.restate_later.notify_one(),
+                    None => {}
+                }
+            }
+            Ok(())
+        };
+        tokio::try_join!(reading, answering).map(drop)
     }
 }
 
@@ -631,98 +593,96 @@ struct Received {
     verdicts: Pending<Vec<Verdict>>,
 }
 
-/// Reads the peer's frames. Envelope batches go to the writer without
-/// waiting for the previous one to be durable, up to [`IN_FLIGHT`] of them,
-/// so that under load the writer stores several in one round.
-#[allow(clippy::too_many_arguments)]
-async fn read_frames(
-    fed: &Federation,
-    peer: &OrgId,
-    mut incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
-    hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
-    peer_has: &PeerHas,
-    resend: &Notify,
-    cancel: &CancellationToken,
-    submitted: mpsc::Sender<Received>,
-) -> Result<(), Ended> {
-    loop {
-        let next = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            next = incoming.next() => next,
-        };
-        let frame = match next {
-            None => return Err("the peer closed the link".into()),
-            Some(Err(status)) => return Err(ended_by(&status)),
-            Some(Ok(LinkFrame { frame: None })) => continue,
-            Some(Ok(LinkFrame { frame: Some(f) })) => f,
-        };
-        match frame {
-            // Only channels shared with the peer are kept of what it states:
-            // anything else would let it write records here at will.
-            Frame::Hello(vv) => {
-                if !pace(fed, peer, vector_cost(&vv), cancel).await {
-                    return Ok(());
+impl Link {
+    /// Reads the peer's frames. Envelope batches go to the writer without
+    /// waiting for the previous one to be durable, up to [`IN_FLIGHT`] of them,
+    /// so that under load the writer stores several in one round.
+    async fn read_frames(
+        &self,
+        mut incoming: impl Stream<Item = Result<LinkFrame, tonic::Status>> + Unpin,
+        hello_tx: watch::Sender<Option<Arc<VersionVectors>>>,
+        submitted: mpsc::Sender<Received>,
+    ) -> Result<(), LinkError> {
+        let (fed, peer, cancel) = (&self.fed, &self.peer, &self.cancel);
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                next = incoming.next() => next,
+            };
+            let frame = match next {
+                None => return Err(LinkError::PeerClosed),
+                Some(Err(status)) => return Err(LinkError::of_stream(status)),
+                Some(Ok(LinkFrame { frame: None })) => continue,
+                Some(Ok(LinkFrame { frame: Some(f) })) => f,
+            };
+            match frame {
+                // Only channels shared with the peer are kept of what it states:
+                // anything else would let it write records here at will.
+                Frame::Hello(vv) => {
+                    if !self.pace(vector_cost(&vv)).await {
+                        return Ok(());
+                    }
+                    let vv = self.only_shared(vv);
+                    // What the peer states it holds is also what it has acknowledged.
+                    for cv in &vv.channels {
+                        if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &from_proto(cv)) {
+                            tracing::warn!(%peer, error = %e, "cannot record the peer's state");
+                        }
+                    }
+                    let _ = hello_tx.send(Some(Arc::new(vv)));
                 }
-                let vv = only_shared(fed, peer, vv);
-                // What the peer states it holds is also what it has acknowledged.
-                for cv in &vv.channels {
-                    if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &from_proto(cv)) {
-                        tracing::warn!(%peer, error = %e, "cannot record the peer's state");
+                Frame::Progress(vv) => {
+                    if !self.pace(vector_cost(&vv)).await {
+                        return Ok(());
+                    }
+                    for cv in &self.only_shared(vv).channels {
+                        let vector = from_proto(cv);
+                        if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &vector) {
+                            tracing::warn!(%peer, error = %e, "cannot record the peer's progress");
+                        }
+                        for (origin, seq) in vector {
+                            note_has(&self.has, &cv.channel, origin, seq);
+                        }
                     }
                 }
-                let _ = hello_tx.send(Some(Arc::new(vv)));
-            }
-            Frame::Progress(vv) => {
-                if !pace(fed, peer, vector_cost(&vv), cancel).await {
-                    return Ok(());
-                }
-                for cv in &only_shared(fed, peer, vv).channels {
-                    let vector = from_proto(cv);
-                    if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &vector) {
-                        tracing::warn!(%peer, error = %e, "cannot record the peer's progress");
+                Frame::Offer(envelope) => {
+                    if !self.pace(1).await {
+                        return Ok(());
                     }
-                    for (origin, seq) in vector {
-                        note_has(peer_has, &cv.channel, origin, seq);
+                    // An offer of a channel held here means the peer does not know
+                    // that yet: restate what this node holds.
+                    if self.offered(envelope).await? {
+                        self.asks.restate.notify_one();
                     }
                 }
-            }
-            Frame::Offer(envelope) => {
-                if !pace(fed, peer, 1, cancel).await {
-                    return Ok(());
+                Frame::Envelopes(batch) => {
+                    if !self.pace(batch.envelopes.len()).await {
+                        return Ok(());
+                    }
+                    // Room first: a batch counts from when the writer has it.
+                    let room = tokio::select! {
+                        () = cancel.cancelled() => return Ok(()),
+                        room = submitted.reserve() => room.map_err(|_| LinkError::Closed)?,
+                    };
+                    room.send(self.submit(batch).await?);
                 }
-                // An offer of a channel held here means the peer does not know
-                // that yet: restate what this node holds.
-                if offered(fed, peer, envelope).await? {
-                    resend.notify_one();
-                }
-            }
-            Frame::Envelopes(batch) => {
-                if !pace(fed, peer, batch.envelopes.len(), cancel).await {
-                    return Ok(());
-                }
-                // Room first: a batch counts from when the writer has it.
-                let room = tokio::select! {
-                    () = cancel.cancelled() => return Ok(()),
-                    room = submitted.reserve() => room.map_err(|_| "the link is closing")?,
-                };
-                room.send(submit(fed, peer, batch, peer_has).await?);
             }
         }
     }
-}
 
-/// Waits until `peer` may hand in `n` more items; `false` if the link was
-/// cancelled meanwhile. A peer above its limit is slowed, not refused: not
-/// reading holds it back through HTTP/2 flow control, on its link only.
-async fn pace(fed: &Federation, peer: &OrgId, n: usize, cancel: &CancellationToken) -> bool {
-    let wait = fed.pace(peer, n);
-    if wait.is_zero() {
-        return true;
-    }
-    tracing::debug!(%peer, ?wait, "peer above limits.peer_envelopes_per_second; pacing its link");
-    tokio::select! {
-        () = cancel.cancelled() => false,
-        () = tokio::time::sleep(wait) => true,
+    /// Waits until `peer` may hand in `n` more items; `false` if the link was
+    /// cancelled meanwhile. A peer above its limit is slowed, not refused: not
+    /// reading holds it back through HTTP/2 flow control, on its link only.
+    async fn pace(&self, n: usize) -> bool {
+        let wait = self.fed.pace(&self.peer, n);
+        if wait.is_zero() {
+            return true;
+        }
+        tracing::debug!(peer = %self.peer, ?wait, "peer above limits.peer_envelopes_per_second; pacing its link");
+        tokio::select! {
+            () = self.cancel.cancelled() => false,
+            () = tokio::time::sleep(wait) => true,
+        }
     }
 }
 
@@ -743,135 +703,119 @@ fn restate_due(last: Option<Instant>, now: Instant) -> Instant {
 }
 
 /// Hands a batch to the writer.
-async fn submit(
-    fed: &Federation,
-    peer: &OrgId,
-    batch: EnvelopeBatch,
-    peer_has: &PeerHas,
-) -> Result<Received, String> {
-    let ids: Vec<(String, String, u64)> = batch
-        .envelopes
-        .iter()
-        .map(|e| (e.channel.clone(), e.origin.clone(), e.origin_seq))
-        .collect();
-    // The peer holds what it sends: note it before the writer commits (the
-    // commit wakes this link's sender, which must not push it back). Only
-    // of channels shared with it, so made-up names take no memory here.
-    let mut records: HashMap<&str, Option<ChannelRecord>> = HashMap::new();
-    for (channel, origin, seq) in &ids {
-        let record = records
-            .entry(channel)
-            .or_insert_with(|| visible_record(fed, peer, channel));
-        let (Some(record), Ok(origin)) = (record, OrgId::parse(origin)) else {
-            continue;
-        };
-        for (origin, seq) in rules::roster_origins(record, [(origin, *seq)].into()) {
-            note_has(peer_has, channel, origin, seq);
+impl Link {
+    async fn submit(&self, batch: EnvelopeBatch) -> Result<Received, LinkError> {
+        let ids: Vec<(String, String, u64)> = batch
+            .envelopes
+            .iter()
+            .map(|e| (e.channel.clone(), e.origin.clone(), e.origin_seq))
+            .collect();
+        // The peer holds what it sends: note it before the writer commits (the
+        // commit wakes this link's sender, which must not push it back). Only
+        // of channels shared with it, so made-up names take no memory here.
+        let mut records: HashMap<&str, Option<ChannelRecord>> = HashMap::new();
+        for (channel, origin, seq) in &ids {
+            let record = records
+                .entry(channel)
+                .or_insert_with(|| self.visible_record(channel));
+            let (Some(record), Ok(origin)) = (record, OrgId::parse(origin)) else {
+                continue;
+            };
+            for (origin, seq) in rules::roster_origins(record, [(origin, *seq)].into()) {
+                note_has(&self.has, channel, origin, seq);
+            }
         }
+        let verdicts = self
+            .fed
+            .writer
+            .submit_apply(self.peer.clone(), batch.envelopes)
+            .await?;
+        Ok(Received { ids, verdicts })
     }
-    let verdicts = fed
-        .writer
-        .submit_apply(peer.clone(), batch.envelopes)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Received { ids, verdicts })
-}
 
-/// Waits for a batch's verdicts, logs every rejection, has the sender
-/// answer with progress. Whether, and how soon, the peer should be told
-/// what this node really holds, so that it sends again what was refused.
-async fn answer(
-    fed: &Federation,
-    peer: &OrgId,
-    Received { ids, verdicts }: Received,
-    asks: &Asks,
-    counters: &LinkCounters,
-) -> Result<Option<Resend>, String> {
-    counters
-        .received
-        .fetch_add(ids.len() as u64, Ordering::Relaxed);
-    let verdicts = verdicts.wait().await.map_err(|e| e.to_string())?;
-    let mut touched = HashSet::new();
-    let mut resend = None;
-    for ((channel, origin, seq), verdict) in ids.into_iter().zip(verdicts) {
-        match verdict {
-            Verdict::Accept => {
-                counters.accepted.fetch_add(1, Ordering::Relaxed);
-                touched.insert(channel);
-            }
-            // Never left over: apply turns it into Accept or Unsealed.
-            Verdict::Chained => resend = Some(Resend::Soon),
-            Verdict::Duplicate => {
-                counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                // Held already (it came another way): the sender should know too.
-                touched.insert(channel);
-            }
-            Verdict::Reject(reason) => {
-                counters.rejected.fetch_add(1, Ordering::Relaxed);
-                resend = resend.max(reason.resend());
-                tracing::warn!(
-                    target: "samband::federation::rejected",
-                    %peer, ?channel, ?origin, seq, reason = %reason,
-                    "federation envelope rejected"
-                );
+    /// Waits for a batch's verdicts, logs every rejection, has the sender
+    /// answer with progress. Whether, and how soon, the peer should be told
+    /// what this node really holds, so that it sends again what was refused.
+    async fn answer(
+        &self,
+        Received { ids, verdicts }: Received,
+    ) -> Result<Option<Resend>, LinkError> {
+        let (peer, counters) = (&self.peer, &self.counters);
+        counters
+            .received
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        let verdicts = verdicts.wait().await?;
+        let mut touched = HashSet::new();
+        let mut resend = None;
+        for ((channel, origin, seq), verdict) in ids.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Accept => {
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    touched.insert(channel);
+                }
+                // Never left over: apply turns it into Accept or Unsealed.
+                Verdict::Chained => resend = Some(Resend::Soon),
+                Verdict::Duplicate => {
+                    counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                    // Held already (it came another way): the sender should know too.
+                    touched.insert(channel);
+                }
+                Verdict::Reject(reason) => {
+                    counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    resend = resend.max(reason.resend());
+                    tracing::warn!(
+                        target: "samband::federation::rejected",
+                        %peer, ?channel, ?origin, seq, reason = %reason,
+                        "federation envelope rejected"
+                    );
+                }
             }
         }
+        let mut channels = Vec::new();
+        for channel in touched {
+            let Ok(id) = ChannelId::parse(&channel) else {
+                continue;
+            };
+            // Only what is durable: later batches may be applied and not flushed yet.
+            channels.push(to_proto(&channel, &self.fed.durable_vector(&id)?));
+        }
+        if !channels.is_empty() {
+            // The sender sends it when it has room; the reader never waits for that.
+            self.asks.progress(channels);
+        }
+        Ok(resend)
     }
-    let mut channels = Vec::new();
-    for channel in touched {
-        let Ok(id) = ChannelId::parse(&channel) else {
-            continue;
-        };
-        // Only what is durable: later batches may be applied and not flushed yet.
-        channels.push(to_proto(
-            &channel,
-            &fed.durable_vector(&id).map_err(|e| e.to_string())?,
-        ));
-    }
-    if !channels.is_empty() {
-        // The sender sends it when it has room; the reader never waits for that.
-        asks.progress(channels);
-    }
-    Ok(resend)
-}
 
-/// Handles an offer; `true` if the channel is held here already.
-async fn offered(
-    fed: &Federation,
-    peer: &OrgId,
-    envelope: crate::proto::Envelope,
-) -> Result<bool, String> {
-    let channel = envelope.channel.clone();
-    // The policy for the home's channels is the one set for the home (a relay
-    // may carry the offer); an unknown home falls back to the sender's policy.
-    let home = ChannelId::parse(&channel)
-        .map(|c| c.home().clone())
-        .unwrap_or_else(|_| peer.clone());
-    let policy = match fed.store.peer(&home).map_err(|e| e.to_string())? {
-        Some(p) => Some(p),
-        None => fed.store.peer(peer).map_err(|e| e.to_string())?,
-    };
-    let hold = policy.is_some_and(|p| p.accept == AcceptPolicy::Manual as i32);
-    match fed
-        .writer
-        .offer(peer.clone(), envelope, hold)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Ok(Offered::Waiting) => {
-            tracing::info!(%peer, %channel, "channel offered; waiting for `samband channel accept`");
+    /// Handles an offer; `true` if the channel is held here already.
+    async fn offered(&self, envelope: crate::proto::Envelope) -> Result<bool, LinkError> {
+        let (fed, peer) = (&self.fed, &self.peer);
+        let channel = envelope.channel.clone();
+        // The policy for the home's channels is the one set for the home (a relay
+        // may carry the offer); an unknown home falls back to the sender's policy.
+        let home = ChannelId::parse(&channel)
+            .map(|c| c.home().clone())
+            .unwrap_or_else(|_| peer.clone());
+        let policy = match fed.store.peer(&home)? {
+            Some(p) => Some(p),
+            None => fed.store.peer(peer)?,
+        };
+        let hold = policy.is_some_and(|p| p.accept == AcceptPolicy::Manual as i32);
+        match fed.writer.offer(peer.clone(), envelope, hold).await? {
+            Ok(Offered::Waiting) => {
+                tracing::info!(%peer, %channel, "channel offered; waiting for `samband channel accept`");
+            }
+            Ok(Offered::Joined(_)) => {
+                tracing::info!(%peer, %channel, "channel shared with this org; joined");
+                fed.rehello();
+            }
+            Ok(Offered::Held) => return Ok(true),
+            Err(reason) => tracing::warn!(
+                target: "samband::federation::rejected",
+                %peer, ?channel, reason = %reason, "channel offer rejected"
+            ),
         }
-        Ok(Offered::Joined(_)) => {
-            tracing::info!(%peer, %channel, "channel shared with this org; joined");
-            fed.rehello();
-        }
-        Ok(Offered::Held) => return Ok(true),
-        Err(reason) => tracing::warn!(
-            target: "samband::federation::rejected",
-            %peer, ?channel, reason = %reason, "channel offer rejected"
-        ),
+        Ok(false)
     }
-    Ok(false)
 }
 
 #[cfg(test)]

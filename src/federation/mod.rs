@@ -12,6 +12,9 @@
 //! from the channel's roster, for every envelope of every push.
 
 mod dialer;
+mod error;
+
+use error::IdentifyError;
 mod link;
 pub mod wire;
 
@@ -29,6 +32,7 @@ use crate::model::{ChannelId, OrgId, unix_ms};
 use crate::pki::{OrgPki, PkiError};
 use crate::proto::{self, AcceptPolicy, ChannelRecord, PeerRecord};
 use crate::rules;
+use crate::runtime::Runtime;
 use crate::store::{Store, StoreError};
 use crate::trust::{BundleError, TrustBundle};
 
@@ -55,6 +59,17 @@ pub enum FederationError {
     )]
     StillShared { org: String, channels: String },
 }
+
+/// A configured peer's node, as a connection's handshake identified it.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerNode {
+    pub org: OrgId,
+    /// When its certificate expires (an open link ends then); `None` if unreadable.
+    pub not_after: Option<time::OffsetDateTime>,
+}
+
+/// How the federation listener identifies a connection ([`crate::identity::Verified`]).
+pub(crate) type PeerIdentity = Result<PeerNode, Arc<IdentifyError>>;
 
 /// Where a peer's link stands, as operators see it (`samband status`,
 /// `Admin.ListPeers`).
@@ -141,7 +156,8 @@ pub struct Federation {
     /// The orgs of the peer table, kept with the listener's trust (links
     /// ask on every push whether a channel's home is still a peer).
     peer_orgs: RwLock<HashSet<String>>,
-    shutdown: CancellationToken,
+    /// The node's shutdown signal and task tracker: dialers and links run on it.
+    pub(crate) runtime: Runtime,
     advertise: String,
     /// Per peer, not per link: a peer cannot refill its burst by redialing.
     paces: crate::rate::Buckets<OrgId>,
@@ -222,7 +238,7 @@ pub(crate) struct Parts {
     pub(crate) writer: WriterHandle,
     pub(crate) commits: Arc<Commits>,
     pub(crate) durable: Arc<DurableMarks>,
-    pub(crate) shutdown: CancellationToken,
+    pub(crate) runtime: Runtime,
     /// `host:port` written into this org's trust bundle.
     pub(crate) advertise: String,
     /// Envelopes per second and burst one peer may push.
@@ -240,7 +256,7 @@ impl Federation {
             writer,
             commits,
             durable,
-            shutdown,
+            runtime,
             advertise,
             peer_rate,
         } = parts;
@@ -256,7 +272,7 @@ impl Federation {
             link_ended: Notify::new(),
             listener_tls: RwLock::new(None),
             peer_orgs: RwLock::default(),
-            shutdown,
+            runtime,
             advertise,
             paces: crate::rate::Buckets::new(peer_rate.0, peer_rate.1),
             refusals: Mutex::default(),
@@ -404,10 +420,10 @@ impl Federation {
             );
             return;
         }
-        let cancel = self.shutdown.child_token();
+        let cancel = self.runtime.shutdown().child_token();
         registry.dialers.insert(org.clone(), cancel.clone());
         drop(registry);
-        tokio::spawn(dialer::run(self.clone(), org, cancel));
+        self.runtime.spawn(dialer::run(self.clone(), org, cancel));
     }
 
     fn set_status(&self, peer: &OrgId, state: LinkState, error: Option<String>) {
@@ -453,7 +469,7 @@ impl Federation {
         }
         registry.next_link_id += 1;
         let id = registry.next_link_id;
-        let cancel = self.shutdown.child_token();
+        let cancel = self.runtime.shutdown().child_token();
         let counters = Arc::new(LinkCounters::default());
         registry.links.insert(
             peer.clone(),
@@ -496,50 +512,64 @@ impl Federation {
 
     /// Which configured peer a verified client chain belongs to: the one whose
     /// pinned CA verifies it, provided the certificate names that same org.
-    pub(crate) fn identify(&self, chain: &[CertificateDer<'static>]) -> Result<OrgId, String> {
-        let leaf = chain.first().ok_or("no client certificate")?;
-        for peer in self.store.peers().map_err(|e| e.to_string())? {
-            if crate::pki::chain_verifies(&peer.ca_der, chain) {
-                let named = crate::identity::node_org(leaf).map_err(|e| e.to_string())?;
-                if named.as_str() != peer.org {
-                    return Err(format!(
-                        "certificate verified by the CA of {} names {named}",
-                        peer.org
-                    ));
-                }
-                return Ok(named);
-            }
-        }
-        Err("no configured peer's CA verifies this certificate".into())
+    /// The federation listener asks this once per connection, at its handshake.
+    pub(crate) fn identify(&self, chain: &[CertificateDer<'static>]) -> PeerIdentity {
+        self.identify_chain(chain).map_err(Arc::new)
     }
 
-    /// Accepts a link a peer dialed: identifies the peer from its verified
-    /// certificate chain and starts the link. The receiver is the stream of
-    /// frames to send back.
+    fn identify_chain(&self, chain: &[CertificateDer<'static>]) -> Result<PeerNode, IdentifyError> {
+        let leaf = chain.first().ok_or(IdentifyError::NoCertificate)?;
+        for peer in self.store.peers()? {
+            if crate::pki::chain_verifies(&peer.ca_der, chain) {
+                let named = crate::identity::node_org(leaf)?;
+                if named.as_str() != peer.org {
+                    return Err(IdentifyError::NamesAnotherOrg {
+                        ca_of: peer.org,
+                        named,
+                    });
+                }
+                return Ok(PeerNode {
+                    org: named,
+                    not_after: crate::pki::cert_info(leaf).map(|c| c.not_after),
+                });
+            }
+        }
+        Err(IdentifyError::UnknownCa)
+    }
+
+    /// Accepts a link a peer dialed, from the identity its connection's
+    /// handshake established, and starts the link. The receiver is the
+    /// stream of frames to send back.
     pub(crate) fn accept_link(
         self: &Arc<Self>,
-        chain: &[CertificateDer<'static>],
+        identity: &PeerIdentity,
         incoming: impl tokio_stream::Stream<Item = Result<proto::LinkFrame, tonic::Status>>
         + Send
         + Unpin
         + 'static,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<proto::LinkFrame, tonic::Status>>, tonic::Status>
     {
-        let peer = self.identify(chain).map_err(|reason| {
+        let PeerNode {
+            org: peer,
+            not_after: expires,
+        } = identity.clone().map_err(|reason| {
             tracing::warn!(target: "samband::federation::rejected", %reason, "link refused");
-            tonic::Status::permission_denied(reason)
+            tonic::Status::permission_denied(reason.to_string())
         })?;
+        // The connection may have outlived the peer's removal.
+        if !crate::sync::read(&self.peer_orgs).contains(peer.as_str()) {
+            tracing::warn!(target: "samband::federation::rejected", %peer, "link refused: no longer a configured peer");
+            return Err(tonic::Status::permission_denied(format!(
+                "{peer} is no longer a configured peer of this node"
+            )));
+        }
         let Some(registered) = self.register_link(&peer, false) else {
             return Err(tonic::Status::already_exists(
                 "a link between these nodes exists already; keeping that one",
             ));
         };
-        let expires = chain
-            .first()
-            .and_then(|leaf| crate::pki::cert_info(leaf))
-            .map(|c| c.not_after);
         let (tx, rx) = tokio::sync::mpsc::channel(link::LINK_BUFFER);
-        tokio::spawn(link::run(
+        self.runtime.spawn(link::run(
             self.clone(),
             peer,
             registered,

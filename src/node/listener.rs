@@ -6,6 +6,12 @@
 //! `max_connections` connections are open at once: beyond that the loop
 //! stops accepting (new connections wait in the kernel's backlog) until one
 //! closes.
+//!
+//! Each connection is identified once, when its handshake completes, by the
+//! listener's own rule (a member of this org, a configured peer): the
+//! result travels with the connection as a typed [`Verified`] value that
+//! every request on it reads, instead of each handler re-reading
+//! certificates.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,27 +28,36 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
+use rustls::pki_types::CertificateDer;
+
+use crate::identity::Verified;
+
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a listener at its connection limit says so.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// An established TLS connection holding one of its listener's connection
-/// slots until it is dropped.
+/// An established, identified TLS connection holding one of its
+/// listener's connection slots until it is dropped.
 #[derive(Debug)]
-pub struct Counted<T> {
-    inner: T,
+pub struct Connection<I> {
+    inner: TlsStream<TcpStream>,
+    verified: Verified<I>,
     _slot: OwnedSemaphorePermit,
 }
 
 /// A stream of established TLS connections for `serve_with_incoming`.
 /// `tls` gives the settings for each new handshake (so trust can change
-/// without a restart); `None` refuses the connection.
-pub fn tls_incoming(
+/// without a restart); `None` refuses the connection. `identify` reads the
+/// verified certificate chain (leaf first; empty if the client sent none)
+/// once per connection; requests find its result as [`Verified<I>`].
+pub fn tls_incoming<I: Clone + Send + Sync + 'static>(
     listener: TcpListener,
     tls: impl Fn() -> Option<Arc<rustls::ServerConfig>> + Send + 'static,
+    identify: impl Fn(&[CertificateDer<'static>]) -> I + Send + Sync + 'static,
     max_connections: usize,
     shutdown: CancellationToken,
-) -> ReceiverStream<std::io::Result<Counted<TlsStream<TcpStream>>>> {
+) -> ReceiverStream<std::io::Result<Connection<I>>> {
+    let identify = Arc::new(identify);
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
@@ -85,12 +100,18 @@ pub fn tls_incoming(
                 continue;
             };
             let acceptor = TlsAcceptor::from(config);
-            let tx = tx.clone();
+            let (tx, identify) = (tx.clone(), identify.clone());
             tokio::spawn(async move {
                 if let Some(tls) = handshake(acceptor, tcp, peer).await {
+                    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                    let verified = Verified {
+                        identity: identify(chain),
+                        remote: peer,
+                    };
                     let _ = tx
-                        .send(Ok(Counted {
+                        .send(Ok(Connection {
                             inner: tls,
+                            verified,
                             _slot: slot,
                         }))
                         .await;
@@ -119,18 +140,17 @@ async fn handshake(
     }
 }
 
-// === impl Counted ===
+// === impl Connection ===
 
-impl<T: Connected> Connected for Counted<T> {
-    type ConnectInfo = T::ConnectInfo;
+impl<I: Clone + Send + Sync + 'static> Connected for Connection<I> {
+    type ConnectInfo = Verified<I>;
 
-    /// The inner connection's: peer certificates reach requests as before.
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        self.verified.clone()
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+impl<I: Unpin> AsyncRead for Connection<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -140,7 +160,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+impl<I: Unpin> AsyncWrite for Connection<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -28,6 +28,7 @@ use crate::engine::{self, Commits, DurableMarks, Fanout, Revocations};
 use crate::federation::Federation;
 use crate::pki::{OrgPki, PkiError};
 use crate::rate::Buckets;
+use crate::runtime::Runtime;
 use crate::store::{Store, StoreError};
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -141,6 +142,7 @@ impl Node {
             client_tls,
             reload,
         } = self;
+        let runtime = Runtime::new(shutdown.clone());
         let fanout = Arc::new(Fanout::default());
         let commits = Arc::new(Commits::default());
         let settings = engine::WriterSettings {
@@ -175,7 +177,7 @@ impl Node {
             writer: writer.clone(),
             commits,
             durable,
-            shutdown: shutdown.clone(),
+            runtime: runtime.clone(),
             advertise,
             peer_rate: (
                 config.limits.peer_envelopes_per_second,
@@ -188,7 +190,7 @@ impl Node {
             writer: writer.clone(),
             limits: config.limits.clone(),
             started: Instant::now(),
-            shutdown: shutdown.clone(),
+            runtime: runtime.clone(),
             revocations: Revocations::load(&store)?,
             identities: Default::default(),
             pki,
@@ -199,18 +201,20 @@ impl Node {
             ),
             fanout,
         });
-        let tls_shared = shared.clone();
+        let (tls_shared, members) = (shared.clone(), shared.clone());
         let client_incoming = listener::tls_incoming(
             listeners.client,
             move || Some(tls_shared.client_tls()),
+            move |chain| members.identify(chain),
             config.limits.connections_per_listener,
             shutdown.clone(),
         );
-        spawn_reloader(reload, shared.clone(), fed.clone(), shutdown.clone());
-        let tls_fed = fed.clone();
+        runtime.spawn(reloader(reload, shared.clone(), fed.clone()));
+        let (tls_fed, peers) = (fed.clone(), fed.clone());
         let federation_incoming = listener::tls_incoming(
             listeners.federation,
             move || tls_fed.listener_tls(),
+            move |chain| peers.identify(chain),
             config.limits.connections_per_listener,
             shutdown.clone(),
         );
@@ -240,6 +244,11 @@ impl Node {
             }
         };
         drop(fed);
+        // Links, dialers, streams and the reloader end on the signal; what
+        // they handed the writer is committed before it stops.
+        if !runtime.drain(GRACE).await {
+            tracing::warn!(tasks = runtime.tasks(), grace = ?GRACE, "background tasks did not end in time; stopping without them");
+        }
         writer.stop().await;
         match tokio::task::spawn_blocking(move || writer_thread.join()).await {
             Ok(Ok(Ok(()))) => {}
@@ -257,21 +266,17 @@ impl Node {
     }
 }
 
-fn spawn_reloader(
-    trigger: Arc<Notify>,
-    shared: Arc<crate::api::Shared>,
-    fed: Arc<Federation>,
-    shutdown: CancellationToken,
-) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = trigger.notified() => {}
-            }
-            if let Err(e) = crate::api::reload(&shared, &fed) {
-                tracing::error!(error = %e, "reload failed; the node keeps its previous certificate and trust");
-            }
+/// Re-reads certificate and trust each time `trigger` is notified, until
+/// the node stops.
+async fn reloader(trigger: Arc<Notify>, shared: Arc<crate::api::Shared>, fed: Arc<Federation>) {
+    let shutdown = shared.runtime.shutdown().clone();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = trigger.notified() => {}
         }
-    });
+        if let Err(e) = crate::api::reload(&shared, &fed) {
+            tracing::error!(error = %e, "reload failed; the node keeps its previous certificate and trust");
+        }
+    }
 }
