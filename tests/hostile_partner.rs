@@ -463,3 +463,45 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
         "a made-up channel name of a hello or progress frame reached the disk"
     );
 }
+
+/// A connection is identified once, at its TLS handshake; whether that peer
+/// is still configured is asked at every link call, so a connection that
+/// outlived `peer remove` cannot open a link on it.
+#[tokio::test]
+async fn a_connection_that_outlived_its_peers_removal_cannot_open_a_link() {
+    let node = common::TestNode::start("police.example").await;
+    let mut admin = node.admin().await;
+    let hand = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let connection = hand.channel(&node.dir(), node.fed_addr).await;
+    let link = |connection: tonic::transport::Channel| async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let call = proto::federation_client::FederationClient::new(connection)
+            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        (tx, call)
+    };
+    let (_tx, first) = link(connection.clone()).await;
+    let mut first = first.expect("a configured peer opens a link").into_inner();
+    next_frame(&mut first).await; // the node's hello: the link is up
+
+    admin
+        .remove_peer(proto::RemovePeerRequest {
+            org: "rescue.example".into(),
+            unshare: false,
+        })
+        .await
+        .expect("remove the peer");
+    // The removal ends the link (with OK: nothing was wrong with it).
+    let ended = tokio::time::timeout(common::PATIENCE, async {
+        while let Ok(Some(_)) = first.message().await {}
+    });
+    ended.await.expect("the removal ends the link");
+
+    let (_tx, second) = link(connection).await;
+    let refused = second.expect_err("no link for a removed peer");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("no longer a configured peer"),
+        "{refused:?}"
+    );
+}

@@ -48,7 +48,13 @@ impl HandPeer {
         }
     }
 
-    async fn channel(&self, node_dir: &Path, fed_addr: SocketAddr) -> tonic::transport::Channel {
+    /// A connection to the federation listener at `fed_addr` of the node in
+    /// `node_dir`, made with this org's node certificate.
+    pub async fn channel(
+        &self,
+        node_dir: &Path,
+        fed_addr: SocketAddr,
+    ) -> tonic::transport::Channel {
         let ca = std::fs::read(node_dir.join("pki/ca.pem")).unwrap();
         let ca = <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(&ca).unwrap();
         let tls = self.pki.peer_client_tls(&ca).unwrap();
