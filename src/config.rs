@@ -266,15 +266,16 @@ impl Config {
         })
     }
 
-    /// The commented file `init` writes.
+    /// The commented file `init` writes, with these `limits` (as the
+    /// shipped defaults, or changed by the caller: tests, the bench).
     pub fn template(
         org: &OrgId,
         client_listen: SocketAddr,
         advertise: &str,
         federation_listen: SocketAddr,
         federation_advertise: &str,
+        limits: &Limits,
     ) -> String {
-        let limits = Limits::default();
         let store = StoreSection::default();
         format!(
             r#"# samband node configuration, written by `samband init`.
@@ -401,6 +402,7 @@ mod tests {
             "localhost:7443",
             "127.0.0.1:7444".parse().unwrap(),
             "localhost:7444",
+            &Limits::default(),
         )
     }
 

@@ -44,6 +44,9 @@ pub struct InitOptions {
     pub federation_listen: SocketAddr,
     /// Extra names (DNS or IP) for the node certificate.
     pub hosts: Vec<String>,
+    /// The `[limits]` written into the config (the shipped defaults unless
+    /// the caller changes them: tests, the bench).
+    pub limits: crate::config::Limits,
 }
 
 impl InitOptions {
@@ -56,6 +59,7 @@ impl InitOptions {
             client_listen: any_port,
             federation_listen: any_port,
             hosts: Vec::new(),
+            limits: crate::config::Limits::default(),
         }
     }
 }
@@ -101,6 +105,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
         &advertise_client,
         opts.federation_listen,
         &advertise(opts.federation_listen, &opts.hosts),
+        &opts.limits,
     );
     let config_path = crate::layout::config_file(dir);
     // Check our own template before writing it, so a bad flag never leaves a broken directory.
@@ -165,6 +170,7 @@ mod tests {
             client_listen: "0.0.0.0:7443".parse().unwrap(),
             federation_listen: "0.0.0.0:7444".parse().unwrap(),
             hosts: vec!["samband.police.example".into()],
+            limits: Default::default(),
         };
         init(&dir, &opts).unwrap();
         let config = Config::load(&dir).unwrap();

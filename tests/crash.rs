@@ -154,9 +154,11 @@ async fn every_acknowledged_post_was_fdatasynced() {
 #[tokio::test]
 async fn large_messages_sled_keeps_apart_are_fdatasynced_too() {
     const POSTS: usize = 3;
-    let tmp = init_dir("police.example");
+    let tmp = common::init_dir_with("police.example", |l| {
+        l.member_posts_per_second = 0;
+        l.max_body_bytes = 1 << 20;
+    });
     let dir = node_dir(&tmp);
-    common::set_config(&dir, "max_body_bytes = ", "1048576");
     let trace = tmp.path().join("fdatasync.trace");
     let node = ServeProcess::start_traced(&dir, &trace).await;
     let mut op = node.operator(&dir).await;

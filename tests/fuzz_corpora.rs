@@ -246,6 +246,7 @@ fn write_seed_corpus() {
         "samband.police.example:7443",
         "0.0.0.0:7444".parse().unwrap(),
         "samband.police.example:7444",
+        &samband::config::Limits::default(),
     );
     seeds.push(("config", "template", config.into_bytes()));
 

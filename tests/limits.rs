@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    PATIENCE, ServeProcess, TestNode, converged, create_channel, eventually, init_dir,
-    init_dir_as_shipped, node_dir, post, post_request, serve_log, set_config, subscribe_live,
+    PATIENCE, ServeProcess, TestNode, converged, create_channel, eventually, init_dir_with,
+    node_dir, post, post_request, serve_log, subscribe_live,
 };
 use samband::model::Role;
 use samband::proto;
@@ -19,9 +19,10 @@ use tonic::Code;
 
 #[tokio::test]
 async fn a_member_posting_past_the_limit_is_refused_and_others_are_not() {
-    let tmp = init_dir_as_shipped("police.example");
-    set_config(&node_dir(&tmp), "member_posts_per_second = ", "10");
-    set_config(&node_dir(&tmp), "member_post_burst = ", "20");
+    let tmp = init_dir_with("police.example", |l| {
+        l.member_posts_per_second = 10;
+        l.member_post_burst = 20;
+    });
     let node = TestNode::start_in(tmp).await;
     let mut op = node.operator().await;
     let ch = create_channel(&mut op, "ops").await;
@@ -56,8 +57,10 @@ async fn a_member_posting_past_the_limit_is_refused_and_others_are_not() {
 
 #[tokio::test]
 async fn a_connection_gets_at_most_its_streams_the_next_call_waits() {
-    let tmp = init_dir("police.example");
-    set_config(&node_dir(&tmp), "streams_per_connection = ", "2");
+    let tmp = init_dir_with("police.example", |l| {
+        l.member_posts_per_second = 0;
+        l.streams_per_connection = 2;
+    });
     let node = TestNode::start_in(tmp).await;
     let mut op = node.operator().await;
     let ch = create_channel(&mut op, "ops").await;
@@ -85,8 +88,10 @@ async fn a_connection_gets_at_most_its_streams_the_next_call_waits() {
 
 #[tokio::test]
 async fn a_listener_keeps_at_most_its_connections_the_next_one_waits() {
-    let tmp = init_dir("police.example");
-    set_config(&node_dir(&tmp), "connections_per_listener = ", "2");
+    let tmp = init_dir_with("police.example", |l| {
+        l.member_posts_per_second = 0;
+        l.connections_per_listener = 2;
+    });
     let node = TestNode::start_in(tmp).await;
     let first = node.operator().await;
     let mut second = node.operator().await;
@@ -120,9 +125,11 @@ async fn a_listener_keeps_at_most_its_connections_the_next_one_waits() {
 
 #[tokio::test]
 async fn a_stalled_subscriber_is_cut_off_with_a_clear_status_and_posters_never_wait() {
-    let tmp = init_dir("police.example");
+    let tmp = init_dir_with("police.example", |l| {
+        l.member_posts_per_second = 0;
+        l.subscriber_stall_seconds = 1;
+    });
     let dir = node_dir(&tmp);
-    set_config(&dir, "subscriber_stall_seconds = ", "1");
     let serve = ServeProcess::start(&dir).await;
     let mut op = serve.operator(&dir).await;
     let ch = create_channel(&mut op, "ops").await;
@@ -160,9 +167,11 @@ async fn a_stalled_subscriber_is_cut_off_with_a_clear_status_and_posters_never_w
 
 #[tokio::test]
 async fn a_partner_pushing_past_its_limit_is_slowed_and_loses_nothing() {
-    let b_tmp = init_dir("rescue.example");
-    set_config(&node_dir(&b_tmp), "peer_envelopes_per_second = ", "200");
-    set_config(&node_dir(&b_tmp), "peer_envelope_burst = ", "100");
+    let b_tmp = init_dir_with("rescue.example", |l| {
+        l.member_posts_per_second = 0;
+        l.peer_envelopes_per_second = 200;
+        l.peer_envelope_burst = 100;
+    });
     let a = TestNode::start("police.example").await;
     let b = TestNode::start_in(b_tmp).await;
     let mut a_op = a.operator().await;
@@ -185,8 +194,10 @@ async fn a_partner_pushing_past_its_limit_is_slowed_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_partner_cannot_share_more_channels_than_its_limit() {
-    let b_tmp = init_dir("rescue.example");
-    set_config(&node_dir(&b_tmp), "channels_per_partner = ", "1");
+    let b_tmp = init_dir_with("rescue.example", |l| {
+        l.member_posts_per_second = 0;
+        l.channels_per_partner = 1;
+    });
     let a = TestNode::start("police.example").await;
     let b = TestNode::start_in(b_tmp).await;
     a.peer_with(&b).await;
@@ -245,10 +256,11 @@ const FLOOD_RSS_BOUND_MIB: u64 = 128;
 async fn memory_stays_bounded_under_a_flood_far_past_the_limits() {
     // Shipped defaults, but a lower member rate, so that this test's posters
     // (a debug build) go far past it.
-    let tmp = init_dir_as_shipped("police.example");
+    let tmp = init_dir_with("police.example", |l| {
+        l.member_posts_per_second = 50;
+        l.member_post_burst = 200;
+    });
     let dir = node_dir(&tmp);
-    set_config(&dir, "member_posts_per_second = ", "50");
-    set_config(&dir, "member_post_burst = ", "200");
     let serve = ServeProcess::start(&dir).await;
     let pid = serve.child.id().unwrap();
     let mut op = serve.operator(&dir).await;
@@ -340,12 +352,10 @@ async fn memory_stays_bounded_under_a_flood_far_past_the_limits() {
 async fn the_largest_message_and_pages_of_large_ones_are_readable_by_a_stock_client() {
     use samband::config::MAX_BODY_CEILING;
 
-    let tmp = init_dir("police.example");
-    set_config(
-        &node_dir(&tmp),
-        "max_body_bytes = ",
-        &MAX_BODY_CEILING.to_string(),
-    );
+    let tmp = init_dir_with("police.example", |l| {
+        l.member_posts_per_second = 0;
+        l.max_body_bytes = MAX_BODY_CEILING;
+    });
     let node = TestNode::start_in(tmp).await;
     // Default limits: what grpcio, grpcurl or a plain tonic client decode.
     let mut op = node.operator().await;

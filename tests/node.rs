@@ -539,8 +539,10 @@ async fn publish_streams_many_posts_with_one_ack_each_in_order() {
 
 #[tokio::test]
 async fn subscribers_per_channel_are_bounded_with_a_precise_status() {
-    let tmp = common::init_dir("police.example");
-    common::set_config(&common::node_dir(&tmp), "subscribers_per_channel = ", "2");
+    let tmp = common::init_dir_with("police.example", |l| {
+        l.member_posts_per_second = 0;
+        l.subscribers_per_channel = 2;
+    });
     let node = TestNode::start_in(tmp).await;
     let mut op = node.operator().await;
     let ch = create_channel(&mut op, "ops").await;

@@ -246,31 +246,12 @@ fn fsync(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
 /// per-member and per-peer rate limits are off.
 fn new_org(root: &Path, org: &str, size: usize) -> anyhow::Result<PathBuf> {
     let dir = root.join(org);
-    let opts = InitOptions::loopback(OrgId::parse(org)?);
+    let mut opts = InitOptions::loopback(OrgId::parse(org)?);
+    let limits = &mut opts.limits;
+    limits.max_body_bytes = size.max(limits.max_body_bytes);
+    limits.member_posts_per_second = 0;
+    limits.peer_envelopes_per_second = 0;
     setup::init(&dir, &opts)?;
-    let defaults = samband::config::Limits::default();
-    let path = samband::layout::config_file(&dir);
-    let mut text = std::fs::read_to_string(&path)?;
-    for (key, from, to) in [
-        (
-            "max_body_bytes",
-            defaults.max_body_bytes,
-            size.max(defaults.max_body_bytes),
-        ),
-        (
-            "member_posts_per_second",
-            defaults.member_posts_per_second as usize,
-            0,
-        ),
-        (
-            "peer_envelopes_per_second",
-            defaults.peer_envelopes_per_second as usize,
-            0,
-        ),
-    ] {
-        text = text.replace(&format!("{key} = {from}\n"), &format!("{key} = {to}\n"));
-    }
-    std::fs::write(&path, text)?;
     Ok(dir)
 }
 
@@ -561,21 +542,7 @@ async fn stream(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
 async fn federated_pair(root: &Path, size: usize) -> anyhow::Result<(LocalNode, LocalNode)> {
     let a = LocalNode::start(&new_org(root, "home.example", size)?, None).await?;
     let b = LocalNode::start(&new_org(root, "partner.example", size)?, None).await?;
-    for (from, to) in [(&a, &b), (&b, &a)] {
-        let bundle = AdminClient::new(to.operator().await?)
-            .export_trust(proto::ExportTrustRequest {})
-            .await?
-            .into_inner();
-        let req = proto::AddPeerRequest {
-            bundle: bundle.text,
-            fingerprint: bundle.fingerprint,
-            endpoint: to.federation.to_string(),
-            accept: proto::AcceptPolicy::Auto as i32,
-        };
-        AdminClient::new(from.operator().await?)
-            .add_peer(req)
-            .await?;
-    }
+    a.peer_with(&b).await?;
     Ok((a, b))
 }
 

@@ -104,22 +104,12 @@ async fn demo() -> anyhow::Result<()> {
 
     // Every operator imports every other's bundle, checking the fingerprint.
     for i in 0..agencies.len() {
-        let bundle = agencies[i]
-            .admin
-            .export_trust(proto::ExportTrustRequest {})
-            .await?
-            .into_inner();
-        for j in 0..agencies.len() {
-            if i == j {
-                continue;
-            }
-            let req = proto::AddPeerRequest {
-                bundle: bundle.text.clone(),
-                fingerprint: bundle.fingerprint.clone(),
-                endpoint: agencies[i].federation.clone(),
-                accept: proto::AcceptPolicy::Auto as i32,
-            };
-            agencies[j].admin.add_peer(req).await?;
+        for j in (0..agencies.len()).filter(|&j| j != i) {
+            let (them, us) = (&agencies[i], &agencies[j]);
+            let endpoint = Some(them.federation.clone());
+            us.node
+                .trust(&them.node, endpoint, proto::AcceptPolicy::Auto)
+                .await?;
         }
     }
     out!(

@@ -77,6 +77,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         client_listen: args.client_listen,
         federation_listen: args.federation_listen,
         hosts: args.hosts,
+        limits: Default::default(),
     };
     setup::init(&args.dir, &opts)?;
     let dir = args.dir.display();
@@ -137,6 +138,7 @@ fn default_dir() -> anyhow::Result<PathBuf> {
             client_listen: parse_listen("127.0.0.1:7443").map_err(anyhow::Error::msg)?,
             federation_listen: parse_listen("127.0.0.1:7444").map_err(anyhow::Error::msg)?,
             hosts: Vec::new(),
+            limits: Default::default(),
         };
         setup::init(&dir, &opts)
             .with_context(|| format!("creating the default node in {}", dir.display()))?;

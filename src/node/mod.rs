@@ -11,6 +11,7 @@
 mod listener;
 mod local;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -78,9 +79,15 @@ pub struct Listeners {
 impl Listeners {
     /// Binds both listeners of `config`.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Self::bind_to(config.client.listen, config.federation.listen).await
+    }
+
+    /// Binds the member listener to `client` and the federation listener
+    /// to `federation` (port 0: any free port).
+    pub async fn bind_to(client: SocketAddr, federation: SocketAddr) -> std::io::Result<Self> {
         Ok(Self {
-            client: TcpListener::bind(config.client.listen).await?,
-            federation: TcpListener::bind(config.federation.listen).await?,
+            client: TcpListener::bind(client).await?,
+            federation: TcpListener::bind(federation).await?,
         })
     }
 }

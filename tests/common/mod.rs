@@ -11,16 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use samband::client;
-use samband::config::Config;
+use samband::config::Limits;
 use samband::model::{MemberName, OrgId, Role};
-use samband::node::{Listeners, Node, NodeError};
+use samband::node::LocalNode;
 use samband::pki::IdentityBundle;
 use samband::proto::{self, messaging_client::MessagingClient};
 use samband::setup::{self, InitOptions};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub mod hand_peer;
@@ -30,7 +29,8 @@ pub type Client = MessagingClient<Channel>;
 /// Guards against a hang; never a performance assertion.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A node running in this test process.
+/// A node running in this test process (the library's [`LocalNode`]) that
+/// owns its temporary directory.
 pub struct TestNode {
     pub tmp: tempfile::TempDir,
     /// Member listener.
@@ -38,8 +38,7 @@ pub struct TestNode {
     /// Federation listener.
     pub fed_addr: SocketAddr,
     pub org: OrgId,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), NodeError>>,
+    node: LocalNode,
 }
 
 pub fn node_dir(tmp: &tempfile::TempDir) -> PathBuf {
@@ -50,23 +49,17 @@ pub fn node_dir(tmp: &tempfile::TempDir) -> PathBuf {
 /// (`limits.member_posts_per_second = 0`): most tests post faster than a
 /// person would. [`init_dir_as_shipped`] keeps every default.
 pub fn init_dir(org: &str) -> tempfile::TempDir {
-    let tmp = init_dir_as_shipped(org);
-    set_config(&node_dir(&tmp), "member_posts_per_second = ", "0");
-    tmp
-}
-
-/// Sets `key = value` in a node's config.toml (the key must be there).
-pub fn set_config(dir: &Path, key_eq: &str, value: &str) {
-    let path = samband::layout::config_file(dir);
-    let text = std::fs::read_to_string(&path).expect("config");
-    let start = text.find(key_eq).expect("key in config");
-    let end = start + text[start..].find('\n').expect("line end");
-    let changed = format!("{}{key_eq}{value}{}", &text[..start], &text[end..]);
-    std::fs::write(&path, changed).expect("write config");
+    init_dir_with(org, |limits| limits.member_posts_per_second = 0)
 }
 
 /// A fresh node directory with every default as `samband init` writes it.
 pub fn init_dir_as_shipped(org: &str) -> tempfile::TempDir {
+    init_dir_with(org, |_| {})
+}
+
+/// A fresh node directory whose config has the limits `change` makes to
+/// the shipped defaults (written by `init`, as an operator would edit them).
+pub fn init_dir_with(org: &str, change: impl FnOnce(&mut Limits)) -> tempfile::TempDir {
     samband::pki::install_crypto_provider();
     if let Ok(filter) = std::env::var("SAMBAND_TEST_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -75,7 +68,8 @@ pub fn init_dir_as_shipped(org: &str) -> tempfile::TempDir {
             .try_init();
     }
     let tmp = tempfile::tempdir().expect("temp dir");
-    let opts = InitOptions::loopback(OrgId::parse(org).expect("org"));
+    let mut opts = InitOptions::loopback(OrgId::parse(org).expect("org"));
+    change(&mut opts.limits);
     setup::init(&node_dir(&tmp), &opts).expect("init");
     tmp
 }
@@ -92,32 +86,15 @@ impl TestNode {
     }
 
     pub async fn start_at(tmp: tempfile::TempDir, addrs: Option<(SocketAddr, SocketAddr)>) -> Self {
-        let config = Config::load(&node_dir(&tmp)).expect("config");
-        let org = config.org.clone();
-        let node = Node::open(&node_dir(&tmp), config).expect("open node");
-        let (client, federation) = addrs.unwrap_or_else(|| {
-            (
-                "127.0.0.1:0".parse().unwrap(),
-                "127.0.0.1:0".parse().unwrap(),
-            )
-        });
-        let listeners = Listeners {
-            client: TcpListener::bind(client).await.expect("bind client"),
-            federation: TcpListener::bind(federation)
-                .await
-                .expect("bind federation"),
-        };
-        let addr = listeners.client.local_addr().expect("addr");
-        let fed_addr = listeners.federation.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(node.run(listeners, shutdown.clone()));
+        let node = LocalNode::start(&node_dir(&tmp), addrs)
+            .await
+            .expect("start node");
         Self {
             tmp,
-            addr,
-            fed_addr,
-            org,
-            shutdown,
-            task,
+            addr: node.client,
+            fed_addr: node.federation,
+            org: node.org.clone(),
+            node,
         }
     }
 
@@ -127,11 +104,9 @@ impl TestNode {
 
     /// Stops the node gracefully and hands back its directory.
     pub async fn stop(self) -> tempfile::TempDir {
-        self.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, self.task)
+        tokio::time::timeout(PATIENCE, self.node.stop())
             .await
             .expect("node stops")
-            .expect("join")
             .expect("clean stop");
         self.tmp
     }
@@ -444,20 +419,10 @@ impl TestNode {
         endpoint: Option<String>,
         accept: proto::AcceptPolicy,
     ) {
-        let bundle = other
-            .admin()
+        self.node
+            .trust(&other.node, endpoint, accept)
             .await
-            .export_trust(proto::ExportTrustRequest {})
-            .await
-            .expect("export")
-            .into_inner();
-        let req = proto::AddPeerRequest {
-            bundle: bundle.text,
-            fingerprint: bundle.fingerprint,
-            endpoint: endpoint.unwrap_or_default(),
-            accept: accept as i32,
-        };
-        self.admin().await.add_peer(req).await.expect("add peer");
+            .expect("trust");
     }
 
     /// Mutual trust, one way of dialing: this node dials `other` at `at`
@@ -470,19 +435,7 @@ impl TestNode {
 
     /// Mutual trust; both sides dial each other directly.
     pub async fn peer_with(&self, other: &TestNode) {
-        self.trust(
-            other,
-            Some(other.fed_addr.to_string()),
-            proto::AcceptPolicy::Auto,
-        )
-        .await;
-        other
-            .trust(
-                self,
-                Some(self.fed_addr.to_string()),
-                proto::AcceptPolicy::Auto,
-            )
-            .await;
+        self.node.peer_with(&other.node).await.expect("peer with");
     }
 
     pub async fn peers(&self) -> Vec<proto::Peer> {
