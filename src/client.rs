@@ -177,7 +177,7 @@ pub async fn dial_seeing_server(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|der| der.to_vec());
-            *crate::sync::lock(&record) = leaf;
+            *crate::locks::lock(&record) = leaf;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
@@ -189,7 +189,7 @@ pub async fn dial_seeing_server(
             message: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
             why: ConnectFailure::of(&e),
         })?;
-    let leaf = crate::sync::lock(&seen).take();
+    let leaf = crate::locks::lock(&seen).take();
     Ok((channel, leaf))
 }
 

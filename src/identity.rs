@@ -141,7 +141,7 @@ const CACHED_IDENTITIES: usize = 4096;
 impl IdentityCache {
     /// [`Member::from_certificate`], remembered.
     pub fn member(&self, der: &[u8], node_org: &OrgId) -> Result<Member, IdentityError> {
-        let lock = || crate::sync::lock(&self.members);
+        let lock = || crate::locks::lock(&self.members);
         if let Some(member) = lock().get(der).filter(|m| &m.org == node_org) {
             return Ok(member.clone());
         }

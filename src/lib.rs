@@ -39,6 +39,7 @@ pub mod federation;
 pub mod fuzz;
 pub mod identity;
 pub mod layout;
+mod locks;
 pub mod model;
 pub mod node;
 pub mod pki;
@@ -47,7 +48,6 @@ pub mod rules;
 pub mod runtime;
 pub mod setup;
 pub mod store;
-mod sync;
 pub mod trust;
 
 /// Generated from `proto/samband/v1/*.proto`.

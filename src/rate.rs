@@ -25,7 +25,7 @@ impl<K: Eq + Hash + Clone> Buckets<K> {
     }
 
     fn with<R>(&self, key: &K, now: Instant, take: impl FnOnce(&mut TokenBucket) -> R) -> R {
-        let mut buckets = crate::sync::lock(&self.buckets);
+        let mut buckets = crate::locks::lock(&self.buckets);
         let bucket = buckets
             .entry(key.clone())
             .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now));

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::ApiContext;
 use super::ApiError;
-use super::Shared;
+use super::context::ReloadError;
 use super::messaging::{caller, channel_message};
-use super::shared::ReloadError;
 use crate::engine::{RevokeError, RosterChange};
 use crate::federation::{self, Federation, FederationError};
 use crate::model::MemberName;
@@ -17,7 +17,7 @@ use crate::proto::{self, admin_server};
 
 #[derive(Debug)]
 pub(crate) struct Admin {
-    shared: Arc<Shared>,
+    shared: Arc<ApiContext>,
     fed: Arc<Federation>,
 }
 
@@ -48,7 +48,7 @@ impl From<RevokeError> for ApiError {
 }
 
 impl Admin {
-    pub(crate) fn new(shared: Arc<Shared>, fed: Arc<Federation>) -> Self {
+    pub(crate) fn new(shared: Arc<ApiContext>, fed: Arc<Federation>) -> Self {
         Self { shared, fed }
     }
 

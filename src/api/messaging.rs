@@ -10,9 +10,9 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::ApiContext;
 use super::ApiError;
-use super::Shared;
-use crate::engine::{NewPost, Pending, Start, Subscription};
+use crate::engine::{NewPost, Reply, Start, Subscription};
 use crate::identity::{IdentityError, Member, MemberIdentity, Verified};
 use crate::model::{ChannelId, ChannelName, Cursor, OrgId, Priority, Role};
 use crate::proto::{self, messaging_server};
@@ -34,12 +34,12 @@ const STREAM_BUFFER: usize = 64;
 
 #[derive(Debug)]
 pub(crate) struct Messaging {
-    shared: Arc<Shared>,
+    shared: Arc<ApiContext>,
 }
 
 /// The keys this node pinned: its partners' (its own is known by name), for
 /// telling members whose word each message's origin rests on.
-fn pinned(shared: &Shared) -> Result<Pinned, ApiError> {
+fn pinned(shared: &ApiContext) -> Result<Pinned, ApiError> {
     Ok(Pinned::from_peers(&shared.store.peers()?))
 }
 
@@ -138,7 +138,7 @@ pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
 
 /// The calling member, as the connection's handshake identified it, unless
 /// its certificate was revoked or expired since.
-pub(super) fn caller<T>(request: &Request<T>, shared: &Shared) -> Result<Member, ApiError> {
+pub(super) fn caller<T>(request: &Request<T>, shared: &ApiContext) -> Result<Member, ApiError> {
     let member = Verified::<MemberIdentity>::of(request)
         .ok_or(IdentityError::NoCertificate)?
         .clone()?;
@@ -174,7 +174,7 @@ type Outgoing = mpsc::Sender<Result<proto::Message, Status>>;
 /// node ends the stream (the status to send): shutdown, revocation, a
 /// store error, or a client that left its buffer unread too long.
 async fn follow(
-    shared: &Shared,
+    shared: &ApiContext,
     member: &Member,
     subscription: &mut Subscription,
     tx: &Outgoing,
@@ -218,7 +218,7 @@ async fn follow(
 // === impl Messaging ===
 
 impl Messaging {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<ApiContext>) -> Self {
         Self { shared }
     }
 
@@ -350,7 +350,7 @@ impl messaging_server::Messaging for Messaging {
         // each one's batch is durable. The bounded queue between the two is
         // the stream's in-flight window.
         let (pending_tx, mut pending_rx) =
-            mpsc::channel::<(u64, Result<Pending<Arc<Stored>>, ApiError>)>(PUBLISH_WINDOW);
+            mpsc::channel::<(u64, Result<Reply<Arc<Stored>>, ApiError>)>(PUBLISH_WINDOW);
         let (ack_tx, ack_rx) = mpsc::channel(PUBLISH_WINDOW);
         let (shared, publisher) = (self.shared.clone(), member.clone());
         self.shared.runtime.spawn(async move {

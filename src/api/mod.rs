@@ -5,9 +5,9 @@
 //! detail (store errors) is logged here and never shown to a caller.
 
 mod admin;
+mod context;
 mod federation;
 mod messaging;
-mod shared;
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::federation_server::FederationServer;
 use crate::proto::messaging_server::MessagingServer;
 use crate::store::StoreError;
-pub(crate) use shared::{Shared, reload};
+pub(crate) use context::{ApiContext, reload};
 
 /// Everything a handler can answer with besides success.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl From<WriteError> for ApiError {
             WriteError::NoChannel(_) => ApiError::NotFound(e.to_string()),
             WriteError::NotParticipant { .. } => ApiError::NotFound(e.to_string()),
             WriteError::Archived(_)
-            | WriteError::Pending(_)
+            | WriteError::NotAccepted(_)
             | WriteError::NotPending(_)
             | WriteError::HomeNotPeer { .. }
             | WriteError::NotPeer(_) => ApiError::FailedPrecondition(e.to_string()),
@@ -144,7 +144,7 @@ where
 
 /// The member listener's services: Messaging and Admin, health, reflection.
 pub(crate) async fn client_router(
-    shared: Arc<Shared>,
+    shared: Arc<ApiContext>,
     fed: Arc<Federation>,
 ) -> Result<Router, tonic_reflection::server::Error> {
     // Room for the largest accepted body plus the other fields, so that an

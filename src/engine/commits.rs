@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
+use crate::locks::lock;
 use crate::model::ChannelId;
-use crate::sync::lock;
 
 #[derive(Debug, Default)]
 pub struct Commits {
@@ -22,7 +22,7 @@ pub struct Commits {
 /// One subscriber's channels changed since it last took them.
 #[derive(Debug, Default)]
 pub struct Changes {
-    pending: Mutex<HashSet<ChannelId>>,
+    changed: Mutex<HashSet<ChannelId>>,
     notify: Notify,
 }
 
@@ -33,7 +33,7 @@ impl Commits {
             let Some(changes) = weak.upgrade() else {
                 return false; // its link has ended
             };
-            lock(&changes.pending).extend(channels.iter().cloned());
+            lock(&changes.changed).extend(channels.iter().cloned());
             changes.notify.notify_one();
             true
         });
@@ -53,7 +53,7 @@ impl Changes {
     /// is returned.
     pub async fn next(&self) -> HashSet<ChannelId> {
         loop {
-            let taken = std::mem::take(&mut *lock(&self.pending));
+            let taken = std::mem::take(&mut *lock(&self.changed));
             if !taken.is_empty() {
                 return taken;
             }

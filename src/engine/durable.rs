@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use crate::model::{ChannelId, OrgId, Vector};
+use crate::model::{ChannelId, OrgId, VersionVector};
 
 #[derive(Debug, Default)]
 pub struct DurableMarks {
@@ -22,8 +22,8 @@ pub struct DurableMarks {
 
 impl DurableMarks {
     /// `vector` (read from the store) cut back to what is durable.
-    pub fn cap(&self, channel: &ChannelId, mut vector: Vector) -> Vector {
-        let marks = crate::sync::read(&self.marks);
+    pub fn cap(&self, channel: &ChannelId, mut vector: VersionVector) -> VersionVector {
+        let marks = crate::locks::read(&self.marks);
         for (origin, seq) in vector.iter_mut() {
             if let Some(&durable) = marks.get(&(channel.clone(), origin.clone())) {
                 *seq = (*seq).min(durable);
@@ -34,7 +34,7 @@ impl DurableMarks {
 
     /// Before staging for (channel, origin): its durable head is `seq`.
     pub(super) fn hold(&self, channel: &ChannelId, origin: &OrgId, seq: u64) {
-        let mut marks = crate::sync::write(&self.marks);
+        let mut marks = crate::locks::write(&self.marks);
         marks
             .entry((channel.clone(), origin.clone()))
             .or_insert(seq);
@@ -47,7 +47,7 @@ impl DurableMarks {
         &self,
         round: impl IntoIterator<Item = (&'a ChannelId, &'a OrgId, u64)>,
     ) {
-        let mut marks = crate::sync::write(&self.marks);
+        let mut marks = crate::locks::write(&self.marks);
         for (channel, origin, seq) in round {
             let mark = marks
                 .entry((channel.clone(), origin.clone()))
@@ -69,7 +69,7 @@ mod tests {
             OrgId::parse("police.example").unwrap(),
             OrgId::parse("rescue.example").unwrap(),
         );
-        let read = || Vector::from([(a.clone(), 7), (b.clone(), 3)]);
+        let read = || VersionVector::from([(a.clone(), 7), (b.clone(), 3)]);
         // Untouched since start: what the store holds is durable.
         assert_eq!(marks.cap(&ch, read()), read());
         // The writer staged a:6 and a:7 on top of a durable a:5.
@@ -77,7 +77,7 @@ mod tests {
         marks.hold(&ch, &a, 6); // a later stage in the same round does not move it
         assert_eq!(
             marks.cap(&ch, read()),
-            Vector::from([(a.clone(), 5), (b.clone(), 3)])
+            VersionVector::from([(a.clone(), 5), (b.clone(), 3)])
         );
         // Flushed.
         marks.advance([(&ch, &a, 7)]);

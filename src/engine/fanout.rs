@@ -26,7 +26,7 @@ impl Fanout {
         channel: &ChannelId,
         max: usize,
     ) -> Option<broadcast::Receiver<Arc<Stored>>> {
-        let mut senders = crate::sync::lock(&self.senders);
+        let mut senders = crate::locks::lock(&self.senders);
         let sender = senders
             .entry(channel.clone())
             .or_insert_with(|| broadcast::channel(CAPACITY).0);
@@ -34,7 +34,7 @@ impl Fanout {
     }
 
     pub(crate) fn publish(&self, channel: &ChannelId, message: Arc<Stored>) {
-        let mut senders = crate::sync::lock(&self.senders);
+        let mut senders = crate::locks::lock(&self.senders);
         if let Some(tx) = senders.get(channel)
             && tx.send(message).is_err()
         {

@@ -22,5 +22,5 @@ pub use fanout::Fanout;
 pub use revocations::{Revocations, RevokeError, revoke_member};
 pub use subscription::{Start, Subscription};
 pub use writer::{
-    NewPost, Offered, Pending, RosterChange, WriteError, WriterHandle, WriterSettings, spawn,
+    NewPost, Offered, Reply, RosterChange, WriteError, WriterHandle, WriterSettings, spawn,
 };

@@ -75,12 +75,12 @@ impl Revocations {
     }
 
     pub fn is_revoked(&self, member: &Member) -> bool {
-        crate::sync::read(&self.serials).contains(&member.serial)
+        crate::locks::read(&self.serials).contains(&member.serial)
     }
 
     /// Refuses `revoked` from now on and ends their open streams.
     pub fn add(&self, revoked: &[Revoked]) {
-        let mut serials = crate::sync::write(&self.serials);
+        let mut serials = crate::locks::write(&self.serials);
         serials.extend(revoked.iter().map(|r| r.serial.clone()));
         drop(serials);
         self.changed.send_modify(|n| *n += 1);

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::Federation;
 use super::error::LinkError;
 use super::wire::FrameError;
-use crate::engine::{Offered, Pending};
-use crate::model::{ChannelId, OrgId, Vector};
+use crate::engine::{Offered, Reply};
+use crate::model::{ChannelId, OrgId, VersionVector};
 use crate::proto::{
     AcceptPolicy, ChannelRecord, ChannelVector, Envelope, EnvelopeBatch, LinkFrame, VectorEntry,
     VersionVectors, link_frame::Frame,
@@ -62,10 +62,10 @@ pub struct LinkCounters {
 /// What the peer is known to hold besides its last hello: what it sent us
 /// and what its progress frames said. The reader fills it, the sender folds
 /// it into its view, so nothing is pushed back to the peer that it has.
-type PeerHas = std::sync::Mutex<HashMap<String, Vector>>;
+type PeerHas = std::sync::Mutex<HashMap<String, VersionVector>>;
 
 fn note_has(has: &PeerHas, channel: &str, origin: OrgId, seq: u64) {
-    let mut has = crate::sync::lock(has);
+    let mut has = crate::locks::lock(has);
     let held = has
         .entry(channel.to_owned())
         .or_default()
@@ -89,7 +89,7 @@ struct Asks {
 
 impl Asks {
     fn progress(&self, channels: Vec<ChannelVector>) {
-        let mut progress = crate::sync::lock(&self.progress);
+        let mut progress = crate::locks::lock(&self.progress);
         for cv in channels {
             // Read later, so at least as far: it supersedes what is there.
             progress.insert(cv.channel.clone(), cv);
@@ -99,15 +99,15 @@ impl Asks {
     }
 
     fn take_progress(&self) -> Vec<ChannelVector> {
-        std::mem::take(&mut *crate::sync::lock(&self.progress))
+        std::mem::take(&mut *crate::locks::lock(&self.progress))
             .into_values()
             .collect()
     }
 }
 
 /// Folds what the peer is known to hold into the sender's view of it.
-fn fold_has(known: &mut HashMap<String, Vector>, has: &PeerHas) {
-    let mut has = crate::sync::lock(has);
+fn fold_has(known: &mut HashMap<String, VersionVector>, has: &PeerHas) {
+    let mut has = crate::locks::lock(has);
     for (channel, vector) in has.drain() {
         // A channel missing from the peer's hello stays missing: it is offered, not pushed.
         if let Some(theirs) = known.get_mut(&channel) {
@@ -119,7 +119,7 @@ fn fold_has(known: &mut HashMap<String, Vector>, has: &PeerHas) {
     }
 }
 
-fn to_proto(channel: &str, vector: &Vector) -> ChannelVector {
+fn to_proto(channel: &str, vector: &VersionVector) -> ChannelVector {
     ChannelVector {
         channel: channel.to_owned(),
         entries: vector
@@ -132,7 +132,7 @@ fn to_proto(channel: &str, vector: &Vector) -> ChannelVector {
     }
 }
 
-fn from_proto(cv: &ChannelVector) -> Vector {
+fn from_proto(cv: &ChannelVector) -> VersionVector {
     cv.entries
         .iter()
         .filter_map(|e| Some((OrgId::parse(&e.origin).ok()?, e.seq)))
@@ -372,7 +372,7 @@ impl Link {
         let mut rehello = self.fed.hello.subscribe();
         self.send(Frame::Hello(self.hello()?)).await?;
         // What the peer holds (as it told us, plus what we sent since); `None` until it says.
-        let mut known: Option<HashMap<String, Vector>> = None;
+        let mut known: Option<HashMap<String, VersionVector>> = None;
         let mut said = Said::default();
         // What the next push looks at: `None` is every channel (after the
         // peer's hello), else the channels that commits changed since.
@@ -482,7 +482,7 @@ struct Said {
 impl Link {
     async fn push(
         &self,
-        known: &mut HashMap<String, Vector>,
+        known: &mut HashMap<String, VersionVector>,
         said: &mut Said,
         only: Option<HashSet<ChannelId>>,
     ) -> Result<(), LinkError> {
@@ -590,7 +590,7 @@ impl Link {
 struct Received {
     /// (channel, origin, seq) of each envelope, in order.
     ids: Vec<(String, String, u64)>,
-    verdicts: Pending<Vec<Verdict>>,
+    verdicts: Reply<Vec<Verdict>>,
 }
 
 impl Link {
@@ -801,14 +801,14 @@ impl Link {
         };
         let hold = policy.is_some_and(|p| p.accept == AcceptPolicy::Manual as i32);
         match fed.writer.offer(peer.clone(), envelope, hold).await? {
-            Ok(Offered::Waiting) => {
+            Ok(Offered::AwaitingAccept) => {
                 tracing::info!(%peer, %channel, "channel offered; waiting for `samband channel accept`");
             }
             Ok(Offered::Joined(_)) => {
                 tracing::info!(%peer, %channel, "channel shared with this org; joined");
                 fed.rehello();
             }
-            Ok(Offered::Held) => return Ok(true),
+            Ok(Offered::AlreadyHeld) => return Ok(true),
             Err(reason) => tracing::warn!(
                 target: "samband::federation::rejected",
                 %peer, ?channel, reason = %reason, "channel offer rejected"

@@ -231,7 +231,7 @@ pub fn own_bundle(org: &OrgId, pki: &OrgPki, endpoint: &str) -> Result<TrustBund
 
 /// What a node hands its federation side.
 #[derive(Debug)]
-pub(crate) struct Parts {
+pub(crate) struct Dependencies {
     pub(crate) org: OrgId,
     pub(crate) pki: OrgPki,
     pub(crate) store: Store,
@@ -248,8 +248,8 @@ pub(crate) struct Parts {
 // === impl Federation ===
 
 impl Federation {
-    pub(crate) fn new(parts: Parts) -> Result<Arc<Self>, FederationError> {
-        let Parts {
+    pub(crate) fn new(parts: Dependencies) -> Result<Arc<Self>, FederationError> {
+        let Dependencies {
             org,
             pki,
             store,
@@ -290,12 +290,12 @@ impl Federation {
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        crate::sync::lock(&self.registry)
+        crate::locks::lock(&self.registry)
     }
 
     /// The TLS settings for the next federation handshake (`None`: no peers, refuse).
     pub(crate) fn listener_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
-        crate::sync::read(&self.listener_tls).clone()
+        crate::locks::read(&self.listener_tls).clone()
     }
 
     /// Rebuilds the listener's TLS, and the set of peer orgs, from the
@@ -304,8 +304,8 @@ impl Federation {
         let peers = self.store.peers()?;
         let cas: Vec<Vec<u8>> = peers.iter().map(|p| p.ca_der.clone()).collect();
         let config = self.pki.federation_listener_tls(&cas)?.map(Arc::new);
-        *crate::sync::write(&self.listener_tls) = config;
-        *crate::sync::write(&self.peer_orgs) = peers.into_iter().map(|p| p.org).collect();
+        *crate::locks::write(&self.listener_tls) = config;
+        *crate::locks::write(&self.peer_orgs) = peers.into_iter().map(|p| p.org).collect();
         Ok(())
     }
 
@@ -557,7 +557,7 @@ impl Federation {
             tonic::Status::permission_denied(reason.to_string())
         })?;
         // The connection may have outlived the peer's removal.
-        if !crate::sync::read(&self.peer_orgs).contains(peer.as_str()) {
+        if !crate::locks::read(&self.peer_orgs).contains(peer.as_str()) {
             tracing::warn!(target: "samband::federation::rejected", %peer, "link refused: no longer a configured peer");
             return Err(tonic::Status::permission_denied(format!(
                 "{peer} is no longer a configured peer of this node"
@@ -585,7 +585,7 @@ impl Federation {
     /// breaks it again cannot fill the disk), and makes it durable.
     pub(crate) fn audit_link_refusal(&self, peer: &OrgId, reason: &str) -> Result<(), StoreError> {
         let registered =
-            crate::sync::lock(&self.refusals).admit(peer.as_str(), crate::model::unix_ms());
+            crate::locks::lock(&self.refusals).admit(peer.as_str(), crate::model::unix_ms());
         let Some(left_out) = registered else {
             return Ok(());
         };
@@ -604,7 +604,7 @@ impl Federation {
     /// rosters could not be checked, and its copy here is cut off).
     fn eligibility(&self, record: &ChannelRecord, peer: &OrgId) -> rules::Eligibility {
         let home_known = record.home == self.org.as_str()
-            || crate::sync::read(&self.peer_orgs).contains(&record.home);
+            || crate::locks::read(&self.peer_orgs).contains(&record.home);
         if home_known {
             rules::eligibility(record, &self.org, peer)
         } else {
@@ -613,7 +613,10 @@ impl Federation {
     }
 
     /// The durable part of this node's vector of `channel`.
-    fn durable_vector(&self, channel: &ChannelId) -> Result<crate::model::Vector, StoreError> {
+    fn durable_vector(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<crate::model::VersionVector, StoreError> {
         Ok(self.durable.cap(channel, self.store.vector(channel)?))
     }
 

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// A version vector: per origin, the highest contiguous origin_seq held.
-pub type Vector = BTreeMap<OrgId, u64>;
+pub type VersionVector = BTreeMap<OrgId, u64>;
 
 /// Why a name or id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

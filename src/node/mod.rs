@@ -177,7 +177,7 @@ impl Node {
             ),
             _ => config.federation.advertise.clone(),
         };
-        let fed = Federation::new(crate::federation::Parts {
+        let fed = Federation::new(crate::federation::Dependencies {
             org: config.org.clone(),
             pki: pki.clone(),
             store: store.clone(),
@@ -191,7 +191,7 @@ impl Node {
                 config.limits.peer_envelope_burst,
             ),
         })?;
-        let shared = Arc::new(crate::api::Shared {
+        let shared = Arc::new(crate::api::ApiContext {
             org: config.org.clone(),
             store: store.clone(),
             writer: writer.clone(),
@@ -275,7 +275,7 @@ impl Node {
 
 /// Re-reads certificate and trust each time `trigger` is notified, until
 /// the node stops.
-async fn reloader(trigger: Arc<Notify>, shared: Arc<crate::api::Shared>, fed: Arc<Federation>) {
+async fn reloader(trigger: Arc<Notify>, shared: Arc<crate::api::ApiContext>, fed: Arc<Federation>) {
     let shutdown = shared.runtime.shutdown().clone();
     loop {
         tokio::select! {

@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use prost::Message as _;
 
 use crate::model::{
-    ChainHead, ChannelId, EnvelopeHash, MemberName, OrgId, Priority, Vector, chain_hash, verify,
+    ChainHead, ChannelId, EnvelopeHash, MemberName, OrgId, Priority, VersionVector, chain_hash,
+    verify,
 };
 use crate::proto::{
     ChannelRecord, ChannelState, Control, Envelope, Kind, Participant, PeerRecord, control,
@@ -380,10 +381,14 @@ pub fn eligibility(record: &ChannelRecord, local: &OrgId, peer: &OrgId) -> Eligi
 /// Of a removed org, only its messages up to the line its removal drew
 /// (`last_seq`) count: one taken here beyond it before the removal arrived
 /// is neither stated nor sent, since every other participant refuses it.
-pub fn visible_vector(record: &ChannelRecord, eligibility: Eligibility, mine: &Vector) -> Vector {
+pub fn visible_vector(
+    record: &ChannelRecord,
+    eligibility: Eligibility,
+    mine: &VersionVector,
+) -> VersionVector {
     let home = record.home.as_str();
     match eligibility {
-        Eligibility::None => Vector::new(),
+        Eligibility::None => VersionVector::new(),
         Eligibility::Full => mine
             .iter()
             .filter_map(|(origin, &held)| {
@@ -405,7 +410,7 @@ pub fn visible_vector(record: &ChannelRecord, eligibility: Eligibility, mine: &V
 /// Keeps of a vector a partner stated only the origins that may have
 /// written to the channel: its home and the orgs its roster lists. What a
 /// partner states of other origins is not kept, so it costs nothing here.
-pub fn roster_origins(record: &ChannelRecord, mut theirs: Vector) -> Vector {
+pub fn roster_origins(record: &ChannelRecord, mut theirs: VersionVector) -> VersionVector {
     theirs.retain(|origin, _| {
         record.home == origin.as_str() || participant(record, origin).is_some()
     });
@@ -418,8 +423,8 @@ pub fn roster_origins(record: &ChannelRecord, mut theirs: Vector) -> Vector {
 pub fn to_send(
     record: &ChannelRecord,
     eligibility: Eligibility,
-    mine: &Vector,
-    theirs: &Vector,
+    mine: &VersionVector,
+    theirs: &VersionVector,
 ) -> Vec<(OrgId, u64, u64)> {
     let mut out = Vec::new();
     for (origin, last) in visible_vector(record, eligibility, mine) {

@@ -259,7 +259,7 @@ fn eligibility_follows_the_roster() {
 fn a_removed_peer_is_told_only_of_the_home_up_to_its_removal() {
     let mut w = world();
     let home = org("a.example");
-    let mine: Vector = [
+    let mine: VersionVector = [
         (home.clone(), 9),
         (org("b.example"), 4),
         (org("d.example"), 2),
@@ -283,7 +283,7 @@ fn a_removed_peer_is_told_only_of_the_home_up_to_its_removal() {
     );
     let stated = visible_vector(&w.record, Eligibility::Full, &mine);
     assert_eq!(stated.get(&org("b.example")), Some(&3));
-    let theirs: Vector = [(org("b.example"), 3)].into();
+    let theirs: VersionVector = [(org("b.example"), 3)].into();
     assert!(
         to_send(&w.record, Eligibility::Full, &mine, &theirs)
             .iter()
@@ -294,7 +294,7 @@ fn a_removed_peer_is_told_only_of_the_home_up_to_its_removal() {
 #[test]
 fn only_origins_of_the_roster_are_kept_of_what_a_partner_states() {
     let w = world();
-    let theirs: Vector = [
+    let theirs: VersionVector = [
         (org("a.example"), 3),
         (org("b.example"), 1),
         (org("made-up.example"), 7),
@@ -662,7 +662,7 @@ mod simulation {
         channel: ChannelId,
         edges: Vec<(usize, usize)>,
         /// What `from` believes `to` holds, as a link sender does.
-        known: HashMap<(usize, usize), Vector>,
+        known: HashMap<(usize, usize), VersionVector>,
         posts: BTreeMap<OrgId, u64>,
         wall: u64,
     }
@@ -673,7 +673,7 @@ mod simulation {
     }
 
     impl Node {
-        fn vector(&self) -> Vector {
+        fn vector(&self) -> VersionVector {
             self.logs
                 .iter()
                 .map(|(o, l)| (o.clone(), l.len() as u64))

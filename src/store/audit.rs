@@ -53,7 +53,7 @@ impl Store {
     /// Appends `event` to the audit log. Durable with the next flush; callers
     /// recording a trust change flush with the change itself.
     pub fn audit(&self, event: Event) -> Result<Entry, StoreError> {
-        let mut head = crate::sync::lock(&self.audit_head);
+        let mut head = crate::locks::lock(&self.audit_head);
         let entry = head.next(now_rfc3339(), event);
         let bytes = serde_json::to_vec(&entry).map_err(|e| unreadable(b"audit", &e))?;
         self.audit.insert(&entry.seq.to_be_bytes(), &bytes)?;

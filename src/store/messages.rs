@@ -8,7 +8,7 @@ use prost::Message as _;
 
 use super::kv::{Value, Write};
 use super::{MESSAGE_OVERHEAD_BYTES, Page, Store, StoreError, Stored, decode, keys, lossy, runs};
-use crate::model::{ChainHead, ChannelId, Cursor, Hlc, OrgId, Vector, chain_hash};
+use crate::model::{ChainHead, ChannelId, Cursor, Hlc, OrgId, VersionVector, chain_hash};
 use crate::proto::{ChannelRecord, Envelope};
 
 /// Writes staged together and applied atomically by [`Store::apply`].
@@ -318,10 +318,10 @@ impl Store {
 
     /// The channel's version vector: per origin, the highest seq held
     /// (seqs are stored gap-free, so the highest is the contiguous one).
-    pub fn vector(&self, channel: &ChannelId) -> Result<Vector, StoreError> {
+    pub fn vector(&self, channel: &ChannelId) -> Result<VersionVector, StoreError> {
         let prefix = keys::channel_messages_prefix(channel);
         let end = keys::prefix_end(&prefix);
-        let mut vector = Vector::new();
+        let mut vector = VersionVector::new();
         let mut from = prefix.clone();
         // One seek per origin: find the next origin, then its last key.
         while let Some((k, _)) = self
@@ -669,7 +669,7 @@ mod tests {
         assert_eq!(store.chain_head(&ch, &org("x.example")).unwrap(), None);
         assert_eq!(
             store.vector(&ch).unwrap(),
-            Vector::from([
+            VersionVector::from([
                 (origins[0].clone(), 7),
                 (origins[1].clone(), 10),
                 (origins[2].clone(), 13)

@@ -4,7 +4,7 @@
 use prost::Message as _;
 
 use super::{Store, StoreError, decode, keys};
-use crate::model::{OrgId, Vector};
+use crate::model::{OrgId, VersionVector};
 use crate::proto::{ChannelVector, PeerRecord, VectorEntry};
 
 impl Store {
@@ -77,7 +77,7 @@ impl Store {
         &self,
         peer: &OrgId,
         channel: &str,
-        vector: &Vector,
+        vector: &VersionVector,
     ) -> Result<(), StoreError> {
         let entries = vector
             .iter()
@@ -115,10 +115,10 @@ impl Store {
     }
 
     /// What `peer` last acknowledged of `channel`.
-    pub fn cursor(&self, peer: &OrgId, channel: &str) -> Result<Vector, StoreError> {
+    pub fn cursor(&self, peer: &OrgId, channel: &str) -> Result<VersionVector, StoreError> {
         let key = keys::cursor_key(peer, channel);
         let Some(v) = self.cursors.get(&key)? else {
-            return Ok(Vector::new());
+            return Ok(VersionVector::new());
         };
         let cv: ChannelVector = decode(&key, &v)?;
         Ok(cv

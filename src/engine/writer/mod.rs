@@ -58,9 +58,9 @@ pub enum Offered {
     /// The channel is now held here (new, or rejoined after a removal).
     Joined(ChannelRecord),
     /// Held here already: the peer should be told (it did not know).
-    Held,
-    /// Held back until an operator accepts it (`channel accept`).
-    Waiting,
+    AlreadyHeld,
+    /// Waiting until an operator accepts it (`channel accept`).
+    AwaitingAccept,
 }
 
 /// A change to a home channel's roster.
@@ -90,7 +90,7 @@ pub enum WriteError {
     #[error("channel {0} is archived: this org was removed from it, so it is read-only")]
     Archived(String),
     #[error("channel {0} is offered but not accepted yet (samband channel accept)")]
-    Pending(String),
+    NotAccepted(String),
     #[error("channel {channel} belongs to {home}; only its home changes who it is shared with")]
     NotHome { channel: String, home: String },
     #[error("{org} is not a participant of {channel}")]
@@ -153,9 +153,9 @@ impl std::fmt::Debug for Command {
 /// The answer to a queued command, once the writer has decided (and, for
 /// changes, made them durable).
 #[derive(Debug)]
-pub struct Pending<T>(oneshot::Receiver<Result<T, WriteError>>);
+pub struct Reply<T>(oneshot::Receiver<Result<T, WriteError>>);
 
-impl<T> Pending<T> {
+impl<T> Reply<T> {
     pub async fn wait(self) -> Result<T, WriteError> {
         self.0.await.map_err(|_| WriteError::Stopped)?
     }
@@ -310,22 +310,22 @@ impl WriterHandle {
         self.submit(make).await?.wait().await
     }
 
-    /// Queues a command; its answer comes through the returned [`Pending`].
+    /// Queues a command; its answer comes through the returned [`Reply`].
     async fn submit<T>(
         &self,
         make: impl FnOnce(Answer<T>) -> Command,
-    ) -> Result<Pending<T>, WriteError> {
+    ) -> Result<Reply<T>, WriteError> {
         let (answer, rx) = oneshot::channel();
         self.tx
             .send(make(answer))
             .await
             .map_err(|_| WriteError::Stopped)?;
-        Ok(Pending(rx))
+        Ok(Reply(rx))
     }
 
     /// Queues a post without waiting for it to be durable. Lets one stream
     /// keep many posts in flight.
-    pub async fn submit_post(&self, post: NewPost) -> Result<Pending<Arc<Stored>>, WriteError> {
+    pub async fn submit_post(&self, post: NewPost) -> Result<Reply<Arc<Stored>>, WriteError> {
         self.submit(|a| Command::Post(post, a)).await
     }
 
@@ -341,7 +341,7 @@ impl WriterHandle {
         &self,
         from: OrgId,
         envelopes: Vec<Envelope>,
-    ) -> Result<Pending<Vec<Verdict>>, WriteError> {
+    ) -> Result<Reply<Vec<Verdict>>, WriteError> {
         self.submit(|answer| Command::Apply {
             from,
             envelopes,
@@ -495,7 +495,7 @@ impl Writer {
             .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
         match ChannelState::try_from(record.state) {
             Ok(ChannelState::Archived) => Err(WriteError::Archived(channel.to_string())),
-            Ok(ChannelState::Pending) => Err(WriteError::Pending(channel.to_string())),
+            Ok(ChannelState::Pending) => Err(WriteError::NotAccepted(channel.to_string())),
             _ => Ok(record),
         }
     }

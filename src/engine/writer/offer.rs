@@ -23,7 +23,7 @@ impl Writer {
         let existing = self.record(&channel)?;
         match existing.as_ref().map(|r| ChannelState::try_from(r.state)) {
             None => {}
-            Some(Ok(ChannelState::Pending)) => return Ok(Ok(Offered::Waiting)),
+            Some(Ok(ChannelState::Pending)) => return Ok(Ok(Offered::AwaitingAccept)),
             // Re-shared after a removal: a newer roster that includes us again.
             Some(Ok(ChannelState::Archived))
                 if existing
@@ -41,7 +41,7 @@ impl Writer {
                         && self.pinned.key(&r.home).is_some()
                 });
                 if eligible {
-                    return Ok(Ok(Offered::Held));
+                    return Ok(Ok(Offered::AlreadyHeld));
                 }
                 let reject = Reject::NotSharedWithSender;
                 self.audit_rejection(round, from, envelope, &reject);
@@ -76,7 +76,7 @@ impl Writer {
         round.put_channel(&channel, &record);
         self.records.insert(channel, record.clone());
         Ok(Ok(if record.state == ChannelState::Pending as i32 {
-            Offered::Waiting
+            Offered::AwaitingAccept
         } else {
             Offered::Joined(record)
         }))

@@ -77,7 +77,7 @@ impl Durability {
 
     /// The lock over writes to the `log` tree and flushes.
     pub(super) fn lock(&self) -> LogGuard<'_> {
-        LogGuard(crate::sync::lock(&self.synced_blobs))
+        LogGuard(crate::locks::lock(&self.synced_blobs))
     }
 
     /// Makes every blob file sled wrote since the last call durable.

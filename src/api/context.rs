@@ -29,7 +29,7 @@ pub(crate) enum ReloadError {
 
 /// What the API services share. Cheap to reach through an `Arc`.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct ApiContext {
     pub(crate) org: OrgId,
     pub(crate) store: Store,
     pub(crate) writer: WriterHandle,
@@ -51,11 +51,11 @@ pub(crate) struct Shared {
 
 /// Re-reads the node certificate (e.g. after `samband pki renew`) and the
 /// peer trust. New connections use them; open ones keep theirs.
-pub(crate) fn reload(shared: &Shared, fed: &Federation) -> Result<CertInfo, ReloadError> {
+pub(crate) fn reload(shared: &ApiContext, fed: &Federation) -> Result<CertInfo, ReloadError> {
     shared.pki.install_renewal()?;
     let tls = Arc::new(shared.pki.client_listener_tls()?);
     fed.reload_tls()?;
-    *crate::sync::write(&shared.client_tls) = tls;
+    *crate::locks::write(&shared.client_tls) = tls;
     let cert = shared.pki.node_certificate()?;
     let not_after = crate::model::rfc3339(cert.not_after);
     shared.store.audit(
@@ -69,9 +69,9 @@ pub(crate) fn reload(shared: &Shared, fed: &Federation) -> Result<CertInfo, Relo
     Ok(cert)
 }
 
-// === impl Shared ===
+// === impl ApiContext ===
 
-impl Shared {
+impl ApiContext {
     /// Who a member listener's connection is, from its verified chain (leaf
     /// first): asked once per connection, at its handshake.
     pub(crate) fn identify(
@@ -90,7 +90,7 @@ impl Shared {
     }
 
     pub(crate) fn client_tls(&self) -> Arc<rustls::ServerConfig> {
-        crate::sync::read(&self.client_tls).clone()
+        crate::locks::read(&self.client_tls).clone()
     }
 
     /// Follows `channel` from `start`; see [`Subscription`].
