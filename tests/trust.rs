@@ -243,9 +243,33 @@ async fn a_renewed_node_certificate_is_served_without_a_restart() {
         (served_serial(&dir, serve.addr).await == third).then_some(())
     })
     .await;
-    // Members connect as before, and both reloads are audited.
+    // Members connect as before; the operator sees the reloader's last run
+    // (a member does not), and both reloads are audited.
     let mut op = serve.operator(&dir).await;
-    op.status(proto::StatusRequest {}).await.unwrap();
+    let status = op
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let reloader = status.workers.iter().find(|w| w.name == "reloader");
+    let reloader = reloader.expect("the reloader is a worker");
+    assert_eq!(reloader.state, "idle");
+    assert!(
+        reloader.status.starts_with("reloaded at ") && reloader.status.contains(&third),
+        "{reloader:?}"
+    );
+    let out = cli(&["status", "--dir", arg(&dir)]);
+    assert!(
+        out.stdout.contains("worker    reloader: idle"),
+        "{}",
+        out.stdout
+    );
+    let mut member = serve.member(&dir, "alice").await;
+    let seen = member.status(proto::StatusRequest {}).await.unwrap();
+    assert!(
+        seen.into_inner().workers.is_empty(),
+        "members see no workers"
+    );
     let log = audit_log(&mut serve.admin(&dir).await).await;
     let reloads: Vec<_> = log
         .iter()

@@ -505,6 +505,21 @@ impl messaging_server::Messaging for Messaging {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_seconds: self.shared.started.elapsed().as_secs(),
             channels: channels.len() as u32,
+            workers: match member.role {
+                Role::Admin => self
+                    .shared
+                    .runtime
+                    .workers()
+                    .into_iter()
+                    .map(|w| proto::BackgroundWorker {
+                        name: w.name,
+                        state: w.state.as_str().to_owned(),
+                        runs: w.runs,
+                        status: w.status,
+                    })
+                    .collect(),
+                Role::Member => Vec::new(),
+            },
         }))
     }
 }

@@ -136,16 +136,32 @@ pub(crate) fn status(s: &proto::StatusResponse, endpoint: &str, as_json: bool) -
         _ => "member",
     };
     if as_json {
+        let workers: Vec<_> = s
+            .workers
+            .iter()
+            .map(|w| json!({"name": w.name, "state": w.state, "runs": w.runs, "status": w.status}))
+            .collect();
         return json!({
             "org": s.org, "member": s.member, "role": role, "version": s.version,
             "uptime_seconds": s.uptime_seconds, "channels": s.channels, "endpoint": endpoint,
+            "workers": workers,
         })
         .to_string();
     }
-    format!(
+    let mut text = format!(
         "node      {} at {endpoint} (samband {}, up {}s)\nyou       {} ({role})\nchannels  {}",
         s.org, s.version, s.uptime_seconds, s.member, s.channels
-    )
+    );
+    for w in &s.workers {
+        text.push_str(&format!(
+            "\nworker    {}: {}, {} runs; {}",
+            printable(&w.name),
+            printable(&w.state),
+            w.runs,
+            printable(&w.status)
+        ));
+    }
+    text
 }
 
 #[cfg(test)]

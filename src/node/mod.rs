@@ -29,7 +29,7 @@ use crate::engine::{self, Commits, DurableMarks, Fanout, Revocations};
 use crate::federation::Federation;
 use crate::pki::{OrgPki, PkiError};
 use crate::rate::Buckets;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Worker, WorkerState};
 use crate::store::{Store, StoreError};
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -216,7 +216,13 @@ impl Node {
             config.limits.connections_per_listener,
             shutdown.clone(),
         );
-        runtime.spawn(reloader(reload, shared.clone(), fed.clone()));
+        runtime.spawn_worker(Reloader {
+            trigger: reload,
+            api: shared.clone(),
+            fed: fed.clone(),
+            due: false,
+            last: "waiting for SIGHUP".to_owned(),
+        });
         let (tls_fed, peers) = (fed.clone(), fed.clone());
         let federation_incoming = listener::tls_incoming(
             listeners.federation,
@@ -273,17 +279,43 @@ impl Node {
     }
 }
 
-/// Re-reads certificate and trust each time `trigger` is notified, until
-/// the node stops.
-async fn reloader(trigger: Arc<Notify>, shared: Arc<crate::api::ApiContext>, fed: Arc<Federation>) {
-    let shutdown = shared.runtime.shutdown().clone();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = trigger.notified() => {}
+/// Re-reads certificate and trust each time `trigger` is notified (SIGHUP,
+/// `samband pki reload` reloads directly).
+struct Reloader {
+    trigger: Arc<Notify>,
+    api: Arc<crate::api::ApiContext>,
+    fed: Arc<Federation>,
+    /// Whether a reload was asked for and not done yet.
+    due: bool,
+    /// What the last reload did.
+    last: String,
+}
+
+impl Worker for Reloader {
+    fn name(&self) -> String {
+        "reloader".to_owned()
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        if std::mem::take(&mut self.due) {
+            let at = crate::store::now_rfc3339();
+            self.last = match crate::api::reload(&self.api, &self.fed) {
+                Ok(cert) => format!("reloaded at {at} (node certificate {})", cert.serial),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; the node keeps its previous certificate and trust");
+                    format!("reload failed at {at}: {e}")
+                }
+            };
         }
-        if let Err(e) = crate::api::reload(&shared, &fed) {
-            tracing::error!(error = %e, "reload failed; the node keeps its previous certificate and trust");
-        }
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        self.trigger.notified().await;
+        self.due = true;
+    }
+
+    fn status(&self) -> String {
+        self.last.clone()
     }
 }

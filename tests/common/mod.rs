@@ -374,6 +374,21 @@ impl ServeProcess {
         Client::new(operator_channel(dir, self.addr).await)
     }
 
+    /// A member `name` of the node in `dir` (issued once), connected to this process.
+    pub async fn member(&self, dir: &Path, name: &str) -> Client {
+        let out = dir.join(format!("bundle-{name}"));
+        let bundle = if out.exists() {
+            IdentityBundle::load(&out).expect("bundle")
+        } else {
+            let name = MemberName::parse(name).expect("name");
+            let days = samband::pki::Validity::days(1);
+            setup::add_user(dir, &name, Role::Member, &out, days).expect("add user")
+        };
+        client::connect(&bundle, Some(&self.addr.to_string()))
+            .await
+            .expect("connect")
+    }
+
     /// The operator's Admin client of this process.
     pub async fn admin(&self, dir: &Path) -> Admin {
         Admin::new(operator_channel(dir, self.addr).await)
