@@ -13,13 +13,20 @@ macro_rules! out {
     }};
 }
 
+mod audit;
 mod bench;
-mod client_cmds;
+mod channel;
+mod connection;
 mod demo;
-mod node_cmds;
+mod init;
+mod messages;
 mod output;
-mod peer_cmds;
-mod pki_cmds;
+mod peer;
+mod pki;
+mod serve;
+mod status;
+mod trust;
+mod user;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -95,12 +102,12 @@ enum Command {
     #[command(
         after_help = "Example:\n  samband init --org police.example --dir /var/lib/samband --client-listen 0.0.0.0:7443 --host samband.police.example"
     )]
-    Init(node_cmds::InitArgs),
+    Init(init::InitArgs),
     /// Run the node until SIGINT or SIGTERM.
     #[command(
         after_help = "Examples:\n  samband serve --dir /var/lib/samband\n  samband serve                      # ./samband-node, created with org local.example if absent"
     )]
-    Serve(node_cmds::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Manage member identities.
     #[command(subcommand)]
     User(UserCommand),
@@ -123,20 +130,20 @@ enum Command {
     #[command(
         after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | samband post ops - --priority urgent --dir /var/lib/samband"
     )]
-    Post(client_cmds::PostArgs),
+    Post(messages::PostArgs),
     /// Show a page of a channel's history.
     #[command(
         after_help = "Examples:\n  samband history ops --limit 20 --identity alice/\n  samband history ops --before 0001...    # the page before a cursor"
     )]
-    History(client_cmds::HistoryArgs),
+    History(messages::HistoryArgs),
     /// Show the latest messages of a channel and optionally follow it live.
     #[command(
         after_help = "Examples:\n  samband tail ops --follow --identity alice/\n  samband tail ops --follow --from 0001...   # resume after a cursor, nothing missed"
     )]
-    Tail(client_cmds::TailArgs),
+    Tail(messages::TailArgs),
     /// Show who you are on the node and the node's state.
     #[command(after_help = "Example:\n  samband status --identity alice/")]
-    Status(client_cmds::StatusArgs),
+    Status(status::StatusArgs),
     /// Three agencies on this machine, federating a crisis channel; runs until Ctrl-C.
     #[command(after_help = "Example:\n  samband demo")]
     Demo,
@@ -153,7 +160,7 @@ enum UserCommand {
     #[command(
         after_help = "Examples:\n  samband user add alice --dir /var/lib/samband --out alice/\n  samband user add duty-officer --admin --dir /var/lib/samband --out duty/"
     )]
-    Add(node_cmds::UserAddArgs),
+    Add(user::UserAddArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,16 +170,16 @@ enum PkiCommand {
     #[command(
         after_help = "Examples:\n  samband pki renew --dir /var/lib/samband\n  samband pki renew --days 365 --dir /var/lib/samband"
     )]
-    Renew(pki_cmds::RenewArgs),
+    Renew(pki::RenewArgs),
     /// Stop every certificate issued to a member from working, at once
     /// (open streams end too). Recorded in the audit log.
     #[command(after_help = "Example:\n  samband pki revoke-user alice --dir /var/lib/samband")]
-    RevokeUser(pki_cmds::RevokeArgs),
+    RevokeUser(pki::RevokeArgs),
     /// Make the running node re-read its certificate and peer trust (as SIGHUP does).
     #[command(
         after_help = "Examples:\n  samband pki reload --dir /var/lib/samband\n  systemctl reload samband      # sends SIGHUP"
     )]
-    Reload(pki_cmds::ReloadArgs),
+    Reload(pki::ReloadArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,12 +188,12 @@ enum AuditCommand {
     #[command(
         after_help = "Examples:\n  samband audit export --dir /var/lib/samband > audit.jsonl\n  samband audit export --since 2026-11-29T08:00:00Z --dir /var/lib/samband\n  samband audit export --since 120 --dir /var/lib/samband"
     )]
-    Export(pki_cmds::AuditExportArgs),
+    Export(audit::AuditExportArgs),
     /// Check the audit log's hash chain: finds changed and removed entries.
     #[command(
         after_help = "Examples:\n  samband audit verify --dir /var/lib/samband\n  samband audit verify --file audit.jsonl\n  samband audit verify --dir /var/lib/samband --head 118:3f2a...   # the head printed last time\n  samband audit verify --partial --file since-monday.jsonl"
     )]
-    Verify(pki_cmds::AuditVerifyOptions),
+    Verify(audit::AuditVerifyOptions),
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,7 +202,7 @@ enum TrustCommand {
     #[command(
         after_help = "Example:\n  samband trust export --dir /var/lib/samband --out police.bundle\n  # send police.bundle to the partner; read them the fingerprint by phone"
     )]
-    Export(peer_cmds::TrustExportArgs),
+    Export(trust::TrustExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,38 +211,38 @@ enum PeerCommand {
     #[command(
         after_help = "Examples:\n  samband peer add rescue.bundle --fingerprint '3f2a 9c1e ...' --endpoint samband.rescue.example:7444 --dir /var/lib/samband\n  samband peer add health.bundle --fingerprint 3f2a9c1e... --accept manual --dir /var/lib/samband   # they dial us"
     )]
-    Add(peer_cmds::PeerAddArgs),
+    Add(peer::PeerAddArgs),
     /// Stop trusting a partner: its live links close at once.
     #[command(after_help = "Example:\n  samband peer remove rescue.example --dir /var/lib/samband")]
-    Remove(peer_cmds::PeerRemoveArgs),
+    Remove(peer::PeerRemoveArgs),
     /// List partners with their link state and lag.
     #[command(after_help = "Example:\n  samband peer list --dir /var/lib/samband")]
-    List(peer_cmds::PeerListArgs),
+    List(peer::PeerListArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum ChannelCommand {
     /// Create an internal channel (admin role).
     #[command(after_help = "Example:\n  samband channel create flood-2026 --dir /var/lib/samband")]
-    Create(client_cmds::ChannelCreateArgs),
+    Create(channel::ChannelCreateArgs),
     /// Share a channel of this org with partner orgs (admin role).
     #[command(
         after_help = "Example:\n  samband channel share flood-2026 rescue.example region-health.example --dir /var/lib/samband"
     )]
-    Share(peer_cmds::ShareArgs),
+    Share(channel::ShareArgs),
     /// Stop sharing a channel with one partner; its copy becomes read-only (admin role).
     #[command(
         after_help = "Example:\n  samband channel unshare flood-2026 rescue.example --dir /var/lib/samband"
     )]
-    Unshare(peer_cmds::UnshareArgs),
+    Unshare(channel::UnshareArgs),
     /// Accept a channel a partner offered (peers added with --accept manual).
     #[command(
         after_help = "Example:\n  samband channel accept police.example/flood-2026 --dir /var/lib/samband"
     )]
-    Accept(peer_cmds::AcceptArgs),
+    Accept(channel::AcceptArgs),
     /// List the channels on the node.
     #[command(after_help = "Example:\n  samband channel list --identity alice/ --json")]
-    List(client_cmds::ChannelListArgs),
+    List(channel::ChannelListArgs),
 }
 
 /// How a client command finds its identity and node.
@@ -294,29 +301,27 @@ fn describe(e: &anyhow::Error) -> String {
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init(a) => node_cmds::init(a),
-        Command::Serve(a) => node_cmds::serve(a),
-        Command::User(UserCommand::Add(a)) => node_cmds::user_add(a),
-        Command::Trust(TrustCommand::Export(a)) => peer_cmds::trust_export(a),
-        Command::Pki(PkiCommand::Renew(a)) => client_cmds::run(pki_cmds::renew(a)),
-        Command::Pki(PkiCommand::RevokeUser(a)) => client_cmds::run(pki_cmds::revoke(a)),
-        Command::Pki(PkiCommand::Reload(a)) => client_cmds::run(pki_cmds::reload(a)),
-        Command::Audit(AuditCommand::Export(a)) => client_cmds::run(pki_cmds::export(a)),
-        Command::Audit(AuditCommand::Verify(a)) => client_cmds::run(pki_cmds::verify(a)),
-        Command::Peer(PeerCommand::Add(a)) => client_cmds::run(peer_cmds::peer_add(a)),
-        Command::Peer(PeerCommand::Remove(a)) => client_cmds::run(peer_cmds::peer_remove(a)),
-        Command::Peer(PeerCommand::List(a)) => client_cmds::run(peer_cmds::peer_list(a)),
-        Command::Channel(ChannelCommand::Share(a)) => client_cmds::run(peer_cmds::share(a)),
-        Command::Channel(ChannelCommand::Unshare(a)) => client_cmds::run(peer_cmds::unshare(a)),
-        Command::Channel(ChannelCommand::Accept(a)) => client_cmds::run(peer_cmds::accept(a)),
-        Command::Channel(ChannelCommand::Create(a)) => {
-            client_cmds::run(client_cmds::channel_create(a))
-        }
-        Command::Channel(ChannelCommand::List(a)) => client_cmds::run(client_cmds::channel_list(a)),
-        Command::Post(a) => client_cmds::run(client_cmds::post(a)),
-        Command::History(a) => client_cmds::run(client_cmds::history(a)),
-        Command::Tail(a) => client_cmds::run(client_cmds::tail(a)),
-        Command::Status(a) => client_cmds::run(client_cmds::status(a)),
+        Command::Init(a) => init::init(a),
+        Command::Serve(a) => serve::serve(a),
+        Command::User(UserCommand::Add(a)) => user::user_add(a),
+        Command::Trust(TrustCommand::Export(a)) => trust::trust_export(a),
+        Command::Pki(PkiCommand::Renew(a)) => connection::run(pki::renew(a)),
+        Command::Pki(PkiCommand::RevokeUser(a)) => connection::run(pki::revoke(a)),
+        Command::Pki(PkiCommand::Reload(a)) => connection::run(pki::reload(a)),
+        Command::Audit(AuditCommand::Export(a)) => connection::run(audit::export(a)),
+        Command::Audit(AuditCommand::Verify(a)) => connection::run(audit::verify(a)),
+        Command::Peer(PeerCommand::Add(a)) => connection::run(peer::peer_add(a)),
+        Command::Peer(PeerCommand::Remove(a)) => connection::run(peer::peer_remove(a)),
+        Command::Peer(PeerCommand::List(a)) => connection::run(peer::peer_list(a)),
+        Command::Channel(ChannelCommand::Share(a)) => connection::run(channel::share(a)),
+        Command::Channel(ChannelCommand::Unshare(a)) => connection::run(channel::unshare(a)),
+        Command::Channel(ChannelCommand::Accept(a)) => connection::run(channel::accept(a)),
+        Command::Channel(ChannelCommand::Create(a)) => connection::run(channel::channel_create(a)),
+        Command::Channel(ChannelCommand::List(a)) => connection::run(channel::channel_list(a)),
+        Command::Post(a) => connection::run(messages::post(a)),
+        Command::History(a) => connection::run(messages::history(a)),
+        Command::Tail(a) => connection::run(messages::tail(a)),
+        Command::Status(a) => connection::run(status::status(a)),
         Command::Bench(a) => bench::run(a),
         Command::Demo => demo::run(),
     };

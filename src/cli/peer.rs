@@ -1,33 +1,21 @@
-//! Operator commands for partner trust and sharing: `trust export`,
-//! `peer add|remove|list`, `channel share|unshare|accept`.
+//! `samband peer add|remove|list`: partner organisations this node trusts.
 //!
-//! Peer commands act on the running node through the Admin API (no restart
-//! needed); when the node is not running they act on its data directory.
+//! Each acts on the running node through the Admin API (no restart
+//! needed); when the node is not running, on its data directory.
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use samband::config::Config;
-use samband::federation;
 use samband::model::OrgId;
-use samband::pki::OrgPki;
-use samband::proto::{self, AcceptPolicy, admin_client::AdminClient};
+use samband::proto::AcceptPolicy;
+use samband::proto::admin_client::AdminClient;
+use samband::{federation, proto};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use super::client_cmds::rpc;
-use super::{Connection, offline_store, output, running_node};
-
-#[derive(Debug, Args)]
-pub(crate) struct TrustExportArgs {
-    /// Node directory.
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
-    /// Write the bundle here instead of standard output.
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
-}
+use super::connection::rpc;
+use super::{offline_store, running_node};
 
 #[derive(Debug, Args)]
 pub(crate) struct PeerAddArgs {
@@ -71,70 +59,6 @@ pub(crate) struct PeerListArgs {
     dir: PathBuf,
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ShareArgs {
-    /// Channel of this org: `name` or `home/name`.
-    channel: String,
-    /// Partner orgs to share it with (each a configured peer).
-    #[arg(required = true)]
-    orgs: Vec<String>,
-    #[command(flatten)]
-    conn: Connection,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct UnshareArgs {
-    channel: String,
-    /// The partner org to remove from the channel.
-    org: String,
-    #[command(flatten)]
-    conn: Connection,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct AcceptArgs {
-    /// The offered channel, `home/name`.
-    channel: String,
-    #[command(flatten)]
-    conn: Connection,
-}
-
-pub(crate) fn trust_export(args: TrustExportArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.dir)?;
-    let bundle = federation::own_bundle(
-        &config.org,
-        &OrgPki::at(&args.dir),
-        &config.federation.advertise,
-    )?;
-    let fingerprint = bundle.fingerprint();
-    match &args.out {
-        Some(path) => {
-            std::fs::write(path, bundle.to_text())
-                .with_context(|| format!("writing {}", path.display()))?;
-            out!(
-                "wrote the trust bundle of {} to {}",
-                config.org,
-                path.display()
-            );
-        }
-        None => out!("{}", bundle.to_text().trim_end()),
-    }
-    eprintln!("fingerprint: {}", spaced(&fingerprint));
-    eprintln!(
-        "Read the fingerprint to the partner's operator over another channel (phone, in person)."
-    );
-    Ok(())
-}
-
-/// 64 hex digits in groups of four, easier to read aloud.
-fn spaced(hex: &str) -> String {
-    hex.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn peer_line(p: &proto::Peer, json: bool) -> String {
@@ -292,54 +216,6 @@ pub(crate) async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
     for p in &peers {
         out!("{}", peer_line(p, args.json));
     }
-    Ok(())
-}
-
-async fn admin(conn: &Connection) -> anyhow::Result<AdminClient<Channel>> {
-    Ok(AdminClient::new(conn.channel().await?))
-}
-
-pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
-    let req = proto::ShareChannelRequest {
-        channel: args.channel,
-        orgs: args.orgs,
-    };
-    let ch = admin(&args.conn)
-        .await?
-        .share_channel(req)
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    out!("{}", output::channel(&ch, args.conn.json));
-    Ok(())
-}
-
-pub(crate) async fn unshare(args: UnshareArgs) -> anyhow::Result<()> {
-    let req = proto::UnshareChannelRequest {
-        channel: args.channel,
-        org: args.org,
-    };
-    let ch = admin(&args.conn)
-        .await?
-        .unshare_channel(req)
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    out!("{}", output::channel(&ch, args.conn.json));
-    Ok(())
-}
-
-pub(crate) async fn accept(args: AcceptArgs) -> anyhow::Result<()> {
-    let req = proto::AcceptChannelRequest {
-        channel: args.channel,
-    };
-    let ch = admin(&args.conn)
-        .await?
-        .accept_channel(req)
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    out!("{}", output::channel(&ch, args.conn.json));
     Ok(())
 }
 

@@ -1,40 +1,17 @@
-//! Commands that act on a node directory on this host: init, serve, user add.
+//! `samband serve`: runs the node in the foreground until SIGINT or
+//! SIGTERM; SIGHUP reloads its certificate and trust.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
 use samband::config::{Config, LogFormat};
-use samband::model::{MemberName, OrgId, Role};
 use samband::node::{Listeners, Node};
-use samband::setup::{self, InitOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::{DEFAULT_NODE_DIR, parse_listen};
-
-/// Org of the node `serve` creates when started without --dir on a fresh machine.
-const DEFAULT_ORG: &str = "local.example";
-
-#[derive(Debug, Args)]
-pub(crate) struct InitArgs {
-    /// Organisation id: lower-case DNS-style name, e.g. police.example.
-    #[arg(long)]
-    org: String,
-    /// Node directory to create (must not exist, or be empty).
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
-    /// Address members connect to.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443", value_parser = parse_listen)]
-    client_listen: SocketAddr,
-    /// Address partner nodes connect to.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7444", value_parser = parse_listen)]
-    federation_listen: SocketAddr,
-    /// Extra host name or IP for the node certificate (repeatable); the first is what members dial
-    /// when --client-listen is a wildcard address.
-    #[arg(long = "host", value_name = "NAME")]
-    hosts: Vec<String>,
-}
+use super::init::default_dir;
+use super::parse_listen;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -50,103 +27,6 @@ pub(crate) struct ServeArgs {
     /// Override `log.format` of the config: human or json.
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     log_format: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct UserAddArgs {
-    /// Member name: 1-64 of a-z 0-9 . _ -
-    name: String,
-    /// Node directory whose CA signs the certificate.
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
-    /// Directory to write the bundle to (ca.pem, cert.pem, key.pem, identity.toml).
-    #[arg(long, value_name = "BUNDLE_DIR")]
-    out: PathBuf,
-    /// Give the member the admin role (create channels, later manage sharing).
-    #[arg(long)]
-    admin: bool,
-    /// How many days the certificate is valid (e.g. 14 for a volunteer
-    /// during one incident).
-    #[arg(long, default_value_t = samband::pki::MEMBER_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
-    days: u32,
-}
-
-pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
-    let opts = InitOptions {
-        org: OrgId::parse(&args.org)?,
-        client_listen: args.client_listen,
-        federation_listen: args.federation_listen,
-        hosts: args.hosts,
-        limits: Default::default(),
-    };
-    setup::init(&args.dir, &opts)?;
-    let dir = args.dir.display();
-    out!("created node {} for {} in {dir}", opts.org, opts.org);
-    out!("  config:   {dir}/config.toml");
-    out!("  operator: {dir}/operator (admin identity for the client commands: --dir {dir})");
-    out!("next: samband serve --dir {dir}");
-    Ok(())
-}
-
-pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
-    let name = MemberName::parse(&args.name)?;
-    let role = if args.admin {
-        Role::Admin
-    } else {
-        Role::Member
-    };
-    let bundle = setup::add_user(
-        &args.dir,
-        &name,
-        role,
-        &args.out,
-        samband::pki::Validity::days(args.days),
-    )?;
-    out!(
-        "issued {} ({}) of {}; bundle in {}, connects to {}",
-        bundle.info.member,
-        bundle.info.role,
-        bundle.info.org,
-        args.out.display(),
-        bundle.info.endpoint
-    );
-    out!(
-        "use it with: samband status --identity {}",
-        args.out.display()
-    );
-    Ok(())
-}
-
-fn init_logging(config: &Config, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
-}
-
-fn default_dir() -> anyhow::Result<PathBuf> {
-    let dir = Path::new(DEFAULT_NODE_DIR).to_owned();
-    if !samband::layout::config_file(&dir).exists() {
-        let opts = InitOptions {
-            org: OrgId::parse(DEFAULT_ORG)?,
-            client_listen: parse_listen("127.0.0.1:7443").map_err(anyhow::Error::msg)?,
-            federation_listen: parse_listen("127.0.0.1:7444").map_err(anyhow::Error::msg)?,
-            hosts: Vec::new(),
-            limits: Default::default(),
-        };
-        setup::init(&dir, &opts)
-            .with_context(|| format!("creating the default node in {}", dir.display()))?;
-        eprintln!(
-            "created node {DEFAULT_ORG} in ./{DEFAULT_NODE_DIR} (operator identity: ./{DEFAULT_NODE_DIR}/operator)"
-        );
-    }
-    Ok(dir)
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -201,6 +81,19 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node.run(listeners, shutdown).await?;
         Ok(())
     })
+}
+
+fn init_logging(config: &Config, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
 }
 
 /// Asks the node to reload its certificate and trust on every SIGHUP.

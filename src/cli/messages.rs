@@ -1,0 +1,161 @@
+//! `samband post`, `history` and `tail`: a member's messages.
+
+use std::io::Read as _;
+
+use anyhow::Context as _;
+use clap::Args;
+use samband::model::Priority;
+use samband::proto;
+use samband::proto::history_request::Position;
+use samband::proto::subscribe_request::Start;
+
+use super::connection::rpc;
+use super::{Connection, output};
+
+#[derive(Debug, Args)]
+pub(crate) struct PostArgs {
+    /// Channel: `name` for one of your org, or `home-org/name`.
+    channel: String,
+    /// Message text; `-` reads it from standard input.
+    text: String,
+    /// normal, urgent or flash.
+    #[arg(long, default_value = "normal", value_parser = ["normal", "urgent", "flash"])]
+    priority: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    channel: String,
+    /// Messages per page (1-1000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    /// Show the page just before this cursor.
+    #[arg(long, value_name = "CURSOR", conflicts_with = "after")]
+    before: Option<String>,
+    /// Show the page just after this cursor.
+    #[arg(long, value_name = "CURSOR")]
+    after: Option<String>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    channel: String,
+    /// Keep running and print new messages as they are posted.
+    #[arg(long, short)]
+    follow: bool,
+    /// Start after this cursor instead of with the last messages.
+    #[arg(long, value_name = "CURSOR")]
+    from: Option<String>,
+    /// How many of the last messages to show first (0-1000; 0 with
+    /// --follow shows only what is posted from now on).
+    #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    lines: u32,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+pub(crate) async fn post(args: PostArgs) -> anyhow::Result<()> {
+    let text = if args.text == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the message from standard input")?;
+        text.trim_end_matches('\n').to_owned()
+    } else {
+        args.text
+    };
+    let priority = Priority::parse(&args.priority)? as i32;
+    let (mut c, _) = args.conn.connect().await?;
+    let request = proto::PostRequest {
+        channel: args.channel.clone(),
+        text,
+        priority,
+    };
+    let response = c.post(request).await.map_err(rpc)?.into_inner();
+    out!(
+        "{}",
+        output::posted(&args.channel, &response, args.conn.json)
+    );
+    Ok(())
+}
+
+pub(crate) async fn history(args: HistoryArgs) -> anyhow::Result<()> {
+    let (mut c, _) = args.conn.connect().await?;
+    let position = match (args.before, args.after) {
+        (Some(b), _) => Some(Position::Before(b)),
+        (None, Some(a)) => Some(Position::After(a)),
+        (None, None) => None,
+    };
+    let page = c
+        .history(proto::HistoryRequest {
+            channel: args.channel,
+            limit: args.limit,
+            position,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    for m in &page.messages {
+        out!("{}", output::message(m, args.conn.json));
+    }
+    if !args.conn.json {
+        match (page.messages.first(), page.more) {
+            (Some(first), true) => out!("-- older messages: --before {}", first.cursor),
+            (None, _) => out!("-- no messages"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let (mut c, _) = args.conn.connect().await?;
+    let json = args.conn.json;
+    // The last message shown: following continues right after it.
+    let mut last = args.from.clone();
+    let mut position = args.from.clone().map(Position::After);
+    // Nothing of the past asked for: no page (a limit of 0 would mean the default).
+    let live_only = args.lines == 0 && args.from.is_none();
+    if !live_only {
+        loop {
+            let request = proto::HistoryRequest {
+                channel: args.channel.clone(),
+                limit: args.lines,
+                position,
+            };
+            let page = c.history(request).await.map_err(rpc)?.into_inner();
+            for m in &page.messages {
+                out!("{}", output::message(m, json));
+            }
+            if let Some(m) = page.messages.last() {
+                last = Some(m.cursor.clone());
+            }
+            // Without --from the newest messages were shown; with it, page on to the end.
+            if args.from.is_none() || !page.more {
+                break;
+            }
+            position = last.clone().map(Position::After);
+        }
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    let start = match last {
+        Some(cursor) => Some(Start::After(cursor)),
+        None if live_only => None,
+        None => Some(Start::FromBeginning(true)),
+    };
+    let request = proto::SubscribeRequest {
+        channel: args.channel,
+        start,
+    };
+    let mut stream = c.subscribe(request).await.map_err(rpc)?.into_inner();
+    while let Some(m) = stream.message().await.map_err(rpc)? {
+        out!("{}", output::message(&m, json));
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `samband pki renew|revoke-user|reload`: certificates over time.
+//!
+//! Each acts on the running node through the Admin API, or on the data
+//! directory when the node is stopped.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use samband::config::Config;
+use samband::model::{MemberName, rfc3339};
+use samband::pki::{NODE_DAYS, OrgPki, Validity};
+use samband::{audit, proto};
+
+use super::connection::rpc;
+use super::{offline_store, running_node};
+
+#[derive(Debug, Args)]
+pub(crate) struct RenewArgs {
+    /// Node directory.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Days the new node certificate is valid.
+    #[arg(long, default_value_t = NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    /// The member whose certificates stop working.
+    name: String,
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReloadArgs {
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.dir)?;
+    let cert = OrgPki::at(&args.dir).renew_node(&config.org, Validity::days(args.days))?;
+    let not_after = rfc3339(cert.not_after);
+    out!(
+        "renewed the node certificate of {}: serial {}, valid until {not_after}",
+        config.org,
+        cert.serial
+    );
+    match running_node(&args.dir).await? {
+        // The running node audits the reload, with the new serial.
+        Some(admin) => reload_running(admin).await,
+        None => {
+            let (_, store) = offline_store(&args.dir)?;
+            store.audit(
+                audit::Event::new("node.renewed")
+                    .with("node_cert_serial", &cert.serial)
+                    .with("node_cert_not_after", &not_after),
+            )?;
+            store.flush()?;
+            out!("the node is not running; it uses the new certificate when it starts");
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
+    match running_node(&args.dir).await? {
+        Some(admin) => reload_running(admin).await,
+        None => bail!("the node in {} is not running", args.dir.display()),
+    }
+}
+
+/// Makes the running node pick up its certificate and trust.
+async fn reload_running(
+    mut admin: proto::admin_client::AdminClient<tonic::transport::Channel>,
+) -> anyhow::Result<()> {
+    let r = admin
+        .reload(proto::ReloadRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    out!(
+        "the running node now uses serial {} (valid until {}) for new connections",
+        r.node_cert_serial,
+        r.node_cert_not_after
+    );
+    Ok(())
+}
+
+pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let member = MemberName::parse(&args.name)?;
+    let revoked: Vec<(String, String)> = match running_node(&args.dir).await? {
+        Some(mut admin) => admin
+            .revoke_member(proto::RevokeMemberRequest {
+                member: member.to_string(),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .certificates
+            .into_iter()
+            .map(|c| (c.serial, c.revoked_at))
+            .collect(),
+        None => {
+            let (_, store) = offline_store(&args.dir)?;
+            samband::engine::revoke_member(&OrgPki::at(&args.dir), &store, &member)?
+                .into_iter()
+                .map(|r| (r.serial, r.at))
+                .collect()
+        }
+    };
+    for (serial, at) in &revoked {
+        out!("revoked {member}: certificate {serial} (since {at})");
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! `samband user add`: issues a member's identity bundle from the org CA,
+//! on the node's host.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use samband::model::{MemberName, Role};
+use samband::setup;
+
+#[derive(Debug, Args)]
+pub(crate) struct UserAddArgs {
+    /// Member name: 1-64 of a-z 0-9 . _ -
+    name: String,
+    /// Node directory whose CA signs the certificate.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Directory to write the bundle to (ca.pem, cert.pem, key.pem, identity.toml).
+    #[arg(long, value_name = "BUNDLE_DIR")]
+    out: PathBuf,
+    /// Give the member the admin role (create channels, later manage sharing).
+    #[arg(long)]
+    admin: bool,
+    /// How many days the certificate is valid (e.g. 14 for a volunteer
+    /// during one incident).
+    #[arg(long, default_value_t = samband::pki::MEMBER_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+}
+
+pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
+    let name = MemberName::parse(&args.name)?;
+    let role = if args.admin {
+        Role::Admin
+    } else {
+        Role::Member
+    };
+    let bundle = setup::add_user(
+        &args.dir,
+        &name,
+        role,
+        &args.out,
+        samband::pki::Validity::days(args.days),
+    )?;
+    out!(
+        "issued {} ({}) of {}; bundle in {}, connects to {}",
+        bundle.info.member,
+        bundle.info.role,
+        bundle.info.org,
+        args.out.display(),
+        bundle.info.endpoint
+    );
+    out!(
+        "use it with: samband status --identity {}",
+        args.out.display()
+    );
+    Ok(())
+}
