@@ -41,9 +41,13 @@ pub enum ConnectFailure {
     /// The server's certificate is not one this identity trusts: another
     /// organisation's node, or a port that is not the member listener.
     UnknownServer,
-    /// The TLS handshake refused a certificate (this side's or the other's):
-    /// a retry will not help until a certificate or the trust changes.
-    Refused,
+    /// The server's certificate is from the trusted CA but not valid now
+    /// (expired, not yet valid): its operator must renew it.
+    ServerCertificateInvalid,
+    /// The server refused this side's certificate (a TLS alert): expired,
+    /// revoked, or not from a CA it trusts. A retry will not help until a
+    /// certificate or the trust changes.
+    OurCertificateRefused,
     Other,
 }
 
@@ -65,7 +69,10 @@ impl ConnectFailure {
                     | rustls::CertificateError::NotValidForName
                     | rustls::CertificateError::NotValidForNameContext { .. },
                 )) => return ConnectFailure::UnknownServer,
-                Some(_) if tls_refused(e) => return ConnectFailure::Refused,
+                Some(rustls::Error::InvalidCertificate(_)) => {
+                    return ConnectFailure::ServerCertificateInvalid;
+                }
+                Some(_) if tls_refused(e) => return ConnectFailure::OurCertificateRefused,
                 _ => {}
             }
             next = e.source();
@@ -83,7 +90,10 @@ impl ConnectFailure {
                 " (the server at {endpoint} is not your organisation's node, or not its member \
                  port: check --endpoint; the federation port is for partner nodes)"
             ),
-            ConnectFailure::Refused | ConnectFailure::Other => String::new(),
+            ConnectFailure::ServerCertificateInvalid => format!(
+                " (the certificate of the server at {endpoint} is not valid now: its operator must renew it)"
+            ),
+            ConnectFailure::OurCertificateRefused | ConnectFailure::Other => String::new(),
         }
     }
 }
@@ -226,7 +236,17 @@ mod tests {
         ));
         assert_eq!(ConnectFailure::of(&unknown), ConnectFailure::UnknownServer);
         let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired);
-        assert_eq!(ConnectFailure::of(&alert), ConnectFailure::Refused);
+        assert_eq!(
+            ConnectFailure::of(&alert),
+            ConnectFailure::OurCertificateRefused
+        );
+        let expired = std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired,
+        ));
+        assert_eq!(
+            ConnectFailure::of(&expired),
+            ConnectFailure::ServerCertificateInvalid
+        );
         let other = std::io::Error::other("something else");
         assert_eq!(ConnectFailure::of(&other), ConnectFailure::Other);
         assert!(

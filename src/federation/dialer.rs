@@ -60,10 +60,9 @@ pub(super) async fn run(fed: Arc<Federation>, peer: OrgId, cancel: CancellationT
             Ok(()) => failures = 0,
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let state = if e.refused() {
-                    LinkState::Refused
-                } else {
-                    LinkState::BackingOff { failures }
+                let state = match e.refusal() {
+                    Some(refusal) => LinkState::Refused(refusal),
+                    None => LinkState::BackingOff { failures },
                 };
                 tracing::debug!(%peer, error = %e, failures, "dial failed");
                 fed.set_status(&peer, state, Some(e.to_string()));

@@ -10,6 +10,7 @@ use crate::engine::WriteError;
 use crate::model::OrgId;
 use crate::store::StoreError;
 
+use super::Refusal;
 use super::wire::FrameError;
 
 /// Why a link ended (none of these is retried on the same link: the
@@ -83,15 +84,22 @@ pub(crate) enum DialError {
 }
 
 impl DialError {
-    /// Whether the TLS handshake refused a certificate (this side's or the
-    /// other's): backing off will not cure it, a certificate or trust must change.
-    pub(super) fn refused(&self) -> bool {
+    /// Which certificate the TLS handshake refused, if it did: backing off
+    /// will not cure that, a certificate or trust must change. TLS 1.3 tells
+    /// a client of the refusal of its certificate on its first call.
+    pub(super) fn refusal(&self) -> Option<Refusal> {
         match self {
-            DialError::Connect(ClientError::Connect { why, .. }) => {
-                matches!(why, ConnectFailure::Refused | ConnectFailure::UnknownServer)
+            DialError::Connect(ClientError::Connect { why, .. }) => match why {
+                ConnectFailure::UnknownServer | ConnectFailure::ServerCertificateInvalid => {
+                    Some(Refusal::TheirCertificate)
+                }
+                ConnectFailure::OurCertificateRefused => Some(Refusal::OurCertificate),
+                _ => None,
+            },
+            DialError::Call(status) if crate::client::tls_refused(status) => {
+                Some(Refusal::OurCertificate)
             }
-            DialError::Call(status) => crate::client::tls_refused(status),
-            _ => false,
+            _ => None,
         }
     }
 }

@@ -87,7 +87,18 @@ pub enum LinkState {
     },
     /// The last dial was refused in the TLS handshake: one side does not
     /// accept the other's certificate (expired, revoked trust, wrong CA).
-    Refused,
+    Refused(Refusal),
+}
+
+/// Which side of a TLS handshake refused which certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This node does not accept the partner's server certificate (not
+    /// issued by the CA pinned for it, not for its endpoint, or expired).
+    TheirCertificate,
+    /// The partner refused this node's certificate (it does not trust
+    /// this org, or this node's certificate expired).
+    OurCertificate,
 }
 
 impl LinkState {
@@ -98,7 +109,7 @@ impl LinkState {
             LinkState::Connecting => "connecting",
             LinkState::Connected => "connected",
             LinkState::BackingOff { .. } => "backing-off",
-            LinkState::Refused => "refused",
+            LinkState::Refused(_) => "refused",
         }
     }
 }
