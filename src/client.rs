@@ -146,6 +146,20 @@ pub async fn connect_channel(
     dial(Arc::new(bundle.client_tls()?), endpoint).await
 }
 
+/// A gRPC channel to the node at `addr` (`ip:port`, e.g. the address it
+/// listens on, from its host) whose certificate is verified for the host
+/// of the bundle's endpoint: what operator commands on the node's host
+/// use, so that split DNS (the public name resolving elsewhere) does not
+/// matter.
+pub async fn connect_channel_at(
+    bundle: &IdentityBundle,
+    addr: &str,
+) -> Result<Channel, ClientError> {
+    let endpoint = &bundle.info.endpoint;
+    let host = host_of(endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.clone()))?;
+    Ok(dial_to(Arc::new(bundle.client_tls()?), addr, host).await?.0)
+}
+
 /// Opens a gRPC channel over TLS with the given settings to `host:port`,
 /// verifying the server certificate for `host`.
 pub async fn dial(tls: Arc<rustls::ClientConfig>, endpoint: &str) -> Result<Channel, ClientError> {
@@ -158,9 +172,19 @@ pub async fn dial_seeing_server(
     tls: Arc<rustls::ClientConfig>,
     endpoint: &str,
 ) -> Result<(Channel, Option<Vec<u8>>), ClientError> {
-    let seen: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
     let host = host_of(endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.to_owned()))?;
-    let server_name = ServerName::try_from(host.to_owned())
+    dial_to(tls, endpoint, host).await
+}
+
+/// Dials `endpoint` (`host:port`) and verifies the server's certificate
+/// for `server_host`.
+async fn dial_to(
+    tls: Arc<rustls::ClientConfig>,
+    endpoint: &str,
+    server_host: &str,
+) -> Result<(Channel, Option<Vec<u8>>), ClientError> {
+    let seen: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+    let server_name = ServerName::try_from(server_host.to_owned())
         .map_err(|_| ClientError::Endpoint(endpoint.to_owned()))?;
     let connector = TlsConnector::from(tls);
     let uri = Endpoint::from_shared(format!("http://{endpoint}"))

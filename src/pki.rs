@@ -106,6 +106,10 @@ pub enum PkiError {
     Tls(String),
     #[error("{0} already exists; refusing to overwrite it")]
     Exists(PathBuf),
+    #[error(
+        "no certificate was issued to {0} on this node (nothing in pki/issued); issue one with `samband user add`"
+    )]
+    NeverIssued(String),
 }
 
 /// The node's own PKI directory, `DIR/pki`.
@@ -415,6 +419,87 @@ impl OrgPki {
         Ok((issuer, ca_pem))
     }
 
+    /// Re-issues `member`'s certificate, with the role of the newest one
+    /// issued to it here and a new key, as the bundle `out`. An existing
+    /// bundle there is replaced whole ([`replace_bundle`]: a crash leaves
+    /// the old one or the new one, never a mix); the old certificate stays
+    /// valid until it expires or is revoked.
+    /// Errors: [`PkiError::NeverIssued`] when no certificate was issued to
+    /// `member` here.
+    pub fn renew_member(
+        &self,
+        org: &OrgId,
+        member: &MemberName,
+        endpoint: &str,
+        out: &Path,
+        validity: Validity,
+    ) -> Result<IdentityBundle, PkiError> {
+        let newest = self
+            .issued()?
+            .into_iter()
+            .find(|i| i.member == member.as_str())
+            .ok_or_else(|| PkiError::NeverIssued(member.to_string()))?;
+        let role = Role::parse(&newest.role).map_err(|e| PkiError::Invalid {
+            path: self.dir.join(ISSUED_DIR),
+            message: format!(
+                "the certificate issued to {member} has role {:?}: {e}",
+                newest.role
+            ),
+        })?;
+        let new = staged(out);
+        if new.exists() {
+            std::fs::remove_dir_all(&new).map_err(io_err(&new))?;
+        }
+        let bundle = self.issue_member(org, member, role, endpoint, &new, validity)?;
+        replace_bundle(out)?;
+        Ok(IdentityBundle {
+            dir: out.to_owned(),
+            info: bundle.info,
+        })
+    }
+
+    /// The newest certificate issued to each member here (from
+    /// `pki/issued/`), by name.
+    pub fn issued(&self) -> Result<Vec<Issued>, PkiError> {
+        let dir = self.dir.join(ISSUED_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut newest: std::collections::BTreeMap<String, Issued> = Default::default();
+        for entry in entries {
+            let path = entry.map_err(io_err(&dir))?.path();
+            let Some(der) = load_certs(&path)?.into_iter().next() else {
+                continue;
+            };
+            let (Some(info), Some((member, role))) = (cert_info(&der), subject_name_and_unit(&der))
+            else {
+                continue;
+            };
+            let issued = Issued { member, role, info };
+            match newest.get(&issued.member) {
+                Some(held) if held.info.not_after >= issued.info.not_after => {}
+                _ => {
+                    newest.insert(issued.member.clone(), issued);
+                }
+            }
+        }
+        Ok(newest.into_values().collect())
+    }
+
+    /// The org CA certificate's serial and expiry.
+    pub fn ca_certificate(&self) -> Result<CertInfo, PkiError> {
+        let path = self.dir.join(CA_CERT);
+        load_certs(&path)?
+            .first()
+            .and_then(|der| cert_info(der))
+            .ok_or_else(|| PkiError::Invalid {
+                path,
+                message: "not a readable certificate".into(),
+            })
+    }
+
     /// Serials (hex) of every member certificate issued to `member` here.
     pub fn issued_to(&self, member: &MemberName) -> Result<Vec<String>, PkiError> {
         let dir = self.dir.join(ISSUED_DIR);
@@ -639,6 +724,142 @@ pub fn chain_verifies(ca: &[u8], chain: &[CertificateDer<'static>]) -> bool {
         .is_ok()
 }
 
+/// Which certificate an [`Expiry`] is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertKind {
+    Ca,
+    Node,
+    /// The identity samband's admin commands use (`DIR/operator`).
+    Operator,
+    Member,
+}
+
+impl CertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertKind::Ca => "ca",
+            CertKind::Node => "node",
+            CertKind::Operator => "operator",
+            CertKind::Member => "member",
+        }
+    }
+}
+
+/// When one of the org's certificates expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    pub kind: CertKind,
+    /// The member's name; the org's for the CA and the node.
+    pub name: String,
+    pub info: CertInfo,
+}
+
+impl Expiry {
+    /// Whole days from `now` to its end (negative once expired).
+    pub fn days_left(&self, now: OffsetDateTime) -> i64 {
+        (self.info.not_after - now).whole_days()
+    }
+}
+
+/// How long before a certificate's end operators are warned: in `status`
+/// and once a day in the log.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+impl OrgPki {
+    /// The CA, the node certificate, the operator identity and the newest
+    /// certificate of every member (those whose serial is in `revoked`
+    /// left out), soonest end first.
+    pub fn expiries(
+        &self,
+        org: &OrgId,
+        revoked: &std::collections::HashSet<String>,
+    ) -> Result<Vec<Expiry>, PkiError> {
+        let mut all = vec![
+            Expiry {
+                kind: CertKind::Ca,
+                name: org.to_string(),
+                info: self.ca_certificate()?,
+            },
+            Expiry {
+                kind: CertKind::Node,
+                name: org.to_string(),
+                info: self.node_certificate()?,
+            },
+        ];
+        for issued in self.issued()? {
+            if revoked.contains(&issued.info.serial) {
+                continue;
+            }
+            let kind = if issued.member == crate::layout::OPERATOR_NAME {
+                CertKind::Operator
+            } else {
+                CertKind::Member
+            };
+            all.push(Expiry {
+                kind,
+                name: issued.member,
+                info: issued.info,
+            });
+        }
+        all.sort_by_key(|e| e.info.not_after);
+        Ok(all)
+    }
+}
+
+/// A member certificate this node's CA issued: the newest for its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub member: String,
+    /// `member`, `admin` (the subject's OU).
+    pub role: String,
+    pub info: CertInfo,
+}
+
+/// The subject's CN and OU of a DER certificate.
+fn subject_name_and_unit(der: &[u8]) -> Option<(String, String)> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let subject = cert.subject();
+    let cn = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    let ou = subject
+        .iter_organizational_unit()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some((cn, ou))
+}
+
+/// Puts the complete bundle staged in `OUT.new` in place of `out`: the old
+/// one is moved aside to `OUT.old` first and removed last, so a crash
+/// leaves a complete bundle under one of the names, which
+/// [`IdentityBundle::load`] finishes the move from.
+fn replace_bundle(out: &Path) -> Result<(), PkiError> {
+    let (new, old) = (staged(out), aside(out));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    if out.exists() {
+        std::fs::rename(out, &old).map_err(io_err(out))?;
+    }
+    std::fs::rename(&new, out).map_err(io_err(&new))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(parent))?;
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(())
+}
+
+fn aside(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".old");
+    PathBuf::from(name)
+}
+
 /// Serial and expiry of a DER certificate.
 pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
     use x509_parser::prelude::FromDer as _;
@@ -652,7 +873,12 @@ pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
 // === impl IdentityBundle ===
 
 impl IdentityBundle {
+    /// Loads the bundle in `dir`, first finishing a replacement that a
+    /// crash cut short (see [`OrgPki::renew_member`]).
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        if !dir.exists() && staged(dir).join(BUNDLE_IDENTITY).exists() {
+            std::fs::rename(staged(dir), dir).map_err(io_err(dir))?;
+        }
         let path = dir.join(BUNDLE_IDENTITY);
         let info = toml::from_str(&read_text(&path)?).map_err(|e| PkiError::Invalid {
             path,

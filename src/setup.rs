@@ -157,6 +157,46 @@ pub fn add_user(
     )?)
 }
 
+/// Re-issues `name`'s certificate (the role of its newest one, a new key)
+/// as the bundle `out`, replacing a bundle there whole; the operator's
+/// (`name` = `operator`) goes to `DIR/operator` whatever `out` says. The
+/// old certificate stays valid until it expires or is revoked.
+/// Errors: [`PkiError::NeverIssued`] (through `SetupError::Pki`) when no
+/// certificate was issued to `name` here.
+pub fn renew_user(
+    dir: &Path,
+    name: &MemberName,
+    out: &Path,
+    validity: Validity,
+) -> Result<IdentityBundle, SetupError> {
+    let config = Config::load(dir)?;
+    let out = if name.as_str() == OPERATOR_NAME {
+        crate::layout::operator_dir(dir)
+    } else {
+        out.to_owned()
+    };
+    Ok(
+        OrgPki::at(dir).renew_member(
+            &config.org,
+            name,
+            &config.client.advertise,
+            &out,
+            validity,
+        )?,
+    )
+}
+
+/// Renews the operator identity (`DIR/operator`) for [`MEMBER_DAYS`].
+pub fn renew_operator(dir: &Path) -> Result<IdentityBundle, SetupError> {
+    let operator = MemberName::parse(OPERATOR_NAME).map_err(|e| PkiError::Tls(e.to_string()))?;
+    renew_user(
+        dir,
+        &operator,
+        &crate::layout::operator_dir(dir),
+        Validity::days(MEMBER_DAYS),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

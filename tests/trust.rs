@@ -566,3 +566,222 @@ async fn the_admin_export_streams_a_long_log_whole_and_in_order() {
     samband::audit::verify(&log, Some(samband::audit::Head::default())).unwrap();
     node.stop().await;
 }
+
+/// Every identity the node issues can be renewed before it expires, and an
+/// expired operator identity does not lock the operator out: admin
+/// commands say how to renew it, take another admin's `--identity`
+/// meanwhile, and work again once it is renewed.
+#[tokio::test]
+async fn every_identity_can_be_renewed_and_an_expired_operator_is_told_how() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let serve = ServeProcess::start(&dir).await;
+    let org = OrgId::parse("police.example").unwrap();
+
+    // The operator sees every certificate's end, with dates; a member whose
+    // certificate ends within 30 days is flagged.
+    let alice = tmp.path().join("alice");
+    cli_ok(&[
+        "user",
+        "add",
+        "alice",
+        "--days",
+        "10",
+        "--dir",
+        arg(&dir),
+        "--out",
+        arg(&alice),
+    ]);
+    let status = cli_ok(&["status", "--dir", arg(&dir)]).stdout;
+    for line in [
+        "cert      ca: until 20",
+        "cert      node: until 20",
+        "cert      operator operator: until 20",
+    ] {
+        assert!(status.contains(line), "{line:?} in {status}");
+    }
+    assert!(
+        status.contains("cert      member alice: until 20"),
+        "{status}"
+    );
+    assert!(status.contains("days left, RENEW SOON"), "{status}");
+    let own = cli_ok(&[
+        "status",
+        "--identity",
+        arg(&alice),
+        "--endpoint",
+        &serve.addr.to_string(),
+    ])
+    .stdout;
+    assert!(own.contains("certificate valid until 20"), "{own}");
+    assert!(
+        !own.contains("cert      "),
+        "a member sees only its own: {own}"
+    );
+
+    // A member is renewed: same name and role, new key and serial, a bundle
+    // that works; an existing bundle is replaced whole.
+    let old_serial = samband::pki::IdentityBundle::load(&alice)
+        .unwrap()
+        .certificate()
+        .unwrap()
+        .serial;
+    let renewed = cli_ok(&[
+        "user",
+        "renew",
+        "alice",
+        "--dir",
+        arg(&dir),
+        "--out",
+        arg(&alice),
+    ]);
+    assert!(
+        renewed.stdout.contains("renewed alice (member)"),
+        "{}",
+        renewed.stdout
+    );
+    let bundle = samband::pki::IdentityBundle::load(&alice).unwrap();
+    assert_ne!(bundle.certificate().unwrap().serial, old_serial);
+    cli_ok(&[
+        "status",
+        "--identity",
+        arg(&alice),
+        "--endpoint",
+        &serve.addr.to_string(),
+    ]);
+    let status = cli_ok(&["status", "--dir", arg(&dir)]).stdout;
+    assert!(
+        !status.contains("member alice"),
+        "renewed for 397 days: {status}"
+    );
+    let never = cli(&[
+        "user",
+        "renew",
+        "bob",
+        "--dir",
+        arg(&dir),
+        "--out",
+        arg(&tmp.path().join("bob")),
+    ]);
+    assert!(
+        !never.success && never.stderr.contains("no certificate was issued to bob"),
+        "{never:?}"
+    );
+
+    // The operator identity expires: admin commands say so and how to renew,
+    // before dialing; another admin's identity still works.
+    let duty = tmp.path().join("duty");
+    cli_ok(&[
+        "user",
+        "add",
+        "duty",
+        "--admin",
+        "--dir",
+        arg(&dir),
+        "--out",
+        arg(&duty),
+    ]);
+    let now = OffsetDateTime::now_utc();
+    OrgPki::at(&dir)
+        .renew_member(
+            &org,
+            &MemberName::parse("operator").unwrap(),
+            &serve.addr.to_string(),
+            &samband::layout::operator_dir(&dir),
+            Validity {
+                not_before: now - Duration::days(10),
+                not_after: now - Duration::days(1),
+            },
+        )
+        .unwrap();
+    for command in [
+        &["peer", "list", "--dir", arg(&dir)][..],
+        &["pki", "reload", "--dir", arg(&dir)][..],
+        &["audit", "export", "--dir", arg(&dir)][..],
+        &["status", "--dir", arg(&dir)][..],
+    ] {
+        let refused = cli(command);
+        assert!(!refused.success, "{command:?}: {refused:?}");
+        assert!(
+            refused.stderr.contains("operator identity")
+                && refused.stderr.contains("expired on 20")
+                && refused.stderr.contains("samband user renew operator --dir"),
+            "{command:?}: {}",
+            refused.stderr
+        );
+    }
+    cli_ok(&["peer", "list", "--dir", arg(&dir), "--identity", arg(&duty)]);
+    cli_ok(&[
+        "pki",
+        "reload",
+        "--dir",
+        arg(&dir),
+        "--identity",
+        arg(&duty),
+    ]);
+
+    // Renewed on the node's host, the operator is back.
+    let renewed = cli_ok(&["user", "renew", "operator", "--dir", arg(&dir)]);
+    assert!(
+        renewed.stdout.contains("renewed operator (admin)"),
+        "{}",
+        renewed.stdout
+    );
+    cli_ok(&["peer", "list", "--dir", arg(&dir)]);
+    // `pki renew` renews it too.
+    let before = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(&dir))
+        .unwrap()
+        .certificate()
+        .unwrap()
+        .serial;
+    let renew = cli_ok(&["pki", "renew", "--dir", arg(&dir)]);
+    assert!(
+        renew.stdout.contains("renewed the operator identity"),
+        "{}",
+        renew.stdout
+    );
+    let after = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(&dir))
+        .unwrap()
+        .certificate()
+        .unwrap()
+        .serial;
+    assert_ne!(before, after);
+    cli_ok(&["peer", "list", "--dir", arg(&dir)]);
+    serve.kill9().await;
+}
+
+/// Admin commands on the node's host dial the address the node listens on,
+/// not the public name in the operator identity (split DNS), still
+/// verifying the node's certificate for that name; `--endpoint` overrides.
+#[tokio::test]
+async fn admin_commands_on_the_nodes_host_dial_where_it_listens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let mut opts = samband::setup::InitOptions::loopback(OrgId::parse("police.example").unwrap());
+    // A public name that resolves nowhere from here.
+    opts.hosts = vec!["samband.police.invalid".into()];
+    samband::setup::init(&dir, &opts).unwrap();
+    let serve = ServeProcess::start(&dir).await;
+    // The operator identity names the node by its public name, as `init
+    // --host` on a server with a fixed port writes it.
+    let info = samband::layout::operator_dir(&dir).join("identity.toml");
+    let text = std::fs::read_to_string(&info).unwrap();
+    let public = text.replace("127.0.0.1:0", "samband.police.invalid:7443");
+    assert_ne!(text, public);
+    std::fs::write(&info, public).unwrap();
+    cli_ok(&["peer", "list", "--dir", arg(&dir)]);
+    cli_ok(&["status", "--dir", arg(&dir)]);
+    let wrong = cli(&[
+        "peer",
+        "list",
+        "--dir",
+        arg(&dir),
+        "--node-endpoint",
+        "127.0.0.1:1",
+    ]);
+    assert!(
+        !wrong.success || wrong.stdout.contains("not running"),
+        "{wrong:?}"
+    );
+    serve.kill9().await;
+}

@@ -72,6 +72,30 @@ pub(crate) fn reload(shared: &ApiContext, fed: &Federation) -> Result<CertInfo, 
 // === impl ApiContext ===
 
 impl ApiContext {
+    /// What `Messaging.Status` shows admins of the org's certificates: the
+    /// CA, the node and the operator always, members within
+    /// [`crate::pki::EXPIRY_WARNING_DAYS`] of their end.
+    pub(crate) fn expiries(&self) -> Result<Vec<crate::proto::CertificateExpiry>, PkiError> {
+        let now = time::OffsetDateTime::now_utc();
+        let revoked = self.revocations.serials();
+        Ok(self
+            .pki
+            .expiries(&self.org, &revoked)?
+            .into_iter()
+            .filter(|e| {
+                e.kind != crate::pki::CertKind::Member
+                    || e.days_left(now) < crate::pki::EXPIRY_WARNING_DAYS
+            })
+            .map(|e| crate::proto::CertificateExpiry {
+                kind: e.kind.as_str().to_owned(),
+                days_left: e.days_left(now),
+                name: e.name,
+                serial: e.info.serial,
+                not_after: crate::model::rfc3339(e.info.not_after),
+            })
+            .collect())
+    }
+
     /// Who a member listener's connection is, from its verified chain (leaf
     /// first): asked once per connection, at its handshake.
     pub(crate) fn identify(

@@ -520,6 +520,13 @@ impl messaging_server::Messaging for Messaging {
                     .collect(),
                 Role::Member => Vec::new(),
             },
+            certificate_not_after: time::OffsetDateTime::from_unix_timestamp(member.not_after)
+                .map(crate::model::rfc3339)
+                .unwrap_or_default(),
+            certificates: match member.role {
+                Role::Admin => self.shared.expiries().map_err(ApiError::from)?,
+                Role::Member => Vec::new(),
+            },
         }))
     }
 }

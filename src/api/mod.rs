@@ -74,6 +74,13 @@ impl From<ParseError> for ApiError {
     }
 }
 
+/// The node's own PKI files unreadable: the node's fault, not the caller's.
+impl From<crate::pki::PkiError> for ApiError {
+    fn from(e: crate::pki::PkiError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::Internal(e.to_string())

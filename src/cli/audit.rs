@@ -10,12 +10,12 @@ use samband::{audit, proto};
 use tokio_stream::StreamExt as _;
 
 use super::connection::rpc;
-use super::{offline_store, running_node};
+use super::{NodeTarget, offline_store, running_node};
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditExportArgs {
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[command(flatten)]
+    node: NodeTarget,
     /// Only entries from this entry number (e.g. 120) or time (RFC 3339,
     /// e.g. 2026-11-29T08:00:00Z) on.
     #[arg(long, value_name = "SEQ|TIME")]
@@ -49,8 +49,8 @@ pub(crate) struct AuditVerifyOptions {
 }
 
 /// The node's audit entries from `from` on (running node or data dir).
-async fn entries(dir: &std::path::Path, from: u64) -> anyhow::Result<Vec<Entry>> {
-    if let Some(mut admin) = running_node(dir).await? {
+async fn entries(node: &NodeTarget, from: u64) -> anyhow::Result<Vec<Entry>> {
+    if let Some(mut admin) = running_node(node).await? {
         let mut stream = admin
             .export_audit(proto::ExportAuditRequest { from_seq: from })
             .await
@@ -62,7 +62,7 @@ async fn entries(dir: &std::path::Path, from: u64) -> anyhow::Result<Vec<Entry>>
         }
         return Ok(out);
     }
-    let (_, store) = offline_store(dir)?;
+    let (_, store) = offline_store(&node.dir)?;
     Ok(store.audit_entries(from).collect::<Result<_, _>>()?)
 }
 
@@ -88,7 +88,7 @@ pub(crate) async fn export(args: AuditExportArgs) -> anyhow::Result<()> {
         Some(Since::Seq(seq)) => seq,
         _ => 0,
     };
-    for entry in entries(&args.dir, from).await? {
+    for entry in entries(&args.node, from).await? {
         if let Some(Since::Time(t)) = since {
             let at = time::OffsetDateTime::parse(
                 &entry.at,
@@ -105,7 +105,7 @@ pub(crate) async fn export(args: AuditExportArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn verify(args: AuditVerifyOptions) -> anyhow::Result<()> {
     let entries = match (&args.source.dir, &args.source.file) {
-        (Some(dir), _) => entries(dir, 0).await?,
+        (Some(dir), _) => entries(&NodeTarget::at(dir), 0).await?,
         (None, Some(file)) => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;

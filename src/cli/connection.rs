@@ -21,6 +21,39 @@ pub(crate) fn run(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::
         .block_on(command)
 }
 
+/// The identity bundle in `dir`, refused with what to do if its
+/// certificate expired: said here, where it can be said plainly, since
+/// under TLS 1.3 the node's refusal arrives only as an alert on the first
+/// call. `node_dir` is the node directory when `dir` is its operator's.
+pub(crate) fn load_unexpired(
+    dir: &std::path::Path,
+    node_dir: Option<&std::path::Path>,
+) -> anyhow::Result<IdentityBundle> {
+    let bundle = IdentityBundle::load(dir)
+        .with_context(|| format!("loading identity bundle {}", dir.display()))?;
+    let cert = bundle
+        .certificate()
+        .with_context(|| format!("loading identity bundle {}", dir.display()))?;
+    if cert.not_after > time::OffsetDateTime::now_utc() {
+        return Ok(bundle);
+    }
+    let member = &bundle.info.member;
+    let expired = samband::model::rfc3339(cert.not_after);
+    match node_dir {
+        Some(node) if member == samband::layout::OPERATOR_NAME => bail!(
+            "the operator identity {} expired on {expired}; renew it on the node's host with \
+             `samband user renew operator --dir {}` (or `samband pki renew`, which renews it too)",
+            dir.display(),
+            node.display()
+        ),
+        _ => bail!(
+            "the certificate of {member} ({}) expired on {expired}; ask your operator for a new one \
+             (samband user renew {member} --out BUNDLE_DIR)",
+            dir.display()
+        ),
+    }
+}
+
 impl Connection {
     pub(crate) fn bundle(&self) -> anyhow::Result<IdentityBundle> {
         let from_env = || std::env::var_os("SAMBAND_IDENTITY").map(std::path::PathBuf::from);
@@ -34,24 +67,12 @@ impl Connection {
                 ),
             },
         };
-        let bundle = IdentityBundle::load(&dir)
-            .with_context(|| format!("loading identity bundle {}", dir.display()))?;
-        // Said here, where it can be said plainly: under TLS 1.3 the node's
-        // refusal would arrive only as an alert on the first call.
-        let cert = bundle
-            .certificate()
-            .with_context(|| format!("loading identity bundle {}", dir.display()))?;
-        if cert.not_after <= time::OffsetDateTime::now_utc() {
-            bail!(
-                "the certificate of {} ({}) expired on {}; ask your operator for a new one \
-                 (samband user add {} --out DIR)",
-                bundle.info.member,
-                dir.display(),
-                samband::model::rfc3339(cert.not_after),
-                bundle.info.member
-            );
-        }
-        Ok(bundle)
+        let node_dir = if self.identity.is_none() {
+            self.dir.as_deref()
+        } else {
+            None
+        };
+        load_unexpired(&dir, node_dir)
     }
 
     /// A gRPC channel to the node, as the chosen identity.
@@ -59,18 +80,21 @@ impl Connection {
         Ok(self.channel_and_endpoint().await?.0)
     }
 
+    /// With `--dir` (on the node's host, as its operator) the node is
+    /// dialed where it listens ([`super::dial_local`]).
     pub(crate) async fn channel_and_endpoint(&self) -> anyhow::Result<(Channel, String)> {
         let bundle = self.bundle()?;
-        let endpoint = self.endpoint.clone().unwrap_or_else(|| {
-            let node_dir = if self.identity.is_none() {
-                self.dir.as_deref()
-            } else {
-                None
-            };
-            super::node_endpoint(node_dir, &bundle.info.endpoint)
-        });
-        let channel = client::connect_channel(&bundle, Some(&endpoint)).await?;
-        Ok((channel, endpoint))
+        if let Some(endpoint) = &self.endpoint {
+            let channel = client::connect_channel(&bundle, Some(endpoint)).await?;
+            return Ok((channel, endpoint.clone()));
+        }
+        match (&self.identity, &self.dir) {
+            (None, Some(dir)) => Ok(super::dial_local(dir, &bundle).await?),
+            _ => {
+                let channel = client::connect_channel(&bundle, None).await?;
+                Ok((channel, bundle.info.endpoint.clone()))
+            }
+        }
     }
 
     pub(crate) async fn connect(&self) -> anyhow::Result<(MessagingClient<Channel>, String)> {

@@ -35,31 +35,92 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use samband::config::Config;
 use samband::layout::data_dir;
+use samband::pki::IdentityBundle;
 use samband::proto::admin_client::AdminClient;
 use samband::store::{Store, StoreError};
 use tonic::transport::Channel;
 
-/// The member endpoint of the node in `dir`: the bundle's, unless that names
-/// port 0 (bound at start), in which case what the running node recorded.
-pub(crate) fn node_endpoint(dir: Option<&std::path::Path>, bundle_endpoint: &str) -> String {
-    match (dir, bundle_endpoint.ends_with(":0")) {
-        (Some(dir), true) => std::fs::read_to_string(samband::layout::client_address_file(dir))
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| bundle_endpoint.to_owned()),
-        _ => bundle_endpoint.to_owned(),
+/// Where the node in `dir` listens for members, as seen from its host:
+/// the address the running node recorded (`DIR/client.addr`), with an
+/// unspecified IP (`0.0.0.0`, `::`) read as loopback. `None` if the node
+/// never ran.
+pub(crate) fn local_address(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(samband::layout::client_address_file(dir)).ok()?;
+    let mut addr: SocketAddr = text.trim().parse().ok()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(addr.to_string())
+}
+
+/// A channel to the node in `dir` from its host, as `bundle`: to its
+/// local address when it has run (the certificate still verified for the
+/// bundle's host name, so split DNS does not matter), else to the bundle's
+/// endpoint. Also gives the address dialed.
+pub(crate) async fn dial_local(
+    dir: &std::path::Path,
+    bundle: &IdentityBundle,
+) -> Result<(Channel, String), samband::client::ClientError> {
+    match local_address(dir) {
+        Some(addr) => Ok((
+            samband::client::connect_channel_at(bundle, &addr).await?,
+            addr,
+        )),
+        None => Ok((
+            samband::client::connect_channel(bundle, None).await?,
+            bundle.info.endpoint.clone(),
+        )),
     }
 }
 
 // Operator commands act on a running node through its Admin API, and on
 // the data directory of a stopped one: these two find which.
 
-/// The Admin API of the node in `dir`, if it is running; `None` if nothing answers.
+/// The node an operator command acts on.
+#[derive(Debug, Args)]
+pub(crate) struct NodeTarget {
+    /// Node directory: its operator identity (DIR/operator), the address it
+    /// listens on and, when the node is stopped, its data.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    /// Act as this admin identity bundle instead of DIR/operator.
+    #[arg(long, value_name = "BUNDLE_DIR")]
+    identity: Option<PathBuf>,
+    /// The node's member address host:port, instead of the one it listens on.
+    #[arg(long, value_name = "HOST:PORT")]
+    node_endpoint: Option<String>,
+}
+
+impl NodeTarget {
+    /// The node in `dir`, as its operator, where it listens.
+    pub(crate) fn at(dir: &std::path::Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            identity: None,
+            node_endpoint: None,
+        }
+    }
+}
+
+/// The Admin API of the node `target` names, if it is running; `None` if
+/// nothing answers. Refuses an expired admin identity before dialing (the
+/// node would refuse it only with an alert on the first call).
 pub(crate) async fn running_node(
-    dir: &std::path::Path,
+    target: &NodeTarget,
 ) -> anyhow::Result<Option<AdminClient<Channel>>> {
-    let bundle = samband::pki::IdentityBundle::load(&samband::layout::operator_dir(dir))?;
-    let endpoint = node_endpoint(Some(dir), &bundle.info.endpoint);
-    match samband::client::connect_channel(&bundle, Some(&endpoint)).await {
+    let bundle_dir = target
+        .identity
+        .clone()
+        .unwrap_or_else(|| samband::layout::operator_dir(&target.dir));
+    let bundle = connection::load_unexpired(&bundle_dir, Some(&target.dir))?;
+    let dialed = match &target.node_endpoint {
+        Some(endpoint) => samband::client::connect_channel(&bundle, Some(endpoint)).await,
+        None => dial_local(&target.dir, &bundle).await.map(|(c, _)| c),
+    };
+    match dialed {
         Ok(channel) => Ok(Some(AdminClient::new(channel))),
         Err(samband::client::ClientError::Connect { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -161,12 +222,19 @@ enum UserCommand {
         after_help = "Examples:\n  samband user add alice --dir /var/lib/samband --out alice/\n  samband user add duty-officer --admin --dir /var/lib/samband --out duty/"
     )]
     Add(user::UserAddArgs),
+    /// Issue a new certificate (same name and role, new key) before the old
+    /// one expires; `operator` renews the identity of samband's admin commands.
+    #[command(
+        after_help = "Examples:\n  samband user renew alice --dir /var/lib/samband --out alice/\n  samband user renew operator --dir /var/lib/samband"
+    )]
+    Renew(user::UserRenewArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum PkiCommand {
-    /// Re-issue the node certificate (same names, new key) before it expires;
-    /// a running node picks it up at once.
+    /// Re-issue the node certificate (same names, new key) and the operator
+    /// identity (DIR/operator) before they expire; a running node picks the
+    /// certificate up at once.
     #[command(
         after_help = "Examples:\n  samband pki renew --dir /var/lib/samband\n  samband pki renew --days 365 --dir /var/lib/samband"
     )]
@@ -304,6 +372,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Init(a) => init::init(a),
         Command::Serve(a) => serve::serve(a),
         Command::User(UserCommand::Add(a)) => user::user_add(a),
+        Command::User(UserCommand::Renew(a)) => user::user_renew(a),
         Command::Trust(TrustCommand::Export(a)) => trust::trust_export(a),
         Command::Pki(PkiCommand::Renew(a)) => connection::run(pki::renew(a)),
         Command::Pki(PkiCommand::RevokeUser(a)) => connection::run(pki::revoke(a)),
@@ -337,6 +406,14 @@ pub(crate) fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// clap checks a command's definition (e.g. two flags of one name) only
+    /// when that command is parsed: check every one here.
+    #[test]
+    fn every_command_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn each_cause_of_an_error_is_said_once() {

@@ -141,17 +141,43 @@ pub(crate) fn status(s: &proto::StatusResponse, endpoint: &str, as_json: bool) -
             .iter()
             .map(|w| json!({"name": w.name, "state": w.state, "runs": w.runs, "status": w.status}))
             .collect();
+        let certificates: Vec<_> = s
+            .certificates
+            .iter()
+            .map(|c| json!({"kind": c.kind, "name": c.name, "serial": c.serial, "not_after": c.not_after, "days_left": c.days_left}))
+            .collect();
         return json!({
             "org": s.org, "member": s.member, "role": role, "version": s.version,
             "uptime_seconds": s.uptime_seconds, "channels": s.channels, "endpoint": endpoint,
-            "workers": workers,
+            "certificate_not_after": s.certificate_not_after,
+            "workers": workers, "certificates": certificates,
         })
         .to_string();
     }
     let mut text = format!(
-        "node      {} at {endpoint} (samband {}, up {}s)\nyou       {} ({role})\nchannels  {}",
-        s.org, s.version, s.uptime_seconds, s.member, s.channels
+        "node      {} at {endpoint} (samband {}, up {}s)\nyou       {} ({role}), certificate valid until {}\nchannels  {}",
+        s.org,
+        s.version,
+        s.uptime_seconds,
+        s.member,
+        printable(&s.certificate_not_after),
+        s.channels
     );
+    for c in &s.certificates {
+        let left = match c.days_left {
+            d if d < 0 => "EXPIRED".to_owned(),
+            d if d < 30 => format!("{d} days left, RENEW SOON"),
+            d => format!("{d} days left"),
+        };
+        let what = match c.kind.as_str() {
+            "ca" | "node" => c.kind.clone(),
+            kind => format!("{kind} {}", printable(&c.name)),
+        };
+        text.push_str(&format!(
+            "\ncert      {what}: until {} ({left})",
+            printable(&c.not_after)
+        ));
+    }
     for w in &s.workers {
         text.push_str(&format!(
             "\nworker    {}: {}, {} runs; {}",

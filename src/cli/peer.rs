@@ -15,7 +15,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use super::connection::rpc;
-use super::{offline_store, running_node};
+use super::{NodeTarget, offline_store, running_node};
 
 #[derive(Debug, Args)]
 pub(crate) struct PeerAddArgs {
@@ -24,9 +24,8 @@ pub(crate) struct PeerAddArgs {
     /// The fingerprint the partner's operator read out to you (not copied from the file).
     #[arg(long, value_name = "HEX")]
     fingerprint: String,
-    /// Node directory.
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[command(flatten)]
+    node: NodeTarget,
     /// The partner's federation address to dial. Without it this node never
     /// dials: the partner dials in (e.g. this node accepts no outbound traffic
     /// to them, or they sit behind a firewall that allows only outbound).
@@ -44,8 +43,8 @@ pub(crate) struct PeerAddArgs {
 pub(crate) struct PeerRemoveArgs {
     /// Org id of the partner.
     org: String,
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[command(flatten)]
+    node: NodeTarget,
     /// Also unshare every channel of this node the partner participates in
     /// (needs the node running). Without it, removing a partner that still
     /// participates in one is refused, naming the channels.
@@ -55,8 +54,8 @@ pub(crate) struct PeerRemoveArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct PeerListArgs {
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[command(flatten)]
+    node: NodeTarget,
     #[arg(long)]
     json: bool,
 }
@@ -113,7 +112,7 @@ pub(crate) async fn peer_add(args: PeerAddArgs) -> anyhow::Result<()> {
     } else {
         AcceptPolicy::Auto
     };
-    if let Some(mut admin) = running_node(&args.dir).await? {
+    if let Some(mut admin) = running_node(&args.node).await? {
         let req = proto::AddPeerRequest {
             bundle: text,
             fingerprint: args.fingerprint,
@@ -131,7 +130,7 @@ pub(crate) async fn peer_add(args: PeerAddArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let (config, store) = offline_store(&args.dir)?;
+    let (config, store) = offline_store(&args.node.dir)?;
     let record = federation::peer_record(
         &config.org,
         &text,
@@ -149,7 +148,7 @@ pub(crate) async fn peer_add(args: PeerAddArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
     let org = OrgId::parse(&args.org)?;
-    if let Some(mut admin) = running_node(&args.dir).await? {
+    if let Some(mut admin) = running_node(&args.node).await? {
         admin
             .remove_peer(proto::RemovePeerRequest {
                 org: org.to_string(),
@@ -160,7 +159,7 @@ pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
         out!("removed {org}; its links are closed");
         return Ok(());
     }
-    let (config, store) = offline_store(&args.dir)?;
+    let (config, store) = offline_store(&args.node.dir)?;
     let records = store.channels()?;
     let shared: Vec<&str> = samband::rules::shared_from_here_with(&records, &config.org, &org)
         .into_iter()
@@ -181,7 +180,7 @@ pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
-    let peers = match running_node(&args.dir).await? {
+    let peers = match running_node(&args.node).await? {
         Some(mut admin) => {
             admin
                 .list_peers(proto::ListPeersRequest {})
@@ -191,7 +190,7 @@ pub(crate) async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
                 .peers
         }
         None => {
-            let (_, store) = offline_store(&args.dir)?;
+            let (_, store) = offline_store(&args.node.dir)?;
             store
                 .peers()?
                 .into_iter()

@@ -3,8 +3,6 @@
 //! Each acts on the running node through the Admin API, or on the data
 //! directory when the node is stopped.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use clap::Args;
 use samband::config::Config;
@@ -13,13 +11,12 @@ use samband::pki::{NODE_DAYS, OrgPki, Validity};
 use samband::{audit, proto};
 
 use super::connection::rpc;
-use super::{offline_store, running_node};
+use super::{NodeTarget, offline_store, running_node};
 
 #[derive(Debug, Args)]
 pub(crate) struct RenewArgs {
-    /// Node directory.
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[command(flatten)]
+    node: NodeTarget,
     /// Days the new node certificate is valid.
     #[arg(long, default_value_t = NODE_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
     days: u32,
@@ -29,30 +26,39 @@ pub(crate) struct RenewArgs {
 pub(crate) struct RevokeArgs {
     /// The member whose certificates stop working.
     name: String,
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[command(flatten)]
+    node: NodeTarget,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ReloadArgs {
-    #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    #[command(flatten)]
+    node: NodeTarget,
 }
 
 pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.dir)?;
-    let cert = OrgPki::at(&args.dir).renew_node(&config.org, Validity::days(args.days))?;
+    let config = Config::load(&args.node.dir)?;
+    let cert = OrgPki::at(&args.node.dir).renew_node(&config.org, Validity::days(args.days))?;
     let not_after = rfc3339(cert.not_after);
     out!(
         "renewed the node certificate of {}: serial {}, valid until {not_after}",
         config.org,
         cert.serial
     );
-    match running_node(&args.dir).await? {
+    // The operator identity too, before the node is asked to reload: the
+    // admin commands need it, and it may be what expired.
+    let operator = samband::setup::renew_operator(&args.node.dir)?.certificate()?;
+    out!(
+        "renewed the operator identity ({}): serial {}, valid until {}",
+        samband::layout::operator_dir(&args.node.dir).display(),
+        operator.serial,
+        rfc3339(operator.not_after)
+    );
+    match running_node(&args.node).await? {
         // The running node audits the reload, with the new serial.
         Some(admin) => reload_running(admin).await,
         None => {
-            let (_, store) = offline_store(&args.dir)?;
+            let (_, store) = offline_store(&args.node.dir)?;
             store.audit(
                 audit::Event::new("node.renewed")
                     .with("node_cert_serial", &cert.serial)
@@ -66,9 +72,9 @@ pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
-    match running_node(&args.dir).await? {
+    match running_node(&args.node).await? {
         Some(admin) => reload_running(admin).await,
-        None => bail!("the node in {} is not running", args.dir.display()),
+        None => bail!("the node in {} is not running", args.node.dir.display()),
     }
 }
 
@@ -91,7 +97,7 @@ async fn reload_running(
 
 pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     let member = MemberName::parse(&args.name)?;
-    let revoked: Vec<(String, String)> = match running_node(&args.dir).await? {
+    let revoked: Vec<(String, String)> = match running_node(&args.node).await? {
         Some(mut admin) => admin
             .revoke_member(proto::RevokeMemberRequest {
                 member: member.to_string(),
@@ -104,8 +110,8 @@ pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
             .map(|c| (c.serial, c.revoked_at))
             .collect(),
         None => {
-            let (_, store) = offline_store(&args.dir)?;
-            samband::engine::revoke_member(&OrgPki::at(&args.dir), &store, &member)?
+            let (_, store) = offline_store(&args.node.dir)?;
+            samband::engine::revoke_member(&OrgPki::at(&args.node.dir), &store, &member)?
                 .into_iter()
                 .map(|r| (r.serial, r.at))
                 .collect()

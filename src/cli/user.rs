@@ -1,5 +1,5 @@
-//! `samband user add`: issues a member's identity bundle from the org CA,
-//! on the node's host.
+//! `samband user add|renew`: issues a member's identity bundle from the
+//! org CA, or a new one before the old one expires, on the node's host.
 
 use std::path::PathBuf;
 
@@ -24,6 +24,58 @@ pub(crate) struct UserAddArgs {
     /// during one incident).
     #[arg(long, default_value_t = samband::pki::MEMBER_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
     days: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserRenewArgs {
+    /// Member name (`operator` renews DIR/operator, the identity samband's
+    /// admin commands use).
+    name: String,
+    /// Node directory whose CA signs the certificate.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Directory to write the new bundle to; a bundle there is replaced
+    /// whole. Not needed for `operator`.
+    #[arg(long, value_name = "BUNDLE_DIR")]
+    out: Option<PathBuf>,
+    /// How many days the new certificate is valid.
+    #[arg(long, default_value_t = samband::pki::MEMBER_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+}
+
+pub(crate) fn user_renew(args: UserRenewArgs) -> anyhow::Result<()> {
+    let name = MemberName::parse(&args.name)?;
+    let is_operator = name.as_str() == samband::layout::OPERATOR_NAME;
+    let out = match (&args.out, is_operator) {
+        (_, true) => samband::layout::operator_dir(&args.dir),
+        (Some(out), false) => out.clone(),
+        (None, false) => anyhow::bail!(
+            "give --out BUNDLE_DIR: where {name}'s new bundle goes (a bundle there is replaced)"
+        ),
+    };
+    let bundle = setup::renew_user(
+        &args.dir,
+        &name,
+        &out,
+        samband::pki::Validity::days(args.days),
+    )?;
+    let cert = bundle.certificate()?;
+    out!(
+        "renewed {} ({}) of {}: serial {}, valid until {}; bundle in {}",
+        bundle.info.member,
+        bundle.info.role,
+        bundle.info.org,
+        cert.serial,
+        samband::model::rfc3339(cert.not_after),
+        out.display()
+    );
+    if !is_operator {
+        out!(
+            "hand the new bundle to {name}; the old certificate works until it expires (revoke it early with: samband pki revoke-user {name} --dir {})",
+            args.dir.display()
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {

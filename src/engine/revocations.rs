@@ -74,6 +74,11 @@ impl Revocations {
         })
     }
 
+    /// Every revoked serial (hex).
+    pub fn serials(&self) -> HashSet<String> {
+        crate::locks::read(&self.serials).clone()
+    }
+
     pub fn is_revoked(&self, member: &Member) -> bool {
         crate::locks::read(&self.serials).contains(&member.serial)
     }

@@ -109,7 +109,6 @@ impl Node {
                 cert.not_after,
             )));
         }
-        cert.warn_if_expiring();
         let store = Store::open(
             &crate::layout::data_dir(dir),
             &config.org,
@@ -223,6 +222,10 @@ impl Node {
             due: false,
             last: "waiting for SIGHUP".to_owned(),
         });
+        runtime.spawn_worker(ExpiryWatch {
+            api: shared.clone(),
+            last: String::new(),
+        });
         let (tls_fed, peers) = (fed.clone(), fed.clone());
         let federation_incoming = listener::tls_incoming(
             listeners.federation,
@@ -313,6 +316,62 @@ impl Worker for Reloader {
     async fn wait_for_work(&mut self) {
         self.trigger.notified().await;
         self.due = true;
+    }
+
+    fn status(&self) -> String {
+        self.last.clone()
+    }
+}
+
+/// Once a day (and at start): a warning in the log for every certificate of
+/// the org that ends within [`crate::pki::EXPIRY_WARNING_DAYS`] — the CA,
+/// the node, the operator identity, members — with its date and how to
+/// renew it.
+struct ExpiryWatch {
+    api: Arc<crate::api::ApiContext>,
+    /// The soonest end, or why it could not be read.
+    last: String,
+}
+
+impl Worker for ExpiryWatch {
+    fn name(&self) -> String {
+        "certificate expiry watch".to_owned()
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        let expiries = match self.api.expiries() {
+            Ok(expiries) => expiries,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the org's certificates to watch their expiry");
+                self.last = format!("cannot read the certificates: {e}");
+                return WorkerState::Idle;
+            }
+        };
+        for c in expiries
+            .iter()
+            .filter(|c| c.days_left < crate::pki::EXPIRY_WARNING_DAYS)
+        {
+            let renew = match c.kind.as_str() {
+                "node" => "samband pki renew --dir DIR".to_owned(),
+                "operator" => "samband user renew operator --dir DIR".to_owned(),
+                "ca" => "a new CA means new trust bundles for every partner; plan it".to_owned(),
+                _ => format!("samband user renew {} --dir DIR --out BUNDLE_DIR", c.name),
+            };
+            tracing::warn!(
+                kind = %c.kind, name = %c.name, serial = %c.serial,
+                not_after = %c.not_after, days_left = c.days_left,
+                "a certificate ends soon ({renew})"
+            );
+        }
+        self.last = match expiries.first() {
+            Some(c) => format!("soonest end: {} {} on {}", c.kind, c.name, c.not_after),
+            None => "no certificates".to_owned(),
+        };
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(Duration::from_secs(24 * 60 * 60)).await;
     }
 
     fn status(&self) -> String {
