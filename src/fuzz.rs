@@ -124,6 +124,26 @@ pub fn admitted(data: &[u8]) -> usize {
                 }
             }
         }
+        // What the link keeps of a refusal: parsed names, bounded words.
+        Some(Frame::Refusals(r)) => {
+            let refusals = crate::federation::Refusals::default();
+            for refusal in &r.refusals {
+                if let (Ok(_), Ok(origin)) = (
+                    ChannelId::parse(&refusal.channel),
+                    OrgId::parse(&refusal.origin),
+                ) {
+                    let reason: String = refusal.reason.chars().take(200).collect();
+                    refusals.record(
+                        &peer,
+                        &refusal.channel,
+                        &origin,
+                        refusal.origin_seq,
+                        &reason,
+                        refusal.retrying,
+                    );
+                }
+            }
+        }
         None => {}
     }
     admitted

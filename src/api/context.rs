@@ -38,6 +38,8 @@ pub(crate) struct ApiContext {
     /// Cancelled when the node begins to shut down; long streams end on it.
     /// The node's shutdown signal and task tracker: live streams run on it.
     pub(crate) runtime: crate::runtime::Runtime,
+    /// What partners refused of this node's envelopes (kept by the links).
+    pub(crate) refusals: Arc<crate::federation::Refusals>,
     pub(crate) revocations: Revocations,
     /// Members read from client certificates, so each is parsed once.
     pub(crate) identities: crate::identity::IdentityCache,

@@ -14,7 +14,7 @@ use super::ApiContext;
 use super::ApiError;
 use crate::engine::{NewPost, Reply, Start, Subscription};
 use crate::identity::{IdentityError, Member, MemberIdentity, Verified};
-use crate::model::{ChannelId, ChannelName, Cursor, OrgId, Priority, Role};
+use crate::model::{ChannelId, ChannelName, Cursor, Priority, Role};
 use crate::proto::{self, messaging_server};
 use crate::rules::{OriginKey, Pinned};
 use crate::store::{Page, Stored};
@@ -43,8 +43,10 @@ fn pinned(shared: &ApiContext) -> Result<Pinned, ApiError> {
     Ok(Pinned::from_peers(&shared.store.peers()?))
 }
 
-/// The wire form of a stored message; `pinned` says how its origin's key is known.
-fn message(stored: &Stored, local: &OrgId, pinned: &Pinned) -> proto::Message {
+/// The wire form of a stored message; `pinned` says how its origin's key
+/// is known, `api` which partners refused it.
+fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message {
+    let local = &api.org;
     let env = &stored.envelope;
     let (kind, text) = if env.kind == proto::Kind::Control as i32 {
         ("roster", roster_text(env))
@@ -67,6 +69,16 @@ fn message(stored: &Stored, local: &OrgId, pinned: &Pinned) -> proto::Message {
             OriginKey::Pinned => proto::OriginKey::Pinned,
             OriginKey::VouchedByHome => proto::OriginKey::VouchedByHome,
         } as i32,
+        refused_by: api
+            .refusals
+            .of(&env.channel, &stored.cursor.origin, env.origin_seq)
+            .into_iter()
+            .map(|r| proto::PartnerRefusal {
+                org: r.by.to_string(),
+                reason: r.reason,
+                retrying: r.retrying,
+            })
+            .collect(),
     }
 }
 
@@ -197,7 +209,7 @@ async fn follow(
             Err(e) => return Some(e.into()),
         };
         for stored in batch {
-            let message = message(&stored, &shared.org, &pinned);
+            let message = message(&stored, shared, &pinned);
             tokio::select! {
                 sent = tokio::time::timeout(stall, tx.send(Ok(message))) => match sent {
                     Ok(Ok(())) => {}
@@ -442,7 +454,7 @@ impl messaging_server::Messaging for Messaging {
         let pinned = pinned(&self.shared)?;
         let messages = stored
             .iter()
-            .map(|m| message(m, &self.shared.org, &pinned))
+            .map(|m| message(m, &self.shared, &pinned))
             .collect();
         Ok(Response::new(proto::HistoryResponse { messages, more }))
     }

@@ -60,14 +60,32 @@ fn origin_key_word(key: i32) -> &'static str {
 
 pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
     if as_json {
+        let refused_by: Vec<_> = m
+            .refused_by
+            .iter()
+            .map(|r| json!({"org": r.org, "reason": r.reason, "retrying": r.retrying}))
+            .collect();
         return json!({
             "cursor": m.cursor, "channel": m.channel, "origin": m.origin, "origin_seq": m.origin_seq,
             "author": m.author, "hlc": m.hlc, "unix_ms": m.unix_ms,
             "priority": priority_word(m.priority), "kind": m.kind, "text": m.text,
-            "origin_key": origin_key_word(m.origin_key),
+            "origin_key": origin_key_word(m.origin_key), "refused_by": refused_by,
         })
         .to_string();
     }
+    // A partner that refused it: the message did not reach that agency.
+    let refused: String = m
+        .refused_by
+        .iter()
+        .map(|r| {
+            let again = if r.retrying { "; sent again later" } else { "" };
+            format!(
+                "[REFUSED by {}: {}{again}] ",
+                printable(&r.org),
+                printable(&r.reason)
+            )
+        })
+        .collect();
     // An org this node has not pinned speaks only on its channel's home's word.
     let vouched = if m.origin_key == proto::OriginKey::VouchedByHome as i32 {
         let home = m.channel.split('/').next().unwrap_or_default();
@@ -88,7 +106,7 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         );
     }
     format!(
-        "{}  {}@{}  {vouched}{flag}{}",
+        "{}  {}@{}  {refused}{vouched}{flag}{}",
         utc(m.unix_ms),
         printable(&m.author),
         printable(&m.origin),
@@ -193,6 +211,33 @@ pub(crate) fn status(s: &proto::StatusResponse, endpoint: &str, as_json: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_a_partner_refused_says_so_in_its_line() {
+        let m = proto::Message {
+            channel: "police.example/ops".into(),
+            origin: "police.example".into(),
+            author: "chief".into(),
+            text: "evacuate".into(),
+            kind: "text".into(),
+            refused_by: vec![proto::PartnerRefusal {
+                org: "rescue.example".into(),
+                reason: "timestamp lies too far in the future\u{1b}[2J".into(),
+                retrying: true,
+            }],
+            ..Default::default()
+        };
+        let line = message(&m, false);
+        assert!(
+            line.contains("[REFUSED by rescue.example: timestamp lies too far in the future"),
+            "{line}"
+        );
+        assert!(line.contains("; sent again later]"), "{line}");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        let json: serde_json::Value = serde_json::from_str(&message(&m, true)).unwrap();
+        assert_eq!(json["refused_by"][0]["org"], "rescue.example");
+        assert_eq!(json["refused_by"][0]["retrying"], true);
+    }
 
     #[test]
     fn text_from_outside_cannot_forge_a_line_or_drive_the_terminal() {

@@ -78,6 +78,7 @@ fn peer_line(p: &proto::Peer, json: bool) -> String {
             "link": link.state, "last_error": link.last_error, "lag": lag,
             "envelopes_sent": link.envelopes_sent, "envelopes_received": link.envelopes_received,
             "envelopes_rejected": link.envelopes_rejected,
+            "refused_by_peer": link.refused_by_peer, "last_refusal": link.last_refusal,
         })
         .to_string();
     }
@@ -94,6 +95,13 @@ fn peer_line(p: &proto::Peer, json: bool) -> String {
         // It may quote what the partner said (a status it ended the link with).
         let error = super::output::printable(&link.last_error);
         line.push_str(&format!("  last error: {error}"));
+    }
+    if link.refused_by_peer > 0 {
+        line.push_str(&format!(
+            "\n    refused {} of this node's messages: {}",
+            link.refused_by_peer,
+            super::output::printable(&link.last_refusal)
+        ));
     }
     for lag in link.lag.iter().filter(|l| l.messages > 0) {
         line.push_str(&format!(

@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::Federation;
 use super::error::LinkError;
-use super::wire::FrameError;
+use super::wire::{FrameError, MAX_FRAME_REFUSALS};
 use crate::engine::{Offered, Reply};
 use crate::model::{ChannelId, OrgId, VersionVector};
 use crate::proto::{
-    AcceptPolicy, ChannelRecord, ChannelVector, Envelope, EnvelopeBatch, LinkFrame, VectorEntry,
-    VersionVectors, link_frame::Frame,
+    AcceptPolicy, ChannelRecord, ChannelVector, Envelope, EnvelopeBatch, EnvelopeRefusal,
+    EnvelopeRefusals, LinkFrame, VectorEntry, VersionVectors, link_frame::Frame,
 };
 use crate::rules::{self, Eligibility, Resend, Verdict};
 
@@ -85,6 +85,10 @@ struct Asks {
     /// What the peer's batches made durable here, newest per channel.
     progress: std::sync::Mutex<HashMap<String, ChannelVector>>,
     progress_ready: Notify,
+    /// What this node refused of the peer's envelopes, to tell it (at most
+    /// [`MAX_FRAME_REFUSALS`] waiting; it is refused again if sent again).
+    refusals: std::sync::Mutex<Vec<EnvelopeRefusal>>,
+    refusals_ready: Notify,
 }
 
 impl Asks {
@@ -96,6 +100,14 @@ impl Asks {
         }
         drop(progress);
         self.progress_ready.notify_one();
+    }
+
+    fn refused(&self, refusals: Vec<EnvelopeRefusal>) {
+        let mut waiting = crate::locks::lock(&self.refusals);
+        let room = MAX_FRAME_REFUSALS.saturating_sub(waiting.len());
+        waiting.extend(refusals.into_iter().take(room));
+        drop(waiting);
+        self.refusals_ready.notify_one();
     }
 
     fn take_progress(&self) -> Vec<ChannelVector> {
@@ -430,7 +442,13 @@ impl Link {
                         self.send(Frame::Progress(VersionVectors { channels })).await?;
                     }
                 }
-                () = asks.restate_later.notified() => {
+                () = asks.refusals_ready.notified() => {
+                let refusals = std::mem::take(&mut *crate::locks::lock(&asks.refusals));
+                if !refusals.is_empty() {
+                    self.send(Frame::Refusals(EnvelopeRefusals { refusals })).await?;
+                }
+            }
+            () = asks.restate_later.notified() => {
                     restate_at.get_or_insert(Instant::now() + CLOCK_RESEND_INTERVAL);
                 }
                 () = asks.restate.notified() => {
@@ -625,7 +643,9 @@ impl Link {
                     let vv = self.only_shared(vv);
                     // What the peer states it holds is also what it has acknowledged.
                     for cv in &vv.channels {
-                        if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &from_proto(cv)) {
+                        let vector = from_proto(cv);
+                        fed.refusals.held(peer, &cv.channel, &vector);
+                        if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &vector) {
                             tracing::warn!(%peer, error = %e, "cannot record the peer's state");
                         }
                     }
@@ -637,6 +657,7 @@ impl Link {
                     }
                     for cv in &self.only_shared(vv).channels {
                         let vector = from_proto(cv);
+                        fed.refusals.held(peer, &cv.channel, &vector);
                         if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &vector) {
                             tracing::warn!(%peer, error = %e, "cannot record the peer's progress");
                         }
@@ -644,6 +665,12 @@ impl Link {
                             note_has(&self.has, &cv.channel, origin, seq);
                         }
                     }
+                }
+                Frame::Refusals(EnvelopeRefusals { refusals }) => {
+                    if !self.pace(1 + refusals.len()).await {
+                        return Ok(());
+                    }
+                    self.refused_by_peer(refusals);
                 }
                 Frame::Offer(envelope) => {
                     if !self.pace(1).await {
@@ -684,6 +711,49 @@ impl Link {
             () = tokio::time::sleep(wait) => true,
         }
     }
+}
+
+impl Link {
+    /// Keeps what the peer says it refused of this node's envelopes: only of
+    /// channels it may see and of envelopes this node holds (anything else
+    /// is not this node's to know). Each new refusal is logged.
+    fn refused_by_peer(&self, refusals: Vec<EnvelopeRefusal>) {
+        let (fed, peer) = (&self.fed, &self.peer);
+        let mut held: HashMap<String, Option<VersionVector>> = HashMap::new();
+        for r in refusals {
+            let Ok(origin) = OrgId::parse(&r.origin) else {
+                continue;
+            };
+            let mine = held.entry(r.channel.clone()).or_insert_with(|| {
+                self.visible_record(&r.channel)?;
+                fed.durable_vector(&ChannelId::parse(&r.channel).ok()?).ok()
+            });
+            let holds = mine
+                .as_ref()
+                .is_some_and(|v| v.get(&origin).is_some_and(|&s| r.origin_seq <= s));
+            if !holds || r.origin_seq == 0 {
+                continue;
+            }
+            let reason = partner_words(&r.reason);
+            if fed
+                .refusals
+                .record(peer, &r.channel, &origin, r.origin_seq, &reason, r.retrying)
+            {
+                tracing::warn!(
+                    %peer, channel = %r.channel, %origin, seq = r.origin_seq, %reason,
+                    retrying = r.retrying,
+                    "the partner refused an envelope of this node's{}",
+                    if r.retrying { "; it is sent again later (is this node's clock ahead?)" } else { "" }
+                );
+            }
+        }
+    }
+}
+
+/// A partner's words as this node keeps and logs them: no control
+/// characters, at most 200 of them.
+fn partner_words(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 /// When a hello that arrived at `now` is acted on, given when the last ones
@@ -747,6 +817,8 @@ impl Link {
         let verdicts = verdicts.wait().await?;
         let mut touched = HashSet::new();
         let mut resend = None;
+        let mut refused = Vec::new();
+        let mut visible: HashMap<String, bool> = HashMap::new();
         for ((channel, origin, seq), verdict) in ids.into_iter().zip(verdicts) {
             match verdict {
                 Verdict::Accept => {
@@ -768,6 +840,21 @@ impl Link {
                         %peer, ?channel, ?origin, seq, reason = %reason,
                         "federation envelope rejected"
                     );
+                    // The peer is told, for a channel it may see, unless a
+                    // restatement of what this node holds is the answer
+                    // (a gap: nothing is wrong with the envelope itself).
+                    let may_see = *visible
+                        .entry(channel.clone())
+                        .or_insert_with(|| self.visible_record(&channel).is_some());
+                    if may_see && reason.resend() != Some(Resend::Soon) {
+                        refused.push(EnvelopeRefusal {
+                            reason: reason.to_string(),
+                            retrying: reason.resend() == Some(Resend::Later),
+                            channel,
+                            origin,
+                            origin_seq: seq,
+                        });
+                    }
                 }
             }
         }
@@ -782,6 +869,9 @@ impl Link {
         if !channels.is_empty() {
             // The sender sends it when it has room; the reader never waits for that.
             self.asks.progress(channels);
+        }
+        if !refused.is_empty() {
+            self.asks.refused(refused);
         }
         Ok(resend)
     }

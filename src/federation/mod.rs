@@ -15,7 +15,9 @@ mod dialer;
 mod error;
 
 use error::IdentifyError;
+pub(crate) use refusals::Refusals;
 mod link;
+pub(crate) mod refusals;
 pub mod wire;
 
 use std::collections::hash_map::Entry;
@@ -169,11 +171,13 @@ pub struct Federation {
     peer_orgs: RwLock<HashSet<String>>,
     /// The node's shutdown signal and task tracker: dialers and links run on it.
     pub(crate) runtime: Runtime,
+    /// What partners refused of this node's envelopes.
+    pub(crate) refusals: Arc<Refusals>,
     advertise: String,
     /// Per peer, not per link: a peer cannot refill its burst by redialing.
     paces: crate::rate::Buckets<OrgId>,
     /// Caps the audit entries of refused links per peer.
-    refusals: Mutex<crate::audit::Budget>,
+    link_refusal_audits: Mutex<crate::audit::Budget>,
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -250,6 +254,8 @@ pub(crate) struct Dependencies {
     pub(crate) commits: Arc<Commits>,
     pub(crate) durable: Arc<DurableMarks>,
     pub(crate) runtime: Runtime,
+    /// What partners refused of this node's envelopes (shared with the API).
+    pub(crate) refusals: Arc<Refusals>,
     /// `host:port` written into this org's trust bundle.
     pub(crate) advertise: String,
     /// Envelopes per second and burst one peer may push.
@@ -268,6 +274,7 @@ impl Federation {
             commits,
             durable,
             runtime,
+            refusals,
             advertise,
             peer_rate,
         } = parts;
@@ -284,9 +291,10 @@ impl Federation {
             listener_tls: RwLock::new(None),
             peer_orgs: RwLock::default(),
             runtime,
+            refusals,
             advertise,
             paces: crate::rate::Buckets::new(peer_rate.0, peer_rate.1),
-            refusals: Mutex::default(),
+            link_refusal_audits: Mutex::default(),
         });
         fed.reload_tls()?;
         Ok(fed)
@@ -408,6 +416,7 @@ impl Federation {
         }
         registry.status.remove(org);
         drop(registry);
+        self.refusals.forget(org);
         self.link_ended.notify_waiters();
         tracing::info!(peer = %org, "peer removed; its links are closed");
         Ok(())
@@ -595,8 +604,8 @@ impl Federation {
     /// protocol, within the peer's audit budget (a peer that redials and
     /// breaks it again cannot fill the disk), and makes it durable.
     pub(crate) fn audit_link_refusal(&self, peer: &OrgId, reason: &str) -> Result<(), StoreError> {
-        let registered =
-            crate::locks::lock(&self.refusals).admit(peer.as_str(), crate::model::unix_ms());
+        let registered = crate::locks::lock(&self.link_refusal_audits)
+            .admit(peer.as_str(), crate::model::unix_ms());
         let Some(left_out) = registered else {
             return Ok(());
         };
@@ -681,6 +690,7 @@ impl Federation {
                     messages: behind,
                 });
             }
+            let refused = self.refusals.by_peer(&org);
             out.push(proto::Peer {
                 fingerprint: peer_fingerprint(&record),
                 org: record.org,
@@ -694,6 +704,8 @@ impl Federation {
                     envelopes_sent: counters.sent.load(Ordering::Relaxed),
                     envelopes_received: counters.received.load(Ordering::Relaxed),
                     envelopes_rejected: counters.rejected.load(Ordering::Relaxed),
+                    refused_by_peer: refused.count as u64,
+                    last_refusal: refused.last_reason,
                 }),
             });
         }

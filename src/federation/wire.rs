@@ -28,6 +28,9 @@ pub const MAX_FRAME_ENVELOPES: usize = 1024;
 pub const MAX_FRAME_CHANNELS: usize = 10_000;
 /// Most (origin, seq) entries over all channel vectors of one frame.
 pub const MAX_FRAME_ENTRIES: usize = 131_072;
+/// Most refusals in one frame: a node refuses at most a batch's envelopes
+/// at once, and sends at most [`super::link`]'s own cap of them.
+pub const MAX_FRAME_REFUSALS: usize = 1024;
 
 /// Why a partner's frame was refused. Each ends the link with the status
 /// [`FrameError::status`] gives, and is audited.
@@ -78,6 +81,7 @@ struct Counts {
     envelopes: usize,
     channels: usize,
     entries: usize,
+    refusals: usize,
 }
 
 impl Counts {
@@ -92,6 +96,9 @@ impl Counts {
         if self.entries > MAX_FRAME_ENTRIES {
             return over("vector entries", "MAX_FRAME_ENTRIES", MAX_FRAME_ENTRIES);
         }
+        if self.refusals > MAX_FRAME_REFUSALS {
+            return over("refusals", "MAX_FRAME_REFUSALS", MAX_FRAME_REFUSALS);
+        }
         Ok(())
     }
 }
@@ -101,7 +108,8 @@ mod field {
     pub(super) const HELLO: u32 = 1;
     pub(super) const ENVELOPES: u32 = 2;
     pub(super) const PROGRESS: u32 = 3;
-    /// `VersionVectors.channels`, `EnvelopeBatch.envelopes`.
+    pub(super) const REFUSALS: u32 = 5;
+    /// `VersionVectors.channels`, `EnvelopeBatch.envelopes`, `EnvelopeRefusals.refusals`.
     pub(super) const ITEMS: u32 = 1;
     /// `ChannelVector.entries`.
     pub(super) const ENTRIES: u32 = 2;
@@ -157,6 +165,10 @@ fn count(frame: &[u8]) -> Result<Counts, FrameError> {
         match tag {
             field::ENVELOPES => each_len_field(body, |tag, _| {
                 counts.envelopes += usize::from(tag == field::ITEMS);
+                counts.check()
+            })?,
+            field::REFUSALS => each_len_field(body, |tag, _| {
+                counts.refusals += usize::from(tag == field::ITEMS);
                 counts.check()
             })?,
             field::HELLO | field::PROGRESS => each_len_field(body, |tag, vector| {
@@ -300,6 +312,20 @@ mod tests {
             envelopes: vec![Envelope::default(); MAX_FRAME_ENVELOPES / 2 + 1],
         }));
         assert!(decode_frame(&[half.clone(), half].concat()).is_err());
+
+        let refusals = |n| {
+            encoded(Frame::Refusals(crate::proto::EnvelopeRefusals {
+                refusals: vec![crate::proto::EnvelopeRefusal::default(); n],
+            }))
+        };
+        assert!(decode_frame(&refusals(MAX_FRAME_REFUSALS)).is_ok());
+        assert!(matches!(
+            decode_frame(&refusals(MAX_FRAME_REFUSALS + 1)),
+            Err(FrameError::TooMany {
+                what: "refusals",
+                ..
+            })
+        ));
 
         let channels = |n, entries| {
             encoded(Frame::Progress(VersionVectors {

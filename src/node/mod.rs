@@ -149,6 +149,7 @@ impl Node {
             reload,
         } = self;
         let runtime = Runtime::new(shutdown.clone());
+        let refusals = Arc::new(crate::federation::Refusals::default());
         let fanout = Arc::new(Fanout::default());
         let commits = Arc::new(Commits::default());
         let settings = engine::WriterSettings {
@@ -184,6 +185,7 @@ impl Node {
             commits,
             durable,
             runtime: runtime.clone(),
+            refusals: refusals.clone(),
             advertise,
             peer_rate: (
                 config.limits.peer_envelopes_per_second,
@@ -197,6 +199,7 @@ impl Node {
             limits: config.limits.clone(),
             started: Instant::now(),
             runtime: runtime.clone(),
+            refusals,
             revocations: Revocations::load(&store)?,
             identities: Default::default(),
             pki,
