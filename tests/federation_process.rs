@@ -159,3 +159,133 @@ async fn a_killed_partner_resumes_without_everything_being_sent_again() {
     node_a.kill9().await;
     node_b.kill9().await;
 }
+
+/// Two running nodes that trust each other; `b` dials `a`.
+async fn trust_each_other(
+    a: &ServeProcess,
+    a_dir: &std::path::Path,
+    b: &ServeProcess,
+    b_dir: &std::path::Path,
+) {
+    for (from, from_dir, to, to_dir, endpoint) in [
+        (a, a_dir, b, b_dir, String::new()),
+        (b, b_dir, a, a_dir, a.fed_addr.to_string()),
+    ] {
+        let bundle = to
+            .admin(to_dir)
+            .await
+            .export_trust(proto::ExportTrustRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        from.admin(from_dir)
+            .await
+            .add_peer(proto::AddPeerRequest {
+                bundle: bundle.text,
+                fingerprint: bundle.fingerprint,
+                endpoint,
+                accept: proto::AcceptPolicy::Auto as i32,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Rescue's clock runs 5 min 20 s ahead: the home refuses its post as from
+/// the future. Rescue's member sees the message marked as refused by the
+/// home, its operator sees why the home is behind, and once rescue's clock
+/// is right again the message goes through on its own, without a new post
+/// or a relink, and the mark goes.
+#[tokio::test]
+async fn a_post_refused_for_a_clock_ahead_is_marked_then_sent_again_on_its_own() {
+    let (a_tmp, b_tmp) = (init_dir("police.example"), init_dir("rescue.example"));
+    let (a_dir, b_dir) = (node_dir(&a_tmp), node_dir(&b_tmp));
+    let police = ServeProcess::start(&a_dir).await;
+    let rescue = ServeProcess::start_with_clock(&b_dir, "+320s").await;
+    trust_each_other(&police, &a_dir, &rescue, &b_dir).await;
+    let mut a_op = police.operator(&a_dir).await;
+    let ops = create_channel(&mut a_op, "ops").await;
+    police
+        .admin(&a_dir)
+        .await
+        .share_channel(proto::ShareChannelRequest {
+            channel: ops.clone(),
+            orgs: vec!["rescue.example".into()],
+        })
+        .await
+        .unwrap();
+    let mut b_op = rescue.operator(&b_dir).await;
+    common::eventually("rescue to join", || {
+        let mut b_op = b_op.clone();
+        let ops = ops.clone();
+        async move {
+            let channels = b_op
+                .list_channels(proto::ListChannelsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .channels;
+            channels.iter().any(|c| c.id == ops).then_some(())
+        }
+    })
+    .await;
+    let posted = post(&mut b_op, &ops, "from five minutes ahead").await;
+
+    // Rescue says, on the message and on the partner, that the home refused it.
+    let history = common::eventually("the refusal to reach rescue", || {
+        let (b_dir, ops) = (b_dir.clone(), ops.clone());
+        async move {
+            let out = common::cli(&["history", &ops, "--dir", common::arg(&b_dir)]);
+            out.stdout
+                .contains("[REFUSED by police.example")
+                .then_some(out.stdout)
+        }
+    })
+    .await;
+    assert!(
+        history.contains("timestamp lies too far in the future; sent again later]"),
+        "{history}"
+    );
+    let peers = cli_ok(&["peer", "list", "--dir", common::arg(&b_dir)]).stdout;
+    assert!(
+        peers.contains("refused 1 of this node's messages: timestamp lies too far in the future"),
+        "{peers}"
+    );
+    assert!(
+        std::fs::read_to_string(common::serve_log(&b_dir))
+            .unwrap()
+            .contains("is this node's clock ahead?"),
+        "rescue's log says its clock may be ahead"
+    );
+
+    // The clock is put right: the message arrives with no new post.
+    rescue.kill9().await;
+    let rescue = ServeProcess::start(&b_dir).await;
+    common::eventually("the refused post to arrive at the home", || {
+        let mut a_op = a_op.clone();
+        let ops = ops.clone();
+        async move {
+            all_history(&mut a_op, &ops)
+                .await
+                .iter()
+                .any(|m| m.origin == "rescue.example" && m.origin_seq == posted.origin_seq)
+                .then_some(())
+        }
+    })
+    .await;
+    let b_op = rescue.operator(&b_dir).await;
+    common::eventually("the mark to go", || {
+        let mut b_op = b_op.clone();
+        let ops = ops.clone();
+        async move {
+            let marked = all_history(&mut b_op, &ops)
+                .await
+                .iter()
+                .any(|m| !m.refused_by.is_empty());
+            (!marked).then_some(())
+        }
+    })
+    .await;
+    police.kill9().await;
+    rescue.kill9().await;
+}

@@ -286,6 +286,26 @@ impl ServeProcess {
         Self::spawn(command, dir).await
     }
 
+    /// Starts `samband serve --dir DIR` with its clock `offset` ahead (or
+    /// behind: `-90s`) of the machine's, with libfaketime preloaded (so
+    /// that the child is the node itself, which `kill9` stops).
+    pub async fn start_with_clock(dir: &Path, offset: &str) -> Self {
+        let lib = std::fs::read_dir("/usr/lib")
+            .expect("/usr/lib")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+            .find(|p| p.exists())
+            .expect("libfaketime installed (apt-get install faketime)");
+        let mut command = tokio::process::Command::new(samband_bin());
+        command
+            .env("LD_PRELOAD", lib)
+            .env("FAKETIME", offset)
+            .env("DONT_FAKE_MONOTONIC", "1")
+            .args(["serve", "--dir"])
+            .arg(dir);
+        Self::spawn(command, dir).await
+    }
+
     /// Starts `samband serve --dir DIR` with its files limited to `kib` KiB
     /// (RLIMIT_FSIZE, with SIGXFSZ ignored): a write beyond that fails, as
     /// on a full disk.
