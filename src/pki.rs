@@ -107,6 +107,15 @@ pub enum PkiError {
     #[error("{0} already exists; refusing to overwrite it")]
     Exists(PathBuf),
     #[error(
+        "{path} names org {found}, but this node's config.toml says {expected}: a node directory \
+         is one organisation's (config, CA and node certificate); restore its own pki/ or config.toml"
+    )]
+    WrongOrg {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error(
         "no certificate was issued to {0} on this node (nothing in pki/issued); issue one with `samband user add`"
     )]
     NeverIssued(String),
@@ -593,6 +602,26 @@ impl OrgPki {
         Ok(true)
     }
 
+    /// Checks that the CA and the node certificate both name `org` (their
+    /// subject's O): a node directory is one organisation's, and a `pki/`
+    /// copied from another would issue certificates under a foreign CA.
+    /// Errors: [`PkiError::WrongOrg`] naming the file and both orgs.
+    pub fn check_org(&self, org: &OrgId) -> Result<(), PkiError> {
+        for file in [CA_CERT, NODE_CERT] {
+            let path = self.dir.join(file);
+            let der = load_certs(&path)?.into_iter().next();
+            let named = der.as_deref().and_then(subject_org);
+            if named.as_deref() != Some(org.as_str()) {
+                return Err(PkiError::WrongOrg {
+                    path,
+                    found: named.unwrap_or_else(|| "no org".into()),
+                    expected: org.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Serial and expiry of the node certificate on disk.
     pub fn node_certificate(&self) -> Result<CertInfo, PkiError> {
         let path = self.dir.join(NODE_CERT);
@@ -813,6 +842,14 @@ pub struct Issued {
     /// `member`, `admin` (the subject's OU).
     pub role: String,
     pub info: CertInfo,
+}
+
+/// The subject's O of a DER certificate.
+fn subject_org(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let org = cert.subject().iter_organization().next()?.as_str().ok()?;
+    Some(org.to_owned())
 }
 
 /// The subject's CN and OU of a DER certificate.

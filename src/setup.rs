@@ -147,6 +147,7 @@ pub fn add_user(
     if out.exists() && !is_empty_dir(out) {
         return Err(SetupError::Exists(out.to_owned()));
     }
+    OrgPki::at(dir).check_org(&config.org)?;
     Ok(OrgPki::at(dir).issue_member(
         &config.org,
         name,
@@ -175,6 +176,7 @@ pub fn renew_user(
     } else {
         out.to_owned()
     };
+    OrgPki::at(dir).check_org(&config.org)?;
     Ok(
         OrgPki::at(dir).renew_member(
             &config.org,

@@ -463,3 +463,78 @@ async fn a_damaged_store_is_refused_not_silently_replaced() {
     );
     node.kill9().await;
 }
+
+/// A node directory is one organisation's: a `pki/` copied from another
+/// org's node is refused by `serve` and by the commands that issue
+/// certificates, naming the file and both orgs.
+#[test]
+fn a_node_directory_with_another_orgs_pki_is_refused() {
+    let police = init_dir("police.example");
+    let rescue = init_dir("rescue.example");
+    let (dir, foreign) = (node_dir(&police), node_dir(&rescue));
+    std::fs::remove_dir_all(dir.join("pki")).unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(foreign.join("pki"))
+        .arg(dir.join("pki"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let out = police.path().join("alice");
+    for args in [
+        vec!["serve", "--dir", arg(&dir)],
+        vec![
+            "user",
+            "add",
+            "alice",
+            "--dir",
+            arg(&dir),
+            "--out",
+            arg(&out),
+        ],
+    ] {
+        let refused = cli(&args);
+        assert!(!refused.success, "{args:?}: {refused:?}");
+        assert!(
+            refused.stderr.contains("names org rescue.example")
+                && refused.stderr.contains("config.toml says police.example"),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+    assert!(!out.exists(), "nothing issued under the foreign CA");
+}
+
+/// A data dir the node's user cannot read is reported as exactly that,
+/// never as a missing or damaged store to restore from backup. (Run as
+/// another user with setpriv: root reads everything.)
+#[test]
+fn an_unreadable_data_dir_is_reported_as_such() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    // Everything readable by the other user but the data dir itself.
+    let opened = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    assert!(opened.success());
+    std::fs::set_permissions(
+        samband::layout::data_dir(&dir),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(samband_bin())
+        .args(["serve", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot be read: permission denied") && !stderr.contains("backup"),
+        "{stderr}"
+    );
+}

@@ -101,6 +101,7 @@ impl Node {
         if pki.install_renewal()? {
             tracing::info!("completed an interrupted node certificate renewal");
         }
+        pki.check_org(&config.org)?;
         let key = pki.message_key()?;
         let client_tls = Arc::new(pki.client_listener_tls()?);
         let cert = pki.node_certificate()?;

@@ -58,6 +58,11 @@ pub enum StoreError {
          or create a new node with `samband init`"
     )]
     Missing { path: PathBuf },
+    #[error(
+        "data dir {path} cannot be read: permission denied; run samband as the user that owns it, \
+         or fix its ownership (chown -R)"
+    )]
+    PermissionDenied { path: PathBuf },
     #[error("data dir {path} holds data but no schema version; it was not written by samband")]
     Foreign { path: PathBuf },
     #[error("store: {0}")]
@@ -158,6 +163,14 @@ impl Store {
         cache_bytes: u64,
         create: bool,
     ) -> Result<Self, StoreError> {
+        // Unreadable is not missing: say which, before anything else.
+        if let Err(e) = std::fs::read_dir(path)
+            && e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Err(StoreError::PermissionDenied {
+                path: path.to_owned(),
+            });
+        }
         if !create && !kv::exists(path) {
             return Err(StoreError::Missing {
                 path: path.to_owned(),
