@@ -538,3 +538,59 @@ fn an_unreadable_data_dir_is_reported_as_such() {
         "{stderr}"
     );
 }
+
+/// `tail --follow` outlives a restart of the node (on new ports, even):
+/// it reconnects and goes on right after the last message it showed, like
+/// `tail -F`, saying on stderr that it does; `--cursors` shows where to
+/// resume by hand.
+#[tokio::test]
+async fn tail_follow_reconnects_after_the_node_restarts_and_goes_on_after_the_last_message() {
+    use tokio::io::AsyncBufReadExt as _;
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    let ch = create_channel(&mut op, "ops").await;
+    post(&mut op, &ch, "before the restart").await;
+    let mut tail = tokio::process::Command::new(samband_bin())
+        .args(["tail", &ch, "--follow", "--cursors", "--dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
+    async fn next(
+        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) -> String {
+        tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("tail keeps running")
+    }
+    let first = next(&mut lines).await;
+    assert!(
+        first.contains("before the restart") && first.contains("[cursor "),
+        "{first}"
+    );
+
+    node.kill9().await;
+    let node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    post(&mut op, &ch, "after the restart").await;
+    let second = next(&mut lines).await;
+    assert!(
+        second.contains("after the restart"),
+        "not shown again: {second}"
+    );
+    tail.start_kill().unwrap();
+    let out = tail.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("connection lost") && stderr.contains("reconnecting"),
+        "{stderr}"
+    );
+    node.kill9().await;
+}

@@ -37,6 +37,9 @@ pub(crate) struct HistoryArgs {
     /// Show the page just after this cursor.
     #[arg(long, value_name = "CURSOR")]
     after: Option<String>,
+    /// Show each message's cursor (for --before, --after, tail --from).
+    #[arg(long)]
+    cursors: bool,
     #[command(flatten)]
     conn: Connection,
 }
@@ -44,9 +47,14 @@ pub(crate) struct HistoryArgs {
 #[derive(Debug, Args)]
 pub(crate) struct TailArgs {
     channel: String,
-    /// Keep running and print new messages as they are posted.
+    /// Keep running and print new messages as they are posted; when the
+    /// connection is lost (the node restarts), reconnect and go on after
+    /// the last message shown, like `tail -F`.
     #[arg(long, short)]
     follow: bool,
+    /// Show each message's cursor (to resume with --from).
+    #[arg(long)]
+    cursors: bool,
     /// Start after this cursor instead of with the last messages.
     #[arg(long, value_name = "CURSOR")]
     from: Option<String>,
@@ -100,7 +108,7 @@ pub(crate) async fn history(args: HistoryArgs) -> anyhow::Result<()> {
         .map_err(rpc)?
         .into_inner();
     for m in &page.messages {
-        out!("{}", output::message(m, args.conn.json));
+        show(m, args.conn.json, args.cursors);
     }
     if !args.conn.json {
         match (page.messages.first(), page.more) {
@@ -129,7 +137,7 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
             };
             let page = c.history(request).await.map_err(rpc)?.into_inner();
             for m in &page.messages {
-                out!("{}", output::message(m, json));
+                show(m, json, args.cursors);
             }
             if let Some(m) = page.messages.last() {
                 last = Some(m.cursor.clone());
@@ -144,18 +152,78 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
     if !args.follow {
         return Ok(());
     }
-    let start = match last {
-        Some(cursor) => Some(Start::After(cursor)),
-        None if live_only => None,
-        None => Some(Start::FromBeginning(true)),
-    };
-    let request = proto::SubscribeRequest {
-        channel: args.channel,
-        start,
-    };
-    let mut stream = c.subscribe(request).await.map_err(rpc)?.into_inner();
-    while let Some(m) = stream.message().await.map_err(rpc)? {
-        out!("{}", output::message(&m, json));
+    let mut retry = RETRY_FIRST;
+    loop {
+        let start = match &last {
+            Some(cursor) => Some(Start::After(cursor.clone())),
+            None if live_only => None,
+            None => Some(Start::FromBeginning(true)),
+        };
+        let request = proto::SubscribeRequest {
+            channel: args.channel.clone(),
+            start,
+        };
+        let why = match c.subscribe(request).await {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(m)) => {
+                            show(&m, json, args.cursors);
+                            last = Some(m.cursor);
+                            retry = RETRY_FIRST;
+                        }
+                        Ok(None) => break "the node ended the stream".to_owned(),
+                        Err(status) if lost(&status) => break status.message().to_owned(),
+                        Err(status) => return Err(rpc(status)),
+                    }
+                }
+            }
+            Err(status) if lost(&status) => status.message().to_owned(),
+            Err(status) => return Err(rpc(status)),
+        };
+        let from = last.as_deref().unwrap_or("now");
+        eprintln!(
+            "connection lost ({}); reconnecting in {}s, from {from}",
+            output::printable(&why),
+            retry.as_secs()
+        );
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+        // The node may have restarted: a new connection, the same identity.
+        match args.conn.connect().await {
+            Ok((client, _)) => c = client,
+            Err(e) => eprintln!("{e:#}"),
+        }
     }
-    Ok(())
+}
+
+/// How long `tail --follow` waits before its first reconnect, and at most.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a follow stream ended for a reason a reconnect may cure (the
+/// node stopped or restarted, the network, a slow reader cut off) rather
+/// than one it cannot (no such channel, no permission, revoked).
+fn lost(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+    )
+}
+
+/// Prints a message, with its cursor when asked (to resume with --from).
+fn show(m: &proto::Message, json: bool, cursors: bool) {
+    if cursors && !json {
+        out!("{}  [cursor {}]", output::message(m, json), m.cursor);
+    } else {
+        out!("{}", output::message(m, json));
+    }
 }
