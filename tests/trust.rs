@@ -469,6 +469,7 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
     let cut = cli(&["audit", "verify", "--file", arg(&file)]);
     assert!(!cut.success);
     assert!(cut.stderr.contains("removed"), "{}", cut.stderr);
+    assert!(cut.stderr.contains("with --partial"), "{}", cut.stderr);
     let partial = cli(&["audit", "verify", "--partial", "--file", arg(&file)]);
     assert!(partial.success, "{}", partial.stderr);
     // An export cut at the end passes alone, but not against the recorded head.

@@ -114,7 +114,14 @@ pub(crate) async fn verify(args: AuditVerifyOptions) -> anyhow::Result<()> {
         (None, None) => bail!("give --dir or --file"),
     };
     let first = entries.first().map_or(1, |e| e.seq);
-    let whole = !args.partial || first == 1;
+    if first > 1 && !args.partial {
+        bail!(
+            "the audit log is NOT intact as a whole: it starts at entry {first}, not 1, so entries \
+             were removed, or it is an export with --since; check what it holds with --partial \
+             (the entries before {first} are then not checked)"
+        );
+    }
+    let whole = first == 1;
     let head = audit::verify(&entries, whole.then(Head::default))
         .context("the audit log is NOT intact")?;
     if let Some(given) = &args.head {

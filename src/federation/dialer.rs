@@ -38,6 +38,8 @@ fn jitter() -> f64 {
 
 pub(super) async fn run(fed: Arc<Federation>, peer: OrgId, cancel: CancellationToken) {
     let mut failures = 0u32;
+    // What the log last said of this peer's dials: each change is said once.
+    let mut said: Option<String> = None;
     loop {
         // A link the peer dialed serves both directions: wait for it to end.
         loop {
@@ -57,15 +59,24 @@ pub(super) async fn run(fed: Arc<Federation>, peer: OrgId, cancel: CancellationT
         }
         fed.set_status(&peer, LinkState::Connecting, None);
         match dial_once(&fed, &peer).await {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures = 0;
+                said = None;
+            }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let state = match e.refusal() {
                     Some(refusal) => LinkState::Refused(refusal),
                     None => LinkState::BackingOff { failures },
                 };
-                tracing::debug!(%peer, error = %e, failures, "dial failed");
-                fed.set_status(&peer, state, Some(e.to_string()));
+                let text = e.to_string();
+                if said.as_ref() != Some(&text) {
+                    tracing::warn!(%peer, error = %text, failures, "cannot link to the partner; retrying with backoff (said again only when the reason changes)");
+                    said = Some(text.clone());
+                } else {
+                    tracing::debug!(%peer, error = %text, failures, "dial failed");
+                }
+                fed.set_status(&peer, state, Some(text));
             }
         }
         let delay = backoff(failures, jitter());

@@ -58,6 +58,7 @@ pub fn tls_incoming<I: Clone + Send + Sync + 'static>(
     shutdown: CancellationToken,
 ) -> ReceiverStream<std::io::Result<Connection<I>>> {
     let identify = Arc::new(identify);
+    let refusals = Arc::new(RefusalLog::default());
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
@@ -100,9 +101,9 @@ pub fn tls_incoming<I: Clone + Send + Sync + 'static>(
                 continue;
             };
             let acceptor = TlsAcceptor::from(config);
-            let (tx, identify) = (tx.clone(), identify.clone());
+            let (tx, identify, refusals) = (tx.clone(), identify.clone(), refusals.clone());
             tokio::spawn(async move {
-                if let Some(tls) = handshake(acceptor, tcp, peer).await {
+                if let Some(tls) = handshake(acceptor, tcp, peer, &refusals).await {
                     let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
                     let verified = Verified {
                         identity: identify(chain),
@@ -126,16 +127,66 @@ async fn handshake(
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
+    refusals: &RefusalLog,
 ) -> Option<TlsStream<TcpStream>> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
-            tracing::info!(%peer, error = %e, "TLS handshake refused");
+            let error = e.to_string();
+            match refusals.note(peer.ip(), &error, std::time::Instant::now()) {
+                Some(0) => tracing::info!(%peer, %error, "TLS handshake refused"),
+                Some(n) => tracing::info!(%peer, %error, refused_since = n, "TLS handshake refused (again; said once per reason and ten minutes)"),
+                None => tracing::debug!(%peer, %error, "TLS handshake refused"),
+            }
             None
         }
         Err(_) => {
             tracing::info!(%peer, "TLS handshake timed out");
             None
+        }
+    }
+}
+
+/// Which handshake refusals were logged, per remote address: a partner
+/// whose certificate is refused redials every few seconds, and the log
+/// should say so when the reason changes, and at most every ten minutes.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// Per address: the last reason logged, when, and how many since.
+    said: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (String, std::time::Instant, u64)>>,
+}
+
+/// How often one address's unchanged refusal is logged again.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(600);
+/// Addresses remembered; beyond, the memory starts over.
+const REFUSAL_LOG_ADDRESSES: usize = 1024;
+
+impl RefusalLog {
+    /// Records a refusal of `ip` for `reason`: `Some(refusals not logged
+    /// since the last time)` when it should be logged now, `None` if not.
+    fn note(&self, ip: std::net::IpAddr, reason: &str, now: std::time::Instant) -> Option<u64> {
+        let mut said = crate::locks::lock(&self.said);
+        if said.len() >= REFUSAL_LOG_ADDRESSES && !said.contains_key(&ip) {
+            said.clear();
+        }
+        match said.get_mut(&ip) {
+            Some((last, at, since))
+                if last == reason && now.duration_since(*at) < REFUSAL_LOG_EVERY =>
+            {
+                *since += 1;
+                None
+            }
+            Some((last, at, since)) => {
+                let skipped = if last == reason { *since } else { 0 };
+                *last = reason.to_owned();
+                *at = now;
+                *since = 0;
+                Some(skipped)
+            }
+            None => {
+                said.insert(ip, (reason.to_owned(), now, 0));
+                Some(0)
+            }
         }
     }
 }
@@ -187,5 +238,26 @@ impl<I: Unpin> AsyncWrite for Connection<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_logged_once_per_reason_and_ten_minutes() {
+        let log = RefusalLog::default();
+        let ip: std::net::IpAddr = [127, 0, 0, 2].into();
+        let t0 = std::time::Instant::now();
+        assert_eq!(log.note(ip, "expired", t0), Some(0));
+        for s in 1..64 {
+            assert_eq!(log.note(ip, "expired", t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(log.note(ip, "unknown issuer", t0 + Duration::from_secs(90)), Some(0));
+        assert_eq!(log.note(ip, "unknown issuer", t0 + Duration::from_secs(91)), None);
+        let later = t0 + Duration::from_secs(90) + REFUSAL_LOG_EVERY;
+        assert_eq!(log.note(ip, "unknown issuer", later), Some(1));
+        assert_eq!(log.note([127, 0, 0, 3].into(), "expired", later), Some(0));
     }
 }
