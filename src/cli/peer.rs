@@ -227,14 +227,16 @@ pub(crate) async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
 }
 
 /// Peers and their links for `samband status`, if the caller is an operator.
-pub(crate) async fn status_peers(channel: Channel) -> Option<Vec<String>> {
+/// The partner lines `status` shows an operator (each a JSON object with
+/// `json`); `None` for a member, who may not list peers.
+pub(crate) async fn status_peers(channel: Channel, json: bool) -> Option<Vec<String>> {
     let peers = AdminClient::new(channel)
         .list_peers(proto::ListPeersRequest {})
         .await
         .ok()?
         .into_inner()
         .peers;
-    Some(peers.iter().map(|p| peer_line(p, false)).collect())
+    Some(peers.iter().map(|p| peer_line(p, json)).collect())
 }
 
 #[cfg(test)]

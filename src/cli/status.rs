@@ -21,11 +21,23 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    out!("{}", output::status(&s, &endpoint, args.conn.json));
-    // Operators also see the partner links.
-    if !args.conn.json
-        && let Some(peers) = super::peer::status_peers(channel).await
-    {
+    // Operators also see the partner links, with every shared channel's lag.
+    let peers = super::peer::status_peers(channel, args.conn.json).await;
+    if args.conn.json {
+        let mut status: serde_json::Value =
+            serde_json::from_str(&output::status(&s, &endpoint, true))?;
+        if let Some(peers) = peers {
+            let partners = peers
+                .iter()
+                .map(|p| serde_json::from_str(p))
+                .collect::<Result<Vec<serde_json::Value>, _>>()?;
+            status["partners"] = partners.into();
+        }
+        out!("{status}");
+        return Ok(());
+    }
+    out!("{}", output::status(&s, &endpoint, false));
+    if let Some(peers) = peers {
         out!("partners  {}", if peers.is_empty() { "none" } else { "" });
         for line in peers {
             out!("  {line}");
