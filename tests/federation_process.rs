@@ -288,15 +288,17 @@ async fn a_post_refused_for_a_clock_ahead_is_marked_then_sent_again_on_its_own()
     .await;
     // The home's operator sees the partner and every shared channel's lag
     // in `status --json`, zero included.
-    let status: serde_json::Value = serde_json::from_str(
-        &cli_ok(&["status", "--json", "--dir", common::arg(&a_dir)]).stdout,
-    )
-    .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&cli_ok(&["status", "--json", "--dir", common::arg(&a_dir)]).stdout)
+            .unwrap();
     let partner = &status["partners"][0];
     assert_eq!(partner["org"], "rescue.example", "{status}");
-    let lag = partner["lag"].as_array().expect("lag of each shared channel");
+    let lag = partner["lag"]
+        .as_array()
+        .expect("lag of each shared channel");
     assert!(
-        lag.iter().any(|l| l["channel"] == ops.as_str() && l["messages"].is_u64()),
+        lag.iter()
+            .any(|l| l["channel"] == ops.as_str() && l["messages"].is_u64()),
         "{status}"
     );
     police.kill9().await;

@@ -594,3 +594,32 @@ async fn tail_follow_reconnects_after_the_node_restarts_and_goes_on_after_the_la
     );
     node.kill9().await;
 }
+
+/// Times are UTC unless `TZ` asks for local time, shown with its offset.
+#[tokio::test]
+async fn times_are_shown_in_local_time_when_tz_is_set() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let node = ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    let ch = create_channel(&mut op, "ops").await;
+    post(&mut op, &ch, "hej").await;
+    let history = |tz: Option<&str>| {
+        let mut command = Command::new(samband_bin());
+        command.args(["history", &ch, "--dir"]).arg(&dir);
+        match tz {
+            Some(tz) => command.env("TZ", tz),
+            None => command.env_remove("TZ"),
+        };
+        String::from_utf8(command.output().unwrap().stdout).unwrap()
+    };
+    let utc = history(None);
+    assert!(utc.contains("Z  operator@police.example  hej"), "{utc}");
+    // A POSIX zone two hours east of UTC, which needs no tzdata.
+    let local = history(Some("XYZ-2"));
+    assert!(
+        local.contains("+02:00  operator@police.example  hej"),
+        "{local}"
+    );
+    node.kill9().await;
+}

@@ -367,6 +367,7 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 pub(crate) fn main() -> ExitCode {
+    output::init_time_zone();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(a) => init::init(a),

@@ -11,13 +11,37 @@ fn priority_word(p: i32) -> &'static str {
     }
 }
 
-fn utc(unix_ms: u64) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+/// The offset times are shown in: local when `TZ` is set (read once, at
+/// start, while the process has one thread: the only time the system's
+/// local offset can be read soundly), else UTC.
+static SHOWN_OFFSET: std::sync::OnceLock<Option<time::UtcOffset>> = std::sync::OnceLock::new();
+
+/// Reads the local offset if `TZ` asks for local time. Call first thing in
+/// `main`, before any thread starts.
+pub(crate) fn init_time_zone() {
+    let local = std::env::var("TZ")
         .ok()
-        .and_then(|t| t.format(format).ok())
-        .unwrap_or_else(|| format!("{unix_ms}ms"))
+        .filter(|tz| !tz.is_empty())
+        .and_then(|_| time::UtcOffset::current_local_offset().ok());
+    let _ = SHOWN_OFFSET.set(local);
+}
+
+/// A time as people read it: UTC (`…Z`), or local with its offset when
+/// `TZ` is set (e.g. `TZ=Europe/Stockholm`).
+fn utc(unix_ms: u64) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+    else {
+        return format!("{unix_ms}ms");
+    };
+    let shown = match SHOWN_OFFSET.get().copied().flatten() {
+        Some(offset) => t.to_offset(offset).format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]"
+        )),
+        None => t.format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+        )),
+    };
+    shown.unwrap_or_else(|_| format!("{unix_ms}ms"))
 }
 
 /// Text that came from outside (a member, a partner), made safe for a

@@ -43,14 +43,35 @@ pub type VersionVector = BTreeMap<OrgId, u64>;
 pub struct ParseError {
     what: &'static str,
     value: String,
-    why: &'static str,
+    why: String,
 }
 
 impl ParseError {
-    fn new(what: &'static str, value: &str, why: &'static str) -> Self {
+    fn new(what: &'static str, value: &str, why: impl Into<String>) -> Self {
         // Echo at most a screenful of what was given.
         let value: String = value.chars().take(80).collect();
-        Self { what, value, why }
+        Self {
+            what,
+            value,
+            why: why.into(),
+        }
+    }
+}
+
+/// Why `s` is not a simple name: its first character that is not allowed
+/// (named, so that `räddning` says `ä`), then what is.
+fn simple_name_refusal(s: &str, max: usize) -> String {
+    const ALLOWED: &str = "a-z 0-9 . _ - starting with a letter or digit";
+    let bad = s.chars().enumerate().find(|&(i, c)| {
+        !(c.is_ascii_lowercase() || c.is_ascii_digit() || (i > 0 && matches!(c, '.' | '_' | '-')))
+    });
+    match bad {
+        Some((_, c)) if !c.is_ascii_graphic() || !c.is_ascii() => format!(
+            "{c:?} is not allowed (names are plain ASCII so that every node, file system and \
+             terminal shows them alike): use 1 to {max} of {ALLOWED}"
+        ),
+        Some((_, c)) => format!("{c:?} is not allowed: use 1 to {max} of {ALLOWED}"),
+        None => format!("use 1 to {max} of {ALLOWED}"),
     }
 }
 
@@ -148,7 +169,7 @@ impl ChannelName {
             Err(ParseError::new(
                 "channel name",
                 s,
-                "use 1 to 63 of a-z 0-9 . _ - starting with a letter or digit",
+                simple_name_refusal(s, 63),
             ))
         }
     }
@@ -212,7 +233,7 @@ impl MemberName {
             Err(ParseError::new(
                 "member name",
                 s,
-                "use 1 to 64 of a-z 0-9 . _ - starting with a letter or digit",
+                simple_name_refusal(s, 64),
             ))
         }
     }
@@ -317,6 +338,19 @@ mod tests {
         assert!(ChannelId::parse_or_local("a/b/c", &local).is_err());
         assert!(ChannelName::parse(".hidden").is_err());
         assert!(ChannelName::parse(&"c".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn a_refused_name_says_which_character_and_what_is_allowed() {
+        let said = ChannelName::parse("räddning").unwrap_err().to_string();
+        assert!(said.contains("'ä' is not allowed"), "{said}");
+        assert!(said.contains("a-z 0-9 . _ -"), "{said}");
+        let said = MemberName::parse("Alice").unwrap_err().to_string();
+        assert!(said.contains("'A' is not allowed"), "{said}");
+        let said = ChannelName::parse(".hidden").unwrap_err().to_string();
+        assert!(said.contains("'.' is not allowed"), "{said}");
+        let said = ChannelName::parse(&"c".repeat(64)).unwrap_err().to_string();
+        assert!(said.contains("use 1 to 63"), "{said}");
     }
 
     #[test]

@@ -135,7 +135,9 @@ async fn handshake(
             let error = e.to_string();
             match refusals.note(peer.ip(), &error, std::time::Instant::now()) {
                 Some(0) => tracing::info!(%peer, %error, "TLS handshake refused"),
-                Some(n) => tracing::info!(%peer, %error, refused_since = n, "TLS handshake refused (again; said once per reason and ten minutes)"),
+                Some(n) => {
+                    tracing::info!(%peer, %error, refused_since = n, "TLS handshake refused (again; said once per reason and ten minutes)")
+                }
                 None => tracing::debug!(%peer, %error, "TLS handshake refused"),
             }
             None
@@ -153,7 +155,9 @@ async fn handshake(
 #[derive(Debug, Default)]
 struct RefusalLog {
     /// Per address: the last reason logged, when, and how many since.
-    said: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (String, std::time::Instant, u64)>>,
+    said: std::sync::Mutex<
+        std::collections::HashMap<std::net::IpAddr, (String, std::time::Instant, u64)>,
+    >,
 }
 
 /// How often one address's unchanged refusal is logged again.
@@ -254,8 +258,14 @@ mod tests {
         for s in 1..64 {
             assert_eq!(log.note(ip, "expired", t0 + Duration::from_secs(s)), None);
         }
-        assert_eq!(log.note(ip, "unknown issuer", t0 + Duration::from_secs(90)), Some(0));
-        assert_eq!(log.note(ip, "unknown issuer", t0 + Duration::from_secs(91)), None);
+        assert_eq!(
+            log.note(ip, "unknown issuer", t0 + Duration::from_secs(90)),
+            Some(0)
+        );
+        assert_eq!(
+            log.note(ip, "unknown issuer", t0 + Duration::from_secs(91)),
+            None
+        );
         let later = t0 + Duration::from_secs(90) + REFUSAL_LOG_EVERY;
         assert_eq!(log.note(ip, "unknown issuer", later), Some(1));
         assert_eq!(log.note([127, 0, 0, 3].into(), "expired", later), Some(0));
