@@ -623,3 +623,72 @@ async fn times_are_shown_in_local_time_when_tz_is_set() {
     );
     node.kill9().await;
 }
+
+/// Under systemd (`Type=notify`) the node says READY=1 once it listens,
+/// and STOPPING=1 when told to stop: here with a real NOTIFY_SOCKET.
+#[tokio::test]
+async fn the_node_tells_the_service_manager_when_it_is_ready_and_stopping() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut child = Command::new(samband_bin())
+        .args(["serve", "--dir"])
+        .arg(&dir)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
+
+/// `deploy/samband.service` is a valid unit, and sandboxed: systemd's own
+/// offline analysis rates its exposure at most 2.0 of 10 (20 on the scale
+/// of `--threshold`).
+#[test]
+fn the_systemd_unit_verifies_and_is_sandboxed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/samband.service"
+    ))
+    .unwrap();
+    // `verify` checks that ExecStart's program exists: the one just built.
+    let unit = unit.replace("/usr/local/bin/samband", samband_bin());
+    let path = tmp.path().join("samband.service");
+    std::fs::write(&path, unit).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian: systemd)");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        security.status.success(),
+        "{}",
+        String::from_utf8_lossy(&security.stdout)
+    );
+}

@@ -73,11 +73,20 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(error = %e, file = %addr_file.display(), "cannot record the client address");
         }
         // One machine-readable line on stdout for scripts and tests.
+        // Watched before the node says it is ready, so that a signal sent
+        // right after is handled, never left to its default action.
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+        let interrupt = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+        let hangup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
         println!("ready org={org} client={client} federation={federation}");
+        // Under systemd (Type=notify): started. Elsewhere NOTIFY_SOCKET is unset and this does nothing.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "cannot tell the service manager the node is ready");
+        }
         let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        #[cfg(unix)]
-        tokio::spawn(reload_on_hangup(node.reload_trigger()));
+        tokio::spawn(stop_on_signal(terminate, interrupt, shutdown.clone()));
+        tokio::spawn(reload_on_hangup(hangup, node.reload_trigger()));
         node.run(listeners, shutdown).await?;
         Ok(())
     })
@@ -97,44 +106,28 @@ fn init_logging(config: &Config, format: LogFormat) {
 }
 
 /// Asks the node to reload its certificate and trust on every SIGHUP.
-#[cfg(unix)]
-async fn reload_on_hangup(trigger: std::sync::Arc<tokio::sync::Notify>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; reload with `samband pki reload` instead");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    trigger: std::sync::Arc<tokio::sync::Notify>,
+) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading certificate and trust");
         trigger.notify_one();
     }
 }
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the node");
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
+/// Cancels `shutdown` on the first SIGTERM or SIGINT, and tells the service
+/// manager the node is stopping.
+async fn stop_on_signal(
+    mut terminate: tokio::signal::unix::Signal,
+    mut interrupt: tokio::signal::unix::Signal,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        _ = terminate.recv() => {},
+        _ = interrupt.recv() => {},
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
     tracing::info!("shutting down: finishing in-flight requests");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
 }
