@@ -52,6 +52,7 @@ enum Scenario {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
+    /// What to measure.
     scenario: Scenario,
     /// Messages per run (default depends on the scenario).
     #[arg(long)]

@@ -34,6 +34,7 @@ pub(crate) struct ShareArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct UnshareArgs {
+    /// Channel of this org: `name` or `home/name`.
     channel: String,
     /// The partner org to remove from the channel.
     org: String,

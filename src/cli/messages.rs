@@ -27,6 +27,7 @@ pub(crate) struct PostArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct HistoryArgs {
+    /// Channel: `name` for one of your org, or `home-org/name`.
     channel: String,
     /// Messages per page (1-1000).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -46,6 +47,7 @@ pub(crate) struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct TailArgs {
+    /// Channel: `name` for one of your org, or `home-org/name`.
     channel: String,
     /// Keep running and print new messages as they are posted; when the
     /// connection is lost (the node restarts), reconnect and go on after

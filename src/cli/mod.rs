@@ -150,7 +150,7 @@ pub(crate) const DEFAULT_NODE_DIR: &str = "samband-node";
     about = "Federated relay for crisis communication between organisations",
     long_about = "samband gives each organisation its own node: members talk over gRPC with mutual TLS,\n\
                   every acknowledged message is on disk, and nothing leaves the organisation unless shared.",
-    after_help = "Quick start:\n  samband serve                                   # a node in ./samband-node, created if absent\n  samband channel create ops --dir samband-node\n  samband post ops 'Road 12 closed' --dir samband-node\n  samband tail ops --follow --dir samband-node"
+    after_help = "Quick start:\n  samband serve          # a node in ./samband-node, created if absent\n  samband channel create ops --dir samband-node\n  samband post ops 'Road 12 closed' --dir samband-node\n  samband tail ops --follow --dir samband-node"
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -161,12 +161,12 @@ pub(crate) struct Cli {
 enum Command {
     /// Create a node directory: config, org CA, node certificate, signing key, operator identity.
     #[command(
-        after_help = "Example:\n  samband init --org police.example --dir /var/lib/samband --client-listen 0.0.0.0:7443 --host samband.police.example"
+        after_help = "Example:\n  samband init --org police.example --dir /var/lib/samband/node \\\n      --client-listen 0.0.0.0:7443 --host samband.police.example"
     )]
     Init(init::InitArgs),
     /// Run the node until SIGINT or SIGTERM.
     #[command(
-        after_help = "Examples:\n  samband serve --dir /var/lib/samband\n  samband serve                      # ./samband-node, created with org local.example if absent"
+        after_help = "Examples:\n  samband serve --dir /var/lib/samband/node\n  samband serve     # ./samband-node, created with org local.example if absent"
     )]
     Serve(serve::ServeArgs),
     /// Manage member identities.
@@ -189,7 +189,7 @@ enum Command {
     Channel(ChannelCommand),
     /// Post a message to a channel; returns once it is durable on the node.
     #[command(
-        after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | samband post ops - --priority urgent --dir /var/lib/samband"
+        after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node"
     )]
     Post(messages::PostArgs),
     /// Show a page of a channel's history.
@@ -199,7 +199,7 @@ enum Command {
     History(messages::HistoryArgs),
     /// Show the latest messages of a channel and optionally follow it live.
     #[command(
-        after_help = "Examples:\n  samband tail ops --follow --identity alice/\n  samband tail ops --follow --from 0001...   # resume after a cursor, nothing missed"
+        after_help = "Examples:\n  samband tail ops --follow --identity alice/\n  samband tail ops --follow --from 0001...  # go on after a cursor"
     )]
     Tail(messages::TailArgs),
     /// Show who you are on the node and the node's state.
@@ -219,13 +219,13 @@ enum Command {
 enum UserCommand {
     /// Issue a member certificate signed by the org CA, as an identity bundle directory.
     #[command(
-        after_help = "Examples:\n  samband user add alice --dir /var/lib/samband --out alice/\n  samband user add duty-officer --admin --dir /var/lib/samband --out duty/"
+        after_help = "Examples:\n  samband user add alice --dir /var/lib/samband/node --out alice/\n  samband user add duty-officer --admin --dir /var/lib/samband/node --out duty/"
     )]
     Add(user::UserAddArgs),
     /// Issue a new certificate (same name and role, new key) before the old
     /// one expires; `operator` renews the identity of samband's admin commands.
     #[command(
-        after_help = "Examples:\n  samband user renew alice --dir /var/lib/samband --out alice/\n  samband user renew operator --dir /var/lib/samband"
+        after_help = "Examples:\n  samband user renew alice --dir /var/lib/samband/node --out alice/\n  samband user renew operator --dir /var/lib/samband/node"
     )]
     Renew(user::UserRenewArgs),
 }
@@ -236,16 +236,16 @@ enum PkiCommand {
     /// identity (DIR/operator) before they expire; a running node picks the
     /// certificate up at once.
     #[command(
-        after_help = "Examples:\n  samband pki renew --dir /var/lib/samband\n  samband pki renew --days 365 --dir /var/lib/samband"
+        after_help = "Examples:\n  samband pki renew --dir /var/lib/samband/node\n  samband pki renew --days 365 --dir /var/lib/samband/node"
     )]
     Renew(pki::RenewArgs),
     /// Stop every certificate issued to a member from working, at once
     /// (open streams end too). Recorded in the audit log.
-    #[command(after_help = "Example:\n  samband pki revoke-user alice --dir /var/lib/samband")]
+    #[command(after_help = "Example:\n  samband pki revoke-user alice --dir /var/lib/samband/node")]
     RevokeUser(pki::RevokeArgs),
     /// Make the running node re-read its certificate and peer trust (as SIGHUP does).
     #[command(
-        after_help = "Examples:\n  samband pki reload --dir /var/lib/samband\n  systemctl reload samband      # sends SIGHUP"
+        after_help = "Examples:\n  samband pki reload --dir /var/lib/samband/node\n  systemctl reload samband      # sends SIGHUP"
     )]
     Reload(pki::ReloadArgs),
 }
@@ -254,12 +254,12 @@ enum PkiCommand {
 enum AuditCommand {
     /// Print the audit log as JSON lines (trust and sharing changes, rejected envelopes).
     #[command(
-        after_help = "Examples:\n  samband audit export --dir /var/lib/samband > audit.jsonl\n  samband audit export --since 2026-11-29T08:00:00Z --dir /var/lib/samband\n  samband audit export --since 120 --dir /var/lib/samband"
+        after_help = "Examples:\n  samband audit export --dir /var/lib/samband/node > audit.jsonl\n  samband audit export --since 2026-11-29T08:00:00Z --dir /var/lib/samband/node\n  samband audit export --since 120 --dir /var/lib/samband/node"
     )]
     Export(audit::AuditExportArgs),
     /// Check the audit log's hash chain: finds changed and removed entries.
     #[command(
-        after_help = "Examples:\n  samband audit verify --dir /var/lib/samband\n  samband audit verify --file audit.jsonl\n  samband audit verify --dir /var/lib/samband --head 118:3f2a...   # the head printed last time\n  samband audit verify --partial --file since-monday.jsonl"
+        after_help = "Examples:\n  samband audit verify --dir /var/lib/samband/node\n  samband audit verify --file audit.jsonl\n  samband audit verify --dir /var/lib/samband/node \\\n      --head 118:3f2a...          # the head printed last time\n  samband audit verify --partial --file since-monday.jsonl"
     )]
     Verify(audit::AuditVerifyOptions),
 }
@@ -268,7 +268,7 @@ enum AuditCommand {
 enum TrustCommand {
     /// Write this org's trust bundle and print its fingerprint.
     #[command(
-        after_help = "Example:\n  samband trust export --dir /var/lib/samband --out police.bundle\n  # send police.bundle to the partner; read them the fingerprint by phone"
+        after_help = "Example:\n  samband trust export --dir /var/lib/samband/node --out police.bundle\n  # send police.bundle to the partner; read them the fingerprint by phone"
     )]
     Export(trust::TrustExportArgs),
 }
@@ -277,35 +277,39 @@ enum TrustCommand {
 enum PeerCommand {
     /// Trust a partner org from its bundle, after checking the fingerprint.
     #[command(
-        after_help = "Examples:\n  samband peer add rescue.bundle --fingerprint '3f2a 9c1e ...' --endpoint samband.rescue.example:7444 --dir /var/lib/samband\n  samband peer add health.bundle --fingerprint 3f2a9c1e... --accept manual --dir /var/lib/samband   # they dial us"
+        after_help = "Examples:\n  samband peer add rescue.bundle --fingerprint '3f2a 9c1e ...' \\\n      --endpoint samband.rescue.example:7444 --dir /var/lib/samband/node\n  samband peer add health.bundle --fingerprint 3f2a9c1e... --accept manual \\\n      --dir /var/lib/samband/node                  # they dial us"
     )]
     Add(peer::PeerAddArgs),
     /// Stop trusting a partner: its live links close at once.
-    #[command(after_help = "Example:\n  samband peer remove rescue.example --dir /var/lib/samband")]
+    #[command(
+        after_help = "Example:\n  samband peer remove rescue.example --dir /var/lib/samband/node"
+    )]
     Remove(peer::PeerRemoveArgs),
     /// List partners with their link state and lag.
-    #[command(after_help = "Example:\n  samband peer list --dir /var/lib/samband")]
+    #[command(after_help = "Example:\n  samband peer list --dir /var/lib/samband/node")]
     List(peer::PeerListArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum ChannelCommand {
     /// Create an internal channel (admin role).
-    #[command(after_help = "Example:\n  samband channel create flood-2026 --dir /var/lib/samband")]
+    #[command(
+        after_help = "Example:\n  samband channel create flood-2026 --dir /var/lib/samband/node"
+    )]
     Create(channel::ChannelCreateArgs),
     /// Share a channel of this org with partner orgs (admin role).
     #[command(
-        after_help = "Example:\n  samband channel share flood-2026 rescue.example region-health.example --dir /var/lib/samband"
+        after_help = "Example:\n  samband channel share flood-2026 rescue.example region-health.example \\\n      --dir /var/lib/samband/node"
     )]
     Share(channel::ShareArgs),
     /// Stop sharing a channel with one partner; its copy becomes read-only (admin role).
     #[command(
-        after_help = "Example:\n  samband channel unshare flood-2026 rescue.example --dir /var/lib/samband"
+        after_help = "Example:\n  samband channel unshare flood-2026 rescue.example --dir /var/lib/samband/node"
     )]
     Unshare(channel::UnshareArgs),
     /// Accept a channel a partner offered (peers added with --accept manual).
     #[command(
-        after_help = "Example:\n  samband channel accept police.example/flood-2026 --dir /var/lib/samband"
+        after_help = "Example:\n  samband channel accept police.example/flood-2026 --dir /var/lib/samband/node"
     )]
     Accept(channel::AcceptArgs),
     /// List the channels on the node.
@@ -414,6 +418,33 @@ mod tests {
     fn every_command_is_well_formed() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
+    }
+
+    /// Every argument says what it is, and no example line is wider than a
+    /// terminal (clap would wrap it mid-command).
+    #[test]
+    fn every_argument_is_documented_and_every_example_fits_a_terminal() {
+        use clap::CommandFactory as _;
+        fn check(command: &clap::Command, path: &str, problems: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    problems.push(format!("{path}: <{}> has no help", arg.get_id()));
+                }
+            }
+            if let Some(after) = command.get_after_help() {
+                for line in after.to_string().lines().filter(|l| l.chars().count() > 80) {
+                    problems.push(format!("{path}: example wider than 80: {line}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &path, problems);
+            }
+        }
+        let mut problems = Vec::new();
+        check(&Cli::command(), "", &mut problems);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     #[test]

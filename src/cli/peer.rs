@@ -35,6 +35,7 @@ pub(crate) struct PeerAddArgs {
     /// (auto) or hold them until `samband channel accept` (manual).
     #[arg(long, default_value = "auto", value_parser = ["auto", "manual"])]
     accept: String,
+    /// Print the new peer as one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -56,6 +57,7 @@ pub(crate) struct PeerRemoveArgs {
 pub(crate) struct PeerListArgs {
     #[command(flatten)]
     node: NodeTarget,
+    /// Print one JSON object per peer.
     #[arg(long)]
     json: bool,
 }
