@@ -41,6 +41,26 @@ pub struct Event {
     pub details: BTreeMap<String, String>,
 }
 
+/// Who made a change the audit log records (its `actor` detail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An admin member of this org, through the Admin API: their name.
+    Member(String),
+    /// Someone on the node's host with access to its directory: a command
+    /// run with `--dir` while the node was stopped, or SIGHUP.
+    Host,
+}
+
+impl fmt::Display for Actor {
+    /// `member:NAME` or `host`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Member(name) => write!(f, "member:{name}"),
+            Actor::Host => f.write_str("host"),
+        }
+    }
+}
+
 /// The end of the chain: the last entry's number and hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
@@ -90,6 +110,12 @@ impl Event {
     pub fn with(mut self, key: &str, value: impl fmt::Display) -> Self {
         self.details.insert(key.to_owned(), value.to_string());
         self
+    }
+
+    /// Records who made the change.
+    #[must_use]
+    pub fn by(self, actor: &Actor) -> Self {
+        self.with("actor", actor)
     }
 }
 

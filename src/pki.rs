@@ -467,26 +467,36 @@ impl OrgPki {
         })
     }
 
-    /// The newest certificate issued to each member here (from
-    /// `pki/issued/`), by name.
-    pub fn issued(&self) -> Result<Vec<Issued>, PkiError> {
+    /// Every certificate issued to a member here (`pki/issued/`), oldest
+    /// end first.
+    pub fn issued_all(&self) -> Result<Vec<Issued>, PkiError> {
         let dir = self.dir.join(ISSUED_DIR);
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(&dir)(e)),
         };
-        let mut newest: std::collections::BTreeMap<String, Issued> = Default::default();
+        let mut all = Vec::new();
         for entry in entries {
             let path = entry.map_err(io_err(&dir))?.path();
             let Some(der) = load_certs(&path)?.into_iter().next() else {
                 continue;
             };
-            let (Some(info), Some((member, role))) = (cert_info(&der), subject_name_and_unit(&der))
-            else {
-                continue;
-            };
-            let issued = Issued { member, role, info };
+            if let (Some(info), Some((member, role))) =
+                (cert_info(&der), subject_name_and_unit(&der))
+            {
+                all.push(Issued { member, role, info });
+            }
+        }
+        all.sort_by_key(|i| i.info.not_after);
+        Ok(all)
+    }
+
+    /// The newest certificate issued to each member here (from
+    /// `pki/issued/`), by name.
+    pub fn issued(&self) -> Result<Vec<Issued>, PkiError> {
+        let mut newest: std::collections::BTreeMap<String, Issued> = Default::default();
+        for issued in self.issued_all()? {
             match newest.get(&issued.member) {
                 Some(held) if held.info.not_after >= issued.info.not_after => {}
                 _ => {

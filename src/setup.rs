@@ -111,11 +111,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
     // Check our own template before writing it, so a bad flag never leaves a broken directory.
     Config::parse(&text, &config_path)?;
     let pki = OrgPki::create(dir, &opts.org, &opts.hosts)?;
-    drop(Store::create(
-        &crate::layout::data_dir(dir),
-        &opts.org,
-        8 << 20,
-    )?);
+    let store = Store::create(&crate::layout::data_dir(dir), &opts.org, 8 << 20)?;
     let operator = MemberName::parse(OPERATOR_NAME).map_err(|e| PkiError::Tls(e.to_string()))?;
     pki.issue_member(
         &opts.org,
@@ -125,6 +121,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), SetupError> {
         &crate::layout::operator_dir(dir),
         Validity::days(MEMBER_DAYS),
     )?;
+    // The audit log's first entry: the operator identity, issued here.
+    crate::engine::record_issued(&pki, &store, &crate::audit::Actor::Host)
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
+    drop(store);
     std::fs::write(&config_path, text).map_err(|source| SetupError::Io {
         path: config_path,
         source,

@@ -441,17 +441,19 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
     assert_eq!(
         events,
         [
+            "member.issued",
             "peer.added",
+            "channel.created",
             "channel.shared",
             "channel.unshared",
             "peer.removed"
         ]
     );
     let since = cli(&["audit", "export", "--since", "3", "--dir", arg(&dir)]);
-    assert_eq!(since.stdout.lines().count(), 2);
+    assert_eq!(since.stdout.lines().count(), 4);
     let ok = cli(&["audit", "verify", "--dir", arg(&dir)]);
     assert!(ok.success, "{}", ok.stderr);
-    assert!(ok.stdout.contains("audit log intact: 4 entries"));
+    assert!(ok.stdout.contains("audit log intact: 6 entries"));
 
     let head = ok
         .stdout
@@ -460,7 +462,7 @@ async fn the_audit_log_is_exported_and_verify_finds_a_changed_or_removed_entry()
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_owned();
-    assert!(head.starts_with("4:"), "{head}");
+    assert!(head.starts_with("6:"), "{head}");
 
     // An export without its first entries is refused unless --partial says so.
     let lines: Vec<&str> = export.lines().collect();
@@ -563,7 +565,9 @@ async fn the_admin_export_streams_a_long_log_whole_and_in_order() {
     let node = TestNode::start_in(tmp).await;
     // More than two of the export's chunks.
     let log = audit_log(&mut node.admin().await).await;
-    assert_eq!(log.len(), 700);
+    // The 700, after the operator's issue that `init` records.
+    assert_eq!(log.len(), 701);
+    assert_eq!(log.iter().filter(|e| e.event == "test.entry").count(), 700);
     samband::audit::verify(&log, Some(samband::audit::Head::default())).unwrap();
     node.stop().await;
 }
@@ -785,4 +789,120 @@ async fn admin_commands_on_the_nodes_host_dial_where_it_listens() {
         "{wrong:?}"
     );
     serve.kill9().await;
+}
+
+/// Every change the audit log records says who made it: an admin through
+/// the Admin API by name, the host (a command with --dir on a stopped
+/// node, SIGHUP) as `host`; issuing a member and creating a channel are
+/// recorded too.
+#[tokio::test]
+async fn every_recorded_change_names_who_made_it() {
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let (_rescue_tmp, rescue_dir) = {
+        let t = init_dir("rescue.example");
+        let d = node_dir(&t);
+        (t, d)
+    };
+    let serve = ServeProcess::start(&dir).await;
+    // Issued on the host while the node runs: recorded by the node.
+    let duty = tmp.path().join("duty");
+    cli_ok(&[
+        "user",
+        "add",
+        "duty",
+        "--admin",
+        "--dir",
+        arg(&dir),
+        "--out",
+        arg(&duty),
+    ]);
+    // An admin's changes, through the Admin API.
+    let ep = serve.addr.to_string();
+    let as_duty = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--identity",
+            arg(&duty),
+            "--node-endpoint",
+            &ep,
+            "--dir",
+            arg(&dir),
+        ]);
+        cli_ok(&all)
+    };
+    let bundle = tmp.path().join("rescue.bundle");
+    let fp = cli_ok(&[
+        "trust",
+        "export",
+        "--dir",
+        arg(&rescue_dir),
+        "--out",
+        arg(&bundle),
+    ])
+    .stderr;
+    let fp = fp
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap()
+        .to_owned();
+    as_duty(&["peer", "add", arg(&bundle), "--fingerprint", &fp]);
+    cli_ok(&[
+        "channel",
+        "create",
+        "ops",
+        "--identity",
+        arg(&duty),
+        "--endpoint",
+        &ep,
+    ]);
+    as_duty(&["pki", "reload"]);
+    let log = audit_log(&mut serve.admin(&dir).await).await;
+    // The latest entry of each kind.
+    let actor_of = |event: &str| -> String {
+        log.iter()
+            .rev()
+            .find(|e| e.event == event)
+            .unwrap_or_else(|| panic!("{event} recorded: {log:?}"))
+            .details
+            .get("actor")
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(actor_of("member.issued"), "host");
+    let issued: Vec<_> = log.iter().filter(|e| e.event == "member.issued").collect();
+    assert!(
+        issued
+            .iter()
+            .any(|e| e.details["member"] == "duty" && e.details["role"] == "admin"),
+        "{issued:?}"
+    );
+    for event in ["peer.added", "channel.created", "node.reloaded"] {
+        assert_eq!(actor_of(event), "member:duty", "{event}");
+    }
+
+    // On the host, with the node stopped: the host.
+    serve.kill9().await;
+    cli_ok(&["peer", "remove", "rescue.example", "--dir", arg(&dir)]);
+    cli_ok(&[
+        "user",
+        "add",
+        "eve",
+        "--dir",
+        arg(&dir),
+        "--out",
+        arg(&tmp.path().join("eve")),
+    ]);
+    let export = cli_ok(&["audit", "export", "--dir", arg(&dir)]).stdout;
+    let entries: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_host = |event: &str, key: &str, value: &str| {
+        entries.iter().any(|e| {
+            e["event"] == event && e["details"][key] == value && e["details"]["actor"] == "host"
+        })
+    };
+    assert!(by_host("peer.removed", "org", "rescue.example"), "{export}");
+    assert!(by_host("member.issued", "member", "eve"), "{export}");
 }

@@ -9,6 +9,7 @@ use super::ApiContext;
 use super::ApiError;
 use super::context::ReloadError;
 use super::messaging::{caller, channel_message};
+use crate::audit::Actor;
 use crate::engine::{RevokeError, RosterChange};
 use crate::federation::{self, Federation, FederationError};
 use crate::model::MemberName;
@@ -52,7 +53,8 @@ impl Admin {
         Self { shared, fed }
     }
 
-    fn operator<T>(&self, request: &Request<T>) -> Result<(), ApiError> {
+    /// The calling admin, as the audit log names them; refused unless admin.
+    fn operator<T>(&self, request: &Request<T>) -> Result<Actor, ApiError> {
         let member = caller(request, &self.shared)?;
         if member.role != Role::Admin {
             return Err(ApiError::PermissionDenied(format!(
@@ -60,7 +62,7 @@ impl Admin {
                 member.name
             )));
         }
-        Ok(())
+        Ok(Actor::Member(member.name.to_string()))
     }
 
     fn home_channel(&self, given: &str) -> Result<ChannelId, ApiError> {
@@ -76,8 +78,13 @@ impl Admin {
         &self,
         channel: &ChannelId,
         change: RosterChange,
+        actor: Actor,
     ) -> Result<proto::ChannelRecord, ApiError> {
-        Ok(self.shared.writer.roster(channel.clone(), change).await?)
+        Ok(self
+            .shared
+            .writer
+            .roster(channel.clone(), change, actor)
+            .await?)
     }
 }
 
@@ -102,7 +109,7 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<proto::AddPeerRequest>,
     ) -> Result<Response<proto::Peer>, Status> {
-        self.operator(&request)?;
+        let actor = self.operator(&request)?;
         let req = request.into_inner();
         let endpoint = (!req.endpoint.is_empty()).then_some(req.endpoint.as_str());
         let accept = proto::AcceptPolicy::try_from(req.accept).unwrap_or(proto::AcceptPolicy::Auto);
@@ -115,7 +122,7 @@ impl admin_server::Admin for Admin {
         )
         .map_err(ApiError::from)?;
         let org = record.org.clone();
-        self.fed.add_peer(record).map_err(ApiError::from)?;
+        self.fed.add_peer(record, &actor).map_err(ApiError::from)?;
         let peer = self
             .fed
             .peers()
@@ -130,7 +137,7 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<proto::RemovePeerRequest>,
     ) -> Result<Response<proto::RemovePeerResponse>, Status> {
-        self.operator(&request)?;
+        let actor = self.operator(&request)?;
         let org = Self::org(&request.get_ref().org)?;
         if request.get_ref().unshare {
             let mut removals = Vec::new();
@@ -141,7 +148,7 @@ impl admin_server::Admin for Admin {
             {
                 let channel = ChannelId::parse(&id).map_err(ApiError::from)?;
                 let change = RosterChange::Unshare { org: org.clone() };
-                let record = self.change_roster(&channel, change).await?;
+                let record = self.change_roster(&channel, change, actor.clone()).await?;
                 tracing::info!(%channel, %org, "channel unshared: the peer is being removed");
                 removals.push((channel, record.roster_seq));
             }
@@ -156,7 +163,7 @@ impl admin_server::Admin for Admin {
                 tracing::warn!(%org, "the partner did not confirm its removal in time; its copies stay writable there until it links again, which it no longer can");
             }
         }
-        self.fed.remove_peer(&org).map_err(ApiError::from)?;
+        self.fed.remove_peer(&org, &actor).map_err(ApiError::from)?;
         Ok(Response::new(proto::RemovePeerResponse {}))
     }
 
@@ -174,7 +181,7 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<proto::ShareChannelRequest>,
     ) -> Result<Response<proto::Channel>, Status> {
-        self.operator(&request)?;
+        let actor = self.operator(&request)?;
         let req = request.into_inner();
         let channel = self.home_channel(&req.channel)?;
         if req.orgs.is_empty() {
@@ -201,7 +208,7 @@ impl admin_server::Admin for Admin {
             shares.push((org, peer.signing_key));
         }
         let change = RosterChange::Share { orgs: shares };
-        let record = self.change_roster(&channel, change).await?;
+        let record = self.change_roster(&channel, change, actor.clone()).await?;
         tracing::info!(%channel, orgs = ?req.orgs, "channel shared");
         Ok(Response::new(channel_message(record)))
     }
@@ -210,12 +217,12 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<proto::UnshareChannelRequest>,
     ) -> Result<Response<proto::Channel>, Status> {
-        self.operator(&request)?;
+        let actor = self.operator(&request)?;
         let req = request.into_inner();
         let channel = self.home_channel(&req.channel)?;
         let org = Self::org(&req.org)?;
         let change = RosterChange::Unshare { org: org.clone() };
-        let record = self.change_roster(&channel, change).await?;
+        let record = self.change_roster(&channel, change, actor.clone()).await?;
         tracing::info!(%channel, %org, "channel unshared");
         Ok(Response::new(channel_message(record)))
     }
@@ -224,12 +231,12 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<proto::AcceptChannelRequest>,
     ) -> Result<Response<proto::Channel>, Status> {
-        self.operator(&request)?;
+        let actor = self.operator(&request)?;
         let channel = ChannelId::parse(&request.get_ref().channel).map_err(ApiError::from)?;
         let record = self
             .shared
             .writer
-            .accept(channel.clone())
+            .accept(channel.clone(), actor)
             .await
             .map_err(ApiError::from)?;
         self.fed.rehello();
@@ -241,10 +248,11 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<proto::RevokeMemberRequest>,
     ) -> Result<Response<proto::RevokeMemberResponse>, Status> {
-        self.operator(&request)?;
+        let actor = self.operator(&request)?;
         let member = MemberName::parse(&request.get_ref().member).map_err(ApiError::from)?;
-        let revoked = crate::engine::revoke_member(&self.shared.pki, &self.shared.store, &member)
-            .map_err(ApiError::from)?;
+        let revoked =
+            crate::engine::revoke_member(&self.shared.pki, &self.shared.store, &member, &actor)
+                .map_err(ApiError::from)?;
         self.shared.revocations.add(&revoked);
         tracing::info!(%member, certificates = revoked.len(), "member revoked");
         Ok(Response::new(proto::RevokeMemberResponse {
@@ -263,8 +271,8 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
-        self.operator(&request)?;
-        let cert = super::reload(&self.shared, &self.fed).map_err(|e| match e {
+        let actor = self.operator(&request)?;
+        let cert = super::reload(&self.shared, &self.fed, &actor).map_err(|e| match e {
             // Unreadable or mismatched files: the operator can fix those.
             ReloadError::Pki(e) => ApiError::FailedPrecondition(format!("reload failed: {e}")),
             other => ApiError::Internal(format!("reload failed: {other}")),

@@ -53,7 +53,11 @@ pub(crate) struct ApiContext {
 
 /// Re-reads the node certificate (e.g. after `samband pki renew`) and the
 /// peer trust. New connections use them; open ones keep theirs.
-pub(crate) fn reload(shared: &ApiContext, fed: &Federation) -> Result<CertInfo, ReloadError> {
+pub(crate) fn reload(
+    shared: &ApiContext,
+    fed: &Federation,
+    actor: &crate::audit::Actor,
+) -> Result<CertInfo, ReloadError> {
     shared.pki.install_renewal()?;
     let tls = Arc::new(shared.pki.client_listener_tls()?);
     fed.reload_tls()?;
@@ -63,8 +67,15 @@ pub(crate) fn reload(shared: &ApiContext, fed: &Federation) -> Result<CertInfo, 
     shared.store.audit(
         Event::new("node.reloaded")
             .with("node_cert_serial", &cert.serial)
-            .with("node_cert_not_after", &not_after),
+            .with("node_cert_not_after", &not_after)
+            .by(actor),
     )?;
+    // Members issued on the host since the node last looked.
+    if let Err(e) =
+        crate::engine::record_issued(&shared.pki, &shared.store, &crate::audit::Actor::Host)
+    {
+        tracing::warn!(error = %e, "cannot record issued member certificates in the audit log");
+    }
     shared.store.flush()?;
     tracing::info!(serial = %cert.serial, %not_after, "reloaded the node certificate and peer trust");
     cert.warn_if_expiring();

@@ -309,13 +309,19 @@ impl messaging_server::Messaging for Messaging {
             created_unix_ms: crate::model::unix_ms(),
             ..Default::default()
         };
-        if !self
-            .shared
-            .store
-            .create_channel(&record)
-            .map_err(ApiError::from)?
-        {
-            return Err(ApiError::AlreadyExists(format!("channel {id} exists already")).into());
+        let exists = || ApiError::AlreadyExists(format!("channel {id} exists already"));
+        let store = &self.shared.store;
+        if store.channel(&id).map_err(ApiError::from)?.is_some() {
+            return Err(exists().into());
+        }
+        // The entry first (made durable with the channel): a crash in
+        // between leaves a recorded creation that did not land, never a
+        // channel without its entry.
+        let actor = crate::audit::Actor::Member(member.name.to_string());
+        let event = crate::audit::Event::new("channel.created").with("channel", &id);
+        store.audit(event.by(&actor)).map_err(ApiError::from)?;
+        if !store.create_channel(&record).map_err(ApiError::from)? {
+            return Err(exists().into());
         }
         tracing::info!(channel = %id, by = %member.name, "channel created");
         Ok(Response::new(channel_message(record)))

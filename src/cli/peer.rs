@@ -148,7 +148,7 @@ pub(crate) async fn peer_add(args: PeerAddArgs) -> anyhow::Result<()> {
         args.endpoint.as_deref(),
         accept,
     )?;
-    store.put_peer(&record)?;
+    store.put_peer(&record, &samband::audit::Actor::Host)?;
     out!(
         "trusted {} (node stopped; takes effect when it starts)",
         record.org
@@ -182,7 +182,7 @@ pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
             shared.join(", ")
         );
     }
-    if !store.remove_peer(&org)? {
+    if !store.remove_peer(&org, &samband::audit::Actor::Host)? {
         bail!("{org} is not a configured peer");
     }
     out!("removed {org}");

@@ -62,7 +62,8 @@ pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
             store.audit(
                 audit::Event::new("node.renewed")
                     .with("node_cert_serial", &cert.serial)
-                    .with("node_cert_not_after", &not_after),
+                    .with("node_cert_not_after", &not_after)
+                    .by(&audit::Actor::Host),
             )?;
             store.flush()?;
             out!("the node is not running; it uses the new certificate when it starts");
@@ -111,10 +112,15 @@ pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
             .collect(),
         None => {
             let (_, store) = offline_store(&args.node.dir)?;
-            samband::engine::revoke_member(&OrgPki::at(&args.node.dir), &store, &member)?
-                .into_iter()
-                .map(|r| (r.serial, r.at))
-                .collect()
+            samband::engine::revoke_member(
+                &OrgPki::at(&args.node.dir),
+                &store,
+                &member,
+                &samband::audit::Actor::Host,
+            )?
+            .into_iter()
+            .map(|r| (r.serial, r.at))
+            .collect()
         }
     };
     for (serial, at) in &revoked {

@@ -43,6 +43,32 @@ pub(crate) struct UserRenewArgs {
     days: u32,
 }
 
+/// Has the issue of a certificate recorded in the node's audit log: by the
+/// running node (its reload records what `pki/issued` holds), or in the
+/// stopped node's store.
+fn record_issue(dir: &std::path::Path) -> anyhow::Result<()> {
+    super::connection::run(async {
+        match super::running_node(&super::NodeTarget::at(dir)).await {
+            Ok(Some(mut admin)) => {
+                admin
+                    .reload(samband::proto::ReloadRequest {})
+                    .await
+                    .map_err(super::connection::rpc)?;
+            }
+            // Not running (or its operator identity cannot reach it): the
+            // data dir, if the node is stopped; else it records it itself
+            // at its next start, reload, or daily look.
+            _ => {
+                if let Ok((_, store)) = super::offline_store(dir) {
+                    let pki = samband::pki::OrgPki::at(dir);
+                    samband::engine::record_issued(&pki, &store, &samband::audit::Actor::Host)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 pub(crate) fn user_renew(args: UserRenewArgs) -> anyhow::Result<()> {
     let name = MemberName::parse(&args.name)?;
     let is_operator = name.as_str() == samband::layout::OPERATOR_NAME;
@@ -60,6 +86,7 @@ pub(crate) fn user_renew(args: UserRenewArgs) -> anyhow::Result<()> {
         samband::pki::Validity::days(args.days),
     )?;
     let cert = bundle.certificate()?;
+    record_issue(&args.dir)?;
     out!(
         "renewed {} ({}) of {}: serial {}, valid until {}; bundle in {}",
         bundle.info.member,
@@ -92,6 +119,7 @@ pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
         &args.out,
         samband::pki::Validity::days(args.days),
     )?;
+    record_issue(&args.dir)?;
     out!(
         "issued {} ({}) of {}; bundle in {}, connects to {}",
         bundle.info.member,

@@ -19,7 +19,7 @@ mod writer;
 pub use commits::Commits;
 pub use durable::DurableMarks;
 pub use fanout::Fanout;
-pub use revocations::{Revocations, RevokeError, revoke_member};
+pub use revocations::{Revocations, RevokeError, record_issued, revoke_member};
 pub use subscription::{Start, Subscription};
 pub use writer::{
     NewPost, Offered, Reply, RosterChange, WriteError, WriterHandle, WriterSettings, spawn,

@@ -33,12 +33,36 @@ pub struct Revocations {
     changed: watch::Sender<u64>,
 }
 
+/// Records in the audit log every member certificate in `pki/issued` that
+/// it does not record yet (`member.issued`, naming `actor`); returns how
+/// many. Issuing happens on the host with the CA key, out of the running
+/// node's sight: it calls this when it starts, reloads and once a day.
+pub fn record_issued(
+    pki: &OrgPki,
+    store: &Store,
+    actor: &crate::audit::Actor,
+) -> Result<usize, RevokeError> {
+    let issued: Vec<crate::store::IssuedCert> = pki
+        .issued_all()?
+        .into_iter()
+        .map(|i| crate::store::IssuedCert {
+            member: i.member,
+            role: i.role,
+            serial: i.info.serial,
+            not_after: crate::model::rfc3339(i.info.not_after),
+        })
+        .collect();
+    Ok(store.record_issued(&issued, actor)?)
+}
+
 /// Revokes every certificate issued to `member`: durably in the store, with
-/// an audit entry each. Returns what was revoked (already revoked ones too).
+/// an audit entry each naming `actor`. Returns what was revoked (already
+/// revoked ones too).
 pub fn revoke_member(
     pki: &OrgPki,
     store: &Store,
     member: &MemberName,
+    actor: &crate::audit::Actor,
 ) -> Result<Vec<Revoked>, RevokeError> {
     if member.as_str() == crate::layout::OPERATOR_NAME {
         return Err(RevokeError::Operator(member.clone()));
@@ -58,7 +82,7 @@ pub fn revoke_member(
             at: at.clone(),
         })
         .collect();
-    store.revoke(&new)?;
+    store.revoke(&new, actor)?;
     Ok(store
         .revocations()?
         .into_iter()

@@ -340,9 +340,14 @@ impl Federation {
         own_bundle(&self.org, &self.pki, &self.advertise)
     }
 
-    /// Trusts a peer (or replaces its record) and starts dialing it if it has an endpoint.
-    pub fn add_peer(self: &Arc<Self>, record: PeerRecord) -> Result<(), FederationError> {
-        self.store.put_peer(&record)?;
+    /// Trusts a peer (or replaces its record) and starts dialing it if it
+    /// has an endpoint; the audit entry names `actor`.
+    pub fn add_peer(
+        self: &Arc<Self>,
+        record: PeerRecord,
+        actor: &crate::audit::Actor,
+    ) -> Result<(), FederationError> {
+        self.store.put_peer(&record, actor)?;
         self.reload_tls()?;
         // A replaced record may carry a new CA: drop the old link.
         if let Ok(org) = OrgId::parse(&record.org)
@@ -395,7 +400,11 @@ impl Federation {
     /// participates in a channel homed here ([`FederationError::StillShared`]):
     /// the roster would go on listing a partner this node no longer hears,
     /// and other participants would go on relaying to and from it.
-    pub fn remove_peer(&self, org: &OrgId) -> Result<(), FederationError> {
+    pub fn remove_peer(
+        &self,
+        org: &OrgId,
+        actor: &crate::audit::Actor,
+    ) -> Result<(), FederationError> {
         let channels = self.shared_from_here_with(org)?;
         if !channels.is_empty() {
             return Err(FederationError::StillShared {
@@ -403,7 +412,7 @@ impl Federation {
                 channels: channels.join(", "),
             });
         }
-        if !self.store.remove_peer(org)? {
+        if !self.store.remove_peer(org, actor)? {
             return Err(FederationError::UnknownPeer(org.to_string()));
         }
         self.reload_tls()?;

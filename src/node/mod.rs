@@ -306,7 +306,7 @@ impl Worker for Reloader {
     async fn work(&mut self) -> WorkerState {
         if std::mem::take(&mut self.due) {
             let at = crate::store::now_rfc3339();
-            self.last = match crate::api::reload(&self.api, &self.fed) {
+            self.last = match crate::api::reload(&self.api, &self.fed, &crate::audit::Actor::Host) {
                 Ok(cert) => format!("reloaded at {at} (node certificate {})", cert.serial),
                 Err(e) => {
                     tracing::error!(error = %e, "reload failed; the node keeps its previous certificate and trust");
@@ -327,10 +327,11 @@ impl Worker for Reloader {
     }
 }
 
-/// Once a day (and at start): a warning in the log for every certificate of
-/// the org that ends within [`crate::pki::EXPIRY_WARNING_DAYS`] — the CA,
-/// the node, the operator identity, members — with its date and how to
-/// renew it.
+/// Once a day (and at start): records in the audit log the member
+/// certificates issued on the host since, and warns in the log of every
+/// certificate of the org that ends within
+/// [`crate::pki::EXPIRY_WARNING_DAYS`] — the CA, the node, the operator
+/// identity, members — with its date and how to renew it.
 struct ExpiryWatch {
     api: Arc<crate::api::ApiContext>,
     /// The soonest end, or why it could not be read.
@@ -339,10 +340,15 @@ struct ExpiryWatch {
 
 impl Worker for ExpiryWatch {
     fn name(&self) -> String {
-        "certificate expiry watch".to_owned()
+        "certificate watch".to_owned()
     }
 
     async fn work(&mut self) -> WorkerState {
+        // Members issued on the host since the node last looked.
+        let host = crate::audit::Actor::Host;
+        if let Err(e) = crate::engine::record_issued(&self.api.pki, &self.api.store, &host) {
+            tracing::warn!(error = %e, "cannot record issued member certificates in the audit log");
+        }
         let expiries = match self.api.expiries() {
             Ok(expiries) => expiries,
             Err(e) => {

@@ -11,6 +11,18 @@ use super::kv::Tree;
 use super::{Store, StoreError, lossy};
 use crate::audit::{Entry, Event, Head};
 
+/// A member certificate the org CA issued, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCert {
+    pub member: String,
+    /// `member` or `admin`.
+    pub role: String,
+    /// Hex serial number.
+    pub serial: String,
+    /// RFC 3339.
+    pub not_after: String,
+}
+
 /// A revoked member certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revoked {
@@ -73,17 +85,55 @@ impl Store {
     }
 
     /// Revokes member certificates durably and records it in the audit log.
-    pub fn revoke(&self, revoked: &[Revoked]) -> Result<(), StoreError> {
+    pub fn revoke(
+        &self,
+        revoked: &[Revoked],
+        actor: &crate::audit::Actor,
+    ) -> Result<(), StoreError> {
         for r in revoked {
             let bytes = serde_json::to_vec(r).map_err(|e| unreadable(b"revoked", &e))?;
             self.revoked.insert(r.serial.as_bytes(), &bytes)?;
             self.audit(
                 Event::new("member.revoked")
                     .with("member", &r.member)
-                    .with("serial", &r.serial),
+                    .with("serial", &r.serial)
+                    .by(actor),
             )?;
         }
         self.flush()
+    }
+
+    /// Records in the audit log each certificate of `issued` not recorded
+    /// before (`member.issued`, naming `actor`), durably; returns how many
+    /// were new. Issuing happens on the node's host with the CA key, where
+    /// the running node cannot see it: the node records what `pki/issued`
+    /// holds when it starts, reloads, and once a day.
+    pub fn record_issued(
+        &self,
+        issued: &[IssuedCert],
+        actor: &crate::audit::Actor,
+    ) -> Result<usize, StoreError> {
+        let mut new = 0;
+        for cert in issued {
+            let key = cert.serial.as_bytes();
+            if self.issued.contains_key(key)? {
+                continue;
+            }
+            self.audit(
+                Event::new("member.issued")
+                    .with("member", &cert.member)
+                    .with("role", &cert.role)
+                    .with("serial", &cert.serial)
+                    .with("not_after", &cert.not_after)
+                    .by(actor),
+            )?;
+            self.issued.insert(key, b"")?;
+            new += 1;
+        }
+        if new > 0 {
+            self.flush()?;
+        }
+        Ok(new)
     }
 
     /// Every revoked certificate.

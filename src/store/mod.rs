@@ -22,7 +22,7 @@ mod migrate;
 mod peers;
 mod runs;
 
-pub use audit::{Revoked, now_rfc3339};
+pub use audit::{IssuedCert, Revoked, now_rfc3339};
 pub use messages::StoreBatch;
 
 use std::path::{Path, PathBuf};
@@ -116,6 +116,8 @@ pub struct Store {
     cursors: Arc<dyn Tree>,
     audit: Arc<dyn Tree>,
     revoked: Arc<dyn Tree>,
+    /// Serials of member certificates whose issue the audit log records.
+    issued: Arc<dyn Tree>,
     /// The audit log's last entry; appends take this lock.
     audit_head: std::sync::Arc<std::sync::Mutex<crate::audit::Head>>,
 }
@@ -184,6 +186,7 @@ impl Store {
             peers: engine.tree("peers", Values::Small)?,
             cursors: engine.tree("cursors", Values::Small)?,
             revoked: engine.tree("revoked", Values::Small)?,
+            issued: engine.tree("issued", Values::Small)?,
             audit_head: Arc::new(std::sync::Mutex::new(Self::load_audit_head(&*audit)?)),
             audit,
             engine,

@@ -4,6 +4,7 @@
 use prost::Message as _;
 
 use super::{Store, StoreError, decode, keys};
+use crate::audit::Actor;
 use crate::model::{OrgId, VersionVector};
 use crate::proto::{ChannelVector, PeerRecord, VectorEntry};
 
@@ -26,7 +27,7 @@ impl Store {
     }
 
     /// Adds or replaces a peer, durably, and records it in the audit log.
-    pub fn put_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+    pub fn put_peer(&self, peer: &PeerRecord, actor: &Actor) -> Result<(), StoreError> {
         let key = peer.org.as_bytes();
         let sha256 = |bytes: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes));
         // The entry first: a crash in between leaves a recorded change that
@@ -48,7 +49,8 @@ impl Store {
                 } else {
                     "auto"
                 },
-            ),
+            )
+            .by(actor),
         )?;
         self.peers.insert(key, &peer.encode_to_vec())?;
         self.flush()?;
@@ -56,10 +58,14 @@ impl Store {
     }
 
     /// Removes a peer durably; `false` if it was not configured.
-    pub fn remove_peer(&self, org: &OrgId) -> Result<bool, StoreError> {
+    pub fn remove_peer(&self, org: &OrgId, actor: &Actor) -> Result<bool, StoreError> {
         let key = org.as_str().as_bytes();
         if self.peers.contains_key(key)? {
-            self.audit(crate::audit::Event::new("peer.removed").with("org", org))?;
+            self.audit(
+                crate::audit::Event::new("peer.removed")
+                    .with("org", org)
+                    .by(actor),
+            )?;
         }
         let removed = self.peers.remove(key)?;
         let prefix = keys::cursor_key(org, "");

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::commits::Commits;
 use super::durable::DurableMarks;
 use super::fanout::Fanout;
+use crate::audit::Actor;
 use crate::audit::{self, Event};
 use crate::model::{
     ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority, sign,
@@ -128,10 +129,12 @@ enum Command {
     Roster {
         channel: ChannelId,
         change: RosterChange,
+        actor: Actor,
         answer: Answer<ChannelRecord>,
     },
     Accept {
         channel: ChannelId,
+        actor: Actor,
         answer: Answer<ChannelRecord>,
     },
     Stop,
@@ -367,23 +370,35 @@ impl WriterHandle {
         .await
     }
 
-    /// Changes the roster of a channel whose home is this org.
+    /// Changes the roster of a channel whose home is this org; the audit
+    /// entry names `actor`.
     pub async fn roster(
         &self,
         channel: ChannelId,
         change: RosterChange,
+        actor: Actor,
     ) -> Result<ChannelRecord, WriteError> {
         self.ask(|answer| Command::Roster {
             channel,
             change,
+            actor,
             answer,
         })
         .await
     }
 
-    /// Accepts a held channel offer.
-    pub async fn accept(&self, channel: ChannelId) -> Result<ChannelRecord, WriteError> {
-        self.ask(|answer| Command::Accept { channel, answer }).await
+    /// Accepts a held channel offer; the audit entry names `actor`.
+    pub async fn accept(
+        &self,
+        channel: ChannelId,
+        actor: Actor,
+    ) -> Result<ChannelRecord, WriteError> {
+        self.ask(|answer| Command::Accept {
+            channel,
+            actor,
+            answer,
+        })
+        .await
     }
 
     /// Asks the writer to finish what is queued before this call, then stop.
@@ -526,12 +541,17 @@ impl Writer {
             Command::Roster {
                 channel,
                 change,
+                actor,
                 answer,
-            } => match self.change_roster(round, &channel, change) {
+            } => match self.change_roster(round, &channel, change, &actor) {
                 Ok(record) => round.done.push(Done::Record(answer, record)),
                 Err(e) => refuse(round, answer, e),
             },
-            Command::Accept { channel, answer } => match self.accept(round, &channel) {
+            Command::Accept {
+                channel,
+                actor,
+                answer,
+            } => match self.accept(round, &channel, &actor) {
                 Ok(record) => round.done.push(Done::Record(answer, record)),
                 Err(e) => refuse(round, answer, e),
             },

@@ -2,7 +2,7 @@
 //! and an operator's acceptance of an offered channel.
 
 use super::{RosterChange, Round, WriteError, Writer};
-use crate::audit::Event;
+use crate::audit::{Actor, Event};
 use crate::model::ChannelId;
 use crate::proto::{ChannelRecord, ChannelState, Kind};
 use crate::rules::{self, RosterEdit};
@@ -13,6 +13,7 @@ impl Writer {
         round: &mut Round,
         channel: &ChannelId,
         change: RosterChange,
+        actor: &Actor,
     ) -> Result<ChannelRecord, WriteError> {
         let record = self.writable(channel)?;
         if record.home != self.settings.org.as_str() {
@@ -74,7 +75,8 @@ impl Writer {
                 RosterChange::Unshare { org } => Event::new("channel.unshared").with("org", org),
             }
             .with("channel", channel)
-            .with("roster_seq", roster_seq),
+            .with("roster_seq", roster_seq)
+            .by(actor),
         );
         let updated = ChannelRecord {
             participants,
@@ -90,6 +92,7 @@ impl Writer {
         &mut self,
         round: &mut Round,
         channel: &ChannelId,
+        actor: &Actor,
     ) -> Result<ChannelRecord, WriteError> {
         let record = self
             .record(channel)?
@@ -101,9 +104,11 @@ impl Writer {
             state: ChannelState::Active as i32,
             ..record
         };
-        round
-            .audit
-            .push(Event::new("channel.accepted").with("channel", channel));
+        round.audit.push(
+            Event::new("channel.accepted")
+                .with("channel", channel)
+                .by(actor),
+        );
         round.put_channel(channel, &updated);
         self.records.insert(channel.clone(), updated.clone());
         Ok(updated)
