@@ -692,3 +692,31 @@ fn the_systemd_unit_verifies_and_is_sandboxed() {
         String::from_utf8_lossy(&security.stdout)
     );
 }
+
+/// A `--dir` that is not a node directory is named as such, with how to
+/// make one, by every command that takes it (not "cannot read
+/// DIR/operator/identity.toml").
+#[test]
+fn a_directory_that_is_not_a_node_directory_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("empty");
+    std::fs::create_dir(&dir).unwrap();
+    let out = tmp.path().join("x");
+    for args in [
+        vec!["serve", "--dir", arg(&dir)],
+        vec!["status", "--dir", arg(&dir)],
+        vec!["peer", "list", "--dir", arg(&dir)],
+        vec!["audit", "export", "--dir", arg(&dir)],
+        vec!["user", "add", "x", "--dir", arg(&dir), "--out", arg(&out)],
+        vec!["trust", "export", "--dir", arg(&dir), "--out", arg(&out)],
+    ] {
+        let refused = cli(&args);
+        assert!(!refused.success, "{args:?}");
+        assert!(
+            refused.stderr.contains("is not a samband node directory")
+                && refused.stderr.contains("samband init --org ORG --dir"),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+}

@@ -59,7 +59,7 @@ impl Connection {
         let from_env = || std::env::var_os("SAMBAND_IDENTITY").map(std::path::PathBuf::from);
         let dir = match (&self.identity, &self.dir) {
             (Some(bundle), _) => bundle.clone(),
-            (None, Some(node)) => samband::layout::operator_dir(node),
+            (None, Some(node)) => samband::layout::operator_dir(super::node_dir(node)?),
             (None, None) => match from_env() {
                 Some(bundle) => bundle,
                 None => bail!(

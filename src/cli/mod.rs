@@ -40,6 +40,25 @@ use samband::proto::admin_client::AdminClient;
 use samband::store::{Store, StoreError};
 use tonic::transport::Channel;
 
+/// Refuses a `--dir` that is not a node directory, saying so and how to
+/// make one, instead of naming the first file it lacks.
+pub(crate) fn node_dir(dir: &std::path::Path) -> anyhow::Result<&std::path::Path> {
+    if samband::layout::config_file(dir).is_file() {
+        return Ok(dir);
+    }
+    let what = if dir.is_dir() {
+        "is not a samband node directory (it has no config.toml)"
+    } else {
+        "does not exist"
+    };
+    anyhow::bail!(
+        "{} {what}; create a node there with `samband init --org ORG --dir {}`, or give the \
+         directory `samband init` made",
+        dir.display(),
+        dir.display()
+    )
+}
+
 /// Where the node in `dir` listens for members, as seen from its host:
 /// the address the running node recorded (`DIR/client.addr`), with an
 /// unspecified IP (`0.0.0.0`, `::`) read as loopback. `None` if the node
@@ -111,6 +130,7 @@ impl NodeTarget {
 pub(crate) async fn running_node(
     target: &NodeTarget,
 ) -> anyhow::Result<Option<AdminClient<Channel>>> {
+    node_dir(&target.dir)?;
     let bundle_dir = target
         .identity
         .clone()
@@ -129,7 +149,7 @@ pub(crate) async fn running_node(
 
 /// The stopped node's store.
 pub(crate) fn offline_store(dir: &std::path::Path) -> anyhow::Result<(Config, Store)> {
-    let config = Config::load(dir)?;
+    let config = Config::load(node_dir(dir)?)?;
     let store = Store::open(&data_dir(dir), &config.org, 8 << 20).map_err(|e| match e {
         StoreError::Locked(_) => anyhow::anyhow!(
             "the node is running but its client listener ({}) does not answer; try again, or stop it",

@@ -37,7 +37,7 @@ pub(crate) struct ReloadArgs {
 }
 
 pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.node.dir)?;
+    let config = Config::load(super::node_dir(&args.node.dir)?)?;
     let cert = OrgPki::at(&args.node.dir).renew_node(&config.org, Validity::days(args.days))?;
     let not_after = rfc3339(cert.not_after);
     out!(

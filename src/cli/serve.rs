@@ -34,7 +34,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => default_dir()?,
     };
-    let mut config = Config::load(&dir)?;
+    let mut config = Config::load(super::node_dir(&dir)?)?;
     if let Some(addr) = args.client_listen {
         config.client.listen = addr;
     }

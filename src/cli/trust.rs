@@ -20,7 +20,7 @@ pub(crate) struct TrustExportArgs {
 }
 
 pub(crate) fn trust_export(args: TrustExportArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.dir)?;
+    let config = Config::load(super::node_dir(&args.dir)?)?;
     let bundle = federation::own_bundle(
         &config.org,
         &OrgPki::at(&args.dir),

@@ -70,6 +70,7 @@ fn record_issue(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 pub(crate) fn user_renew(args: UserRenewArgs) -> anyhow::Result<()> {
+    super::node_dir(&args.dir)?;
     let name = MemberName::parse(&args.name)?;
     let is_operator = name.as_str() == samband::layout::OPERATOR_NAME;
     let out = match (&args.out, is_operator) {
@@ -106,6 +107,7 @@ pub(crate) fn user_renew(args: UserRenewArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
+    super::node_dir(&args.dir)?;
     let name = MemberName::parse(&args.name)?;
     let role = if args.admin {
         Role::Admin
