@@ -1204,6 +1204,87 @@ async fn an_org_shared_again_after_removal_rejoins_and_catches_up() {
         history.iter().any(|h| h.2 == "while B was out"),
         "{history:?}"
     );
+    // A re-share is a normal sequence: B refused nothing on the way (what
+    // arrived before the re-sharing roster waited for it, unrecorded).
+    let b_log = common::audit_log(&mut b.admin().await).await;
+    assert!(
+        !b_log.iter().any(|e| e.event == "federation.rejected"),
+        "{b_log:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A partner that accepts a home's channels by hand (`accept manual`) does
+/// so again when the home shares a channel with it again after removing it.
+#[tokio::test]
+async fn a_reshare_waits_for_a_manual_accept_like_the_first_share() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    a.trust(&b, Some(b.fed_addr.to_string()), proto::AcceptPolicy::Auto)
+        .await;
+    b.trust(
+        &a,
+        Some(a.fed_addr.to_string()),
+        proto::AcceptPolicy::Manual,
+    )
+    .await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    let b_op = b.operator().await;
+    let state = |b_op: &common::Client| {
+        let mut b_op = b_op.clone();
+        let ch = ch.clone();
+        async move {
+            let l = b_op
+                .list_channels(proto::ListChannelsRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            l.channels.into_iter().find(|c| c.id == ch).map(|c| c.state)
+        }
+    };
+    let accept = || async {
+        b.admin()
+            .await
+            .accept_channel(proto::AcceptChannelRequest {
+                channel: ch.clone(),
+            })
+            .await
+            .unwrap();
+    };
+    a.share("crisis", &["rescue.example"]).await;
+    eventually("B holds the offer", || async {
+        (state(&b_op).await? == "pending").then_some(())
+    })
+    .await;
+    accept().await;
+    let unshare = proto::UnshareChannelRequest {
+        channel: ch.clone(),
+        org: "rescue.example".into(),
+    };
+    a.admin().await.unshare_channel(unshare).await.unwrap();
+    eventually("B archived", || async {
+        (state(&b_op).await? == "archived").then_some(())
+    })
+    .await;
+    a.share("crisis", &["rescue.example"]).await;
+    eventually("B holds the new offer, not joined", || async {
+        (state(&b_op).await? == "pending").then_some(())
+    })
+    .await;
+    post(&mut a_op, &ch, "posted while B decides").await;
+    accept().await;
+    eventually("B shared again", || async {
+        (state(&b_op).await? == "shared").then_some(())
+    })
+    .await;
+    // share, unshare, share again, and the post: nothing lost while pending.
+    let history = converged(&[&a, &b], &ch, 4).await;
+    assert!(
+        history.iter().any(|h| h.2 == "posted while B decides"),
+        "{history:?}"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -835,11 +835,21 @@ impl Link {
                 Verdict::Reject(reason) => {
                     counters.rejected.fetch_add(1, Ordering::Relaxed);
                     resend = resend.max(reason.resend());
-                    tracing::warn!(
-                        target: "samband::federation::rejected",
-                        %peer, ?channel, ?origin, seq, reason = %reason,
-                        "federation envelope rejected"
-                    );
+                    // Out of order is routine (a catch-up, a re-share): the
+                    // restatement answers it; anything else broke a rule.
+                    if reason.is_out_of_order() {
+                        tracing::debug!(
+                            target: "samband::federation::rejected",
+                            %peer, ?channel, ?origin, seq, reason = %reason,
+                            "envelope out of order; restating what this node holds"
+                        );
+                    } else {
+                        tracing::warn!(
+                            target: "samband::federation::rejected",
+                            %peer, ?channel, ?origin, seq, reason = %reason,
+                            "federation envelope rejected"
+                        );
+                    }
                     // The peer is told, for a channel it may see, unless a
                     // restatement of what this node holds is the answer
                     // (a gap: nothing is wrong with the envelope itself).

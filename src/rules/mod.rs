@@ -91,6 +91,13 @@ pub enum Reject {
     BrokenChain,
     #[error("this org was removed from the channel; it is read-only here")]
     Archived,
+    /// The home's own envelope of a channel this org was removed from: the
+    /// home sends it only if a later roster in its chain shares the channel
+    /// again, which then comes as an offer.
+    #[error(
+        "this org was removed from the channel; the home's envelopes wait for the roster that shares it again"
+    )]
+    BeforeReshare,
     #[error("channel offer is not valid: {0}")]
     BadOffer(&'static str),
     #[error("unsigned, and no signed envelope (seal) of the same origin followed it in the batch")]
@@ -111,7 +118,10 @@ impl Reject {
     /// resend). The sender is told what is held and sends it again; nothing
     /// was wrong with it, so it is counted but not audited.
     pub fn is_out_of_order(&self) -> bool {
-        matches!(self, Reject::Gap { .. } | Reject::Unsealed)
+        matches!(
+            self,
+            Reject::Gap { .. } | Reject::Unsealed | Reject::BeforeReshare
+        )
     }
 
     /// Whether, and how soon, the sender should be told again what this
@@ -121,7 +131,7 @@ impl Reject {
     /// minutes, so asking every second would only resend the same frames).
     pub fn resend(&self) -> Option<Resend> {
         match self {
-            Reject::Gap { .. } | Reject::Unsealed => Some(Resend::Soon),
+            Reject::Gap { .. } | Reject::Unsealed | Reject::BeforeReshare => Some(Resend::Soon),
             Reject::FromTheFuture => Some(Resend::Later),
             _ => None,
         }
@@ -464,7 +474,11 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
         return Err(Reject::ControlNotFromHome);
     }
     if record.state == ChannelState::Archived as i32 && !is_control {
-        return Err(Reject::Archived);
+        return Err(if origin.as_str() == record.home {
+            Reject::BeforeReshare
+        } else {
+            Reject::Archived
+        });
     }
     if !is_shared(record) {
         return Err(Reject::NotSharedWithSender);

@@ -57,7 +57,10 @@ impl Writer {
         };
         if let Some(old) = existing {
             record.created_unix_ms = old.created_unix_ms;
-        } else if hold {
+        }
+        // A re-share is an offer like the first: the accept policy for the
+        // home applies again.
+        if hold {
             record.state = ChannelState::Pending as i32;
         }
         let pending = record.state == ChannelState::Pending as i32;
@@ -80,6 +83,18 @@ impl Writer {
         } else {
             Offered::Joined(record)
         }))
+    }
+
+    /// Whether this node's operator accepts `home`'s channels by hand
+    /// (`peer add --accept manual`).
+    pub(super) fn holds_offers_of(&self, home: &str) -> Result<bool, StoreError> {
+        let Ok(home) = OrgId::parse(home) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .peer(&home)?
+            .is_some_and(|p| p.accept == crate::proto::AcceptPolicy::Manual as i32))
     }
 
     /// The record an offer of a channel would make, or why it is refused.

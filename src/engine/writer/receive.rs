@@ -143,6 +143,13 @@ impl Writer {
                 admission.decided(self.refuse_envelope(round, from, &envelope, r));
                 return Ok(());
             }
+            // Shared again after a removal: the accept policy for the home
+            // applies as it did to the first share.
+            let reshared = record.state == ChannelState::Archived as i32
+                && updated.state == ChannelState::Active as i32;
+            if reshared && self.holds_offers_of(&record.home)? {
+                updated.state = ChannelState::Pending as i32;
+            }
             // Audited as of this envelope's own roster: an older snapshot
             // than the one held (a late participant's catch-up) changes
             // nothing here, and is recorded with what it said, not today's.
