@@ -192,7 +192,7 @@ async fn command_line_walkthrough() {
         run(&["channel", "create", "ops", "--dir", d, "--endpoint", &ep])
             .contains("police.example/ops")
     );
-    run(&[
+    let posted = run(&[
         "post",
         "ops",
         "Road 12 closed",
@@ -201,6 +201,19 @@ async fn command_line_walkthrough() {
         "--endpoint",
         &ep,
     ]);
+    // The post says how to ask where it is; on an internal channel, nowhere else.
+    let ask = posted
+        .split("where it is: ")
+        .nth(1)
+        .expect("the receipts command")
+        .trim()
+        .to_owned();
+    let mut words: Vec<&str> = ask.split_whitespace().skip(1).collect();
+    words.extend(["--identity", a, "--endpoint", &ep]);
+    assert!(
+        run(&words).contains("not shared with any other agency"),
+        "{ask}"
+    );
     run(&[
         "post",
         "ops",

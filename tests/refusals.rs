@@ -116,6 +116,30 @@ async fn a_message_a_partner_refused_is_marked_until_the_partner_holds_it() {
             break;
         }
     }
+    // Sent, but rescue has not said it holds it: waiting, not delivered.
+    let receipts = |operator: &common::Client| {
+        let mut operator = operator.clone();
+        let (ops, cursor) = (ops.clone(), posted.cursor.clone());
+        async move {
+            operator
+                .receipts(proto::ReceiptsRequest {
+                    channel: ops,
+                    cursor,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .agencies
+        }
+    };
+    let r = receipts(&operator).await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (r[0].org.as_str(), r[0].state.as_str()),
+        ("rescue.example", "waiting")
+    );
+    assert_eq!(r[0].link, "connected");
+
     let reason = "body is over rescue.example's limit (max_body_bytes)";
     let refusal = |channel: &str, seq| proto::EnvelopeRefusal {
         channel: channel.into(),
@@ -158,6 +182,11 @@ async fn a_message_a_partner_refused_is_marked_until_the_partner_holds_it() {
         ("rescue.example", reason)
     );
     assert!(!marks[0].retrying);
+    let r = receipts(&operator).await;
+    assert_eq!(
+        (r[0].state.as_str(), r[0].reason.as_str()),
+        ("refused", reason)
+    );
     let link = police.peers().await[0].link.clone().unwrap();
     assert_eq!(
         link.refused_by_peer, 1,
@@ -183,5 +212,8 @@ async fn a_message_a_partner_refused_is_marked_until_the_partner_holds_it() {
     .await;
     let link = police.peers().await[0].link.clone().unwrap();
     assert_eq!(link.refused_by_peer, 0);
+    // Delivered: from rescue's own durable progress.
+    let r = receipts(&operator).await;
+    assert_eq!(r[0].state, "delivered", "{r:?}");
     police.stop().await;
 }

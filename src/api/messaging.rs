@@ -32,9 +32,11 @@ const PUBLISH_WINDOW: usize = 1024;
 /// Messages buffered per subscriber stream before it reads from the store instead.
 const STREAM_BUFFER: usize = 64;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Messaging {
     shared: Arc<ApiContext>,
+    /// For receipts: the links' states and the peers' durable progress.
+    fed: Arc<crate::federation::Federation>,
 }
 
 /// The keys this node pinned: its partners' (its own is known by name), for
@@ -230,8 +232,80 @@ async fn follow(
 // === impl Messaging ===
 
 impl Messaging {
-    pub(crate) fn new(shared: Arc<ApiContext>) -> Self {
-        Self { shared }
+    pub(crate) fn new(shared: Arc<ApiContext>, fed: Arc<crate::federation::Federation>) -> Self {
+        Self { shared, fed }
+    }
+
+    /// Each agency's state of the message at `cursor` in `channel`: the
+    /// agencies its roster shares it with (and its home, if not this org).
+    fn receipts(
+        &self,
+        channel: &ChannelId,
+        cursor: &Cursor,
+    ) -> Result<Vec<proto::AgencyReceipt>, ApiError> {
+        let store = &self.shared.store;
+        let Some(record) = store.channel(channel)? else {
+            return Err(ApiError::NotFound(format!(
+                "channel {channel} does not exist on this node"
+            )));
+        };
+        if store
+            .envelope(channel, &cursor.origin, cursor.seq)?
+            .is_none()
+        {
+            return Err(ApiError::NotFound(format!(
+                "no message at that cursor in {channel}"
+            )));
+        }
+        let mut agencies: Vec<String> = record
+            .participants
+            .iter()
+            .filter(|p| p.active)
+            .map(|p| p.org.clone())
+            .collect();
+        agencies.push(record.home.clone());
+        agencies.sort();
+        agencies.dedup();
+        agencies.retain(|org| org.as_str() != self.shared.org.as_str());
+        let refusals = self
+            .shared
+            .refusals
+            .of(&record.id, &cursor.origin, cursor.seq);
+        let waited = crate::model::unix_ms().saturating_sub(cursor.hlc.unix_ms());
+        let mut out = Vec::new();
+        for org in agencies {
+            let Ok(id) = crate::model::OrgId::parse(&org) else {
+                continue;
+            };
+            let link = self.fed.link_state(&id);
+            let mut receipt = proto::AgencyReceipt {
+                org: org.clone(),
+                link: link
+                    .map_or("none", crate::federation::LinkState::as_str)
+                    .to_owned(),
+                ..Default::default()
+            };
+            // The agency's own messages, and what its durable progress covers.
+            let held = id == cursor.origin
+                || store
+                    .cursor(&id, &record.id)?
+                    .get(&cursor.origin)
+                    .is_some_and(|&s| s >= cursor.seq);
+            if held {
+                receipt.state = "delivered".into();
+            } else if let Some(r) = refusals.iter().find(|r| r.by == id) {
+                receipt.state = "refused".into();
+                receipt.reason = r.reason.clone();
+                receipt.retrying = r.retrying;
+            } else if link.is_none() {
+                receipt.state = "not linked".into();
+            } else {
+                receipt.state = "waiting".into();
+                receipt.waiting_ms = waited;
+            }
+            out.push(receipt);
+        }
+        Ok(out)
     }
 
     /// A member's post, checked against this node's limits.
@@ -288,6 +362,19 @@ type MessageStream = Pin<Box<dyn Stream<Item = Result<proto::Message, Status>> +
 
 #[tonic::async_trait]
 impl messaging_server::Messaging for Messaging {
+    async fn receipts(
+        &self,
+        request: Request<proto::ReceiptsRequest>,
+    ) -> Result<Response<proto::ReceiptsResponse>, Status> {
+        self.member(&request)?;
+        let req = request.into_inner();
+        let channel = self.existing_channel(&req.channel)?;
+        let at = cursor(&req.cursor)?;
+        Ok(Response::new(proto::ReceiptsResponse {
+            agencies: self.receipts(&channel, &at)?,
+        }))
+    }
+
     async fn create_channel(
         &self,
         request: Request<proto::CreateChannelRequest>,
@@ -361,9 +448,7 @@ impl messaging_server::Messaging for Messaging {
     ) -> Result<Response<Self::PublishStream>, Status> {
         let member = self.member(&request)?;
         let mut posts = request.into_inner();
-        let this = Self {
-            shared: self.shared.clone(),
-        };
+        let this = self.clone();
         // Posts go to the writer as they arrive; acks go back in order as
         // each one's batch is durable. The bounded queue between the two is
         // the stream's in-flight window.

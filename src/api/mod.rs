@@ -157,7 +157,7 @@ pub(crate) async fn client_router(
     // Room for the largest accepted body plus the other fields, so that an
     // oversized body reaches the handler and gets a precise answer.
     let max_request = shared.limits.max_body_bytes + 64 * 1024;
-    let messaging = MessagingServer::new(messaging::Messaging::new(shared.clone()))
+    let messaging = MessagingServer::new(messaging::Messaging::new(shared.clone(), fed.clone()))
         .max_decoding_message_size(max_request);
     Ok(
         base_router::<MessagingServer<messaging::Messaging>, AdminServer<admin::Admin>>(

@@ -1,4 +1,5 @@
-//! `samband post`, `history` and `tail`: a member's messages.
+//! `samband post`, `history`, `tail` and `receipts`: a member's messages,
+//! and where one of them is.
 
 use std::io::Read as _;
 
@@ -228,4 +229,36 @@ fn show(m: &proto::Message, json: bool, cursors: bool) {
     } else {
         out!("{}", output::message(m, json));
     }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReceiptsArgs {
+    /// Channel: `name` for one of your org, or `home-org/name`.
+    channel: String,
+    /// The message's cursor (`history --cursors`, `tail --cursors`, or the
+    /// one `post` printed).
+    cursor: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// `samband receipts`: for each agency the channel is shared with, whether
+/// its node holds the message, still waits for it, or refused it.
+pub(crate) async fn receipts(args: ReceiptsArgs) -> anyhow::Result<()> {
+    let (mut c, _) = args.conn.connect().await?;
+    let r = c
+        .receipts(proto::ReceiptsRequest {
+            channel: args.channel,
+            cursor: args.cursor,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if r.agencies.is_empty() && !args.conn.json {
+        out!("not shared with any other agency: it is on this node only");
+    }
+    for a in &r.agencies {
+        out!("{}", output::receipt(a, args.conn.json));
+    }
+    Ok(())
 }

@@ -225,6 +225,12 @@ enum Command {
     /// Show who you are on the node and the node's state.
     #[command(after_help = "Example:\n  samband status --identity alice/")]
     Status(status::StatusArgs),
+    /// Where a message is: for each agency, delivered (its node holds it),
+    /// waiting, or refused (with its reason).
+    #[command(
+        after_help = "Example:\n  samband history ops --cursors --identity alice/\n  samband receipts ops 0001... --identity alice/"
+    )]
+    Receipts(messages::ReceiptsArgs),
     /// Three agencies on this machine, federating a crisis channel; runs until Ctrl-C.
     #[command(after_help = "Example:\n  samband demo")]
     Demo,
@@ -416,6 +422,7 @@ pub(crate) fn main() -> ExitCode {
         Command::History(a) => connection::run(messages::history(a)),
         Command::Tail(a) => connection::run(messages::tail(a)),
         Command::Status(a) => connection::run(status::status(a)),
+        Command::Receipts(a) => connection::run(messages::receipts(a)),
         Command::Bench(a) => bench::run(a),
         Command::Demo => demo::run(),
     };

@@ -138,6 +138,36 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
     )
 }
 
+/// One agency's state of a message: `samband receipts`.
+pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
+    if as_json {
+        return json!({
+            "org": a.org, "state": a.state, "reason": a.reason, "retrying": a.retrying,
+            "link": a.link, "waiting_ms": a.waiting_ms,
+        })
+        .to_string();
+    }
+    let detail = match a.state.as_str() {
+        "refused" => format!(
+            "REFUSED: {}{}",
+            printable(&a.reason),
+            if a.retrying {
+                " (sent again later)"
+            } else {
+                ""
+            }
+        ),
+        "waiting" => format!(
+            "waiting for {}s (link {})",
+            a.waiting_ms / 1000,
+            printable(&a.link)
+        ),
+        "not linked" => "not linked from here: the channel's home relays to it".to_owned(),
+        other => printable(other),
+    };
+    format!("{:<28} {detail}", printable(&a.org))
+}
+
 pub(crate) fn channel(c: &proto::Channel, as_json: bool) -> String {
     if as_json {
         return json!({
@@ -167,8 +197,8 @@ pub(crate) fn posted(channel: &str, r: &proto::PostResponse, as_json: bool) -> S
         .to_string();
     }
     format!(
-        "posted to {channel} as #{} of {} (durable)",
-        r.origin_seq, r.origin
+        "posted to {channel} as #{} of {} (durable); where it is: samband receipts {channel} {}",
+        r.origin_seq, r.origin, r.cursor
     )
 }
 

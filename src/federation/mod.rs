@@ -467,6 +467,11 @@ impl Federation {
         }
     }
 
+    /// Where the link to `peer` stands (`None`: not a configured peer).
+    pub(crate) fn link_state(&self, peer: &OrgId) -> Option<LinkState> {
+        self.registry().status.get(peer).map(|s| s.state)
+    }
+
     fn has_link(&self, peer: &OrgId) -> bool {
         self.registry().links.contains_key(peer)
     }
