@@ -1232,18 +1232,6 @@ async fn a_reshare_waits_for_a_manual_accept_like_the_first_share() {
     let mut a_op = a.operator().await;
     let ch = create_channel(&mut a_op, "crisis").await;
     let b_op = b.operator().await;
-    let state = |b_op: &common::Client| {
-        let mut b_op = b_op.clone();
-        let ch = ch.clone();
-        async move {
-            let l = b_op
-                .list_channels(proto::ListChannelsRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            l.channels.into_iter().find(|c| c.id == ch).map(|c| c.state)
-        }
-    };
     let accept = || async {
         b.admin()
             .await
@@ -1255,7 +1243,7 @@ async fn a_reshare_waits_for_a_manual_accept_like_the_first_share() {
     };
     a.share("crisis", &["rescue.example"]).await;
     eventually("B holds the offer", || async {
-        (state(&b_op).await? == "pending").then_some(())
+        (common::channel_state(&b_op, &ch).await? == "pending").then_some(())
     })
     .await;
     accept().await;
@@ -1265,18 +1253,18 @@ async fn a_reshare_waits_for_a_manual_accept_like_the_first_share() {
     };
     a.admin().await.unshare_channel(unshare).await.unwrap();
     eventually("B archived", || async {
-        (state(&b_op).await? == "archived").then_some(())
+        (common::channel_state(&b_op, &ch).await? == "archived").then_some(())
     })
     .await;
     a.share("crisis", &["rescue.example"]).await;
     eventually("B holds the new offer, not joined", || async {
-        (state(&b_op).await? == "pending").then_some(())
+        (common::channel_state(&b_op, &ch).await? == "pending").then_some(())
     })
     .await;
     post(&mut a_op, &ch, "posted while B decides").await;
     accept().await;
     eventually("B shared again", || async {
-        (state(&b_op).await? == "shared").then_some(())
+        (common::channel_state(&b_op, &ch).await? == "shared").then_some(())
     })
     .await;
     // share, unshare, share again, and the post: nothing lost while pending.

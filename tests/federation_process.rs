@@ -215,18 +215,8 @@ async fn a_post_refused_for_a_clock_ahead_is_marked_then_sent_again_on_its_own()
         .await
         .unwrap();
     let mut b_op = rescue.operator(&b_dir).await;
-    common::eventually("rescue to join", || {
-        let mut b_op = b_op.clone();
-        let ops = ops.clone();
-        async move {
-            let channels = b_op
-                .list_channels(proto::ListChannelsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .channels;
-            channels.iter().any(|c| c.id == ops).then_some(())
-        }
+    common::eventually("rescue to join", || async {
+        common::channel_state(&b_op, &ops).await.map(drop)
     })
     .await;
     let posted = post(&mut b_op, &ops, "from five minutes ahead").await;

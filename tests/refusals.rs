@@ -43,17 +43,8 @@ async fn a_refused_envelope_is_named_to_its_sender_with_the_reason() {
     let (offer, r1) = rescue.roster(ops, 1, samband::model::GENESIS_HASH, roster);
     tx.send(frame(Frame::Offer(offer))).await.unwrap();
     let operator = police.operator().await;
-    eventually("police to join rescue's channel", || {
-        let mut operator = operator.clone();
-        async move {
-            let channels = operator
-                .list_channels(proto::ListChannelsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .channels;
-            channels.iter().any(|c| c.id == ops).then_some(())
-        }
+    eventually("police to join rescue's channel", || async {
+        common::channel_state(&operator, ops).await.map(drop)
     })
     .await;
 

@@ -497,6 +497,22 @@ impl TestNode {
     }
 }
 
+/// The state of `channel` as the node `c` is connected to lists it
+/// (`shared`, `pending`, `archived`, …); `None` if it does not hold it.
+pub async fn channel_state(c: &Client, channel: &str) -> Option<String> {
+    let channels = c
+        .clone()
+        .list_channels(proto::ListChannelsRequest {})
+        .await
+        .ok()?
+        .into_inner()
+        .channels;
+    channels
+        .into_iter()
+        .find(|ch| ch.id == channel)
+        .map(|ch| ch.state)
+}
+
 /// Polls `check` until it returns `Some`, failing the test after PATIENCE.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
