@@ -49,6 +49,9 @@ pub enum Actor {
     /// Someone on the node's host with access to its directory: a command
     /// run with `--dir` while the node was stopped, or SIGHUP.
     Host,
+    /// A partner node, by what it sent on its link (an offer, a roster, a
+    /// refused envelope): its org.
+    Peer(String),
 }
 
 impl fmt::Display for Actor {
@@ -57,6 +60,7 @@ impl fmt::Display for Actor {
         match self {
             Actor::Member(name) => write!(f, "member:{name}"),
             Actor::Host => f.write_str("host"),
+            Actor::Peer(org) => write!(f, "peer:{org}"),
         }
     }
 }

@@ -73,6 +73,7 @@ impl Validity {
 pub struct CertInfo {
     /// Hex serial number.
     pub serial: String,
+    pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
 }
 
@@ -485,7 +486,15 @@ impl OrgPki {
             if let (Some(info), Some((member, role))) =
                 (cert_info(&der), subject_name_and_unit(&der))
             {
-                all.push(Issued { member, role, info });
+                let written = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                all.push(Issued {
+                    member,
+                    role,
+                    info,
+                    written,
+                });
             }
         }
         all.sort_by_key(|i| i.info.not_after);
@@ -498,7 +507,11 @@ impl OrgPki {
         let mut newest: std::collections::BTreeMap<String, Issued> = Default::default();
         for issued in self.issued_all()? {
             match newest.get(&issued.member) {
-                Some(held) if held.info.not_after >= issued.info.not_after => {}
+                // The one issued last is the one in use (a renewal may be
+                // shorter than what it replaced).
+                Some(held)
+                    if (held.info.not_before, held.written)
+                        >= (issued.info.not_before, issued.written) => {}
                 _ => {
                     newest.insert(issued.member.clone(), issued);
                 }
@@ -825,17 +838,28 @@ impl OrgPki {
                 info: self.node_certificate()?,
             },
         ];
+        // The operator identity in use is the one in DIR/operator.
+        let operator = self
+            .dir
+            .parent()
+            .map(crate::layout::operator_dir)
+            .and_then(|dir| IdentityBundle::load(&dir).ok())
+            .and_then(|bundle| bundle.certificate().ok());
+        if let Some(info) = operator {
+            all.push(Expiry {
+                kind: CertKind::Operator,
+                name: crate::layout::OPERATOR_NAME.to_owned(),
+                info,
+            });
+        }
         for issued in self.issued()? {
-            if revoked.contains(&issued.info.serial) {
+            if revoked.contains(&issued.info.serial)
+                || issued.member == crate::layout::OPERATOR_NAME
+            {
                 continue;
             }
-            let kind = if issued.member == crate::layout::OPERATOR_NAME {
-                CertKind::Operator
-            } else {
-                CertKind::Member
-            };
             all.push(Expiry {
-                kind,
+                kind: CertKind::Member,
                 name: issued.member,
                 info: issued.info,
             });
@@ -852,6 +876,9 @@ pub struct Issued {
     /// `member`, `admin` (the subject's OU).
     pub role: String,
     pub info: CertInfo,
+    /// When its copy in `pki/issued/` was written: which of two issued in
+    /// the same second (the certificates' times have seconds only) is newer.
+    pub written: std::time::SystemTime,
 }
 
 /// The subject's O of a DER certificate.
@@ -913,6 +940,7 @@ pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
     Some(CertInfo {
         serial: hex::encode(cert.raw_serial()),
+        not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
     })
 }

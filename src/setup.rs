@@ -152,10 +152,25 @@ pub fn add_user(
         &config.org,
         name,
         role,
-        &config.client.advertise,
+        &member_endpoint(dir, &config),
         out,
         validity,
     )?)
+}
+
+/// Where a member bundle says to connect: `client.advertise`, except that
+/// its port 0 (bound at start) becomes the port the running node got, as
+/// it recorded in `DIR/client.addr` (while it has not run, port 0 stays,
+/// and only `--dir` on this host finds the node).
+fn member_endpoint(dir: &Path, config: &Config) -> String {
+    let advertise = &config.client.advertise;
+    let Some(host) = advertise.strip_suffix(":0") else {
+        return advertise.clone();
+    };
+    std::fs::read_to_string(crate::layout::client_address_file(dir))
+        .ok()
+        .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        .map_or_else(|| advertise.clone(), |a| format!("{host}:{}", a.port()))
 }
 
 /// Re-issues `name`'s certificate (the role of its newest one, a new key)
@@ -177,15 +192,13 @@ pub fn renew_user(
         out.to_owned()
     };
     OrgPki::at(dir).check_org(&config.org)?;
-    Ok(
-        OrgPki::at(dir).renew_member(
-            &config.org,
-            name,
-            &config.client.advertise,
-            &out,
-            validity,
-        )?,
-    )
+    Ok(OrgPki::at(dir).renew_member(
+        &config.org,
+        name,
+        &member_endpoint(dir, &config),
+        &out,
+        validity,
+    )?)
 }
 
 /// Renews the operator identity (`DIR/operator`) for [`MEMBER_DAYS`].

@@ -152,8 +152,20 @@ async fn expired_and_not_yet_valid_member_certificates_are_refused_and_the_log_s
         expired.stderr.contains("expired on") && expired.stderr.contains("ask your operator"),
         "{expired:?}"
     );
+    // A certificate not valid yet is refused before dialing, saying when.
+    let early = cli(&[
+        "status",
+        "--identity",
+        arg(&tmp.path().join("early")),
+        "--endpoint",
+        &serve.addr.to_string(),
+    ]);
+    assert!(
+        !early.success && early.stderr.contains("is not valid until"),
+        "{early:?}"
+    );
     // Nothing listening: it asks whether the node runs.
-    let member = tmp.path().join("early");
+    let member = samband::layout::operator_dir(&dir);
     let nobody = cli(&[
         "status",
         "--identity",
@@ -601,7 +613,7 @@ async fn every_identity_can_be_renewed_and_an_expired_operator_is_told_how() {
     for line in [
         "cert      ca: until 20",
         "cert      node: until 20",
-        "cert      operator operator: until 20",
+        "cert      operator: until 20",
     ] {
         assert!(status.contains(line), "{line:?} in {status}");
     }
@@ -659,6 +671,20 @@ async fn every_identity_can_be_renewed_and_an_expired_operator_is_told_how() {
         !status.contains("member alice"),
         "renewed for 397 days: {status}"
     );
+    // What counts is the certificate issued last, even a shorter one.
+    cli_ok(&[
+        "user",
+        "renew",
+        "alice",
+        "--days",
+        "3",
+        "--dir",
+        arg(&dir),
+        "--out",
+        arg(&alice),
+    ]);
+    let status = cli_ok(&["status", "--dir", arg(&dir)]).stdout;
+    assert!(status.contains("cert      member alice: until"), "{status}");
     let never = cli(&[
         "user",
         "renew",

@@ -29,12 +29,28 @@ pub(crate) fn load_unexpired(
     dir: &std::path::Path,
     node_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<IdentityBundle> {
+    if samband::layout::config_file(dir).is_file() {
+        bail!(
+            "{} is a node directory, not an identity bundle: give it with --dir",
+            dir.display()
+        );
+    }
     let bundle = IdentityBundle::load(dir)
         .with_context(|| format!("loading identity bundle {}", dir.display()))?;
     let cert = bundle
         .certificate()
         .with_context(|| format!("loading identity bundle {}", dir.display()))?;
-    if cert.not_after > time::OffsetDateTime::now_utc() {
+    let now = time::OffsetDateTime::now_utc();
+    if cert.not_before > now {
+        bail!(
+            "the certificate of {} ({}) is not valid until {}: this machine's clock, or the one \
+             of the host that issued it, is wrong; fix the clock, or renew it on the node's host",
+            bundle.info.member,
+            dir.display(),
+            samband::model::rfc3339(cert.not_before)
+        );
+    }
+    if cert.not_after > now {
         return Ok(bundle);
     }
     let member = &bundle.info.member;
@@ -55,6 +71,31 @@ pub(crate) fn load_unexpired(
 }
 
 impl Connection {
+    /// The flags this command was given to reach the node, to repeat in a
+    /// command it suggests (quoted for a POSIX shell).
+    pub(crate) fn flags(&self) -> String {
+        let quote = |s: &str| {
+            if s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-:@[]".contains(c))
+            {
+                s.to_owned()
+            } else {
+                format!("'{}'", s.replace('\'', r"'\''"))
+            }
+        };
+        let mut out = String::new();
+        if let Some(i) = &self.identity {
+            out.push_str(&format!(" --identity {}", quote(&i.display().to_string())));
+        }
+        if let Some(d) = &self.dir {
+            out.push_str(&format!(" --dir {}", quote(&d.display().to_string())));
+        }
+        if let Some(e) = &self.endpoint {
+            out.push_str(&format!(" --endpoint {}", quote(e)));
+        }
+        out
+    }
+
     pub(crate) fn bundle(&self) -> anyhow::Result<IdentityBundle> {
         let from_env = || std::env::var_os("SAMBAND_IDENTITY").map(std::path::PathBuf::from);
         let dir = match (&self.identity, &self.dir) {

@@ -45,7 +45,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     };
     setup::init(&args.dir, &opts)?;
     let dir = args.dir.display();
-    out!("created node {} for {} in {dir}", opts.org, opts.org);
+    out!("created the node of {} in {dir}", opts.org);
     out!("  config:   {dir}/config.toml");
     out!("  operator: {dir}/operator (admin identity for the client commands: --dir {dir})");
     out!("next: samband serve --dir {dir}");

@@ -89,7 +89,7 @@ pub(crate) async fn post(args: PostArgs) -> anyhow::Result<()> {
     let response = c.post(request).await.map_err(rpc)?.into_inner();
     out!(
         "{}",
-        output::posted(&args.channel, &response, args.conn.json)
+        output::posted(&args.channel, &response, &args.conn.flags(), args.conn.json)
     );
     Ok(())
 }

@@ -46,16 +46,24 @@ pub(crate) fn node_dir(dir: &std::path::Path) -> anyhow::Result<&std::path::Path
     if samband::layout::config_file(dir).is_file() {
         return Ok(dir);
     }
-    let what = if dir.is_dir() {
-        "is not a samband node directory (it has no config.toml)"
-    } else {
-        "does not exist"
-    };
+    let shown = dir.display();
+    if dir.join("identity.toml").is_file() {
+        anyhow::bail!(
+            "{shown} is an identity bundle, not a node directory: give it with --identity"
+        );
+    }
+    if dir.is_file() {
+        anyhow::bail!("{shown} is a file; --dir takes the node directory `samband init` made");
+    }
+    let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+    if empty {
+        anyhow::bail!(
+            "{shown} is not a samband node directory; create one with `samband init --org ORG --dir {shown}`"
+        );
+    }
     anyhow::bail!(
-        "{} {what}; create a node there with `samband init --org ORG --dir {}`, or give the \
-         directory `samband init` made",
-        dir.display(),
-        dir.display()
+        "{shown} is not a samband node directory (it has no config.toml); give the directory \
+         `samband init` made"
     )
 }
 

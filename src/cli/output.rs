@@ -189,7 +189,7 @@ pub(crate) fn channel(c: &proto::Channel, as_json: bool) -> String {
     )
 }
 
-pub(crate) fn posted(channel: &str, r: &proto::PostResponse, as_json: bool) -> String {
+pub(crate) fn posted(channel: &str, r: &proto::PostResponse, flags: &str, as_json: bool) -> String {
     if as_json {
         return json!({
             "channel": channel, "origin": r.origin, "origin_seq": r.origin_seq, "hlc": r.hlc, "cursor": r.cursor,
@@ -197,7 +197,7 @@ pub(crate) fn posted(channel: &str, r: &proto::PostResponse, as_json: bool) -> S
         .to_string();
     }
     format!(
-        "posted to {channel} as #{} of {} (durable); where it is: samband receipts {channel} {}",
+        "posted to {channel} as #{} of {} (durable); where it is: samband receipts {channel} {}{flags}",
         r.origin_seq, r.origin, r.cursor
     )
 }
@@ -242,7 +242,7 @@ pub(crate) fn status(s: &proto::StatusResponse, endpoint: &str, as_json: bool) -
             d => format!("{d} days left"),
         };
         let what = match c.kind.as_str() {
-            "ca" | "node" => c.kind.clone(),
+            "ca" | "node" | "operator" => c.kind.clone(),
             kind => format!("{kind} {}", printable(&c.name)),
         };
         text.push_str(&format!(

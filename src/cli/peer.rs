@@ -106,8 +106,9 @@ fn peer_line(p: &proto::Peer, json: bool) -> String {
         ));
     }
     for lag in link.lag.iter().filter(|l| l.messages > 0) {
+        let plural = if lag.messages == 1 { "" } else { "s" };
         line.push_str(&format!(
-            "\n    {} behind by {} messages",
+            "\n    {} behind by {} message{plural}",
             lag.channel, lag.messages
         ));
     }

@@ -27,6 +27,12 @@ pub(crate) fn trust_export(args: TrustExportArgs) -> anyhow::Result<()> {
         &config.federation.advertise,
     )?;
     let fingerprint = bundle.fingerprint();
+    if config.federation.advertise.ends_with(":0") {
+        eprintln!(
+            "note: the bundle names port 0 (federation.advertise): the partner cannot dial this node \
+             from it, so it must give the address with `peer add --endpoint`, or this node dials it"
+        );
+    }
     match &args.out {
         Some(path) => {
             std::fs::write(path, bundle.to_text())

@@ -75,7 +75,7 @@ pub(crate) enum DialError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
-    #[error(transparent)]
+    #[error("{}", dial_words(.0))]
     Connect(#[from] ClientError),
     /// The link call failed; with TLS 1.3 a refusal of this node's client
     /// certificate shows up here, on the first call, not on connect.
@@ -102,6 +102,35 @@ impl DialError {
             _ => None,
         }
     }
+}
+
+/// A dial's connection failure as the operator of the dialing node reads
+/// it: what to check about the partner, not a member's advice.
+fn dial_words(e: &ClientError) -> String {
+    let ClientError::Connect {
+        endpoint,
+        message,
+        why,
+    } = e
+    else {
+        return e.to_string();
+    };
+    let hint = match why {
+        ConnectFailure::NobodyListens => {
+            " (nothing answers there: is the partner's node running, and is this its federation address?)"
+        }
+        ConnectFailure::UnknownServer => {
+            " (the server there is not the node of this partner's CA: check the endpoint given with `peer add`)"
+        }
+        ConnectFailure::ServerCertificateInvalid => {
+            " (the partner's node certificate is not valid now: its operator must renew it)"
+        }
+        ConnectFailure::OurCertificateRefused => {
+            " (the partner refused this node's certificate: does it still trust this org, and is this node's certificate valid?)"
+        }
+        ConnectFailure::Other => "",
+    };
+    format!("cannot connect to the partner at {endpoint}: {message}{hint}")
 }
 
 /// Why a verified client certificate names no configured peer.

@@ -66,7 +66,7 @@ fn simple_name_refusal(s: &str, max: usize) -> String {
         !(c.is_ascii_lowercase() || c.is_ascii_digit() || (i > 0 && matches!(c, '.' | '_' | '-')))
     });
     match bad {
-        Some((_, c)) if !c.is_ascii_graphic() || !c.is_ascii() => format!(
+        Some((_, c)) if !c.is_ascii() => format!(
             "{c:?} is not allowed (names are plain ASCII so that every node, file system and \
              terminal shows them alike): use 1 to {max} of {ALLOWED}"
         ),

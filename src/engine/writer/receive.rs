@@ -67,7 +67,9 @@ impl Writer {
         if left_out > 0 {
             event = event.with("left_out_before", left_out);
         }
-        round.audit.push(event);
+        round
+            .audit
+            .push(event.by(&crate::audit::Actor::Peer(from.to_string())));
     }
 
     pub(super) fn apply_one(

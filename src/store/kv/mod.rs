@@ -9,7 +9,7 @@
 //! returned". sled 0.34 is the engine ([`sled_engine`]); another one
 //! replaces it by implementing these two traits.
 //!
-//! May use: `crate::sync`, and [`super::StoreError`] for its errors.
+//! May use: `crate::locks`, and [`super::StoreError`] for its errors.
 
 mod disk;
 mod sled_engine;
