@@ -634,6 +634,22 @@ async fn times_are_shown_in_local_time_when_tz_is_set() {
         local.contains("+02:00  operator@police.example  hej"),
         "{local}"
     );
+    // The certificates' ends in `status` too.
+    let status = Command::new(samband_bin())
+        .args(["status", "--dir"])
+        .arg(&dir)
+        .env("TZ", "XYZ-2")
+        .output()
+        .unwrap();
+    let status = String::from_utf8(status.stdout).unwrap();
+    assert!(status.contains("cert      node: until 20"), "{status}");
+    assert!(
+        status
+            .lines()
+            .filter(|l| l.starts_with("cert"))
+            .all(|l| l.contains("+02:00")),
+        "{status}"
+    );
     node.kill9().await;
 }
 

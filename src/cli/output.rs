@@ -26,6 +26,15 @@ pub(crate) fn init_time_zone() {
     let _ = SHOWN_OFFSET.set(local);
 }
 
+/// An RFC 3339 time from the node, shown like every other time here (local
+/// when `TZ` is set); as it came if it does not parse.
+fn rfc3339_shown(t: &str) -> String {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .map_or_else(|| printable(t), utc)
+}
+
 /// A time as people read it: UTC (`…Z`), or local with its offset when
 /// `TZ` is set (e.g. `TZ=Europe/Stockholm`).
 fn utc(unix_ms: u64) -> String {
@@ -232,7 +241,7 @@ pub(crate) fn status(s: &proto::StatusResponse, endpoint: &str, as_json: bool) -
         s.version,
         s.uptime_seconds,
         s.member,
-        printable(&s.certificate_not_after),
+        rfc3339_shown(&s.certificate_not_after),
         s.channels
     );
     for c in &s.certificates {
@@ -247,7 +256,7 @@ pub(crate) fn status(s: &proto::StatusResponse, endpoint: &str, as_json: bool) -
         };
         text.push_str(&format!(
             "\ncert      {what}: until {} ({left})",
-            printable(&c.not_after)
+            rfc3339_shown(&c.not_after)
         ));
     }
     for w in &s.workers {
