@@ -742,6 +742,28 @@ async fn every_identity_can_be_renewed_and_an_expired_operator_is_told_how() {
         );
     }
     cli_ok(&["peer", "list", "--dir", arg(&dir), "--identity", arg(&duty)]);
+    // A remote admin needs only a bundle and the node's address.
+    let ep = serve.addr.to_string();
+    cli_ok(&[
+        "peer",
+        "list",
+        "--identity",
+        arg(&duty),
+        "--node-endpoint",
+        &ep,
+    ]);
+    let no_host = cli(&[
+        "pki",
+        "renew",
+        "--identity",
+        arg(&duty),
+        "--node-endpoint",
+        &ep,
+    ]);
+    assert!(
+        !no_host.success && no_host.stderr.contains("give --dir"),
+        "renewing needs the node's host: {no_host:?}"
+    );
     cli_ok(&[
         "pki",
         "reload",

@@ -62,7 +62,7 @@ async fn entries(node: &NodeTarget, from: u64) -> anyhow::Result<Vec<Entry>> {
         }
         return Ok(out);
     }
-    let (_, store) = offline_store(&node.dir)?;
+    let (_, store) = offline_store(node.dir()?)?;
     Ok(store.audit_entries(from).collect::<Result<_, _>>()?)
 }
 

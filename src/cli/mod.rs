@@ -110,9 +110,10 @@ pub(crate) async fn dial_local(
 #[derive(Debug, Args)]
 pub(crate) struct NodeTarget {
     /// Node directory: its operator identity (DIR/operator), the address it
-    /// listens on and, when the node is stopped, its data.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) dir: PathBuf,
+    /// listens on and, when the node is stopped, its data. Not needed with
+    /// both --identity and --node-endpoint (a running node elsewhere).
+    #[arg(long, value_name = "DIR", required_unless_present_all = ["identity", "node_endpoint"])]
+    dir: Option<PathBuf>,
     /// Act as this admin identity bundle instead of DIR/operator.
     #[arg(long, value_name = "BUNDLE_DIR")]
     identity: Option<PathBuf>,
@@ -125,9 +126,22 @@ impl NodeTarget {
     /// The node in `dir`, as its operator, where it listens.
     pub(crate) fn at(dir: &std::path::Path) -> Self {
         Self {
-            dir: dir.to_owned(),
+            dir: Some(dir.to_owned()),
             identity: None,
             node_endpoint: None,
+        }
+    }
+
+    /// The node directory, for what only the node's host can do (its data
+    /// while it is stopped, its CA); an error saying so without one.
+    pub(crate) fn dir(&self) -> anyhow::Result<&std::path::Path> {
+        match &self.dir {
+            Some(dir) => Ok(dir),
+            None => anyhow::bail!(
+                "this needs the node's directory, on its host: give --dir (without --dir only a \
+                 node that answers at {} can be acted on, and only through its Admin API)",
+                self.node_endpoint.as_deref().unwrap_or("its address")
+            ),
         }
     }
 }
@@ -138,15 +152,19 @@ impl NodeTarget {
 pub(crate) async fn running_node(
     target: &NodeTarget,
 ) -> anyhow::Result<Option<AdminClient<Channel>>> {
-    node_dir(&target.dir)?;
-    let bundle_dir = target
-        .identity
-        .clone()
-        .unwrap_or_else(|| samband::layout::operator_dir(&target.dir));
-    let bundle = connection::load_unexpired(&bundle_dir, Some(&target.dir))?;
-    let dialed = match &target.node_endpoint {
-        Some(endpoint) => samband::client::connect_channel(&bundle, Some(endpoint)).await,
-        None => dial_local(&target.dir, &bundle).await.map(|(c, _)| c),
+    if let Some(dir) = &target.dir {
+        node_dir(dir)?;
+    }
+    let bundle_dir = match (&target.identity, &target.dir) {
+        (Some(identity), _) => identity.clone(),
+        (None, Some(dir)) => samband::layout::operator_dir(dir),
+        (None, None) => anyhow::bail!("give --dir, or --identity and --node-endpoint"),
+    };
+    let bundle = connection::load_unexpired(&bundle_dir, target.dir.as_deref())?;
+    let dialed = match (&target.node_endpoint, &target.dir) {
+        (Some(endpoint), _) => samband::client::connect_channel(&bundle, Some(endpoint)).await,
+        (None, Some(dir)) => dial_local(dir, &bundle).await.map(|(c, _)| c),
+        (None, None) => anyhow::bail!("give --dir, or --identity and --node-endpoint"),
     };
     match dialed {
         Ok(channel) => Ok(Some(AdminClient::new(channel))),

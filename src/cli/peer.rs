@@ -141,7 +141,7 @@ pub(crate) async fn peer_add(args: PeerAddArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let (config, store) = offline_store(&args.node.dir)?;
+    let (config, store) = offline_store(args.node.dir()?)?;
     let record = federation::peer_record(
         &config.org,
         &text,
@@ -170,7 +170,7 @@ pub(crate) async fn peer_remove(args: PeerRemoveArgs) -> anyhow::Result<()> {
         out!("removed {org}; its links are closed");
         return Ok(());
     }
-    let (config, store) = offline_store(&args.node.dir)?;
+    let (config, store) = offline_store(args.node.dir()?)?;
     let records = store.channels()?;
     let shared: Vec<&str> = samband::rules::shared_from_here_with(&records, &config.org, &org)
         .into_iter()
@@ -201,7 +201,7 @@ pub(crate) async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
                 .peers
         }
         None => {
-            let (_, store) = offline_store(&args.node.dir)?;
+            let (_, store) = offline_store(args.node.dir()?)?;
             store
                 .peers()?
                 .into_iter()

@@ -37,8 +37,8 @@ pub(crate) struct ReloadArgs {
 }
 
 pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
-    let config = Config::load(super::node_dir(&args.node.dir)?)?;
-    let cert = OrgPki::at(&args.node.dir).renew_node(&config.org, Validity::days(args.days))?;
+    let config = Config::load(super::node_dir(args.node.dir()?)?)?;
+    let cert = OrgPki::at(args.node.dir()?).renew_node(&config.org, Validity::days(args.days))?;
     let not_after = rfc3339(cert.not_after);
     out!(
         "renewed the node certificate of {}: serial {}, valid until {not_after}",
@@ -47,10 +47,10 @@ pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
     );
     // The operator identity too, before the node is asked to reload: the
     // admin commands need it, and it may be what expired.
-    let operator = samband::setup::renew_operator(&args.node.dir)?.certificate()?;
+    let operator = samband::setup::renew_operator(args.node.dir()?)?.certificate()?;
     out!(
         "renewed the operator identity ({}): serial {}, valid until {}",
-        samband::layout::operator_dir(&args.node.dir).display(),
+        samband::layout::operator_dir(args.node.dir()?).display(),
         operator.serial,
         rfc3339(operator.not_after)
     );
@@ -58,7 +58,7 @@ pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
         // The running node audits the reload, with the new serial.
         Some(admin) => reload_running(admin).await,
         None => {
-            let (_, store) = offline_store(&args.node.dir)?;
+            let (_, store) = offline_store(args.node.dir()?)?;
             store.audit(
                 audit::Event::new("node.renewed")
                     .with("node_cert_serial", &cert.serial)
@@ -75,7 +75,7 @@ pub(crate) async fn renew(args: RenewArgs) -> anyhow::Result<()> {
 pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
     match running_node(&args.node).await? {
         Some(admin) => reload_running(admin).await,
-        None => bail!("the node in {} is not running", args.node.dir.display()),
+        None => bail!("the node in {} is not running", args.node.dir()?.display()),
     }
 }
 
@@ -111,9 +111,9 @@ pub(crate) async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
             .map(|c| (c.serial, c.revoked_at))
             .collect(),
         None => {
-            let (_, store) = offline_store(&args.node.dir)?;
+            let (_, store) = offline_store(args.node.dir()?)?;
             samband::engine::revoke_member(
-                &OrgPki::at(&args.node.dir),
+                &OrgPki::at(args.node.dir()?),
                 &store,
                 &member,
                 &samband::audit::Actor::Host,
