@@ -40,19 +40,10 @@ async fn shared_channel_converges_and_nothing_else_leaves_home() {
     let mut c_op = c.operator().await;
     let mut alice = a.client("alice", Role::Member).await;
     // Members of every participant post; C must learn of the channel first.
-    eventually("C to join the shared channel", || {
-        let mut c_op = c_op.clone();
-        async move {
-            let list = c_op
-                .list_channels(proto::ListChannelsRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            list.channels
-                .iter()
-                .any(|ch| ch.id == "police.example/flood")
-                .then_some(())
-        }
+    eventually("C to join the shared channel", || async {
+        common::channel_state(&c_op, "police.example/flood")
+            .await
+            .map(drop)
     })
     .await;
     for i in 0..5 {
@@ -201,19 +192,9 @@ async fn unshare_stops_flow_both_ways_and_peer_removal_cuts_the_link() {
             .collect::<Vec<_>>()
     );
     // B learns it was removed: its copy is archived and read-only.
-    eventually("B's copy to be archived", || {
-        let mut b_op = b_op.clone();
-        async move {
-            let l = b_op
-                .list_channels(proto::ListChannelsRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            l.channels
-                .iter()
-                .any(|ch| ch.id == "police.example/crisis" && ch.state == "archived")
-                .then_some(())
-        }
+    eventually("B's copy to be archived", || async {
+        let state = common::channel_state(&b_op, "police.example/crisis").await?;
+        (state == "archived").then_some(())
     })
     .await;
     let refused = b_op
@@ -1175,26 +1156,14 @@ async fn an_org_shared_again_after_removal_rejoins_and_catches_up() {
     };
     a.admin().await.unshare_channel(req).await.unwrap();
     let mut b_op = b.operator().await;
-    let state = |b_op: &common::Client| {
-        let mut b_op = b_op.clone();
-        let ch = ch.clone();
-        async move {
-            let l = b_op
-                .list_channels(proto::ListChannelsRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            l.channels.into_iter().find(|c| c.id == ch).map(|c| c.state)
-        }
-    };
     eventually("B archived", || async {
-        (state(&b_op).await? == "archived").then_some(())
+        (common::channel_state(&b_op, &ch).await? == "archived").then_some(())
     })
     .await;
     post(&mut a_op, &ch, "while B was out").await;
     a.share("crisis", &["rescue.example"]).await;
     eventually("B shared again", || async {
-        (state(&b_op).await? == "shared").then_some(())
+        (common::channel_state(&b_op, &ch).await? == "shared").then_some(())
     })
     .await;
     post(&mut b_op, &ch, "B is back").await;

@@ -98,17 +98,8 @@ async fn a_partner_whose_roster_lies_cannot_speak_for_this_node_or_its_peers() {
     let (roster, r1) = mallory.roster(ops, 1, GENESIS_HASH, honest_about_pinned.clone());
     tx.send(frame(Frame::Offer(roster.clone()))).await.unwrap();
     let mut operator = police.operator(&dir).await;
-    eventually("police to join the honest offer", || {
-        let mut operator = operator.clone();
-        async move {
-            let channels = operator
-                .list_channels(proto::ListChannelsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .channels;
-            channels.iter().any(|c| c.id == ops).then_some(())
-        }
+    eventually("police to join the honest offer", || async {
+        common::channel_state(&operator, ops).await.map(drop)
     })
     .await;
 

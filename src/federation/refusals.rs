@@ -99,6 +99,11 @@ impl Refusals {
     /// shows it holds now.
     pub(crate) fn held(&self, peer: &OrgId, channel: &str, held: &VersionVector) {
         let mut inner = crate::locks::lock(&self.inner);
+        // Called for every channel of every hello and progress frame: most
+        // often nothing of the peer's is kept, and there is nothing to do.
+        if !inner.peers.contains_key(peer) {
+            return;
+        }
         let mut dropped = 0;
         for (origin, &seq) in held {
             let key = (channel.to_owned(), origin.clone());
@@ -145,6 +150,10 @@ impl Refusals {
     /// Who refused `(channel, origin, seq)`, and why.
     pub(crate) fn of(&self, channel: &str, origin: &OrgId, seq: u64) -> Vec<Refused> {
         let inner = crate::locks::lock(&self.inner);
+        // Asked for every message a member reads: most often none is kept.
+        if inner.envelopes.is_empty() {
+            return Vec::new();
+        }
         inner
             .envelopes
             .get(&(channel.to_owned(), origin.clone()))
