@@ -496,3 +496,36 @@ async fn a_connection_that_outlived_its_peers_removal_cannot_open_a_link() {
         "{refused:?}"
     );
 }
+
+/// The same for a connection that outlived the replacement of the peer's
+/// CA (the operator imported a new bundle): the peer as pinned now decides
+/// at every link call, not the CA that verified the connection.
+#[tokio::test]
+async fn a_connection_verified_by_a_replaced_ca_cannot_open_a_link() {
+    let node = common::TestNode::start("police.example").await;
+    let mut admin = node.admin().await;
+    let old = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let connection = old.channel(&node.dir(), node.fed_addr).await;
+    let link = |connection: tonic::transport::Channel| async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let call = proto::federation_client::FederationClient::new(connection)
+            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        (tx, call)
+    };
+    let (_tx, first) = link(connection.clone()).await;
+    let mut first = first.expect("a configured peer opens a link").into_inner();
+    next_frame(&mut first).await;
+
+    // A new bundle of the same org, with another CA, replaces the old one.
+    let _new = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let ended = tokio::time::timeout(common::PATIENCE, async {
+        while let Ok(Some(_)) = first.message().await {}
+    });
+    ended.await.expect("the replacement ends the old link");
+
+    let (_tx, second) = link(connection).await;
+    let refused = second.expect_err("no link on the old CA's connection");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    node.stop().await;
+}

@@ -66,6 +66,9 @@ pub enum FederationError {
 #[derive(Debug, Clone)]
 pub(crate) struct PeerNode {
     pub org: OrgId,
+    /// The pinned CA that verified its chain (DER): a link call on a
+    /// connection that outlived a replaced CA is refused.
+    pub ca_der: Vec<u8>,
     /// When its certificate expires (an open link ends then); `None` if unreadable.
     pub not_after: Option<time::OffsetDateTime>,
 }
@@ -564,6 +567,7 @@ impl Federation {
                 }
                 return Ok(PeerNode {
                     org: named,
+                    ca_der: peer.ca_der,
                     not_after: crate::pki::cert_info(leaf).map(|c| c.not_after),
                 });
             }
@@ -585,16 +589,22 @@ impl Federation {
     {
         let PeerNode {
             org: peer,
+            ca_der,
             not_after: expires,
         } = identity.clone().map_err(|reason| {
             tracing::warn!(target: "samband::federation::rejected", %reason, "link refused");
             tonic::Status::permission_denied(reason.to_string())
         })?;
-        // The connection may have outlived the peer's removal.
-        if !crate::locks::read(&self.peer_orgs).contains(peer.as_str()) {
-            tracing::warn!(target: "samband::federation::rejected", %peer, "link refused: no longer a configured peer");
+        // The connection may have outlived the peer's removal, or the
+        // replacement of its CA: the peer as pinned now decides, per link.
+        let pinned = self
+            .store
+            .peer(&peer)
+            .map_err(|e| tonic::Status::unavailable(format!("reading the peer table: {e}")))?;
+        if pinned.is_none_or(|p| p.ca_der != ca_der) {
+            tracing::warn!(target: "samband::federation::rejected", %peer, "link refused: no longer a configured peer with that CA");
             return Err(tonic::Status::permission_denied(format!(
-                "{peer} is no longer a configured peer of this node"
+                "{peer} is no longer a configured peer of this node with the CA that verified this connection"
             )));
         }
         let Some(registered) = self.register_link(&peer, false) else {
