@@ -724,9 +724,15 @@ impl Link {
             let Ok(origin) = OrgId::parse(&r.origin) else {
                 continue;
             };
+            // What this node may have sent the peer of the channel: only
+            // a refusal of that is the peer's to make.
             let mine = held.entry(r.channel.clone()).or_insert_with(|| {
-                self.visible_record(&r.channel)?;
-                fed.durable_vector(&ChannelId::parse(&r.channel).ok()?).ok()
+                let record = self.visible_record(&r.channel)?;
+                let held = fed
+                    .durable_vector(&ChannelId::parse(&r.channel).ok()?)
+                    .ok()?;
+                let eligibility = fed.eligibility(&record, peer);
+                Some(rules::visible_vector(&record, eligibility, &held))
             });
             let holds = mine
                 .as_ref()
@@ -750,10 +756,20 @@ impl Link {
     }
 }
 
+/// Most bytes of a partner's words that this node keeps (UTF-8).
+const PARTNER_WORDS_BYTES: usize = 200;
+
 /// A partner's words as this node keeps and logs them: no control
-/// characters, at most 200 of them.
+/// characters, at most [`PARTNER_WORDS_BYTES`] bytes of them.
 fn partner_words(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(200).collect()
+    let mut out = String::new();
+    for c in s.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > PARTNER_WORDS_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// When a hello that arrived at `now` is acted on, given when the last ones
@@ -950,6 +966,14 @@ mod tests {
         assert_eq!(frame_len(&run(&[false, true, false, true]), budget), 2);
         // A seal larger than the budget still goes, alone.
         assert_eq!(frame_len(&[envelope(1, 10_000, true)], 100), 1);
+    }
+
+    #[test]
+    fn a_partners_words_are_kept_without_control_characters_and_bounded_in_bytes() {
+        let words = partner_words(&format!("a\u{1b}[2J\n{}", "ä".repeat(300)));
+        assert!(words.len() <= PARTNER_WORDS_BYTES, "{}", words.len());
+        assert!(words.starts_with("a[2Jää"), "{words}");
+        assert!(!words.chars().any(char::is_control));
     }
 
     #[test]

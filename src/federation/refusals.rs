@@ -65,7 +65,12 @@ impl Refusals {
     ) -> bool {
         let mut inner = crate::locks::lock(&self.inner);
         let held = inner.peers.get(peer).map_or(0, |p| p.count);
-        if held >= MAX_PER_PEER {
+        let known = inner
+            .envelopes
+            .get(&(channel.to_owned(), origin.clone()))
+            .and_then(|by_seq| by_seq.get(&seq))
+            .is_some_and(|r| r.iter().any(|r| r.by == *peer));
+        if held >= MAX_PER_PEER && !known {
             return false;
         }
         let by_seq = inner
@@ -213,5 +218,9 @@ mod tests {
             r.of("b.example/ops", &b, MAX_PER_PEER as u64 + 1)
                 .is_empty()
         );
+        // One it holds already may still change (its reason, say).
+        r.record(&home, "b.example/ops", &b, 1, "y", true);
+        assert_eq!(r.of("b.example/ops", &b, 1)[0].reason, "y");
+        assert_eq!(r.by_peer(&home).count, MAX_PER_PEER);
     }
 }
