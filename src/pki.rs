@@ -81,7 +81,7 @@ impl CertInfo {
     /// Warns (a log event) when the certificate expires within 30 days.
     pub fn warn_if_expiring(&self) {
         let left = self.not_after - time::OffsetDateTime::now_utc();
-        if left < time::Duration::days(30) {
+        if left < time::Duration::days(EXPIRY_WARNING_DAYS) {
             tracing::warn!(
                 not_after = %crate::model::rfc3339(self.not_after),
                 days_left = left.whole_days(),

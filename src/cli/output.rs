@@ -188,11 +188,11 @@ pub(crate) fn channel(c: &proto::Channel, as_json: bool) -> String {
     let with = if c.participants.is_empty() {
         String::new()
     } else {
-        format!("  with {}", c.participants.join(", "))
+        format!("  with {}", printable(&c.participants.join(", ")))
     };
     format!(
         "{:<40} {:<9} created {}{with}",
-        c.id,
+        printable(&c.id),
         c.state,
         utc(c.created_unix_ms)
     )
@@ -247,7 +247,7 @@ pub(crate) fn status(s: &proto::StatusResponse, endpoint: &str, as_json: bool) -
     for c in &s.certificates {
         let left = match c.days_left {
             d if d < 0 => "EXPIRED".to_owned(),
-            d if d < 30 => format!("{d} days left, RENEW SOON"),
+            d if d < samband::pki::EXPIRY_WARNING_DAYS => format!("{d} days left, RENEW SOON"),
             d => format!("{d} days left"),
         };
         let what = match c.kind.as_str() {

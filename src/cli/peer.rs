@@ -84,14 +84,18 @@ fn peer_line(p: &proto::Peer, json: bool) -> String {
         })
         .to_string();
     }
+    // The org and endpoint come from a partner's trust bundle.
+    let printable = super::output::printable;
     let endpoint = if p.endpoint.is_empty() {
-        "(they dial us)"
+        "(they dial us)".to_owned()
     } else {
-        p.endpoint.as_str()
+        printable(&p.endpoint)
     };
     let mut line = format!(
         "{:<28} {:<12} {:<24} accept={accept}",
-        p.org, link.state, endpoint
+        printable(&p.org),
+        link.state,
+        endpoint
     );
     if !link.last_error.is_empty() {
         // It may quote what the partner said (a status it ended the link with).
@@ -109,7 +113,8 @@ fn peer_line(p: &proto::Peer, json: bool) -> String {
         let plural = if lag.messages == 1 { "" } else { "s" };
         line.push_str(&format!(
             "\n    {} behind by {} message{plural}",
-            lag.channel, lag.messages
+            printable(&lag.channel),
+            lag.messages
         ));
     }
     line
@@ -233,13 +238,21 @@ pub(crate) async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
 /// The partner lines `status` shows an operator (each a JSON object with
 /// `json`); `None` for a member, who may not list peers.
 pub(crate) async fn status_peers(channel: Channel, json: bool) -> Option<Vec<String>> {
-    let peers = AdminClient::new(channel)
+    match AdminClient::new(channel)
         .list_peers(proto::ListPeersRequest {})
         .await
-        .ok()?
-        .into_inner()
-        .peers;
-    Some(peers.iter().map(|p| peer_line(p, json)).collect())
+    {
+        Ok(response) => {
+            let peers = response.into_inner().peers;
+            Some(peers.iter().map(|p| peer_line(p, json)).collect())
+        }
+        Err(status) if status.code() == tonic::Code::PermissionDenied => None,
+        // An operator must not read a failure as "no partners".
+        Err(status) => Some(vec![format!(
+            "(cannot list the partners: {})",
+            super::output::printable(status.message())
+        )]),
+    }
 }
 
 #[cfg(test)]

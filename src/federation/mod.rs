@@ -692,7 +692,7 @@ impl Federation {
                 let Ok(id) = ChannelId::parse(&ch.id) else {
                     continue;
                 };
-                if rules::eligibility(ch, &self.org, &org) != rules::Eligibility::Full {
+                if self.eligibility(ch, &org) != rules::Eligibility::Full {
                     continue;
                 }
                 let mine = match vectors.entry(id) {

@@ -118,10 +118,7 @@ impl Reject {
     /// resend). The sender is told what is held and sends it again; nothing
     /// was wrong with it, so it is counted but not audited.
     pub fn is_out_of_order(&self) -> bool {
-        matches!(
-            self,
-            Reject::Gap { .. } | Reject::Unsealed | Reject::BeforeReshare
-        )
+        self.resend() == Some(Resend::Soon)
     }
 
     /// Whether, and how soon, the sender should be told again what this
