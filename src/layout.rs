@@ -35,6 +35,16 @@ pub fn operator_dir(dir: &Path) -> PathBuf {
     dir.join("operator")
 }
 
+/// The member address the running node recorded in `DIR/client.addr`, if
+/// it has run (an unreadable or malformed file counts as none).
+pub fn recorded_client_address(dir: &Path) -> Option<std::net::SocketAddr> {
+    std::fs::read_to_string(client_address_file(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// `DIR/client.addr`: written by a running node (or the demo) so that
 /// commands given only `--dir` know where to connect.
 pub fn client_address_file(dir: &Path) -> PathBuf {

@@ -522,14 +522,7 @@ impl OrgPki {
 
     /// The org CA certificate's serial and expiry.
     pub fn ca_certificate(&self) -> Result<CertInfo, PkiError> {
-        let path = self.dir.join(CA_CERT);
-        load_certs(&path)?
-            .first()
-            .and_then(|der| cert_info(der))
-            .ok_or_else(|| PkiError::Invalid {
-                path,
-                message: "not a readable certificate".into(),
-            })
+        cert_info_at(&self.dir.join(CA_CERT))
     }
 
     /// Serials (hex) of every member certificate issued to `member` here.
@@ -647,12 +640,7 @@ impl OrgPki {
 
     /// Serial and expiry of the node certificate on disk.
     pub fn node_certificate(&self) -> Result<CertInfo, PkiError> {
-        let path = self.dir.join(NODE_CERT);
-        let der = load_certs(&path)?.remove(0);
-        cert_info(&der).ok_or_else(|| PkiError::Invalid {
-            path,
-            message: "not a readable X.509 certificate".into(),
-        })
+        cert_info_at(&self.dir.join(NODE_CERT))
     }
 
     /// The org's message-signing key.
@@ -934,6 +922,18 @@ fn aside(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Serial and validity of the first certificate of the PEM file at `path`
+/// (an empty or unreadable file is an error, never a panic).
+fn cert_info_at(path: &Path) -> Result<CertInfo, PkiError> {
+    load_certs(path)?
+        .first()
+        .and_then(|der| cert_info(der))
+        .ok_or_else(|| PkiError::Invalid {
+            path: path.to_owned(),
+            message: "not a readable X.509 certificate".into(),
+        })
+}
+
 /// Serial and expiry of a DER certificate.
 pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
     use x509_parser::prelude::FromDer as _;
@@ -967,15 +967,7 @@ impl IdentityBundle {
 
     /// The member certificate's serial and end of validity.
     pub fn certificate(&self) -> Result<CertInfo, PkiError> {
-        let path = self.dir.join(BUNDLE_CERT);
-        let certs = load_certs(&path)?;
-        certs
-            .first()
-            .and_then(|der| cert_info(der))
-            .ok_or_else(|| PkiError::Invalid {
-                path,
-                message: "not a readable certificate".into(),
-            })
+        cert_info_at(&self.dir.join(BUNDLE_CERT))
     }
 
     /// TLS for dialing the node: trust only the org CA, present the member certificate.
@@ -993,6 +985,15 @@ impl IdentityBundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_certificate_file_is_an_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let org = OrgId::parse("police.example").unwrap();
+        let pki = OrgPki::create(tmp.path(), &org, &[]).unwrap();
+        std::fs::write(tmp.path().join("pki").join(NODE_CERT), b"").unwrap();
+        assert!(pki.node_certificate().is_err());
+    }
 
     #[test]
     fn a_renewal_cut_between_its_renames_is_completed_and_a_partial_one_discarded() {

@@ -167,9 +167,7 @@ fn member_endpoint(dir: &Path, config: &Config) -> String {
     let Some(host) = advertise.strip_suffix(":0") else {
         return advertise.clone();
     };
-    std::fs::read_to_string(crate::layout::client_address_file(dir))
-        .ok()
-        .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+    crate::layout::recorded_client_address(dir)
         .map_or_else(|| advertise.clone(), |a| format!("{host}:{}", a.port()))
 }
 

@@ -72,8 +72,7 @@ pub(crate) fn node_dir(dir: &std::path::Path) -> anyhow::Result<&std::path::Path
 /// unspecified IP (`0.0.0.0`, `::`) read as loopback. `None` if the node
 /// never ran.
 pub(crate) fn local_address(dir: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(samband::layout::client_address_file(dir)).ok()?;
-    let mut addr: SocketAddr = text.trim().parse().ok()?;
+    let mut addr = samband::layout::recorded_client_address(dir)?;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr.ip() {
             std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
