@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::hand_peer::{HandPeer, end_status, frame, invented_key, next_frame};
+use common::hand_peer::{HandPeer, end_status, frame, invented_key, link_on, next_frame};
 use common::{
     ServeProcess, all_history, audit_log, contains, create_channel, eventually, init_dir, node_dir,
     post, raw_store_bytes,
@@ -464,14 +464,7 @@ async fn a_connection_that_outlived_its_peers_removal_cannot_open_a_link() {
     let mut admin = node.admin().await;
     let hand = HandPeer::trusted_by(&mut admin, "rescue.example").await;
     let connection = hand.channel(&node.dir(), node.fed_addr).await;
-    let link = |connection: tonic::transport::Channel| async move {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let call = proto::federation_client::FederationClient::new(connection)
-            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await;
-        (tx, call)
-    };
-    let (_tx, first) = link(connection.clone()).await;
+    let (_tx, first) = link_on(connection.clone()).await;
     let mut first = first.expect("a configured peer opens a link").into_inner();
     next_frame(&mut first).await; // the node's hello: the link is up
 
@@ -488,7 +481,7 @@ async fn a_connection_that_outlived_its_peers_removal_cannot_open_a_link() {
     });
     ended.await.expect("the removal ends the link");
 
-    let (_tx, second) = link(connection).await;
+    let (_tx, second) = link_on(connection).await;
     let refused = second.expect_err("no link for a removed peer");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(
@@ -506,14 +499,7 @@ async fn a_connection_verified_by_a_replaced_ca_cannot_open_a_link() {
     let mut admin = node.admin().await;
     let old = HandPeer::trusted_by(&mut admin, "rescue.example").await;
     let connection = old.channel(&node.dir(), node.fed_addr).await;
-    let link = |connection: tonic::transport::Channel| async move {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let call = proto::federation_client::FederationClient::new(connection)
-            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await;
-        (tx, call)
-    };
-    let (_tx, first) = link(connection.clone()).await;
+    let (_tx, first) = link_on(connection.clone()).await;
     let mut first = first.expect("a configured peer opens a link").into_inner();
     next_frame(&mut first).await;
 
@@ -524,7 +510,7 @@ async fn a_connection_verified_by_a_replaced_ca_cannot_open_a_link() {
     });
     ended.await.expect("the replacement ends the old link");
 
-    let (_tx, second) = link(connection).await;
+    let (_tx, second) = link_on(connection).await;
     let refused = second.expect_err("no link on the old CA's connection");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     node.stop().await;

@@ -186,6 +186,21 @@ impl HandPeer {
     }
 }
 
+/// Opens a link on an existing connection (a second call on it reuses the
+/// same TLS connection, and so the identity its handshake established).
+pub async fn link_on(
+    connection: tonic::transport::Channel,
+) -> (
+    mpsc::Sender<proto::LinkFrame>,
+    Result<tonic::Response<tonic::Streaming<proto::LinkFrame>>, tonic::Status>,
+) {
+    let (tx, rx) = mpsc::channel(1);
+    let call = proto::federation_client::FederationClient::new(connection)
+        .link(ReceiverStream::new(rx))
+        .await;
+    (tx, call)
+}
+
 /// A fresh Ed25519 key, as a partner would invent one.
 pub fn invented_key() -> Ed25519KeyPair {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
