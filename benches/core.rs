@@ -9,8 +9,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use samband::model::{
-    ChainHead, ChannelId, Cursor, GENESIS_HASH, Hlc, OrgId, canonical_bytes, chain_hash,
-    sign_and_hash, verify,
+    ChainHead, ChannelId, Cursor, GENESIS_HASH, Hlc, OrgId, body_digest, canonical_bytes,
+    chain_hash, sign_and_hash, verify,
 };
 use samband::proto::{ChannelRecord, ChannelState, Envelope, Kind, Participant};
 use samband::rules::{Context, check};
@@ -33,6 +33,8 @@ fn envelope(seq: u64) -> Envelope {
         body: vec![b'x'; 1024],
         prev: GENESIS_HASH.to_vec(),
         signature: vec![],
+        body_sha256: body_digest(&[b'x'; 1024]),
+        withheld: false,
     }
 }
 
@@ -69,6 +71,7 @@ fn envelopes(c: &mut Criterion) {
             active: true,
             removed_at: 0,
             last_seq: 0,
+            withheld_through: vec![],
         }],
         roster_seq: 1,
     };

@@ -36,6 +36,7 @@ fn record() -> ChannelRecord {
         active: true,
         removed_at: 0,
         last_seq: 0,
+        withheld_through: vec![],
     };
     ChannelRecord {
         id: CHANNEL.into(),

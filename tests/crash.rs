@@ -50,6 +50,7 @@ async fn repeated_sigkill_loses_nothing_acknowledged_here_or_at_the_partner() {
     let req = proto::ShareChannelRequest {
         channel: ch.clone(),
         orgs: vec!["rescue.example".into()],
+        ..Default::default()
     };
     a.admin(&a_dir).await.share_channel(req).await.unwrap();
 

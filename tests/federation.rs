@@ -433,6 +433,7 @@ async fn sharing_with_an_org_that_is_not_a_peer_is_refused() {
     let req = proto::ShareChannelRequest {
         channel: "crisis".into(),
         orgs: vec!["stranger.example".into()],
+        ..Default::default()
     };
     let err = a.admin().await.share_channel(req).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -1161,7 +1162,20 @@ async fn an_org_shared_again_after_removal_rejoins_and_catches_up() {
     })
     .await;
     post(&mut a_op, &ch, "while B was out").await;
-    a.share("crisis", &["rescue.example"]).await;
+    // Sharing again must say what B gets of what was posted meanwhile.
+    let err = a
+        .share_with(
+            "crisis",
+            &["rescue.example"],
+            proto::ShareHistory::Unspecified,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("--history from-now"), "{err:?}");
+    a.share_with("crisis", &["rescue.example"], proto::ShareHistory::All)
+        .await
+        .unwrap();
     eventually("B shared again", || async {
         (common::channel_state(&b_op, &ch).await? == "shared").then_some(())
     })
@@ -1182,6 +1196,121 @@ async fn an_org_shared_again_after_removal_rejoins_and_catches_up() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// `channel share --history from-now`: a partner shared with again gets
+/// what was posted while it was out as withheld envelopes, from the home and
+/// from a participant that relays (their place in each origin's chain, so
+/// histories stay identical and nothing is refused on the way; not their
+/// text, which is nowhere in its data directory), and what is posted from
+/// the share on in full.
+#[tokio::test]
+async fn a_reshare_from_now_hands_over_the_place_not_the_text_of_what_was_posted_meanwhile() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let c = TestNode::start("region.example").await;
+    a.peer_with(&b).await;
+    a.peer_with(&c).await;
+    b.peer_with(&c).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example", "region.example"])
+        .await;
+    post(&mut a_op, &ch, "before").await;
+    converged(&[&a, &b, &c], &ch, 2).await;
+    let unshare = proto::UnshareChannelRequest {
+        channel: ch.clone(),
+        org: "rescue.example".into(),
+    };
+    a.admin().await.unshare_channel(unshare).await.unwrap();
+    let mut b_op = b.operator().await;
+    eventually("B archived", || async {
+        (common::channel_state(&b_op, &ch).await? == "archived").then_some(())
+    })
+    .await;
+    let mut c_op = c.operator().await;
+    post(&mut a_op, &ch, "secret-of-police while B was out").await;
+    post(&mut c_op, &ch, "secret-of-region while B was out").await;
+    // before, roster (unshare), A's and C's posts.
+    converged(&[&a, &c], &ch, 5).await;
+    a.share_with("crisis", &["rescue.example"], proto::ShareHistory::FromNow)
+        .await
+        .unwrap();
+    eventually("B shared again", || async {
+        (common::channel_state(&b_op, &ch).await? == "shared").then_some(())
+    })
+    .await;
+    post(&mut a_op, &ch, "after the re-share").await;
+    post(&mut b_op, &ch, "B is back").await;
+    let count = 8;
+    converged(&[&a, &c], &ch, count).await;
+    let b_history = eventually("B holds all of it", || async {
+        let h = common::all_history(&mut b.operator().await, &ch).await;
+        (h.len() == count).then_some(h)
+    })
+    .await;
+    let a_history = common::all_history(&mut a_op, &ch).await;
+    let place = |m: &proto::Message| (m.origin.clone(), m.origin_seq, m.hlc);
+    assert_eq!(
+        b_history.iter().map(place).collect::<Vec<_>>(),
+        a_history.iter().map(place).collect::<Vec<_>>(),
+        "the same history, in the same order"
+    );
+    let withheld: Vec<_> = b_history.iter().filter(|m| m.withheld).collect();
+    assert_eq!(withheld.len(), 2, "{b_history:?}");
+    assert!(withheld.iter().all(|m| m.text.is_empty()));
+    let mut origins: Vec<_> = withheld.iter().map(|m| m.origin.as_str()).collect();
+    origins.sort();
+    assert_eq!(origins, ["police.example", "region.example"]);
+    for text in ["before", "after the re-share", "B is back"] {
+        assert!(
+            b_history.iter().any(|m| m.text == text && !m.withheld),
+            "{text} in full on B: {b_history:?}"
+        );
+    }
+    assert!(a_history.iter().all(|m| !m.withheld));
+    // Nothing was refused on the way, on any node.
+    for n in [&a, &b, &c] {
+        let log = common::audit_log(&mut n.admin().await).await;
+        assert!(
+            !log.iter().any(|e| e.event == "federation.rejected"),
+            "{}: {log:?}",
+            n.org
+        );
+    }
+    let a_log = common::audit_log(&mut a.admin().await).await;
+    assert!(
+        a_log.iter().any(|e| e.event == "channel.shared"
+            && e.details.get("history").map(String::as_str) == Some("from-now")),
+        "{a_log:?}"
+    );
+    let b_tmp = b.stop().await;
+    let files = walk(&common::node_dir(&b_tmp));
+    assert!(files.len() > 3, "{files:?}");
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(10).any(|w| w == b"secret-of-"),
+            "{} holds a withheld text",
+            file.display()
+        );
+    }
+    a.stop().await;
+    c.stop().await;
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// A partner that accepts a home's channels by hand (`accept manual`) does
@@ -1225,7 +1354,9 @@ async fn a_reshare_waits_for_a_manual_accept_like_the_first_share() {
         (common::channel_state(&b_op, &ch).await? == "archived").then_some(())
     })
     .await;
-    a.share("crisis", &["rescue.example"]).await;
+    a.share_with("crisis", &["rescue.example"], proto::ShareHistory::All)
+        .await
+        .unwrap();
     eventually("B holds the new offer, not joined", || async {
         (common::channel_state(&b_op, &ch).await? == "pending").then_some(())
     })

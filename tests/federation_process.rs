@@ -211,6 +211,7 @@ async fn a_post_refused_for_a_clock_ahead_is_marked_then_sent_again_on_its_own()
         .share_channel(proto::ShareChannelRequest {
             channel: ops.clone(),
             orgs: vec!["rescue.example".into()],
+            ..Default::default()
         })
         .await
         .unwrap();

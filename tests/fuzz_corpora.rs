@@ -164,6 +164,7 @@ fn chain(origin: &str, kind: Kind, n: u64) -> Vec<Envelope> {
                                 active: true,
                                 removed_at: 0,
                                 last_seq: 0,
+                                withheld_through: vec![],
                             })
                             .to_vec(),
                     ),
@@ -171,7 +172,10 @@ fn chain(origin: &str, kind: Kind, n: u64) -> Vec<Envelope> {
                 },
                 prev: prev.to_vec(),
                 signature: vec![],
+                body_sha256: vec![],
+                withheld: false,
             };
+            env.body_sha256 = samband::model::body_digest(&env.body);
             prev = sign_and_hash(&mut env, &key);
             env
         })

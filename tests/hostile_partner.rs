@@ -23,6 +23,7 @@ fn participant(org: &str, key: &[u8]) -> proto::Participant {
         active: true,
         removed_at: 0,
         last_seq: 0,
+        withheld_through: vec![],
     }
 }
 
@@ -293,6 +294,7 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
         .share_channel(proto::ShareChannelRequest {
             channel: "crisis".into(),
             orgs: vec!["mallory.example".into()],
+            ..Default::default()
         })
         .await
         .unwrap();

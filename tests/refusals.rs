@@ -32,6 +32,7 @@ async fn a_refused_envelope_is_named_to_its_sender_with_the_reason() {
         active: true,
         removed_at: 0,
         last_seq: 0,
+        withheld_through: vec![],
     };
     let ops = "rescue.example/ops";
     let (tx, mut responses) = rescue.dial(&police.dir(), police.fed_addr).await;

@@ -15,6 +15,7 @@ use crate::federation::{self, Federation, FederationError};
 use crate::model::MemberName;
 use crate::model::{ChannelId, OrgId, Role};
 use crate::proto::{self, admin_server};
+use crate::rules::History;
 
 #[derive(Debug)]
 pub(crate) struct Admin {
@@ -207,7 +208,22 @@ impl admin_server::Admin for Admin {
             };
             shares.push((org, peer.signing_key));
         }
-        let change = RosterChange::Share { orgs: shares };
+        let history = match proto::ShareHistory::try_from(req.history) {
+            Ok(proto::ShareHistory::Unspecified) => None,
+            Ok(proto::ShareHistory::All) => Some(History::All),
+            Ok(proto::ShareHistory::FromNow) => Some(History::FromNow),
+            Err(_) => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "unknown history {}; use SHARE_HISTORY_ALL or SHARE_HISTORY_FROM_NOW",
+                    req.history
+                ))
+                .into());
+            }
+        };
+        let change = RosterChange::Share {
+            orgs: shares,
+            history,
+        };
         let record = self.change_roster(&channel, change, actor.clone()).await?;
         tracing::info!(%channel, orgs = ?req.orgs, "channel shared");
         Ok(Response::new(channel_message(record)))

@@ -71,6 +71,7 @@ fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message
             OriginKey::Pinned => proto::OriginKey::Pinned,
             OriginKey::VouchedByHome => proto::OriginKey::VouchedByHome,
         } as i32,
+        withheld: env.withheld,
         refused_by: api
             .refusals
             .of(&env.channel, &stored.cursor.origin, env.origin_seq)

@@ -100,7 +100,8 @@ impl From<WriteError> for ApiError {
             | WriteError::NotAccepted(_)
             | WriteError::NotPending(_)
             | WriteError::HomeNotPeer { .. }
-            | WriteError::NotPeer(_) => ApiError::FailedPrecondition(e.to_string()),
+            | WriteError::NotPeer(_)
+            | WriteError::HistoryNotChosen { .. } => ApiError::FailedPrecondition(e.to_string()),
             WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),
             WriteError::Store(_) => ApiError::Internal(e.to_string()),
         }

@@ -554,6 +554,7 @@ async fn shared_channel(a: &LocalNode, b: &LocalNode, name: &str) -> anyhow::Res
     let req = proto::ShareChannelRequest {
         channel: ch.clone(),
         orgs: vec!["partner.example".into()],
+        ..Default::default()
     };
     AdminClient::new(channel).share_channel(req).await?;
     let mut partner = MessagingClient::new(b.operator().await?);

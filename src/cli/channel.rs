@@ -1,7 +1,7 @@
 //! `samband channel create|list|share|unshare|accept`: channels, and
 //! sharing them with partner orgs.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use samband::proto;
 
 use super::connection::{admin, rpc};
@@ -28,8 +28,20 @@ pub(crate) struct ShareArgs {
     /// Partner orgs to share it with (each a configured peer).
     #[arg(required = true)]
     orgs: Vec<String>,
+    /// What they get of what the channel holds already: `all`, or
+    /// `from-now` (earlier messages reach them withheld: their place, not
+    /// their text). Required when sharing again with an org that was
+    /// removed; a first share defaults to `all`.
+    #[arg(long, value_enum)]
+    history: Option<HistoryArg>,
     #[command(flatten)]
     conn: Connection,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum HistoryArg {
+    All,
+    FromNow,
 }
 
 #[derive(Debug, Args)]
@@ -82,9 +94,15 @@ pub(crate) async fn channel_list(args: ChannelListArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
+    let history = match args.history {
+        None => proto::ShareHistory::Unspecified,
+        Some(HistoryArg::All) => proto::ShareHistory::All,
+        Some(HistoryArg::FromNow) => proto::ShareHistory::FromNow,
+    };
     let req = proto::ShareChannelRequest {
         channel: args.channel,
         orgs: args.orgs,
+        history: history as i32,
     };
     let ch = admin(&args.conn)
         .await?

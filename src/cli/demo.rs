@@ -136,6 +136,7 @@ async fn demo() -> anyhow::Result<()> {
     let share = proto::ShareChannelRequest {
         channel: crisis.clone(),
         orgs: vec![AGENCIES[1].into(), AGENCIES[2].into()],
+        ..Default::default()
     };
     police.admin.share_channel(share).await?;
     out!(

@@ -350,7 +350,7 @@ enum ChannelCommand {
     Create(channel::ChannelCreateArgs),
     /// Share a channel of this org with partner orgs (admin role).
     #[command(
-        after_help = "Example:\n  samband channel share flood-2026 rescue.example region-health.example \\\n      --dir /var/lib/samband/node"
+        after_help = "Examples:\n  samband channel share flood-2026 rescue.example region-health.example \\\n      --dir /var/lib/samband/node\n  samband channel share flood-2026 rescue.example --history from-now \\\n      --dir /var/lib/samband/node"
     )]
     Share(channel::ShareArgs),
     /// Stop sharing a channel with one partner; its copy becomes read-only (admin role).

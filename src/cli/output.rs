@@ -103,6 +103,7 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             "author": m.author, "hlc": m.hlc, "unix_ms": m.unix_ms,
             "priority": priority_word(m.priority), "kind": m.kind, "text": m.text,
             "origin_key": origin_key_word(m.origin_key), "refused_by": refused_by,
+            "withheld": m.withheld,
         })
         .to_string();
     }
@@ -138,12 +139,16 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             printable_text(&m.text)
         );
     }
+    let text = if m.withheld {
+        "[withheld by the home: posted before its share with this org]".into()
+    } else {
+        printable_text(&m.text)
+    };
     format!(
-        "{}  {}@{}  {refused}{vouched}{flag}{}",
+        "{}  {}@{}  {refused}{vouched}{flag}{text}",
         utc(m.unix_ms),
         printable(&m.author),
         printable(&m.origin),
-        printable_text(&m.text)
     )
 }
 

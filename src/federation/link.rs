@@ -551,12 +551,16 @@ impl Link {
                 while next <= held {
                     let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;
                     let mut envelopes = fed.store.envelopes_from(&channel, &origin, next, want)?;
+                    // A run cut here (a body held withheld that the peer may
+                    // read) goes on from another participant that holds it.
+                    let cut = rules::ready_for(&record, peer, &mut envelopes);
                     let keep = frame_len(&envelopes, BATCH_BYTES);
                     if keep == 0 {
                         // Durable marks sit at seals (a round's marks move
                         // together), so envelopes without one mean a broken
                         // store: say so instead of sending what would be refused.
-                        if !envelopes.is_empty()
+                        if !cut
+                            && !envelopes.is_empty()
                             && said.unsealed.insert((channel.clone(), origin.clone()))
                         {
                             tracing::warn!(%peer, %channel, %origin, from = next, "no seal among the envelopes to send; this origin cannot move on over the link");

@@ -10,7 +10,8 @@ mod hlc;
 
 pub use cursor::Cursor;
 pub use envelope::{
-    ChainHead, EnvelopeHash, GENESIS_HASH, canonical_bytes, chain_hash, sign, sign_and_hash, verify,
+    ChainHead, EnvelopeHash, GENESIS_HASH, body_digest, body_matches, canonical_bytes, chain_hash,
+    sign, sign_and_hash, verify, withheld_copy,
 };
 pub use hlc::{Hlc, HlcClock};
 

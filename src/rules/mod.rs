@@ -13,11 +13,12 @@ use std::collections::{HashMap, HashSet};
 use prost::Message as _;
 
 use crate::model::{
-    ChainHead, ChannelId, EnvelopeHash, MemberName, OrgId, Priority, VersionVector, chain_hash,
-    verify,
+    ChainHead, ChannelId, EnvelopeHash, MemberName, OrgId, Priority, VersionVector, body_matches,
+    chain_hash, verify, withheld_copy,
 };
 use crate::proto::{
-    ChannelRecord, ChannelState, Control, Envelope, Kind, Participant, PeerRecord, control,
+    ChannelRecord, ChannelState, Control, Envelope, Kind, OriginSeq, Participant, PeerRecord,
+    control,
 };
 
 /// Most participants a roster may list (the home excluded). Mutual aid in
@@ -51,6 +52,28 @@ pub enum OriginKey {
     /// An org this node has not pinned: its key is the one the channel's
     /// home listed in its signed roster.
     VouchedByHome,
+}
+
+/// What a partner gets of what a channel holds when it is shared with it
+/// (`channel share --history`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// Every message, as a participant from the start would have.
+    All,
+    /// Messages posted from the share on; earlier ones it does not hold
+    /// reach it withheld.
+    FromNow,
+}
+
+/// The orgs among `orgs` that were in the channel and were removed: sharing
+/// with them again must say what they get of what was posted meanwhile.
+pub fn reshared<'a>(
+    record: &ChannelRecord,
+    orgs: impl IntoIterator<Item = &'a OrgId>,
+) -> Vec<&'a OrgId> {
+    orgs.into_iter()
+        .filter(|org| participant(record, org).is_some_and(|p| !p.active))
+        .collect()
 }
 
 /// What a peer may receive of a channel.
@@ -89,13 +112,12 @@ pub enum Reject {
     Rewind { seq: u64 },
     #[error("prev does not match the hash of the origin's previous envelope")]
     BrokenChain,
-    #[error("this org was removed from the channel; it is read-only here")]
-    Archived,
-    /// The home's own envelope of a channel this org was removed from: the
-    /// home sends it only if a later roster in its chain shares the channel
-    /// again, which then comes as an offer.
+    /// An envelope of a channel this org was removed from: an honest
+    /// participant sends it only if the roster it holds shares the channel
+    /// here again, and that roster (an offer from the home) is on its way;
+    /// or it has not learnt of the removal yet, and soon will.
     #[error(
-        "this org was removed from the channel; the home's envelopes wait for the roster that shares it again"
+        "this org was removed from the channel; what arrives of it waits for the roster that shares it again"
     )]
     BeforeReshare,
     #[error("channel offer is not valid: {0}")]
@@ -110,6 +132,11 @@ pub enum Reject {
     RosterKeyMismatch { org: String },
     #[error("the channel's home is no longer a peer of this node; its copy here is cut off")]
     HomeNotPeer,
+    /// A sender withholds a body only from an org the roster withholds it
+    /// from; an honest one never sends this org a withheld copy of a
+    /// message it may read.
+    #[error("a withheld copy of a message this org may read in full")]
+    WithheldNotForUs,
 }
 
 impl Reject {
@@ -284,8 +311,9 @@ pub fn check_roster(
 /// local post of the same kind would have: a known kind; for text, an
 /// author that is a member name, a known priority and a UTF-8 body; for a
 /// roster change, no author and no priority; seq from 1; a 32-byte `prev`;
-/// no signature or a 64-byte one. What passes may be stored, relayed and
-/// shown; what does not never is.
+/// no signature or a 64-byte one; a body that is the one its origin signed
+/// (or, withheld, none). What passes may be stored, relayed and shown; what
+/// does not never is.
 pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
     let bad = |what: String| Err(Reject::Malformed(what));
     if env.origin_seq == 0 {
@@ -303,13 +331,30 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
             env.signature.len()
         ));
     }
+    if !env.body_sha256.is_empty() && env.body_sha256.len() != HASH_BYTES {
+        return bad(format!(
+            "body_sha256 is {} bytes, not {HASH_BYTES}",
+            env.body_sha256.len()
+        ));
+    }
+    if !body_matches(env) {
+        return bad(if env.withheld {
+            "withheld, yet it carries a body or its body is signed as is".into()
+        } else {
+            "body does not match its signed SHA-256".into()
+        });
+    }
     match Kind::try_from(env.kind) {
+        Ok(Kind::Control) if env.withheld => bad("a roster change is never withheld".into()),
         Ok(Kind::Text) => {
             if MemberName::parse(&env.author).is_err() {
                 return bad("author is not a member name".into());
             }
             if Priority::from_i32(env.priority).is_none() {
                 return bad(format!("unknown priority {}", env.priority));
+            }
+            if env.withheld {
+                return Ok(());
             }
             if env.body.is_empty() {
                 return bad("text is empty".into());
@@ -354,6 +399,55 @@ pub fn shared_from_here_with<'a>(
 fn may_write(record: &ChannelRecord, origin: &OrgId, seq: u64) -> bool {
     is_active(record, origin)
         || participant(record, origin).is_some_and(|p| p.removed_at > 0 && seq <= p.last_seq)
+}
+
+/// Whether `org` gets `origin`'s envelope `seq` of the channel withheld:
+/// the home shared the channel with it `--history from-now`, drawing a line
+/// at what it held of `origin` then, and `seq` is at or below that line.
+/// An org's own messages are never withheld from it.
+pub fn withheld_from(record: &ChannelRecord, org: &OrgId, origin: &str, seq: u64) -> bool {
+    origin != org.as_str()
+        && participant(record, org).is_some_and(|p| {
+            p.withheld_through
+                .iter()
+                .any(|line| line.origin == origin && seq <= line.seq)
+        })
+}
+
+/// Readies `envelopes` (one origin's run, in seq order, as held here) to be
+/// sent to `peer`: each as held, or as its withheld copy where the roster
+/// withholds its body from `peer`. Cuts the run before the first one that
+/// cannot go as `peer` may have it: held here only withheld while `peer`
+/// may read it (another participant holds it whole and sends it), or
+/// written before the digest form while its body is withheld from `peer`.
+/// Returns whether it cut.
+pub fn ready_for(record: &ChannelRecord, peer: &OrgId, envelopes: &mut Vec<Envelope>) -> bool {
+    for i in 0..envelopes.len() {
+        let env = &envelopes[i];
+        let ready = if withheld_from(record, peer, &env.origin, env.origin_seq) {
+            withheld_copy(env)
+        } else {
+            (!env.withheld).then(|| env.clone())
+        };
+        match ready {
+            Some(ready) => envelopes[i] = ready,
+            None => {
+                envelopes.truncate(i);
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The copy of a received envelope this node keeps: as received, or its
+/// withheld copy when the roster withholds its body from this node (a
+/// sender that sent it whole anyway does not make it readable here).
+pub fn as_kept(record: &ChannelRecord, local: &OrgId, env: Envelope) -> Envelope {
+    if env.withheld || !withheld_from(record, local, &env.origin, env.origin_seq) {
+        return env;
+    }
+    withheld_copy(&env).unwrap_or(env)
 }
 
 /// Whether the channel is shared at all.
@@ -471,11 +565,10 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
         return Err(Reject::ControlNotFromHome);
     }
     if record.state == ChannelState::Archived as i32 && !is_control {
-        return Err(if origin.as_str() == record.home {
-            Reject::BeforeReshare
-        } else {
-            Reject::Archived
-        });
+        return Err(Reject::BeforeReshare);
+    }
+    if env.withheld && !withheld_from(record, ctx.local, origin.as_str(), env.origin_seq) {
+        return Err(Reject::WithheldNotForUs);
     }
     if !is_shared(record) {
         return Err(Reject::NotSharedWithSender);
@@ -618,19 +711,30 @@ pub fn changed_roster(
     edit: RosterEdit<'_>,
 ) -> Vec<Participant> {
     let mut roster = roster.to_vec();
-    let signing_key = match edit {
-        RosterEdit::Share { signing_key } => Some(signing_key),
-        RosterEdit::Remove { .. } => None,
+    let (signing_key, withheld_through) = match edit {
+        RosterEdit::Share {
+            signing_key,
+            withheld_through,
+        } => (Some(signing_key), withheld_through),
+        RosterEdit::Remove { .. } => (None, &[][..]),
     };
+    let withheld_through: Vec<OriginSeq> = withheld_through
+        .iter()
+        .filter(|line| line.origin != org.as_str() && line.seq > 0)
+        .cloned()
+        .collect();
     match (
         roster.iter_mut().find(|p| p.org == org.as_str()),
         signing_key,
     ) {
+        // Already in: a new key, nothing else.
+        (Some(p), Some(key)) if p.active => p.signing_key = key.to_vec(),
         (Some(p), Some(key)) => {
             p.active = true;
             p.removed_at = 0;
             p.last_seq = 0;
             p.signing_key = key.to_vec();
+            p.withheld_through = withheld_through;
         }
         (Some(p), None) => {
             if let RosterEdit::Remove { home_seq, last_seq } = edit {
@@ -645,6 +749,7 @@ pub fn changed_roster(
             active: true,
             removed_at: 0,
             last_seq: 0,
+            withheld_through,
         }),
         (None, None) => {}
     }
@@ -654,8 +759,13 @@ pub fn changed_roster(
 /// A change to one org's place in a roster.
 #[derive(Debug, Clone, Copy)]
 pub enum RosterEdit<'a> {
-    /// Share with the org, whose message-signing key this is.
-    Share { signing_key: &'a [u8] },
+    /// Share with the org, whose message-signing key this is; of each origin
+    /// in `withheld_through`, the envelopes up to its seq reach the org
+    /// withheld (empty: all history). An org already in keeps its lines.
+    Share {
+        signing_key: &'a [u8],
+        withheld_through: &'a [OriginSeq],
+    },
     /// Remove it by the home's control envelope `home_seq`; the org's own
     /// messages up to `last_seq` (what the home holds of it) stand.
     Remove { home_seq: u64, last_seq: u64 },

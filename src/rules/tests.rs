@@ -48,6 +48,7 @@ fn world() -> World {
                 active: true,
                 removed_at: 0,
                 last_seq: 0,
+                withheld_through: vec![],
             },
             Participant {
                 org: "c.example".into(),
@@ -55,6 +56,7 @@ fn world() -> World {
                 active: true,
                 removed_at: 0,
                 last_seq: 0,
+                withheld_through: vec![],
             },
         ],
         roster_seq: 1,
@@ -85,7 +87,10 @@ fn envelope(
         body: b"hi".to_vec(),
         prev: prev.to_vec(),
         signature: vec![],
+        body_sha256: vec![],
+        withheld: false,
     };
+    env.body_sha256 = crate::model::body_digest(&env.body);
     let hash = sign_and_hash(&mut env, key);
     (env, hash)
 }
@@ -415,6 +420,7 @@ fn a_roster_never_overrides_a_pinned_key() {
         active: true,
         removed_at: 0,
         last_seq: 0,
+        withheld_through: vec![],
     });
     for origin in ["c.example", "b.example"] {
         let (forged, _) = envelope(origin, 1, GENESIS_HASH, &evil);
@@ -506,6 +512,7 @@ fn a_roster_is_bounded_before_and_after_decoding() {
             active: true,
             removed_at: 0,
             last_seq: 0,
+            withheld_through: vec![],
         })
         .collect();
     assert!(matches!(
@@ -713,6 +720,7 @@ mod simulation {
                         active: true,
                         removed_at: 0,
                         last_seq: 0,
+                        withheld_through: vec![],
                     })
                     .collect(),
                 roster_seq: 0,
@@ -779,7 +787,10 @@ mod simulation {
                     body: format!("{} #{}", node.org, seq + 1).into_bytes(),
                     prev: prev.to_vec(),
                     signature: vec![],
+                    body_sha256: vec![],
+                    withheld: false,
                 };
+                env.body_sha256 = crate::model::body_digest(&env.body);
                 let hash = if j + 1 == k {
                     sign_and_hash(&mut env, &node.key)
                 } else {
@@ -908,7 +919,10 @@ mod simulation {
                 body: b"forged".to_vec(),
                 prev: head.hash.to_vec(),
                 signature: vec![],
+                body_sha256: vec![],
+                withheld: false,
             };
+            env.body_sha256 = crate::model::body_digest(&env.body);
             let evil = key();
             let lying_roster = |record: &ChannelRecord, org: &str| {
                 let mut participants = record.participants.clone();
@@ -1095,4 +1109,116 @@ mod simulation {
             world.assert_converged();
         }
     }
+}
+
+/// `--history from-now`: the roster draws, per origin, the line up to which
+/// an org gets envelopes withheld; a sender withholds them, cuts a run where
+/// it cannot, a receiver keeps them withheld, and refuses a withheld copy
+/// of what it may read.
+#[test]
+fn bodies_up_to_the_line_a_from_now_share_drew_are_withheld_and_only_they() {
+    let mut w = world();
+    let (c, b) = (org("c.example"), org("b.example"));
+    let line = [
+        OriginSeq {
+            origin: "b.example".into(),
+            seq: 2,
+        },
+        OriginSeq {
+            origin: "c.example".into(),
+            seq: 9,
+        },
+    ];
+    // c is removed, then shared with again from now on.
+    let removed = changed_roster(
+        &w.record.participants,
+        &c,
+        RosterEdit::Remove {
+            home_seq: 2,
+            last_seq: 0,
+        },
+    );
+    w.record.participants = changed_roster(
+        &removed,
+        &c,
+        RosterEdit::Share {
+            signing_key: w.c.public_key().as_ref(),
+            withheld_through: &line,
+        },
+    );
+    assert!(withheld_from(&w.record, &c, "b.example", 2));
+    assert!(!withheld_from(&w.record, &c, "b.example", 3));
+    assert!(
+        !withheld_from(&w.record, &c, "a.example", 1),
+        "no line drawn"
+    );
+    assert!(
+        !withheld_from(&w.record, &c, "c.example", 1),
+        "an org's own messages are never withheld from it"
+    );
+    assert!(!withheld_from(&w.record, &b, "b.example", 1));
+    // Sharing with an org already in keeps its line.
+    let again = changed_roster(
+        &w.record.participants,
+        &c,
+        RosterEdit::Share {
+            signing_key: w.c.public_key().as_ref(),
+            withheld_through: &[],
+        },
+    );
+    assert_eq!(again, w.record.participants);
+
+    let (e1, h1) = envelope("b.example", 1, GENESIS_HASH, &w.b);
+    let (e2, h2) = envelope("b.example", 2, h1, &w.b);
+    let (e3, _) = envelope("b.example", 3, h2, &w.b);
+    // The sender: withheld up to the line, whole after it.
+    let mut run = vec![e1.clone(), e2.clone(), e3.clone()];
+    assert!(!ready_for(&w.record, &c, &mut run));
+    assert_eq!(
+        run.iter().map(|e| e.withheld).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert!(run[0].body.is_empty() && run[2].body == e3.body);
+    // ... and to an org without a line, as held; a run held withheld here is
+    // cut where the peer may read it whole.
+    let mut whole = vec![e1.clone(), e2.clone()];
+    assert!(!ready_for(&w.record, &b, &mut whole));
+    assert!(whole.iter().all(|e| !e.withheld));
+    let mut held_withheld = run.clone();
+    let a = org("a.example");
+    assert!(ready_for(&w.record, &a, &mut held_withheld));
+    assert!(held_withheld.is_empty());
+    // A body signed as is (before the digest form) cannot be withheld: cut.
+    let mut legacy = e1.clone();
+    legacy.body_sha256.clear();
+    let mut legacy_run = vec![legacy];
+    assert!(ready_for(&w.record, &c, &mut legacy_run));
+    assert!(legacy_run.is_empty());
+
+    // The receiver keeps it withheld, even if a sender sent it whole.
+    let kept = as_kept(&w.record, &c, e1.clone());
+    assert!(kept.withheld && kept.body.is_empty());
+    assert_eq!(as_kept(&w.record, &b, e1.clone()), e1);
+    let pins = w.pins();
+    let home = org("a.example");
+    assert_eq!(
+        check(&run[0], &ctx(&w, &c, &home, (0, GENESIS_HASH), &pins)),
+        Verdict::Accept,
+        "a withheld copy verifies"
+    );
+    let stranger_copy = run[0].clone();
+    assert_eq!(
+        check(
+            &stranger_copy,
+            &ctx(&w, &b, &home, (0, GENESIS_HASH), &pins)
+        ),
+        Verdict::Reject(Reject::WithheldNotForUs),
+        "b may read it, so a withheld copy is not what it takes"
+    );
+    let mut smuggled = run[0].clone();
+    smuggled.body = b"not what was signed".to_vec();
+    assert!(matches!(
+        check(&smuggled, &ctx(&w, &c, &home, (0, GENESIS_HASH), &pins)),
+        Verdict::Reject(Reject::Malformed(_))
+    ));
 }

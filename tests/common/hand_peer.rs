@@ -160,7 +160,10 @@ impl HandPeer {
             body,
             prev: prev.to_vec(),
             signature: vec![],
+            body_sha256: vec![],
+            withheld: false,
         };
+        e.body_sha256 = samband::model::body_digest(&e.body);
         let hash = samband::model::sign_and_hash(&mut e, key);
         (e, hash)
     }

@@ -484,16 +484,24 @@ impl TestNode {
     }
 
     pub async fn share(&self, channel: &str, orgs: &[&str]) -> proto::Channel {
+        self.share_with(channel, orgs, proto::ShareHistory::Unspecified)
+            .await
+            .expect("share")
+    }
+
+    /// Shares `channel` with `orgs`, saying what they get of its history.
+    pub async fn share_with(
+        &self,
+        channel: &str,
+        orgs: &[&str],
+        history: proto::ShareHistory,
+    ) -> Result<proto::Channel, tonic::Status> {
         let req = proto::ShareChannelRequest {
             channel: channel.into(),
             orgs: orgs.iter().map(|s| s.to_string()).collect(),
+            history: history as i32,
         };
-        self.admin()
-            .await
-            .share_channel(req)
-            .await
-            .expect("share")
-            .into_inner()
+        Ok(self.admin().await.share_channel(req).await?.into_inner())
     }
 }
 

@@ -29,7 +29,7 @@ use crate::model::{
     ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority, sign,
 };
 use crate::proto::{ChannelRecord, ChannelState, Envelope};
-use crate::rules::{self, Reject, Verdict};
+use crate::rules::{self, History, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
 mod offer;
@@ -67,9 +67,12 @@ pub enum Offered {
 /// A change to a home channel's roster.
 #[derive(Debug, Clone)]
 pub enum RosterChange {
-    /// Share with each org, given with its message-signing key.
+    /// Share with each org, given with its message-signing key, and what
+    /// it gets of what the channel holds. `None` when not chosen: refused
+    /// if one of the orgs was removed from the channel before.
     Share {
         orgs: Vec<(OrgId, Vec<u8>)>,
+        history: Option<History>,
     },
     Unshare {
         org: OrgId,
@@ -107,6 +110,11 @@ pub enum WriteError {
         "{0} is not a configured peer (any more); import its trust bundle first (samband peer add)"
     )]
     NotPeer(String),
+    #[error(
+        "{orgs} left {channel} before: say whether sharing again hands over what was posted \
+         meanwhile (--history all) or only what is posted from now on (--history from-now)"
+    )]
+    HistoryNotChosen { channel: String, orgs: String },
 }
 
 type Answer<T> = oneshot::Sender<Result<T, WriteError>>;

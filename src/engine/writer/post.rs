@@ -3,7 +3,7 @@
 //! must end here (else at commit).
 
 use super::{NewPost, Round, SEAL_BYTES, SEAL_EVERY, WriteError, Writer};
-use crate::model::{ChainHead, ChannelId, chain_hash, sign, unix_ms};
+use crate::model::{ChainHead, ChannelId, body_digest, chain_hash, sign, unix_ms};
 use crate::proto::{Envelope, Kind};
 use crate::store::StoreError;
 
@@ -55,9 +55,11 @@ impl Writer {
             hlc: hlc.0,
             kind: kind as i32,
             priority,
+            body_sha256: body_digest(&body),
             body,
             prev: prev.to_vec(),
             signature: Vec::new(),
+            withheld: false,
         };
         let size = envelope.body.len();
         let hash = chain_hash(&envelope);

@@ -183,6 +183,9 @@ impl Writer {
             round.put_channel(&channel, &updated);
             self.records.insert(channel.clone(), updated);
         }
+        // Kept withheld where the roster withholds its body from this org.
+        let record = self.record(&channel)?.unwrap_or(record);
+        let envelope = rules::as_kept(&record, &self.settings.org, envelope);
         // A seal vouches for the chained envelopes before it.
         for (envelope, hash) in admission.admit(envelope, verdict) {
             self.clock.observe(Hlc(envelope.hlc));

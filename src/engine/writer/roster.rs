@@ -3,9 +3,9 @@
 
 use super::{RosterChange, Round, WriteError, Writer};
 use crate::audit::{Actor, Event};
-use crate::model::ChannelId;
-use crate::proto::{ChannelRecord, ChannelState, Kind};
-use crate::rules::{self, RosterEdit};
+use crate::model::{ChannelId, OrgId};
+use crate::proto::{ChannelRecord, ChannelState, Kind, OriginSeq};
+use crate::rules::{self, History, RosterEdit};
 
 impl Writer {
     pub(super) fn change_roster(
@@ -23,7 +23,7 @@ impl Writer {
             });
         }
         let seq = self.head(channel, &self.settings.org.clone())?.seq;
-        if let RosterChange::Share { orgs } = &change {
+        if let RosterChange::Share { orgs, history } = &change {
             // Checked again here, in the round: a peer removed since the
             // caller read its key must not be shared with.
             self.refresh_pinned()?;
@@ -33,12 +33,31 @@ impl Writer {
             {
                 return Err(WriteError::NotPeer(org.to_string()));
             }
+            let again = rules::reshared(&record, orgs.iter().map(|(org, _)| org));
+            if history.is_none() && !again.is_empty() {
+                return Err(WriteError::HistoryNotChosen {
+                    channel: channel.to_string(),
+                    orgs: again
+                        .iter()
+                        .map(|o| o.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
         }
         let participants = match &change {
-            RosterChange::Share { orgs } => {
+            RosterChange::Share { orgs, history } => {
+                let withheld_through = match history {
+                    Some(History::FromNow) => self.held_now(channel, &record)?,
+                    Some(History::All) | None => Vec::new(),
+                };
                 orgs.iter()
                     .fold(record.participants.clone(), |roster, (org, key)| {
-                        rules::changed_roster(&roster, org, RosterEdit::Share { signing_key: key })
+                        let edit = RosterEdit::Share {
+                            signing_key: key,
+                            withheld_through: &withheld_through,
+                        };
+                        rules::changed_roster(&roster, org, edit)
                     })
             }
             RosterChange::Unshare { org } => {
@@ -65,13 +84,21 @@ impl Writer {
         let roster_seq = round.envelopes[index].2.origin_seq;
         round.audit.push(
             match &change {
-                RosterChange::Share { orgs } => Event::new("channel.shared").with(
-                    "orgs",
-                    orgs.iter()
-                        .map(|(o, _)| o.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
+                RosterChange::Share { orgs, history } => Event::new("channel.shared")
+                    .with(
+                        "orgs",
+                        orgs.iter()
+                            .map(|(o, _)| o.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                    .with(
+                        "history",
+                        match history {
+                            Some(History::FromNow) => "from-now",
+                            Some(History::All) | None => "all",
+                        },
+                    ),
                 RosterChange::Unshare { org } => Event::new("channel.unshared").with("org", org),
             }
             .with("channel", channel)
@@ -86,6 +113,32 @@ impl Writer {
         round.put_channel(channel, &updated);
         self.records.insert(channel.clone(), updated.clone());
         Ok(updated)
+    }
+
+    /// What this node holds of the channel now, per origin that may have
+    /// written to it (the home and every org of its roster): the lines a
+    /// `--history from-now` share draws.
+    fn held_now(
+        &mut self,
+        channel: &ChannelId,
+        record: &ChannelRecord,
+    ) -> Result<Vec<OriginSeq>, WriteError> {
+        let origins = std::iter::once(record.home.as_str())
+            .chain(record.participants.iter().map(|p| p.org.as_str()));
+        let mut lines = Vec::new();
+        for origin in origins {
+            let Ok(org) = OrgId::parse(origin) else {
+                continue;
+            };
+            let seq = self.head(channel, &org)?.seq;
+            if seq > 0 {
+                lines.push(OriginSeq {
+                    origin: origin.to_string(),
+                    seq,
+                });
+            }
+        }
+        Ok(lines)
     }
 
     pub(super) fn accept(
