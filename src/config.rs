@@ -68,6 +68,18 @@ pub struct Limits {
     /// Seconds a subscriber may leave its full buffer unread before it is
     /// cut off (it resumes from its last cursor).
     pub subscriber_stall_seconds: u64,
+    /// Largest file a member may upload, in bytes.
+    pub max_file_bytes: u64,
+    /// Files one post may reference.
+    pub max_files_per_post: usize,
+    /// Bytes per second one member may upload over time (0: no limit); a
+    /// faster upload is slowed down, never refused.
+    pub member_upload_bytes_per_second: u32,
+    /// Bytes that must stay free on the file system of the data directory:
+    /// an upload that would leave less is refused (0: none kept).
+    pub disk_reserve_bytes: u64,
+    /// Seconds an upload that no post references is kept before it is removed.
+    pub unposted_upload_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,7 +195,7 @@ impl Config {
         }
         // (key, value, most): every limit is at least 1; `None` is no upper bound.
         let limits = &raw.limits;
-        let ranges: [(&'static str, u64, Option<u64>); 9] = [
+        let ranges: [(&'static str, u64, Option<u64>); 12] = [
             (
                 "limits.max_body_bytes",
                 limits.max_body_bytes as u64,
@@ -225,6 +237,21 @@ impl Config {
                 Some(86_400),
             ),
             ("store.cache_mib", raw.store.cache_mib, Some(65_536)),
+            (
+                "limits.max_file_bytes",
+                limits.max_file_bytes,
+                Some(1 << 40),
+            ),
+            (
+                "limits.max_files_per_post",
+                limits.max_files_per_post as u64,
+                Some(crate::model::MAX_FILES_PER_POST as u64),
+            ),
+            (
+                "limits.unposted_upload_seconds",
+                limits.unposted_upload_seconds,
+                Some(30 * 86_400),
+            ),
         ];
         for (key, value, most) in ranges {
             match most {
@@ -331,6 +358,20 @@ channels_per_partner = {channels}
 # A subscriber that leaves its buffer unread this many seconds is cut off
 # with RESOURCE_EXHAUSTED; it resumes from the last cursor it received.
 subscriber_stall_seconds = {stall}
+# Largest file a member may attach, in bytes ({max_file_mib} MiB). Larger
+# uploads are refused with RESOURCE_EXHAUSTED before they are stored.
+max_file_bytes = {max_file}
+# Files one post may attach (at most 100).
+max_files_per_post = {files_per_post}
+# Bytes per second one member may upload (0: no limit). A faster upload is
+# slowed down, never refused.
+member_upload_bytes_per_second = {upload_rate}
+# Bytes that must stay free on the disk of the data directory. An upload that
+# would leave less is refused with RESOURCE_EXHAUSTED (0: keep none free).
+disk_reserve_bytes = {disk_reserve}
+# Seconds an uploaded file that no post references is kept before it is
+# removed. Files a stored message references are never removed.
+unposted_upload_seconds = {unposted}
 
 [store]
 # Memory the embedded store (sled) may use for its page cache, in MiB.
@@ -353,6 +394,12 @@ level = "info"
             connections = limits.connections_per_listener,
             channels = limits.channels_per_partner,
             stall = limits.subscriber_stall_seconds,
+            max_file = limits.max_file_bytes,
+            max_file_mib = limits.max_file_bytes >> 20,
+            files_per_post = limits.max_files_per_post,
+            upload_rate = limits.member_upload_bytes_per_second,
+            disk_reserve = limits.disk_reserve_bytes,
+            unposted = limits.unposted_upload_seconds,
             cache_mib = store.cache_mib,
         )
     }
@@ -371,6 +418,11 @@ impl Default for Limits {
             connections_per_listener: 1024,
             channels_per_partner: 1000,
             subscriber_stall_seconds: 60,
+            max_file_bytes: 100 << 20,
+            max_files_per_post: 10,
+            member_upload_bytes_per_second: 64 << 20,
+            disk_reserve_bytes: 1 << 30,
+            unposted_upload_seconds: 86_400,
         }
     }
 }

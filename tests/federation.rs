@@ -202,6 +202,7 @@ async fn unshare_stops_flow_both_ways_and_peer_removal_cuts_the_link() {
             channel: crisis.clone(),
             text: "after removal".into(),
             priority: 0,
+            attachments: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -249,6 +250,7 @@ async fn unshare_stops_flow_both_ways_and_peer_removal_cuts_the_link() {
             channel: later.clone(),
             text: "after the home stopped trusting us".into(),
             priority: 0,
+            attachments: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -308,6 +310,7 @@ async fn a_channel_whose_home_is_no_longer_a_peer_is_read_only() {
             channel: crisis.clone(),
             text: "into the void".into(),
             priority: 0,
+            attachments: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -408,6 +411,7 @@ async fn a_manual_peer_holds_an_offered_channel_until_accepted() {
             channel: ch.clone(),
             text: "x".into(),
             priority: 0,
+            attachments: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -1401,6 +1405,7 @@ async fn a_live_subscriber_gets_a_healed_partitions_backlog_with_older_timestamp
             channel: ch.clone(),
             text: format!("b{i} {}", "x".repeat(4000)),
             priority: 0,
+            attachments: Vec::new(),
         })
         .collect();
     let mut acks = b_op

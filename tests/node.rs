@@ -287,6 +287,7 @@ async fn bad_input_gets_a_precise_status() {
         channel: channel.into(),
         text,
         priority,
+        attachments: Vec::new(),
     };
     let cases: Vec<(&str, tonic::Status, Code, &str)> = vec![
         (
@@ -501,6 +502,7 @@ async fn publish_streams_many_posts_with_one_ack_each_in_order() {
                 format!("gateway message {i}")
             },
             priority: 0,
+            attachments: Vec::new(),
         })
         .collect();
     let mut acks = op

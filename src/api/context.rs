@@ -48,6 +48,9 @@ pub(crate) struct ApiContext {
     pub(crate) client_tls: RwLock<Arc<rustls::ServerConfig>>,
     /// Per member: how fast they may post (`limits.member_posts_per_second`).
     pub(crate) post_rates: Buckets<MemberName>,
+    /// Per member: how fast they may upload, in bytes
+    /// (`limits.member_upload_bytes_per_second`).
+    pub(crate) upload_rates: Buckets<MemberName>,
     pub(crate) fanout: Arc<Fanout>,
 }
 

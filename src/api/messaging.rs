@@ -50,10 +50,10 @@ fn pinned(shared: &ApiContext) -> Result<Pinned, ApiError> {
 fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message {
     let local = &api.org;
     let env = &stored.envelope;
-    let (kind, text) = if env.kind == proto::Kind::Control as i32 {
-        ("roster", roster_text(env))
-    } else {
-        ("text", String::from_utf8_lossy(&env.body).into_owned())
+    let (kind, text) = match proto::Kind::try_from(env.kind) {
+        Ok(proto::Kind::Control) => ("roster", roster_text(env)),
+        Ok(proto::Kind::Post) => ("text", crate::rules::post_text(env).unwrap_or_default()),
+        _ => ("text", String::from_utf8_lossy(&env.body).into_owned()),
     };
     proto::Message {
         cursor: stored.cursor.encode(),
@@ -72,6 +72,7 @@ fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message
             OriginKey::VouchedByHome => proto::OriginKey::VouchedByHome,
         } as i32,
         withheld: env.withheld,
+        attachments: super::files::shown(&api.store, env),
         refused_by: api
             .refusals
             .of(&env.channel, &stored.cursor.origin, env.origin_seq)
@@ -313,9 +314,9 @@ impl Messaging {
     fn new_post(&self, member: &Member, req: proto::PostRequest) -> Result<NewPost, ApiError> {
         let channel = self.existing_channel(&req.channel)?;
         let limit = self.shared.limits.max_body_bytes;
-        if req.text.trim().is_empty() {
+        if req.text.trim().is_empty() && req.attachments.is_empty() {
             return Err(ApiError::InvalidArgument(
-                "message text is empty or only whitespace".into(),
+                "message text is empty or only whitespace (and no file is attached)".into(),
             ));
         }
         if req.text.len() > limit {
@@ -335,12 +336,23 @@ impl Messaging {
                 member.name, l.member_posts_per_second, l.member_post_burst
             )));
         }
+        let files = super::files::attachments(&self.shared, member, &req.attachments)?;
         Ok(NewPost {
             channel,
             author: member.name.clone(),
             priority,
-            body: req.text.into_bytes(),
+            text: req.text,
+            files,
         })
+    }
+
+    /// For a post with files: the sweep's shared lock, held until the post
+    /// is durable, so that no file it references is swept meanwhile.
+    async fn files_held(&self, req: &proto::PostRequest) -> Option<FilesHeld> {
+        if req.attachments.is_empty() {
+            return None;
+        }
+        Some(self.shared.store.files().posting().await)
     }
 
     fn member<T>(&self, request: &Request<T>) -> Result<Member, ApiError> {
@@ -361,8 +373,42 @@ impl Messaging {
 
 type MessageStream = Pin<Box<dyn Stream<Item = Result<proto::Message, Status>> + Send>>;
 
+/// Held by a post with files until it is durable ([`crate::store::Files::posting`]).
+type FilesHeld = tokio::sync::OwnedRwLockReadGuard<()>;
+
 #[tonic::async_trait]
 impl messaging_server::Messaging for Messaging {
+    async fn upload(
+        &self,
+        request: Request<Streaming<proto::UploadChunk>>,
+    ) -> Result<Response<proto::UploadResponse>, Status> {
+        let member = self.member(&request)?;
+        let uploaded = super::files::upload(&self.shared, &member, request.into_inner()).await?;
+        Ok(Response::new(uploaded))
+    }
+
+    async fn upload_status(
+        &self,
+        request: Request<proto::UploadStatusRequest>,
+    ) -> Result<Response<proto::UploadStatusResponse>, Status> {
+        let member = self.member(&request)?;
+        let status = super::files::upload_status(&self.shared, &member, request.get_ref())?;
+        Ok(Response::new(status))
+    }
+
+    type DownloadStream = super::files::DownloadStream;
+
+    async fn download(
+        &self,
+        request: Request<proto::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        self.member(&request)?;
+        let req = request.into_inner();
+        let channel = self.existing_channel(&req.channel)?;
+        let stream = super::files::download(&self.shared, &channel, &req)?;
+        Ok(Response::new(stream))
+    }
+
     async fn receipts(
         &self,
         request: Request<proto::ReceiptsRequest>,
@@ -431,7 +477,10 @@ impl messaging_server::Messaging for Messaging {
         request: Request<proto::PostRequest>,
     ) -> Result<Response<proto::PostResponse>, Status> {
         let member = self.member(&request)?;
-        let post = self.new_post(&member, request.into_inner())?;
+        let req = request.into_inner();
+        // Its files stay until it is durable (the sweep waits).
+        let _files = self.files_held(&req).await;
+        let post = self.new_post(&member, req)?;
         let stored = self
             .shared
             .writer
@@ -454,7 +503,9 @@ impl messaging_server::Messaging for Messaging {
         // each one's batch is durable. The bounded queue between the two is
         // the stream's in-flight window.
         let (pending_tx, mut pending_rx) =
-            mpsc::channel::<(u64, Result<Reply<Arc<Stored>>, ApiError>)>(PUBLISH_WINDOW);
+            mpsc::channel::<(u64, Result<Reply<Arc<Stored>>, ApiError>, Option<FilesHeld>)>(
+                PUBLISH_WINDOW,
+            );
         let (ack_tx, ack_rx) = mpsc::channel(PUBLISH_WINDOW);
         let (shared, publisher) = (self.shared.clone(), member.clone());
         self.shared.runtime.spawn(async move {
@@ -467,6 +518,7 @@ impl messaging_server::Messaging for Messaging {
                     next = posts.next() => next,
                 };
                 let Some(Ok(req)) = next else { break };
+                let files = this.files_held(&req).await;
                 let submitted = match this.new_post(&member, req) {
                     Ok(post) => this
                         .shared
@@ -476,18 +528,19 @@ impl messaging_server::Messaging for Messaging {
                         .map_err(ApiError::from),
                     Err(e) => Err(e),
                 };
-                if pending_tx.send((index, submitted)).await.is_err() {
+                if pending_tx.send((index, submitted, files)).await.is_err() {
                     break;
                 }
                 index += 1;
             }
         });
         self.shared.runtime.spawn(async move {
-            while let Some((index, submitted)) = pending_rx.recv().await {
+            while let Some((index, submitted, files)) = pending_rx.recv().await {
                 let outcome = match submitted {
                     Ok(pending) => pending.wait().await.map_err(ApiError::from),
                     Err(e) => Err(e),
                 };
+                drop(files);
                 let outcome = match outcome {
                     Ok(stored) => proto::publish_ack::Outcome::Posted(posted(&stored)),
                     Err(e) => {

@@ -7,6 +7,7 @@
 mod admin;
 mod context;
 mod federation;
+mod files;
 mod messaging;
 
 use std::sync::Arc;
@@ -44,6 +45,11 @@ pub(crate) enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The caller went away or broke its stream off.
+    #[error("{0}")]
+    Cancelled(String),
     /// Logged in full; the caller is told only that it happened.
     #[error("{0}")]
     Internal(String),
@@ -60,6 +66,8 @@ impl From<ApiError> for Status {
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ApiError::OutOfRange(m) => Status::out_of_range(m),
+            ApiError::Cancelled(m) => Status::cancelled(m),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering a request");
                 Status::internal("internal error on the node; its log has the details")
@@ -157,7 +165,8 @@ pub(crate) async fn client_router(
 ) -> Result<Router, tonic_reflection::server::Error> {
     // Room for the largest accepted body plus the other fields, so that an
     // oversized body reaches the handler and gets a precise answer.
-    let max_request = shared.limits.max_body_bytes + 64 * 1024;
+    // An upload chunk (1 MiB of data) must fit too.
+    let max_request = shared.limits.max_body_bytes.max(crate::model::CHUNK_BYTES) + 64 * 1024;
     let messaging = MessagingServer::new(messaging::Messaging::new(shared.clone(), fed.clone()))
         .max_decoding_message_size(max_request);
     Ok(

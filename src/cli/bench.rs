@@ -392,6 +392,7 @@ async fn echo_runs(args: &BenchArgs, root: &Path, with_post: bool) -> anyhow::Re
             channel: ch.clone(),
             text: body(args.size, 0),
             priority: 0,
+            attachments: Vec::new(),
         };
         let echo_call = {
             let (echo, request) = (echo.clone(), request.clone());
@@ -465,6 +466,7 @@ async fn publish(
                 channel: ch.clone(),
                 text: body(size, i as u64),
                 priority: 0,
+                attachments: Vec::new(),
             };
             let _ = sent_tx.send(Instant::now());
             if tx.send(req).await.is_err() {
@@ -628,6 +630,7 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
                         channel: ch_post.clone(),
                         text: body(size, sent as u64),
                         priority: 0,
+                        attachments: Vec::new(),
                     };
                     stamps[sent].store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
                     if tx.send(req).await.is_err() {

@@ -149,6 +149,7 @@ async fn demo() -> anyhow::Result<()> {
         channel: crisis.clone(),
         text: text.into(),
         priority: 0,
+        attachments: Vec::new(),
     };
     police
         .messaging
@@ -156,6 +157,7 @@ async fn demo() -> anyhow::Result<()> {
             channel: internal.clone(),
             text: "Staffing plan: internal only".into(),
             priority: 0,
+            attachments: Vec::new(),
         })
         .await?;
 

@@ -17,11 +17,18 @@ use super::{Connection, output};
 pub(crate) struct PostArgs {
     /// Channel: `name` for one of your org, or `home-org/name`.
     channel: String,
-    /// Message text; `-` reads it from standard input.
-    text: String,
+    /// Message text; `-` reads it from standard input. May be left out
+    /// when a file is attached.
+    #[arg(required_unless_present = "file")]
+    text: Option<String>,
     /// normal, urgent or flash.
     #[arg(long, default_value = "normal", value_parser = ["normal", "urgent", "flash"])]
     priority: String,
+    /// A file to attach (repeat for more). It is uploaded first, resuming
+    /// what the node holds of an interrupted upload; the post is
+    /// acknowledged once the message and its files are durable.
+    #[arg(long, value_name = "PATH")]
+    file: Vec<std::path::PathBuf>,
     #[command(flatten)]
     conn: Connection,
 }
@@ -70,21 +77,28 @@ pub(crate) struct TailArgs {
 }
 
 pub(crate) async fn post(args: PostArgs) -> anyhow::Result<()> {
-    let text = if args.text == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading the message from standard input")?;
-        text.trim_end_matches('\n').to_owned()
-    } else {
-        args.text
+    let text = match args.text.as_deref() {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the message from standard input")?;
+            text.trim_end_matches('\n').to_owned()
+        }
+        Some(text) => text.to_owned(),
+        None => String::new(),
     };
     let priority = Priority::parse(&args.priority)? as i32;
     let (mut c, _) = args.conn.connect().await?;
+    let mut attachments = Vec::new();
+    for path in &args.file {
+        attachments.push(super::files::upload(&mut c, path).await?);
+    }
     let request = proto::PostRequest {
         channel: args.channel.clone(),
         text,
         priority,
+        attachments,
     };
     let response = c.post(request).await.map_err(rpc)?.into_inner();
     out!(

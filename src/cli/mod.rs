@@ -18,6 +18,7 @@ mod bench;
 mod channel;
 mod connection;
 mod demo;
+mod files;
 mod init;
 mod messages;
 mod output;
@@ -234,9 +235,15 @@ enum Command {
     Channel(ChannelCommand),
     /// Post a message to a channel; returns once it is durable on the node.
     #[command(
-        after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node"
+        after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node\n  samband post ops 'Bridge at Kvarnholmen' --file bridge.jpg --identity alice/"
     )]
     Post(messages::PostArgs),
+    /// Write a message's files to a directory, each checked against its
+    /// SHA-256 before it gets its name (an interrupted fetch resumes).
+    #[command(
+        after_help = "Examples:\n  samband history ops --cursors --identity alice/\n  samband fetch ops 0001... --out ~/incident --identity alice/\n  samband fetch ops 0001... --attachment 9f86d0... --identity alice/"
+    )]
+    Fetch(files::FetchArgs),
     /// Show a page of a channel's history.
     #[command(
         after_help = "Examples:\n  samband history ops --limit 20 --identity alice/\n  samband history ops --before 0001...    # the page before a cursor"
@@ -444,6 +451,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Channel(ChannelCommand::Create(a)) => connection::run(channel::channel_create(a)),
         Command::Channel(ChannelCommand::List(a)) => connection::run(channel::channel_list(a)),
         Command::Post(a) => connection::run(messages::post(a)),
+        Command::Fetch(a) => connection::run(files::fetch(a)),
         Command::History(a) => connection::run(messages::history(a)),
         Command::Tail(a) => connection::run(messages::tail(a)),
         Command::Status(a) => connection::run(status::status(a)),

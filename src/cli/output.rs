@@ -93,6 +93,11 @@ fn origin_key_word(key: i32) -> &'static str {
 
 pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
     if as_json {
+        let attachments: Vec<_> = m
+            .attachments
+            .iter()
+            .map(|a| json!({"name": a.name, "media_type": a.media_type, "size": a.size, "sha256": a.sha256, "held": a.held}))
+            .collect();
         let refused_by: Vec<_> = m
             .refused_by
             .iter()
@@ -103,7 +108,7 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             "author": m.author, "hlc": m.hlc, "unix_ms": m.unix_ms,
             "priority": priority_word(m.priority), "kind": m.kind, "text": m.text,
             "origin_key": origin_key_word(m.origin_key), "refused_by": refused_by,
-            "withheld": m.withheld,
+            "withheld": m.withheld, "attachments": attachments,
         })
         .to_string();
     }
@@ -144,8 +149,23 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
     } else {
         printable_text(&m.text)
     };
+    // Each file on a line of its own, with whether its bytes are here yet.
+    let files: String = m
+        .attachments
+        .iter()
+        .map(|a| {
+            let held = if a.held { "" } else { ", still arriving" };
+            format!(
+                "\n{CONTINUATION}[file] {} ({}, {}{held}) sha256 {}",
+                printable(&a.name),
+                printable(&a.media_type),
+                indicatif::HumanBytes(a.size),
+                printable(&a.sha256),
+            )
+        })
+        .collect();
     format!(
-        "{}  {}@{}  {refused}{vouched}{flag}{text}",
+        "{}  {}@{}  {refused}{vouched}{flag}{text}{files}",
         utc(m.unix_ms),
         printable(&m.author),
         printable(&m.origin),

@@ -22,6 +22,16 @@ impl Cursor {
         )
     }
 
+    /// The position just before this message and after every message
+    /// before it: paging after it starts with this message. (No message
+    /// lies between: the same origin's `seq - 1` has a smaller hlc.)
+    pub fn just_before(&self) -> Self {
+        Self {
+            seq: self.seq.saturating_sub(1),
+            ..self.clone()
+        }
+    }
+
     pub fn decode(s: &str) -> Result<Self, ParseError> {
         let err = |why| ParseError::new("cursor", s, why);
         if s.len() < 34 || s.len() > 32 + 2 * 253 || !s.is_ascii() {

@@ -6,12 +6,17 @@
 
 mod cursor;
 mod envelope;
+mod file;
 mod hlc;
 
 pub use cursor::Cursor;
 pub use envelope::{
     ChainHead, EnvelopeHash, GENESIS_HASH, body_digest, body_matches, canonical_bytes, chain_hash,
     sign, sign_and_hash, verify, withheld_copy,
+};
+pub use file::{
+    CHUNK_BYTES, FileHash, MAX_FILE_NAME_BYTES, MAX_FILES_PER_POST, check_file_name,
+    check_media_type,
 };
 pub use hlc::{Hlc, HlcClock};
 

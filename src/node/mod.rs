@@ -209,6 +209,13 @@ impl Node {
                 config.limits.member_posts_per_second,
                 config.limits.member_post_burst,
             ),
+            upload_rates: Buckets::new(
+                config.limits.member_upload_bytes_per_second,
+                config
+                    .limits
+                    .member_upload_bytes_per_second
+                    .max(crate::model::CHUNK_BYTES as u32),
+            ),
             fanout,
         });
         let (tls_shared, members) = (shared.clone(), shared.clone());
@@ -225,6 +232,11 @@ impl Node {
             fed: fed.clone(),
             due: false,
             last: "waiting for SIGHUP".to_owned(),
+        });
+        runtime.spawn_worker(UploadSweep {
+            store: store.clone(),
+            keep: Duration::from_secs(config.limits.unposted_upload_seconds),
+            last: "not run yet".to_owned(),
         });
         runtime.spawn_worker(ExpiryWatch {
             api: shared.clone(),
@@ -332,6 +344,47 @@ impl Worker for Reloader {
 /// certificate of the org that ends within
 /// [`crate::pki::EXPIRY_WARNING_DAYS`] — the CA, the node, the operator
 /// identity, members — with its date and how to renew it.
+/// Removes uploads no post referenced within `limits.unposted_upload_seconds`
+/// (and their bytes, unless a stored message references them), and partial
+/// files idle as long.
+struct UploadSweep {
+    store: Store,
+    keep: Duration,
+    last: String,
+}
+
+impl Worker for UploadSweep {
+    fn name(&self) -> String {
+        "upload sweep".to_owned()
+    }
+
+    async fn work(&mut self) -> WorkerState {
+        let before = crate::model::unix_ms().saturating_sub(self.keep.as_millis() as u64);
+        self.last = match self.store.sweep_uploads(before).await {
+            Ok((0, _)) => "no unposted uploads expired".to_owned(),
+            Ok((uploads, files)) => {
+                tracing::info!(uploads, files, "removed unposted uploads");
+                format!("removed {uploads} unposted uploads, {files} files")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot sweep unposted uploads");
+                format!("failed: {e}")
+            }
+        };
+        WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        // A quarter of the keep time, so nothing outstays it by much.
+        let every = (self.keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        tokio::time::sleep(every).await;
+    }
+
+    fn status(&self) -> String {
+        self.last.clone()
+    }
+}
+
 struct ExpiryWatch {
     api: Arc<crate::api::ApiContext>,
     /// The soonest end, or why it could not be read.

@@ -13,12 +13,13 @@ use std::collections::{HashMap, HashSet};
 use prost::Message as _;
 
 use crate::model::{
-    ChainHead, ChannelId, EnvelopeHash, MemberName, OrgId, Priority, VersionVector, body_matches,
-    chain_hash, verify, withheld_copy,
+    ChainHead, ChannelId, EnvelopeHash, FileHash, MAX_FILES_PER_POST, MemberName, OrgId, Priority,
+    VersionVector, body_matches, chain_hash, check_file_name, check_media_type, verify,
+    withheld_copy,
 };
 use crate::proto::{
-    ChannelRecord, ChannelState, Control, Envelope, Kind, OriginSeq, Participant, PeerRecord,
-    control,
+    ChannelRecord, ChannelState, Control, Envelope, FileRef, Kind, OriginSeq, Participant,
+    PeerRecord, PostBody, control,
 };
 
 /// Most participants a roster may list (the home excluded). Mutual aid in
@@ -364,10 +365,62 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
             }
             Ok(())
         }
+        Ok(Kind::Post) => {
+            if MemberName::parse(&env.author).is_err() {
+                return bad("author is not a member name".into());
+            }
+            if Priority::from_i32(env.priority).is_none() {
+                return bad(format!("unknown priority {}", env.priority));
+            }
+            if env.withheld {
+                return Ok(());
+            }
+            check_post_body(env).map(|_| ())
+        }
         Ok(Kind::Control) if env.author.is_empty() && env.priority == 0 => Ok(()),
         Ok(Kind::Control) => bad("a roster change carries no author or priority".into()),
         _ => bad(format!("unknown kind {}", env.kind)),
     }
+}
+
+/// The body of a post with files (`Kind::Post`), checked: text, and 1 to
+/// [`MAX_FILES_PER_POST`] files, each with a 32-byte SHA-256, a file name
+/// that stays inside a directory and a media type.
+pub fn check_post_body(env: &Envelope) -> Result<PostBody, Reject> {
+    let bad = |what: String| Reject::Malformed(what);
+    let body = PostBody::decode(env.body.as_slice())
+        .map_err(|e| bad(format!("post body does not decode: {e}")))?;
+    if body.files.is_empty() || body.files.len() > MAX_FILES_PER_POST {
+        return Err(bad(format!(
+            "a post with files references 1 to {MAX_FILES_PER_POST}, not {}",
+            body.files.len()
+        )));
+    }
+    for file in &body.files {
+        if FileHash::from_bytes(&file.sha256).is_none() {
+            return Err(bad(format!(
+                "a file's sha256 is {} bytes, not 32",
+                file.sha256.len()
+            )));
+        }
+        check_file_name(&file.name).map_err(bad)?;
+        check_media_type(&file.media_type).map_err(bad)?;
+    }
+    Ok(body)
+}
+
+/// The text of a post with files (`None` if its body does not decode).
+pub fn post_text(env: &Envelope) -> Option<String> {
+    PostBody::decode(env.body.as_slice()).ok().map(|b| b.text)
+}
+
+/// The files a stored message references (none for text, rosters and
+/// withheld copies).
+pub fn files_of(env: &Envelope) -> Vec<FileRef> {
+    if env.kind != Kind::Post as i32 || env.withheld {
+        return Vec::new();
+    }
+    PostBody::decode(env.body.as_slice()).map_or_else(|_| Vec::new(), |b| b.files)
 }
 
 fn participant<'a>(record: &'a ChannelRecord, org: &OrgId) -> Option<&'a Participant> {

@@ -14,12 +14,19 @@
 //! with its seq (the federation core refuses an envelope whose hlc does not;
 //! data from before schema 2 is checked by the upgrade, see `migrate`).
 //!
+//! * `f` sha256 channel 0 origin 0 seq → (nothing): that message
+//!   references that file (written with the message, so the two agree)
+//!
 //! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
+//!
+//! In the `uploads` tree: member 0 sha256 → finished (Unix ms) and size, each
+//! a big-endian u64.
 
-use crate::model::{ChannelId, OrgId};
+use crate::model::{ChannelId, FileHash, MemberName, OrgId};
 
 const CHANNEL: u8 = b'c';
 const MESSAGE: u8 = b'm';
+const FILE_REF: u8 = b'f';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
@@ -72,6 +79,34 @@ pub fn message_key(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
 pub fn seq_of_message(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
+}
+
+/// All references to one file start with this.
+pub fn file_refs_prefix(hash: &FileHash) -> Vec<u8> {
+    let mut key = vec![FILE_REF];
+    key.extend_from_slice(&hash.0);
+    key
+}
+
+/// Message `seq` of `origin` in `channel` references file `hash`.
+pub fn file_ref_key(hash: &FileHash, channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
+    let mut key = file_refs_prefix(hash);
+    push_str(&mut key, &channel.to_string());
+    push_str(&mut key, origin.as_str());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn upload_key(member: &MemberName, hash: &FileHash) -> Vec<u8> {
+    let mut key = Vec::new();
+    push_str(&mut key, member.as_str());
+    key.extend_from_slice(&hash.0);
+    key
+}
+
+/// The file an `uploads` key names.
+pub fn hash_of_upload(key: &[u8]) -> Option<FileHash> {
+    FileHash::from_bytes(key.get(key.len().checked_sub(32)?..)?)
 }
 
 /// The smallest key greater than every key starting with `prefix`.

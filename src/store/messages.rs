@@ -8,8 +8,8 @@ use prost::Message as _;
 
 use super::kv::{Value, Write};
 use super::{MESSAGE_OVERHEAD_BYTES, Page, Store, StoreError, Stored, decode, keys, lossy, runs};
-use crate::model::{ChainHead, ChannelId, Cursor, Hlc, OrgId, VersionVector, chain_hash};
-use crate::proto::{ChannelRecord, Envelope};
+use crate::model::{ChainHead, ChannelId, Cursor, FileHash, Hlc, OrgId, VersionVector, chain_hash};
+use crate::proto::{ChannelRecord, Envelope, Kind, PostBody};
 
 /// Writes staged together and applied atomically by [`Store::apply`].
 #[derive(Debug, Default)]
@@ -99,6 +99,17 @@ impl StoreBatch {
     /// Stages an envelope; consecutive ones of an origin in a channel share
     /// a stored run ([`runs`]).
     pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
+        // The files a post references, with it: what the sweep never removes.
+        if env.kind == Kind::Post as i32 && !env.withheld {
+            let files =
+                PostBody::decode(env.body.as_slice()).map_or_else(|_| Vec::new(), |b| b.files);
+            for file in files {
+                if let Some(hash) = FileHash::from_bytes(&file.sha256) {
+                    let key = keys::file_ref_key(&hash, channel, &cursor.origin, cursor.seq);
+                    self.log.push((key, Vec::new()));
+                }
+            }
+        }
         // The run to extend is usually the last one; else look it up.
         let latest = match self.runs.last() {
             Some(last) if last.is_of(channel, &cursor.origin) => Some(self.runs.len() - 1),

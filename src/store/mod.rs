@@ -9,12 +9,13 @@
 //!
 //! Split by concern: opening, schema and upgrades here and in [`migrate`];
 //! channels, messages and history in [`messages`]; peers and cursors in
-//! [`peers`]; the audit log and revocations in [`audit`]. Key layouts are
-//! [`keys`]'s alone.
+//! [`peers`]; the audit log and revocations in [`audit`]; file bytes and
+//! uploads in [`files`]. Key layouts are [`keys`]'s alone.
 //!
 //! May use: `model`, `proto`, `audit` (entry shapes), `sync`.
 
 mod audit;
+mod files;
 pub mod keys;
 mod kv;
 mod messages;
@@ -23,6 +24,7 @@ mod peers;
 mod runs;
 
 pub use audit::{IssuedCert, Revoked, now_rfc3339};
+pub use files::{FileError, Files, Partial, PartialOf, Upload};
 pub use messages::StoreBatch;
 
 use std::path::{Path, PathBuf};
@@ -118,6 +120,10 @@ pub struct Store {
     revoked: Arc<dyn Tree>,
     /// Serials of member certificates whose issue the audit log records.
     issued: Arc<dyn Tree>,
+    /// Members' finished uploads ([`files`]).
+    uploads: Arc<dyn Tree>,
+    /// File bytes, beside the engine's files.
+    files: Arc<Files>,
     /// The audit log's last entry; appends take this lock.
     audit_head: std::sync::Arc<std::sync::Mutex<crate::audit::Head>>,
 }
@@ -187,6 +193,8 @@ impl Store {
             cursors: engine.tree("cursors", Values::Small)?,
             revoked: engine.tree("revoked", Values::Small)?,
             issued: engine.tree("issued", Values::Small)?,
+            uploads: engine.tree("uploads", Values::Small)?,
+            files: Arc::new(Files::open(path)?),
             audit_head: Arc::new(std::sync::Mutex::new(Self::load_audit_head(&*audit)?)),
             audit,
             engine,

@@ -260,6 +260,7 @@ pub fn post_request(channel: &str, text: impl Into<String>) -> proto::PostReques
         channel: channel.into(),
         text: text.into(),
         priority: 0,
+        attachments: Vec::new(),
     }
 }
 
@@ -804,6 +805,7 @@ pub fn spawn_posters(
                         channel: channel.clone(),
                         text: text.clone(),
                         priority: 0,
+                        attachments: Vec::new(),
                     };
                     match c.post(req).await {
                         Ok(r) => assert!(

@@ -28,7 +28,7 @@ use crate::audit::{self, Event};
 use crate::model::{
     ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority, sign,
 };
-use crate::proto::{ChannelRecord, ChannelState, Envelope};
+use crate::proto::{ChannelRecord, ChannelState, Envelope, FileRef};
 use crate::rules::{self, History, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
@@ -50,7 +50,10 @@ pub struct NewPost {
     pub channel: ChannelId,
     pub author: MemberName,
     pub priority: Priority,
-    pub body: Vec<u8>,
+    pub text: String,
+    /// Files it references, whose bytes are durable here already: a post
+    /// with files is a `Kind::Post` envelope, one without a `Kind::Text`.
+    pub files: Vec<FileRef>,
 }
 
 /// What became of a channel offer.

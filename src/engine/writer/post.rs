@@ -2,9 +2,11 @@
 //! channel, stamped with the hybrid clock, staged, and sealed when its run
 //! must end here (else at commit).
 
+use prost::Message as _;
+
 use super::{NewPost, Round, SEAL_BYTES, SEAL_EVERY, WriteError, Writer};
 use crate::model::{ChainHead, ChannelId, body_digest, chain_hash, sign, unix_ms};
-use crate::proto::{Envelope, Kind};
+use crate::proto::{Envelope, Kind, PostBody};
 use crate::store::StoreError;
 
 impl Writer {
@@ -21,13 +23,22 @@ impl Writer {
             });
         }
         let author = post.author.to_string();
+        let (kind, body) = if post.files.is_empty() {
+            (Kind::Text, post.text.into_bytes())
+        } else {
+            let body = PostBody {
+                text: post.text,
+                files: post.files,
+            };
+            (Kind::Post, body.encode_to_vec())
+        };
         Ok(self.originate(
             round,
             &post.channel,
             &author,
-            Kind::Text,
+            kind,
             post.priority as i32,
-            post.body,
+            body,
         )?)
     }
 

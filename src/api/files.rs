@@ -1,0 +1,356 @@
+//! Files in `samband.v1.Messaging`: Upload, UploadStatus, Download, the
+//! files a post references, and how a message shows its attachments.
+//!
+//! A member attaches only what they uploaded themselves (the upload record
+//! proves they held the bytes; knowing a hash is not enough, or a hash seen
+//! anywhere would open the file). Download is authorised by the (channel,
+//! message) reference: a member reads a file because a message of a channel
+//! on this node references it, never by hash alone.
+//!
+//! May use: `model`, `proto`, `rules`, `store` (through [`ApiContext`]).
+
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::pin::Pin;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::{ApiContext, ApiError};
+use crate::identity::Member;
+use crate::model::{
+    CHUNK_BYTES, ChannelId, Cursor, FileHash, check_file_name, check_media_type, unix_ms,
+};
+use crate::proto::{self, FileRef};
+use crate::store::{FileError, Partial, PartialOf, Store, Upload};
+
+/// What a post names when its `media_type` is empty (RFC 2046: arbitrary bytes).
+const DEFAULT_MEDIA_TYPE: &str = "application/octet-stream";
+
+/// Chunks of a Download buffered ahead of the client.
+const DOWNLOAD_BUFFER: usize = 4;
+
+pub(super) type DownloadStream =
+    Pin<Box<dyn Stream<Item = Result<proto::DownloadChunk, Status>> + Send>>;
+
+fn hash_of(given: &str) -> Result<FileHash, ApiError> {
+    FileHash::parse_hex(given).map_err(ApiError::InvalidArgument)
+}
+
+fn file_error(e: FileError) -> ApiError {
+    match e {
+        FileError::Offset { .. } => ApiError::FailedPrecondition(e.to_string()),
+        FileError::Mismatch { .. } => ApiError::InvalidArgument(format!(
+            "{e}: the file changed while it was sent, or the sha256 given is wrong; nothing of it was kept"
+        )),
+        FileError::Io { .. } => ApiError::Internal(e.to_string()),
+    }
+}
+
+/// Runs blocking file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("file task failed: {e}")))?
+}
+
+/// Upload: the bytes of one file, checked against the SHA-256 the first
+/// chunk names, durable and recorded as this member's before the answer.
+pub(super) async fn upload(
+    api: &ApiContext,
+    member: &Member,
+    mut chunks: Streaming<proto::UploadChunk>,
+) -> Result<proto::UploadResponse, ApiError> {
+    let first = chunks
+        .message()
+        .await
+        .map_err(|s| ApiError::Cancelled(s.message().to_owned()))?
+        .ok_or_else(|| {
+            ApiError::InvalidArgument(
+                "an upload starts with a chunk that names the file (sha256, size)".into(),
+            )
+        })?;
+    let hash = hash_of(&first.sha256)?;
+    let size = first.size;
+    let limits = &api.limits;
+    if size > limits.max_file_bytes {
+        return Err(ApiError::ResourceExhausted(format!(
+            "a file of {size} bytes; this node accepts files of at most {} bytes (limits.max_file_bytes)",
+            limits.max_file_bytes
+        )));
+    }
+    if first.offset > size {
+        return Err(ApiError::InvalidArgument(format!(
+            "offset {} lies beyond the file's {size} bytes",
+            first.offset
+        )));
+    }
+    let files = api.store.files();
+    let free = files
+        .available_bytes()
+        .map_err(|e| ApiError::Internal(format!("cannot tell the free disk space: {e}")))?;
+    if free.saturating_sub(size - first.offset) < limits.disk_reserve_bytes {
+        tracing::warn!(
+            free,
+            size,
+            reserve = limits.disk_reserve_bytes,
+            "upload refused: the disk is nearly full"
+        );
+        return Err(ApiError::ResourceExhausted(format!(
+            "the node's disk is nearly full: {free} bytes free, and {} must stay free \
+             (limits.disk_reserve_bytes); tell the node's operator",
+            limits.disk_reserve_bytes
+        )));
+    }
+    let (store, name) = (api.store.clone(), member.name.clone());
+    let offset = first.offset;
+    let mut partial = blocking(move || {
+        store
+            .files()
+            .partial(&PartialOf::Upload(&name, &hash), offset)
+            .map_err(file_error)
+    })
+    .await?;
+    let mut data = first.data;
+    loop {
+        partial = write_chunk(api, member, partial, data, size).await?;
+        data = match chunks.message().await {
+            Ok(Some(chunk)) => chunk.data,
+            Ok(None) => break,
+            // What arrived is kept: the client resumes from it.
+            Err(s) => return Err(ApiError::Cancelled(s.message().to_owned())),
+        };
+    }
+    if partial.len() < size {
+        return Err(ApiError::FailedPrecondition(format!(
+            "the upload ended after {} of {size} bytes; they are kept: send the rest from offset {}",
+            partial.len(),
+            partial.len()
+        )));
+    }
+    // The sweep must not take the file between its rename and its record.
+    let _posting = files.posting().await;
+    let (store, name) = (api.store.clone(), member.name.clone());
+    blocking(move || {
+        let size = partial.finish(store.files(), &hash).map_err(file_error)?;
+        let upload = Upload {
+            hash,
+            size,
+            at_unix_ms: unix_ms(),
+        };
+        store.record_upload(&name, &upload)?;
+        store.flush()?;
+        Ok(())
+    })
+    .await?;
+    tracing::info!(member = %member.name, %hash, size, "file uploaded");
+    Ok(proto::UploadResponse {
+        sha256: hash.to_hex(),
+        size,
+    })
+}
+
+/// Appends one chunk after the checks and the member's upload rate.
+async fn write_chunk(
+    api: &ApiContext,
+    member: &Member,
+    mut partial: Partial,
+    data: Vec<u8>,
+    size: u64,
+) -> Result<Partial, ApiError> {
+    if data.len() > CHUNK_BYTES {
+        return Err(ApiError::InvalidArgument(format!(
+            "a chunk of {} bytes; chunks are at most {CHUNK_BYTES} bytes",
+            data.len()
+        )));
+    }
+    if partial.len() + data.len() as u64 > size {
+        return Err(ApiError::InvalidArgument(format!(
+            "more bytes than the {size} the first chunk announced; nothing past them is kept"
+        )));
+    }
+    if data.is_empty() {
+        return Ok(partial);
+    }
+    let wait = api
+        .upload_rates
+        .take_or_wait(&member.name, data.len() as u32, Instant::now());
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    blocking(move || {
+        partial.write(&data).map_err(file_error)?;
+        Ok(partial)
+    })
+    .await
+}
+
+/// UploadStatus: how much of an upload of the caller's the node holds.
+pub(super) fn upload_status(
+    api: &ApiContext,
+    member: &Member,
+    req: &proto::UploadStatusRequest,
+) -> Result<proto::UploadStatusResponse, ApiError> {
+    let hash = hash_of(&req.sha256)?;
+    let files = api.store.files();
+    if let Some(upload) = api.store.upload(&member.name, &hash)?
+        && files.held(&hash).is_some()
+    {
+        return Ok(proto::UploadStatusResponse {
+            held: upload.size,
+            complete: true,
+        });
+    }
+    Ok(proto::UploadStatusResponse {
+        held: files.partial_len(&PartialOf::Upload(&member.name, &hash)),
+        complete: false,
+    })
+}
+
+/// The files a post references, checked: each uploaded by the caller and
+/// held, at most `limits.max_files_per_post`. The caller holds the sweep's
+/// shared lock from before this until the post is durable.
+pub(super) fn attachments(
+    api: &ApiContext,
+    member: &Member,
+    refs: &[proto::AttachmentRef],
+) -> Result<Vec<FileRef>, ApiError> {
+    let most = api.limits.max_files_per_post;
+    if refs.len() > most {
+        return Err(ApiError::InvalidArgument(format!(
+            "{} files; a post may attach at most {most} (limits.max_files_per_post)",
+            refs.len()
+        )));
+    }
+    let mut files = Vec::with_capacity(refs.len());
+    for r in refs {
+        let hash = hash_of(&r.sha256)?;
+        check_file_name(&r.name).map_err(ApiError::InvalidArgument)?;
+        let media_type = if r.media_type.is_empty() {
+            DEFAULT_MEDIA_TYPE.to_owned()
+        } else {
+            r.media_type.clone()
+        };
+        check_media_type(&media_type).map_err(ApiError::InvalidArgument)?;
+        let upload = api
+            .store
+            .upload(&member.name, &hash)?
+            .filter(|_| api.store.files().held(&hash).is_some())
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "{} has no upload of {hash} on this node (or it expired unposted after \
+                     limits.unposted_upload_seconds); upload it first, then post",
+                    member.name
+                ))
+            })?;
+        files.push(FileRef {
+            sha256: hash.0.to_vec(),
+            size: upload.size,
+            name: r.name.clone(),
+            media_type,
+        });
+    }
+    Ok(files)
+}
+
+/// A message's attachments as members see them.
+pub(super) fn shown(store: &Store, env: &proto::Envelope) -> Vec<proto::Attachment> {
+    crate::rules::files_of(env)
+        .into_iter()
+        .filter_map(|f| {
+            let hash = FileHash::from_bytes(&f.sha256)?;
+            Some(proto::Attachment {
+                sha256: hash.to_hex(),
+                size: f.size,
+                name: f.name,
+                media_type: f.media_type,
+                held: store.files().held(&hash).is_some(),
+            })
+        })
+        .collect()
+}
+
+/// Download: the file `req.sha256` that message `req.cursor` of
+/// `channel` references, from `req.offset`, in chunks of [`CHUNK_BYTES`].
+pub(super) fn download(
+    api: &ApiContext,
+    channel: &ChannelId,
+    req: &proto::DownloadRequest,
+) -> Result<DownloadStream, ApiError> {
+    let at = Cursor::decode(&req.cursor).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    let hash = hash_of(&req.sha256)?;
+    let not_here = || {
+        ApiError::NotFound(format!(
+            "no message at {} in {channel} references file {hash}",
+            req.cursor
+        ))
+    };
+    let env = api
+        .store
+        .envelope(channel, &at.origin, at.seq)?
+        .filter(|e| e.hlc == at.hlc.0)
+        .ok_or_else(not_here)?;
+    let file = crate::rules::files_of(&env)
+        .into_iter()
+        .find(|f| f.sha256 == hash.0)
+        .ok_or_else(not_here)?;
+    let Some(size) = api.store.files().held(&hash) else {
+        return Err(ApiError::Unavailable(format!(
+            "file {hash} ({} bytes) has not arrived on this node yet (it comes from {}); try again later",
+            file.size, env.origin
+        )));
+    };
+    if req.offset > size {
+        return Err(ApiError::OutOfRange(format!(
+            "offset {} lies beyond the file's {size} bytes",
+            req.offset
+        )));
+    }
+    let mut reader = api
+        .store
+        .files()
+        .open_object(&hash)
+        .map_err(|e| ApiError::Internal(format!("cannot open file {hash}: {e}")))?;
+    reader
+        .seek(SeekFrom::Start(req.offset))
+        .map_err(|e| ApiError::Internal(format!("cannot read file {hash}: {e}")))?;
+    let (tx, rx) = mpsc::channel(DOWNLOAD_BUFFER);
+    let mut offset = req.offset;
+    let shutdown = api.runtime.shutdown().clone();
+    api.runtime.spawn(async move {
+        while offset < size {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0; CHUNK_BYTES.min((size - offset) as usize)];
+                reader.read_exact(&mut buf).map(|()| (reader, buf))
+            })
+            .await;
+            let (back, data) = match result {
+                Ok(Ok(read)) => read,
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(Status::internal(format!("reading file: {e}")))).await;
+                    return;
+                }
+                Err(_) => return,
+            };
+            reader = back;
+            let chunk = proto::DownloadChunk {
+                offset,
+                size,
+                data,
+            };
+            offset += chunk.data.len() as u64;
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = tx.send(Err(Status::unavailable("the node is shutting down; resume from the last offset received"))).await;
+                    return;
+                }
+                sent = tx.send(Ok(chunk)) => if sent.is_err() { return },
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}

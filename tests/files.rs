@@ -1,0 +1,383 @@
+//! Files attached to posts, on one node: upload (resumable, bounded,
+//! verified), posting a reference, history showing it, download, the
+//! sweep of unposted uploads, and every bad input the API must refuse.
+
+mod common;
+
+use common::{Client, TestNode, create_channel, init_dir_with};
+use samband::model::{FileHash, Role};
+use samband::proto;
+use tokio_stream::StreamExt as _;
+
+const MIB: usize = 1 << 20;
+
+/// Bytes that are not all the same, so a misplaced chunk shows.
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn sha(data: &[u8]) -> String {
+    FileHash::of(data).to_hex()
+}
+
+/// The chunks of an upload of `data` from `offset`, the first naming the file.
+fn chunks(data: &[u8], size: u64, offset: usize, hash: &str) -> Vec<proto::UploadChunk> {
+    let mut out: Vec<proto::UploadChunk> = data[offset..]
+        .chunks(MIB)
+        .map(|c| proto::UploadChunk {
+            data: c.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(proto::UploadChunk::default());
+    }
+    out[0].sha256 = hash.to_owned();
+    out[0].size = size;
+    out[0].offset = offset as u64;
+    out
+}
+
+async fn upload(c: &mut Client, data: &[u8]) -> Result<proto::UploadResponse, tonic::Status> {
+    let stream = tokio_stream::iter(chunks(data, data.len() as u64, 0, &sha(data)));
+    Ok(c.upload(stream).await?.into_inner())
+}
+
+fn attach(data: &[u8], name: &str) -> proto::AttachmentRef {
+    proto::AttachmentRef {
+        sha256: sha(data),
+        name: name.into(),
+        media_type: "image/jpeg".into(),
+    }
+}
+
+async fn post_files(
+    c: &mut Client,
+    channel: &str,
+    text: &str,
+    files: Vec<proto::AttachmentRef>,
+) -> Result<proto::PostResponse, tonic::Status> {
+    let req = proto::PostRequest {
+        channel: channel.into(),
+        text: text.into(),
+        priority: 0,
+        attachments: files,
+    };
+    Ok(c.post(req).await?.into_inner())
+}
+
+async fn download(
+    c: &mut Client,
+    channel: &str,
+    cursor: &str,
+    hash: &str,
+    offset: u64,
+) -> Result<Vec<u8>, tonic::Status> {
+    let req = proto::DownloadRequest {
+        channel: channel.into(),
+        cursor: cursor.into(),
+        sha256: hash.into(),
+        offset,
+    };
+    let mut stream = c.download(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        assert_eq!(chunk.offset, offset + out.len() as u64);
+        assert!(chunk.data.len() <= MIB);
+        out.extend_from_slice(&chunk.data);
+    }
+    Ok(out)
+}
+
+/// The acknowledged post and its file survive a restart; history shows the
+/// attachment (name, media type, size, hash, held), and any member of the
+/// org reads it through the message that references it.
+#[tokio::test]
+async fn a_file_posted_is_durable_shown_and_read_back_by_another_member() {
+    let node = TestNode::start("police.example").await;
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "ops").await;
+    let mut alice = node.client("alice", Role::Member).await;
+    let photo = bytes(3 * MIB + 12_345, 1);
+    let up = upload(&mut alice, &photo).await.unwrap();
+    assert_eq!(
+        (up.sha256.as_str(), up.size),
+        (sha(&photo).as_str(), photo.len() as u64)
+    );
+    let posted = post_files(
+        &mut alice,
+        &ch,
+        "the bridge",
+        vec![attach(&photo, "bridge.jpg")],
+    )
+    .await
+    .unwrap();
+    let node = node.restart().await;
+    let mut bob = node.client("bob", Role::Member).await;
+    let history = common::all_history(&mut bob, &ch).await;
+    let m = history.iter().find(|m| m.cursor == posted.cursor).unwrap();
+    assert_eq!(m.text, "the bridge");
+    assert_eq!(m.attachments.len(), 1);
+    let a = &m.attachments[0];
+    assert_eq!(
+        (
+            a.name.as_str(),
+            a.media_type.as_str(),
+            a.size,
+            a.sha256.as_str(),
+            a.held
+        ),
+        (
+            "bridge.jpg",
+            "image/jpeg",
+            photo.len() as u64,
+            sha(&photo).as_str(),
+            true
+        )
+    );
+    let back = download(&mut bob, &ch, &posted.cursor, &a.sha256, 0)
+        .await
+        .unwrap();
+    assert!(back == photo, "the bytes read back are the bytes uploaded");
+    // From an offset: the rest of it.
+    let tail = download(&mut bob, &ch, &posted.cursor, &a.sha256, 2_000_000)
+        .await
+        .unwrap();
+    assert!(tail == photo[2_000_000..]);
+    // A post with files only, no text.
+    let doc = bytes(1000, 2);
+    upload(&mut bob, &doc).await.unwrap();
+    post_files(&mut bob, &ch, "", vec![attach(&doc, "plan.pdf")])
+        .await
+        .unwrap();
+    node.stop().await;
+}
+
+/// An upload cut off keeps what arrived; UploadStatus says how much, a
+/// resume from there finishes it, and a resume from anywhere else is
+/// refused with the offset to use.
+#[tokio::test]
+async fn an_interrupted_upload_resumes_from_the_bytes_the_node_holds() {
+    let node = TestNode::start("police.example").await;
+    let mut alice = node.client("alice", Role::Member).await;
+    let video = bytes(5 * MIB / 2, 3);
+    let hash = sha(&video);
+    let size = video.len() as u64;
+    // Two of three chunks, then the stream ends.
+    let mut first_two = chunks(&video, size, 0, &hash);
+    first_two.truncate(2);
+    let err = alice
+        .upload(tokio_stream::iter(first_two))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("from offset 2097152"), "{err:?}");
+    let status = alice
+        .upload_status(proto::UploadStatusRequest {
+            sha256: hash.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((status.held, status.complete), (2 * MIB as u64, false));
+    let wrong = alice
+        .upload(tokio_stream::iter(chunks(&video, size, MIB, &hash)))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::FailedPrecondition, "{wrong:?}");
+    assert!(
+        wrong.message().contains("send from offset 2097152"),
+        "{wrong:?}"
+    );
+    // Nobody else sees alice's partial upload.
+    let mut bob = node.client("bob", Role::Member).await;
+    let theirs = bob
+        .upload_status(proto::UploadStatusRequest {
+            sha256: hash.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(theirs.held, 0);
+    let done = alice
+        .upload(tokio_stream::iter(chunks(&video, size, 2 * MIB, &hash)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.size, size);
+    let status = alice
+        .upload_status(proto::UploadStatusRequest {
+            sha256: hash.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.complete);
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "ops").await;
+    let posted = post_files(
+        &mut alice,
+        &ch,
+        "water level",
+        vec![attach(&video, "level.mp4")],
+    )
+    .await
+    .unwrap();
+    let back = download(&mut bob, &ch, &posted.cursor, &hash, 0)
+        .await
+        .unwrap();
+    assert!(back == video);
+    node.stop().await;
+}
+
+/// Every refusal of the upload and post path, with the code and the key
+/// or offset that says what to do.
+#[tokio::test]
+async fn bad_uploads_and_references_are_refused_and_nothing_of_them_is_kept() {
+    let tmp = init_dir_with("police.example", |l| {
+        l.max_file_bytes = 2 * MIB as u64;
+        l.max_files_per_post = 2;
+    });
+    let node = TestNode::start_in(tmp).await;
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "ops").await;
+    let mut alice = node.client("alice", Role::Member).await;
+    let files_dir = node.dir().join("data/files");
+    let partial_files = || {
+        std::fs::read_dir(files_dir.join("partial"))
+            .unwrap()
+            .count()
+    };
+
+    // Larger than the limit: refused on the first chunk, before it is stored.
+    let big = bytes(2 * MIB + 1, 4);
+    let err = upload(&mut alice, &big).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("limits.max_file_bytes"), "{err:?}");
+    assert_eq!(partial_files(), 0);
+
+    // Bytes that do not match the hash given: nothing kept.
+    let data = bytes(1000, 5);
+    let mut lie = chunks(&data, 1000, 0, &sha(b"something else"));
+    lie[0].sha256 = sha(b"something else");
+    let err = alice.upload(tokio_stream::iter(lie)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("nothing of it was kept"), "{err:?}");
+    assert_eq!(partial_files(), 0);
+
+    // More bytes than announced (an endless file).
+    let mut endless = chunks(&data, 10, 0, &sha(&data));
+    endless[0].size = 10;
+    let err = alice.upload(tokio_stream::iter(endless)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // A chunk over 1 MiB.
+    let mut fat = chunks(&data, MIB as u64 + 1, 0, &sha(&bytes(MIB + 1, 6)));
+    fat[0].data = bytes(MIB + 1, 6);
+    let err = alice.upload(tokio_stream::iter(fat)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // Not a hash.
+    let mut nonsense = chunks(&data, 1000, 0, "xyz");
+    nonsense[0].sha256 = "xyz".into();
+    let err = alice
+        .upload(tokio_stream::iter(nonsense))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // A reference to a file never uploaded, and to one another member
+    // uploaded: the same NOT_FOUND (no oracle of what the node holds).
+    let never = post_files(&mut alice, &ch, "x", vec![attach(b"never", "a.jpg")])
+        .await
+        .unwrap_err();
+    assert_eq!(never.code(), tonic::Code::NotFound, "{never:?}");
+    let mut bob = node.client("bob", Role::Member).await;
+    upload(&mut bob, &data).await.unwrap();
+    let others = post_files(&mut alice, &ch, "x", vec![attach(&data, "a.jpg")])
+        .await
+        .unwrap_err();
+    assert_eq!(others.code(), tonic::Code::NotFound, "{others:?}");
+
+    // Names that would leave a directory, and too many files.
+    upload(&mut alice, &data).await.unwrap();
+    for name in ["../x", "a/b", "", ".."] {
+        let err = post_files(&mut alice, &ch, "x", vec![attach(&data, name)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name}: {err:?}");
+    }
+    let three = vec![attach(&data, "1"), attach(&data, "2"), attach(&data, "3")];
+    let err = post_files(&mut alice, &ch, "x", three).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("limits.max_files_per_post"),
+        "{err:?}"
+    );
+
+    // A download by hash through a message that does not reference it.
+    let text_only = common::post(&mut alice, &ch, "no files here").await;
+    let err = download(&mut bob, &ch, &text_only.cursor, &sha(&data), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    node.stop().await;
+}
+
+/// Below the disk reserve, uploads are refused with RESOURCE_EXHAUSTED
+/// naming the key; the node goes on.
+#[tokio::test]
+async fn an_upload_that_would_eat_the_disk_reserve_is_refused() {
+    let tmp = init_dir_with("police.example", |l| l.disk_reserve_bytes = u64::MAX / 2);
+    let node = TestNode::start_in(tmp).await;
+    let mut alice = node.client("alice", Role::Member).await;
+    let err = upload(&mut alice, &bytes(1000, 7)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("limits.disk_reserve_bytes"),
+        "{err:?}"
+    );
+    // The node goes on.
+    alice.status(proto::StatusRequest {}).await.unwrap();
+    node.stop().await;
+}
+
+/// An upload no post references is removed after
+/// `limits.unposted_upload_seconds`; a posted one never is.
+#[tokio::test]
+async fn unposted_uploads_are_swept_and_posted_ones_kept() {
+    let tmp = init_dir_with("police.example", |l| l.unposted_upload_seconds = 1);
+    let node = TestNode::start_in(tmp).await;
+    let mut op = node.operator().await;
+    let ch = create_channel(&mut op, "ops").await;
+    let mut alice = node.client("alice", Role::Member).await;
+    let (kept, dropped) = (bytes(5000, 8), bytes(5000, 9));
+    upload(&mut alice, &kept).await.unwrap();
+    upload(&mut alice, &dropped).await.unwrap();
+    let posted = post_files(&mut alice, &ch, "kept", vec![attach(&kept, "k.jpg")])
+        .await
+        .unwrap();
+    let objects = node.dir().join("data/files/objects");
+    let object = |h: &str| objects.join(&h[..2]).join(h);
+    common::eventually("the unposted upload swept", || async {
+        (!object(&sha(&dropped)).exists()).then_some(())
+    })
+    .await;
+    assert!(object(&sha(&kept)).exists());
+    let status = alice
+        .upload_status(proto::UploadStatusRequest {
+            sha256: sha(&dropped),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.complete);
+    let back = download(&mut alice, &ch, &posted.cursor, &sha(&kept), 0)
+        .await
+        .unwrap();
+    assert!(back == kept);
+    node.stop().await;
+}
