@@ -35,10 +35,19 @@ fn main() -> anyhow::Result<()> {
         .client_streaming()
         .server_streaming()
         .build();
+    let fetch_file = tonic_build::manual::Method::builder()
+        .name("fetch_file")
+        .route_name("FetchFile")
+        .input_type("super::FileRequest")
+        .output_type("super::FileChunk")
+        .codec_path("tonic_prost::ProstCodec")
+        .server_streaming()
+        .build();
     let federation = tonic_build::manual::Service::builder()
         .name("Federation")
         .package("samband.v1")
         .method(link)
+        .method(fetch_file)
         .build();
     tonic_build::manual::Builder::new().compile(&[federation]);
     bench_echo()

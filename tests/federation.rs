@@ -37,6 +37,31 @@ async fn shared_channel_converges_and_nothing_else_leaves_home() {
 
     post(&mut a_op, &internal, "MARKER-INTERNAL-A").await;
     post(&mut b_op, &b_only, "MARKER-ONLY-A-AND-B").await;
+    // Files too: one attached in A's internal channel, one in B's channel
+    // shared with A only, and one in the channel all three share.
+    let file = |marker: &str| {
+        let mut data = marker.as_bytes().to_vec();
+        data.extend(common::files::bytes(200_000, marker.len() as u8));
+        data
+    };
+    let (internal_file, b_only_file, shared_file) = (
+        file("MARKER-FILE-INTERNAL-A"),
+        file("MARKER-FILE-ONLY-A-AND-B"),
+        file("MARKER-FILE-SHARED"),
+    );
+    common::files::upload(&mut a_op, &internal_file)
+        .await
+        .unwrap();
+    let attach = |data: &[u8]| vec![common::files::attach(data, "photo.jpg")];
+    common::files::post_files(&mut a_op, &internal, "", attach(&internal_file))
+        .await
+        .unwrap();
+    common::files::upload(&mut b_op, &b_only_file)
+        .await
+        .unwrap();
+    common::files::post_files(&mut b_op, &b_only, "", attach(&b_only_file))
+        .await
+        .unwrap();
     let mut c_op = c.operator().await;
     let mut alice = a.client("alice", Role::Member).await;
     // Members of every participant post; C must learn of the channel first.
@@ -51,8 +76,14 @@ async fn shared_channel_converges_and_nothing_else_leaves_home() {
         post(&mut b_op, &crisis, &format!("MARKER-SHARED from B {i}")).await;
         post(&mut c_op, &crisis, &format!("MARKER-SHARED from C {i}")).await;
     }
-    // 1 control (the roster) + 15 posts.
-    let history = converged(&[&a, &b, &c], &crisis, 16).await;
+    common::files::upload(&mut alice, &shared_file)
+        .await
+        .unwrap();
+    common::files::post_files(&mut alice, &crisis, "", attach(&shared_file))
+        .await
+        .unwrap();
+    // 1 control (the roster) + 15 posts + the one with a file.
+    let history = converged(&[&a, &b, &c], &crisis, 17).await;
     for origin in ["police.example", "rescue.example", "region-health.example"] {
         let seqs: Vec<u64> = history
             .iter()
@@ -62,7 +93,22 @@ async fn shared_channel_converges_and_nothing_else_leaves_home() {
         assert_eq!(seqs.len(), 5, "{origin}: {history:?}");
     }
     // B got its own A-and-B channel's message to A; that one flows.
-    converged(&[&a, &b], &b_only, 2).await;
+    converged(&[&a, &b], &b_only, 3).await;
+    // Each partner fetches the files of what it may read, on its own.
+    let holds = |node: &TestNode, data: &[u8]| {
+        std::fs::metadata(
+            node.dir()
+                .join("data/files/objects")
+                .join(&common::files::sha(data)[..2])
+                .join(common::files::sha(data)),
+        )
+        .is_ok()
+    };
+    eventually("A and B to fetch the files shared with them", || async {
+        (holds(&a, &b_only_file) && holds(&b, &shared_file) && holds(&c, &shared_file))
+            .then_some(())
+    })
+    .await;
 
     // Nothing of the other channels reached C: not in its channel list, and
     // no envelope of them was ever sent to it (C would have rejected it).
@@ -95,6 +141,13 @@ async fn shared_channel_converges_and_nothing_else_leaves_home() {
         !contains(&raw, "MARKER-ONLY-A-AND-B"),
         "a channel shared only with A reached C's disk"
     );
+    assert!(
+        contains(&raw, "MARKER-FILE-SHARED"),
+        "the raw check must see the files C does hold"
+    );
+    for marker in ["MARKER-FILE-INTERNAL-A", "MARKER-FILE-ONLY-A-AND-B"] {
+        assert!(!contains(&raw, marker), "{marker} reached C's disk");
+    }
     // And A's internal channel is A's alone.
     let b_list = b_op
         .list_channels(proto::ListChannelsRequest {})

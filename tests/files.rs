@@ -4,93 +4,10 @@
 
 mod common;
 
-use common::{Client, TestNode, create_channel, init_dir_with};
-use samband::model::{FileHash, Role};
+use common::files::{MIB, attach, bytes, chunks, download, post_files, sha, upload};
+use common::{TestNode, create_channel, init_dir_with};
+use samband::model::Role;
 use samband::proto;
-use tokio_stream::StreamExt as _;
-
-const MIB: usize = 1 << 20;
-
-/// Bytes that are not all the same, so a misplaced chunk shows.
-fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-fn sha(data: &[u8]) -> String {
-    FileHash::of(data).to_hex()
-}
-
-/// The chunks of an upload of `data` from `offset`, the first naming the file.
-fn chunks(data: &[u8], size: u64, offset: usize, hash: &str) -> Vec<proto::UploadChunk> {
-    let mut out: Vec<proto::UploadChunk> = data[offset..]
-        .chunks(MIB)
-        .map(|c| proto::UploadChunk {
-            data: c.to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    if out.is_empty() {
-        out.push(proto::UploadChunk::default());
-    }
-    out[0].sha256 = hash.to_owned();
-    out[0].size = size;
-    out[0].offset = offset as u64;
-    out
-}
-
-async fn upload(c: &mut Client, data: &[u8]) -> Result<proto::UploadResponse, tonic::Status> {
-    let stream = tokio_stream::iter(chunks(data, data.len() as u64, 0, &sha(data)));
-    Ok(c.upload(stream).await?.into_inner())
-}
-
-fn attach(data: &[u8], name: &str) -> proto::AttachmentRef {
-    proto::AttachmentRef {
-        sha256: sha(data),
-        name: name.into(),
-        media_type: "image/jpeg".into(),
-    }
-}
-
-async fn post_files(
-    c: &mut Client,
-    channel: &str,
-    text: &str,
-    files: Vec<proto::AttachmentRef>,
-) -> Result<proto::PostResponse, tonic::Status> {
-    let req = proto::PostRequest {
-        channel: channel.into(),
-        text: text.into(),
-        priority: 0,
-        attachments: files,
-    };
-    Ok(c.post(req).await?.into_inner())
-}
-
-async fn download(
-    c: &mut Client,
-    channel: &str,
-    cursor: &str,
-    hash: &str,
-    offset: u64,
-) -> Result<Vec<u8>, tonic::Status> {
-    let req = proto::DownloadRequest {
-        channel: channel.into(),
-        cursor: cursor.into(),
-        sha256: hash.into(),
-        offset,
-    };
-    let mut stream = c.download(req).await?.into_inner();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        assert_eq!(chunk.offset, offset + out.len() as u64);
-        assert!(chunk.data.len() <= MIB);
-        out.extend_from_slice(&chunk.data);
-    }
-    Ok(out)
-}
 
 /// The acknowledged post and its file survive a restart; history shows the
 /// attachment (name, media type, size, hash, held), and any member of the
@@ -380,4 +297,88 @@ async fn unposted_uploads_are_swept_and_posted_ones_kept() {
         .unwrap();
     assert!(back == kept);
     node.stop().await;
+}
+
+/// The path of a held file's bytes in a node's data directory.
+fn object(node: &TestNode, data: &[u8]) -> std::path::PathBuf {
+    let hash = sha(data);
+    node.dir()
+        .join("data/files/objects")
+        .join(&hash[..2])
+        .join(hash)
+}
+
+/// A partner that serves bytes other than the ones the signed message
+/// names is audited and its transfer dropped, its link unharmed; the file
+/// then comes whole from another participant.
+#[tokio::test]
+async fn a_partner_that_serves_other_bytes_is_audited_and_the_file_comes_from_another() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let c = TestNode::start("region.example").await;
+    a.peer_with(&b).await;
+    a.peer_with(&c).await;
+    b.peer_with(&c).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "flood").await;
+    a.share("flood", &["rescue.example", "region.example"])
+        .await;
+    common::converged(&[&a, &b, &c], &ch, 1).await;
+    // C is away while A posts and B fetches.
+    let c_addrs = (c.addr, c.fed_addr);
+    let c_tmp = c.stop().await;
+    let photo = bytes(3 * MIB, 11);
+    upload(&mut a_op, &photo).await.unwrap();
+    let posted = post_files(&mut a_op, &ch, "bridge", vec![attach(&photo, "bridge.jpg")])
+        .await
+        .unwrap();
+    common::eventually("B to fetch the file", || async {
+        object(&b, &photo).exists().then_some(())
+    })
+    .await;
+    // A goes away; B's copy goes bad on disk.
+    let a_addrs = (a.addr, a.fed_addr);
+    let a_tmp = a.stop().await;
+    let mut bad = std::fs::read(object(&b, &photo)).unwrap();
+    bad[MIB + 5] ^= 0xff;
+    std::fs::write(object(&b, &photo), &bad).unwrap();
+    let c = TestNode::start_at(c_tmp, Some(c_addrs)).await;
+    let log = common::eventually("C to refuse B's bytes", || async {
+        let log = common::audit_log(&mut c.admin().await).await;
+        log.iter()
+            .any(|e| {
+                e.event == "federation.file_rejected"
+                    && e.details.get("peer").map(String::as_str) == Some("rescue.example")
+            })
+            .then_some(log)
+    })
+    .await;
+    assert!(!object(&c, &photo).exists(), "{log:?}");
+    // The link is unharmed: B's next message reaches C.
+    let mut b_op = b.operator().await;
+    common::post(&mut b_op, &ch, "still here").await;
+    common::eventually("B's message to reach C", || async {
+        let h = common::all_history(&mut c.operator().await, &ch).await;
+        h.iter().any(|m| m.text == "still here").then_some(())
+    })
+    .await;
+    // A comes back: C fetches the file whole from it.
+    let a = TestNode::start_at(a_tmp, Some(a_addrs)).await;
+    common::eventually("C to fetch the file from A", || async {
+        object(&c, &photo).exists().then_some(())
+    })
+    .await;
+    let back = download(
+        &mut c.operator().await,
+        &ch,
+        &posted.cursor,
+        &sha(&photo),
+        0,
+    )
+    .await
+    .unwrap();
+    assert!(back == photo);
+    for n in [a, b, c] {
+        n.stop().await;
+    }
 }

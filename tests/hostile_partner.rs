@@ -517,3 +517,74 @@ async fn a_connection_verified_by_a_replaced_ca_cannot_open_a_link() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     node.stop().await;
 }
+
+/// A partner gets a file only through a message of a channel shared with it
+/// that references it: asking by hash through an internal channel's
+/// message, through a message that does not reference it, or for a hash no
+/// message it may see references, gets the same NOT_FOUND, even when the
+/// same bytes are attached in the shared channel too.
+#[tokio::test]
+async fn a_partner_gets_a_file_only_through_a_message_shared_with_it() {
+    use common::files::{attach, bytes, post_files, sha, upload};
+    let node = common::TestNode::start("police.example").await;
+    let mut admin = node.admin().await;
+    let hand = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let mut op = node.operator().await;
+    let crisis = create_channel(&mut op, "crisis").await;
+    let secret = create_channel(&mut op, "secret").await;
+    node.share("crisis", &["rescue.example"]).await;
+    // Both in the internal channel; one of them also in the shared one.
+    let (both, internal_only) = (bytes(70_000, 1), bytes(70_000, 2));
+    upload(&mut op, &both).await.unwrap();
+    upload(&mut op, &internal_only).await.unwrap();
+    let in_secret = post_files(
+        &mut op,
+        &secret,
+        "",
+        vec![attach(&both, "a.jpg"), attach(&internal_only, "b.jpg")],
+    )
+    .await
+    .unwrap();
+    let in_crisis = post_files(&mut op, &crisis, "", vec![attach(&both, "a.jpg")])
+        .await
+        .unwrap();
+    let mut client = proto::federation_client::FederationClient::new(
+        hand.channel(&node.dir(), node.fed_addr).await,
+    );
+    let ask = |channel: &str, seq: u64, data: &[u8]| proto::FileRequest {
+        channel: channel.into(),
+        origin: "police.example".into(),
+        seq,
+        sha256: hex::decode(sha(data)).unwrap(),
+        offset: 0,
+    };
+    let mut fetch = async |req: proto::FileRequest| -> Result<Vec<u8>, tonic::Status> {
+        let mut stream = client.fetch_file(req).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            out.extend(chunk.data);
+        }
+        Ok(out)
+    };
+    // Through the shared message: the check below is not vacuous.
+    let got = fetch(ask(&crisis, in_crisis.origin_seq, &both))
+        .await
+        .unwrap();
+    assert!(got == both);
+    let refusals = [
+        ask(&secret, in_secret.origin_seq, &both),
+        ask(&secret, in_secret.origin_seq, &internal_only),
+        ask(&crisis, in_crisis.origin_seq, &internal_only),
+        ask(&crisis, in_crisis.origin_seq + 7, &both),
+        ask(&crisis, 1, &both),
+    ];
+    let mut words = std::collections::HashSet::new();
+    for req in refusals {
+        // (Only the length shows if it was served.)
+        let err = fetch(req.clone()).await.map(|b| b.len()).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{req:?}: {err:?}");
+        words.insert(err.message().to_owned());
+    }
+    assert_eq!(words.len(), 1, "every refusal reads the same: {words:?}");
+    node.stop().await;
+}

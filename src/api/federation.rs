@@ -23,6 +23,7 @@ impl FederationService {
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<proto::LinkFrame, Status>> + Send>>;
+type FileStream = Pin<Box<dyn Stream<Item = Result<proto::FileChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl federation_server::Federation for FederationService {
@@ -37,5 +38,33 @@ impl federation_server::Federation for FederationService {
             .clone();
         let out = self.fed.accept_link(&identity, request.into_inner())?;
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    type FetchFileStream = FileStream;
+
+    async fn fetch_file(
+        &self,
+        request: Request<proto::FileRequest>,
+    ) -> Result<Response<Self::FetchFileStream>, Status> {
+        let identity = Verified::<PeerIdentity>::of(&request)
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?
+            .clone();
+        let req = request.into_inner();
+        let (hash, size) = self.fed.file_for_peer(&identity, &req)?;
+        if req.offset > size {
+            return Err(Status::out_of_range(format!(
+                "offset {} lies beyond the file's {size} bytes",
+                req.offset
+            )));
+        }
+        let chunks = super::files::stream_file(
+            self.fed.store(),
+            &self.fed.runtime,
+            hash,
+            req.offset,
+            size,
+            |offset, size, data| proto::FileChunk { offset, data, size },
+        );
+        Ok(Response::new(Box::pin(chunks)))
     }
 }

@@ -9,7 +9,6 @@
 //!
 //! May use: `model`, `proto`, `rules`, `store` (through [`ApiContext`]).
 
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -310,47 +309,61 @@ pub(super) fn download(
             req.offset
         )));
     }
-    let mut reader = api
-        .store
-        .files()
-        .open_object(&hash)
-        .map_err(|e| ApiError::Internal(format!("cannot open file {hash}: {e}")))?;
-    reader
-        .seek(SeekFrom::Start(req.offset))
-        .map_err(|e| ApiError::Internal(format!("cannot read file {hash}: {e}")))?;
+    let chunks = stream_file(
+        &api.store,
+        &api.runtime,
+        hash,
+        req.offset,
+        size,
+        |offset, size, data| proto::DownloadChunk { offset, data, size },
+    );
+    Ok(Box::pin(chunks))
+}
+
+/// The bytes of the held file `hash` (`size` bytes) from `offset`, in
+/// chunks of [`CHUNK_BYTES`] made by `chunk(offset, size, data)`, read on
+/// the blocking pool a few chunks ahead of the reader. Ends early, with
+/// UNAVAILABLE, when the node stops (the reader resumes from its offset).
+pub(super) fn stream_file<T: Send + 'static>(
+    store: &Store,
+    runtime: &crate::runtime::Runtime,
+    hash: FileHash,
+    mut offset: u64,
+    size: u64,
+    chunk: fn(u64, u64, Vec<u8>) -> T,
+) -> ReceiverStream<Result<T, Status>> {
     let (tx, rx) = mpsc::channel(DOWNLOAD_BUFFER);
-    let mut offset = req.offset;
-    let shutdown = api.runtime.shutdown().clone();
-    api.runtime.spawn(async move {
+    let (store, shutdown) = (store.clone(), runtime.shutdown().clone());
+    runtime.spawn(async move {
         while offset < size {
-            let result = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0; CHUNK_BYTES.min((size - offset) as usize)];
-                reader.read_exact(&mut buf).map(|()| (reader, buf))
-            })
-            .await;
-            let (back, data) = match result {
-                Ok(Ok(read)) => read,
+            let len = CHUNK_BYTES.min((size - offset) as usize);
+            let store = store.clone();
+            let read =
+                tokio::task::spawn_blocking(move || store.read_file(&hash, offset, len)).await;
+            let data = match read {
+                Ok(Ok(data)) if !data.is_empty() => data,
+                Ok(Ok(_)) => {
+                    let _ = tx.send(Err(Status::internal("the file ended early"))).await;
+                    return;
+                }
                 Ok(Err(e)) => {
-                    let _ = tx.send(Err(Status::internal(format!("reading file: {e}")))).await;
+                    tracing::error!(%hash, error = %e, "cannot read a file");
+                    let _ = tx.send(Err(Status::internal("cannot read the file on the node"))).await;
                     return;
                 }
                 Err(_) => return,
             };
-            reader = back;
-            let chunk = proto::DownloadChunk {
-                offset,
-                size,
-                data,
-            };
-            offset += chunk.data.len() as u64;
+            let n = data.len() as u64;
             tokio::select! {
                 () = shutdown.cancelled() => {
-                    let _ = tx.send(Err(Status::unavailable("the node is shutting down; resume from the last offset received"))).await;
+                    let stopping = Status::unavailable("the node is shutting down; resume from the last offset received");
+                    let _ = tx.send(Err(stopping)).await;
                     return;
                 }
-                sent = tx.send(Ok(chunk)) => if sent.is_err() { return },
+                sent = tx.send(Ok(chunk(offset, size, data))) => if sent.is_err() { return },
             }
+            offset += n;
         }
     });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+    ReceiverStream::new(rx)
 }

@@ -16,7 +16,7 @@ mod revocations;
 mod subscription;
 mod writer;
 
-pub use commits::Commits;
+pub use commits::{Changes, Commits};
 pub use durable::DurableMarks;
 pub use fanout::Fanout;
 pub use revocations::{Revocations, RevokeError, record_issued, revoke_member};

@@ -13,6 +13,7 @@
 
 mod dialer;
 mod error;
+mod files;
 
 use error::IdentifyError;
 pub(crate) use refusals::Refusals;
@@ -38,6 +39,7 @@ use crate::runtime::Runtime;
 use crate::store::{Store, StoreError};
 use crate::trust::{BundleError, TrustBundle};
 
+pub use files::Fetcher;
 pub use link::LinkCounters;
 pub(crate) use wire::MAX_FRAME_BYTES;
 
@@ -578,6 +580,28 @@ impl Federation {
     /// Accepts a link a peer dialed, from the identity its connection's
     /// handshake established, and starts the link. The receiver is the
     /// stream of frames to send back.
+    /// The peer a call comes from, as pinned now: the connection may have
+    /// outlived the peer's removal or the replacement of its CA, so the
+    /// peer table decides, per call.
+    fn pinned_peer(&self, identity: &PeerIdentity) -> Result<PeerNode, tonic::Status> {
+        let node = identity.clone().map_err(|reason| {
+            tracing::warn!(target: "samband::federation::rejected", %reason, "call refused");
+            tonic::Status::permission_denied(reason.to_string())
+        })?;
+        let pinned = self
+            .store
+            .peer(&node.org)
+            .map_err(|e| tonic::Status::unavailable(format!("reading the peer table: {e}")))?;
+        if pinned.is_none_or(|p| p.ca_der != node.ca_der) {
+            let peer = &node.org;
+            tracing::warn!(target: "samband::federation::rejected", %peer, "call refused: no longer a configured peer with that CA");
+            return Err(tonic::Status::permission_denied(format!(
+                "{peer} is no longer a configured peer of this node with the CA that verified this connection"
+            )));
+        }
+        Ok(node)
+    }
+
     pub(crate) fn accept_link(
         self: &Arc<Self>,
         identity: &PeerIdentity,
@@ -589,24 +613,9 @@ impl Federation {
     {
         let PeerNode {
             org: peer,
-            ca_der,
             not_after: expires,
-        } = identity.clone().map_err(|reason| {
-            tracing::warn!(target: "samband::federation::rejected", %reason, "link refused");
-            tonic::Status::permission_denied(reason.to_string())
-        })?;
-        // The connection may have outlived the peer's removal, or the
-        // replacement of its CA: the peer as pinned now decides, per link.
-        let pinned = self
-            .store
-            .peer(&peer)
-            .map_err(|e| tonic::Status::unavailable(format!("reading the peer table: {e}")))?;
-        if pinned.is_none_or(|p| p.ca_der != ca_der) {
-            tracing::warn!(target: "samband::federation::rejected", %peer, "link refused: no longer a configured peer with that CA");
-            return Err(tonic::Status::permission_denied(format!(
-                "{peer} is no longer a configured peer of this node with the CA that verified this connection"
-            )));
-        }
+            ..
+        } = self.pinned_peer(identity)?;
         let Some(registered) = self.register_link(&peer, false) else {
             return Err(tonic::Status::already_exists(
                 "a link between these nodes exists already; keeping that one",

@@ -398,6 +398,66 @@ impl Store {
     }
 }
 
+/// A file a stored message references that may not be held here yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub hash: FileHash,
+    pub channel: ChannelId,
+    pub origin: OrgId,
+    pub seq: u64,
+    /// As the message's signed body gives it, bytes.
+    pub size: u64,
+}
+
+impl Store {
+    /// Up to `limit` files messages reference that may not be held here
+    /// yet, by hash.
+    pub fn wanted(&self, limit: usize) -> Result<Vec<Wanted>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.log.scan_prefix(keys::FILE_WANTED_PREFIX).take(limit) {
+            let (key, value) = entry?;
+            let parsed = keys::parse_file_wanted(&key);
+            let size = value
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            let (Some((hash, channel, origin, seq)), Some(size)) = (parsed, size) else {
+                return Err(StoreError::Inconsistent {
+                    key: super::lossy(&key),
+                    why: "not a wanted-file key",
+                });
+            };
+            out.push(Wanted {
+                hash,
+                channel,
+                origin,
+                seq,
+                size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The file `w` names is held here now (or never will be: its
+    /// channel is gone): it is wanted no more.
+    pub fn no_longer_wanted(&self, w: &Wanted) -> Result<(), StoreError> {
+        self.log.remove(&keys::file_wanted_key(
+            &w.hash, &w.channel, &w.origin, w.seq,
+        ))?;
+        Ok(())
+    }
+
+    /// A chunk of at most `len` bytes of the whole file `hash`, from
+    /// `offset` (blocking).
+    pub fn read_file(&self, hash: &FileHash, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut file = self.files.open_object(hash)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

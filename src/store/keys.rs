@@ -16,6 +16,9 @@
 //!
 //! * `f` sha256 channel 0 origin 0 seq → (nothing): that message
 //!   references that file (written with the message, so the two agree)
+//! * `w` sha256 channel 0 origin 0 seq → size (big-endian u64): that
+//!   message's file may not be held here yet; the fetcher takes the key
+//!   away once it is
 //!
 //! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
 //!
@@ -27,6 +30,7 @@ use crate::model::{ChannelId, FileHash, MemberName, OrgId};
 const CHANNEL: u8 = b'c';
 const MESSAGE: u8 = b'm';
 const FILE_REF: u8 = b'f';
+const FILE_WANTED: u8 = b'w';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
@@ -95,6 +99,29 @@ pub fn file_ref_key(hash: &FileHash, channel: &ChannelId, origin: &OrgId, seq: u
     push_str(&mut key, origin.as_str());
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// Message `seq` of `origin` in `channel` references file `hash`, which
+/// may not be held here yet.
+pub fn file_wanted_key(hash: &FileHash, channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
+    let mut key = file_ref_key(hash, channel, origin, seq);
+    key[0] = FILE_WANTED;
+    key
+}
+
+pub const FILE_WANTED_PREFIX: &[u8] = &[FILE_WANTED];
+
+/// The (file, channel, origin, seq) a wanted key names.
+pub fn parse_file_wanted(key: &[u8]) -> Option<(FileHash, ChannelId, OrgId, u64)> {
+    let rest = key.strip_prefix(FILE_WANTED_PREFIX)?;
+    let hash = FileHash::from_bytes(rest.get(..32)?)?;
+    let rest = &rest[32..];
+    let seq = seq_of_message(rest)?;
+    let names = rest.get(..rest.len() - 8)?;
+    let mut parts = names.split(|b| *b == 0);
+    let channel = ChannelId::parse(std::str::from_utf8(parts.next()?).ok()?).ok()?;
+    let origin = OrgId::parse(std::str::from_utf8(parts.next()?).ok()?).ok()?;
+    Some((hash, channel, origin, seq))
 }
 
 pub fn upload_key(member: &MemberName, hash: &FileHash) -> Vec<u8> {

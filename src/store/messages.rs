@@ -107,6 +107,8 @@ impl StoreBatch {
                 if let Some(hash) = FileHash::from_bytes(&file.sha256) {
                     let key = keys::file_ref_key(&hash, channel, &cursor.origin, cursor.seq);
                     self.log.push((key, Vec::new()));
+                    let key = keys::file_wanted_key(&hash, channel, &cursor.origin, cursor.seq);
+                    self.log.push((key, file.size.to_be_bytes().to_vec()));
                 }
             }
         }

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+pub mod files;
 pub mod hand_peer;
 
 pub type Client = MessagingClient<Channel>;
