@@ -382,3 +382,202 @@ async fn a_partner_that_serves_other_bytes_is_audited_and_the_file_comes_from_an
         n.stop().await;
     }
 }
+
+/// SIGKILL in the middle of an upload: after the restart no part of it is
+/// visible as a file, what was acknowledged before (a post and its file) is
+/// all there, and the upload resumes from the bytes the node holds.
+#[tokio::test]
+async fn a_kill_during_an_upload_loses_nothing_acknowledged_and_the_upload_resumes() {
+    let tmp = common::init_dir("police.example");
+    let dir = common::node_dir(&tmp);
+    let node = common::ServeProcess::start(&dir).await;
+    let mut op = node.operator(&dir).await;
+    let ch = create_channel(&mut op, "ops").await;
+    let mut alice = node.member(&dir, "alice").await;
+    let acked = bytes(MIB + 77, 1);
+    upload(&mut alice, &acked).await.unwrap();
+    let posted = post_files(&mut alice, &ch, "map", vec![attach(&acked, "map.png")])
+        .await
+        .unwrap();
+
+    let video = bytes(4 * MIB, 2);
+    let hash = sha(&video);
+    let all = chunks(&video, video.len() as u64, 0, &hash);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut uploader = alice.clone();
+    let call = tokio::spawn(async move {
+        uploader
+            .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    for chunk in all.iter().take(2) {
+        tx.send(chunk.clone()).await.unwrap();
+    }
+    common::eventually("the node to hold two chunks", || async {
+        let mut c = alice.clone();
+        let held = c
+            .upload_status(proto::UploadStatusRequest {
+                sha256: hash.clone(),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .held;
+        (held == 2 * MIB as u64).then_some(())
+    })
+    .await;
+    node.kill9().await;
+    assert!(
+        call.await.unwrap().is_err(),
+        "a killed upload is not acknowledged"
+    );
+
+    let node = common::ServeProcess::start(&dir).await;
+    let object = |h: &str| dir.join("data/files/objects").join(&h[..2]).join(h);
+    assert!(!object(&hash).exists(), "no half file under its name");
+    let mut alice = node.member(&dir, "alice").await;
+    let back = download(&mut alice, &ch, &posted.cursor, &sha(&acked), 0)
+        .await
+        .unwrap();
+    assert!(back == acked, "what was acknowledged is all there");
+    let held = alice
+        .upload_status(proto::UploadStatusRequest {
+            sha256: hash.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .held;
+    let offset = held as usize;
+    assert!(offset <= 2 * MIB && offset % MIB == 0, "{held}");
+    alice
+        .upload(tokio_stream::iter(chunks(
+            &video,
+            video.len() as u64,
+            offset,
+            &hash,
+        )))
+        .await
+        .unwrap();
+    let posted = post_files(&mut alice, &ch, "video", vec![attach(&video, "v.mp4")])
+        .await
+        .unwrap();
+    let back = download(&mut alice, &ch, &posted.cursor, &hash, 0)
+        .await
+        .unwrap();
+    assert!(back == video);
+    node.kill9().await;
+}
+
+/// SIGKILL in the middle of a partner's transfer: after the restart no part
+/// of it is visible as a file, and the transfer resumes from the bytes the
+/// node holds (its log says from where) and completes, verified.
+#[tokio::test]
+async fn a_kill_during_a_federated_transfer_resumes_it_from_the_bytes_held() {
+    let a = TestNode::start("police.example").await;
+    let b_tmp = common::init_dir("rescue.example");
+    let b_dir = common::node_dir(&b_tmp);
+    let b = common::ServeProcess::start(&b_dir).await;
+    let b_addrs = [b.addr.to_string(), b.fed_addr.to_string()];
+    // B reaches A through a proxy that can hold a transfer still.
+    let proxy = common::Proxy::start(a.fed_addr).await;
+    let b_bundle = b
+        .admin(&b_dir)
+        .await
+        .export_trust(proto::ExportTrustRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let a_bundle = a
+        .admin()
+        .await
+        .export_trust(proto::ExportTrustRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let add = |bundle: proto::TrustBundle, endpoint: String| proto::AddPeerRequest {
+        bundle: bundle.text,
+        fingerprint: bundle.fingerprint,
+        endpoint,
+        accept: 0,
+    };
+    a.admin()
+        .await
+        .add_peer(add(b_bundle, b_addrs[1].clone()))
+        .await
+        .unwrap();
+    b.admin(&b_dir)
+        .await
+        .add_peer(add(a_bundle, proxy.addr.to_string()))
+        .await
+        .unwrap();
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "flood").await;
+    a.share("flood", &["rescue.example"]).await;
+    let big = bytes(48 * MIB, 5);
+    let hash = sha(&big);
+    upload(&mut a_op, &big).await.unwrap();
+    let posted = post_files(
+        &mut a_op,
+        &ch,
+        "drone video",
+        vec![attach(&big, "drone.mp4")],
+    )
+    .await
+    .unwrap();
+    let partial = b_dir.join("data/files/partial").join(format!("t-{hash}"));
+    let object = b_dir
+        .join("data/files/objects")
+        .join(&hash[..2])
+        .join(&hash);
+    common::eventually("B's transfer to be under way", || async {
+        std::fs::metadata(&partial)
+            .is_ok_and(|m| m.len() > 0)
+            .then_some(())
+    })
+    .await;
+    proxy.stall();
+    b.kill9().await;
+    let held = std::fs::metadata(&partial).unwrap().len();
+    assert!(held > 0 && held < big.len() as u64, "{held}");
+    assert!(!object.exists(), "no half file under its name");
+    let b = common::ServeProcess::start_with(
+        &b_dir,
+        &[
+            "--client-listen",
+            &b_addrs[0],
+            "--federation-listen",
+            &b_addrs[1],
+        ],
+    )
+    .await;
+    proxy.resume();
+    common::eventually("B to finish the transfer", || async {
+        object.exists().then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(common::serve_log(&b_dir)).unwrap();
+    let resumed: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("file fetched"))
+        .filter_map(|l| {
+            l.split("resumed_from=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        resumed.iter().any(|&from| from > 0 && from <= held),
+        "resumed from {resumed:?}, held {held}"
+    );
+    let mut member = b.member(&b_dir, "bob").await;
+    let back = download(&mut member, &ch, &posted.cursor, &hash, 0)
+        .await
+        .unwrap();
+    assert!(back == big);
+    b.kill9().await;
+    a.stop().await;
+}

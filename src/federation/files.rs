@@ -249,8 +249,8 @@ impl Fetcher {
                 continue;
             };
             match self.fetch_from(&peer, w).await {
-                Ok(()) => {
-                    tracing::info!(%peer, hash = %w.hash, size = w.size, channel = %w.channel, "file fetched");
+                Ok(resumed_from) => {
+                    tracing::info!(%peer, hash = %w.hash, size = w.size, resumed_from, channel = %w.channel, "file fetched");
                     return Ok(());
                 }
                 Err(e) => {
@@ -288,8 +288,9 @@ impl Fetcher {
         }
     }
 
-    /// One transfer from `peer`, resuming what is held.
-    async fn fetch_from(&self, peer: &OrgId, w: &Wanted) -> Result<(), FetchError> {
+    /// One transfer from `peer`, resuming what is held: the offset it
+    /// resumed from.
+    async fn fetch_from(&self, peer: &OrgId, w: &Wanted) -> Result<u64, FetchError> {
         let fed = &self.fed;
         let record = fed
             .store
@@ -351,7 +352,8 @@ impl Fetcher {
             });
         }
         let store = fed.store.clone();
-        blocking(move || partial.finish(store.files(), &hash).map(|_| ())).await
+        blocking(move || partial.finish(store.files(), &hash)).await?;
+        Ok(offset)
     }
 }
 

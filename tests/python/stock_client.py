@@ -1,9 +1,12 @@
 """A stock Python grpcio client: stubs generated from proto/ only, the member's
-PEM files only. Exercises health, reflection, Status, Post, History and
-Subscribe against a running node, and exits non-zero on any mismatch.
+PEM files only. Exercises health, reflection, Status, Post, History,
+Subscribe, and files (Upload cut off and resumed after UploadStatus, a Post
+that attaches it, Download whole and from an offset) against a running
+node, and exits non-zero on any mismatch.
 
 usage: stock_client.py ENDPOINT BUNDLE_DIR CHANNEL
 """
+import hashlib
 import pathlib
 import sys
 import tempfile
@@ -63,7 +66,48 @@ def main() -> None:
             sys.exit("empty post was accepted")
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+
+        check_files(stub, pb, channel)
     print("stock client ok")
+
+
+def check_files(stub, pb, channel: str) -> None:
+    data = bytes((i * 7 + 3) % 251 for i in range(2 * 1024 * 1024 + 4321))
+    sha = hashlib.sha256(data).hexdigest()
+    mib = 1024 * 1024
+
+    def chunks(offset: int, end: int):
+        first = True
+        for at in range(offset, end, mib):
+            chunk = pb.UploadChunk(data=data[at:min(at + mib, end)])
+            if first:
+                chunk.sha256, chunk.size, chunk.offset = sha, len(data), offset
+                first = False
+            yield chunk
+
+    # Cut off after the first MiB: the node keeps it, and says so.
+    try:
+        stub.Upload(chunks(0, mib), timeout=30)
+        raise AssertionError("an upload cut short was taken as whole")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+    held = stub.UploadStatus(pb.UploadStatusRequest(sha256=sha), timeout=10)
+    assert held.held == mib and not held.complete, held
+    done = stub.Upload(chunks(held.held, len(data)), timeout=30)
+    assert done.sha256 == sha and done.size == len(data), done
+
+    attached = pb.AttachmentRef(sha256=sha, name="level.bin", media_type="application/octet-stream")
+    posted = stub.Post(pb.PostRequest(channel=channel, text="", attachments=[attached]), timeout=10)
+    page = stub.History(pb.HistoryRequest(channel=channel, limit=1), timeout=10)
+    [shown] = page.messages[-1].attachments
+    assert (shown.sha256, shown.size, shown.name, shown.held) == (sha, len(data), "level.bin", True), shown
+
+    def download(offset: int) -> bytes:
+        req = pb.DownloadRequest(channel=channel, cursor=posted.cursor, sha256=sha, offset=offset)
+        return b"".join(c.data for c in stub.Download(req, timeout=30))
+
+    assert download(0) == data
+    assert download(mib + 1) == data[mib + 1:]
 
 
 if __name__ == "__main__":
