@@ -51,7 +51,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// The SHA-256 and size of the file at `path`, read once.
-fn hash_file(path: &Path) -> anyhow::Result<(FileHash, u64)> {
+pub(crate) fn hash_file(path: &Path) -> anyhow::Result<(FileHash, u64)> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata()?.len();
@@ -113,7 +113,7 @@ pub(crate) async fn upload(
 }
 
 /// Streams the file from `offset` in chunks of [`CHUNK_BYTES`].
-async fn send(
+pub(crate) async fn send(
     c: &mut MessagingClient<Channel>,
     path: &Path,
     hash: FileHash,

@@ -26,6 +26,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+mod attach;
+
 /// The echo service that measures the RPC ceiling (`proto/samband/bench/`).
 #[allow(unreachable_pub)] // generated
 mod echo {
@@ -48,6 +50,10 @@ enum Scenario {
     Catchup,
     /// A node holding many messages: cold start, memory, disk per message, deep history reads.
     Scale,
+    /// Files: upload against the disk's write floor, a partner's transfer
+    /// against bulk mTLS, FLASH latency during a transfer against idle, and
+    /// peak memory during a large upload and transfer.
+    Attach,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +82,12 @@ pub(crate) struct BenchArgs {
     /// Offered rates for `federation`, msg/s; comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000u64, 5_000, 10_000])]
     rate: Vec<u64>,
+    /// For `attach`: size of the file uploaded and transferred, MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    file_mib: u64,
+    /// For `attach`: size of the file during which peak memory is measured, MiB (0: skip).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    rss_file_mib: u64,
     /// Print one JSON object per run instead of the table.
     #[arg(long)]
     json: bool,
@@ -119,6 +131,14 @@ impl Run {
 
     fn rate(&self) -> f64 {
         self.per_second
+    }
+
+    /// The `q` quantile of the latencies (0 when there are none).
+    fn quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let i = ((sorted.len().max(1) - 1) as f64 * q).round() as usize;
+        sorted.get(i).copied().unwrap_or_default()
     }
 
     fn note(mut self, key: &'static str, value: impl Into<serde_json::Value>) -> Self {
@@ -212,6 +232,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Federation => federation(&args, root.path()).await,
             Scenario::Catchup => catchup(&args, root.path()).await,
             Scenario::Scale => scale(&args, root.path()).await,
+            Scenario::Attach => attach::run(&args, root.path()).await,
         }
     })
 }
@@ -252,6 +273,8 @@ fn new_org(root: &Path, org: &str, size: usize) -> anyhow::Result<PathBuf> {
     limits.max_body_bytes = size.max(limits.max_body_bytes);
     limits.member_posts_per_second = 0;
     limits.peer_envelopes_per_second = 0;
+    limits.member_upload_bytes_per_second = 0;
+    limits.max_file_bytes = 1 << 40;
     setup::init(&dir, &opts)?;
     Ok(dir)
 }
@@ -319,6 +342,21 @@ impl bench_echo_server::BenchEcho for Echo {
             .map_err(|e| tonic::Status::permission_denied(e.to_string()))?;
         Ok(tonic::Response::new(proto::PostResponse::default()))
     }
+
+    async fn sink(
+        &self,
+        request: tonic::Request<tonic::Streaming<proto::UploadChunk>>,
+    ) -> Result<tonic::Response<proto::UploadResponse>, tonic::Status> {
+        let mut chunks = request.into_inner();
+        let mut size = 0;
+        while let Some(chunk) = chunks.message().await? {
+            size += chunk.data.len() as u64;
+        }
+        Ok(tonic::Response::new(proto::UploadResponse {
+            sha256: String::new(),
+            size,
+        }))
+    }
 }
 
 /// Serves BenchEcho with the node's own TLS settings on loopback.
@@ -338,7 +376,8 @@ async fn start_echo(dir: &Path, org: &str, shutdown: CancellationToken) -> anyho
         max_connections,
         shutdown.clone(),
     );
-    let service = bench_echo_server::BenchEchoServer::new(Echo);
+    let service = bench_echo_server::BenchEchoServer::new(Echo)
+        .max_decoding_message_size(samband::model::CHUNK_BYTES + (64 << 10));
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
