@@ -157,7 +157,9 @@ pub async fn connect_channel_at(
 ) -> Result<Channel, ClientError> {
     let endpoint = &bundle.info.endpoint;
     let host = host_of(endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.clone()))?;
-    Ok(dial_to(Arc::new(bundle.client_tls()?), addr, host).await?.0)
+    Ok(dial_to(Arc::new(bundle.client_tls()?), addr, host, None)
+        .await?
+        .0)
 }
 
 /// Opens a gRPC channel over TLS with the given settings to `host:port`,
@@ -173,7 +175,23 @@ pub async fn dial_seeing_server(
     endpoint: &str,
 ) -> Result<(Channel, Option<Vec<u8>>), ClientError> {
     let host = host_of(endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.to_owned()))?;
-    dial_to(tls, endpoint, host).await
+    dial_to(tls, endpoint, host, None).await
+}
+
+/// HTTP/2 receive windows of a connection that carries file bytes, bytes:
+/// a few chunks in flight, so a transfer is not paced by window updates.
+const BULK_STREAM_WINDOW: u32 = 4 << 20;
+const BULK_CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// [`dial_seeing_server`] for a connection of its own that carries file
+/// bytes: larger receive windows.
+pub async fn dial_for_files(
+    tls: Arc<rustls::ClientConfig>,
+    endpoint: &str,
+) -> Result<Channel, ClientError> {
+    let host = host_of(endpoint).ok_or_else(|| ClientError::Endpoint(endpoint.to_owned()))?;
+    let windows = Some((BULK_STREAM_WINDOW, BULK_CONNECTION_WINDOW));
+    Ok(dial_to(tls, endpoint, host, windows).await?.0)
 }
 
 /// Dials `endpoint` (`host:port`) and verifies the server's certificate
@@ -182,6 +200,7 @@ async fn dial_to(
     tls: Arc<rustls::ClientConfig>,
     endpoint: &str,
     server_host: &str,
+    windows: Option<(u32, u32)>,
 ) -> Result<(Channel, Option<Vec<u8>>), ClientError> {
     let seen: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
     let server_name = ServerName::try_from(server_host.to_owned())
@@ -195,7 +214,9 @@ async fn dial_to(
         // within about two keepalive periods instead of never.
         .http2_keep_alive_interval(KEEPALIVE)
         .keep_alive_timeout(KEEPALIVE)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(windows.map(|w| w.0))
+        .initial_connection_window_size(windows.map(|w| w.1));
     let addr = endpoint.to_owned();
     let record = seen.clone();
     let connect = tower::service_fn(move |_| {

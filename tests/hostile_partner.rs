@@ -586,5 +586,17 @@ async fn a_partner_gets_a_file_only_through_a_message_shared_with_it() {
         words.insert(err.message().to_owned());
     }
     assert_eq!(words.len(), 1, "every refusal reads the same: {words:?}");
+    // Removed from the channel, the partner keeps what it has and fetches
+    // nothing more through it.
+    let unshare = proto::UnshareChannelRequest {
+        channel: crisis.clone(),
+        org: "rescue.example".into(),
+    };
+    admin.unshare_channel(unshare).await.unwrap();
+    let err = fetch(ask(&crisis, in_crisis.origin_seq, &both))
+        .await
+        .map(|b| b.len())
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     node.stop().await;
 }

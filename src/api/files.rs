@@ -23,7 +23,7 @@ use crate::model::{
     CHUNK_BYTES, ChannelId, Cursor, FileHash, check_file_name, check_media_type, unix_ms,
 };
 use crate::proto::{self, FileRef};
-use crate::store::{FileError, Partial, PartialOf, Store, Upload};
+use crate::store::{FileError, PartialOf, PartialWriter, Store, Upload};
 
 /// What a post names when its `media_type` is empty (RFC 2046: arbitrary bytes).
 const DEFAULT_MEDIA_TYPE: &str = "application/octet-stream";
@@ -107,23 +107,20 @@ pub(super) async fn upload(
     }
     let (store, name) = (api.store.clone(), member.name.clone());
     let offset = first.offset;
-    let mut partial = blocking(move || {
+    let partial = blocking(move || {
         store
             .files()
             .partial(&PartialOf::Upload(&name, &hash), offset)
             .map_err(file_error)
     })
     .await?;
-    let mut data = first.data;
-    loop {
-        partial = write_chunk(api, member, partial, data, size).await?;
-        data = match chunks.message().await {
-            Ok(Some(chunk)) => chunk.data,
-            Ok(None) => break,
-            // What arrived is kept: the client resumes from it.
-            Err(s) => return Err(ApiError::Cancelled(s.message().to_owned())),
-        };
-    }
+    // Received and written at once: the writer hashes and writes a chunk
+    // while the next one is received.
+    let mut writer = partial.into_writer();
+    let received = receive(api, member, &mut writer, first.data, &mut chunks, size).await;
+    // Whatever arrived is written before the answer, so UploadStatus says it.
+    let partial = writer.finish().await.map_err(file_error)?;
+    received?;
     if partial.len() < size {
         return Err(ApiError::FailedPrecondition(format!(
             "the upload ended after {} of {size} bytes; they are kept: send the rest from offset {}",
@@ -153,39 +150,44 @@ pub(super) async fn upload(
     })
 }
 
-/// Appends one chunk after the checks and the member's upload rate.
-async fn write_chunk(
+/// Receives the upload's chunks into `writer`, each checked and within the
+/// member's upload rate, until the stream ends.
+async fn receive(
     api: &ApiContext,
     member: &Member,
-    mut partial: Partial,
-    data: Vec<u8>,
+    writer: &mut PartialWriter,
+    mut data: Vec<u8>,
+    chunks: &mut Streaming<proto::UploadChunk>,
     size: u64,
-) -> Result<Partial, ApiError> {
-    if data.len() > CHUNK_BYTES {
-        return Err(ApiError::InvalidArgument(format!(
-            "a chunk of {} bytes; chunks are at most {CHUNK_BYTES} bytes",
-            data.len()
-        )));
+) -> Result<(), ApiError> {
+    loop {
+        if data.len() > CHUNK_BYTES {
+            return Err(ApiError::InvalidArgument(format!(
+                "a chunk of {} bytes; chunks are at most {CHUNK_BYTES} bytes",
+                data.len()
+            )));
+        }
+        if writer.len() + data.len() as u64 > size {
+            return Err(ApiError::InvalidArgument(format!(
+                "more bytes than the {size} the first chunk announced; nothing past them is kept"
+            )));
+        }
+        if !data.is_empty() {
+            let wait =
+                api.upload_rates
+                    .take_or_wait(&member.name, data.len() as u32, Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            writer.write(data).await.map_err(file_error)?;
+        }
+        data = match chunks.message().await {
+            Ok(Some(chunk)) => chunk.data,
+            Ok(None) => return Ok(()),
+            // What arrived is kept: the client resumes from it.
+            Err(s) => return Err(ApiError::Cancelled(s.message().to_owned())),
+        };
     }
-    if partial.len() + data.len() as u64 > size {
-        return Err(ApiError::InvalidArgument(format!(
-            "more bytes than the {size} the first chunk announced; nothing past them is kept"
-        )));
-    }
-    if data.is_empty() {
-        return Ok(partial);
-    }
-    let wait = api
-        .upload_rates
-        .take_or_wait(&member.name, data.len() as u32, Instant::now());
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
-    blocking(move || {
-        partial.write(&data).map_err(file_error)?;
-        Ok(partial)
-    })
-    .await
 }
 
 /// UploadStatus: how much of an upload of the caller's the node holds.

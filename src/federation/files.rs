@@ -33,7 +33,7 @@ use crate::model::{CHUNK_BYTES, ChannelId, FileHash, OrgId};
 use crate::proto::{self, ChannelState, federation_client::FederationClient};
 use crate::rules::{self, Eligibility};
 use crate::runtime::{Worker, WorkerState};
-use crate::store::{FileError, PartialOf, Store, StoreError, Wanted};
+use crate::store::{FileError, PartialOf, PartialWriter, Store, StoreError, Wanted};
 
 /// A transfer that sends nothing for this long is given up (and resumed
 /// later); there is no limit on how long a transfer that moves may take.
@@ -303,7 +303,7 @@ impl Fetcher {
             .pki
             .peer_client_tls(&record.ca_der)
             .map_err(|e| FetchError::Dial(e.to_string()))?;
-        let (channel, _) = crate::client::dial_seeing_server(Arc::new(tls), &record.endpoint)
+        let channel = crate::client::dial_for_files(Arc::new(tls), &record.endpoint)
             .await
             .map_err(|e| FetchError::Dial(e.to_string()))?;
         let mut client =
@@ -312,7 +312,7 @@ impl Fetcher {
         let hash = w.hash;
         let held = store.files().partial_len(&PartialOf::Transfer(&hash));
         let offset = if held <= w.size { held } else { 0 };
-        let mut partial =
+        let partial =
             blocking(move || store.files().partial(&PartialOf::Transfer(&hash), offset)).await?;
         let req = proto::FileRequest {
             channel: w.channel.to_string(),
@@ -322,29 +322,12 @@ impl Fetcher {
             offset,
         };
         let mut chunks = client.fetch_file(req).await?.into_inner();
-        loop {
-            let next = tokio::select! {
-                () = fed.runtime.shutdown().cancelled() => return Err(FetchError::Dial("the node is stopping".into())),
-                next = tokio::time::timeout(IDLE, chunks.message()) => next,
-            };
-            let Some(chunk) = next.map_err(|_| FetchError::Idle)?? else {
-                break;
-            };
-            if chunk.offset != partial.len() {
-                return Err(FetchError::Offset {
-                    got: chunk.offset,
-                    want: partial.len(),
-                });
-            }
-            if partial.len() + chunk.data.len() as u64 > w.size {
-                return Err(FetchError::TooLong { size: w.size });
-            }
-            partial = blocking(move || {
-                partial.write(&chunk.data)?;
-                Ok(partial)
-            })
-            .await?;
-        }
+        // Received and written at once: the writer hashes and writes a chunk
+        // while the next one is received.
+        let mut writer = partial.into_writer();
+        let received = receive(fed, &mut chunks, &mut writer, w.size).await;
+        let partial = writer.finish().await?;
+        received?;
         if partial.len() < w.size {
             return Err(FetchError::Short {
                 held: partial.len(),
@@ -354,6 +337,35 @@ impl Fetcher {
         let store = fed.store.clone();
         blocking(move || partial.finish(store.files(), &hash)).await?;
         Ok(offset)
+    }
+}
+
+/// Receives a transfer's chunks into `writer` until it ends: each must
+/// follow the last, and all within the signed `size`.
+async fn receive(
+    fed: &Federation,
+    chunks: &mut tonic::Streaming<proto::FileChunk>,
+    writer: &mut PartialWriter,
+    size: u64,
+) -> Result<(), FetchError> {
+    loop {
+        let next = tokio::select! {
+            () = fed.runtime.shutdown().cancelled() => return Err(FetchError::Dial("the node is stopping".into())),
+            next = tokio::time::timeout(IDLE, chunks.message()) => next,
+        };
+        let Some(chunk) = next.map_err(|_| FetchError::Idle)?? else {
+            return Ok(());
+        };
+        if chunk.offset != writer.len() {
+            return Err(FetchError::Offset {
+                got: chunk.offset,
+                want: writer.len(),
+            });
+        }
+        if writer.len() + chunk.data.len() as u64 > size {
+            return Err(FetchError::TooLong { size });
+        }
+        writer.write(chunk.data).await?;
     }
 }
 

@@ -277,6 +277,84 @@ impl Partial {
     }
 }
 
+/// Chunks queued to a [`PartialWriter`] before the sender waits.
+const WRITER_QUEUE: usize = 4;
+
+/// A [`Partial`] written on a thread of the blocking pool, so that the
+/// caller receives the next chunk (network, TLS) while this one is hashed
+/// and written.
+#[derive(Debug)]
+pub struct PartialWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    task: tokio::task::JoinHandle<Result<Partial, FileError>>,
+    len: u64,
+}
+
+impl Partial {
+    /// Hands the file to a writer thread.
+    pub fn into_writer(self) -> PartialWriter {
+        let len = self.len;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITER_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut partial = self;
+            while let Some(data) = rx.blocking_recv() {
+                partial.write(&data)?;
+            }
+            Ok(partial)
+        });
+        PartialWriter { tx, task, len }
+    }
+}
+
+impl PartialWriter {
+    /// Bytes handed over so far (written, or queued to be).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `data`; waits while the queue is full. A write that failed
+    /// is reported here or by [`PartialWriter::finish`].
+    pub async fn write(&mut self, data: Vec<u8>) -> Result<(), FileError> {
+        let n = data.len() as u64;
+        if self.tx.send(data).await.is_err() {
+            // The writer stopped: its error says why.
+            let (tx, _) = tokio::sync::mpsc::channel(1);
+            let task = std::mem::replace(&mut self.tx, tx);
+            drop(task);
+            return Err(self.stopped().await);
+        }
+        self.len += n;
+        Ok(())
+    }
+
+    async fn stopped(&mut self) -> FileError {
+        match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => FileError::Io {
+                path: PathBuf::new(),
+                source: io::Error::other("the file writer stopped"),
+            },
+            Err(e) => FileError::Io {
+                path: PathBuf::new(),
+                source: io::Error::other(e),
+            },
+        }
+    }
+
+    /// Waits until everything queued is written; the file, to finish.
+    pub async fn finish(self) -> Result<Partial, FileError> {
+        drop(self.tx);
+        self.task.await.map_err(|e| FileError::Io {
+            path: PathBuf::new(),
+            source: io::Error::other(e),
+        })?
+    }
+}
+
 /// A member's finished upload, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upload {
