@@ -80,6 +80,10 @@ pub struct Limits {
     pub disk_reserve_bytes: u64,
     /// Seconds an upload that no post references is kept before it is removed.
     pub unposted_upload_seconds: u64,
+    /// Bytes of files per second written, node-wide, while messages are
+    /// being written (0: no limit), so that messages do not wait behind
+    /// file data for the disk.
+    pub file_bytes_per_second_during_messages: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -372,6 +376,12 @@ disk_reserve_bytes = {disk_reserve}
 # Seconds an uploaded file that no post references is kept before it is
 # removed. Files a stored message references are never removed.
 unposted_upload_seconds = {unposted}
+# Bytes of files per second the node writes (uploads and partners' files
+# together) while messages are being written, and for a second after
+# (0: no limit). Every message waits for the disk; behind a large backlog of
+# file data that wait grows from milliseconds to a tenth of a second. With
+# no messages, files are written at full speed.
+file_bytes_per_second_during_messages = {file_pace}
 
 [store]
 # Memory the embedded store (sled) may use for its page cache, in MiB.
@@ -400,6 +410,7 @@ level = "info"
             upload_rate = limits.member_upload_bytes_per_second,
             disk_reserve = limits.disk_reserve_bytes,
             unposted = limits.unposted_upload_seconds,
+            file_pace = limits.file_bytes_per_second_during_messages,
             cache_mib = store.cache_mib,
         )
     }
@@ -423,6 +434,7 @@ impl Default for Limits {
             member_upload_bytes_per_second: 64 << 20,
             disk_reserve_bytes: 1 << 30,
             unposted_upload_seconds: 86_400,
+            file_bytes_per_second_during_messages: 32 << 20,
         }
     }
 }

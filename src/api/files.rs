@@ -116,7 +116,7 @@ pub(super) async fn upload(
     .await?;
     // Received and written at once: the writer hashes and writes a chunk
     // while the next one is received.
-    let mut writer = partial.into_writer();
+    let mut writer = partial.into_writer(&api.store);
     let received = receive(api, member, &mut writer, first.data, &mut chunks, size).await;
     // Whatever arrived is written before the answer, so UploadStatus says it.
     let partial = writer.finish().await.map_err(file_error)?;

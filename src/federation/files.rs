@@ -324,7 +324,7 @@ impl Fetcher {
         let mut chunks = client.fetch_file(req).await?.into_inner();
         // Received and written at once: the writer hashes and writes a chunk
         // while the next one is received.
-        let mut writer = partial.into_writer();
+        let mut writer = partial.into_writer(&fed.store);
         let received = receive(fed, &mut chunks, &mut writer, w.size).await;
         let partial = writer.finish().await?;
         received?;

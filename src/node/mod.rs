@@ -115,6 +115,9 @@ impl Node {
             &config.org,
             config.store.cache_mib * 1024 * 1024,
         )?;
+        store
+            .files()
+            .pace_during_messages(config.limits.file_bytes_per_second_during_messages);
         Ok(Self {
             config,
             pki,

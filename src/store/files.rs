@@ -28,8 +28,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::kv::sync_dir;
 use super::{Store, StoreError, keys};
@@ -44,7 +45,45 @@ pub struct Files {
     /// is durable, and exclusively by the sweep: an upload the sweep finds
     /// unposted cannot become posted while it removes it.
     sweep: Arc<tokio::sync::RwLock<()>>,
+    pacer: Pacer,
 }
+
+/// While messages are being written, file bytes are written at most at a
+/// set rate, node-wide: every message waits for an `fdatasync`, and behind
+/// a large backlog of file data the kernel is writing back, that wait grew
+/// from about 2 ms to over 100 ms in `samband bench attach`
+/// (`docs/BENCHMARKS.md`). When no message was written for
+/// [`MESSAGES_WINDOW`], files go at full speed.
+#[derive(Debug)]
+struct Pacer {
+    /// When a message was last written, µs after `since` (0: never).
+    last_message_us: AtomicU64,
+    since: Instant,
+    /// Bytes per second while messages flow (0: no limit).
+    rate: AtomicU64,
+    /// When the paced writes reserved so far are done.
+    next_free: Mutex<Instant>,
+}
+
+impl Pacer {
+    /// Reserves `n` bytes of file writes at `now`: how long to wait first.
+    fn reserve(&self, n: usize, now: Instant) -> Duration {
+        let rate = self.rate.load(Ordering::Relaxed);
+        let last = self.last_message_us.load(Ordering::Relaxed);
+        let at = now.saturating_duration_since(self.since).as_micros() as u64;
+        if rate == 0 || last == 0 || at > last + MESSAGES_WINDOW.as_micros() as u64 {
+            return Duration::ZERO;
+        }
+        let cost = Duration::from_secs_f64(n as f64 / rate as f64);
+        let mut next = crate::locks::lock(&self.next_free);
+        let start = (*next).max(now);
+        *next = start + cost;
+        start.saturating_duration_since(now)
+    }
+}
+
+/// How long after a message file writes are still paced.
+const MESSAGES_WINDOW: Duration = Duration::from_secs(1);
 
 /// Why a file could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +150,12 @@ impl Files {
             objects: root.join("objects"),
             partial: root.join("partial"),
             sweep: Arc::default(),
+            pacer: Pacer {
+                last_message_us: AtomicU64::new(0),
+                since: Instant::now(),
+                rate: AtomicU64::new(0),
+                next_free: Mutex::new(Instant::now()),
+            },
         };
         for dir in [&root, &files.objects, &files.partial] {
             fs::create_dir_all(dir).map_err(|source| StoreError::Sync {
@@ -216,6 +261,30 @@ impl Files {
         self.sweep.clone().read_owned().await
     }
 
+    /// Sets how many bytes of files per second are written while messages
+    /// are (`limits.file_bytes_per_second_during_messages`; 0: no limit).
+    pub fn pace_during_messages(&self, bytes_per_second: u64) {
+        self.pacer.rate.store(bytes_per_second, Ordering::Relaxed);
+    }
+
+    /// Notes that messages were written: file writes give way for a while.
+    pub(super) fn messages_written(&self) {
+        let now = self.pacer.since.elapsed().as_micros() as u64;
+        self.pacer
+            .last_message_us
+            .store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// Waits (blocking) until `n` more bytes of files may be written: at
+    /// once unless messages were written within [`MESSAGES_WINDOW`]; then
+    /// at the set rate, shared by every upload and transfer.
+    pub fn pace(&self, n: usize) {
+        let wait = self.pacer.reserve(n, Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
     /// Bytes free for files on the file system that holds them.
     pub fn available_bytes(&self) -> io::Result<u64> {
         let stat = rustix::fs::statvfs(&self.objects).map_err(io::Error::from)?;
@@ -291,13 +360,16 @@ pub struct PartialWriter {
 }
 
 impl Partial {
-    /// Hands the file to a writer thread.
-    pub fn into_writer(self) -> PartialWriter {
+    /// Hands the file to a writer thread, which paces its writes as
+    /// [`Files::pace`] says.
+    pub fn into_writer(self, store: &Store) -> PartialWriter {
         let len = self.len;
+        let files = store.files.clone();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITER_QUEUE);
         let task = tokio::task::spawn_blocking(move || {
             let mut partial = self;
             while let Some(data) = rx.blocking_recv() {
+                files.pace(data.len());
                 partial.write(&data)?;
             }
             Ok(partial)
@@ -578,6 +650,36 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn file_writes_are_paced_only_while_messages_are_written() {
+        let (_tmp, files) = files();
+        let now = Instant::now();
+        files.pace_during_messages(10 << 20);
+        assert_eq!(
+            files.pacer.reserve(1 << 20, now),
+            Duration::ZERO,
+            "no message yet"
+        );
+        files.messages_written();
+        // Shared by every writer: the second MiB waits for the first.
+        assert_eq!(files.pacer.reserve(1 << 20, now), Duration::ZERO);
+        let wait = files.pacer.reserve(1 << 20, now);
+        assert_eq!(wait, Duration::from_millis(100), "1 MiB at 10 MiB/s");
+        let later = now + MESSAGES_WINDOW + Duration::from_secs(1);
+        assert_eq!(
+            files.pacer.reserve(1 << 20, later),
+            Duration::ZERO,
+            "messages stopped"
+        );
+        files.pace_during_messages(0);
+        files.messages_written();
+        assert_eq!(
+            files.pacer.reserve(1 << 20, now),
+            Duration::ZERO,
+            "no limit"
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct StoreBatch {
     runs: Vec<runs::RunBuilder>,
     /// Each (channel, origin)'s latest run.
     latest: std::collections::HashMap<(ChannelId, OrgId), usize>,
+    /// Whether it holds a message without files (text, a roster change):
+    /// file writes then give way ([`super::Files::pace`]).
+    messages: bool,
 }
 
 /// One origin's messages of a history page, in reading order, with the
@@ -100,7 +103,9 @@ impl StoreBatch {
     /// a stored run ([`runs`]).
     pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
         // The files a post references, with it: what the sweep never removes.
-        if env.kind == Kind::Post as i32 && !env.withheld {
+        let with_files = env.kind == Kind::Post as i32 && !env.withheld;
+        self.messages |= !with_files;
+        if with_files {
             let files =
                 PostBody::decode(env.body.as_slice()).map_or_else(|_| Vec::new(), |b| b.files);
             for file in files {
@@ -365,6 +370,9 @@ impl Store {
 
     /// Applies a batch atomically. Durable only after [`Store::flush`].
     pub fn apply(&self, batch: StoreBatch) -> Result<(), StoreError> {
+        if batch.messages {
+            self.files.messages_written();
+        }
         let writes = batch
             .log
             .into_iter()

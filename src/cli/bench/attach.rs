@@ -38,6 +38,10 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     let (a, b) = federated_pair(root, args.size).await?;
     let ch = shared_channel(&a, &b, "files").await?;
     let mut home = MessagingClient::new(a.operator().await?);
+    // Files are paced for a while after messages
+    // (limits.file_bytes_per_second_during_messages): the channel's roster
+    // was one. Throughput is measured with none flowing.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     // The disk's floor and the upload, alternately: a noisy minute weighs
     // on both sides of the ratio.
     let (mut floors, mut uploads, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
@@ -67,6 +71,9 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
         .note("ratio_to_bulk_tls", ratio(transfer_rate, bulk_rate))
         .print(args.json);
 
+    // Each latency phase starts with the disk's write-back done, so that
+    // it measures its own load, not what the phases before it left behind.
+    settle();
     let idle = flash_latency(&a, &b, &ch, "idle", None).await?;
     let idle_p99 = idle.quantile(0.99);
     idle.print(args.json);
@@ -75,6 +82,7 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     let large = root.join("upload-large.bin");
     write_file(&large, 4 * mib, 99)?;
     let (hash, _) = upload(&mut home, &large).await?;
+    settle();
     post(&mut home, &ch, &hash, "upload-large.bin").await?;
     let during = flash_latency(&a, &b, &ch, "during a transfer", Some(&hash)).await?;
     let p99 = during.quantile(0.99);
@@ -92,6 +100,11 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     a.stop().await?;
     b.stop().await?;
     Ok(())
+}
+
+/// Writes back every file system's dirty data (sync(2)).
+fn settle() {
+    rustix::fs::sync();
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
