@@ -581,3 +581,46 @@ async fn a_kill_during_a_federated_transfer_resumes_it_from_the_bytes_held() {
     b.kill9().await;
     a.stop().await;
 }
+
+/// A partner whose limit refuses a file says so: its members see the file
+/// refused by their own node, and the sender's members see it refused by
+/// that partner, instead of a file that never arrives without a word.
+#[tokio::test]
+async fn a_file_over_a_partners_limit_is_shown_refused_on_both_sides() {
+    let a = TestNode::start("police.example").await;
+    let b_tmp = init_dir_with("rescue.example", |l| {
+        l.member_posts_per_second = 0;
+        l.max_file_bytes = MIB as u64;
+    });
+    let b = TestNode::start_in(b_tmp).await;
+    a.peer_with(&b).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "flood").await;
+    a.share("flood", &["rescue.example"]).await;
+    let video = bytes(2 * MIB, 12);
+    upload(&mut a_op, &video).await.unwrap();
+    let posted = post_files(&mut a_op, &ch, "video", vec![attach(&video, "v.mp4")])
+        .await
+        .unwrap();
+    let refused_by = |history: &[proto::Message]| -> Option<proto::PartnerRefusal> {
+        let m = history
+            .iter()
+            .find(|m| m.origin_seq == posted.origin_seq && m.origin == "police.example")?;
+        m.attachments.first()?.refused_by.first().cloned()
+    };
+    let on_b = common::eventually("B to refuse the file", || async {
+        refused_by(&common::all_history(&mut b.operator().await, &ch).await)
+    })
+    .await;
+    assert_eq!(on_b.org, "rescue.example");
+    assert!(on_b.reason.contains("limits.max_file_bytes"), "{on_b:?}");
+    let on_a = common::eventually("A to learn B refused the file", || async {
+        refused_by(&common::all_history(&mut a.operator().await, &ch).await)
+    })
+    .await;
+    assert_eq!(on_a.org, "rescue.example");
+    assert!(on_a.reason.contains("limits.max_file_bytes"), "{on_a:?}");
+    assert!(!object(&b, &video).exists());
+    a.stop().await;
+    b.stop().await;
+}

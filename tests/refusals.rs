@@ -139,6 +139,7 @@ async fn a_message_a_partner_refused_is_marked_until_the_partner_holds_it() {
         origin_seq: seq,
         reason: reason.into(),
         retrying: false,
+        file_sha256: Vec::new(),
     };
     tx.send(frame(Frame::Refusals(proto::EnvelopeRefusals {
         refusals: vec![

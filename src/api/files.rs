@@ -258,18 +258,35 @@ pub(super) fn attachments(
     Ok(files)
 }
 
-/// A message's attachments as members see them.
-pub(super) fn shown(store: &Store, env: &proto::Envelope) -> Vec<proto::Attachment> {
+/// A message's attachments as members see them: whether each is here,
+/// and who refused it.
+pub(super) fn shown(api: &ApiContext, env: &proto::Envelope) -> Vec<proto::Attachment> {
+    let origin = crate::model::OrgId::parse(&env.origin).ok();
     crate::rules::files_of(env)
         .into_iter()
         .filter_map(|f| {
             let hash = FileHash::from_bytes(&f.sha256)?;
+            let refused_by = origin
+                .as_ref()
+                .map(|o| {
+                    api.refusals
+                        .of_file(&env.channel, o, env.origin_seq, &hash.0)
+                })
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| proto::PartnerRefusal {
+                    org: r.by.to_string(),
+                    reason: r.reason,
+                    retrying: r.retrying,
+                })
+                .collect();
             Some(proto::Attachment {
                 sha256: hash.to_hex(),
                 size: f.size,
                 name: f.name,
                 media_type: f.media_type,
-                held: store.files().held(&hash).is_some(),
+                held: api.store.files().held(&hash).is_some(),
+                refused_by,
             })
         })
         .collect()

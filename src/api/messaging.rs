@@ -72,7 +72,7 @@ fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message
             OriginKey::VouchedByHome => proto::OriginKey::VouchedByHome,
         } as i32,
         withheld: env.withheld,
-        attachments: super::files::shown(&api.store, env),
+        attachments: super::files::shown(api, env),
         refused_by: api
             .refusals
             .of(&env.channel, &stored.cursor.origin, env.origin_seq)

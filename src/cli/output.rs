@@ -96,7 +96,15 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         let attachments: Vec<_> = m
             .attachments
             .iter()
-            .map(|a| json!({"name": a.name, "media_type": a.media_type, "size": a.size, "sha256": a.sha256, "held": a.held}))
+            .map(|a| {
+                let refused_by: Vec<_> = a
+                    .refused_by
+                    .iter()
+                    .map(|r| json!({"org": r.org, "reason": r.reason}))
+                    .collect();
+                json!({"name": a.name, "media_type": a.media_type, "size": a.size, "sha256": a.sha256,
+                       "held": a.held, "refused_by": refused_by})
+            })
             .collect();
         let refused_by: Vec<_> = m
             .refused_by
@@ -154,9 +162,24 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         .attachments
         .iter()
         .map(|a| {
-            let held = if a.held { "" } else { ", still arriving" };
+            let held = match (a.held, a.refused_by.is_empty()) {
+                (true, _) => "",
+                (false, true) => ", still arriving",
+                (false, false) => ", not here",
+            };
+            let refused: String = a
+                .refused_by
+                .iter()
+                .map(|r| {
+                    format!(
+                        " [REFUSED by {}: {}]",
+                        printable(&r.org),
+                        printable(&r.reason)
+                    )
+                })
+                .collect();
             format!(
-                "\n{CONTINUATION}[file] {} ({}, {}{held}) sha256 {}",
+                "\n{CONTINUATION}[file] {} ({}, {}{held}) sha256 {}{refused}",
                 printable(&a.name),
                 printable(&a.media_type),
                 indicatif::HumanBytes(a.size),

@@ -213,6 +213,19 @@ impl Fetcher {
                     tracing::warn!(hash = %w.hash, size = w.size, limit = self.max_file_bytes, channel = %w.channel,
                         "a partner's file is over limits.max_file_bytes; not fetched");
                 }
+                // Said to members here and, through the links, to the partners.
+                let reason = format!(
+                    "file of {} bytes; this node takes files of at most {} (limits.max_file_bytes)",
+                    w.size, self.max_file_bytes
+                );
+                let fed = &self.fed;
+                let channel = w.channel.to_string();
+                if fed
+                    .refusals
+                    .record_file(&fed.org, &channel, &w.origin, w.seq, w.hash.0, &reason)
+                {
+                    fed.files_refused.send_modify(|n| *n += 1);
+                }
                 missing += 1;
                 continue;
             }

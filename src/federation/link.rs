@@ -382,7 +382,9 @@ impl Link {
         let (asks, cancel) = (&self.asks, &self.cancel);
         let commits = self.fed.commits.subscribe();
         let mut rehello = self.fed.hello.subscribe();
+        let mut files_refused = self.fed.files_refused.subscribe();
         self.send(Frame::Hello(self.hello()?)).await?;
+        self.tell_files_refused().await?;
         // What the peer holds (as it told us, plus what we sent since); `None` until it says.
         let mut known: Option<HashMap<String, VersionVector>> = None;
         let mut said = Said::default();
@@ -435,6 +437,10 @@ impl Link {
                 changed = rehello.changed() => {
                     changed.map_err(|_| LinkError::Stopping)?;
                     self.send(Frame::Hello(self.hello()?)).await?;
+                }
+                changed = files_refused.changed() => {
+                    changed.map_err(|_| LinkError::Stopping)?;
+                    self.tell_files_refused().await?;
                 }
                 () = asks.progress_ready.notified() => {
                     let channels = asks.take_progress();
@@ -721,6 +727,33 @@ impl Link {
     /// Keeps what the peer says it refused of this node's envelopes: only of
     /// channels it may see and of envelopes this node holds (anything else
     /// is not this node's to know). Each new refusal is logged.
+    /// Tells the peer which files of channels it may see this node
+    /// refused (and will not fetch), so its members see it.
+    async fn tell_files_refused(&self) -> Result<(), LinkError> {
+        let (fed, peer) = (&self.fed, &self.peer);
+        let mut refusals = Vec::new();
+        for (channel, origin, seq, hash, reason) in fed.refusals.files_refused_by(&fed.org) {
+            if self.visible_record(&channel).is_none() {
+                continue;
+            }
+            refusals.push(EnvelopeRefusal {
+                channel,
+                origin: origin.to_string(),
+                origin_seq: seq,
+                reason,
+                retrying: false,
+                file_sha256: hash.to_vec(),
+            });
+        }
+        for frame in refusals.chunks(MAX_FRAME_REFUSALS) {
+            tracing::debug!(%peer, files = frame.len(), "telling the partner which files this node refused");
+            let refusals = frame.to_vec();
+            self.send(Frame::Refusals(EnvelopeRefusals { refusals }))
+                .await?;
+        }
+        Ok(())
+    }
+
     fn refused_by_peer(&self, refusals: Vec<EnvelopeRefusal>) {
         let (fed, peer) = (&self.fed, &self.peer);
         let mut held: HashMap<String, Option<VersionVector>> = HashMap::new();
@@ -745,6 +778,10 @@ impl Link {
                 continue;
             }
             let reason = partner_words(&r.reason);
+            if !r.file_sha256.is_empty() {
+                self.file_refused_by_peer(&r, &origin, &reason);
+                continue;
+            }
             if fed
                 .refusals
                 .record(peer, &r.channel, &origin, r.origin_seq, &reason, r.retrying)
@@ -756,6 +793,32 @@ impl Link {
                     if r.retrying { "; it is sent again later (is this node's clock ahead?)" } else { "" }
                 );
             }
+        }
+    }
+
+    /// A file of an envelope the peer took, which it refuses: kept (if that
+    /// envelope references that file) for members to see.
+    fn file_refused_by_peer(&self, r: &EnvelopeRefusal, origin: &OrgId, reason: &str) {
+        let (fed, peer) = (&self.fed, &self.peer);
+        let (Ok(channel), Some(hash)) = (
+            ChannelId::parse(&r.channel),
+            crate::model::FileHash::from_bytes(&r.file_sha256),
+        ) else {
+            return;
+        };
+        if !fed
+            .store
+            .references(&hash, &channel, origin, r.origin_seq)
+            .unwrap_or(false)
+        {
+            return;
+        }
+        if fed
+            .refusals
+            .record_file(peer, &r.channel, origin, r.origin_seq, hash.0, reason)
+        {
+            tracing::warn!(%peer, channel = %r.channel, %origin, seq = r.origin_seq, %hash, %reason,
+                "the partner refused a file; it will not reach it");
         }
     }
 }
@@ -883,6 +946,7 @@ impl Link {
                             channel,
                             origin,
                             origin_seq: seq,
+                            file_sha256: Vec::new(),
                         });
                     }
                 }

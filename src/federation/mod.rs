@@ -167,6 +167,8 @@ pub struct Federation {
     durable: Arc<DurableMarks>,
     /// Bumped to make every link restate its version vectors (after a channel is accepted).
     hello: watch::Sender<u64>,
+    /// Bumped when this node refuses a partner's file: links tell it.
+    files_refused: watch::Sender<u64>,
     registry: Mutex<Registry>,
     /// Wakes dialers when a link ends.
     link_ended: Notify,
@@ -291,6 +293,7 @@ impl Federation {
             commits,
             durable,
             hello: watch::channel(0).0,
+            files_refused: watch::channel(0).0,
             registry: Mutex::default(),
             link_ended: Notify::new(),
             listener_tls: RwLock::new(None),

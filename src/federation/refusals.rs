@@ -32,6 +32,12 @@ pub(crate) struct Refused {
 /// (channel id, origin) → seq → refusals.
 type ByEnvelope = HashMap<(String, OrgId), BTreeMap<u64, Vec<Refused>>>;
 
+/// (channel id, origin, seq) → (file SHA-256, refusal).
+type ByFile = HashMap<(String, OrgId, u64), Vec<([u8; 32], Refused)>>;
+
+/// One file refusal: channel id, origin, seq, file SHA-256, reason.
+pub(crate) type FileRefusal = (String, OrgId, u64, [u8; 32], String);
+
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
     inner: Mutex<Inner>,
@@ -42,6 +48,12 @@ struct Inner {
     envelopes: ByEnvelope,
     /// Per partner: how many refusals are kept, and the latest reason.
     peers: HashMap<OrgId, PeerRefusals>,
+    /// Files of envelopes that were taken, refused by a partner (or by
+    /// this node): (channel, origin, seq) → (file SHA-256, refusal). Kept
+    /// while the node runs, since the envelope's progress does not cure them.
+    files: ByFile,
+    /// Per partner: how many file refusals are kept.
+    file_counts: HashMap<OrgId, usize>,
 }
 
 /// What a partner refused and still lacks.
@@ -100,6 +112,83 @@ impl Refusals {
         new
     }
 
+    /// Records that `by` refused file `sha256` of `(channel, origin, seq)`;
+    /// `false` if it was known already or `by` is at its bound.
+    pub(crate) fn record_file(
+        &self,
+        by: &OrgId,
+        channel: &str,
+        origin: &OrgId,
+        seq: u64,
+        sha256: [u8; 32],
+        reason: &str,
+    ) -> bool {
+        let mut inner = crate::locks::lock(&self.inner);
+        if inner.file_counts.get(by).copied().unwrap_or(0) >= MAX_PER_PEER {
+            return false;
+        }
+        let files = inner
+            .files
+            .entry((channel.to_owned(), origin.clone(), seq))
+            .or_default();
+        if files.iter().any(|(h, r)| *h == sha256 && r.by == *by) {
+            return false;
+        }
+        files.push((
+            sha256,
+            Refused {
+                by: by.clone(),
+                reason: reason.to_owned(),
+                retrying: false,
+            },
+        ));
+        *inner.file_counts.entry(by.clone()).or_default() += 1;
+        true
+    }
+
+    /// Who refused file `sha256` of `(channel, origin, seq)`, and why.
+    pub(crate) fn of_file(
+        &self,
+        channel: &str,
+        origin: &OrgId,
+        seq: u64,
+        sha256: &[u8],
+    ) -> Vec<Refused> {
+        let inner = crate::locks::lock(&self.inner);
+        if inner.files.is_empty() {
+            return Vec::new();
+        }
+        inner
+            .files
+            .get(&(channel.to_owned(), origin.clone(), seq))
+            .map(|files| {
+                files
+                    .iter()
+                    .filter(|(h, _)| h.as_slice() == sha256)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every file refusal `by` made: what a link tells the partner.
+    pub(crate) fn files_refused_by(&self, by: &OrgId) -> Vec<FileRefusal> {
+        let inner = crate::locks::lock(&self.inner);
+        let mut out = Vec::new();
+        for ((channel, origin, seq), files) in &inner.files {
+            for (hash, r) in files.iter().filter(|(_, r)| r.by == *by) {
+                out.push((
+                    channel.clone(),
+                    origin.clone(),
+                    *seq,
+                    *hash,
+                    r.reason.clone(),
+                ));
+            }
+        }
+        out
+    }
+
     /// Forgets `peer`'s refusals of what `held` (its vector of `channel`)
     /// shows it holds now.
     pub(crate) fn held(&self, peer: &OrgId, channel: &str, held: &VersionVector) {
@@ -141,6 +230,11 @@ impl Refusals {
             !by_seq.is_empty()
         });
         inner.peers.remove(peer);
+        inner.files.retain(|_, files| {
+            files.retain(|(_, r)| r.by != *peer);
+            !files.is_empty()
+        });
+        inner.file_counts.remove(peer);
     }
 
     fn uncount(inner: &mut Inner, peer: &OrgId, n: usize) {
