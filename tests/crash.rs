@@ -191,6 +191,100 @@ async fn large_messages_sled_keeps_apart_are_fdatasynced_too() {
     );
 }
 
+/// An upload is acknowledged only after its bytes were `fdatasync`ed under
+/// their partial name, renamed to their content address, the directory
+/// synced, and then the upload record flushed with sled's log: so after a
+/// power cut, an acknowledged upload (and a post that names it) finds its
+/// bytes, and no name ever points at bytes that are not on disk.
+#[tokio::test]
+async fn an_acknowledged_upload_was_synced_before_its_name_and_record() {
+    use common::files::{bytes, sha, upload};
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let trace = tmp.path().join("files.trace");
+    let calls = "fdatasync,rename,renameat,renameat2";
+    let node = ServeProcess::start_tracing(&dir, &trace, calls).await;
+    let mut alice = node.member(&dir, "alice").await;
+    let data = bytes(3 << 20, 9);
+    upload(&mut alice, &data).await.unwrap();
+    // SIGKILL: what the trace shows happened before the answer.
+    node.signal_traced("KILL").await;
+    let hash = sha(&data);
+    let files = dir.join("data/files");
+    let partial = files.join("partial").join(format!("u-alice-{hash}"));
+    let object_dir = files.join("objects").join(&hash[..2]);
+    let events = completed_calls(&trace);
+    let at = |what: &str, path: &std::path::Path| {
+        let path = path.display().to_string();
+        events
+            .iter()
+            .position(|(call, p)| call.starts_with(what) && p.contains(&path))
+    };
+    let synced = at("fdatasync", &partial);
+    let renamed = at("rename", &partial);
+    let dir_synced = events.iter().rposition(|(call, p)| {
+        call == "fdatasync" && *p == object_dir.display().to_string()
+    });
+    let log = dir.join("data").join("db").display().to_string();
+    let record_flushed = events
+        .iter()
+        .rposition(|(call, p)| call == "fdatasync" && *p == log);
+    let ordered = matches!(
+        (synced, renamed, dir_synced, record_flushed),
+        (Some(s), Some(r), Some(d), Some(f)) if s < r && r < d && d < f
+    );
+    assert!(
+        ordered,
+        "bytes synced at {synced:?}, renamed at {renamed:?}, directory synced at          {dir_synced:?}, record flushed at {record_flushed:?}; the calls:\n{events:#?}"
+    );
+}
+
+/// The completed `fdatasync` and `rename*` calls of an `strace -f -y`
+/// trace in the order they completed, each with its first path argument.
+fn completed_calls(trace: &std::path::Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(trace).expect("read the strace output");
+    let mut unfinished = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let first_path = |args: &str| -> String {
+        // `3</a/b>` for a descriptor, `"/a/b"` for a path.
+        let (open, close) = match (args.find('<'), args.find('"')) {
+            (Some(a), Some(q)) if q < a => ('"', '"'),
+            (Some(_), _) => ('<', '>'),
+            (None, Some(_)) => ('"', '"'),
+            (None, None) => return String::new(),
+        };
+        let start = args.find(open).map_or(0, |i| i + 1);
+        let end = args[start..].find(close).map_or(args.len(), |i| start + i);
+        args[start..end].to_owned()
+    };
+    for line in text.lines() {
+        let Some((pid, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        if let Some(rest) = call.strip_prefix("<... ") {
+            let name = rest.split_whitespace().next().unwrap_or_default();
+            if call.ends_with("= 0")
+                && let Some((n, args)) = unfinished.remove(pid)
+                && n == name
+            {
+                out.push((n, args));
+            }
+            continue;
+        }
+        let Some((name, args)) = call.split_once('(') else {
+            continue;
+        };
+        let path = first_path(args);
+        if call.ends_with("<unfinished ...>") {
+            unfinished.insert(pid.to_owned(), (name.to_owned(), path));
+        } else if call.ends_with("= 0") {
+            out.push((name.to_owned(), path));
+        }
+    }
+    out
+}
+
 /// How many successful `fdatasync`s of the node's `data/db` the trace holds so far.
 fn synced_log_file(trace: &std::path::Path, dir: &std::path::Path) -> usize {
     let log_file = dir.join("data").join("db").display().to_string();

@@ -327,9 +327,15 @@ impl ServeProcess {
     /// `fdatasync` with the path of its file to `trace`. `child` is strace;
     /// stop the node with [`ServeProcess::signal_traced`].
     pub async fn start_traced(dir: &Path, trace: &Path) -> Self {
+        Self::start_tracing(dir, trace, "fdatasync").await
+    }
+
+    /// [`ServeProcess::start_traced`], tracing the system calls `calls`
+    /// (strace's `-e trace=` list).
+    pub async fn start_tracing(dir: &Path, trace: &Path, calls: &str) -> Self {
         let mut command = tokio::process::Command::new("strace");
         command
-            .args(["-f", "-y", "-qq", "-e", "trace=fdatasync", "-o"])
+            .args(["-f", "-y", "-qq", "-e", &format!("trace={calls}"), "-o"])
             .arg(trace)
             .args([samband_bin(), "serve", "--dir"])
             .arg(dir);
