@@ -222,9 +222,9 @@ async fn an_acknowledged_upload_was_synced_before_its_name_and_record() {
     };
     let synced = at("fdatasync", &partial);
     let renamed = at("rename", &partial);
-    let dir_synced = events.iter().rposition(|(call, p)| {
-        call == "fdatasync" && *p == object_dir.display().to_string()
-    });
+    let dir_synced = events
+        .iter()
+        .rposition(|(call, p)| call == "fdatasync" && *p == object_dir.display().to_string());
     let log = dir.join("data").join("db").display().to_string();
     let record_flushed = events
         .iter()

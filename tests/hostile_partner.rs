@@ -600,3 +600,136 @@ async fn a_partner_gets_a_file_only_through_a_message_shared_with_it() {
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     node.stop().await;
 }
+
+/// A partner that names, in its own signed post, the hash of a file this
+/// node holds for an internal channel gets nothing by asking for it through
+/// that post: the bytes count for a message of an origin only when they
+/// were posted here or came from a transfer for that origin's message.
+#[tokio::test]
+async fn a_partner_naming_a_hash_it_lacks_in_its_own_post_gets_nothing() {
+    use common::files::{attach, bytes, post_files, upload};
+    use prost::Message as _;
+    let node = common::TestNode::start("police.example").await;
+    let mut admin = node.admin().await;
+    let mallory = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let police_key = samband::trust::TrustBundle::parse(
+        &admin
+            .export_trust(proto::ExportTrustRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .text,
+    )
+    .unwrap()
+    .signing_key;
+    let mut op = node.operator().await;
+    let secret = create_channel(&mut op, "secret").await;
+    let plan = bytes(100_000, 7);
+    upload(&mut op, &plan).await.unwrap();
+    post_files(&mut op, &secret, "", vec![attach(&plan, "plan.pdf")])
+        .await
+        .unwrap();
+    let hash = samband::model::FileHash::of(&plan);
+
+    // Mallory's own channel, shared with police, and a post in it that
+    // names the secret file's hash and size.
+    let ops = "rescue.example/ops";
+    let (tx, mut responses) = mallory.dial(&node.dir(), node.fed_addr).await;
+    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+        .await
+        .unwrap();
+    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+    let roster = vec![proto::Participant {
+        org: "police.example".into(),
+        signing_key: police_key,
+        active: true,
+        ..Default::default()
+    }];
+    let (offer, r1) = mallory.roster(ops, 1, GENESIS_HASH, roster);
+    tx.send(frame(Frame::Offer(offer.clone()))).await.unwrap();
+    eventually("police to join mallory's channel", || async {
+        common::channel_state(&op, ops).await.map(drop)
+    })
+    .await;
+    let body = proto::PostBody {
+        text: "look".into(),
+        files: vec![proto::FileRef {
+            sha256: hash.0.to_vec(),
+            size: plan.len() as u64,
+            name: "plan.pdf".into(),
+            media_type: "application/pdf".into(),
+        }],
+    };
+    let key = mallory.pki.message_key().unwrap();
+    let (post, _) = mallory.envelope_with(
+        &key,
+        ops,
+        "rescue.example",
+        2,
+        r1,
+        body.encode_to_vec(),
+        proto::Kind::Post,
+    );
+    tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![offer, post],
+    })))
+    .await
+    .unwrap();
+    let answer = loop {
+        match next_frame(&mut responses).await {
+            Frame::Progress(p)
+                if p.channels
+                    .iter()
+                    .any(|c| c.channel == ops && c.entries.iter().any(|e| e.seq >= 2)) =>
+            {
+                break None;
+            }
+            Frame::Refusals(r) => break Some(r),
+            _ => {}
+        }
+    };
+    assert!(answer.is_none(), "{answer:?}");
+    let stored = eventually("police to store mallory's post", || async {
+        let h = all_history(&mut op.clone(), ops).await;
+        h.into_iter().find(|m| m.origin_seq == 2)
+    })
+    .await;
+    assert!(!stored.attachments[0].held, "not held for mallory's post");
+
+    let mut client = proto::federation_client::FederationClient::new(
+        mallory.channel(&node.dir(), node.fed_addr).await,
+    );
+    let req = proto::FileRequest {
+        channel: ops.into(),
+        origin: "rescue.example".into(),
+        seq: 2,
+        sha256: hash.0.to_vec(),
+        offset: 0,
+    };
+    let err = match client.fetch_file(req).await {
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            let mut got = 0;
+            loop {
+                match stream.message().await {
+                    Ok(Some(chunk)) => got += chunk.data.len(),
+                    Ok(None) => panic!("the secret file was served: {got} bytes"),
+                    Err(e) => break e,
+                }
+            }
+        }
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // A member reading mallory's post does not get it either.
+    let download = op
+        .download(proto::DownloadRequest {
+            channel: ops.into(),
+            cursor: stored.cursor.clone(),
+            sha256: hash.to_hex(),
+            offset: 0,
+        })
+        .await;
+    assert!(download.is_err(), "served through mallory's post");
+    node.stop().await;
+}

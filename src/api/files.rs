@@ -285,7 +285,10 @@ pub(super) fn shown(api: &ApiContext, env: &proto::Envelope) -> Vec<proto::Attac
                 size: f.size,
                 name: f.name,
                 media_type: f.media_type,
-                held: api.store.files().held(&hash).is_some(),
+                held: origin
+                    .as_ref()
+                    .and_then(|o| api.store.held_for(&hash, o, &api.org).ok().flatten())
+                    .is_some(),
                 refused_by,
             })
         })
@@ -316,7 +319,7 @@ pub(super) fn download(
         .into_iter()
         .find(|f| f.sha256 == hash.0)
         .ok_or_else(not_here)?;
-    let Some(size) = api.store.files().held(&hash) else {
+    let Some(size) = api.store.held_for(&hash, &at.origin, &api.org)? else {
         return Err(ApiError::Unavailable(format!(
             "file {hash} ({} bytes) has not arrived on this node yet (it comes from {}); try again later",
             file.size, env.origin

@@ -92,11 +92,15 @@ impl Federation {
         {
             return Err(refused());
         }
-        match self.store.files().held(&hash) {
+        // Held for this message: a partner naming a hash in its own post
+        // gets nothing this node holds for another reason.
+        match self
+            .store
+            .held_for(&hash, &origin, &self.org)
+            .map_err(unavailable)?
+        {
             Some(size) => Ok((hash, size)),
-            None => Err(tonic::Status::unavailable(
-                "this node does not hold the file yet; ask again later",
-            )),
+            None => Err(refused()),
         }
     }
 
@@ -193,9 +197,17 @@ impl Fetcher {
         let store = self.fed.store.clone();
         let wanted = store.wanted(PER_ROUND)?;
         let (mut fetched, mut missing) = (0, 0);
-        let mut done: HashSet<FileHash> = HashSet::new();
+        // Files fetched this round, per origin.
+        let mut done: HashSet<(FileHash, OrgId)> = HashSet::new();
+        let local = &self.fed.org;
         for w in wanted {
-            if done.contains(&w.hash) || store.files().held(&w.hash).is_some() {
+            // Held for a message of this origin: posted here (its author
+            // uploaded it), or received for one. Bytes held for another
+            // reason are fetched all the same: the origin's node must show
+            // it has them.
+            let held = done.contains(&(w.hash, w.origin.clone()))
+                || store.held_for(&w.hash, &w.origin, local)?.is_some();
+            if held || w.origin == *local {
                 store.no_longer_wanted(&w)?;
                 continue;
             }
@@ -231,8 +243,9 @@ impl Fetcher {
             }
             match self.fetch(&record, &w).await {
                 Ok(()) => {
+                    store.record_vouched(&w.hash, &w.origin)?;
                     store.no_longer_wanted(&w)?;
-                    done.insert(w.hash);
+                    done.insert((w.hash, w.origin.clone()));
                     fetched += 1;
                 }
                 Err(()) => missing += 1,

@@ -597,6 +597,35 @@ impl Store {
         Ok(())
     }
 
+    /// Records that the bytes of `hash` held here came, verified, from a
+    /// transfer for a message of `origin`.
+    pub fn record_vouched(&self, hash: &FileHash, origin: &OrgId) -> Result<(), StoreError> {
+        self.log.insert(&keys::file_vouched_key(hash, origin), &[])
+    }
+
+    /// The size of file `hash` as a message of `origin` may give it out:
+    /// held, and either posted here (`origin` is `local`: its author
+    /// uploaded it) or received for a message of `origin`. Bytes held for
+    /// another reason (an internal channel's post, another origin's
+    /// message) do not count: a partner that names a hash it does not have
+    /// must not get the bytes through its own message.
+    pub fn held_for(
+        &self,
+        hash: &FileHash,
+        origin: &OrgId,
+        local: &OrgId,
+    ) -> Result<Option<u64>, StoreError> {
+        if origin != local
+            && self
+                .log
+                .get(&keys::file_vouched_key(hash, origin))?
+                .is_none()
+        {
+            return Ok(None);
+        }
+        Ok(self.files.held(hash))
+    }
+
     /// A chunk of at most `len` bytes of the whole file `hash`, from
     /// `offset` (blocking).
     pub fn read_file(&self, hash: &FileHash, offset: u64, len: usize) -> io::Result<Vec<u8>> {

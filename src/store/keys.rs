@@ -19,6 +19,8 @@
 //! * `w` sha256 channel 0 origin 0 seq → size (big-endian u64): that
 //!   message's file may not be held here yet; the fetcher takes the key
 //!   away once it is
+//! * `v` sha256 origin 0 → (empty): the bytes held here came, verified,
+//!   from a transfer for a message of that origin (its node had them)
 //!
 //! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
 //!
@@ -31,6 +33,7 @@ const CHANNEL: u8 = b'c';
 const MESSAGE: u8 = b'm';
 const FILE_REF: u8 = b'f';
 const FILE_WANTED: u8 = b'w';
+const FILE_VOUCHED: u8 = b'v';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
@@ -122,6 +125,14 @@ pub fn parse_file_wanted(key: &[u8]) -> Option<(FileHash, ChannelId, OrgId, u64)
     let channel = ChannelId::parse(std::str::from_utf8(parts.next()?).ok()?).ok()?;
     let origin = OrgId::parse(std::str::from_utf8(parts.next()?).ok()?).ok()?;
     Some((hash, channel, origin, seq))
+}
+
+/// The bytes of `hash` held here came from a transfer for a message of `origin`.
+pub fn file_vouched_key(hash: &FileHash, origin: &OrgId) -> Vec<u8> {
+    let mut key = vec![FILE_VOUCHED];
+    key.extend_from_slice(&hash.0);
+    push_str(&mut key, origin.as_str());
+    key
 }
 
 pub fn upload_key(member: &MemberName, hash: &FileHash) -> Vec<u8> {
