@@ -235,6 +235,39 @@ async fn bad_uploads_and_references_are_refused_and_nothing_of_them_is_kept() {
         "{err:?}"
     );
 
+    // A second upload of the same file by the same member while the first
+    // still runs (a retry) is refused, not interleaved with it.
+    let running = bytes(2 * MIB, 13);
+    let hash = sha(&running);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut first = alice.clone();
+    let call = tokio::spawn(async move {
+        first
+            .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(chunks(&running, running.len() as u64, 0, &hash).remove(0))
+        .await
+        .unwrap();
+    common::eventually("the first upload to start", || async {
+        let held = alice
+            .clone()
+            .upload_status(proto::UploadStatusRequest {
+                sha256: hash.clone(),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .held;
+        (held > 0).then_some(())
+    })
+    .await;
+    let err = upload(&mut alice, &running).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    drop(tx);
+    assert!(call.await.unwrap().is_err(), "the first ended short");
+    upload(&mut alice, &running).await.unwrap();
+
     // A download by hash through a message that does not reference it.
     let text_only = common::post(&mut alice, &ch, "no files here").await;
     let err = download(&mut bob, &ch, &text_only.cursor, &sha(&data), 0)

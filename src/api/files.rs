@@ -105,6 +105,14 @@ pub(super) async fn upload(
             limits.disk_reserve_bytes
         )));
     }
+    let _writing = files
+        .claim(&PartialOf::Upload(&member.name, &hash))
+        .ok_or_else(|| {
+            ApiError::Aborted(format!(
+                "an upload of {hash} by {} is still running; wait for it, then resume from UploadStatus",
+                member.name
+            ))
+        })?;
     let (store, name) = (api.store.clone(), member.name.clone());
     let offset = first.offset;
     let partial = blocking(move || {

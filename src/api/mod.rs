@@ -47,6 +47,9 @@ pub(crate) enum ApiError {
     ResourceExhausted(String),
     #[error("{0}")]
     OutOfRange(String),
+    /// A concurrent call holds what this one needs: retry after it.
+    #[error("{0}")]
+    Aborted(String),
     /// The caller went away or broke its stream off.
     #[error("{0}")]
     Cancelled(String),
@@ -67,6 +70,7 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::OutOfRange(m) => Status::out_of_range(m),
+            ApiError::Aborted(m) => Status::aborted(m),
             ApiError::Cancelled(m) => Status::cancelled(m),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering a request");

@@ -264,7 +264,15 @@ async fn download(
 ) -> anyhow::Result<PathBuf> {
     check_file_name(&a.name).map_err(anyhow::Error::msg)?;
     let target = args.out.join(&a.name);
-    let partial = args.out.join(format!(".{}.partial", a.name));
+    if target.exists() {
+        bail!(
+            "{} exists already; fetch into another --out directory, or move it away first",
+            target.display()
+        );
+    }
+    // Named by the file's hash: two files of the same name do not resume
+    // into each other.
+    let partial = args.out.join(format!(".samband-{}.partial", a.sha256));
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

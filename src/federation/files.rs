@@ -106,12 +106,14 @@ impl Federation {
 
     /// The worker that fetches the files of received messages; files over
     /// `max_file_bytes` are not fetched.
-    pub fn fetcher(self: &Arc<Self>, max_file_bytes: u64) -> Fetcher {
+    pub fn fetcher(self: &Arc<Self>, max_file_bytes: u64, disk_reserve_bytes: u64) -> Fetcher {
         Fetcher {
             fed: self.clone(),
             changes: self.commits.subscribe(),
             max_file_bytes,
-            refused: HashSet::new(),
+            disk_reserve_bytes,
+            said: HashSet::new(),
+            after: None,
             last: "not run yet".to_owned(),
         }
     }
@@ -156,8 +158,13 @@ pub struct Fetcher {
     fed: Arc<Federation>,
     changes: Arc<Changes>,
     max_file_bytes: u64,
-    /// Files over the size limit, said once each.
-    refused: HashSet<FileHash>,
+    /// Bytes that must stay free on the disk: a file that would leave less
+    /// waits (`limits.disk_reserve_bytes`).
+    disk_reserve_bytes: u64,
+    /// Files not fetched for a limit (size, disk), said in the log once each.
+    said: HashSet<FileHash>,
+    /// Where the next round goes on in the wanted list.
+    after: Option<Wanted>,
     last: String,
 }
 
@@ -167,7 +174,9 @@ impl Worker for Fetcher {
     }
 
     async fn work(&mut self) -> WorkerState {
-        self.last = match self.round().await {
+        let state = self.round().await;
+        let more = self.after.is_some();
+        self.last = match state {
             Ok((0, 0)) => "every referenced file is here".to_owned(),
             Ok((fetched, missing)) => format!("fetched {fetched} files; {missing} still missing"),
             Err(e) => {
@@ -175,7 +184,12 @@ impl Worker for Fetcher {
                 format!("failed: {e}")
             }
         };
-        WorkerState::Idle
+        // The rest of the list at once; then wait for a commit or a retry.
+        if more {
+            WorkerState::Busy
+        } else {
+            WorkerState::Idle
+        }
     }
 
     async fn wait_for_work(&mut self) {
@@ -195,7 +209,11 @@ impl Fetcher {
     /// are still missing.
     async fn round(&mut self) -> Result<(usize, usize), StoreError> {
         let store = self.fed.store.clone();
-        let wanted = store.wanted(PER_ROUND)?;
+        let wanted = store.wanted(self.after.as_ref(), PER_ROUND)?;
+        // Next round goes on after these, or from the start once all were seen.
+        self.after = (wanted.len() == PER_ROUND)
+            .then(|| wanted.last().cloned())
+            .flatten();
         let (mut fetched, mut missing) = (0, 0);
         // Files fetched this round, per origin.
         let mut done: HashSet<(FileHash, OrgId)> = HashSet::new();
@@ -221,7 +239,7 @@ impl Fetcher {
                 continue;
             }
             if w.size > self.max_file_bytes {
-                if self.refused.insert(w.hash) {
+                if self.said.insert(w.hash) {
                     tracing::warn!(hash = %w.hash, size = w.size, limit = self.max_file_bytes, channel = %w.channel,
                         "a partner's file is over limits.max_file_bytes; not fetched");
                 }
@@ -237,6 +255,20 @@ impl Fetcher {
                     .record_file(&fed.org, &channel, &w.origin, w.seq, w.hash.0, &reason)
                 {
                     fed.files_refused.send_modify(|n| *n += 1);
+                }
+                missing += 1;
+                continue;
+            }
+            let free = store.files().available_bytes().unwrap_or(0);
+            let to_come = w.size
+                - store
+                    .files()
+                    .partial_len(&PartialOf::Transfer(&w.hash))
+                    .min(w.size);
+            if free.saturating_sub(to_come) < self.disk_reserve_bytes {
+                if self.said.insert(w.hash) {
+                    tracing::warn!(hash = %w.hash, size = w.size, free, reserve = self.disk_reserve_bytes,
+                    "a partner's file waits: the disk is nearly full (limits.disk_reserve_bytes)");
                 }
                 missing += 1;
                 continue;
@@ -336,6 +368,10 @@ impl Fetcher {
             FederationClient::new(channel).max_decoding_message_size(CHUNK_BYTES + (64 << 10));
         let store = fed.store.clone();
         let hash = w.hash;
+        let _writing = store
+            .files()
+            .claim(&PartialOf::Transfer(&hash))
+            .ok_or_else(|| FetchError::Dial("a transfer of this file is running".into()))?;
         let held = store.files().partial_len(&PartialOf::Transfer(&hash));
         let offset = if held <= w.size { held } else { 0 };
         let partial =

@@ -732,8 +732,21 @@ impl Link {
     async fn tell_files_refused(&self) -> Result<(), LinkError> {
         let (fed, peer) = (&self.fed, &self.peer);
         let mut refusals = Vec::new();
+        // Per channel: what the peer may see of it (None: nothing).
+        let mut visible: HashMap<String, Option<(ChannelRecord, VersionVector)>> = HashMap::new();
         for (channel, origin, seq, hash, reason) in fed.refusals.files_refused_by(&fed.org) {
-            if self.visible_record(&channel).is_none() {
+            let sees = visible.entry(channel.clone()).or_insert_with(|| {
+                let record = self.visible_record(&channel)?;
+                let held = fed.durable_vector(&ChannelId::parse(&channel).ok()?).ok()?;
+                let eligibility = fed.eligibility(&record, peer);
+                let vector = rules::visible_vector(&record, eligibility, &held);
+                Some((record, vector))
+            });
+            let may_see = sees.as_ref().is_some_and(|(record, vector)| {
+                vector.get(&origin).is_some_and(|&last| seq <= last)
+                    && !rules::withheld_from(record, peer, origin.as_str(), seq)
+            });
+            if !may_see {
                 continue;
             }
             refusals.push(EnvelopeRefusal {

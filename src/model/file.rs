@@ -60,10 +60,18 @@ impl fmt::Debug for FileHash {
     }
 }
 
+/// Characters that change how text around them is shown (bidirectional
+/// overrides and isolates, zero-width marks): a name with one could show
+/// as `photo.jpg` and be `photo\u{202e}gpj.exe`.
+fn is_deceptive(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 /// Checks a file name a post gives: 1 to [`MAX_FILE_NAME_BYTES`] bytes, no
-/// directory (`/`, `\`), not `.` or `..`, no control characters. Readers
-/// save files under this name, so it must never reach outside their
-/// chosen directory.
+/// directory (`/`, `\`), not starting with `.` (no hidden files, no `..`),
+/// no control or display-changing characters. Readers save files under
+/// this name, so it must never reach outside their chosen directory, hide
+/// there, or show as something it is not.
 pub fn check_file_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_FILE_NAME_BYTES {
         return Err(format!(
@@ -71,12 +79,14 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    if name == "." || name == ".." {
-        return Err(format!("{name:?} is not a file name"));
+    if name.starts_with('.') {
+        return Err(format!(
+            "{name:?} starts with '.'; give the file a visible name"
+        ));
     }
     if let Some(c) = name
         .chars()
-        .find(|c| *c == '/' || *c == '\\' || c.is_control())
+        .find(|c| *c == '/' || *c == '\\' || c.is_control() || is_deceptive(*c))
     {
         return Err(format!(
             "a file name holds no directories or control characters, and {name:?} holds {c:?}"
@@ -126,10 +136,22 @@ mod tests {
 
     #[test]
     fn names_never_reach_outside_a_directory() {
-        for good in ["bridge.jpg", "Evakueringsplan v2.pdf", "..hidden", "a"] {
+        for good in ["bridge.jpg", "Evakueringsplan v2.pdf", "a", "läge.png"] {
             assert!(check_file_name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "../etc/passwd", "a/b", "a\\b", "a\nb"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "..hidden",
+            ".bashrc",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "photo\u{202e}gpj.exe",
+            "zero\u{200b}width",
+        ] {
             assert!(check_file_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_file_name(&"x".repeat(256)).is_err());

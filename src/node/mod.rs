@@ -236,7 +236,10 @@ impl Node {
             due: false,
             last: "waiting for SIGHUP".to_owned(),
         });
-        runtime.spawn_worker(fed.fetcher(config.limits.max_file_bytes));
+        runtime.spawn_worker(fed.fetcher(
+            config.limits.max_file_bytes,
+            config.limits.disk_reserve_bytes,
+        ));
         runtime.spawn_worker(UploadSweep {
             store: store.clone(),
             keep: Duration::from_secs(config.limits.unposted_upload_seconds),

@@ -46,6 +46,22 @@ pub struct Files {
     /// unposted cannot become posted while it removes it.
     sweep: Arc<tokio::sync::RwLock<()>>,
     pacer: Pacer,
+    /// Partial files being written now: a second writer of the same one
+    /// (a retry while the first upload still runs) is refused.
+    writing: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// A partial file one writer holds; let go on drop.
+#[derive(Debug)]
+pub struct Writing {
+    name: String,
+    writing: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        crate::locks::lock(&self.writing).remove(&self.name);
+    }
 }
 
 /// While messages are being written, file bytes are written at most at a
@@ -156,13 +172,24 @@ impl Files {
                 rate: AtomicU64::new(0),
                 next_free: Mutex::new(Instant::now()),
             },
+            writing: Arc::default(),
         };
-        for dir in [&root, &files.objects, &files.partial] {
-            fs::create_dir_all(dir).map_err(|source| StoreError::Sync {
-                path: dir.clone(),
-                source,
-            })?;
+        if !files.objects.exists() {
+            for dir in [&root, &files.objects, &files.partial] {
+                fs::create_dir_all(dir).map_err(|source| StoreError::Sync {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            // Their names, so that they survive a power cut.
+            for dir in [data, root.as_path()] {
+                sync_dir(dir)?;
+            }
         }
+        fs::create_dir_all(&files.partial).map_err(|source| StoreError::Sync {
+            path: files.partial.clone(),
+            source,
+        })?;
         Ok(files)
     }
 
@@ -184,6 +211,18 @@ impl Files {
     /// How many bytes of a partial file are held (0 if none).
     pub fn partial_len(&self, of: &PartialOf<'_>) -> u64 {
         fs::metadata(self.partial.join(of.file_name())).map_or(0, |m| m.len())
+    }
+
+    /// Claims the partial file of `of` for one writer; `None` while
+    /// another writes it.
+    pub fn claim(&self, of: &PartialOf<'_>) -> Option<Writing> {
+        let name = of.file_name();
+        crate::locks::lock(&self.writing)
+            .insert(name.clone())
+            .then(|| Writing {
+                name,
+                writing: self.writing.clone(),
+            })
     }
 
     /// Opens a partial file to go on at `offset`: 0 starts over; any other
@@ -334,14 +373,13 @@ impl Partial {
             return Ok(self.len);
         }
         let dir = target.parent().unwrap_or(&files.objects).to_owned();
-        let new_dir = !dir.exists();
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         fs::rename(&self.path, &target).map_err(io_error(&target))?;
+        // The file's name, and the subdirectory's (another writer may have
+        // just made it: both are synced every time, which is cheap).
         let sync = |d: &Path| sync_dir(d).map_err(|e| io_error(d)(io::Error::other(e)));
         sync(&dir)?;
-        if new_dir {
-            sync(&files.objects)?;
-        }
+        sync(&files.objects)?;
         Ok(self.len)
     }
 }
@@ -388,33 +426,18 @@ impl PartialWriter {
         self.len == 0
     }
 
-    /// Queues `data`; waits while the queue is full. A write that failed
-    /// is reported here or by [`PartialWriter::finish`].
+    /// Queues `data`; waits while the queue is full. When the writer
+    /// stopped on an error, says so; [`PartialWriter::finish`] gives the error.
     pub async fn write(&mut self, data: Vec<u8>) -> Result<(), FileError> {
         let n = data.len() as u64;
         if self.tx.send(data).await.is_err() {
-            // The writer stopped: its error says why.
-            let (tx, _) = tokio::sync::mpsc::channel(1);
-            let task = std::mem::replace(&mut self.tx, tx);
-            drop(task);
-            return Err(self.stopped().await);
+            return Err(FileError::Io {
+                path: PathBuf::new(),
+                source: io::Error::other("the file writer stopped"),
+            });
         }
         self.len += n;
         Ok(())
-    }
-
-    async fn stopped(&mut self) -> FileError {
-        match (&mut self.task).await {
-            Ok(Err(e)) => e,
-            Ok(Ok(_)) => FileError::Io {
-                path: PathBuf::new(),
-                source: io::Error::other("the file writer stopped"),
-            },
-            Err(e) => FileError::Io {
-                path: PathBuf::new(),
-                source: io::Error::other(e),
-            },
-        }
     }
 
     /// Waits until everything queued is written; the file, to finish.
@@ -506,7 +529,11 @@ impl Store {
     /// is between checking its files and storing its message meanwhile.
     /// How many uploads and files it removed.
     pub async fn sweep_uploads(&self, before_unix_ms: u64) -> Result<(usize, usize), StoreError> {
-        let _sweeping = self.files.sweep.write().await;
+        // Tried, not waited for: a waiting sweep would hold up every post
+        // with files behind it; the next sweep comes soon enough.
+        let Ok(_sweeping) = self.files.sweep.try_write() else {
+            return Ok((0, 0));
+        };
         let store = self.clone();
         let task = tokio::task::spawn_blocking(move || store.sweep_blocking(before_unix_ms));
         task.await.map_err(|e| StoreError::Engine(Box::new(e)))?
@@ -561,10 +588,19 @@ pub struct Wanted {
 
 impl Store {
     /// Up to `limit` files messages reference that may not be held here
-    /// yet, by hash.
-    pub fn wanted(&self, limit: usize) -> Result<Vec<Wanted>, StoreError> {
+    /// yet, by hash, after `after` (from the first when `None`): a caller
+    /// goes on where it stopped, so entries it cannot take yet do not hide
+    /// the ones after them.
+    pub fn wanted(&self, after: Option<&Wanted>, limit: usize) -> Result<Vec<Wanted>, StoreError> {
+        let from = match after {
+            Some(w) => std::ops::Bound::Excluded(keys::file_wanted_key(
+                &w.hash, &w.channel, &w.origin, w.seq,
+            )),
+            None => std::ops::Bound::Included(keys::FILE_WANTED_PREFIX.to_vec()),
+        };
+        let to = std::ops::Bound::Excluded(keys::prefix_end(keys::FILE_WANTED_PREFIX));
         let mut out = Vec::new();
-        for entry in self.log.scan_prefix(keys::FILE_WANTED_PREFIX).take(limit) {
+        for entry in self.log.range(from, to).take(limit) {
             let (key, value) = entry?;
             let parsed = keys::parse_file_wanted(&key);
             let size = value

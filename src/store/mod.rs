@@ -24,7 +24,7 @@ mod peers;
 mod runs;
 
 pub use audit::{IssuedCert, Revoked, now_rfc3339};
-pub use files::{FileError, Files, Partial, PartialOf, PartialWriter, Upload, Wanted};
+pub use files::{FileError, Files, Partial, PartialOf, PartialWriter, Upload, Wanted, Writing};
 pub use messages::StoreBatch;
 
 use std::path::{Path, PathBuf};
