@@ -346,6 +346,25 @@ fn object(node: &TestNode, data: &[u8]) -> std::path::PathBuf {
 /// then comes whole from another participant.
 #[tokio::test]
 async fn a_partner_that_serves_other_bytes_is_audited_and_the_file_comes_from_another() {
+    bad_relay(|bytes| bytes[MIB + 5] ^= 0xff, "SHA-256").await;
+}
+
+/// The same for a partner that sends more than the signed size (an endless
+/// file): it is cut off at the size, audited, and the file comes from another.
+#[tokio::test]
+async fn a_partner_that_sends_an_endless_file_is_cut_off_and_audited() {
+    bad_relay(
+        |bytes| bytes.extend(std::iter::repeat_n(7, 3 * MIB)),
+        "more than",
+    )
+    .await;
+}
+
+/// A, B and C share a channel; C is away while A posts a file and B
+/// fetches it; A goes away, B's copy goes bad on disk (`corrupt`), C comes
+/// back and must refuse B's bytes (its audit entry says `reason_has`), then
+/// get the file from A once A is back.
+async fn bad_relay(corrupt: fn(&mut Vec<u8>), reason_has: &str) {
     let a = TestNode::start("police.example").await;
     let b = TestNode::start("rescue.example").await;
     let c = TestNode::start("region.example").await;
@@ -373,7 +392,7 @@ async fn a_partner_that_serves_other_bytes_is_audited_and_the_file_comes_from_an
     let a_addrs = (a.addr, a.fed_addr);
     let a_tmp = a.stop().await;
     let mut bad = std::fs::read(object(&b, &photo)).unwrap();
-    bad[MIB + 5] ^= 0xff;
+    corrupt(&mut bad);
     std::fs::write(object(&b, &photo), &bad).unwrap();
     let c = TestNode::start_at(c_tmp, Some(c_addrs)).await;
     let log = common::eventually("C to refuse B's bytes", || async {
@@ -382,6 +401,9 @@ async fn a_partner_that_serves_other_bytes_is_audited_and_the_file_comes_from_an
             .any(|e| {
                 e.event == "federation.file_rejected"
                     && e.details.get("peer").map(String::as_str) == Some("rescue.example")
+                    && e.details
+                        .get("reason")
+                        .is_some_and(|r| r.contains(reason_has))
             })
             .then_some(log)
     })
