@@ -2,6 +2,8 @@
 //! verified), posting a reference, history showing it, download, the
 //! sweep of unposted uploads, and every bad input the API must refuse.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::files::{MIB, attach, bytes, chunks, download, post_files, sha, upload};
