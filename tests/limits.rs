@@ -312,9 +312,7 @@ async fn memory_stays_bounded_under_a_flood_far_past_the_limits() {
                     let text = format!("{m}-{t}-{i} {}", "x".repeat(size));
                     match c.post(post_request(&ch, text)).await {
                         Ok(_) => accepted.fetch_add(1, Ordering::Relaxed),
-                        // Only the rate limit refuses a small post.
-                        Err(_) if size == 1024 => refused.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => 0,
+                        Err(_) => refused.fetch_add(1, Ordering::Relaxed),
                     };
                     i += 1;
                 }
@@ -330,16 +328,11 @@ async fn memory_stays_bounded_under_a_flood_far_past_the_limits() {
     );
     let peak = peak_rss_mib(pid);
     eprintln!(
-        "flood: {accepted} accepted, {refused} small posts refused; peak RSS {before} MiB before, {peak} MiB after"
+        "flood: {accepted} accepted, {refused} refused; peak RSS {before} MiB before, {peak} MiB after"
     );
-    // Far past the limits: the rate limit refused small posts, and no member
-    // got more than its burst plus its rate over the flood (with a second
-    // to spare). How many it refused depends on how fast this machine let
-    // the members try (a loaded machine tries fewer), so no ratio is asserted.
-    assert!(
-        refused > 0,
-        "{refused} small posts refused, {accepted} accepted"
-    );
+    // Far past the limits: most posts were refused, and no member got more
+    // than its burst plus its rate over the flood (with a second to spare).
+    assert!(refused > accepted, "{refused} refused, {accepted} accepted");
     assert!(accepted <= 8 * (200 + 50 * 7), "{accepted}");
     assert!(
         peak <= FLOOD_RSS_BOUND_MIB,
