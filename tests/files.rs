@@ -229,6 +229,9 @@ async fn bad_uploads_and_references_are_refused_and_nothing_of_them_is_kept() {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{name}: {err:?}");
     }
+    let twins = vec![attach(&data, "same.jpg"), attach(&data, "same.jpg")];
+    let err = post_files(&mut alice, &ch, "x", twins).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     let three = vec![attach(&data, "1"), attach(&data, "2"), attach(&data, "3")];
     let err = post_files(&mut alice, &ch, "x", three).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
@@ -678,6 +681,57 @@ async fn a_file_over_a_partners_limit_is_shown_refused_on_both_sides() {
     assert_eq!(on_a.org, "rescue.example");
     assert!(on_a.reason.contains("limits.max_file_bytes"), "{on_a:?}");
     assert!(!object(&b, &video).exists());
+    // Asked for on B, it is refused, not "try again later".
+    let err = download(
+        &mut b.operator().await,
+        &ch,
+        &posted.cursor,
+        &sha(&video),
+        0,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("refused"), "{err:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Files are fetched by dialing: a partner added without an endpoint
+/// cannot be fetched from, and the node says so in its status (and log)
+/// instead of showing "still arriving" without a word.
+#[tokio::test]
+async fn a_partner_without_an_endpoint_is_named_in_the_fetchers_status() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let auto = proto::AcceptPolicy::Auto;
+    a.trust(&b, Some(b.fed_addr.to_string()), auto).await;
+    b.trust(&a, None, auto).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "flood").await;
+    a.share("flood", &["rescue.example"]).await;
+    let photo = bytes(100_000, 14);
+    upload(&mut a_op, &photo).await.unwrap();
+    post_files(&mut a_op, &ch, "", vec![attach(&photo, "p.jpg")])
+        .await
+        .unwrap();
+    let line = common::eventually("B's fetcher to name A", || async {
+        let status = b
+            .operator()
+            .await
+            .status(proto::StatusRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        status
+            .workers
+            .into_iter()
+            .find(|w| w.name == "file fetcher" && w.status.contains("no endpoint"))
+            .map(|w| w.status)
+    })
+    .await;
+    assert!(line.contains("police.example"), "{line}");
+    assert!(!object(&b, &photo).exists());
     a.stop().await;
     b.stop().await;
 }

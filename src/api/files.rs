@@ -236,7 +236,14 @@ pub(super) fn attachments(
         )));
     }
     let mut files = Vec::with_capacity(refs.len());
+    let mut names = std::collections::HashSet::new();
     for r in refs {
+        if !names.insert(r.name.as_str()) {
+            return Err(ApiError::InvalidArgument(format!(
+                "two files named {:?} in one post; readers save them by name, so give each its own",
+                r.name
+            )));
+        }
         let hash = hash_of(&r.sha256)?;
         check_file_name(&r.name).map_err(ApiError::InvalidArgument)?;
         let media_type = if r.media_type.is_empty() {
@@ -328,6 +335,17 @@ pub(super) fn download(
         .find(|f| f.sha256 == hash.0)
         .ok_or_else(not_here)?;
     let Some(size) = api.store.held_for(&hash, &at.origin, &api.org)? else {
+        if let Some(r) = api
+            .refusals
+            .of_file(&channel.to_string(), &at.origin, at.seq, &hash.0)
+            .into_iter()
+            .find(|r| r.by == api.org)
+        {
+            return Err(ApiError::FailedPrecondition(format!(
+                "this node refused file {hash}: {}; it will not arrive",
+                r.reason
+            )));
+        }
         return Err(ApiError::Unavailable(format!(
             "file {hash} ({} bytes) has not arrived on this node yet (it comes from {}); try again later",
             file.size, env.origin

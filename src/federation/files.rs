@@ -114,6 +114,7 @@ impl Federation {
             disk_reserve_bytes,
             said: HashSet::new(),
             after: None,
+            no_endpoint: std::sync::Mutex::default(),
             last: "not run yet".to_owned(),
         }
     }
@@ -128,6 +129,12 @@ enum FetchError {
     Call(#[from] tonic::Status),
     #[error("sent nothing for {}s", IDLE.as_secs())]
     Idle,
+    /// Files are fetched by dialing; this partner was added without an
+    /// endpoint.
+    #[error(
+        "no endpoint to dial for files (add one: samband peer add BUNDLE --fingerprint ... --endpoint HOST:PORT)"
+    )]
+    NoEndpoint,
     #[error("sent bytes at offset {got} where {want} was next")]
     Offset { got: u64, want: u64 },
     #[error("sent more than the {size} bytes the signed message gives")]
@@ -165,6 +172,9 @@ pub struct Fetcher {
     said: HashSet<FileHash>,
     /// Where the next round goes on in the wanted list.
     after: Option<Wanted>,
+    /// Partners whose files cannot be fetched for want of an endpoint
+    /// (said in the log once, and in the status).
+    no_endpoint: std::sync::Mutex<HashSet<OrgId>>,
     last: String,
 }
 
@@ -178,7 +188,19 @@ impl Worker for Fetcher {
         let more = self.after.is_some();
         self.last = match state {
             Ok((0, 0)) => "every referenced file is here".to_owned(),
-            Ok((fetched, missing)) => format!("fetched {fetched} files; {missing} still missing"),
+            Ok((fetched, missing)) => {
+                let mut line = format!("fetched {fetched} files this round; {missing} not here");
+                let no_endpoint = crate::locks::lock(&self.no_endpoint);
+                if !no_endpoint.is_empty() {
+                    let mut orgs: Vec<_> = no_endpoint.iter().map(OrgId::as_str).collect();
+                    orgs.sort_unstable();
+                    line.push_str(&format!(
+                        "; no endpoint to fetch from {} (samband peer add ... --endpoint)",
+                        orgs.join(", ")
+                    ));
+                }
+                line
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the files to fetch");
                 format!("failed: {e}")
@@ -319,6 +341,12 @@ impl Fetcher {
                             .files()
                             .remove_partial(&PartialOf::Transfer(&w.hash));
                     }
+                    // Said once per partner: the operator can fix it.
+                    if matches!(e, FetchError::NoEndpoint)
+                        && crate::locks::lock(&self.no_endpoint).insert(peer.clone())
+                    {
+                        tracing::warn!(%peer, error = %e, "cannot fetch this partner's files");
+                    }
                     tracing::debug!(%peer, hash = %w.hash, error = %e, "file not fetched from this partner");
                 }
             }
@@ -355,7 +383,7 @@ impl Fetcher {
             .peer(peer)?
             .ok_or_else(|| FetchError::Dial("not a configured peer".into()))?;
         if record.endpoint.is_empty() {
-            return Err(FetchError::Dial("no endpoint to dial".into()));
+            return Err(FetchError::NoEndpoint);
         }
         let tls = fed
             .pki
