@@ -667,10 +667,13 @@ async fn every_identity_can_be_renewed_and_an_expired_operator_is_told_how() {
         &serve.addr.to_string(),
     ]);
     let status = cli_ok(&["status", "--dir", arg(&dir)]).stdout;
-    assert!(
-        !status.contains("member alice"),
-        "renewed for 397 days: {status}"
-    );
+    // The certificates' part of the status (the certificate watch's own
+    // line, from its last run, may name alice's earlier certificate).
+    let warned = status
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("worker"))
+        .any(|l| l.contains("member alice"));
+    assert!(!warned, "renewed for 397 days: {status}");
     // What counts is the certificate issued last, even a shorter one.
     cli_ok(&[
         "user",
