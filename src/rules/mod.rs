@@ -347,35 +347,22 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
     }
     match Kind::try_from(env.kind) {
         Ok(Kind::Control) if env.withheld => bad("a roster change is never withheld".into()),
-        Ok(Kind::Text) => {
+        // A member's message: its author and priority, then its body
+        // (none to check when withheld).
+        Ok(kind @ (Kind::Text | Kind::Post)) => {
             if MemberName::parse(&env.author).is_err() {
                 return bad("author is not a member name".into());
             }
             if Priority::from_i32(env.priority).is_none() {
                 return bad(format!("unknown priority {}", env.priority));
             }
-            if env.withheld {
-                return Ok(());
+            match kind {
+                _ if env.withheld => Ok(()),
+                Kind::Post => check_post_body(env).map(|_| ()),
+                _ if env.body.is_empty() => bad("text is empty".into()),
+                _ if std::str::from_utf8(&env.body).is_err() => bad("text is not UTF-8".into()),
+                _ => Ok(()),
             }
-            if env.body.is_empty() {
-                return bad("text is empty".into());
-            }
-            if std::str::from_utf8(&env.body).is_err() {
-                return bad("text is not UTF-8".into());
-            }
-            Ok(())
-        }
-        Ok(Kind::Post) => {
-            if MemberName::parse(&env.author).is_err() {
-                return bad("author is not a member name".into());
-            }
-            if Priority::from_i32(env.priority).is_none() {
-                return bad(format!("unknown priority {}", env.priority));
-            }
-            if env.withheld {
-                return Ok(());
-            }
-            check_post_body(env).map(|_| ())
         }
         Ok(Kind::Control) if env.author.is_empty() && env.priority == 0 => Ok(()),
         Ok(Kind::Control) => bad("a roster change carries no author or priority".into()),
