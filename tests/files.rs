@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::files::{MIB, attach, bytes, chunks, download, post_files, sha, upload};
+use common::files::{
+    MIB, attach, bytes, chunks, download, object_path, post_files, sha, upload, upload_status,
+};
 use common::{TestNode, create_channel, init_dir_with};
 use samband::model::Role;
 use samband::proto;
@@ -94,13 +96,7 @@ async fn an_interrupted_upload_resumes_from_the_bytes_the_node_holds() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("from offset 2097152"), "{err:?}");
-    let status = alice
-        .upload_status(proto::UploadStatusRequest {
-            sha256: hash.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = upload_status(&alice, &hash).await.unwrap();
     assert_eq!((status.held, status.complete), (2 * MIB as u64, false));
     let wrong = alice
         .upload(tokio_stream::iter(chunks(&video, size, MIB, &hash)))
@@ -113,13 +109,7 @@ async fn an_interrupted_upload_resumes_from_the_bytes_the_node_holds() {
     );
     // Nobody else sees alice's partial upload.
     let mut bob = node.client("bob", Role::Member).await;
-    let theirs = bob
-        .upload_status(proto::UploadStatusRequest {
-            sha256: hash.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let theirs = upload_status(&bob, &hash).await.unwrap();
     assert_eq!(theirs.held, 0);
     let done = alice
         .upload(tokio_stream::iter(chunks(&video, size, 2 * MIB, &hash)))
@@ -127,13 +117,7 @@ async fn an_interrupted_upload_resumes_from_the_bytes_the_node_holds() {
         .unwrap()
         .into_inner();
     assert_eq!(done.size, size);
-    let status = alice
-        .upload_status(proto::UploadStatusRequest {
-            sha256: hash.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let status = upload_status(&alice, &hash).await.unwrap();
     assert!(status.complete);
     let mut op = node.operator().await;
     let ch = create_channel(&mut op, "ops").await;
@@ -255,15 +239,7 @@ async fn bad_uploads_and_references_are_refused_and_nothing_of_them_is_kept() {
         .await
         .unwrap();
     common::eventually("the first upload to start", || async {
-        let held = alice
-            .clone()
-            .upload_status(proto::UploadStatusRequest {
-                sha256: hash.clone(),
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .held;
+        let held = upload_status(&alice, &hash).await.ok()?.held;
         (held > 0).then_some(())
     })
     .await;
@@ -315,20 +291,12 @@ async fn unposted_uploads_are_swept_and_posted_ones_kept() {
     let posted = post_files(&mut alice, &ch, "kept", vec![attach(&kept, "k.jpg")])
         .await
         .unwrap();
-    let objects = node.dir().join("data/files/objects");
-    let object = |h: &str| objects.join(&h[..2]).join(h);
     common::eventually("the unposted upload swept", || async {
-        (!object(&sha(&dropped)).exists()).then_some(())
+        (!object(&node, &dropped).exists()).then_some(())
     })
     .await;
-    assert!(object(&sha(&kept)).exists());
-    let status = alice
-        .upload_status(proto::UploadStatusRequest {
-            sha256: sha(&dropped),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(object(&node, &kept).exists());
+    let status = upload_status(&alice, &sha(&dropped)).await.unwrap();
     assert!(!status.complete);
     let back = download(&mut alice, &ch, &posted.cursor, &sha(&kept), 0)
         .await
@@ -339,11 +307,7 @@ async fn unposted_uploads_are_swept_and_posted_ones_kept() {
 
 /// The path of a held file's bytes in a node's data directory.
 fn object(node: &TestNode, data: &[u8]) -> std::path::PathBuf {
-    let hash = sha(data);
-    node.dir()
-        .join("data/files/objects")
-        .join(&hash[..2])
-        .join(hash)
+    object_path(&node.dir(), data)
 }
 
 /// A partner that serves bytes other than the ones the signed message
@@ -370,12 +334,7 @@ async fn a_partner_that_sends_an_endless_file_is_cut_off_and_audited() {
 /// back and must refuse B's bytes (its audit entry says `reason_has`), then
 /// get the file from A once A is back.
 async fn bad_relay(corrupt: fn(&mut Vec<u8>), reason_has: &str) {
-    let a = TestNode::start("police.example").await;
-    let b = TestNode::start("rescue.example").await;
-    let c = TestNode::start("region.example").await;
-    a.peer_with(&b).await;
-    a.peer_with(&c).await;
-    b.peer_with(&c).await;
+    let [a, b, c] = TestNode::mesh(["police.example", "rescue.example", "region.example"]).await;
     let mut a_op = a.operator().await;
     let ch = create_channel(&mut a_op, "flood").await;
     a.share("flood", &["rescue.example", "region.example"])
@@ -474,15 +433,7 @@ async fn a_kill_during_an_upload_loses_nothing_acknowledged_and_the_upload_resum
         tx.send(chunk.clone()).await.unwrap();
     }
     common::eventually("the node to hold two chunks", || async {
-        let mut c = alice.clone();
-        let held = c
-            .upload_status(proto::UploadStatusRequest {
-                sha256: hash.clone(),
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .held;
+        let held = upload_status(&alice, &hash).await.ok()?.held;
         (held == 2 * MIB as u64).then_some(())
     })
     .await;
@@ -493,21 +444,16 @@ async fn a_kill_during_an_upload_loses_nothing_acknowledged_and_the_upload_resum
     );
 
     let node = common::ServeProcess::start(&dir).await;
-    let object = |h: &str| dir.join("data/files/objects").join(&h[..2]).join(h);
-    assert!(!object(&hash).exists(), "no half file under its name");
+    assert!(
+        !object_path(&dir, &video).exists(),
+        "no half file under its name"
+    );
     let mut alice = node.member(&dir, "alice").await;
     let back = download(&mut alice, &ch, &posted.cursor, &sha(&acked), 0)
         .await
         .unwrap();
     assert!(back == acked, "what was acknowledged is all there");
-    let held = alice
-        .upload_status(proto::UploadStatusRequest {
-            sha256: hash.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .held;
+    let held = upload_status(&alice, &hash).await.unwrap().held;
     let offset = held as usize;
     assert!(offset <= 2 * MIB && offset % MIB == 0, "{held}");
     alice
@@ -586,10 +532,7 @@ async fn a_kill_during_a_federated_transfer_resumes_it_from_the_bytes_held() {
     .await
     .unwrap();
     let partial = b_dir.join("data/files/partial").join(format!("t-{hash}"));
-    let object = b_dir
-        .join("data/files/objects")
-        .join(&hash[..2])
-        .join(&hash);
+    let object = object_path(&b_dir, &big);
     common::eventually("B's transfer to be under way", || async {
         std::fs::metadata(&partial)
             .is_ok_and(|m| m.len() > 0)

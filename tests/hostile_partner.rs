@@ -612,16 +612,7 @@ async fn a_partner_naming_a_hash_it_lacks_in_its_own_post_gets_nothing() {
     let node = common::TestNode::start("police.example").await;
     let mut admin = node.admin().await;
     let mallory = HandPeer::trusted_by(&mut admin, "rescue.example").await;
-    let police_key = samband::trust::TrustBundle::parse(
-        &admin
-            .export_trust(proto::ExportTrustRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .text,
-    )
-    .unwrap()
-    .signing_key;
+    let police_key = common::signing_key(&mut admin).await;
     let mut op = node.operator().await;
     let secret = create_channel(&mut op, "secret").await;
     let plan = bytes(100_000, 7);

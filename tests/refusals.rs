@@ -16,16 +16,7 @@ async fn a_refused_envelope_is_named_to_its_sender_with_the_reason() {
     let police = TestNode::start("police.example").await;
     let mut admin = police.admin().await;
     let rescue = HandPeer::trusted_by(&mut admin, "rescue.example").await;
-    let police_key = samband::trust::TrustBundle::parse(
-        &admin
-            .export_trust(proto::ExportTrustRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .text,
-    )
-    .unwrap()
-    .signing_key;
+    let police_key = common::signing_key(&mut admin).await;
     let participant = |org: &str, key: &[u8]| proto::Participant {
         org: org.into(),
         signing_key: key.to_vec(),

@@ -1,6 +1,8 @@
 //! Files in tests: upload, post with files, download, through the
 //! Messaging API as a stock client would.
 
+use std::path::{Path, PathBuf};
+
 use samband::model::FileHash;
 use samband::proto;
 use tokio_stream::StreamExt as _;
@@ -88,4 +90,21 @@ pub async fn download(
         out.extend_from_slice(&chunk.data);
     }
     Ok(out)
+}
+
+/// Where the node in `dir` keeps the whole file `data`.
+pub fn object_path(dir: &Path, data: &[u8]) -> PathBuf {
+    let hash = sha(data);
+    dir.join("data/files/objects").join(&hash[..2]).join(hash)
+}
+
+/// What the node holds of `c`'s member's upload of `hash` (hex).
+pub async fn upload_status(
+    c: &Client,
+    hash: &str,
+) -> Result<proto::UploadStatusResponse, tonic::Status> {
+    let req = proto::UploadStatusRequest {
+        sha256: hash.to_owned(),
+    };
+    Ok(c.clone().upload_status(req).await?.into_inner())
 }

@@ -80,6 +80,20 @@ impl TestNode {
         Self::start_in(init_dir(org)).await
     }
 
+    /// Nodes of `orgs`, each peered with every other (each dials the others).
+    pub async fn mesh<const N: usize>(orgs: [&str; N]) -> [TestNode; N] {
+        let mut nodes = Vec::with_capacity(N);
+        for org in orgs {
+            nodes.push(Self::start(org).await);
+        }
+        for i in 0..N {
+            for j in i + 1..N {
+                nodes[i].peer_with(&nodes[j]).await;
+            }
+        }
+        nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes"))
+    }
+
     /// Starts a node on an existing directory (e.g. after a stop), on fresh
     /// loopback ports or on the given (client, federation) addresses.
     pub async fn start_in(tmp: tempfile::TempDir) -> Self {
@@ -144,6 +158,19 @@ impl TestNode {
     pub async fn operator(&self) -> Client {
         Client::new(operator_channel(&self.dir(), self.addr).await)
     }
+}
+
+/// The message-signing key (raw Ed25519) of the node `admin` speaks to,
+/// from its trust bundle.
+pub async fn signing_key(admin: &mut Admin) -> Vec<u8> {
+    let bundle = admin
+        .export_trust(proto::ExportTrustRequest {})
+        .await
+        .expect("export trust")
+        .into_inner();
+    samband::trust::TrustBundle::parse(&bundle.text)
+        .expect("a trust bundle")
+        .signing_key
 }
 
 /// A new connection to the node of `dir` at `addr`, as its operator.
