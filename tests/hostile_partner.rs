@@ -724,3 +724,49 @@ async fn a_partner_naming_a_hash_it_lacks_in_its_own_post_gets_nothing() {
     assert!(download.is_err(), "served through mallory's post");
     node.stop().await;
 }
+
+/// A partner that opens file streams and reads none holds at most a few
+/// of them (each costs the node up to 5 MiB): the next is refused with
+/// RESOURCE_EXHAUSTED, and one closed frees its place.
+#[tokio::test]
+async fn a_partner_cannot_hold_more_than_a_few_file_streams_open() {
+    use common::files::{MIB, attach, bytes, post_files, upload};
+    let node = common::TestNode::start("police.example").await;
+    let mut admin = node.admin().await;
+    let hand = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let mut op = node.operator().await;
+    let crisis = create_channel(&mut op, "crisis").await;
+    node.share("crisis", &["rescue.example"]).await;
+    let video = bytes(12 * MIB, 3);
+    upload(&mut op, &video).await.unwrap();
+    let posted = post_files(&mut op, &crisis, "", vec![attach(&video, "v.mp4")])
+        .await
+        .unwrap();
+    let mut client = proto::federation_client::FederationClient::new(
+        hand.channel(&node.dir(), node.fed_addr).await,
+    );
+    let req = proto::FileRequest {
+        channel: crisis.clone(),
+        origin: "police.example".into(),
+        seq: posted.origin_seq,
+        sha256: samband::model::FileHash::of(&video).0.to_vec(),
+        offset: 0,
+    };
+    // Opened, never read.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(client.fetch_file(req.clone()).await.unwrap().into_inner());
+    }
+    let err = match client.fetch_file(req.clone()).await {
+        Ok(stream) => stream.into_inner().message().await.map(drop).unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    drop(open.pop());
+    eventually("a closed stream to free its place", || async {
+        let mut c = client.clone();
+        c.fetch_file(req.clone()).await.ok().map(drop)
+    })
+    .await;
+    node.stop().await;
+}

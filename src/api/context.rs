@@ -51,6 +51,8 @@ pub(crate) struct ApiContext {
     /// Per member: how fast they may upload, in bytes
     /// (`limits.member_upload_bytes_per_second`).
     pub(crate) upload_rates: Buckets<MemberName>,
+    /// Per member: the Download streams open.
+    pub(crate) file_streams: super::files::StreamSlots,
     pub(crate) fanout: Arc<Fanout>,
 }
 

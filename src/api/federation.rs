@@ -14,11 +14,16 @@ use crate::proto::{self, federation_server};
 #[derive(Debug)]
 pub(crate) struct FederationService {
     fed: Arc<Federation>,
+    /// Per partner org: the FetchFile streams open.
+    file_streams: super::files::StreamSlots,
 }
 
 impl FederationService {
     pub(crate) fn new(fed: Arc<Federation>) -> Self {
-        Self { fed }
+        Self {
+            fed,
+            file_streams: Default::default(),
+        }
     }
 }
 
@@ -50,7 +55,11 @@ impl federation_server::Federation for FederationService {
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?
             .clone();
         let req = request.into_inner();
-        let (hash, size) = self.fed.file_for_peer(&identity, &req)?;
+        let (peer, hash, size) = self.fed.file_for_peer(&identity, &req)?;
+        let slot = self
+            .file_streams
+            .take(peer.as_str())
+            .map_err(tonic::Status::from)?;
         if req.offset > size {
             return Err(Status::out_of_range(format!(
                 "offset {} lies beyond the file's {size} bytes",
@@ -60,6 +69,7 @@ impl federation_server::Federation for FederationService {
         let chunks = super::files::stream_file(
             self.fed.store(),
             &self.fed.runtime,
+            slot,
             hash,
             req.offset,
             size,

@@ -31,6 +31,55 @@ const DEFAULT_MEDIA_TYPE: &str = "application/octet-stream";
 /// Chunks of a Download buffered ahead of the client.
 const DOWNLOAD_BUFFER: usize = 4;
 
+/// File streams one member or one partner may have open at once: each
+/// holds up to [`DOWNLOAD_BUFFER`] + 1 chunks (5 MiB) in memory, and a
+/// caller that opens many and reads none must not hold more than this.
+pub(super) const STREAMS_PER_CALLER: usize = 4;
+
+/// Counts the file streams each caller (a member, a partner org) has open.
+#[derive(Debug, Default)]
+pub(crate) struct StreamSlots {
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// One open file stream; its slot is given back on drop.
+#[derive(Debug)]
+pub(super) struct Slot {
+    key: String,
+    open: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl StreamSlots {
+    /// A slot for `key`, or RESOURCE_EXHAUSTED when it has
+    /// [`STREAMS_PER_CALLER`] open.
+    pub(super) fn take(&self, key: &str) -> Result<Slot, ApiError> {
+        let mut open = crate::locks::lock(&self.open);
+        let n = open.entry(key.to_owned()).or_default();
+        if *n >= STREAMS_PER_CALLER {
+            return Err(ApiError::ResourceExhausted(format!(
+                "{key} has {STREAMS_PER_CALLER} file streams open already; finish one first"
+            )));
+        }
+        *n += 1;
+        Ok(Slot {
+            key: key.to_owned(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = crate::locks::lock(&self.open);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 pub(super) type DownloadStream =
     Pin<Box<dyn Stream<Item = Result<proto::DownloadChunk, Status>> + Send>>;
 
@@ -314,6 +363,7 @@ pub(super) fn shown(api: &ApiContext, env: &proto::Envelope) -> Vec<proto::Attac
 /// `channel` references, from `req.offset`, in chunks of [`CHUNK_BYTES`].
 pub(super) fn download(
     api: &ApiContext,
+    member: &Member,
     channel: &ChannelId,
     req: &proto::DownloadRequest,
 ) -> Result<DownloadStream, ApiError> {
@@ -357,9 +407,11 @@ pub(super) fn download(
             req.offset
         )));
     }
+    let slot = api.file_streams.take(member.name.as_str())?;
     let chunks = stream_file(
         &api.store,
         &api.runtime,
+        slot,
         hash,
         req.offset,
         size,
@@ -372,9 +424,11 @@ pub(super) fn download(
 /// chunks of [`CHUNK_BYTES`] made by `chunk(offset, size, data)`, read on
 /// the blocking pool a few chunks ahead of the reader. Ends early, with
 /// UNAVAILABLE, when the node stops (the reader resumes from its offset).
+/// The stream holds `slot` until it ends.
 pub(super) fn stream_file<T: Send + 'static>(
     store: &Store,
     runtime: &crate::runtime::Runtime,
+    slot: Slot,
     hash: FileHash,
     mut offset: u64,
     size: u64,
@@ -383,6 +437,7 @@ pub(super) fn stream_file<T: Send + 'static>(
     let (tx, rx) = mpsc::channel(DOWNLOAD_BUFFER);
     let (store, shutdown) = (store.clone(), runtime.shutdown().clone());
     runtime.spawn(async move {
+        let _slot = slot;
         while offset < size {
             let len = CHUNK_BYTES.min((size - offset) as usize);
             let store = store.clone();

@@ -402,10 +402,10 @@ impl messaging_server::Messaging for Messaging {
         &self,
         request: Request<proto::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        self.member(&request)?;
+        let member = self.member(&request)?;
         let req = request.into_inner();
         let channel = self.existing_channel(&req.channel)?;
-        let stream = super::files::download(&self.shared, &channel, &req)?;
+        let stream = super::files::download(&self.shared, &member, &channel, &req)?;
         Ok(Response::new(stream))
     }
 

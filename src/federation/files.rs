@@ -52,12 +52,13 @@ impl Federation {
     }
 
     /// Whether the calling partner may have file `req.sha256` through
-    /// message (`req.channel`, `req.origin`, `req.seq`), and its size.
+    /// message (`req.channel`, `req.origin`, `req.seq`): the partner, the
+    /// file and its size.
     pub(crate) fn file_for_peer(
         &self,
         identity: &PeerIdentity,
         req: &proto::FileRequest,
-    ) -> Result<(FileHash, u64), tonic::Status> {
+    ) -> Result<(OrgId, FileHash, u64), tonic::Status> {
         let peer = self.pinned_peer(identity)?.org;
         let refused = || {
             tonic::Status::not_found(format!(
@@ -99,7 +100,7 @@ impl Federation {
             .held_for(&hash, &origin, &self.org)
             .map_err(unavailable)?
         {
-            Some(size) => Ok((hash, size)),
+            Some(size) => Ok((peer, hash, size)),
             None => Err(refused()),
         }
     }

@@ -219,6 +219,7 @@ impl Node {
                     .member_upload_bytes_per_second
                     .max(crate::model::CHUNK_BYTES as u32),
             ),
+            file_streams: Default::default(),
             fanout,
         });
         let (tls_shared, members) = (shared.clone(), shared.clone());
