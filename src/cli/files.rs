@@ -304,6 +304,9 @@ async fn download(
                     chunk.offset
                 );
             }
+            if offset + chunk.data.len() as u64 > a.size {
+                bail!("the node sent more than the file's {} bytes", a.size);
+            }
             file.write_all(&chunk.data)
                 .with_context(|| format!("writing {}", partial.display()))?;
             offset += chunk.data.len() as u64;
