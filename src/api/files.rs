@@ -322,11 +322,15 @@ pub(super) fn attachments(
     Ok(files)
 }
 
-/// A message's attachments as members see them: whether each is here,
-/// and who refused it.
-pub(super) fn shown(api: &ApiContext, env: &proto::Envelope) -> Vec<proto::Attachment> {
+/// A message's attachments (`files`, from its body) as members see them:
+/// whether each is here, and who refused it.
+pub(super) fn shown(
+    api: &ApiContext,
+    env: &proto::Envelope,
+    files: Vec<FileRef>,
+) -> Vec<proto::Attachment> {
     let origin = crate::model::OrgId::parse(&env.origin).ok();
-    crate::rules::files_of(env)
+    files
         .into_iter()
         .filter_map(|f| {
             let hash = FileHash::from_bytes(&f.sha256)?;

@@ -50,9 +50,14 @@ fn pinned(shared: &ApiContext) -> Result<Pinned, ApiError> {
 fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message {
     let local = &api.org;
     let env = &stored.envelope;
+    // A post with files is decoded once, for its text and its files.
+    let post = crate::rules::post_of(env);
     let (kind, text) = match proto::Kind::try_from(env.kind) {
         Ok(proto::Kind::Control) => ("roster", roster_text(env)),
-        Ok(proto::Kind::Post) => ("text", crate::rules::post_text(env).unwrap_or_default()),
+        Ok(proto::Kind::Post) => (
+            "text",
+            post.as_ref().map(|p| p.text.clone()).unwrap_or_default(),
+        ),
         _ => ("text", String::from_utf8_lossy(&env.body).into_owned()),
     };
     proto::Message {
@@ -72,7 +77,7 @@ fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message
             OriginKey::VouchedByHome => proto::OriginKey::VouchedByHome,
         } as i32,
         withheld: env.withheld,
-        attachments: super::files::shown(api, env),
+        attachments: super::files::shown(api, env, post.map(|p| p.files).unwrap_or_default()),
         refused_by: api
             .refusals
             .of(&env.channel, &stored.cursor.origin, env.origin_seq)

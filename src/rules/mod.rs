@@ -396,18 +396,19 @@ pub fn check_post_body(env: &Envelope) -> Result<PostBody, Reject> {
     Ok(body)
 }
 
-/// The text of a post with files (`None` if its body does not decode).
-pub fn post_text(env: &Envelope) -> Option<String> {
-    PostBody::decode(env.body.as_slice()).ok().map(|b| b.text)
+/// The body of a stored post with files: its text and files (`None` for
+/// text, rosters and withheld copies).
+pub fn post_of(env: &Envelope) -> Option<PostBody> {
+    if env.kind != Kind::Post as i32 || env.withheld {
+        return None;
+    }
+    PostBody::decode(env.body.as_slice()).ok()
 }
 
 /// The files a stored message references (none for text, rosters and
 /// withheld copies).
 pub fn files_of(env: &Envelope) -> Vec<FileRef> {
-    if env.kind != Kind::Post as i32 || env.withheld {
-        return Vec::new();
-    }
-    PostBody::decode(env.body.as_slice()).map_or_else(|_| Vec::new(), |b| b.files)
+    post_of(env).map_or_else(Vec::new, |b| b.files)
 }
 
 fn participant<'a>(record: &'a ChannelRecord, org: &OrgId) -> Option<&'a Participant> {
