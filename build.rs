@@ -43,11 +43,21 @@ fn main() -> anyhow::Result<()> {
         .codec_path("tonic_prost::ProstCodec")
         .server_streaming()
         .build();
+    let serve_files = tonic_build::manual::Method::builder()
+        .name("serve_files")
+        .route_name("ServeFiles")
+        .input_type("super::FilePush")
+        .output_type("super::FileRequest")
+        .codec_path("tonic_prost::ProstCodec")
+        .client_streaming()
+        .server_streaming()
+        .build();
     let federation = tonic_build::manual::Service::builder()
         .name("Federation")
         .package("samband.v1")
         .method(link)
         .method(fetch_file)
+        .method(serve_files)
         .build();
     tonic_build::manual::Builder::new().compile(&[federation]);
     bench_echo()

@@ -640,41 +640,56 @@ async fn a_file_over_a_partners_limit_is_shown_refused_on_both_sides() {
     b.stop().await;
 }
 
-/// Files are fetched by dialing: a partner added without an endpoint
-/// cannot be fetched from, and the node says so in its status (and log)
-/// instead of showing "still arriving" without a word.
+/// A partner added without an endpoint (it dials in, this node cannot dial
+/// it) still gets this node's files, over the call this node opens while
+/// its link is up, and this node still fetches the partner's by dialing.
 #[tokio::test]
-async fn a_partner_without_an_endpoint_is_named_in_the_fetchers_status() {
+async fn files_flow_both_ways_with_a_partner_that_only_dials_in() {
     let a = TestNode::start("police.example").await;
     let b = TestNode::start("rescue.example").await;
     let auto = proto::AcceptPolicy::Auto;
     a.trust(&b, Some(b.fed_addr.to_string()), auto).await;
     b.trust(&a, None, auto).await;
-    let mut a_op = a.operator().await;
+    let (mut a_op, mut b_op) = (a.operator().await, b.operator().await);
     let ch = create_channel(&mut a_op, "flood").await;
     a.share("flood", &["rescue.example"]).await;
-    let photo = bytes(100_000, 14);
-    upload(&mut a_op, &photo).await.unwrap();
-    post_files(&mut a_op, &ch, "", vec![attach(&photo, "p.jpg")])
+    let (from_a, from_b) = (bytes(3 * MIB + 11, 14), bytes(100_000, 15));
+    upload(&mut a_op, &from_a).await.unwrap();
+    post_files(&mut a_op, &ch, "", vec![attach(&from_a, "a.jpg")])
         .await
         .unwrap();
-    let line = common::eventually("B's fetcher to name A", || async {
-        let status = b
-            .operator()
-            .await
-            .status(proto::StatusRequest {})
+    common::eventually("B to take the shared channel", || async {
+        let channels = b_op
+            .clone()
+            .list_channels(proto::ListChannelsRequest {})
             .await
             .ok()?
-            .into_inner();
-        status
-            .workers
-            .into_iter()
-            .find(|w| w.name == "file fetcher" && w.status.contains("no endpoint"))
-            .map(|w| w.status)
+            .into_inner()
+            .channels;
+        channels.iter().any(|c| c.id == ch).then_some(())
     })
     .await;
-    assert!(line.contains("police.example"), "{line}");
-    assert!(!object(&b, &photo).exists());
+    upload(&mut b_op, &from_b).await.unwrap();
+    post_files(&mut b_op, &ch, "", vec![attach(&from_b, "b.jpg")])
+        .await
+        .unwrap();
+    common::eventually("each file on the other node", || async {
+        (object(&b, &from_a).exists() && object(&a, &from_b).exists()).then_some(())
+    })
+    .await;
+    let (mut a_member, mut b_member) = (
+        a.client("anna", Role::Member).await,
+        b.client("bo", Role::Member).await,
+    );
+    for (member, data) in [(&mut b_member, &from_a), (&mut a_member, &from_b)] {
+        let history = common::all_history(member, &ch).await;
+        let message = history
+            .iter()
+            .find(|m| m.attachments.iter().any(|f| f.sha256 == sha(data)))
+            .unwrap();
+        let got = download(member, &ch, &message.cursor, &sha(data), 0).await;
+        assert!(got.unwrap() == *data);
+    }
     a.stop().await;
     b.stop().await;
 }

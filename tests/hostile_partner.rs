@@ -522,13 +522,54 @@ async fn a_connection_verified_by_a_replaced_ca_cannot_open_a_link() {
 /// that references it: asking by hash through an internal channel's
 /// message, through a message that does not reference it, or for a hash no
 /// message it may see references, gets the same NOT_FOUND, even when the
-/// same bytes are attached in the shared channel too.
+/// same bytes are attached in the shared channel too. The same holds on
+/// either way a partner asks: FetchFile on a call of its own, or requests on
+/// the ServeFiles call this node opens to a partner that cannot dial it.
 #[tokio::test]
 async fn a_partner_gets_a_file_only_through_a_message_shared_with_it() {
+    only_through_a_shared_message(false).await;
+}
+
+#[tokio::test]
+async fn a_partner_this_node_serves_over_its_own_call_gets_a_file_only_through_a_shared_message() {
+    only_through_a_shared_message(true).await;
+}
+
+/// How a test partner asks for files.
+enum Asker {
+    Fetch(proto::federation_client::FederationClient<tonic::transport::Channel>),
+    Served(common::hand_peer::ServedCall),
+}
+
+impl Asker {
+    async fn ask(&mut self, req: proto::FileRequest) -> Result<Vec<u8>, tonic::Status> {
+        match self {
+            Asker::Fetch(client) => {
+                let mut stream = client.fetch_file(req).await?.into_inner();
+                let mut out = Vec::new();
+                while let Some(chunk) = stream.message().await? {
+                    out.extend(chunk.data);
+                }
+                Ok(out)
+            }
+            Asker::Served(call) => call.ask(req).await,
+        }
+    }
+}
+
+async fn only_through_a_shared_message(served: bool) {
     use common::files::{attach, bytes, post_files, sha, upload};
     let node = common::TestNode::start("police.example").await;
     let mut admin = node.admin().await;
-    let hand = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let (hand, mut server) = if served {
+        let (hand, server) = HandPeer::serving(&mut admin, "rescue.example", &node.dir()).await;
+        (hand, Some(server))
+    } else {
+        (
+            HandPeer::trusted_by(&mut admin, "rescue.example").await,
+            None,
+        )
+    };
     let mut op = node.operator().await;
     let crisis = create_channel(&mut op, "crisis").await;
     let secret = create_channel(&mut op, "secret").await;
@@ -548,9 +589,12 @@ async fn a_partner_gets_a_file_only_through_a_message_shared_with_it() {
     let in_crisis = post_files(&mut op, &crisis, "", vec![attach(&both, "a.jpg")])
         .await
         .unwrap();
-    let mut client = proto::federation_client::FederationClient::new(
-        hand.channel(&node.dir(), node.fed_addr).await,
-    );
+    let mut asker = match server.as_mut() {
+        Some(server) => Asker::Served(server.next_call().await),
+        None => Asker::Fetch(proto::federation_client::FederationClient::new(
+            hand.channel(&node.dir(), node.fed_addr).await,
+        )),
+    };
     let ask = |channel: &str, seq: u64, data: &[u8]| proto::FileRequest {
         channel: channel.into(),
         origin: "police.example".into(),
@@ -558,16 +602,9 @@ async fn a_partner_gets_a_file_only_through_a_message_shared_with_it() {
         sha256: hex::decode(sha(data)).unwrap(),
         offset: 0,
     };
-    let mut fetch = async |req: proto::FileRequest| -> Result<Vec<u8>, tonic::Status> {
-        let mut stream = client.fetch_file(req).await?.into_inner();
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.message().await? {
-            out.extend(chunk.data);
-        }
-        Ok(out)
-    };
     // Through the shared message: the check below is not vacuous.
-    let got = fetch(ask(&crisis, in_crisis.origin_seq, &both))
+    let got = asker
+        .ask(ask(&crisis, in_crisis.origin_seq, &both))
         .await
         .unwrap();
     assert!(got == both);
@@ -581,7 +618,7 @@ async fn a_partner_gets_a_file_only_through_a_message_shared_with_it() {
     let mut words = std::collections::HashSet::new();
     for req in refusals {
         // (Only the length shows if it was served.)
-        let err = fetch(req.clone()).await.map(|b| b.len()).unwrap_err();
+        let err = asker.ask(req.clone()).await.map(|b| b.len()).unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound, "{req:?}: {err:?}");
         words.insert(err.message().to_owned());
     }
@@ -593,7 +630,8 @@ async fn a_partner_gets_a_file_only_through_a_message_shared_with_it() {
         org: "rescue.example".into(),
     };
     admin.unshare_channel(unshare).await.unwrap();
-    let err = fetch(ask(&crisis, in_crisis.origin_seq, &both))
+    let err = asker
+        .ask(ask(&crisis, in_crisis.origin_seq, &both))
         .await
         .map(|b| b.len())
         .unwrap_err();
@@ -722,6 +760,57 @@ async fn a_partner_naming_a_hash_it_lacks_in_its_own_post_gets_nothing() {
         })
         .await;
     assert!(download.is_err(), "served through mallory's post");
+
+    // Mallory, which police cannot dial, serves "the file" on a call of its
+    // own: other bytes than the signed hash are refused and audited, never
+    // kept, and the call is dropped.
+    let (pushes, rx) = tokio::sync::mpsc::channel(4);
+    let mut requests = client
+        .serve_files(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let asked = tokio::time::timeout(common::PATIENCE, requests.message())
+        .await
+        .expect("police to ask mallory for the file")
+        .unwrap()
+        .unwrap();
+    assert_eq!((asked.sha256, asked.offset), (hash.0.to_vec(), 0));
+    use proto::file_push::Push;
+    let fake = bytes(plan.len(), 8);
+    for push in [
+        Push::Chunk(proto::FileChunk {
+            offset: 0,
+            data: fake.clone(),
+            size: plan.len() as u64,
+        }),
+        Push::Done(true),
+    ] {
+        pushes
+            .send(proto::FilePush { push: Some(push) })
+            .await
+            .unwrap();
+    }
+    let after = tokio::time::timeout(common::PATIENCE, requests.message())
+        .await
+        .expect("police to drop the call");
+    assert!(!matches!(after, Ok(Some(_))), "{after:?}");
+    let log = common::audit_log(&mut admin).await;
+    assert!(
+        log.iter().any(|e| e.event == "federation.file_rejected"
+            && e.details.get("peer").map(String::as_str) == Some("rescue.example")),
+        "{log:?}"
+    );
+    let fake_hash = samband::model::FileHash::of(&fake).to_hex();
+    assert!(
+        !common::raw_store_bytes(&node.dir())
+            .windows(fake.len())
+            .any(|w| w == fake)
+    );
+    assert!(
+        !common::files::object_path(&node.dir(), &fake).exists(),
+        "{fake_hash}"
+    );
     node.stop().await;
 }
 

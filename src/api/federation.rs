@@ -28,6 +28,7 @@ impl FederationService {
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<proto::LinkFrame, Status>> + Send>>;
+type RequestStream = Pin<Box<dyn Stream<Item = Result<proto::FileRequest, Status>> + Send>>;
 type FileStream = Pin<Box<dyn Stream<Item = Result<proto::FileChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -66,7 +67,7 @@ impl federation_server::Federation for FederationService {
                 req.offset
             )));
         }
-        let chunks = super::files::stream_file(
+        let chunks = crate::federation::stream_file(
             self.fed.store(),
             &self.fed.runtime,
             slot,
@@ -76,5 +77,20 @@ impl federation_server::Federation for FederationService {
             |offset, size, data| proto::FileChunk { offset, data, size },
         );
         Ok(Response::new(Box::pin(chunks)))
+    }
+
+    type ServeFilesStream = RequestStream;
+
+    async fn serve_files(
+        &self,
+        request: Request<Streaming<proto::FilePush>>,
+    ) -> Result<Response<Self::ServeFilesStream>, Status> {
+        let identity = Verified::<PeerIdentity>::of(&request)
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?
+            .clone();
+        let requests = self
+            .fed
+            .accept_served_files(&identity, request.into_inner())?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(requests))))
     }
 }

@@ -12,9 +12,7 @@
 use std::pin::Pin;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{ApiContext, ApiError};
@@ -23,16 +21,13 @@ use crate::model::{
     CHUNK_BYTES, ChannelId, Cursor, FileHash, check_file_name, check_media_type, unix_ms,
 };
 use crate::proto::{self, FileRef};
-use crate::store::{FileError, PartialOf, PartialWriter, Store, Upload};
+use crate::store::{FileError, PartialOf, PartialWriter, Upload};
 
 /// What a post names when its `media_type` is empty (RFC 2046: arbitrary bytes).
 const DEFAULT_MEDIA_TYPE: &str = "application/octet-stream";
 
-/// Chunks of a Download buffered ahead of the client.
-const DOWNLOAD_BUFFER: usize = 4;
-
 /// File streams one member or one partner may have open at once: each
-/// holds up to [`DOWNLOAD_BUFFER`] + 1 chunks (5 MiB) in memory, and a
+/// holds up to [`crate::federation::stream_file`]'s read-ahead + 1 chunks (5 MiB) in memory, and a
 /// caller that opens many and reads none must not hold more than this.
 pub(super) const STREAMS_PER_CALLER: usize = 4;
 
@@ -412,7 +407,7 @@ pub(super) fn download(
         )));
     }
     let slot = api.file_streams.take(member.name.as_str())?;
-    let chunks = stream_file(
+    let chunks = crate::federation::stream_file(
         &api.store,
         &api.runtime,
         slot,
@@ -422,55 +417,4 @@ pub(super) fn download(
         |offset, size, data| proto::DownloadChunk { offset, data, size },
     );
     Ok(Box::pin(chunks))
-}
-
-/// The bytes of the held file `hash` (`size` bytes) from `offset`, in
-/// chunks of [`CHUNK_BYTES`] made by `chunk(offset, size, data)`, read on
-/// the blocking pool a few chunks ahead of the reader. Ends early, with
-/// UNAVAILABLE, when the node stops (the reader resumes from its offset).
-/// The stream holds `slot` until it ends.
-pub(super) fn stream_file<T: Send + 'static>(
-    store: &Store,
-    runtime: &crate::runtime::Runtime,
-    slot: Slot,
-    hash: FileHash,
-    mut offset: u64,
-    size: u64,
-    chunk: fn(u64, u64, Vec<u8>) -> T,
-) -> ReceiverStream<Result<T, Status>> {
-    let (tx, rx) = mpsc::channel(DOWNLOAD_BUFFER);
-    let (store, shutdown) = (store.clone(), runtime.shutdown().clone());
-    runtime.spawn(async move {
-        let _slot = slot;
-        while offset < size {
-            let len = CHUNK_BYTES.min((size - offset) as usize);
-            let store = store.clone();
-            let read =
-                tokio::task::spawn_blocking(move || store.read_file(&hash, offset, len)).await;
-            let data = match read {
-                Ok(Ok(data)) if !data.is_empty() => data,
-                Ok(Ok(_)) => {
-                    let _ = tx.send(Err(Status::internal("the file ended early"))).await;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(%hash, error = %e, "cannot read a file");
-                    let _ = tx.send(Err(Status::internal("cannot read the file on the node"))).await;
-                    return;
-                }
-                Err(_) => return,
-            };
-            let n = data.len() as u64;
-            tokio::select! {
-                () = shutdown.cancelled() => {
-                    let stopping = Status::unavailable("the node is shutting down; resume from the last offset received");
-                    let _ = tx.send(Err(stopping)).await;
-                    return;
-                }
-                sent = tx.send(Ok(chunk(offset, size, data))) => if sent.is_err() { return },
-            }
-            offset += n;
-        }
-    });
-    ReceiverStream::new(rx)
 }

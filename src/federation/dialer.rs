@@ -30,7 +30,7 @@ pub(super) fn backoff(failures: u32, jitter: f64) -> Duration {
         .mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
 }
 
-fn jitter() -> f64 {
+pub(super) fn jitter() -> f64 {
     let mut byte = [0u8; 1];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
     f64::from(byte[0]) / 256.0
@@ -106,6 +106,15 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialError>
         .as_deref()
         .and_then(crate::pki::cert_info)
         .map(|c| c.not_after);
+    // While this link is up, the peer can have this node's files even if it
+    // cannot dial it.
+    let serving = registered.cancel.child_token();
+    fed.runtime.spawn(super::files::serve_over_call(
+        fed.clone(),
+        peer.clone(),
+        record,
+        serving.clone(),
+    ));
     link::run(
         fed.clone(),
         peer.clone(),
@@ -115,6 +124,7 @@ async fn dial_once(fed: &Arc<Federation>, peer: &OrgId) -> Result<(), DialError>
         tx,
     )
     .await;
+    serving.cancel();
     Ok(())
 }
 

@@ -13,7 +13,12 @@
 //! with the messages), as soon as a commit brings them, and asks the
 //! message's origin, then the channel's home, then the other participants,
 //! on a call of its own (`FetchFile`, on its own connection), so text on
-//! the link never waits behind file bytes. A transfer resumes from the
+//! the link never waits behind file bytes. A partner this node cannot dial
+//! (added without an endpoint) serves its files the other way round: while
+//! its link is up it opens `ServeFiles` on its own connection, this node
+//! sends requests on it, and the partner answers each with the chunks
+//! ([`serve_over_call`] on the partner's side, [`Served`] on this one);
+//! the same checks apply to what arrives. A transfer resumes from the
 //! bytes held; it has no total time limit, only an idle one
 //! ([`IDLE`]); bytes are checked against the signed SHA-256 before the file
 //! is kept; a partner that sends other bytes, or more than the signed size,
@@ -26,11 +31,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Federation, PeerIdentity};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::{Federation, PeerIdentity, PeerNode};
 use crate::audit::Event;
 use crate::engine::Changes;
 use crate::model::{CHUNK_BYTES, ChannelId, FileHash, OrgId};
-use crate::proto::{self, ChannelState, federation_client::FederationClient};
+use crate::proto::file_push::Push;
+use crate::proto::{self, ChannelState, PeerRecord, federation_client::FederationClient};
 use crate::rules::{self, Eligibility};
 use crate::runtime::{Worker, WorkerState};
 use crate::store::{FileError, PartialOf, PartialWriter, Store, StoreError, Wanted};
@@ -41,6 +53,9 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// How often files still missing are asked for again.
 const RETRY: Duration = Duration::from_secs(10);
+
+/// Chunks of a file stream read ahead of its reader.
+const DOWNLOAD_AHEAD: usize = 4;
 
 /// Files looked at per unit of work.
 const PER_ROUND: usize = 256;
@@ -121,6 +136,46 @@ impl Federation {
     }
 }
 
+/// A partner's open ServeFiles call: requests go out on `requests`, its
+/// answers come in on `pushes`, one request at a time.
+#[derive(Debug)]
+pub(crate) struct Served {
+    requests: mpsc::Sender<Result<proto::FileRequest, tonic::Status>>,
+    pushes: tonic::Streaming<proto::FilePush>,
+}
+
+impl Federation {
+    /// A partner's ServeFiles call: keeps it (replacing an earlier one of
+    /// the same partner) for the fetcher, and gives the stream of requests
+    /// to send it. PERMISSION_DENIED for a caller that is not a configured
+    /// peer with the CA that verified it.
+    pub(crate) fn accept_served_files(
+        &self,
+        identity: &PeerIdentity,
+        pushes: tonic::Streaming<proto::FilePush>,
+    ) -> Result<mpsc::Receiver<Result<proto::FileRequest, tonic::Status>>, tonic::Status> {
+        let peer = self.pinned_peer(identity)?.org;
+        // One request at a time: the fetcher sends the next after an answer.
+        let (requests, rx) = mpsc::channel(1);
+        tracing::debug!(%peer, "the partner's file call is open");
+        crate::locks::lock(&self.served).insert(peer, Served { requests, pushes });
+        Ok(rx)
+    }
+
+    /// Takes `peer`'s ServeFiles call for one transfer.
+    fn take_served(&self, peer: &OrgId) -> Option<Served> {
+        crate::locks::lock(&self.served).remove(peer)
+    }
+
+    /// Gives back a call after a transfer that ended where the next may
+    /// begin, unless the partner opened another meanwhile.
+    fn give_back_served(&self, peer: &OrgId, served: Served) {
+        crate::locks::lock(&self.served)
+            .entry(peer.clone())
+            .or_insert(served);
+    }
+}
+
 /// Why one transfer did not complete.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
@@ -130,10 +185,10 @@ enum FetchError {
     Call(#[from] tonic::Status),
     #[error("sent nothing for {}s", IDLE.as_secs())]
     Idle,
-    /// Files are fetched by dialing; this partner was added without an
-    /// endpoint.
+    /// This partner was added without an endpoint, and has no ServeFiles
+    /// call open (it opens one while its link is up).
     #[error(
-        "no endpoint to dial for files (add one: samband peer add BUNDLE --fingerprint ... --endpoint HOST:PORT)"
+        "no endpoint to dial for files and no link from it now (it serves files while its link is up; or add an endpoint: samband peer add BUNDLE --fingerprint ... --endpoint HOST:PORT)"
     )]
     NoEndpoint,
     #[error("sent bytes at offset {got} where {want} was next")]
@@ -376,15 +431,64 @@ impl Fetcher {
     }
 
     /// One transfer from `peer`, resuming what is held: the offset it
-    /// resumed from.
+    /// resumed from. By dialing it, or, for a partner without an endpoint,
+    /// over its ServeFiles call.
     async fn fetch_from(&self, peer: &OrgId, w: &Wanted) -> Result<u64, FetchError> {
         let fed = &self.fed;
         let record = fed
             .store
             .peer(peer)?
             .ok_or_else(|| FetchError::Dial("not a configured peer".into()))?;
+        let store = fed.store.clone();
+        let hash = w.hash;
+        let _writing = store
+            .files()
+            .claim(&PartialOf::Transfer(&hash))
+            .ok_or_else(|| FetchError::Dial("a transfer of this file is running".into()))?;
+        let held = store.files().partial_len(&PartialOf::Transfer(&hash));
+        let offset = if held <= w.size { held } else { 0 };
+        let req = proto::FileRequest {
+            channel: w.channel.to_string(),
+            origin: w.origin.to_string(),
+            seq: w.seq,
+            sha256: w.hash.0.to_vec(),
+            offset,
+        };
         if record.endpoint.is_empty() {
-            return Err(FetchError::NoEndpoint);
+            let mut served = fed.take_served(peer).ok_or(FetchError::NoEndpoint)?;
+            served
+                .requests
+                .send(Ok(req))
+                .await
+                .map_err(|_| FetchError::Dial("its file call ended".into()))?;
+            let mut answer = (&mut served.pushes).map_while(|push| match push {
+                Ok(proto::FilePush {
+                    push: Some(Push::Chunk(chunk)),
+                }) => Some(Ok(chunk)),
+                Ok(proto::FilePush {
+                    push: Some(Push::Done(_)),
+                }) => None,
+                Ok(proto::FilePush {
+                    push: Some(Push::Refused(why)),
+                }) => Some(Err(tonic::Status::not_found(why))),
+                Ok(proto::FilePush { push: None }) => {
+                    Some(Err(tonic::Status::invalid_argument("an empty answer")))
+                }
+                Err(status) => Some(Err(status)),
+            });
+            let done = self.transfer(&mut answer, w, offset).await;
+            // After a whole file or a refusal, the call is where the next
+            // request may go; after anything else it is dropped (the partner
+            // opens another).
+            let at_boundary = match &done {
+                Ok(()) => true,
+                Err(FetchError::Call(status)) => status.code() == tonic::Code::NotFound,
+                Err(_) => false,
+            };
+            if at_boundary {
+                fed.give_back_served(peer, served);
+            }
+            return done.map(|()| offset);
         }
         let tls = fed
             .pki
@@ -395,28 +499,27 @@ impl Fetcher {
             .map_err(|e| FetchError::Dial(e.to_string()))?;
         let mut client =
             FederationClient::new(channel).max_decoding_message_size(CHUNK_BYTES + (64 << 10));
-        let store = fed.store.clone();
-        let hash = w.hash;
-        let _writing = store
-            .files()
-            .claim(&PartialOf::Transfer(&hash))
-            .ok_or_else(|| FetchError::Dial("a transfer of this file is running".into()))?;
-        let held = store.files().partial_len(&PartialOf::Transfer(&hash));
-        let offset = if held <= w.size { held } else { 0 };
+        let mut chunks = client.fetch_file(req).await?.into_inner();
+        self.transfer(&mut chunks, w, offset).await?;
+        Ok(offset)
+    }
+
+    /// Writes `chunks` (from `offset`) to the file's partial and keeps the
+    /// file once it is whole and its SHA-256 is the signed one.
+    async fn transfer(
+        &self,
+        chunks: &mut (impl Stream<Item = Result<proto::FileChunk, tonic::Status>> + Unpin),
+        w: &Wanted,
+        offset: u64,
+    ) -> Result<(), FetchError> {
+        let fed = &self.fed;
+        let (store, hash) = (fed.store.clone(), w.hash);
         let partial =
             blocking(move || store.files().partial(&PartialOf::Transfer(&hash), offset)).await?;
-        let req = proto::FileRequest {
-            channel: w.channel.to_string(),
-            origin: w.origin.to_string(),
-            seq: w.seq,
-            sha256: w.hash.0.to_vec(),
-            offset,
-        };
-        let mut chunks = client.fetch_file(req).await?.into_inner();
         // Received and written at once: the writer hashes and writes a chunk
         // while the next one is received.
         let mut writer = partial.into_writer(&fed.store);
-        let received = receive(fed, &mut chunks, &mut writer, w.size).await;
+        let received = receive(fed, chunks, &mut writer, w.size).await;
         let partial = writer.finish().await?;
         received?;
         if partial.len() < w.size {
@@ -427,7 +530,7 @@ impl Fetcher {
         }
         let store = fed.store.clone();
         blocking(move || partial.finish(store.files(), &hash)).await?;
-        Ok(offset)
+        Ok(())
     }
 }
 
@@ -435,18 +538,19 @@ impl Fetcher {
 /// follow the last, and all within the signed `size`.
 async fn receive(
     fed: &Federation,
-    chunks: &mut tonic::Streaming<proto::FileChunk>,
+    chunks: &mut (impl Stream<Item = Result<proto::FileChunk, tonic::Status>> + Unpin),
     writer: &mut PartialWriter,
     size: u64,
 ) -> Result<(), FetchError> {
     loop {
         let next = tokio::select! {
             () = fed.runtime.shutdown().cancelled() => return Err(FetchError::Dial("the node is stopping".into())),
-            next = tokio::time::timeout(IDLE, chunks.message()) => next,
+            next = tokio::time::timeout(IDLE, chunks.next()) => next,
         };
-        let Some(chunk) = next.map_err(|_| FetchError::Idle)?? else {
+        let Some(chunk) = next.map_err(|_| FetchError::Idle)? else {
             return Ok(());
         };
+        let chunk = chunk?;
         if chunk.offset != writer.len() {
             return Err(FetchError::Offset {
                 got: chunk.offset,
@@ -458,6 +562,143 @@ async fn receive(
         }
         writer.write(chunk.data).await?;
     }
+}
+
+/// The bytes of the held file `hash` (`size` bytes) from `offset`, in
+/// chunks of [`CHUNK_BYTES`] made by `chunk(offset, size, data)`, read on
+/// the blocking pool a few chunks ahead of the reader. Ends early, with
+/// UNAVAILABLE, when the node stops (the reader resumes from its offset).
+/// The stream holds `hold` (a caller's stream slot) until it ends.
+pub(crate) fn stream_file<T: Send + 'static>(
+    store: &Store,
+    runtime: &crate::runtime::Runtime,
+    hold: impl Send + 'static,
+    hash: FileHash,
+    mut offset: u64,
+    size: u64,
+    chunk: fn(u64, u64, Vec<u8>) -> T,
+) -> ReceiverStream<Result<T, Status>> {
+    let (tx, rx) = mpsc::channel(DOWNLOAD_AHEAD);
+    let (store, shutdown) = (store.clone(), runtime.shutdown().clone());
+    runtime.spawn(async move {
+        let _hold = hold;
+        while offset < size {
+            let len = CHUNK_BYTES.min((size - offset) as usize);
+            let store = store.clone();
+            let read =
+                tokio::task::spawn_blocking(move || store.read_file(&hash, offset, len)).await;
+            let data = match read {
+                Ok(Ok(data)) if !data.is_empty() => data,
+                Ok(Ok(_)) => {
+                    let _ = tx.send(Err(Status::internal("the file ended early"))).await;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(%hash, error = %e, "cannot read a file");
+                    let _ = tx.send(Err(Status::internal("cannot read the file on the node"))).await;
+                    return;
+                }
+                Err(_) => return,
+            };
+            let n = data.len() as u64;
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    let stopping = Status::unavailable("the node is shutting down; resume from the last offset received");
+                    let _ = tx.send(Err(stopping)).await;
+                    return;
+                }
+                sent = tx.send(Ok(chunk(offset, size, data))) => if sent.is_err() { return },
+            }
+            offset += n;
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Serves this node's files to `peer` over a ServeFiles call it makes (for
+/// a partner that cannot dial this node), until `cancel`: opened again,
+/// after a short wait, whenever it ends. Each request gets what FetchFile
+/// would give: the chunks and `done`, or `refused`.
+pub(super) async fn serve_over_call(
+    fed: Arc<Federation>,
+    peer: OrgId,
+    record: PeerRecord,
+    cancel: CancellationToken,
+) {
+    let mut failures = 0u32;
+    loop {
+        let served = tokio::select! {
+            () = cancel.cancelled() => return,
+            served = serve_once(&fed, &peer, &record) => served,
+        };
+        match served {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!(%peer, error = %e, "the file call to the partner ended");
+            }
+        }
+        let delay = super::dialer::backoff(failures.max(4), super::dialer::jitter());
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn serve_once(fed: &Federation, peer: &OrgId, record: &PeerRecord) -> Result<(), String> {
+    let tls = fed
+        .pki
+        .peer_client_tls(&record.ca_der)
+        .map_err(|e| e.to_string())?;
+    let channel = crate::client::dial_for_files(Arc::new(tls), &record.endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel(DOWNLOAD_AHEAD);
+    let mut requests = FederationClient::new(channel)
+        .serve_files(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    // The server this call reached was verified against the CA pinned for
+    // `peer`: it is that peer, as pinned now (checked again per request).
+    let identity: PeerIdentity = Ok(PeerNode {
+        org: peer.clone(),
+        ca_der: record.ca_der.clone(),
+        not_after: None,
+    });
+    let ended = |_| "the partner ended the call".to_owned();
+    let push = |push| proto::FilePush { push: Some(push) };
+    while let Some(req) = requests.message().await.map_err(|e| e.to_string())? {
+        let (hash, size) = match fed.file_for_peer(&identity, &req) {
+            Ok((_, _, size)) if req.offset > size => {
+                let why = format!("offset {} lies beyond the file's {size} bytes", req.offset);
+                tx.send(push(Push::Refused(why))).await.map_err(ended)?;
+                continue;
+            }
+            Ok((_, hash, size)) => (hash, size),
+            Err(status) => {
+                let why = status.message().to_owned();
+                tx.send(push(Push::Refused(why))).await.map_err(ended)?;
+                continue;
+            }
+        };
+        let mut chunks = stream_file(
+            &fed.store,
+            &fed.runtime,
+            (),
+            hash,
+            req.offset,
+            size,
+            |offset, size, data| proto::FileChunk { offset, data, size },
+        );
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| e.message().to_owned())?;
+            tx.send(push(Push::Chunk(chunk))).await.map_err(ended)?;
+        }
+        tx.send(push(Push::Done(true))).await.map_err(ended)?;
+    }
+    Ok(())
 }
 
 /// Runs blocking file work on the blocking pool.

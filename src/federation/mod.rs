@@ -40,6 +40,7 @@ use crate::store::{Store, StoreError};
 use crate::trust::{BundleError, TrustBundle};
 
 pub use files::Fetcher;
+pub(crate) use files::stream_file;
 pub use link::LinkCounters;
 pub(crate) use wire::MAX_FRAME_BYTES;
 
@@ -185,6 +186,8 @@ pub struct Federation {
     paces: crate::rate::Buckets<OrgId>,
     /// Caps the audit entries of refused links per peer.
     link_refusal_audits: Mutex<crate::audit::Budget>,
+    /// Per partner this node cannot dial: its open ServeFiles call.
+    served: Mutex<HashMap<OrgId, files::Served>>,
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -303,6 +306,7 @@ impl Federation {
             advertise,
             paces: crate::rate::Buckets::new(peer_rate.0, peer_rate.1),
             link_refusal_audits: Mutex::default(),
+            served: Mutex::default(),
         });
         fed.reload_tls()?;
         Ok(fed)

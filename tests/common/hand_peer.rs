@@ -36,15 +36,11 @@ impl HandPeer {
             accept: proto::AcceptPolicy::Auto as i32,
         };
         admin.add_peer(req).await.unwrap();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
         Self {
             _tmp: tmp,
             pki,
             org: org.to_owned(),
-            now_ms,
+            now_ms: now_ms(),
         }
     }
 
@@ -291,4 +287,152 @@ impl Decoder for RawCodec {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
         Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
     }
+}
+
+/// The federation server of a hand peer that a node dials: it takes the
+/// node's link (and says nothing on it) and hands each ServeFiles call the
+/// node opens to the test.
+pub struct HandServer {
+    pub addr: SocketAddr,
+    calls: mpsc::Receiver<ServedCall>,
+}
+
+/// A node's ServeFiles call to a hand peer: the test asks for files on it.
+pub struct ServedCall {
+    requests: mpsc::Sender<Result<proto::FileRequest, tonic::Status>>,
+    pushes: tonic::Streaming<proto::FilePush>,
+}
+
+impl HandServer {
+    /// The next ServeFiles call the node opens.
+    pub async fn next_call(&mut self) -> ServedCall {
+        tokio::time::timeout(PATIENCE, self.calls.recv())
+            .await
+            .expect("the node to open ServeFiles")
+            .expect("the hand server runs")
+    }
+}
+
+impl ServedCall {
+    /// Asks the node for one file: its bytes, or its refusal as NOT_FOUND.
+    pub async fn ask(&mut self, req: proto::FileRequest) -> Result<Vec<u8>, tonic::Status> {
+        use proto::file_push::Push;
+        self.requests.send(Ok(req)).await.expect("the call is open");
+        let mut out = Vec::new();
+        loop {
+            let push = tokio::time::timeout(PATIENCE, self.pushes.message())
+                .await
+                .expect("an answer")?
+                .expect("the call is open");
+            match push.push.expect("a push") {
+                Push::Chunk(chunk) => {
+                    assert_eq!(chunk.offset, out.len() as u64);
+                    out.extend(chunk.data);
+                }
+                Push::Done(_) => return Ok(out),
+                Push::Refused(why) => return Err(tonic::Status::not_found(why)),
+            }
+        }
+    }
+}
+
+struct HandService {
+    calls: mpsc::Sender<ServedCall>,
+}
+
+type Boxed<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::federation_server::Federation for HandService {
+    type LinkStream = Boxed<proto::LinkFrame>;
+
+    async fn link(
+        &self,
+        request: tonic::Request<tonic::Streaming<proto::LinkFrame>>,
+    ) -> Result<tonic::Response<Self::LinkStream>, tonic::Status> {
+        // Read and dropped: the link stays open, and silent.
+        let mut incoming = request.into_inner();
+        tokio::spawn(async move { while let Ok(Some(_)) = incoming.message().await {} });
+        Ok(tonic::Response::new(Box::pin(tokio_stream::pending())))
+    }
+
+    type FetchFileStream = Boxed<proto::FileChunk>;
+
+    async fn fetch_file(
+        &self,
+        _: tonic::Request<proto::FileRequest>,
+    ) -> Result<tonic::Response<Self::FetchFileStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("a hand peer serves no files"))
+    }
+
+    type ServeFilesStream = Boxed<proto::FileRequest>;
+
+    async fn serve_files(
+        &self,
+        request: tonic::Request<tonic::Streaming<proto::FilePush>>,
+    ) -> Result<tonic::Response<Self::ServeFilesStream>, tonic::Status> {
+        let (requests, rx) = mpsc::channel(1);
+        let call = ServedCall {
+            requests,
+            pushes: request.into_inner(),
+        };
+        let _ = self.calls.send(call).await;
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl HandPeer {
+    /// Made with a federation server of its own on 127.0.0.1, and imported
+    /// as a peer (accept auto) through `admin` with that server as its
+    /// endpoint: the node in `node` dials it.
+    pub async fn serving(admin: &mut Admin, org: &str, node: &Path) -> (Self, HandServer) {
+        let tmp = init_dir(org);
+        let dir = node_dir(&tmp);
+        let pki = samband::pki::OrgPki::at(&dir);
+        let identity = tonic::transport::Identity::from_pem(
+            std::fs::read(dir.join("pki/node.pem")).unwrap(),
+            std::fs::read(dir.join("pki/node.key")).unwrap(),
+        );
+        let node_ca = tonic::transport::Certificate::from_pem(
+            std::fs::read(node.join("pki/ca.pem")).unwrap(),
+        );
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(identity)
+            .client_ca_root(node_ca);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (calls_tx, calls) = mpsc::channel(4);
+        let service =
+            proto::federation_server::FederationServer::new(HandService { calls: calls_tx });
+        let server = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let id = samband::model::OrgId::parse(org).unwrap();
+        let bundle = samband::federation::own_bundle(&id, &pki, &addr.to_string()).unwrap();
+        let req = proto::AddPeerRequest {
+            bundle: bundle.to_text(),
+            fingerprint: bundle.fingerprint(),
+            endpoint: addr.to_string(),
+            accept: proto::AcceptPolicy::Auto as i32,
+        };
+        admin.add_peer(req).await.unwrap();
+        let hand = Self {
+            _tmp: tmp,
+            pki,
+            org: org.to_owned(),
+            now_ms: now_ms(),
+        };
+        (hand, HandServer { addr, calls })
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
