@@ -101,8 +101,14 @@ pub(crate) async fn upload(
         .await
         .map_err(rpc)?
         .into_inner();
-    if !status.complete {
+    // Said on standard error: standard output stays the post's result.
+    if status.complete {
+        eprintln!("{name}: the node holds it already; not sent again");
+    } else {
         let offset = if status.held <= size { status.held } else { 0 };
+        if offset > 0 {
+            eprintln!("{name}: resuming an interrupted upload at byte {offset} of {size}");
+        }
         send(c, path, hash, size, offset, &name).await?;
     }
     Ok(proto::AttachmentRef {

@@ -19,7 +19,6 @@ pub(crate) struct PostArgs {
     channel: String,
     /// Message text; `-` reads it from standard input. May be left out
     /// when a file is attached.
-    #[arg(required_unless_present = "file")]
     text: Option<String>,
     /// normal, urgent or flash.
     #[arg(long, default_value = "normal", value_parser = ["normal", "urgent", "flash"])]
@@ -86,6 +85,10 @@ pub(crate) async fn post(args: PostArgs) -> anyhow::Result<()> {
             text.trim_end_matches('\n').to_owned()
         }
         Some(text) => text.to_owned(),
+        None if args.file.is_empty() => anyhow::bail!(
+            "nothing to post: give the message TEXT, `-` to read it from standard input, \
+             or --file PATH to attach a file"
+        ),
         None => String::new(),
     };
     let priority = Priority::parse(&args.priority)? as i32;
