@@ -249,6 +249,7 @@ async fn unshare_stops_flow_both_ways_and_peer_removal_cuts_the_link() {
             text: "after removal".into(),
             priority: 0,
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -297,6 +298,7 @@ async fn unshare_stops_flow_both_ways_and_peer_removal_cuts_the_link() {
             text: "after the home stopped trusting us".into(),
             priority: 0,
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -357,6 +359,7 @@ async fn a_channel_whose_home_is_no_longer_a_peer_is_read_only() {
             text: "into the void".into(),
             priority: 0,
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -458,6 +461,7 @@ async fn a_manual_peer_holds_an_offered_channel_until_accepted() {
             text: "x".into(),
             priority: 0,
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1432,6 +1436,7 @@ async fn a_live_subscriber_gets_a_healed_partitions_backlog_with_older_timestamp
             text: format!("b{i} {}", "x".repeat(4000)),
             priority: 0,
             attachments: Vec::new(),
+            ..Default::default()
         })
         .collect();
     let mut acks = b_op

@@ -288,6 +288,7 @@ async fn bad_input_gets_a_precise_status() {
         text,
         priority,
         attachments: Vec::new(),
+        ..Default::default()
     };
     let cases: Vec<(&str, tonic::Status, Code, &str)> = vec![
         (
@@ -503,6 +504,7 @@ async fn publish_streams_many_posts_with_one_ack_each_in_order() {
             },
             priority: 0,
             attachments: Vec::new(),
+            ..Default::default()
         })
         .collect();
     let mut acks = op

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ApiContext;
 use super::ApiError;
-use crate::engine::{NewPost, Reply, Start, Subscription};
+use crate::engine::{Content, NewPost, Reply, Start, Subscription};
 use crate::identity::{IdentityError, Member, MemberIdentity, Verified};
 use crate::model::{ChannelId, ChannelName, Cursor, Priority, Role};
 use crate::proto::{self, messaging_server};
@@ -47,7 +47,7 @@ fn pinned(shared: &ApiContext) -> Result<Pinned, ApiError> {
 
 /// The wire form of a stored message; `pinned` says how its origin's key
 /// is known, `api` which partners refused it.
-fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message {
+fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned, me: &Member) -> proto::Message {
     let local = &api.org;
     let env = &stored.envelope;
     // A post with files is decoded once, for its text and its files.
@@ -60,7 +60,7 @@ fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message
         ),
         _ => ("text", String::from_utf8_lossy(&env.body).into_owned()),
     };
-    proto::Message {
+    let mut message = proto::Message {
         cursor: stored.cursor.encode(),
         channel: env.channel.clone(),
         origin: env.origin.clone(),
@@ -77,7 +77,11 @@ fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message
             OriginKey::VouchedByHome => proto::OriginKey::VouchedByHome,
         } as i32,
         withheld: env.withheld,
-        attachments: super::files::shown(api, env, post.map(|p| p.files).unwrap_or_default()),
+        attachments: super::files::shown(
+            api,
+            env,
+            post.as_ref().map(|p| p.files.clone()).unwrap_or_default(),
+        ),
         refused_by: api
             .refusals
             .of(&env.channel, &stored.cursor.origin, env.origin_seq)
@@ -88,11 +92,14 @@ fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned) -> proto::Message
                 retrying: r.retrying,
             })
             .collect(),
-    }
+        ..Default::default()
+    };
+    super::acks::show(api, stored, post.as_ref(), me, &mut message);
+    message
 }
 
 /// The answer to a durable post.
-fn posted(stored: &Stored) -> proto::PostResponse {
+pub(super) fn posted(stored: &Stored) -> proto::PostResponse {
     proto::PostResponse {
         cursor: stored.cursor.encode(),
         origin: stored.envelope.origin.clone(),
@@ -218,7 +225,7 @@ async fn follow(
             Err(e) => return Some(e.into()),
         };
         for stored in batch {
-            let message = message(&stored, shared, &pinned);
+            let message = message(&stored, shared, &pinned, member);
             tokio::select! {
                 sent = tokio::time::timeout(stall, tx.send(Ok(message))) => match sent {
                     Ok(Ok(())) => {}
@@ -241,78 +248,6 @@ async fn follow(
 impl Messaging {
     pub(crate) fn new(shared: Arc<ApiContext>, fed: Arc<crate::federation::Federation>) -> Self {
         Self { shared, fed }
-    }
-
-    /// Each agency's state of the message at `cursor` in `channel`: the
-    /// agencies its roster shares it with (and its home, if not this org).
-    fn receipts(
-        &self,
-        channel: &ChannelId,
-        cursor: &Cursor,
-    ) -> Result<Vec<proto::AgencyReceipt>, ApiError> {
-        let store = &self.shared.store;
-        let Some(record) = store.channel(channel)? else {
-            return Err(ApiError::NotFound(format!(
-                "channel {channel} does not exist on this node"
-            )));
-        };
-        if store
-            .envelope(channel, &cursor.origin, cursor.seq)?
-            .is_none()
-        {
-            return Err(ApiError::NotFound(format!(
-                "no message at that cursor in {channel}"
-            )));
-        }
-        let mut agencies: Vec<String> = record
-            .participants
-            .iter()
-            .filter(|p| p.active)
-            .map(|p| p.org.clone())
-            .collect();
-        agencies.push(record.home.clone());
-        agencies.sort();
-        agencies.dedup();
-        agencies.retain(|org| org.as_str() != self.shared.org.as_str());
-        let refusals = self
-            .shared
-            .refusals
-            .of(&record.id, &cursor.origin, cursor.seq);
-        let waited = crate::model::unix_ms().saturating_sub(cursor.hlc.unix_ms());
-        let mut out = Vec::new();
-        for org in agencies {
-            let Ok(id) = crate::model::OrgId::parse(&org) else {
-                continue;
-            };
-            let link = self.fed.link_state(&id);
-            let mut receipt = proto::AgencyReceipt {
-                org: org.clone(),
-                link: link
-                    .map_or("none", crate::federation::LinkState::as_str)
-                    .to_owned(),
-                ..Default::default()
-            };
-            // The agency's own messages, and what its durable progress covers.
-            let held = id == cursor.origin
-                || store
-                    .cursor(&id, &record.id)?
-                    .get(&cursor.origin)
-                    .is_some_and(|&s| s >= cursor.seq);
-            if held {
-                receipt.state = "delivered".into();
-            } else if let Some(r) = refusals.iter().find(|r| r.by == id) {
-                receipt.state = "refused".into();
-                receipt.reason = r.reason.clone();
-                receipt.retrying = r.retrying;
-            } else if link.is_none() {
-                receipt.state = "not linked".into();
-            } else {
-                receipt.state = "waiting".into();
-                receipt.waiting_ms = waited;
-            }
-            out.push(receipt);
-        }
-        Ok(out)
     }
 
     /// A member's post, checked against this node's limits.
@@ -342,12 +277,17 @@ impl Messaging {
             )));
         }
         let files = super::files::attachments(&self.shared, member, &req.attachments)?;
+        let body = proto::PostBody {
+            reply_to: super::acks::reply_to(&self.shared, &channel, &req.reply_to)?,
+            ack: super::acks::ack_request(&req, priority)?,
+            text: req.text,
+            files,
+        };
         Ok(NewPost {
             channel,
             author: member.name.clone(),
             priority,
-            text: req.text,
-            files,
+            content: Content::Message(body),
         })
     }
 
@@ -422,9 +362,59 @@ impl messaging_server::Messaging for Messaging {
         let req = request.into_inner();
         let channel = self.existing_channel(&req.channel)?;
         let at = cursor(&req.cursor)?;
-        Ok(Response::new(proto::ReceiptsResponse {
-            agencies: self.receipts(&channel, &at)?,
-        }))
+        Ok(Response::new(super::acks::receipts(
+            &self.shared,
+            &self.fed,
+            &channel,
+            &at,
+        )?))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<proto::AcknowledgeRequest>,
+    ) -> Result<Response<proto::AcknowledgeResponse>, Status> {
+        let member = self.member(&request)?;
+        let req = request.into_inner();
+        let channel = self.existing_channel(&req.channel)?;
+        if !self.shared.may_post(&member.name) {
+            return Err(ApiError::ResourceExhausted(format!(
+                "{} posts faster than this node allows a member \
+                 (limits.member_posts_per_second); retry shortly",
+                member.name
+            ))
+            .into());
+        }
+        let answer = super::acks::acknowledge(&self.shared, &member, channel, &req.cursor).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn overdue(
+        &self,
+        request: Request<proto::OverdueRequest>,
+    ) -> Result<Response<proto::OverdueResponse>, Status> {
+        let member = self.member(&request)?;
+        let req = request.into_inner();
+        let channels = if req.channel.is_empty() {
+            self.shared
+                .store
+                .channels()
+                .map_err(ApiError::from)?
+                .iter()
+                .filter_map(|r| ChannelId::parse(&r.id).ok())
+                .collect()
+        } else {
+            vec![self.existing_channel(&req.channel)?]
+        };
+        let pinned = pinned(&self.shared)?;
+        let messages = super::acks::overdue(&self.shared, &channels)?
+            .into_iter()
+            .map(|(stored, agencies)| proto::OverdueMessage {
+                message: Some(message(&stored, &self.shared, &pinned, &member)),
+                agencies,
+            })
+            .collect();
+        Ok(Response::new(proto::OverdueResponse { messages }))
     }
 
     async fn create_channel(
@@ -578,7 +568,7 @@ impl messaging_server::Messaging for Messaging {
         &self,
         request: Request<proto::HistoryRequest>,
     ) -> Result<Response<proto::HistoryResponse>, Status> {
-        self.member(&request)?;
+        let member = self.member(&request)?;
         let req = request.into_inner();
         let channel = self.existing_channel(&req.channel)?;
         let limit = match req.limit {
@@ -604,7 +594,7 @@ impl messaging_server::Messaging for Messaging {
         let pinned = pinned(&self.shared)?;
         let messages = stored
             .iter()
-            .map(|m| message(m, &self.shared, &pinned))
+            .map(|m| message(m, &self.shared, &pinned, &member))
             .collect();
         Ok(Response::new(proto::HistoryResponse { messages, more }))
     }

@@ -4,6 +4,7 @@
 //! Handlers validate requests, ask the engine or federation to act, and translate. Internal
 //! detail (store errors) is logged here and never shown to a caller.
 
+mod acks;
 mod admin;
 mod context;
 mod federation;

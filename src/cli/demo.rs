@@ -150,6 +150,7 @@ async fn demo() -> anyhow::Result<()> {
         text: text.into(),
         priority: 0,
         attachments: Vec::new(),
+        ..Default::default()
     };
     police
         .messaging
@@ -158,6 +159,7 @@ async fn demo() -> anyhow::Result<()> {
             text: "Staffing plan: internal only".into(),
             priority: 0,
             attachments: Vec::new(),
+            ..Default::default()
         })
         .await?;
 

@@ -28,6 +28,39 @@ pub(crate) struct PostArgs {
     /// acknowledged once the message and its files are durable.
     #[arg(long, value_name = "PATH")]
     file: Vec<std::path::PathBuf>,
+    /// The message this one answers (a cursor from `history --cursors`).
+    #[arg(long, value_name = "CURSOR")]
+    reply_to: Option<String>,
+    /// Ask every agency of the channel to acknowledge it (`samband ack`);
+    /// FLASH messages ask without it.
+    #[arg(long, conflicts_with = "no_ack")]
+    ack_required: bool,
+    /// Do not ask for acknowledgement, even for a FLASH message.
+    #[arg(long)]
+    no_ack: bool,
+    /// When acknowledgements are due, e.g. 10m, 1h30m (with
+    /// --ack-required, or for a FLASH message); late ones show as overdue.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    deadline: Option<std::time::Duration>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AckArgs {
+    /// Channel: `name` for one of your org, or `home-org/name`.
+    channel: String,
+    /// The message to acknowledge (its cursor, from `history --cursors` or
+    /// `tail --needs-ack --cursors`).
+    cursor: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OverdueArgs {
+    /// Only this channel (`name` or `home-org/name`); every channel without it.
+    channel: Option<String>,
     #[command(flatten)]
     conn: Connection,
 }
@@ -67,6 +100,9 @@ pub(crate) struct TailArgs {
     /// Start after this cursor instead of with the last messages.
     #[arg(long, value_name = "CURSOR")]
     from: Option<String>,
+    /// Only the messages that wait for your acknowledgement.
+    #[arg(long)]
+    needs_ack: bool,
     /// How many of the last messages to show first (0-1000; 0 with
     /// --follow shows only what is posted from now on).
     #[arg(long, short = 'n', default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
@@ -97,11 +133,28 @@ pub(crate) async fn post(args: PostArgs) -> anyhow::Result<()> {
     for path in &args.file {
         attachments.push(super::files::upload(&mut c, path).await?);
     }
+    let ack_required = match (args.ack_required, args.no_ack) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    if args.no_ack && args.deadline.is_some() {
+        anyhow::bail!("--deadline is for messages that ask for acknowledgement; drop --no-ack");
+    }
+    let ack_deadline_ms = match args.deadline {
+        Some(d) if d.is_zero() => anyhow::bail!("--deadline must be longer than 0s"),
+        Some(d) => u64::try_from(d.as_millis()).context("--deadline is too long")?,
+        None => 0,
+    };
     let request = proto::PostRequest {
         channel: args.channel.clone(),
         text,
         priority,
         attachments,
+        reply_to: args.reply_to.clone().unwrap_or_default(),
+        // A deadline alone asks for acknowledgement too.
+        ack_required: ack_required.or((ack_deadline_ms > 0).then_some(true)),
+        ack_deadline_ms,
     };
     let response = c.post(request).await.map_err(rpc)?.into_inner();
     out!(
@@ -156,7 +209,7 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 position,
             };
             let page = c.history(request).await.map_err(rpc)?.into_inner();
-            for m in &page.messages {
+            for m in page.messages.iter().filter(|m| !args.needs_ack || m.needs_my_ack) {
                 show(m, json, args.cursors);
             }
             if let Some(m) = page.messages.last() {
@@ -189,7 +242,9 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 loop {
                     match stream.message().await {
                         Ok(Some(m)) => {
-                            show(&m, json, args.cursors);
+                            if !args.needs_ack || m.needs_my_ack {
+                                show(&m, json, args.cursors);
+                            }
                             last = Some(m.cursor);
                             retry = RETRY_FIRST;
                         }
@@ -276,6 +331,62 @@ pub(crate) async fn receipts(args: ReceiptsArgs) -> anyhow::Result<()> {
     }
     for a in &r.agencies {
         out!("{}", output::receipt(a, args.conn.json));
+    }
+    Ok(())
+}
+
+/// `samband ack`: confirms a message as the caller.
+pub(crate) async fn ack(args: AckArgs) -> anyhow::Result<()> {
+    let (mut c, _) = args.conn.connect().await?;
+    let r = c
+        .acknowledge(proto::AcknowledgeRequest {
+            channel: args.channel.clone(),
+            cursor: args.cursor.clone(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let at = r.acknowledgement.unwrap_or_default();
+    if args.conn.json {
+        out!(
+            "{}",
+            serde_json::json!({"channel": args.channel, "acknowledgement": at.cursor, "already": r.already})
+        );
+    } else if r.already {
+        out!("you had acknowledged it already (durable); who has: samband receipts {} {}", args.channel, args.cursor);
+    } else {
+        out!("acknowledged (durable; it reaches every agency of the channel); who has: samband receipts {} {}", args.channel, args.cursor);
+    }
+    Ok(())
+}
+
+/// `samband overdue`: messages whose acknowledgement deadline passed
+/// without one from some agency.
+pub(crate) async fn overdue(args: OverdueArgs) -> anyhow::Result<()> {
+    let (mut c, _) = args.conn.connect().await?;
+    let r = c
+        .overdue(proto::OverdueRequest {
+            channel: args.channel.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if r.messages.is_empty() && !args.conn.json {
+        out!("nothing overdue");
+    }
+    for o in &r.messages {
+        let Some(m) = &o.message else { continue };
+        if args.conn.json {
+            out!(
+                "{}",
+                serde_json::json!({"channel": m.channel, "cursor": m.cursor, "origin": m.origin,
+                    "origin_seq": m.origin_seq, "ack_deadline_unix_ms": m.ack_deadline_unix_ms,
+                    "agencies": o.agencies})
+            );
+        } else {
+            out!("{}  [cursor {}]", output::message(m, false), m.cursor);
+            out!("  not acknowledged by: {}", output::printable(&o.agencies.join(", ")));
+        }
     }
     Ok(())
 }

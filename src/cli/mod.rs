@@ -235,7 +235,7 @@ enum Command {
     Channel(ChannelCommand),
     /// Post a message to a channel; returns once it is durable on the node.
     #[command(
-        after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node\n  samband post ops 'Bridge at Kvarnholmen' --file bridge.jpg --identity alice/"
+        after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node\n  samband post ops 'Bridge at Kvarnholmen' --file bridge.jpg --identity alice/\n  samband post ops 'Close road 73 now' --priority flash --deadline 10m --identity alice/\n  samband post ops 'On our way' --reply-to 0001... --identity bo/"
     )]
     Post(messages::PostArgs),
     /// Write a message's files to a directory, each checked against its
@@ -263,6 +263,16 @@ enum Command {
         after_help = "Example:\n  samband history ops --cursors --identity alice/\n  samband receipts ops 0001... --identity alice/"
     )]
     Receipts(messages::ReceiptsArgs),
+    /// Acknowledge a message: a signed confirmation that reaches every
+    /// agency of the channel (the sender sees it in `receipts`).
+    #[command(
+        after_help = "Examples:\n  samband tail ops --needs-ack --cursors --identity bo/\n  samband ack ops 0001... --identity bo/"
+    )]
+    Ack(messages::AckArgs),
+    /// Messages whose acknowledgement deadline passed without one from
+    /// some agency, and which agencies.
+    #[command(after_help = "Examples:\n  samband overdue --identity alice/\n  samband overdue ops --json --identity alice/")]
+    Overdue(messages::OverdueArgs),
     /// Three agencies on this machine, federating a crisis channel; runs until Ctrl-C.
     #[command(after_help = "Example:\n  samband demo")]
     Demo,
@@ -456,6 +466,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Tail(a) => connection::run(messages::tail(a)),
         Command::Status(a) => connection::run(status::status(a)),
         Command::Receipts(a) => connection::run(messages::receipts(a)),
+        Command::Ack(a) => connection::run(messages::ack(a)),
+        Command::Overdue(a) => connection::run(messages::overdue(a)),
         Command::Bench(a) => bench::run(a),
         Command::Demo => demo::run(),
     };

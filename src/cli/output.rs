@@ -117,6 +117,10 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             "priority": priority_word(m.priority), "kind": m.kind, "text": m.text,
             "origin_key": origin_key_word(m.origin_key), "refused_by": refused_by,
             "withheld": m.withheld, "attachments": attachments,
+            "reply_to": m.reply_to.as_ref().map(message_ref),
+            "acknowledges": m.acknowledges.as_ref().map(message_ref),
+            "ack_required": m.ack_required, "ack_deadline_unix_ms": m.ack_deadline_unix_ms,
+            "needs_my_ack": m.needs_my_ack,
         })
         .to_string();
     }
@@ -152,10 +156,39 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             printable_text(&m.text)
         );
     }
+    if m.kind == "ack" {
+        let what = m.acknowledges.as_ref().map_or_else(String::new, shown_ref);
+        return format!(
+            "{}  {}@{}  acknowledged {what}",
+            utc(m.unix_ms),
+            printable(&m.author),
+            printable(&m.origin),
+        );
+    }
     let text = if m.withheld {
         "[withheld by the home: posted before its share with this org]".into()
     } else {
         printable_text(&m.text)
+    };
+    let reply = m
+        .reply_to
+        .as_ref()
+        .map_or_else(String::new, |r| format!("[reply to {}] ", shown_ref(r)));
+    let ack = match (m.ack_required, m.needs_my_ack, m.ack_deadline_unix_ms) {
+        (false, ..) => String::new(),
+        (true, mine, due) => {
+            let due = if due == 0 {
+                String::new()
+            } else {
+                format!(" by {}", utc(due))
+            };
+            let yours = if mine {
+                ", YOURS IS MISSING: samband ack CHANNEL CURSOR"
+            } else {
+                ""
+            };
+            format!("[ACK REQUIRED{due}{yours}] ")
+        }
     };
     // Each file on a line of its own, with whether its bytes are here yet.
     let files: String = m
@@ -188,7 +221,7 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         })
         .collect();
     format!(
-        "{}  {}@{}  {refused}{vouched}{flag}{text}{files}",
+        "{}  {}@{}  {refused}{vouched}{flag}{ack}{reply}{text}{files}",
         utc(m.unix_ms),
         printable(&m.author),
         printable(&m.origin),
@@ -200,7 +233,10 @@ pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
     if as_json {
         return json!({
             "org": a.org, "state": a.state, "reason": a.reason, "retrying": a.retrying,
-            "link": a.link, "waiting_ms": a.waiting_ms,
+            "link": a.link, "waiting_ms": a.waiting_ms, "overdue": a.overdue,
+            "acknowledged_by": a.acknowledged_by.iter()
+                .map(|m| json!({"member": m.member, "unix_ms": m.unix_ms}))
+                .collect::<Vec<_>>(),
         })
         .to_string();
     }
@@ -222,7 +258,31 @@ pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
         "not linked" => "not linked from here: the channel's home relays to it".to_owned(),
         other => printable(other),
     };
-    format!("{:<28} {detail}", printable(&a.org))
+    let acked: Vec<String> = a
+        .acknowledged_by
+        .iter()
+        .map(|m| format!("{} at {}", printable(&m.member), utc(m.unix_ms)))
+        .collect();
+    let acked = if acked.is_empty() {
+        String::new()
+    } else {
+        format!("; acknowledged by {}", acked.join(", "))
+    };
+    let overdue = if a.overdue {
+        "; OVERDUE: no acknowledgement by the deadline"
+    } else {
+        ""
+    };
+    format!("{:<28} {detail}{acked}{overdue}", printable(&a.org))
+}
+
+/// A message another one answers or acknowledges, e.g. `police.example#12`.
+fn shown_ref(r: &proto::MessageRef) -> String {
+    format!("{}#{}", printable(&r.origin), r.seq)
+}
+
+fn message_ref(r: &proto::MessageRef) -> serde_json::Value {
+    json!({"origin": r.origin, "seq": r.seq, "cursor": r.cursor})
 }
 
 pub(crate) fn channel(c: &proto::Channel, as_json: bool) -> String {

@@ -22,5 +22,5 @@ pub use fanout::Fanout;
 pub use revocations::{Revocations, RevokeError, record_issued, revoke_member};
 pub use subscription::{Start, Subscription};
 pub use writer::{
-    NewPost, Offered, Reply, RosterChange, WriteError, WriterHandle, WriterSettings, spawn,
+    Content, NewPost, Offered, Reply, RosterChange, WriteError, WriterHandle, WriterSettings, spawn,
 };

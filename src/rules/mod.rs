@@ -18,8 +18,8 @@ use crate::model::{
     withheld_copy,
 };
 use crate::proto::{
-    ChannelRecord, ChannelState, Control, Envelope, FileRef, Kind, OriginSeq, Participant,
-    PeerRecord, PostBody, control,
+    Ack, ChannelRecord, ChannelState, Control, Envelope, FileRef, Kind, MessageId, OriginSeq,
+    Participant, PeerRecord, PostBody, control,
 };
 
 /// Most participants a roster may list (the home excluded). Mutual aid in
@@ -349,7 +349,7 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
         Ok(Kind::Control) if env.withheld => bad("a roster change is never withheld".into()),
         // A member's message: its author and priority, then its body
         // (none to check when withheld).
-        Ok(kind @ (Kind::Text | Kind::Post)) => {
+        Ok(kind @ (Kind::Text | Kind::Post | Kind::Ack)) => {
             if MemberName::parse(&env.author).is_err() {
                 return bad("author is not a member name".into());
             }
@@ -359,6 +359,7 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
             match kind {
                 _ if env.withheld => Ok(()),
                 Kind::Post => check_post_body(env).map(|_| ()),
+                Kind::Ack => check_ack_body(env).map(|_| ()),
                 _ if env.body.is_empty() => bad("text is empty".into()),
                 _ if std::str::from_utf8(&env.body).is_err() => bad("text is not UTF-8".into()),
                 _ => Ok(()),
@@ -370,18 +371,22 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
     }
 }
 
-/// The body of a post with files (`Kind::Post`), checked: text, and 1 to
-/// [`MAX_FILES_PER_POST`] files, each with a 32-byte SHA-256, a file name
-/// that stays inside a directory and a media type.
+/// The body of a `Kind::Post` message, checked: text, or 1 to
+/// [`MAX_FILES_PER_POST`] files, or both, each file with a 32-byte SHA-256,
+/// a file name that stays inside a directory and a media type; the message
+/// it answers, if any, named well.
 pub fn check_post_body(env: &Envelope) -> Result<PostBody, Reject> {
     let bad = |what: String| Reject::Malformed(what);
     let body = PostBody::decode(env.body.as_slice())
         .map_err(|e| bad(format!("post body does not decode: {e}")))?;
-    if body.files.is_empty() || body.files.len() > MAX_FILES_PER_POST {
+    if body.files.len() > MAX_FILES_PER_POST {
         return Err(bad(format!(
-            "a post with files references 1 to {MAX_FILES_PER_POST}, not {}",
+            "a post references at most {MAX_FILES_PER_POST} files, not {}",
             body.files.len()
         )));
+    }
+    if body.files.is_empty() && body.text.is_empty() {
+        return Err(bad("a post has text, files or both; this has neither".into()));
     }
     for file in &body.files {
         if FileHash::from_bytes(&file.sha256).is_none() {
@@ -393,11 +398,47 @@ pub fn check_post_body(env: &Envelope) -> Result<PostBody, Reject> {
         check_file_name(&file.name).map_err(bad)?;
         check_media_type(&file.media_type).map_err(bad)?;
     }
+    if let Some(to) = &body.reply_to {
+        check_message_id(to, "reply_to")?;
+    }
     Ok(body)
 }
 
-/// The body of a stored post with files: its text and files (`None` for
-/// text, rosters and withheld copies).
+/// The body of an acknowledgement (`Kind::Ack`), checked: the message it
+/// confirms, named well. That message may not have arrived yet: an
+/// origin's envelopes come in order, different origins' do not.
+pub fn check_ack_body(env: &Envelope) -> Result<MessageId, Reject> {
+    let bad = |what: String| Reject::Malformed(what);
+    let ack = Ack::decode(env.body.as_slice())
+        .map_err(|e| bad(format!("acknowledgement does not decode: {e}")))?;
+    let message = ack
+        .message
+        .ok_or_else(|| bad("an acknowledgement names no message".into()))?;
+    check_message_id(&message, "the acknowledged message")?;
+    Ok(message)
+}
+
+fn check_message_id(id: &MessageId, what: &str) -> Result<(), Reject> {
+    if OrgId::parse(&id.origin).is_err() || id.seq == 0 {
+        return Err(Reject::Malformed(format!(
+            "{what} is not a message: origin {:?}, seq {}",
+            id.origin, id.seq
+        )));
+    }
+    Ok(())
+}
+
+/// The message a stored acknowledgement confirms (`None` for other kinds
+/// and withheld copies).
+pub fn ack_of(env: &Envelope) -> Option<MessageId> {
+    if env.kind != Kind::Ack as i32 || env.withheld {
+        return None;
+    }
+    Ack::decode(env.body.as_slice()).ok()?.message
+}
+
+/// The body of a stored `Kind::Post` message: its text, files, reply and
+/// acknowledgement request (`None` for other kinds and withheld copies).
 pub fn post_of(env: &Envelope) -> Option<PostBody> {
     if env.kind != Kind::Post as i32 || env.withheld {
         return None;
@@ -927,3 +968,36 @@ impl Admission {
 
 #[cfg(test)]
 mod tests;
+
+/// The agencies of a channel (its home and active participants).
+pub fn agencies(record: &ChannelRecord) -> Vec<String> {
+    let mut out: Vec<String> = record
+        .participants
+        .iter()
+        .filter(|p| p.active)
+        .map(|p| p.org.clone())
+        .collect();
+    out.push(record.home.clone());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The agencies expected to acknowledge a message of `origin` in the
+/// channel: every agency of the channel but the origin's, or, in a channel
+/// of the origin's alone, the origin's (its members other than the author).
+pub fn expected_to_acknowledge(record: &ChannelRecord, origin: &str) -> Vec<String> {
+    let mut out = agencies(record);
+    out.retain(|org| org != origin);
+    if out.is_empty() {
+        out.push(origin.to_owned());
+    }
+    out
+}
+
+/// Whether an agency is overdue on a message due at `due_unix_ms` (0: no
+/// deadline) at `now_unix_ms`: the deadline passed and none of its members
+/// acknowledged it (the author's own acknowledgement does not count).
+pub fn overdue(due_unix_ms: u64, now_unix_ms: u64, acknowledged: bool) -> bool {
+    due_unix_ms != 0 && now_unix_ms >= due_unix_ms && !acknowledged
+}

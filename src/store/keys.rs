@@ -22,6 +22,12 @@
 //! * `v` sha256 origin 0 → (empty): the bytes held here came, verified,
 //!   from a transfer for a message of that origin (its node had them)
 //!
+//! * `a` channel 0 origin 0 seq org 0 member → the acknowledgement's hlc
+//!   and seq (big-endian u64 each): that member of that org acknowledged
+//!   message (origin, seq) of the channel (written with the acknowledgement)
+//! * `d` channel 0 due origin 0 seq → (nothing): message (origin, seq) asks
+//!   for acknowledgement by `due` (Unix ms, big-endian u64)
+//!
 //! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
 //!
 //! In the `uploads` tree: member 0 sha256 → finished (Unix ms) and size, each
@@ -34,6 +40,8 @@ const MESSAGE: u8 = b'm';
 const FILE_REF: u8 = b'f';
 const FILE_WANTED: u8 = b'w';
 const FILE_VOUCHED: u8 = b'v';
+const ACK: u8 = b'a';
+const DUE: u8 = b'd';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
@@ -125,6 +133,58 @@ pub fn parse_file_wanted(key: &[u8]) -> Option<(FileHash, ChannelId, OrgId, u64)
     let channel = ChannelId::parse(std::str::from_utf8(parts.next()?).ok()?).ok()?;
     let origin = OrgId::parse(std::str::from_utf8(parts.next()?).ok()?).ok()?;
     Some((hash, channel, origin, seq))
+}
+
+/// All acknowledgements of message (`origin`, `seq`) of `channel` start with this.
+pub fn acks_prefix(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
+    let mut key = vec![ACK];
+    push_str(&mut key, &channel.to_string());
+    push_str(&mut key, origin.as_str());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// `member` of `org` acknowledged message (`origin`, `seq`) of `channel`.
+pub fn ack_key(channel: &ChannelId, origin: &OrgId, seq: u64, org: &OrgId, member: &str) -> Vec<u8> {
+    let mut key = acks_prefix(channel, origin, seq);
+    push_str(&mut key, org.as_str());
+    key.extend_from_slice(member.as_bytes());
+    key
+}
+
+/// The (org, member) an acknowledgement key under `prefix` names.
+pub fn parse_ack(prefix_len: usize, key: &[u8]) -> Option<(OrgId, String)> {
+    let rest = key.get(prefix_len..)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let org = OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
+    let member = std::str::from_utf8(&rest[nul + 1..]).ok()?.to_owned();
+    Some((org, member))
+}
+
+/// All deadlines of `channel` start with this, in the order they fall due.
+pub fn due_prefix(channel: &ChannelId) -> Vec<u8> {
+    let mut key = vec![DUE];
+    push_str(&mut key, &channel.to_string());
+    key
+}
+
+/// Message (`origin`, `seq`) of `channel` asks for acknowledgement by `due_unix_ms`.
+pub fn due_key(channel: &ChannelId, due_unix_ms: u64, origin: &OrgId, seq: u64) -> Vec<u8> {
+    let mut key = due_prefix(channel);
+    key.extend_from_slice(&due_unix_ms.to_be_bytes());
+    push_str(&mut key, origin.as_str());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The (due, origin, seq) a deadline key under `prefix` names.
+pub fn parse_due(prefix_len: usize, key: &[u8]) -> Option<(u64, OrgId, u64)> {
+    let rest = key.get(prefix_len..)?;
+    let due = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let seq = seq_of_message(rest)?;
+    let origin = rest.get(8..rest.len().checked_sub(9)?)?;
+    let origin = OrgId::parse(std::str::from_utf8(origin).ok()?).ok()?;
+    Some((due, origin, seq))
 }
 
 /// The bytes of `hash` held here came from a transfer for a message of `origin`.

@@ -9,7 +9,7 @@ use prost::Message as _;
 use super::kv::{Value, Write};
 use super::{MESSAGE_OVERHEAD_BYTES, Page, Store, StoreError, Stored, decode, keys, lossy, runs};
 use crate::model::{ChainHead, ChannelId, Cursor, FileHash, Hlc, OrgId, VersionVector, chain_hash};
-use crate::proto::{ChannelRecord, Envelope, Kind, PostBody};
+use crate::proto::{Ack, ChannelRecord, Envelope, Kind, PostBody};
 
 /// Writes staged together and applied atomically by [`Store::apply`].
 #[derive(Debug, Default)]
@@ -102,21 +102,42 @@ impl StoreBatch {
     /// Stages an envelope; consecutive ones of an origin in a channel share
     /// a stored run ([`runs`]).
     pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
-        // The files a post references, with it: what the sweep never removes.
-        let with_files = env.kind == Kind::Post as i32 && !env.withheld;
-        self.messages |= !with_files;
-        if with_files {
-            let files =
-                PostBody::decode(env.body.as_slice()).map_or_else(|_| Vec::new(), |b| b.files);
-            for file in files {
-                if let Some(hash) = FileHash::from_bytes(&file.sha256) {
-                    let key = keys::file_ref_key(&hash, channel, &cursor.origin, cursor.seq);
+        let mut with_files = false;
+        match Kind::try_from(env.kind) {
+            _ if env.withheld => {}
+            Ok(Kind::Post) => {
+                let body = PostBody::decode(env.body.as_slice()).unwrap_or_default();
+                // The files a post references, with it: what the sweep never removes.
+                for file in &body.files {
+                    if let Some(hash) = FileHash::from_bytes(&file.sha256) {
+                        with_files = true;
+                        let key = keys::file_ref_key(&hash, channel, &cursor.origin, cursor.seq);
+                        self.log.push((key, Vec::new()));
+                        let key = keys::file_wanted_key(&hash, channel, &cursor.origin, cursor.seq);
+                        self.log.push((key, file.size.to_be_bytes().to_vec()));
+                    }
+                }
+                if let Some(ack) = body.ack.filter(|a| a.deadline_ms > 0) {
+                    let due = cursor.hlc.unix_ms().saturating_add(ack.deadline_ms);
+                    let key = keys::due_key(channel, due, &cursor.origin, cursor.seq);
                     self.log.push((key, Vec::new()));
-                    let key = keys::file_wanted_key(&hash, channel, &cursor.origin, cursor.seq);
-                    self.log.push((key, file.size.to_be_bytes().to_vec()));
                 }
             }
+            Ok(Kind::Ack) => {
+                let acked = Ack::decode(env.body.as_slice())
+                    .ok()
+                    .and_then(|a| a.message)
+                    .and_then(|m| Some((OrgId::parse(&m.origin).ok()?, m.seq)));
+                if let Some((origin, seq)) = acked {
+                    let key = keys::ack_key(channel, &origin, seq, &cursor.origin, &env.author);
+                    let mut value = cursor.hlc.0.to_be_bytes().to_vec();
+                    value.extend_from_slice(&cursor.seq.to_be_bytes());
+                    self.log.push((key, value));
+                }
+            }
+            _ => {}
         }
+        self.messages |= !with_files;
         // The run to extend is usually the last one; else look it up.
         let latest = match self.runs.last() {
             Some(last) if last.is_of(channel, &cursor.origin) => Some(self.runs.len() - 1),
@@ -148,7 +169,78 @@ impl StoreBatch {
     }
 }
 
+/// One member's acknowledgement of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub org: OrgId,
+    pub member: String,
+    /// Where the acknowledgement is in the channel.
+    pub cursor: Cursor,
+}
+
 impl Store {
+    // --- acknowledgements ---
+
+    /// Who acknowledged message (`origin`, `seq`) of `channel`, by org then member.
+    pub fn acks(
+        &self,
+        channel: &ChannelId,
+        origin: &OrgId,
+        seq: u64,
+    ) -> Result<Vec<Acknowledged>, StoreError> {
+        let prefix = keys::acks_prefix(channel, origin, seq);
+        let mut out = Vec::new();
+        for kv in self.log.scan_prefix(&prefix) {
+            let (key, value) = kv?;
+            let inconsistent = |why| StoreError::Inconsistent {
+                key: lossy(&key),
+                why,
+            };
+            let (org, member) =
+                keys::parse_ack(prefix.len(), &key).ok_or(inconsistent("malformed ack key"))?;
+            let (hlc, ack_seq) = match (value.get(..8), value.get(8..16)) {
+                (Some(h), Some(s)) => (
+                    u64::from_be_bytes(h.try_into().unwrap_or_default()),
+                    u64::from_be_bytes(s.try_into().unwrap_or_default()),
+                ),
+                _ => return Err(inconsistent("ack value is not hlc and seq")),
+            };
+            out.push(Acknowledged {
+                cursor: Cursor {
+                    hlc: Hlc(hlc),
+                    origin: org.clone(),
+                    seq: ack_seq,
+                },
+                org,
+                member,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The messages of `channel` asking for acknowledgement by a time
+    /// before `before_unix_ms`: (due, origin, seq), earliest first.
+    pub fn due_before(
+        &self,
+        channel: &ChannelId,
+        before_unix_ms: u64,
+    ) -> Result<Vec<(u64, OrgId, u64)>, StoreError> {
+        let prefix = keys::due_prefix(channel);
+        let mut out = Vec::new();
+        for kv in self.log.scan_prefix(&prefix) {
+            let (key, _) = kv?;
+            let due = keys::parse_due(prefix.len(), &key).ok_or(StoreError::Inconsistent {
+                key: lossy(&key),
+                why: "malformed deadline key",
+            })?;
+            if due.0 >= before_unix_ms {
+                break;
+            }
+            out.push(due);
+        }
+        Ok(out)
+    }
+
     // --- channels ---
 
     /// Records a new channel durably. `false` if one with that id exists.

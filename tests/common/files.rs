@@ -64,6 +64,7 @@ pub async fn post_files(
         text: text.into(),
         priority: 0,
         attachments: files,
+        ..Default::default()
     };
     Ok(c.post(req).await?.into_inner())
 }

@@ -289,6 +289,7 @@ pub fn post_request(channel: &str, text: impl Into<String>) -> proto::PostReques
         text: text.into(),
         priority: 0,
         attachments: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -840,6 +841,7 @@ pub fn spawn_posters(
                         text: text.clone(),
                         priority: 0,
                         attachments: Vec::new(),
+                        ..Default::default()
                     };
                     match c.post(req).await {
                         Ok(r) => assert!(

@@ -208,6 +208,7 @@ async fn post(
                 name: name.to_owned(),
                 media_type: String::new(),
             }],
+            ..Default::default()
         })
         .await?;
     Ok(start)
@@ -278,6 +279,7 @@ async fn flash_latency(
             text: format!("{tag}{i}"),
             priority: Priority::Flash as i32,
             attachments: Vec::new(),
+            ..Default::default()
         };
         poster.post(req).await?;
         // Take what arrived meanwhile, then wait for the next post's turn.

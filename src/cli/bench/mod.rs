@@ -432,6 +432,7 @@ async fn echo_runs(args: &BenchArgs, root: &Path, with_post: bool) -> anyhow::Re
             text: body(args.size, 0),
             priority: 0,
             attachments: Vec::new(),
+            ..Default::default()
         };
         let echo_call = {
             let (echo, request) = (echo.clone(), request.clone());
@@ -506,6 +507,7 @@ async fn publish(
                 text: body(size, i as u64),
                 priority: 0,
                 attachments: Vec::new(),
+                ..Default::default()
             };
             let _ = sent_tx.send(Instant::now());
             if tx.send(req).await.is_err() {
@@ -670,6 +672,7 @@ async fn federation(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
                         text: body(size, sent as u64),
                         priority: 0,
                         attachments: Vec::new(),
+                        ..Default::default()
                     };
                     stamps[sent].store(start.elapsed().as_micros() as u64, Ordering::Relaxed);
                     if tx.send(req).await.is_err() {

@@ -28,7 +28,7 @@ use crate::audit::{self, Event};
 use crate::model::{
     ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority, sign,
 };
-use crate::proto::{ChannelRecord, ChannelState, Envelope, FileRef};
+use crate::proto::{ChannelRecord, ChannelState, Envelope, MessageId, PostBody};
 use crate::rules::{self, History, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
@@ -50,10 +50,18 @@ pub struct NewPost {
     pub channel: ChannelId,
     pub author: MemberName,
     pub priority: Priority,
-    pub text: String,
-    /// Files it references, whose bytes are durable here already: a post
-    /// with files is a `Kind::Post` envelope, one without a `Kind::Text`.
-    pub files: Vec<FileRef>,
+    pub content: Content,
+}
+
+/// What a member posts.
+#[derive(Debug)]
+pub enum Content {
+    /// A message. Its files' bytes are durable here already. Plain text is
+    /// a `Kind::Text` envelope; with files, a reply or an acknowledgement
+    /// request, a `Kind::Post`.
+    Message(PostBody),
+    /// An acknowledgement of this message of the channel (`Kind::Ack`).
+    Ack(MessageId),
 }
 
 /// What became of a channel offer.

@@ -4,9 +4,9 @@
 
 use prost::Message as _;
 
-use super::{NewPost, Round, SEAL_BYTES, SEAL_EVERY, WriteError, Writer};
+use super::{Content, NewPost, Round, SEAL_BYTES, SEAL_EVERY, WriteError, Writer};
 use crate::model::{ChainHead, ChannelId, body_digest, chain_hash, sign, unix_ms};
-use crate::proto::{Envelope, Kind, PostBody};
+use crate::proto::{Ack, Envelope, Kind};
 use crate::store::StoreError;
 
 impl Writer {
@@ -23,14 +23,19 @@ impl Writer {
             });
         }
         let author = post.author.to_string();
-        let (kind, body) = if post.files.is_empty() {
-            (Kind::Text, post.text.into_bytes())
-        } else {
-            let body = PostBody {
-                text: post.text,
-                files: post.files,
-            };
-            (Kind::Post, body.encode_to_vec())
+        let (kind, body) = match post.content {
+            Content::Message(body)
+                if body.files.is_empty() && body.reply_to.is_none() && body.ack.is_none() =>
+            {
+                (Kind::Text, body.text.into_bytes())
+            }
+            Content::Message(body) => (Kind::Post, body.encode_to_vec()),
+            Content::Ack(message) => {
+                let ack = Ack {
+                    message: Some(message),
+                };
+                (Kind::Ack, ack.encode_to_vec())
+            }
         };
         Ok(self.originate(
             round,

@@ -1,0 +1,316 @@
+//! Acknowledgements, replies and receipts in `samband.v1.Messaging`:
+//! Acknowledge, Receipts, Overdue, and what a message shows of them.
+//!
+//! An acknowledgement is a signed `Kind::Ack` envelope of the member's org
+//! in the same channel: it federates, relays and catches up exactly like a
+//! message. The store indexes them as they are written (`a` keys) and the
+//! deadlines of the messages that ask for them (`d` keys); what is overdue
+//! is decided by `rules::overdue` from those and the channel's agencies.
+//!
+//! May use: `model`, `proto`, `rules`, `store`, `engine`, `federation`
+//! (through [`ApiContext`] and the link states).
+
+use std::collections::HashSet;
+
+use super::{ApiContext, ApiError};
+use crate::engine::{Content, NewPost};
+use crate::federation::{Federation, LinkState};
+use crate::identity::Member;
+use crate::model::{ChannelId, Cursor, Hlc, OrgId, Priority, unix_ms};
+use crate::proto::{self, AckRequest, Envelope, Kind, MessageId, PostBody};
+use crate::rules;
+use crate::store::{Acknowledged, Stored};
+
+/// The acknowledgement request of a post: asked for when `ack_required`
+/// says so, or, unset, for FLASH. INVALID_ARGUMENT for a deadline without it.
+pub(super) fn ack_request(
+    req: &proto::PostRequest,
+    priority: Priority,
+) -> Result<Option<AckRequest>, ApiError> {
+    let required = req.ack_required.unwrap_or(priority == Priority::Flash);
+    if !required && req.ack_deadline_ms > 0 {
+        return Err(ApiError::InvalidArgument(
+            "ack_deadline_ms is set but the post does not ask for acknowledgement \
+             (set ack_required, or --ack-required)"
+                .into(),
+        ));
+    }
+    Ok(required.then_some(AckRequest {
+        deadline_ms: req.ack_deadline_ms,
+    }))
+}
+
+/// The message a reply answers, from its cursor: NOT_FOUND when `channel`
+/// holds no message there.
+pub(super) fn reply_to(
+    api: &ApiContext,
+    channel: &ChannelId,
+    cursor: &str,
+) -> Result<Option<MessageId>, ApiError> {
+    if cursor.is_empty() {
+        return Ok(None);
+    }
+    let at = Cursor::decode(cursor)?;
+    readable(api, channel, &at)?;
+    Ok(Some(MessageId {
+        origin: at.origin.to_string(),
+        seq: at.seq,
+    }))
+}
+
+/// The member's message at `at` in `channel`: NOT_FOUND for anything else
+/// (no such message, a roster change, an acknowledgement), the same words.
+fn readable(api: &ApiContext, channel: &ChannelId, at: &Cursor) -> Result<Envelope, ApiError> {
+    let env = api.store.envelope(channel, &at.origin, at.seq)?;
+    match env {
+        Some(env)
+            if env.hlc == at.hlc.0 && matches!(Kind::try_from(env.kind), Ok(Kind::Text | Kind::Post)) =>
+        {
+            Ok(env)
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no message at that cursor in {channel}"
+        ))),
+    }
+}
+
+/// The cursor of message `id` of `channel`, if this node holds it.
+fn cursor_of(api: &ApiContext, channel: &ChannelId, id: &MessageId) -> Option<Cursor> {
+    let origin = OrgId::parse(&id.origin).ok()?;
+    let env = api.store.envelope(channel, &origin, id.seq).ok()??;
+    Some(Cursor {
+        hlc: Hlc(env.hlc),
+        origin,
+        seq: id.seq,
+    })
+}
+
+fn shown_ref(api: &ApiContext, channel: &ChannelId, id: MessageId) -> proto::MessageRef {
+    proto::MessageRef {
+        cursor: cursor_of(api, channel, &id)
+            .map(|c| c.encode())
+            .unwrap_or_default(),
+        origin: id.origin,
+        seq: id.seq,
+    }
+}
+
+/// Fills in what `message` shows of replies and acknowledgements, for the
+/// member `me`: the message it answers or acknowledges, whether it asks for
+/// acknowledgement and by when, and whether `me` is still asked.
+pub(super) fn show(
+    api: &ApiContext,
+    stored: &Stored,
+    post: Option<&PostBody>,
+    me: &Member,
+    message: &mut proto::Message,
+) {
+    let env = &stored.envelope;
+    let Ok(channel) = ChannelId::parse(&env.channel) else {
+        return;
+    };
+    if let Some(id) = rules::ack_of(env) {
+        message.kind = "ack".into();
+        message.text = String::new();
+        message.acknowledges = Some(shown_ref(api, &channel, id));
+        return;
+    }
+    let Some(post) = post else {
+        return;
+    };
+    message.reply_to = post.reply_to.clone().map(|id| shown_ref(api, &channel, id));
+    if let Some(ack) = &post.ack {
+        message.ack_required = true;
+        message.ack_deadline_unix_ms = due(stored.cursor.hlc, ack);
+        let mine = me.org == stored.cursor.origin && me.name.as_str() == env.author;
+        message.needs_my_ack = !mine
+            && !api
+                .store
+                .acks(&channel, &stored.cursor.origin, stored.cursor.seq)
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.org == me.org && a.member == me.name.as_str());
+    }
+}
+
+/// When acknowledgements of a message stamped `hlc` are due (0: no deadline).
+fn due(hlc: Hlc, ack: &AckRequest) -> u64 {
+    if ack.deadline_ms == 0 {
+        0
+    } else {
+        hlc.unix_ms().saturating_add(ack.deadline_ms)
+    }
+}
+
+/// `member`'s acknowledgement of the message at `cursor` in `channel`:
+/// written once, durable before the answer; a second call answers the
+/// first (`already`).
+pub(super) async fn acknowledge(
+    api: &ApiContext,
+    member: &Member,
+    channel: ChannelId,
+    cursor: &str,
+) -> Result<proto::AcknowledgeResponse, ApiError> {
+    let at = Cursor::decode(cursor)?;
+    let env = readable(api, &channel, &at)?;
+    let previous = api
+        .store
+        .acks(&channel, &at.origin, at.seq)?
+        .into_iter()
+        .find(|a| a.org == member.org && a.member == member.name.as_str());
+    if let Some(Acknowledged { cursor, .. }) = previous {
+        let env = api.store.envelope(&channel, &cursor.origin, cursor.seq)?;
+        return Ok(proto::AcknowledgeResponse {
+            acknowledgement: Some(proto::PostResponse {
+                cursor: cursor.encode(),
+                origin: cursor.origin.to_string(),
+                origin_seq: cursor.seq,
+                hlc: env.map_or(cursor.hlc.0, |e| e.hlc),
+            }),
+            already: true,
+        });
+    }
+    // As urgent as what it confirms: a FLASH order's confirmation goes
+    // ahead of routine traffic too.
+    let priority = Priority::from_i32(env.priority).unwrap_or(Priority::Normal);
+    let post = NewPost {
+        channel,
+        author: member.name.clone(),
+        priority,
+        content: Content::Ack(MessageId {
+            origin: at.origin.to_string(),
+            seq: at.seq,
+        }),
+    };
+    let stored = api.writer.post(post).await?;
+    Ok(proto::AcknowledgeResponse {
+        acknowledgement: Some(super::messaging::posted(&stored)),
+        already: false,
+    })
+}
+
+/// Each agency's state of the message at `at` in `channel` (this org's
+/// too), who of its members acknowledged it, and whether it is overdue.
+pub(super) fn receipts(
+    api: &ApiContext,
+    fed: &Federation,
+    channel: &ChannelId,
+    at: &Cursor,
+) -> Result<proto::ReceiptsResponse, ApiError> {
+    let store = &api.store;
+    let Some(record) = store.channel(channel)? else {
+        return Err(ApiError::NotFound(format!(
+            "channel {channel} does not exist on this node"
+        )));
+    };
+    let env = readable(api, channel, at)?;
+    let ack = rules::post_of(&env).and_then(|p| p.ack);
+    let due = ack.as_ref().map_or(0, |a| due(at.hlc, a));
+    let expected = rules::expected_to_acknowledge(&record, at.origin.as_str());
+    let acks = store.acks(channel, &at.origin, at.seq)?;
+    let refusals = api.refusals.of(&record.id, &at.origin, at.seq);
+    let now = unix_ms();
+    let mut agencies = Vec::new();
+    for org in rules::agencies(&record) {
+        let Ok(id) = OrgId::parse(&org) else {
+            continue;
+        };
+        let own = id == api.org;
+        let link = fed.link_state(&id);
+        let mut receipt = proto::AgencyReceipt {
+            org: org.clone(),
+            link: if own {
+                "this node"
+            } else {
+                link.map_or("none", LinkState::as_str)
+            }
+            .to_owned(),
+            acknowledged_by: acks
+                .iter()
+                .filter(|a| a.org == id && !(id == at.origin && a.member == env.author))
+                .map(|a| proto::MemberAck {
+                    member: a.member.clone(),
+                    unix_ms: a.cursor.hlc.unix_ms(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        receipt.overdue = ack.is_some()
+            && expected.contains(&org)
+            && rules::overdue(due, now, !receipt.acknowledged_by.is_empty());
+        // This node, the agency's own messages, what its durable progress
+        // on the link covers, and what one of its members acknowledged (its
+        // org signed that, wherever it came through).
+        let held = own
+            || id == at.origin
+            || acks.iter().any(|a| a.org == id)
+            || store
+                .cursor(&id, &record.id)?
+                .get(&at.origin)
+                .is_some_and(|&s| s >= at.seq);
+        if held {
+            receipt.state = "delivered".into();
+        } else if let Some(r) = refusals.iter().find(|r| r.by == id) {
+            receipt.state = "refused".into();
+            receipt.reason = r.reason.clone();
+            receipt.retrying = r.retrying;
+        } else if link.is_none() {
+            receipt.state = "not linked".into();
+        } else {
+            receipt.state = "waiting".into();
+            receipt.waiting_ms = now.saturating_sub(at.hlc.unix_ms());
+        }
+        agencies.push(receipt);
+    }
+    Ok(proto::ReceiptsResponse {
+        agencies,
+        ack_required: ack.is_some(),
+        ack_deadline_unix_ms: due,
+    })
+}
+
+/// The messages of `channels` whose acknowledgement deadline passed before
+/// now without one from some expected agency: each with those agencies.
+pub(super) fn overdue(
+    api: &ApiContext,
+    channels: &[ChannelId],
+) -> Result<Vec<(Stored, Vec<String>)>, ApiError> {
+    let now = unix_ms();
+    let mut out = Vec::new();
+    for channel in channels {
+        let Some(record) = api.store.channel(channel)? else {
+            continue;
+        };
+        for (due, origin, seq) in api.store.due_before(channel, now)? {
+            let Some(env) = api.store.envelope(channel, &origin, seq)? else {
+                continue;
+            };
+            let acked: HashSet<OrgId> = api
+                .store
+                .acks(channel, &origin, seq)?
+                .into_iter()
+                .filter(|a| !(a.org == origin && a.member == env.author))
+                .map(|a| a.org)
+                .collect();
+            let late: Vec<String> = rules::expected_to_acknowledge(&record, origin.as_str())
+                .into_iter()
+                .filter(|org| rules::overdue(due, now, acked.iter().any(|a| a.as_str() == org)))
+                .collect();
+            if !late.is_empty() {
+                let cursor = Cursor {
+                    hlc: Hlc(env.hlc),
+                    origin,
+                    seq,
+                };
+                out.push((
+                    Stored {
+                        cursor,
+                        envelope: env,
+                    },
+                    late,
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
