@@ -12,7 +12,11 @@ use samband::proto;
 
 type Client = proto::messaging_client::MessagingClient<tonic::transport::Channel>;
 
-async fn ack(c: &mut Client, channel: &str, cursor: &str) -> Result<proto::AcknowledgeResponse, tonic::Status> {
+async fn ack(
+    c: &mut Client,
+    channel: &str,
+    cursor: &str,
+) -> Result<proto::AcknowledgeResponse, tonic::Status> {
     let req = proto::AcknowledgeRequest {
         channel: channel.into(),
         cursor: cursor.into(),
@@ -56,11 +60,15 @@ async fn acknowledgements_cross_agencies_and_overdue_ones_are_named() {
     police.peer_with(&region).await;
     let mut police_op = police.operator().await;
     let ch = create_channel(&mut police_op, "flood").await;
-    police.share("flood", &["rescue.example", "region.example"]).await;
+    police
+        .share("flood", &["rescue.example", "region.example"])
+        .await;
     for node in [&rescue, &region] {
         let op = node.operator().await;
         eventually("the channel shared", || async {
-            common::channel_state(&op, &ch).await.filter(|s| s == "shared")
+            common::channel_state(&op, &ch)
+                .await
+                .filter(|s| s == "shared")
         })
         .await;
     }
@@ -95,7 +103,11 @@ async fn acknowledgements_cross_agencies_and_overdue_ones_are_named() {
     let order_here = history.iter().find(|m| m.cursor == order.cursor).unwrap();
     assert!(!order_here.needs_my_ack, "acknowledged: {order_here:?}");
     let acks: Vec<_> = history.iter().filter(|m| m.kind == "ack").collect();
-    assert_eq!(acks.len(), 1, "one acknowledgement, however often asked: {acks:?}");
+    assert_eq!(
+        acks.len(),
+        1,
+        "one acknowledgement, however often asked: {acks:?}"
+    );
     assert_eq!(acks[0].acknowledges.as_ref().unwrap().cursor, order.cursor);
 
     // The region's reply names the order, and each node finds it.
@@ -120,7 +132,10 @@ async fn acknowledgements_cross_agencies_and_overdue_ones_are_named() {
     assert!(r.ack_required);
     let region_row = of(&r, "region.example");
     assert_eq!(region_row.acknowledged_by[0].member, "cy");
-    assert_eq!(region_row.state, "delivered", "its org signed the acknowledgement: {region_row:?}");
+    assert_eq!(
+        region_row.state, "delivered",
+        "its org signed the acknowledgement: {region_row:?}"
+    );
     assert_eq!(of(&r, "police.example").state, "delivered");
     assert!(of(&r, "rescue.example").acknowledged_by.is_empty());
     for node in [&police, &rescue] {
@@ -186,7 +201,11 @@ async fn what_cannot_be_acknowledged_is_refused_with_the_reason() {
     let mine = history.iter().find(|m| m.cursor == posted.cursor).unwrap();
     assert!(mine.ack_required && !mine.needs_my_ack, "{mine:?}");
     let theirs = all_history(&mut bo, &ch).await;
-    assert!(theirs.iter().any(|m| m.cursor == posted.cursor && m.needs_my_ack));
+    assert!(
+        theirs
+            .iter()
+            .any(|m| m.cursor == posted.cursor && m.needs_my_ack)
+    );
 
     let ackd = ack(&mut bo, &ch, &posted.cursor).await.unwrap();
     let ack_cursor = ackd.acknowledgement.unwrap().cursor;
@@ -210,7 +229,9 @@ async fn what_cannot_be_acknowledged_is_refused_with_the_reason() {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     }
-    let err = ack(&mut bo, "police.example/nowhere", &posted.cursor).await.unwrap_err();
+    let err = ack(&mut bo, "police.example/nowhere", &posted.cursor)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     let err = al
         .post(proto::PostRequest {

@@ -688,6 +688,7 @@ async fn a_partner_naming_a_hash_it_lacks_in_its_own_post_gets_nothing() {
             name: "plan.pdf".into(),
             media_type: "application/pdf".into(),
         }],
+        ..Default::default()
     };
     let key = mallory.pki.message_key().unwrap();
     let (post, _) = mallory.envelope_with(
@@ -857,5 +858,105 @@ async fn a_partner_cannot_hold_more_than_a_few_file_streams_open() {
         c.fetch_file(req.clone()).await.ok().map(drop)
     })
     .await;
+    node.stop().await;
+}
+
+/// A partner cannot acknowledge in another org's name, nor slip in an
+/// acknowledgement that names no message: both are rejected and audited,
+/// and no acknowledgement shows; its message in the same batch is taken.
+#[tokio::test]
+async fn a_forged_or_malformed_acknowledgement_is_rejected_and_audited() {
+    use prost::Message as _;
+    let node = common::TestNode::start("police.example").await;
+    let mut admin = node.admin().await;
+    let mallory = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let police_key = common::signing_key(&mut admin).await;
+    let op = node.operator().await;
+    let ops = "rescue.example/ops";
+    let (tx, mut responses) = mallory.dial(&node.dir(), node.fed_addr).await;
+    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+        .await
+        .unwrap();
+    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+    let roster = vec![proto::Participant {
+        org: "police.example".into(),
+        signing_key: police_key,
+        active: true,
+        ..Default::default()
+    }];
+    let (offer, r1) = mallory.roster(ops, 1, GENESIS_HASH, roster);
+    tx.send(frame(Frame::Offer(offer.clone()))).await.unwrap();
+    eventually("police to join mallory's channel", || async {
+        common::channel_state(&op, ops).await.map(drop)
+    })
+    .await;
+    let key = mallory.pki.message_key().unwrap();
+    let (order, o2) = mallory.envelope_with(
+        &key,
+        ops,
+        "rescue.example",
+        2,
+        r1,
+        b"report".to_vec(),
+        proto::Kind::Text,
+    );
+    let ack_of = |origin: &str, seq: u64| {
+        proto::Ack {
+            message: Some(proto::MessageId {
+                origin: origin.into(),
+                seq,
+            }),
+        }
+        .encode_to_vec()
+    };
+    // Police's "acknowledgement", signed with mallory's key.
+    let (forged, _) = mallory.envelope_with(
+        &key,
+        ops,
+        "police.example",
+        1,
+        GENESIS_HASH,
+        ack_of("rescue.example", 2),
+        proto::Kind::Ack,
+    );
+    let (empty, _) = mallory.envelope_with(
+        &key,
+        ops,
+        "rescue.example",
+        3,
+        o2,
+        proto::Ack { message: None }.encode_to_vec(),
+        proto::Kind::Ack,
+    );
+    tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![offer, order, forged, empty],
+    })))
+    .await
+    .unwrap();
+    let log = eventually("both rejections audited", || async {
+        let log = common::audit_log(&mut node.admin().await).await;
+        let rejected = log
+            .iter()
+            .filter(|e| e.event == "federation.rejected")
+            .count();
+        (rejected >= 2).then_some(log)
+    })
+    .await;
+    let reasons: Vec<_> = log
+        .iter()
+        .filter(|e| e.event == "federation.rejected")
+        .filter_map(|e| e.details.get("reason").cloned())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("names no message")),
+        "{reasons:?}"
+    );
+    let history = all_history(&mut op.clone(), ops).await;
+    assert!(
+        history
+            .iter()
+            .any(|m| m.origin_seq == 2 && m.origin == "rescue.example")
+    );
+    assert!(!history.iter().any(|m| m.kind == "ack"), "{history:?}");
     node.stop().await;
 }

@@ -64,7 +64,8 @@ fn readable(api: &ApiContext, channel: &ChannelId, at: &Cursor) -> Result<Envelo
     let env = api.store.envelope(channel, &at.origin, at.seq)?;
     match env {
         Some(env)
-            if env.hlc == at.hlc.0 && matches!(Kind::try_from(env.kind), Ok(Kind::Text | Kind::Post)) =>
+            if env.hlc == at.hlc.0
+                && matches!(Kind::try_from(env.kind), Ok(Kind::Text | Kind::Post)) =>
         {
             Ok(env)
         }

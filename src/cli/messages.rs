@@ -209,7 +209,11 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 position,
             };
             let page = c.history(request).await.map_err(rpc)?.into_inner();
-            for m in page.messages.iter().filter(|m| !args.needs_ack || m.needs_my_ack) {
+            for m in page
+                .messages
+                .iter()
+                .filter(|m| !args.needs_ack || m.needs_my_ack)
+            {
                 show(m, json, args.cursors);
             }
             if let Some(m) = page.messages.last() {
@@ -314,8 +318,9 @@ pub(crate) struct ReceiptsArgs {
     conn: Connection,
 }
 
-/// `samband receipts`: for each agency the channel is shared with, whether
-/// its node holds the message, still waits for it, or refused it.
+/// `samband receipts`: for each agency of the channel (this one too),
+/// whether its node holds the message, still waits for it, or refused it,
+/// and which of its members acknowledged it.
 pub(crate) async fn receipts(args: ReceiptsArgs) -> anyhow::Result<()> {
     let (mut c, _) = args.conn.connect().await?;
     let r = c
@@ -326,8 +331,17 @@ pub(crate) async fn receipts(args: ReceiptsArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    if r.agencies.is_empty() && !args.conn.json {
+    let here_only = r.agencies.iter().all(|a| a.link == "this node");
+    if here_only && !r.ack_required && !args.conn.json {
         out!("not shared with any other agency: it is on this node only");
+        return Ok(());
+    }
+    if r.ack_required && !args.conn.json {
+        let due = match r.ack_deadline_unix_ms {
+            0 => String::new(),
+            ms => format!(", due by {}", output::utc(ms)),
+        };
+        out!("acknowledgement asked for{due}");
     }
     for a in &r.agencies {
         out!("{}", output::receipt(a, args.conn.json));
@@ -353,9 +367,17 @@ pub(crate) async fn ack(args: AckArgs) -> anyhow::Result<()> {
             serde_json::json!({"channel": args.channel, "acknowledgement": at.cursor, "already": r.already})
         );
     } else if r.already {
-        out!("you had acknowledged it already (durable); who has: samband receipts {} {}", args.channel, args.cursor);
+        out!(
+            "you had acknowledged it already (durable); who has: samband receipts {} {}",
+            args.channel,
+            args.cursor
+        );
     } else {
-        out!("acknowledged (durable; it reaches every agency of the channel); who has: samband receipts {} {}", args.channel, args.cursor);
+        out!(
+            "acknowledged (durable; it reaches every agency of the channel); who has: samband receipts {} {}",
+            args.channel,
+            args.cursor
+        );
     }
     Ok(())
 }
@@ -385,7 +407,10 @@ pub(crate) async fn overdue(args: OverdueArgs) -> anyhow::Result<()> {
             );
         } else {
             out!("{}  [cursor {}]", output::message(m, false), m.cursor);
-            out!("  not acknowledged by: {}", output::printable(&o.agencies.join(", ")));
+            out!(
+                "  not acknowledged by: {}",
+                output::printable(&o.agencies.join(", "))
+            );
         }
     }
     Ok(())

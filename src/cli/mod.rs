@@ -235,7 +235,7 @@ enum Command {
     Channel(ChannelCommand),
     /// Post a message to a channel; returns once it is durable on the node.
     #[command(
-        after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node\n  samband post ops 'Bridge at Kvarnholmen' --file bridge.jpg --identity alice/\n  samband post ops 'Close road 73 now' --priority flash --deadline 10m --identity alice/\n  samband post ops 'On our way' --reply-to 0001... --identity bo/"
+        after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node\n  samband post ops 'Bridge at Kvarnholmen' --file bridge.jpg --identity alice/\n  samband post ops 'Close road 73' --priority flash --deadline 10m \\\n      --identity alice/\n  samband post ops 'On our way' --reply-to 0001... --identity bo/"
     )]
     Post(messages::PostArgs),
     /// Write a message's files to a directory, each checked against its
@@ -271,7 +271,9 @@ enum Command {
     Ack(messages::AckArgs),
     /// Messages whose acknowledgement deadline passed without one from
     /// some agency, and which agencies.
-    #[command(after_help = "Examples:\n  samband overdue --identity alice/\n  samband overdue ops --json --identity alice/")]
+    #[command(
+        after_help = "Examples:\n  samband overdue --identity alice/\n  samband overdue ops --json --identity alice/"
+    )]
     Overdue(messages::OverdueArgs),
     /// Three agencies on this machine, federating a crisis channel; runs until Ctrl-C.
     #[command(after_help = "Example:\n  samband demo")]

@@ -37,7 +37,7 @@ fn rfc3339_shown(t: &str) -> String {
 
 /// A time as people read it: UTC (`…Z`), or local with its offset when
 /// `TZ` is set (e.g. `TZ=Europe/Stockholm`).
-fn utc(unix_ms: u64) -> String {
+pub(crate) fn utc(unix_ms: u64) -> String {
     let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
     else {
         return format!("{unix_ms}ms");

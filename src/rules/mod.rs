@@ -386,7 +386,9 @@ pub fn check_post_body(env: &Envelope) -> Result<PostBody, Reject> {
         )));
     }
     if body.files.is_empty() && body.text.is_empty() {
-        return Err(bad("a post has text, files or both; this has neither".into()));
+        return Err(bad(
+            "a post has text, files or both; this has neither".into()
+        ));
     }
     for file in &body.files {
         if FileHash::from_bytes(&file.sha256).is_none() {

@@ -145,7 +145,13 @@ pub fn acks_prefix(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
 }
 
 /// `member` of `org` acknowledged message (`origin`, `seq`) of `channel`.
-pub fn ack_key(channel: &ChannelId, origin: &OrgId, seq: u64, org: &OrgId, member: &str) -> Vec<u8> {
+pub fn ack_key(
+    channel: &ChannelId,
+    origin: &OrgId,
+    seq: u64,
+    org: &OrgId,
+    member: &str,
+) -> Vec<u8> {
     let mut key = acks_prefix(channel, origin, seq);
     push_str(&mut key, org.as_str());
     key.extend_from_slice(member.as_bytes());
