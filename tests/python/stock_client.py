@@ -1,8 +1,9 @@
 """A stock Python grpcio client: stubs generated from proto/ only, the member's
 PEM files only. Exercises health, reflection, Status, Post, History,
-Subscribe, and files (Upload cut off and resumed after UploadStatus, a Post
-that attaches it, Download whole and from an offset) against a running
-node, and exits non-zero on any mismatch.
+Subscribe, acknowledgements and replies (a post asking for acknowledgement,
+Acknowledge twice, Receipts, a reply), and files (Upload cut off and resumed
+after UploadStatus, a Post that attaches it, Download whole and from an
+offset) against a running node, and exits non-zero on any mismatch.
 
 usage: stock_client.py ENDPOINT BUNDLE_DIR CHANNEL
 """
@@ -67,8 +68,33 @@ def main() -> None:
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
 
+        check_acks(stub, pb, channel)
         check_files(stub, pb, channel)
     print("stock client ok")
+
+
+def check_acks(stub, pb, channel: str) -> None:
+    order = stub.Post(
+        pb.PostRequest(channel=channel, text="report in", ack_required=True, ack_deadline_ms=600_000),
+        timeout=10,
+    )
+    first = stub.Acknowledge(pb.AcknowledgeRequest(channel=channel, cursor=order.cursor), timeout=10)
+    again = stub.Acknowledge(pb.AcknowledgeRequest(channel=channel, cursor=order.cursor), timeout=10)
+    assert not first.already and again.already, (first, again)
+    assert first.acknowledgement.cursor == again.acknowledgement.cursor
+    receipts = stub.Receipts(pb.ReceiptsRequest(channel=channel, cursor=order.cursor), timeout=10)
+    assert receipts.ack_required and receipts.ack_deadline_unix_ms > 0, receipts
+    reply = stub.Post(pb.PostRequest(channel=channel, text="on it", reply_to=order.cursor), timeout=10)
+    page = stub.History(pb.HistoryRequest(channel=channel, limit=10), timeout=10)
+    kinds = {m.cursor: m for m in page.messages}
+    assert kinds[first.acknowledgement.cursor].kind == "ack", page
+    assert kinds[first.acknowledgement.cursor].acknowledges.cursor == order.cursor
+    assert kinds[reply.cursor].reply_to.cursor == order.cursor, page
+    try:
+        stub.Acknowledge(pb.AcknowledgeRequest(channel=channel, cursor=reply.cursor + "x"), timeout=10)
+        sys.exit("a bad cursor was acknowledged")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
 
 
 def check_files(stub, pb, channel: str) -> None:
