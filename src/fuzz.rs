@@ -114,6 +114,23 @@ pub fn admitted(data: &[u8]) -> usize {
                 .filter(|v| **v == Verdict::Accept)
                 .count();
         }
+        Some(Frame::Ahead(batch)) => {
+            let record = record();
+            for env in batch.envelopes {
+                let ctx = Context {
+                    local: &local,
+                    sender: &peer,
+                    channel: &channel,
+                    record: &record,
+                    head: ChainHead::GENESIS,
+                    pinned: &pinned,
+                    held: None,
+                    max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
+                    max_hlc: u64::MAX / 2,
+                };
+                admitted += usize::from(rules::check_ahead(&env, &ctx) == Ok(rules::Ahead::Show));
+            }
+        }
         Some(Frame::Offer(env)) => {
             admitted += usize::from(rules::check_offer(&env, &local, &peer, &pinned, 1).is_ok());
         }

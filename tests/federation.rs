@@ -1618,3 +1618,84 @@ async fn offers_of_channels_not_shared_with_a_partner_are_answered_like_unknown_
     t.stop().await;
     b.stop().await;
 }
+
+/// After a partition, the FLASH messages of the backlog reach the
+/// partner's members before the bulk of it: shown ahead (each signed on
+/// its own), then again in their place, with each origin's history still
+/// gap-free and identical on both nodes.
+#[tokio::test]
+async fn flash_messages_of_a_backlog_reach_members_ahead_of_it_after_a_partition() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("rescue.example").await;
+    let proxy = common::Proxy::start(b.fed_addr).await;
+    a.dials(&b, proxy.addr).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    a.share("crisis", &["rescue.example"]).await;
+    converged(&[&a, &b], &ch, 1).await;
+    let mut reader = b.client("reader", Role::Member).await;
+    let mut live = common::subscribe_live(&mut reader, &ch).await;
+
+    proxy.cut();
+    let posters = a_op.clone();
+    let normal = |n: usize, tag: &'static str| {
+        let (op, ch) = (posters.clone(), ch.clone());
+        (0..8)
+            .map(move |p| {
+                let (mut op, ch) = (op.clone(), ch.clone());
+                tokio::spawn(async move {
+                    for i in 0..n / 8 {
+                        post(&mut op, &ch, &format!("{tag} {p}-{i}")).await;
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // 2,400 routine messages, three FLASH, 600 more: in order, the first
+    // FLASH comes after 2,400 others.
+    for task in normal(2400, "early") {
+        task.await.unwrap();
+    }
+    let mut flash = Vec::new();
+    for i in 0..3 {
+        let req = proto::PostRequest {
+            channel: ch.clone(),
+            text: format!("FLASH {i}"),
+            priority: proto::Priority::Flash as i32,
+            ..Default::default()
+        };
+        flash.push(a_op.post(req).await.unwrap().into_inner().cursor);
+    }
+    for task in normal(600, "late") {
+        task.await.unwrap();
+    }
+    proxy.heal();
+
+    // Routine messages received before each FLASH message was seen.
+    let (mut routine, mut ahead_at, mut in_order) = (0usize, Vec::new(), Vec::new());
+    while routine < 3000 || in_order.len() < 3 {
+        let m = tokio::time::timeout(common::PATIENCE, live.message())
+            .await
+            .expect("the backlog to arrive")
+            .unwrap()
+            .unwrap();
+        match (m.priority == proto::Priority::Flash as i32, m.ahead) {
+            (true, true) => ahead_at.push((m.cursor, routine)),
+            (true, false) => in_order.push(m.cursor),
+            (false, ahead) => {
+                assert!(!ahead, "only FLASH and URGENT go ahead: {m:?}");
+                routine += 1;
+            }
+        }
+    }
+    let seen: Vec<_> = ahead_at.iter().map(|(c, _)| c.clone()).collect();
+    assert_eq!(seen, flash, "each FLASH once ahead, oldest first");
+    assert!(
+        ahead_at.iter().all(|(_, before)| *before < 1000),
+        "FLASH ahead of the bulk: routine messages before each: {ahead_at:?}"
+    );
+    assert_eq!(in_order, flash, "and again in their place");
+    converged(&[&a, &b], &ch, 3004).await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -224,8 +224,9 @@ async fn follow(
             Ok(pinned) => pinned,
             Err(e) => return Some(e.into()),
         };
-        for stored in batch {
-            let message = message(&stored, shared, &pinned, member);
+        for stored in batch.messages {
+            let mut message = message(&stored, shared, &pinned, member);
+            message.ahead = batch.ahead;
             tokio::select! {
                 sent = tokio::time::timeout(stall, tx.send(Ok(message))) => match sent {
                     Ok(Ok(())) => {}

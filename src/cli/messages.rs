@@ -230,6 +230,7 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut retry = RETRY_FIRST;
+    let mut shown_ahead = std::collections::HashSet::new();
     loop {
         let start = match &last {
             Some(cursor) => Some(Start::After(cursor.clone())),
@@ -245,8 +246,19 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 let mut stream = stream.into_inner();
                 loop {
                     match stream.message().await {
+                        // Shown ahead of older messages still arriving: it
+                        // comes again in order, not shown twice, and
+                        // following goes on from what came in order.
+                        Ok(Some(m)) if m.ahead => {
+                            if shown_ahead.insert(m.cursor.clone())
+                                && (!args.needs_ack || m.needs_my_ack)
+                            {
+                                show(&m, json, args.cursors);
+                            }
+                        }
                         Ok(Some(m)) => {
-                            if !args.needs_ack || m.needs_my_ack {
+                            let shown = shown_ahead.remove(&m.cursor);
+                            if !shown && (!args.needs_ack || m.needs_my_ack) {
                                 show(&m, json, args.cursors);
                             }
                             last = Some(m.cursor);

@@ -120,7 +120,7 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             "reply_to": m.reply_to.as_ref().map(message_ref),
             "acknowledges": m.acknowledges.as_ref().map(message_ref),
             "ack_required": m.ack_required, "ack_deadline_unix_ms": m.ack_deadline_unix_ms,
-            "needs_my_ack": m.needs_my_ack,
+            "needs_my_ack": m.needs_my_ack, "ahead": m.ahead,
         })
         .to_string();
     }
@@ -144,10 +144,13 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
     } else {
         String::new()
     };
-    let flag = match priority_word(m.priority) {
+    let mut flag = match priority_word(m.priority) {
         "normal" => String::new(),
         other => format!("[{}] ", other.to_uppercase()),
     };
+    if m.ahead {
+        flag.push_str("[AHEAD of older messages still arriving] ");
+    }
     if m.kind == "roster" {
         return format!(
             "{}  ({} changed the roster: {})",

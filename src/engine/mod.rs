@@ -18,9 +18,9 @@ mod writer;
 
 pub use commits::{Changes, Commits};
 pub use durable::DurableMarks;
-pub use fanout::Fanout;
+pub use fanout::{Fanout, Live};
 pub use revocations::{Revocations, RevokeError, record_issued, revoke_member};
-pub use subscription::{Start, Subscription};
+pub use subscription::{Delivery, Start, Subscription};
 pub use writer::{
     Content, NewPost, Offered, Reply, RosterChange, WriteError, WriterHandle, WriterSettings, spawn,
 };

@@ -10,11 +10,12 @@
 //! behind is not cut off and never slows posters: it catches up from the
 //! store, origin by origin.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::fanout::Live;
 use crate::model::{ChannelId, Cursor, Hlc, OrgId};
 use crate::store::{Page, Store, StoreError, Stored};
 
@@ -34,11 +35,21 @@ pub enum Start {
     Beginning,
 }
 
+/// What a subscription delivers next.
+#[derive(Debug)]
+pub struct Delivery {
+    pub messages: Vec<Arc<Stored>>,
+    /// The messages are shown ahead of their run: they come again in order.
+    pub ahead: bool,
+}
+
 #[derive(Debug)]
 pub struct Subscription {
     store: Store,
     channel: ChannelId,
-    rx: broadcast::Receiver<Arc<Stored>>,
+    rx: broadcast::Receiver<Live>,
+    /// Messages delivered ahead of their run, by (origin, seq): once each.
+    shown_ahead: HashSet<(OrgId, u64)>,
     /// Read the store from here (exclusive) before going live; `None` with
     /// `replaying` means from the beginning.
     position: Option<Cursor>,
@@ -50,7 +61,7 @@ impl Subscription {
     pub fn new(
         store: Store,
         channel: ChannelId,
-        rx: broadcast::Receiver<Arc<Stored>>,
+        rx: broadcast::Receiver<Live>,
         start: Start,
     ) -> Result<Self, StoreError> {
         let (position, replaying, delivered) = match start {
@@ -71,6 +82,7 @@ impl Subscription {
             store,
             channel,
             rx,
+            shown_ahead: HashSet::new(),
             position,
             replaying,
             delivered,
@@ -78,26 +90,39 @@ impl Subscription {
     }
 
     /// The next messages; `None` when the node stops publishing. Each
-    /// origin's messages come in seq order, none twice, none left out.
-    pub async fn next(&mut self) -> Option<Result<Vec<Arc<Stored>>, StoreError>> {
+    /// origin's messages come in seq order, none twice, none left out;
+    /// apart from them, messages shown ahead of their run, each once.
+    pub async fn next(&mut self) -> Option<Result<Delivery, StoreError>> {
         loop {
-            let batch = if self.replaying {
-                self.replay_page()
+            let (batch, ahead) = if self.replaying {
+                (self.replay_page(), false)
             } else {
                 match self.rx.recv().await {
-                    Ok(m) => self.admit(m),
+                    Ok(Live::Stored(m)) => (self.admit(m), false),
+                    Ok(Live::Ahead(m)) => (Ok(self.ahead(m)), true),
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(channel = %self.channel, missed, "subscriber lagged; catching up from the store");
-                        self.catch_up()
+                        (self.catch_up(), false)
                     }
                     Err(RecvError::Closed) => return None,
                 }
             };
             match batch {
                 Ok(b) if b.is_empty() => continue,
-                other => return Some(other),
+                Ok(messages) => return Some(Ok(Delivery { messages, ahead })),
+                Err(e) => return Some(Err(e)),
             }
         }
+    }
+
+    /// `m`, shown ahead, unless delivered already (ahead or in order).
+    fn ahead(&mut self, m: Arc<Stored>) -> Vec<Arc<Stored>> {
+        let seen = self.delivered.get(&m.cursor.origin).copied().unwrap_or(0);
+        let key = (m.cursor.origin.clone(), m.cursor.seq);
+        if m.cursor.seq <= seen || !self.shown_ahead.insert(key) {
+            return Vec::new();
+        }
+        vec![m]
     }
 
     /// The next page of the initial replay, in history order.

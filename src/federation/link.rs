@@ -35,6 +35,9 @@ pub(super) const LINK_BUFFER: usize = 16;
 /// Most envelopes, and about the most bytes, in one frame.
 const BATCH_ENVELOPES: usize = 512;
 const BATCH_BYTES: usize = 4 << 20;
+/// Most FLASH and URGENT envelopes of one origin's backlog sent ahead of it
+/// per hello: beyond that many, the rest come in order.
+const AHEAD_PER_ORIGIN: usize = 256;
 /// Envelope batches of one link handed to the writer and not yet durable.
 const IN_FLIGHT: usize = 4;
 /// Least time between two restatements of what this node holds that the
@@ -491,6 +494,10 @@ fn frame_len(envelopes: &[Envelope], max_bytes: usize) -> usize {
         .map_or(0, |seal| seal + 1)
 }
 
+/// What a peer lacks of one channel: the channel, its record, and the
+/// (origin, first seq, last seq) ranges to send it.
+type Lacks = (ChannelId, ChannelRecord, Vec<(OrgId, u64, u64)>);
+
 /// What a sender has told the peer, or the operator, since the peer's last
 /// hello: each only once.
 #[derive(Debug, Default)]
@@ -499,6 +506,8 @@ struct Said {
     offered: HashSet<String>,
     /// Origins whose envelopes to send hold no seal (logged).
     unsealed: HashSet<(ChannelId, OrgId)>,
+    /// Envelopes sent ahead of their run.
+    ahead: HashSet<(ChannelId, OrgId, u64)>,
 }
 
 /// Sends the peer everything it lacks of every channel it may see, or of
@@ -520,6 +529,8 @@ impl Link {
                 .filter_map(|record| ChannelId::parse(&record.id).ok())
                 .collect(),
         };
+        // What the peer lacks, per channel: (record, ranges to send).
+        let mut lacks = Vec::new();
         for channel in channels {
             // Order matters: first what is held (durably), then who may see it.
             // Everything in `mine` was committed before this read of the roster,
@@ -533,7 +544,7 @@ impl Link {
             if eligibility == Eligibility::None {
                 continue;
             }
-            let Some(theirs) = known.get_mut(&record.id) else {
+            let Some(theirs) = known.get(&record.id) else {
                 // The peer does not hold this channel yet: offer it once per hello.
                 // (The roster envelope itself may not have arrived here yet: then
                 // the commit that brings it wakes this push again.)
@@ -552,7 +563,17 @@ impl Link {
                 }
                 continue;
             };
-            for (origin, first, held) in rules::to_send(&record, eligibility, &mine, theirs) {
+            let ranges = rules::to_send(&record, eligibility, &mine, theirs);
+            if !ranges.is_empty() {
+                lacks.push((channel, record, ranges));
+            }
+        }
+        self.send_ahead(&lacks, said).await?;
+        for (channel, record, ranges) in lacks {
+            let Some(theirs) = known.get_mut(&record.id) else {
+                continue;
+            };
+            for (origin, first, held) in ranges {
                 let mut next = first;
                 while next <= held {
                     let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;
@@ -584,6 +605,65 @@ impl Link {
                     next = last + 1;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Sends the FLASH, then the URGENT, envelopes of a backlog the peer
+    /// lacks (`lacks`) ahead of it, each signed on its own, so that its
+    /// members see them before the bulk arrives in order. Only where the
+    /// backlog of an origin is longer than one frame: a shorter one arrives
+    /// as fast in order.
+    async fn send_ahead(
+        &self,
+        lacks: &[Lacks],
+        said: &mut Said,
+    ) -> Result<(), LinkError> {
+        let (fed, peer) = (&*self.fed, &self.peer);
+        let mut ahead = Vec::new();
+        for (channel, record, ranges) in lacks {
+            for (origin, first, held) in ranges {
+                if held - first < BATCH_ENVELOPES as u64 {
+                    continue;
+                }
+                let seqs =
+                    fed.store
+                        .urgent_seqs(channel, origin, *first, *held, AHEAD_PER_ORIGIN)?;
+                for seq in seqs {
+                    if !said.ahead.insert((channel.clone(), origin.clone(), seq)) {
+                        continue;
+                    }
+                    let Some(env) = fed.store.envelope(channel, origin, seq)? else {
+                        continue;
+                    };
+                    // As the peer may have it; a body withheld from it, or a
+                    // message without a signature of its own, waits for its run.
+                    let mut one = vec![env];
+                    rules::ready_for(record, peer, &mut one);
+                    if let Some(env) = one.pop().filter(|e| !e.withheld && !e.signature.is_empty())
+                    {
+                        ahead.push(env);
+                    }
+                }
+            }
+        }
+        ahead.sort_by_key(|e| (std::cmp::Reverse(e.priority), e.hlc));
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for env in ahead {
+            let size = env.encoded_len();
+            if !batch.is_empty() && (bytes + size > BATCH_BYTES || batch.len() == BATCH_ENVELOPES) {
+                let envelopes = std::mem::take(&mut batch);
+                self.send(Frame::Ahead(EnvelopeBatch { envelopes })).await?;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(env);
+        }
+        if !batch.is_empty() {
+            tracing::debug!(%peer, n = batch.len(), "sending FLASH and URGENT envelopes ahead of a backlog");
+            self.send(Frame::Ahead(EnvelopeBatch { envelopes: batch }))
+                .await?;
         }
         Ok(())
     }
@@ -691,6 +771,14 @@ impl Link {
                     if self.offered(envelope).await? {
                         self.asks.restate.notify_one();
                     }
+                }
+                Frame::Ahead(batch) => {
+                    if !self.pace(batch.envelopes.len()).await {
+                        return Ok(());
+                    }
+                    // Shown now; stored when the ordered envelopes come.
+                    let shown = fed.writer.ahead(peer.clone(), batch.envelopes).await?;
+                    tracing::debug!(%peer, shown, "envelopes shown ahead of their run");
                 }
                 Frame::Envelopes(batch) => {
                     if !self.pace(batch.envelopes.len()).await {

@@ -109,6 +109,7 @@ mod field {
     pub(super) const ENVELOPES: u32 = 2;
     pub(super) const PROGRESS: u32 = 3;
     pub(super) const REFUSALS: u32 = 5;
+    pub(super) const AHEAD: u32 = 6;
     /// `VersionVectors.channels`, `EnvelopeBatch.envelopes`, `EnvelopeRefusals.refusals`.
     pub(super) const ITEMS: u32 = 1;
     /// `ChannelVector.entries`.
@@ -163,7 +164,7 @@ fn count(frame: &[u8]) -> Result<Counts, FrameError> {
     let mut counts = Counts::default();
     each_len_field(frame, |tag, body| {
         match tag {
-            field::ENVELOPES => each_len_field(body, |tag, _| {
+            field::ENVELOPES | field::AHEAD => each_len_field(body, |tag, _| {
                 counts.envelopes += usize::from(tag == field::ITEMS);
                 counts.check()
             })?,

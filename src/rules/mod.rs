@@ -704,16 +704,83 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
             Ok(Verdict::Chained)
         };
     }
-    // A pinned key (this node's own, a peer's, the home's) is the only one
-    // that counts for its org; the roster speaks only for orgs not pinned.
+    check_signature(env, &origin, ctx)?;
+    Ok(Verdict::Accept)
+}
+
+/// Whether `env` verifies with its origin's key: a pinned key (this node's
+/// own, a peer's, the home's) is the only one that counts for its org; the
+/// roster speaks only for orgs not pinned.
+fn check_signature(env: &Envelope, origin: &OrgId, ctx: &Context<'_>) -> Result<(), Reject> {
     let key = match ctx.pinned.key(origin.as_str()) {
         Some(pinned) => Some(pinned),
-        None => participant(record, &origin).map(|p| p.signing_key.as_slice()),
+        None => participant(ctx.record, origin).map(|p| p.signing_key.as_slice()),
     };
     if !key.is_some_and(|k| verify(env, k)) {
         return Err(Reject::BadSignature);
     }
-    Ok(Verdict::Accept)
+    Ok(())
+}
+
+/// What became of an envelope a peer sent ahead of its run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ahead {
+    /// Show it to members now; it is stored when its run arrives.
+    Show,
+    /// Held here already, in order: nothing to do.
+    Held,
+}
+
+/// Checks an envelope sent ahead of older ones of its origin (a FLASH or
+/// URGENT member's message after an outage): everything [`check`] checks
+/// but its place in the chain, which cannot be checked before its run
+/// arrives; so it must carry its own signature, by its origin's key. It is
+/// shown, never stored: the ordered envelope that follows is checked whole.
+pub fn check_ahead(env: &Envelope, ctx: &Context<'_>) -> Result<Ahead, Reject> {
+    let size = env.encoded_len();
+    if size > ctx.max_envelope_bytes {
+        return Err(Reject::Oversized {
+            size,
+            limit: ctx.max_envelope_bytes,
+        });
+    }
+    let origin = OrgId::parse(&env.origin).map_err(|e| Reject::Malformed(e.to_string()))?;
+    check_fields(env)?;
+    let member_message = matches!(
+        Kind::try_from(env.kind),
+        Ok(Kind::Text | Kind::Post | Kind::Ack)
+    );
+    if !member_message || env.withheld || env.priority < Priority::Urgent as i32 {
+        return Err(Reject::Malformed(
+            "only FLASH and URGENT members' messages, whole, go ahead of their run".into(),
+        ));
+    }
+    if env.hlc > ctx.max_hlc {
+        return Err(Reject::FromTheFuture);
+    }
+    let record = ctx.record;
+    if record.state != ChannelState::Active as i32 || !is_shared(record) {
+        return Err(Reject::NotSharedWithSender);
+    }
+    if !is_active(record, ctx.sender) {
+        return Err(Reject::NotSharedWithSender);
+    }
+    if !may_write(record, &origin, env.origin_seq) && origin != *ctx.local {
+        return Err(Reject::OriginNotParticipant(origin.to_string()));
+    }
+    if withheld_from(record, ctx.local, origin.as_str(), env.origin_seq) {
+        return Err(Reject::Malformed(
+            "a message withheld from this org was sent ahead whole".into(),
+        ));
+    }
+    if env.origin_seq <= ctx.head.seq {
+        return Ok(Ahead::Held);
+    }
+    if env.signature.is_empty() {
+        return Err(Reject::BadSignature);
+    }
+    check_signature(env, &origin, ctx)?;
+    Ok(Ahead::Show)
 }
 
 /// Checks an offer: the home's latest control envelope for a channel this

@@ -1222,3 +1222,80 @@ fn bodies_up_to_the_line_a_from_now_share_drew_are_withheld_and_only_they() {
         Verdict::Reject(Reject::Malformed(_))
     ));
 }
+
+#[test]
+fn only_a_flash_or_urgent_message_signed_by_its_origin_goes_ahead_of_its_run() {
+    let w = world();
+    let (local, sender) = (org("c.example"), org("b.example"));
+    let pins = w.pins();
+    let urgent = |seq: u64, priority: i32, key: &Ed25519KeyPair| {
+        let (mut env, _) = envelope("b.example", seq, [9; 32], key);
+        env.priority = priority;
+        sign_and_hash(&mut env, key);
+        env
+    };
+    // Far past the head: no chain to check, the signature stands alone.
+    let head = (3, [1; 32]);
+    let flash = urgent(40, Priority::Flash as i32, &w.b);
+    assert_eq!(
+        check_ahead(&flash, &ctx(&w, &local, &sender, head, &pins)),
+        Ok(Ahead::Show)
+    );
+    assert_eq!(
+        check_ahead(
+            &urgent(41, Priority::Urgent as i32, &w.b),
+            &ctx(&w, &local, &sender, head, &pins)
+        ),
+        Ok(Ahead::Show)
+    );
+    // Held already: nothing to show.
+    assert_eq!(
+        check_ahead(
+            &urgent(2, Priority::Flash as i32, &w.b),
+            &ctx(&w, &local, &sender, head, &pins)
+        ),
+        Ok(Ahead::Held)
+    );
+    // Routine traffic, an unsigned one, a forged one, one of a stranger.
+    assert!(matches!(
+        check_ahead(
+            &urgent(40, Priority::Normal as i32, &w.b),
+            &ctx(&w, &local, &sender, head, &pins)
+        ),
+        Err(Reject::Malformed(_))
+    ));
+    let mut unsigned = flash.clone();
+    unsigned.signature.clear();
+    assert_eq!(
+        check_ahead(&unsigned, &ctx(&w, &local, &sender, head, &pins)),
+        Err(Reject::BadSignature)
+    );
+    assert_eq!(
+        check_ahead(
+            &urgent(40, Priority::Flash as i32, &key()),
+            &ctx(&w, &local, &sender, head, &pins)
+        ),
+        Err(Reject::BadSignature)
+    );
+    let mut stranger = flash.clone();
+    stranger.origin = "x.example".into();
+    sign_and_hash(&mut stranger, &w.b);
+    assert!(matches!(
+        check_ahead(&stranger, &ctx(&w, &local, &sender, head, &pins)),
+        Err(Reject::OriginNotParticipant(_))
+    ));
+    // From an org not in the channel.
+    let outsider = org("x.example");
+    assert_eq!(
+        check_ahead(&flash, &ctx(&w, &local, &outsider, head, &pins)),
+        Err(Reject::NotSharedWithSender)
+    );
+    // A roster change never goes ahead.
+    let mut control = flash.clone();
+    control.kind = Kind::Control as i32;
+    sign_and_hash(&mut control, &w.b);
+    assert!(matches!(
+        check_ahead(&control, &ctx(&w, &local, &sender, head, &pins)),
+        Err(Reject::Malformed(_))
+    ));
+}

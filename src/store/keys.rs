@@ -28,6 +28,9 @@
 //! * `d` channel 0 due origin 0 seq → (nothing): message (origin, seq) asks
 //!   for acknowledgement by `due` (Unix ms, big-endian u64)
 //!
+//! * `u` channel 0 origin 0 seq → (nothing): that message is FLASH or
+//!   URGENT (what a link may send ahead of a backlog)
+//!
 //! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
 //!
 //! In the `uploads` tree: member 0 sha256 → finished (Unix ms) and size, each
@@ -42,6 +45,7 @@ const FILE_WANTED: u8 = b'w';
 const FILE_VOUCHED: u8 = b'v';
 const ACK: u8 = b'a';
 const DUE: u8 = b'd';
+const URGENT: u8 = b'u';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
@@ -165,6 +169,21 @@ pub fn parse_ack(prefix_len: usize, key: &[u8]) -> Option<(OrgId, String)> {
     let org = OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
     let member = std::str::from_utf8(&rest[nul + 1..]).ok()?.to_owned();
     Some((org, member))
+}
+
+/// All FLASH and URGENT messages of `origin` in `channel` start with this.
+pub fn urgent_prefix(channel: &ChannelId, origin: &OrgId) -> Vec<u8> {
+    let mut key = vec![URGENT];
+    push_str(&mut key, &channel.to_string());
+    push_str(&mut key, origin.as_str());
+    key
+}
+
+/// Message (`origin`, `seq`) of `channel` is FLASH or URGENT.
+pub fn urgent_key(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
+    let mut key = urgent_prefix(channel, origin);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// All deadlines of `channel` start with this, in the order they fall due.

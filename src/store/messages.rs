@@ -8,7 +8,9 @@ use prost::Message as _;
 
 use super::kv::{Value, Write};
 use super::{MESSAGE_OVERHEAD_BYTES, Page, Store, StoreError, Stored, decode, keys, lossy, runs};
-use crate::model::{ChainHead, ChannelId, Cursor, FileHash, Hlc, OrgId, VersionVector, chain_hash};
+use crate::model::{
+    ChainHead, ChannelId, Cursor, FileHash, Hlc, OrgId, Priority, VersionVector, chain_hash,
+};
 use crate::proto::{Ack, ChannelRecord, Envelope, Kind, PostBody};
 
 /// Writes staged together and applied atomically by [`Store::apply`].
@@ -103,6 +105,14 @@ impl StoreBatch {
     /// a stored run ([`runs`]).
     pub fn put_envelope(&mut self, channel: &ChannelId, cursor: &Cursor, env: &Envelope) {
         let mut with_files = false;
+        let member_message = matches!(
+            Kind::try_from(env.kind),
+            Ok(Kind::Text | Kind::Post | Kind::Ack)
+        );
+        if member_message && !env.withheld && env.priority >= Priority::Urgent as i32 {
+            let key = keys::urgent_key(channel, &cursor.origin, cursor.seq);
+            self.log.push((key, Vec::new()));
+        }
         match Kind::try_from(env.kind) {
             _ if env.withheld => {}
             Ok(Kind::Post) => {
@@ -214,6 +224,31 @@ impl Store {
                 org,
                 member,
             });
+        }
+        Ok(out)
+    }
+
+    /// The seqs of `origin`'s FLASH and URGENT messages in `channel` from
+    /// `first` to `last` (inclusive), at most `limit`, in seq order.
+    pub fn urgent_seqs(
+        &self,
+        channel: &ChannelId,
+        origin: &OrgId,
+        first: u64,
+        last: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let from = keys::urgent_key(channel, origin, first);
+        let to = keys::urgent_key(channel, origin, last);
+        let mut out = Vec::new();
+        for kv in self.log.range(Bound::Included(from), Bound::Included(to)) {
+            let (key, _) = kv?;
+            if let Some(seq) = keys::seq_of_message(&key) {
+                out.push(seq);
+            }
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }

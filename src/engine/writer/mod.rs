@@ -32,6 +32,7 @@ use crate::proto::{ChannelRecord, ChannelState, Envelope, MessageId, PostBody};
 use crate::rules::{self, History, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
+mod ahead;
 mod offer;
 mod post;
 mod receive;
@@ -138,6 +139,13 @@ enum Command {
         envelopes: Vec<Envelope>,
         answer: Answer<Vec<Verdict>>,
     },
+    /// FLASH and URGENT envelopes a peer sent ahead of their run; answered
+    /// with how many are shown.
+    Ahead {
+        from: OrgId,
+        envelopes: Vec<Envelope>,
+        answer: Answer<usize>,
+    },
     /// A channel offered by a peer: its home's latest control envelope.
     Offer {
         from: OrgId,
@@ -164,6 +172,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Command::Post(..) => "Post",
             Command::Apply { .. } => "Apply",
+            Command::Ahead { .. } => "Ahead",
             Command::Offer { .. } => "Offer",
             Command::Roster { .. } => "Roster",
             Command::Accept { .. } => "Accept",
@@ -194,6 +203,8 @@ enum Done {
     /// The post's index in the round's envelopes.
     Post(Answer<Arc<Stored>>, usize),
     Apply(Answer<Vec<Verdict>>, Vec<Verdict>),
+    /// Shown to subscribers once the round commits.
+    Ahead(Answer<usize>, Vec<(ChannelId, Arc<Stored>)>),
     Offer(Answer<Result<Offered, Reject>>, Result<Offered, Reject>),
     Record(Answer<ChannelRecord>, ChannelRecord),
 }
@@ -310,6 +321,7 @@ fn refuse_all(done: Vec<Done>, err: impl Fn() -> WriteError) {
         let _ = match done {
             Done::Post(a, _) => a.send(Err(err())).map_err(drop),
             Done::Apply(a, _) => a.send(Err(err())).map_err(drop),
+            Done::Ahead(a, _) => a.send(Err(err())).map_err(drop),
             Done::Offer(a, _) => a.send(Err(err())).map_err(drop),
             Done::Record(a, _) => a.send(Err(err())).map_err(drop),
         };
@@ -354,6 +366,17 @@ impl WriterHandle {
     /// Commits a post; resolves once it is durable.
     pub async fn post(&self, post: NewPost) -> Result<Arc<Stored>, WriteError> {
         self.ask(|a| Command::Post(post, a)).await
+    }
+
+    /// Hands FLASH and URGENT envelopes that `from` sent ahead of their run
+    /// to the writer, to be checked and shown to subscribers: how many were.
+    pub async fn ahead(&self, from: OrgId, envelopes: Vec<Envelope>) -> Result<usize, WriteError> {
+        self.ask(|answer| Command::Ahead {
+            from,
+            envelopes,
+            answer,
+        })
+        .await
     }
 
     /// Queues envelopes received from `from` for the writer to decide and
@@ -548,6 +571,14 @@ impl Writer {
                 Ok(verdicts) => round.done.push(Done::Apply(answer, verdicts)),
                 Err(e) => refuse(round, answer, e.into()),
             },
+            Command::Ahead {
+                from,
+                envelopes,
+                answer,
+            } => match self.ahead(round, &from, envelopes) {
+                Ok(shown) => round.done.push(Done::Ahead(answer, shown)),
+                Err(e) => refuse(round, answer, e.into()),
+            },
             Command::Offer {
                 from,
                 envelope,
@@ -655,6 +686,13 @@ impl Writer {
             let _ = match done {
                 Done::Post(a, index) => a.send(Ok(stored[index].clone())).map_err(drop),
                 Done::Apply(a, v) => a.send(Ok(v)).map_err(drop),
+                Done::Ahead(a, shown) => {
+                    let n = shown.len();
+                    for (channel, stored) in shown {
+                        self.fanout.publish_ahead(&channel, stored);
+                    }
+                    a.send(Ok(n)).map_err(drop)
+                }
                 Done::Offer(a, o) => a.send(Ok(o)).map_err(drop),
                 Done::Record(a, r) => a.send(Ok(r)).map_err(drop),
             };
