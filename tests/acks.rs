@@ -157,6 +157,22 @@ async fn acknowledgements_cross_agencies_and_overdue_ones_are_named() {
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].agencies, ["police.example"]);
     assert_eq!(due[0].message.as_ref().unwrap().cursor, order.cursor);
+    // `status` counts it (the watch looks every few seconds).
+    eventually("status to count the overdue message", || async {
+        let status = rescue
+            .operator()
+            .await
+            .status(proto::StatusRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        status
+            .workers
+            .iter()
+            .any(|w| w.name == "overdue watch" && w.status == "overdue now: 1 messages")
+            .then_some(())
+    })
+    .await;
     let r = receipts(&mut bo, &ch, &order.cursor).await;
     assert!(of(&r, "police.example").overdue);
     assert!(!of(&r, "region.example").overdue && !of(&r, "rescue.example").overdue);

@@ -315,3 +315,89 @@ pub(super) fn overdue(
     }
     Ok(out)
 }
+
+/// Says in the log, once each, every message whose acknowledgement
+/// deadline passed without one from some agency (target
+/// `samband::overdue`), and keeps how many are overdue for `status`.
+/// Reads the past-due deadlines of every channel each round (a few per
+/// message that asks for acknowledgement with a deadline).
+#[derive(Debug)]
+pub(crate) struct OverdueWatch {
+    api: std::sync::Arc<ApiContext>,
+    /// The overdue messages said in the log: (channel, origin, seq).
+    said: HashSet<(String, OrgId, u64)>,
+    last: String,
+}
+
+/// How often deadlines are looked at.
+const OVERDUE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl OverdueWatch {
+    pub(crate) fn new(api: std::sync::Arc<ApiContext>) -> Self {
+        Self {
+            api,
+            said: HashSet::new(),
+            last: "not run yet".to_owned(),
+        }
+    }
+}
+
+impl crate::runtime::Worker for OverdueWatch {
+    fn name(&self) -> String {
+        "overdue watch".to_owned()
+    }
+
+    async fn work(&mut self) -> crate::runtime::WorkerState {
+        let channels: Result<Vec<ChannelId>, ApiError> = self
+            .api
+            .store
+            .channels()
+            .map(|records| {
+                records
+                    .iter()
+                    .filter_map(|r| ChannelId::parse(&r.id).ok())
+                    .collect()
+            })
+            .map_err(ApiError::from);
+        self.last = match channels.and_then(|channels| overdue(&self.api, &channels)) {
+            Ok(late) => {
+                let mut now_late = HashSet::new();
+                for (stored, agencies) in &late {
+                    let env = &stored.envelope;
+                    let key = (
+                        env.channel.clone(),
+                        stored.cursor.origin.clone(),
+                        env.origin_seq,
+                    );
+                    if !self.said.contains(&key) {
+                        tracing::warn!(
+                            target: "samband::overdue",
+                            channel = %env.channel,
+                            origin = %stored.cursor.origin,
+                            seq = env.origin_seq,
+                            author = %env.author,
+                            agencies = %agencies.join(","),
+                            "no acknowledgement from these agencies by the message's deadline"
+                        );
+                    }
+                    now_late.insert(key);
+                }
+                self.said = now_late;
+                format!("overdue now: {} messages", late.len())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the acknowledgement deadlines");
+                format!("failed: {e}")
+            }
+        };
+        crate::runtime::WorkerState::Idle
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(OVERDUE_EVERY).await;
+    }
+
+    fn status(&self) -> String {
+        self.last.clone()
+    }
+}

@@ -25,6 +25,7 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::federation_server::FederationServer;
 use crate::proto::messaging_server::MessagingServer;
 use crate::store::StoreError;
+pub(crate) use acks::OverdueWatch;
 pub(crate) use context::{ApiContext, reload};
 
 /// Everything a handler can answer with besides success.

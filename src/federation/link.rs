@@ -614,11 +614,7 @@ impl Link {
     /// members see them before the bulk arrives in order. Only where the
     /// backlog of an origin is longer than one frame: a shorter one arrives
     /// as fast in order.
-    async fn send_ahead(
-        &self,
-        lacks: &[Lacks],
-        said: &mut Said,
-    ) -> Result<(), LinkError> {
+    async fn send_ahead(&self, lacks: &[Lacks], said: &mut Said) -> Result<(), LinkError> {
         let (fed, peer) = (&*self.fed, &self.peer);
         let mut ahead = Vec::new();
         for (channel, record, ranges) in lacks {

@@ -250,6 +250,7 @@ impl Node {
             api: shared.clone(),
             last: String::new(),
         });
+        runtime.spawn_worker(crate::api::OverdueWatch::new(shared.clone()));
         let (tls_fed, peers) = (fed.clone(), fed.clone());
         let federation_incoming = listener::tls_incoming(
             listeners.federation,
@@ -347,11 +348,6 @@ impl Worker for Reloader {
     }
 }
 
-/// Once a day (and at start): records in the audit log the member
-/// certificates issued on the host since, and warns in the log of every
-/// certificate of the org that ends within
-/// [`crate::pki::EXPIRY_WARNING_DAYS`] — the CA, the node, the operator
-/// identity, members — with its date and how to renew it.
 /// Removes uploads no post referenced within `limits.unposted_upload_seconds`
 /// (and their bytes, unless a stored message references them), and partial
 /// files idle as long.
@@ -393,6 +389,11 @@ impl Worker for UploadSweep {
     }
 }
 
+/// Once a day (and at start): records in the audit log the member
+/// certificates issued on the host since, and warns in the log of every
+/// certificate of the org that ends within
+/// [`crate::pki::EXPIRY_WARNING_DAYS`] — the CA, the node, the operator
+/// identity, members — with its date and how to renew it.
 struct ExpiryWatch {
     api: Arc<crate::api::ApiContext>,
     /// The soonest end, or why it could not be read.

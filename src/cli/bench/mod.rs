@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 mod attach;
+mod flash;
 
 /// The echo service that measures the RPC ceiling (`proto/samband/bench/`).
 #[allow(unreachable_pub)] // generated
@@ -54,6 +55,10 @@ enum Scenario {
     /// against bulk mTLS, FLASH latency during a transfer against idle, and
     /// peak memory during a large upload and transfer.
     Attach,
+    /// FLASH first through a catch-up: a partner offline while routine
+    /// messages and 20 FLASH ones are posted comes back over a throttled
+    /// link; time until it shows every FLASH message, against the backlog.
+    Flash,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +93,9 @@ pub(crate) struct BenchArgs {
     /// For `attach`: size of the file during which peak memory is measured, MiB (0: skip).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=65_536))]
     rss_file_mib: u64,
+    /// For `flash`: the throttled link's rate each way, KiB/s.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    link_kib_per_second: u64,
     /// Print one JSON object per run instead of the table.
     #[arg(long)]
     json: bool,
@@ -233,6 +241,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Catchup => catchup(&args, root.path()).await,
             Scenario::Scale => scale(&args, root.path()).await,
             Scenario::Attach => attach::run(&args, root.path()).await,
+            Scenario::Flash => flash::run(&args, root.path()).await,
         }
     })
 }
