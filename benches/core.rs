@@ -92,6 +92,7 @@ fn envelopes(c: &mut Criterion) {
         held: None,
         max_envelope_bytes: 70_000,
         max_hlc: u64::MAX,
+        retractions: &[],
     };
     c.bench_function("federation/check accept 1KiB", |b| {
         b.iter(|| check(black_box(&signed), &ctx))

@@ -84,6 +84,7 @@ pub fn admitted(data: &[u8]) -> usize {
             let mut stored: std::collections::HashMap<String, ChainHead> =
                 std::collections::HashMap::new();
             let mut admission = rules::Admission::default();
+            let retractions = batch.retractions;
             for env in batch.envelopes {
                 let head = admission
                     .head(&env)
@@ -99,6 +100,7 @@ pub fn admitted(data: &[u8]) -> usize {
                     held: admission.held(&env),
                     max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
                     max_hlc: u64::MAX / 2,
+                    retractions: &retractions,
                 };
                 let verdict = rules::check(&env, &ctx);
                 if verdict == Verdict::Accept {
@@ -127,6 +129,7 @@ pub fn admitted(data: &[u8]) -> usize {
                     held: None,
                     max_envelope_bytes: crate::config::MAX_ENVELOPE_BYTES,
                     max_hlc: u64::MAX / 2,
+                    retractions: &[],
                 };
                 admitted += usize::from(rules::check_ahead(&env, &ctx) == Ok(rules::Ahead::Show));
             }

@@ -877,18 +877,21 @@ async fn a_hostile_peer_cannot_make_a_node_store_or_forward_what_breaks_a_rule()
     let bad_count = bad.len() as u64;
     tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
         envelopes: vec![good1],
+        ..Default::default()
     })))
     .await
     .unwrap();
     for e in bad {
         tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
             envelopes: vec![e],
+            ..Default::default()
         })))
         .await
         .unwrap();
     }
     tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
         envelopes: vec![good2],
+        ..Default::default()
     })))
     .await
     .unwrap();
@@ -992,7 +995,10 @@ async fn a_node_that_sees_a_gap_asks_for_the_rest_however_soon_after_the_last_ga
             "ahead",
             Kind::Text,
         );
-        frame(Frame::Envelopes(EnvelopeBatch { envelopes: vec![e] }))
+        frame(Frame::Envelopes(EnvelopeBatch {
+            envelopes: vec![e],
+            ..Default::default()
+        }))
     };
     let restated = |f: &Frame| match f {
         Frame::Hello(vv) => vv.channels.iter().any(|cv| cv.channel == crisis),
@@ -1040,6 +1046,7 @@ async fn an_envelope_refused_for_a_timestamp_ahead_is_asked_for_again() {
     samband::model::sign_and_hash(&mut ahead, &peer.pki.message_key().unwrap());
     tx.send(frame(Frame::Envelopes(EnvelopeBatch {
         envelopes: vec![ahead],
+        ..Default::default()
     })))
     .await
     .unwrap();
@@ -1059,6 +1066,7 @@ async fn an_envelope_refused_for_a_timestamp_ahead_is_asked_for_again() {
     );
     tx.send(frame(Frame::Envelopes(EnvelopeBatch {
         envelopes: vec![fixed],
+        ..Default::default()
     })))
     .await
     .unwrap();
@@ -1523,6 +1531,7 @@ async fn a_frame_that_breaks_the_protocol_ends_the_link_with_a_status_saying_why
     not_utf8[at] = 0xff;
     let too_many = frame(Frame::Envelopes(proto::EnvelopeBatch {
         envelopes: vec![proto::Envelope::default(); MAX_FRAME_ENVELOPES + 1],
+        ..Default::default()
     }))
     .encode_to_vec();
     let too_large = vec![0u8; MAX_FRAME_BYTES + 1];

@@ -196,6 +196,7 @@ fn write_seed_corpus() {
         "peer-run",
         frame(Frame::Envelopes(EnvelopeBatch {
             envelopes: peer_run.clone(),
+            ..Default::default()
         })),
     ));
     let mut unsealed = peer_run.clone();
@@ -207,6 +208,7 @@ fn write_seed_corpus() {
         "sealed-run",
         frame(Frame::Envelopes(EnvelopeBatch {
             envelopes: unsealed,
+            ..Default::default()
         })),
     ));
     let control = chain(HOME, Kind::Control, 1);
@@ -215,6 +217,7 @@ fn write_seed_corpus() {
         "home-control",
         frame(Frame::Envelopes(EnvelopeBatch {
             envelopes: control.clone(),
+            ..Default::default()
         })),
     ));
     seeds.push((

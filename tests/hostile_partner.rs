@@ -149,9 +149,12 @@ async fn a_partner_whose_roster_lies_cannot_speak_for_this_node_or_its_peers() {
         vec![own],
     ];
     for envelopes in batches {
-        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch { envelopes })))
-            .await
-            .unwrap();
+        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+            envelopes,
+            ..Default::default()
+        })))
+        .await
+        .unwrap();
     }
     let history = eventually("x's and mallory's messages at police", || {
         let mut operator = operator.clone();
@@ -342,9 +345,12 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
                     .0
             })
             .collect();
-        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch { envelopes })))
-            .await
-            .unwrap();
+        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+            envelopes,
+            ..Default::default()
+        })))
+        .await
+        .unwrap();
     }
     // Of the shared channel: made-up origins, the channel named 10,000
     // times in one frame, empty hellos back to back, and envelopes from
@@ -385,9 +391,12 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
                     .0
             })
             .collect();
-        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch { envelopes })))
-            .await
-            .unwrap();
+        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+            envelopes,
+            ..Default::default()
+        })))
+        .await
+        .unwrap();
     }
     // The link is still up and answers: the floods above were paced, not fatal.
     let marker = mallory
@@ -402,6 +411,7 @@ async fn a_flood_of_every_frame_type_costs_a_bounded_amount() {
         .0;
     tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
         envelopes: vec![marker],
+        ..Default::default()
     })))
     .await
     .unwrap();
@@ -702,6 +712,7 @@ async fn a_partner_naming_a_hash_it_lacks_in_its_own_post_gets_nothing() {
     );
     tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
         envelopes: vec![offer, post],
+        ..Default::default()
     })))
     .await
     .unwrap();
@@ -864,8 +875,11 @@ async fn a_partner_cannot_hold_more_than_a_few_file_streams_open() {
 /// A partner cannot acknowledge in another org's name, nor slip in an
 /// acknowledgement that names no message: both are rejected and audited,
 /// and no acknowledgement shows; its message in the same batch is taken.
+/// Nor can it retract another org's message, or pass off a copy without
+/// its body with a retraction its origin did not sign; its own retraction
+/// of its own message is taken.
 #[tokio::test]
-async fn a_forged_or_malformed_acknowledgement_is_rejected_and_audited() {
+async fn forged_acknowledgements_and_retractions_are_rejected_and_audited() {
     use prost::Message as _;
     let node = common::TestNode::start("police.example").await;
     let mut admin = node.admin().await;
@@ -930,6 +944,7 @@ async fn a_forged_or_malformed_acknowledgement_is_rejected_and_audited() {
     );
     tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
         envelopes: vec![offer, order, forged, empty],
+        ..Default::default()
     })))
     .await
     .unwrap();
@@ -958,5 +973,97 @@ async fn a_forged_or_malformed_acknowledgement_is_rejected_and_audited() {
             .any(|m| m.origin_seq == 2 && m.origin == "rescue.example")
     );
     assert!(!history.iter().any(|m| m.kind == "ack"), "{history:?}");
+
+    // Retractions: of another org's message, and a copy without its body
+    // "proven" by a retraction the origin did not sign, are rejected and
+    // audited; a retraction of its own message is taken.
+    let retraction_of = |origin: &str, seq: u64| {
+        proto::Retraction {
+            message: Some(proto::MessageId {
+                origin: origin.into(),
+                seq,
+            }),
+        }
+        .encode_to_vec()
+    };
+    let (of_police, _) = mallory.envelope_with(
+        &key,
+        ops,
+        "rescue.example",
+        3,
+        o2,
+        retraction_of("police.example", 1),
+        proto::Kind::Retract,
+    );
+    let (secret, s3) = mallory.envelope_with(
+        &key,
+        ops,
+        "rescue.example",
+        3,
+        o2,
+        b"a secret".to_vec(),
+        proto::Kind::Text,
+    );
+    let (fake_proof, _) = mallory.envelope_with(
+        &invented_key(),
+        ops,
+        "rescue.example",
+        4,
+        s3,
+        retraction_of("rescue.example", 3),
+        proto::Kind::Retract,
+    );
+    let unproven = samband::model::withheld_copy(&secret).unwrap();
+    for (envelopes, retractions) in [
+        (vec![of_police], vec![]),
+        (vec![unproven], vec![fake_proof]),
+    ] {
+        tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+            envelopes,
+            retractions,
+        })))
+        .await
+        .unwrap();
+    }
+    let reasons = eventually("both retractions' rejections audited", || async {
+        let log = common::audit_log(&mut node.admin().await).await;
+        let reasons: Vec<String> = log
+            .iter()
+            .filter(|e| e.event == "federation.rejected")
+            .filter_map(|e| e.details.get("reason").cloned())
+            .collect();
+        (reasons.len() >= 4).then_some(reasons)
+    })
+    .await;
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("a retraction by rescue.example names police.example#1")),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    let (own, _) = mallory.envelope_with(
+        &key,
+        ops,
+        "rescue.example",
+        3,
+        o2,
+        retraction_of("rescue.example", 2),
+        proto::Kind::Retract,
+    );
+    tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![own],
+        retractions: vec![],
+    })))
+    .await
+    .unwrap();
+    let retracted = eventually("its own retraction taken", || async {
+        let history = all_history(&mut op.clone(), ops).await;
+        history
+            .into_iter()
+            .find(|m| m.origin_seq == 2 && m.retracted.is_some())
+    })
+    .await;
+    assert!(retracted.text.is_empty(), "{retracted:?}");
     node.stop().await;
 }

@@ -52,6 +52,7 @@ async fn a_refused_envelope_is_named_to_its_sender_with_the_reason() {
     samband::model::sign_and_hash(&mut ahead, &rescue.pki.message_key().unwrap());
     tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
         envelopes: vec![ahead],
+        ..Default::default()
     })))
     .await
     .unwrap();

@@ -1,11 +1,15 @@
-//! Acknowledgements, replies and receipts in `samband.v1.Messaging`:
-//! Acknowledge, Receipts, Overdue, and what a message shows of them.
+//! Acknowledgements, replies, retractions and receipts in
+//! `samband.v1.Messaging`: Acknowledge, Retract, Receipts, Overdue, and
+//! what a message shows of them.
 //!
 //! An acknowledgement is a signed `Kind::Ack` envelope of the member's org
 //! in the same channel: it federates, relays and catches up exactly like a
 //! message. The store indexes them as they are written (`a` keys) and the
 //! deadlines of the messages that ask for them (`d` keys); what is overdue
 //! is decided by `rules::overdue` from those and the channel's agencies.
+//! A retraction is a signed `Kind::Retract` envelope of the message's own
+//! org; every node that stores it drops the message's body (the store keeps
+//! its withheld copy, `r` keys say who retracted it).
 //!
 //! May use: `model`, `proto`, `rules`, `store`, `engine`, `federation`
 //! (through [`ApiContext`] and the link states).
@@ -116,6 +120,28 @@ pub(super) fn show(
         message.acknowledges = Some(shown_ref(api, &channel, id));
         return;
     }
+    if let Some(id) = rules::retraction_of(env) {
+        message.kind = "retraction".into();
+        message.text = String::new();
+        message.retracts = Some(shown_ref(api, &channel, id));
+        return;
+    }
+    let retracted = api
+        .store
+        .retraction(&channel, &stored.cursor.origin, stored.cursor.seq)
+        .ok()
+        .flatten();
+    if let Some(r) = retracted {
+        message.retracted = Some(proto::Retracted {
+            member: r.author,
+            org: stored.cursor.origin.to_string(),
+            unix_ms: r.cursor.hlc.unix_ms(),
+        });
+        message.text = String::new();
+        message.attachments.clear();
+        message.withheld = true;
+        return;
+    }
     let Some(post) = post else {
         return;
     };
@@ -154,6 +180,16 @@ pub(super) async fn acknowledge(
 ) -> Result<proto::AcknowledgeResponse, ApiError> {
     let at = Cursor::decode(cursor)?;
     let env = readable(api, &channel, &at)?;
+    if api
+        .store
+        .retraction(&channel, &at.origin, at.seq)?
+        .is_some()
+    {
+        return Err(ApiError::FailedPrecondition(format!(
+            "{}#{} was retracted by its org; there is nothing to acknowledge",
+            at.origin, at.seq
+        )));
+    }
     let previous = api
         .store
         .acks(&channel, &at.origin, at.seq)?
@@ -190,6 +226,56 @@ pub(super) async fn acknowledge(
     })
 }
 
+/// Takes back the message at `cursor` in `channel` as `member`: its
+/// author or an admin, of the org whose message it is. Durable before the
+/// answer; a second call answers the first retraction (`already`).
+pub(super) async fn retract(
+    api: &ApiContext,
+    member: &Member,
+    channel: ChannelId,
+    cursor: &str,
+) -> Result<proto::RetractResponse, ApiError> {
+    let at = Cursor::decode(cursor)?;
+    let env = readable(api, &channel, &at)?;
+    if at.origin != api.org {
+        return Err(ApiError::PermissionDenied(format!(
+            "only {} can retract its messages; ask one of its members",
+            at.origin
+        )));
+    }
+    if member.role != crate::model::Role::Admin && member.name.as_str() != env.author {
+        return Err(ApiError::PermissionDenied(format!(
+            "only its author ({}) or an admin of {} can retract it",
+            env.author, api.org
+        )));
+    }
+    if let Some(r) = api.store.retraction(&channel, &at.origin, at.seq)? {
+        return Ok(proto::RetractResponse {
+            retraction: Some(proto::PostResponse {
+                cursor: r.cursor.encode(),
+                origin: r.cursor.origin.to_string(),
+                origin_seq: r.cursor.seq,
+                hlc: r.cursor.hlc.0,
+            }),
+            already: true,
+        });
+    }
+    let post = NewPost {
+        channel,
+        author: member.name.clone(),
+        priority: Priority::from_i32(env.priority).unwrap_or(Priority::Normal),
+        content: Content::Retract(MessageId {
+            origin: at.origin.to_string(),
+            seq: at.seq,
+        }),
+    };
+    let stored = api.writer.post(post).await?;
+    Ok(proto::RetractResponse {
+        retraction: Some(super::messaging::posted(&stored)),
+        already: false,
+    })
+}
+
 /// Each agency's state of the message at `at` in `channel` (this org's
 /// too), who of its members acknowledged it, and whether it is overdue.
 pub(super) fn receipts(
@@ -209,6 +295,7 @@ pub(super) fn receipts(
     let due = ack.as_ref().map_or(0, |a| due(at.hlc, a));
     let expected = rules::expected_to_acknowledge(&record, at.origin.as_str());
     let acks = store.acks(channel, &at.origin, at.seq)?;
+    let retraction = store.retraction(channel, &at.origin, at.seq)?;
     let refusals = api.refusals.of(&record.id, &at.origin, at.seq);
     let now = unix_ms();
     let mut agencies = Vec::new();
@@ -242,13 +329,12 @@ pub(super) fn receipts(
         // This node, the agency's own messages, what its durable progress
         // on the link covers, and what one of its members acknowledged (its
         // org signed that, wherever it came through).
-        let held = own
-            || id == at.origin
-            || acks.iter().any(|a| a.org == id)
-            || store
-                .cursor(&id, &record.id)?
-                .get(&at.origin)
-                .is_some_and(|&s| s >= at.seq);
+        let progress = store.cursor(&id, &record.id)?;
+        let holds = |seq: u64| {
+            own || id == at.origin || progress.get(&at.origin).is_some_and(|&s| s >= seq)
+        };
+        let held = holds(at.seq) || acks.iter().any(|a| a.org == id);
+        receipt.retraction_applied = retraction.as_ref().is_some_and(|r| holds(r.cursor.seq));
         if held {
             receipt.state = "delivered".into();
         } else if let Some(r) = refusals.iter().find(|r| r.by == id) {

@@ -390,6 +390,17 @@ impl messaging_server::Messaging for Messaging {
         Ok(Response::new(answer))
     }
 
+    async fn retract(
+        &self,
+        request: Request<proto::RetractRequest>,
+    ) -> Result<Response<proto::RetractResponse>, Status> {
+        let member = self.member(&request)?;
+        let req = request.into_inner();
+        let channel = self.existing_channel(&req.channel)?;
+        let answer = super::acks::retract(&self.shared, &member, channel, &req.cursor).await?;
+        Ok(Response::new(answer))
+    }
+
     async fn overdue(
         &self,
         request: Request<proto::OverdueRequest>,

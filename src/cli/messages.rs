@@ -58,6 +58,16 @@ pub(crate) struct AckArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct RetractArgs {
+    /// Channel: `name` for one of your org, or `home-org/name`.
+    channel: String,
+    /// The message to take back (its cursor, from `history --cursors`).
+    cursor: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct OverdueArgs {
     /// Only this channel (`name` or `home-org/name`); every channel without it.
     channel: Option<String>,
@@ -424,6 +434,40 @@ pub(crate) async fn overdue(args: OverdueArgs) -> anyhow::Result<()> {
                 output::printable(&o.agencies.join(", "))
             );
         }
+    }
+    Ok(())
+}
+
+/// `samband retract`: takes back a message of the caller's org.
+pub(crate) async fn retract(args: RetractArgs) -> anyhow::Result<()> {
+    let (mut c, _) = args.conn.connect().await?;
+    let r = c
+        .retract(proto::RetractRequest {
+            channel: args.channel.clone(),
+            cursor: args.cursor.clone(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let at = r.retraction.unwrap_or_default();
+    if args.conn.json {
+        out!(
+            "{}",
+            serde_json::json!({"channel": args.channel, "retraction": at.cursor, "already": r.already})
+        );
+    } else if r.already {
+        out!(
+            "it was retracted already; where the retraction is: samband receipts {} {}",
+            args.channel,
+            args.cursor
+        );
+    } else {
+        out!(
+            "retracted (durable): every agency of the channel drops its text and files as the retraction reaches it; \
+             where: samband receipts {} {}",
+            args.channel,
+            args.cursor
+        );
     }
     Ok(())
 }

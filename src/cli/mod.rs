@@ -269,6 +269,13 @@ enum Command {
         after_help = "Examples:\n  samband tail ops --needs-ack --cursors --identity bo/\n  samband ack ops 0001... --identity bo/"
     )]
     Ack(messages::AckArgs),
+    /// Take back a message of your org (yours, or any as an admin): every
+    /// agency of the channel drops its text and files, and shows who
+    /// retracted it.
+    #[command(
+        after_help = "Example:\n  samband history ops --cursors --identity alice/\n  samband retract ops 0001... --identity alice/"
+    )]
+    Retract(messages::RetractArgs),
     /// Messages whose acknowledgement deadline passed without one from
     /// some agency, and which agencies.
     #[command(
@@ -470,6 +477,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Receipts(a) => connection::run(messages::receipts(a)),
         Command::Ack(a) => connection::run(messages::ack(a)),
         Command::Overdue(a) => connection::run(messages::overdue(a)),
+        Command::Retract(a) => connection::run(messages::retract(a)),
         Command::Bench(a) => bench::run(a),
         Command::Demo => demo::run(),
     };

@@ -121,6 +121,8 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             "acknowledges": m.acknowledges.as_ref().map(message_ref),
             "ack_required": m.ack_required, "ack_deadline_unix_ms": m.ack_deadline_unix_ms,
             "needs_my_ack": m.needs_my_ack, "ahead": m.ahead,
+            "retracts": m.retracts.as_ref().map(message_ref),
+            "retracted": m.retracted.as_ref().map(|r| json!({"member": r.member, "org": r.org, "unix_ms": r.unix_ms})),
         })
         .to_string();
     }
@@ -157,6 +159,26 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             utc(m.unix_ms),
             printable(&m.origin),
             printable_text(&m.text)
+        );
+    }
+    if m.kind == "retraction" {
+        let what = m.retracts.as_ref().map_or_else(String::new, shown_ref);
+        return format!(
+            "{}  {}@{}  retracted {what}",
+            utc(m.unix_ms),
+            printable(&m.author),
+            printable(&m.origin),
+        );
+    }
+    if let Some(r) = &m.retracted {
+        return format!(
+            "{}  {}@{}  [retracted by {}@{} at {}]",
+            utc(m.unix_ms),
+            printable(&m.author),
+            printable(&m.origin),
+            printable(&r.member),
+            printable(&r.org),
+            utc(r.unix_ms),
         );
     }
     if m.kind == "ack" {
@@ -237,6 +259,7 @@ pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
         return json!({
             "org": a.org, "state": a.state, "reason": a.reason, "retrying": a.retrying,
             "link": a.link, "waiting_ms": a.waiting_ms, "overdue": a.overdue,
+            "retraction_applied": a.retraction_applied,
             "acknowledged_by": a.acknowledged_by.iter()
                 .map(|m| json!({"member": m.member, "unix_ms": m.unix_ms}))
                 .collect::<Vec<_>>(),
@@ -276,7 +299,15 @@ pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
     } else {
         ""
     };
-    format!("{:<28} {detail}{acked}{overdue}", printable(&a.org))
+    let retraction = if a.retraction_applied {
+        "; retraction applied"
+    } else {
+        ""
+    };
+    format!(
+        "{:<28} {detail}{acked}{overdue}{retraction}",
+        printable(&a.org)
+    )
 }
 
 /// A message another one answers or acknowledges, e.g. `police.example#12`.

@@ -578,9 +578,24 @@ impl Link {
                 while next <= held {
                     let want = (held - next + 1).min(BATCH_ENVELOPES as u64) as usize;
                     let mut envelopes = fed.store.envelopes_from(&channel, &origin, next, want)?;
+                    // A retracted message goes as its withheld copy, with the
+                    // signed retraction that lets the peer take it so.
+                    let mut retractions = Vec::new();
+                    for env in envelopes.iter().filter(|e| e.withheld) {
+                        if let Some(r) = fed.store.retraction(&channel, &origin, env.origin_seq)?
+                            && let Some(proof) =
+                                fed.store.envelope(&channel, &origin, r.cursor.seq)?
+                        {
+                            retractions.push(proof);
+                        }
+                    }
+                    let retracted: HashSet<u64> = retractions
+                        .iter()
+                        .filter_map(|r| rules::retraction_of(r).map(|m| m.seq))
+                        .collect();
                     // A run cut here (a body held withheld that the peer may
                     // read) goes on from another participant that holds it.
-                    let cut = rules::ready_for(&record, peer, &mut envelopes);
+                    let cut = rules::ready_for(&record, peer, &mut envelopes, &retracted);
                     let keep = frame_len(&envelopes, BATCH_BYTES);
                     if keep == 0 {
                         // Durable marks sit at seals (a round's marks move
@@ -596,11 +611,15 @@ impl Link {
                     }
                     envelopes.truncate(keep);
                     let last = envelopes[keep - 1].origin_seq;
+                    retractions.retain(|r| rules::retraction_of(r).is_some_and(|m| m.seq <= last));
                     self.counters
                         .sent
                         .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
-                    self.send(Frame::Envelopes(EnvelopeBatch { envelopes }))
-                        .await?;
+                    self.send(Frame::Envelopes(EnvelopeBatch {
+                        envelopes,
+                        retractions,
+                    }))
+                    .await?;
                     theirs.insert(origin.clone(), last);
                     next = last + 1;
                 }
@@ -635,7 +654,7 @@ impl Link {
                     // As the peer may have it; a body withheld from it, or a
                     // message without a signature of its own, waits for its run.
                     let mut one = vec![env];
-                    rules::ready_for(record, peer, &mut one);
+                    rules::ready_for(record, peer, &mut one, &HashSet::new());
                     if let Some(env) = one.pop().filter(|e| !e.withheld && !e.signature.is_empty())
                     {
                         ahead.push(env);
@@ -650,7 +669,11 @@ impl Link {
             let size = env.encoded_len();
             if !batch.is_empty() && (bytes + size > BATCH_BYTES || batch.len() == BATCH_ENVELOPES) {
                 let envelopes = std::mem::take(&mut batch);
-                self.send(Frame::Ahead(EnvelopeBatch { envelopes })).await?;
+                let batch = EnvelopeBatch {
+                    envelopes,
+                    retractions: Vec::new(),
+                };
+                self.send(Frame::Ahead(batch)).await?;
                 bytes = 0;
             }
             bytes += size;
@@ -658,8 +681,11 @@ impl Link {
         }
         if !batch.is_empty() {
             tracing::debug!(%peer, n = batch.len(), "sending FLASH and URGENT envelopes ahead of a backlog");
-            self.send(Frame::Ahead(EnvelopeBatch { envelopes: batch }))
-                .await?;
+            let batch = EnvelopeBatch {
+                envelopes: batch,
+                retractions: Vec::new(),
+            };
+            self.send(Frame::Ahead(batch)).await?;
         }
         Ok(())
     }
@@ -978,7 +1004,7 @@ impl Link {
         let verdicts = self
             .fed
             .writer
-            .submit_apply(self.peer.clone(), batch.envelopes)
+            .submit_apply(self.peer.clone(), batch)
             .await?;
         Ok(Received { ids, verdicts })
     }

@@ -114,6 +114,8 @@ mod field {
     pub(super) const ITEMS: u32 = 1;
     /// `ChannelVector.entries`.
     pub(super) const ENTRIES: u32 = 2;
+    /// `EnvelopeBatch.retractions`.
+    pub(super) const PROOFS: u32 = 2;
 }
 
 /// Calls `each(field number, body)` for every length-delimited field of the
@@ -164,8 +166,9 @@ fn count(frame: &[u8]) -> Result<Counts, FrameError> {
     let mut counts = Counts::default();
     each_len_field(frame, |tag, body| {
         match tag {
+            // Envelopes and the retractions that prove withheld copies count alike.
             field::ENVELOPES | field::AHEAD => each_len_field(body, |tag, _| {
-                counts.envelopes += usize::from(tag == field::ITEMS);
+                counts.envelopes += usize::from(tag == field::ITEMS || tag == field::PROOFS);
                 counts.check()
             })?,
             field::REFUSALS => each_len_field(body, |tag, _| {
@@ -290,6 +293,7 @@ mod tests {
         assert_eq!(decode_frame(&bytes).unwrap().frame, Some(frame));
         let batch = Frame::Envelopes(EnvelopeBatch {
             envelopes: vec![Envelope::default(); MAX_FRAME_ENVELOPES],
+            ..Default::default()
         });
         assert!(decode_frame(&encoded(batch)).is_ok());
     }
@@ -298,6 +302,7 @@ mod tests {
     fn counts_are_refused_before_decoding_and_summed_over_repeats() {
         let over = encoded(Frame::Envelopes(EnvelopeBatch {
             envelopes: vec![Envelope::default(); MAX_FRAME_ENVELOPES + 1],
+            ..Default::default()
         }));
         let refused = decode_frame(&over).unwrap_err();
         assert!(matches!(
@@ -311,8 +316,17 @@ mod tests {
         // Two halves of the same oneof member merge when decoded: both count.
         let half = encoded(Frame::Envelopes(EnvelopeBatch {
             envelopes: vec![Envelope::default(); MAX_FRAME_ENVELOPES / 2 + 1],
+            ..Default::default()
         }));
         assert!(decode_frame(&[half.clone(), half].concat()).is_err());
+        // Retractions sent as proofs count as envelopes, in either frame.
+        for frame in [Frame::Envelopes, Frame::Ahead] {
+            let proofs = encoded(frame(EnvelopeBatch {
+                envelopes: vec![Envelope::default(); MAX_FRAME_ENVELOPES / 2],
+                retractions: vec![Envelope::default(); MAX_FRAME_ENVELOPES / 2 + 1],
+            }));
+            assert!(decode_frame(&proofs).is_err());
+        }
 
         let refusals = |n| {
             encoded(Frame::Refusals(crate::proto::EnvelopeRefusals {

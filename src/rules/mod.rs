@@ -19,7 +19,7 @@ use crate::model::{
 };
 use crate::proto::{
     Ack, ChannelRecord, ChannelState, Control, Envelope, FileRef, Kind, MessageId, OriginSeq,
-    Participant, PeerRecord, PostBody, control,
+    Participant, PeerRecord, PostBody, Retraction, control,
 };
 
 /// Most participants a roster may list (the home excluded). Mutual aid in
@@ -247,6 +247,9 @@ pub struct Context<'a> {
     /// Timestamps above this are refused (the receiver's clock plus the
     /// drift it tolerates), so a peer cannot drag every clock into the future.
     pub max_hlc: u64,
+    /// The signed retractions that came with the envelope's batch: each
+    /// lets a withheld copy of the message it retracts in.
+    pub retractions: &'a [Envelope],
 }
 
 /// The roster snapshot carried by a control envelope. A body larger than
@@ -349,7 +352,7 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
         Ok(Kind::Control) if env.withheld => bad("a roster change is never withheld".into()),
         // A member's message: its author and priority, then its body
         // (none to check when withheld).
-        Ok(kind @ (Kind::Text | Kind::Post | Kind::Ack)) => {
+        Ok(kind @ (Kind::Text | Kind::Post | Kind::Ack | Kind::Retract)) => {
             if MemberName::parse(&env.author).is_err() {
                 return bad("author is not a member name".into());
             }
@@ -360,6 +363,7 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
                 _ if env.withheld => Ok(()),
                 Kind::Post => check_post_body(env).map(|_| ()),
                 Kind::Ack => check_ack_body(env).map(|_| ()),
+                Kind::Retract => check_retraction_body(env).map(|_| ()),
                 _ if env.body.is_empty() => bad("text is empty".into()),
                 _ if std::str::from_utf8(&env.body).is_err() => bad("text is not UTF-8".into()),
                 _ => Ok(()),
@@ -418,6 +422,47 @@ pub fn check_ack_body(env: &Envelope) -> Result<MessageId, Reject> {
         .ok_or_else(|| bad("an acknowledgement names no message".into()))?;
     check_message_id(&message, "the acknowledged message")?;
     Ok(message)
+}
+
+/// The body of a retraction (`Kind::Retract`), checked: it names an
+/// earlier message of its own origin. No one retracts another org's.
+pub fn check_retraction_body(env: &Envelope) -> Result<MessageId, Reject> {
+    let bad = |what: String| Reject::Malformed(what);
+    let retraction = Retraction::decode(env.body.as_slice())
+        .map_err(|e| bad(format!("retraction does not decode: {e}")))?;
+    let message = retraction
+        .message
+        .ok_or_else(|| bad("a retraction names no message".into()))?;
+    check_message_id(&message, "the retracted message")?;
+    if message.origin != env.origin || message.seq >= env.origin_seq {
+        return Err(bad(format!(
+            "a retraction by {} names {}#{}: an org retracts only its own earlier messages",
+            env.origin, message.origin, message.seq
+        )));
+    }
+    Ok(message)
+}
+
+/// The message a stored retraction takes back (`None` for other kinds).
+pub fn retraction_of(env: &Envelope) -> Option<MessageId> {
+    if env.kind != Kind::Retract as i32 || env.withheld {
+        return None;
+    }
+    Retraction::decode(env.body.as_slice()).ok()?.message
+}
+
+/// Whether one of `ctx.retractions` proves that `env`, a withheld copy,
+/// was retracted by its origin: a retraction of the same channel and
+/// origin that names it, signed by the origin's key.
+fn proven_retracted(env: &Envelope, origin: &OrgId, ctx: &Context<'_>) -> bool {
+    ctx.retractions.iter().any(|proof| {
+        proof.channel == env.channel
+            && proof.origin == env.origin
+            && check_fields(proof).is_ok()
+            && check_retraction_body(proof).is_ok_and(|m| m.seq == env.origin_seq)
+            && !proof.signature.is_empty()
+            && check_signature(proof, origin, ctx).is_ok()
+    })
 }
 
 fn check_message_id(id: &MessageId, what: &str) -> Result<(), Reject> {
@@ -504,12 +549,21 @@ pub fn withheld_from(record: &ChannelRecord, org: &OrgId, origin: &str, seq: u64
 /// cannot go as `peer` may have it: held here only withheld while `peer`
 /// may read it (another participant holds it whole and sends it), or
 /// written before the digest form while its body is withheld from `peer`.
-/// Returns whether it cut.
-pub fn ready_for(record: &ChannelRecord, peer: &OrgId, envelopes: &mut Vec<Envelope>) -> bool {
+/// A message its origin retracted (its seq in `retracted`: the sender has
+/// the signed retraction to send with it) goes withheld. Returns whether
+/// it cut.
+pub fn ready_for(
+    record: &ChannelRecord,
+    peer: &OrgId,
+    envelopes: &mut Vec<Envelope>,
+    retracted: &HashSet<u64>,
+) -> bool {
     for i in 0..envelopes.len() {
         let env = &envelopes[i];
         let ready = if withheld_from(record, peer, &env.origin, env.origin_seq) {
             withheld_copy(env)
+        } else if retracted.contains(&env.origin_seq) {
+            withheld_copy(env).or_else(|| env.withheld.then(|| env.clone()))
         } else {
             (!env.withheld).then(|| env.clone())
         };
@@ -645,13 +699,18 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     }
     let record = ctx.record;
     let is_control = env.kind == Kind::Control as i32;
+    // Rosters and retractions stand alone (offers, proofs): always signed.
+    let alone = is_control || env.kind == Kind::Retract as i32;
     if is_control && origin.as_str() != record.home {
         return Err(Reject::ControlNotFromHome);
     }
     if record.state == ChannelState::Archived as i32 && !is_control {
         return Err(Reject::BeforeReshare);
     }
-    if env.withheld && !withheld_from(record, ctx.local, origin.as_str(), env.origin_seq) {
+    if env.withheld
+        && !withheld_from(record, ctx.local, origin.as_str(), env.origin_seq)
+        && !proven_retracted(env, &origin, ctx)
+    {
         return Err(Reject::WithheldNotForUs);
     }
     if !is_shared(record) {
@@ -697,8 +756,7 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
         check_roster(&roster_of(env)?, &record.home, ctx.pinned)?;
     }
     if env.signature.is_empty() {
-        // Roster changes stand alone (they are also offers): always signed.
-        return if is_control {
+        return if alone {
             Err(Reject::BadSignature)
         } else {
             Ok(Verdict::Chained)

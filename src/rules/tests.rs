@@ -117,6 +117,7 @@ fn ctx<'a>(
         held: None,
         max_envelope_bytes: 4096,
         max_hlc: u64::MAX,
+        retractions: &[],
     }
 }
 
@@ -831,6 +832,7 @@ mod simulation {
                     held,
                     max_envelope_bytes: 4096,
                     max_hlc: u64::MAX,
+                    retractions: &[],
                 };
                 let verdict = check(&env, &ctx);
                 let node = &mut self.nodes[to];
@@ -1173,7 +1175,7 @@ fn bodies_up_to_the_line_a_from_now_share_drew_are_withheld_and_only_they() {
     let (e3, _) = envelope("b.example", 3, h2, &w.b);
     // The sender: withheld up to the line, whole after it.
     let mut run = vec![e1.clone(), e2.clone(), e3.clone()];
-    assert!(!ready_for(&w.record, &c, &mut run));
+    assert!(!ready_for(&w.record, &c, &mut run, &HashSet::new()));
     assert_eq!(
         run.iter().map(|e| e.withheld).collect::<Vec<_>>(),
         [true, true, false]
@@ -1182,17 +1184,22 @@ fn bodies_up_to_the_line_a_from_now_share_drew_are_withheld_and_only_they() {
     // ... and to an org without a line, as held; a run held withheld here is
     // cut where the peer may read it whole.
     let mut whole = vec![e1.clone(), e2.clone()];
-    assert!(!ready_for(&w.record, &b, &mut whole));
+    assert!(!ready_for(&w.record, &b, &mut whole, &HashSet::new()));
     assert!(whole.iter().all(|e| !e.withheld));
     let mut held_withheld = run.clone();
     let a = org("a.example");
-    assert!(ready_for(&w.record, &a, &mut held_withheld));
+    assert!(ready_for(
+        &w.record,
+        &a,
+        &mut held_withheld,
+        &HashSet::new()
+    ));
     assert!(held_withheld.is_empty());
     // A body signed as is (before the digest form) cannot be withheld: cut.
     let mut legacy = e1.clone();
     legacy.body_sha256.clear();
     let mut legacy_run = vec![legacy];
-    assert!(ready_for(&w.record, &c, &mut legacy_run));
+    assert!(ready_for(&w.record, &c, &mut legacy_run, &HashSet::new()));
     assert!(legacy_run.is_empty());
 
     // The receiver keeps it withheld, even if a sender sent it whole.

@@ -509,6 +509,39 @@ impl Store {
             .is_some())
     }
 
+    /// Removes the bytes of each of `hashes` that no stored message
+    /// references any more (a retraction took the last reference), with
+    /// every upload record of them. Does nothing, and keeps `hashes`, while
+    /// a post with files is between checking its files and storing its
+    /// message (the sweep lock): the caller tries again later. How many
+    /// files it removed.
+    pub fn remove_unreferenced(&self, hashes: &mut Vec<FileHash>) -> Result<usize, StoreError> {
+        let Ok(_sweeping) = self.files.sweep.try_write() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for hash in std::mem::take(hashes) {
+            if self.is_referenced(&hash)? {
+                continue;
+            }
+            for entry in self.uploads.iter() {
+                let (key, _) = entry?;
+                if keys::hash_of_upload(&key) == Some(hash) {
+                    self.uploads.remove(&key)?;
+                }
+            }
+            if self.files.held(&hash).is_some() {
+                match self.files.remove_object(&hash) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(%hash, error = %e, "cannot remove a retracted message's file")
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Whether message `seq` of `origin` in `channel` references `hash`.
     pub fn references(
         &self,

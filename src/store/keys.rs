@@ -28,6 +28,8 @@
 //! * `d` channel 0 due origin 0 seq → (nothing): message (origin, seq) asks
 //!   for acknowledgement by `due` (Unix ms, big-endian u64)
 //!
+//! * `r` channel 0 origin 0 seq → the retraction's hlc and seq
+//!   (big-endian u64 each) and its author: the origin retracted that message
 //! * `u` channel 0 origin 0 seq → (nothing): that message is FLASH or
 //!   URGENT (what a link may send ahead of a backlog)
 //!
@@ -46,6 +48,7 @@ const FILE_VOUCHED: u8 = b'v';
 const ACK: u8 = b'a';
 const DUE: u8 = b'd';
 const URGENT: u8 = b'u';
+const RETRACTED: u8 = b'r';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
@@ -169,6 +172,15 @@ pub fn parse_ack(prefix_len: usize, key: &[u8]) -> Option<(OrgId, String)> {
     let org = OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()?;
     let member = std::str::from_utf8(&rest[nul + 1..]).ok()?.to_owned();
     Some((org, member))
+}
+
+/// Message (`origin`, `seq`) of `channel` was retracted.
+pub fn retracted_key(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
+    let mut key = vec![RETRACTED];
+    push_str(&mut key, &channel.to_string());
+    push_str(&mut key, origin.as_str());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// All FLASH and URGENT messages of `origin` in `channel` start with this.

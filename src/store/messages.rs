@@ -10,6 +10,7 @@ use super::kv::{Value, Write};
 use super::{MESSAGE_OVERHEAD_BYTES, Page, Store, StoreError, Stored, decode, keys, lossy, runs};
 use crate::model::{
     ChainHead, ChannelId, Cursor, FileHash, Hlc, OrgId, Priority, VersionVector, chain_hash,
+    withheld_copy,
 };
 use crate::proto::{Ack, ChannelRecord, Envelope, Kind, PostBody};
 
@@ -26,6 +27,10 @@ pub struct StoreBatch {
     /// Whether it holds a message without files (text, a roster change):
     /// file writes then give way ([`super::Files::pace`]).
     messages: bool,
+    /// Stored runs changed by this batch (a retraction), by key.
+    rewritten: std::collections::HashMap<Vec<u8>, runs::RunBuilder>,
+    /// Keys removed, after every write of the batch.
+    deletes: Vec<Vec<u8>>,
 }
 
 /// One origin's messages of a history page, in reading order, with the
@@ -169,14 +174,89 @@ impl StoreBatch {
         ));
     }
 
+    /// Stages the retraction at `cursor` (by `author`) of message `seq` of
+    /// the same origin in `channel`: records who retracted it, replaces the
+    /// message held here (staged in this batch or stored) by its withheld
+    /// copy, and forgets its file references, deadline and priority mark.
+    /// The files it referenced: to remove once no message references them.
+    pub fn retract(
+        &mut self,
+        store: &Store,
+        channel: &ChannelId,
+        cursor: &Cursor,
+        author: &str,
+        seq: u64,
+    ) -> Result<Vec<FileHash>, StoreError> {
+        let origin = &cursor.origin;
+        let mut value = cursor.hlc.0.to_be_bytes().to_vec();
+        value.extend_from_slice(&cursor.seq.to_be_bytes());
+        value.extend_from_slice(author.as_bytes());
+        self.log
+            .push((keys::retracted_key(channel, origin, seq), value));
+        let drop_body = |env: &Envelope| withheld_copy(env).unwrap_or_else(|| env.clone());
+        let mut original = None;
+        for run in self.runs.iter_mut().filter(|r| r.is_of(channel, origin)) {
+            if run.holds(seq) {
+                original = run.replace(seq, drop_body)?;
+            }
+        }
+        if original.is_none()
+            && let Some((key, bytes)) = store.run_holding(channel, origin, seq)?
+        {
+            let key = key.to_vec();
+            if !self.rewritten.contains_key(&key) {
+                let envelopes = runs::decode(&key, &bytes)?;
+                if let Some(run) = runs::RunBuilder::of_stored(channel, origin, &envelopes) {
+                    self.rewritten.insert(key.clone(), run);
+                }
+            }
+            if let Some(run) = self.rewritten.get_mut(&key) {
+                original = run.replace(seq, drop_body)?;
+            }
+        }
+        let Some(original) = original.filter(|e| !e.withheld) else {
+            return Ok(Vec::new());
+        };
+        self.deletes.push(keys::urgent_key(channel, origin, seq));
+        let mut files = Vec::new();
+        if original.kind == Kind::Post as i32 {
+            let body = PostBody::decode(original.body.as_slice()).unwrap_or_default();
+            for file in &body.files {
+                if let Some(hash) = FileHash::from_bytes(&file.sha256) {
+                    self.deletes
+                        .push(keys::file_ref_key(&hash, channel, origin, seq));
+                    self.deletes
+                        .push(keys::file_wanted_key(&hash, channel, origin, seq));
+                    files.push(hash);
+                }
+            }
+            if let Some(ack) = body.ack.filter(|a| a.deadline_ms > 0) {
+                let due = Hlc(original.hlc).unix_ms().saturating_add(ack.deadline_ms);
+                self.deletes.push(keys::due_key(channel, due, origin, seq));
+            }
+        }
+        Ok(files)
+    }
+
     pub fn put_channel(&mut self, record: &ChannelRecord) {
         self.log
             .push((keys::channel_key(&record.id), record.encode_to_vec()));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty() && self.runs.is_empty()
+        self.log.is_empty()
+            && self.runs.is_empty()
+            && self.rewritten.is_empty()
+            && self.deletes.is_empty()
     }
+}
+
+/// A retraction of a message: where it is in the channel (its origin is
+/// the message's) and the member who made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retracted {
+    pub cursor: Cursor,
+    pub author: String,
 }
 
 /// One member's acknowledgement of a message.
@@ -226,6 +306,35 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Who retracted message (`origin`, `seq`) of `channel`, if it was.
+    pub fn retraction(
+        &self,
+        channel: &ChannelId,
+        origin: &OrgId,
+        seq: u64,
+    ) -> Result<Option<Retracted>, StoreError> {
+        let key = keys::retracted_key(channel, origin, seq);
+        let Some(value) = self.log.get(&key)? else {
+            return Ok(None);
+        };
+        let (Some(hlc), Some(at), Some(author)) =
+            (value.get(..8), value.get(8..16), value.get(16..))
+        else {
+            return Err(StoreError::Inconsistent {
+                key: lossy(&key),
+                why: "a retraction record that is not hlc, seq and author",
+            });
+        };
+        Ok(Some(Retracted {
+            cursor: Cursor {
+                hlc: Hlc(u64::from_be_bytes(hlc.try_into().unwrap_or_default())),
+                origin: origin.clone(),
+                seq: u64::from_be_bytes(at.try_into().unwrap_or_default()),
+            },
+            author: String::from_utf8_lossy(author).into_owned(),
+        }))
     }
 
     /// The seqs of `origin`'s FLASH and URGENT messages in `channel` from
@@ -503,9 +612,11 @@ impl Store {
         let writes = batch
             .log
             .into_iter()
-            .chain(batch.runs.into_iter().map(runs::RunBuilder::finish));
-        self.log
-            .apply(writes.map(|(k, v)| Write::Put(k, v)).collect())
+            .chain(batch.runs.into_iter().map(runs::RunBuilder::finish))
+            .chain(batch.rewritten.into_values().map(runs::RunBuilder::finish))
+            .map(|(k, v)| Write::Put(k, v))
+            .chain(batch.deletes.into_iter().map(Write::Delete));
+        self.log.apply(writes.collect())
     }
 
     /// Up to `limit` messages of a page, oldest first, and whether more lie

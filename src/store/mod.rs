@@ -25,7 +25,7 @@ mod runs;
 
 pub use audit::{IssuedCert, Revoked, now_rfc3339};
 pub use files::{FileError, Files, Partial, PartialOf, PartialWriter, Upload, Wanted, Writing};
-pub use messages::{Acknowledged, StoreBatch};
+pub use messages::{Acknowledged, Retracted, StoreBatch};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

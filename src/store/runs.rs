@@ -63,6 +63,50 @@ impl RunBuilder {
         true
     }
 
+    /// Replaces envelope `seq` of this run by `with(it)`: the envelope it
+    /// replaced, or `None` if the run does not hold `seq`.
+    pub(super) fn replace(
+        &mut self,
+        seq: u64,
+        with: impl FnOnce(&Envelope) -> Envelope,
+    ) -> Result<Option<Envelope>, StoreError> {
+        let first = self.last_seq + 1 - self.encoded.len() as u64;
+        let Some(slot) = seq
+            .checked_sub(first)
+            .and_then(|i| self.encoded.get_mut(usize::try_from(i).ok()?))
+        else {
+            return Ok(None);
+        };
+        let key = keys::message_key(&self.channel, &self.origin, self.last_seq);
+        let old: Envelope = super::decode(&key, slot)?;
+        let new = with(&old).encode_to_vec();
+        self.bytes = self.bytes + new.len() - slot.len();
+        *slot = new;
+        Ok(Some(old))
+    }
+
+    /// A builder holding the stored run `envelopes` (consecutive seqs of
+    /// one origin), to change and write back under the same key.
+    pub(super) fn of_stored(
+        channel: &ChannelId,
+        origin: &OrgId,
+        envelopes: &[Envelope],
+    ) -> Option<Self> {
+        let (first, rest) = envelopes.split_first()?;
+        let mut run = Self::new(channel, origin, first.origin_seq, first);
+        for env in rest {
+            run.encoded.push(env.encode_to_vec());
+            run.last_seq = env.origin_seq;
+            run.bytes += env.encoded_len();
+        }
+        Some(run)
+    }
+
+    /// Whether this run holds `seq`.
+    pub(super) fn holds(&self, seq: u64) -> bool {
+        seq <= self.last_seq && seq + self.encoded.len() as u64 > self.last_seq
+    }
+
     /// The run's key and value.
     pub(super) fn finish(self) -> (Vec<u8>, Vec<u8>) {
         let key = keys::message_key(&self.channel, &self.origin, self.last_seq);

@@ -49,6 +49,7 @@ impl Writer {
                 held: None,
                 max_envelope_bytes: self.settings.max_envelope_bytes,
                 max_hlc: Hlc::at(unix_ms() + MAX_DRIFT_MS).0,
+                retractions: &[],
             };
             match rules::check_ahead(&envelope, &ctx) {
                 Ok(Ahead::Show) => {

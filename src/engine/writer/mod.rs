@@ -28,7 +28,7 @@ use crate::audit::{self, Event};
 use crate::model::{
     ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority, sign,
 };
-use crate::proto::{ChannelRecord, ChannelState, Envelope, MessageId, PostBody};
+use crate::proto::{ChannelRecord, ChannelState, Envelope, EnvelopeBatch, MessageId, PostBody};
 use crate::rules::{self, History, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
@@ -63,6 +63,9 @@ pub enum Content {
     Message(PostBody),
     /// An acknowledgement of this message of the channel (`Kind::Ack`).
     Ack(MessageId),
+    /// A retraction of this org's earlier message of the channel
+    /// (`Kind::Retract`); the caller checked who may.
+    Retract(MessageId),
 }
 
 /// What became of a channel offer.
@@ -133,10 +136,11 @@ type Answer<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum Command {
     Post(NewPost, Answer<Arc<Stored>>),
-    /// Envelopes a peer sent; answered with one verdict per envelope.
+    /// Envelopes a peer sent (with the retractions that prove its withheld
+    /// copies); answered with one verdict per envelope.
     Apply {
         from: OrgId,
-        envelopes: Vec<Envelope>,
+        batch: EnvelopeBatch,
         answer: Answer<Vec<Verdict>>,
     },
     /// FLASH and URGENT envelopes a peer sent ahead of their run; answered
@@ -274,6 +278,9 @@ struct Writer {
     /// Caps the audit entries that what a peer sends causes (rejections,
     /// roster changes, offers): per peer, so that none can fill the disk.
     peer_audit: audit::Budget,
+    /// Files whose last reference a retraction took away, to remove once
+    /// no post with files is in flight (the sweep lock).
+    unreferenced: Vec<crate::model::FileHash>,
 }
 
 /// Starts the writer thread.
@@ -303,6 +310,7 @@ pub fn spawn(
         commits,
         durable,
         peer_audit: audit::Budget::default(),
+        unreferenced: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("samband-writer".into())
@@ -385,11 +393,11 @@ impl WriterHandle {
     pub async fn submit_apply(
         &self,
         from: OrgId,
-        envelopes: Vec<Envelope>,
+        batch: EnvelopeBatch,
     ) -> Result<Reply<Vec<Verdict>>, WriteError> {
         self.submit(|answer| Command::Apply {
             from,
-            envelopes,
+            batch,
             answer,
         })
         .await
@@ -565,9 +573,9 @@ impl Writer {
             },
             Command::Apply {
                 from,
-                envelopes,
+                batch,
                 answer,
-            } => match self.apply(round, &from, envelopes) {
+            } => match self.apply(round, &from, batch) {
                 Ok(verdicts) => round.done.push(Done::Apply(answer, verdicts)),
                 Err(e) => refuse(round, answer, e.into()),
             },
@@ -646,13 +654,35 @@ impl Writer {
         for (channel, cursor, envelope) in &round.envelopes {
             batch.put_envelope(channel, cursor, envelope);
         }
+        // Retractions last: the messages they drop the bodies of may be in
+        // this very batch.
+        let mut unreferenced = Vec::new();
+        let retracted = round
+            .envelopes
+            .iter()
+            .try_for_each(|(channel, cursor, envelope)| {
+                if let Some(target) = rules::retraction_of(envelope) {
+                    let files = batch.retract(
+                        &self.store,
+                        channel,
+                        cursor,
+                        &envelope.author,
+                        target.seq,
+                    )?;
+                    unreferenced.extend(files);
+                }
+                Ok(())
+            });
         // Audit entries first: a crash between the two may leave an entry
         // for a change that did not land, never a change without its entry.
         let written = if changed {
-            round
-                .audit
-                .drain(..)
-                .try_for_each(|e| self.store.audit(e).map(drop))
+            retracted
+                .and_then(|()| {
+                    round
+                        .audit
+                        .drain(..)
+                        .try_for_each(|e| self.store.audit(e).map(drop))
+                })
                 .and_then(|()| self.store.apply(batch))
                 .and_then(|()| self.store.flush())
         } else {
@@ -662,6 +692,19 @@ impl Writer {
             tracing::error!(error = %e, answers = round.done.len(), "commit failed; answering the round's requests with an error and stopping the node, so that a restart recovers what is durable");
             refuse_all(round.done, || WriteError::Commit);
             return Err(e.to_string());
+        }
+        self.unreferenced.extend(unreferenced);
+        if !self.unreferenced.is_empty() {
+            match self.store.remove_unreferenced(&mut self.unreferenced) {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(
+                    removed,
+                    "removed the files only retracted messages referenced"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot remove the files of retracted messages")
+                }
+            }
         }
         self.durable.advance(
             round

@@ -6,7 +6,7 @@ use prost::Message as _;
 
 use super::{Content, NewPost, Round, SEAL_BYTES, SEAL_EVERY, WriteError, Writer};
 use crate::model::{ChainHead, ChannelId, Priority, body_digest, chain_hash, sign, unix_ms};
-use crate::proto::{Ack, Envelope, Kind};
+use crate::proto::{Ack, Envelope, Kind, Retraction};
 use crate::store::StoreError;
 
 impl Writer {
@@ -35,6 +35,12 @@ impl Writer {
                     message: Some(message),
                 };
                 (Kind::Ack, ack.encode_to_vec())
+            }
+            Content::Retract(message) => {
+                let retraction = Retraction {
+                    message: Some(message),
+                };
+                (Kind::Retract, retraction.encode_to_vec())
             }
         };
         Ok(self.originate(
@@ -93,10 +99,11 @@ impl Writer {
             .entry(channel.clone())
             .or_insert((index, 0, 0));
         *run = (index, run.1 + 1, run.2 + size);
-        // Roster changes stand alone (they are also offers), and FLASH and
-        // URGENT messages may be sent ahead of their run after an outage
-        // (`rules::check_ahead`): always sealed.
-        let alone = kind == Kind::Control || priority >= Priority::Urgent as i32;
+        // Roster changes and retractions stand alone (offers, proofs), and
+        // FLASH and URGENT messages may be sent ahead of their run after an
+        // outage (`rules::check_ahead`): always sealed.
+        let alone =
+            matches!(kind, Kind::Control | Kind::Retract) || priority >= Priority::Urgent as i32;
         if alone || run.1 >= SEAL_EVERY || run.2 >= SEAL_BYTES {
             round.open_runs.remove(channel);
             sign(&mut round.envelopes[index].2, &self.key);

@@ -5,7 +5,7 @@
 use super::{MAX_DRIFT_MS, Round, Writer};
 use crate::audit::{Event, clip};
 use crate::model::{ChannelId, Hlc, OrgId, chain_hash, unix_ms};
-use crate::proto::{ChannelState, Envelope, Kind};
+use crate::proto::{ChannelState, Envelope, EnvelopeBatch, Kind};
 use crate::rules::{self, Admission, Reject, Verdict};
 use crate::store::StoreError;
 
@@ -14,11 +14,11 @@ impl Writer {
         &mut self,
         round: &mut Round,
         from: &OrgId,
-        envelopes: Vec<Envelope>,
+        batch: EnvelopeBatch,
     ) -> Result<Vec<Verdict>, StoreError> {
         let mut admission = Admission::default();
-        for envelope in envelopes {
-            self.apply_one(round, from, envelope, &mut admission)?;
+        for envelope in batch.envelopes {
+            self.apply_one(round, from, envelope, &batch.retractions, &mut admission)?;
         }
         // Whatever no seal vouched for is not stored; a later batch brings it
         // again. Routine, so counted by the link, not audited.
@@ -77,6 +77,7 @@ impl Writer {
         round: &mut Round,
         from: &OrgId,
         envelope: Envelope,
+        retractions: &[Envelope],
         admission: &mut Admission,
     ) -> Result<(), StoreError> {
         let (Ok(channel), Ok(origin)) = (
@@ -133,6 +134,7 @@ impl Writer {
             held,
             max_envelope_bytes: self.settings.max_envelope_bytes,
             max_hlc: Hlc::at(unix_ms() + MAX_DRIFT_MS).0,
+            retractions,
         };
         let verdict = rules::check(&envelope, &ctx);
         if let Verdict::Reject(reason) = verdict {
