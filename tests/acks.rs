@@ -86,6 +86,15 @@ async fn acknowledgements_cross_agencies_and_overdue_ones_are_named() {
         .unwrap()
         .into_inner();
 
+    // The sender watches the receipts live.
+    let mut live = bo
+        .watch_receipts(proto::ReceiptsRequest {
+            channel: ch.clone(),
+            cursor: order.cursor.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut cy = region.client("cy", Role::Member).await;
     let seen = eventually("the order at the region", || async {
         let history = all_history(&mut cy.clone(), &ch).await;
@@ -130,6 +139,24 @@ async fn acknowledgements_cross_agencies_and_overdue_ones_are_named() {
     })
     .await;
     assert!(r.ack_required);
+    // The live stream told it too, without being asked again.
+    loop {
+        let update = tokio::time::timeout(common::PATIENCE, live.message())
+            .await
+            .expect("a live update")
+            .unwrap()
+            .unwrap();
+        if !of(&update, "region.example").acknowledged_by.is_empty() {
+            break;
+        }
+    }
+    // Delivered to police (linked, its progress after the post): with the
+    // time this node learned it, not before the post.
+    let police_row = of(&r, "police.example");
+    assert!(
+        police_row.delivered_unix_ms >= seen.unix_ms,
+        "{police_row:?}"
+    );
     let region_row = of(&r, "region.example");
     assert_eq!(region_row.acknowledged_by[0].member, "cy");
     assert_eq!(

@@ -337,6 +337,23 @@ pub(super) fn receipts(
         receipt.retraction_applied = retraction.as_ref().is_some_and(|r| holds(r.cursor.seq));
         if held {
             receipt.state = "delivered".into();
+            let first_ack = acks
+                .iter()
+                .filter(|a| a.org == id)
+                .map(|a| a.cursor.hlc.unix_ms())
+                .min();
+            let seen = fed
+                .deliveries
+                .held_since(&id, &record.id, &at.origin, at.seq);
+            receipt.delivered_unix_ms = if id == at.origin {
+                at.hlc.unix_ms()
+            } else {
+                [seen, first_ack.unwrap_or(0)]
+                    .into_iter()
+                    .filter(|&t| t > 0)
+                    .min()
+                    .unwrap_or(0)
+            };
         } else if let Some(r) = refusals.iter().find(|r| r.by == id) {
             receipt.state = "refused".into();
             receipt.reason = r.reason.clone();

@@ -29,6 +29,8 @@ const MAX_PAGE: u32 = 1000;
 const MAX_PAGE_BYTES: usize = (4 << 20) - (64 << 10);
 /// Posts one Publish stream may have in flight.
 const PUBLISH_WINDOW: usize = 1024;
+/// How often a WatchReceipts stream looks again.
+const RECEIPTS_EVERY: Duration = Duration::from_millis(500);
 /// Messages buffered per subscriber stream before it reads from the store instead.
 const STREAM_BUFFER: usize = 64;
 
@@ -369,6 +371,59 @@ impl messaging_server::Messaging for Messaging {
             &channel,
             &at,
         )?))
+    }
+
+    type WatchReceiptsStream =
+        Pin<Box<dyn Stream<Item = Result<proto::ReceiptsResponse, Status>> + Send>>;
+
+    async fn watch_receipts(
+        &self,
+        request: Request<proto::ReceiptsRequest>,
+    ) -> Result<Response<Self::WatchReceiptsStream>, Status> {
+        let member = self.member(&request)?;
+        let req = request.into_inner();
+        let channel = self.existing_channel(&req.channel)?;
+        let at = cursor(&req.cursor)?;
+        let first = super::acks::receipts(&self.shared, &self.fed, &channel, &at)?;
+        let (tx, rx) = mpsc::channel(4);
+        let (shared, fed) = (self.shared.clone(), self.fed.clone());
+        self.shared.runtime.spawn(async move {
+            // Compared without the time waited, which changes every tick.
+            let settled = |r: &proto::ReceiptsResponse| {
+                let mut r = r.clone();
+                r.agencies.iter_mut().for_each(|a| a.waiting_ms = 0);
+                r
+            };
+            let mut last = settled(&first);
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    () = shared.runtime.shutdown().cancelled() => return,
+                    () = shared.revocations.until_revoked(&member) => {
+                        let _ = tx.send(Err(revoked(&member).into())).await;
+                        return;
+                    }
+                    () = tokio::time::sleep(RECEIPTS_EVERY) => {}
+                }
+                match super::acks::receipts(&shared, &fed, &channel, &at) {
+                    Ok(now) if settled(&now) != last => {
+                        last = settled(&now);
+                        if tx.send(Ok(now)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn acknowledge(

@@ -336,6 +336,10 @@ pub(crate) struct ReceiptsArgs {
     /// The message's cursor (`history --cursors`, `tail --cursors`, or the
     /// one `post` printed).
     cursor: String,
+    /// Keep running and print the receipts again each time they change
+    /// (an agency takes it, acknowledges it, becomes overdue).
+    #[arg(long, short)]
+    follow: bool,
     #[command(flatten)]
     conn: Connection,
 }
@@ -345,20 +349,32 @@ pub(crate) struct ReceiptsArgs {
 /// and which of its members acknowledged it.
 pub(crate) async fn receipts(args: ReceiptsArgs) -> anyhow::Result<()> {
     let (mut c, _) = args.conn.connect().await?;
-    let r = c
-        .receipts(proto::ReceiptsRequest {
-            channel: args.channel,
-            cursor: args.cursor,
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    let here_only = r.agencies.iter().all(|a| a.link == "this node");
-    if here_only && !r.ack_required && !args.conn.json {
-        out!("not shared with any other agency: it is on this node only");
+    let req = proto::ReceiptsRequest {
+        channel: args.channel,
+        cursor: args.cursor,
+    };
+    if args.follow {
+        let mut live = c.watch_receipts(req).await.map_err(rpc)?.into_inner();
+        while let Some(r) = live.message().await.map_err(rpc)? {
+            if !args.conn.json {
+                out!("-- {}", output::utc(samband::model::unix_ms()));
+            }
+            show_receipts(&r, args.conn.json);
+        }
         return Ok(());
     }
-    if r.ack_required && !args.conn.json {
+    let r = c.receipts(req).await.map_err(rpc)?.into_inner();
+    show_receipts(&r, args.conn.json);
+    Ok(())
+}
+
+fn show_receipts(r: &proto::ReceiptsResponse, json: bool) {
+    let here_only = r.agencies.iter().all(|a| a.link == "this node");
+    if here_only && !r.ack_required && !json {
+        out!("not shared with any other agency: it is on this node only");
+        return;
+    }
+    if r.ack_required && !json {
         let due = match r.ack_deadline_unix_ms {
             0 => String::new(),
             ms => format!(", due by {}", output::utc(ms)),
@@ -366,9 +382,8 @@ pub(crate) async fn receipts(args: ReceiptsArgs) -> anyhow::Result<()> {
         out!("acknowledgement asked for{due}");
     }
     for a in &r.agencies {
-        out!("{}", output::receipt(a, args.conn.json));
+        out!("{}", output::receipt(a, json));
     }
-    Ok(())
 }
 
 /// `samband ack`: confirms a message as the caller.

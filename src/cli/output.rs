@@ -259,7 +259,7 @@ pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
         return json!({
             "org": a.org, "state": a.state, "reason": a.reason, "retrying": a.retrying,
             "link": a.link, "waiting_ms": a.waiting_ms, "overdue": a.overdue,
-            "retraction_applied": a.retraction_applied,
+            "retraction_applied": a.retraction_applied, "delivered_unix_ms": a.delivered_unix_ms,
             "acknowledged_by": a.acknowledged_by.iter()
                 .map(|m| json!({"member": m.member, "unix_ms": m.unix_ms}))
                 .collect::<Vec<_>>(),
@@ -276,6 +276,9 @@ pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
                 ""
             }
         ),
+        "delivered" if a.delivered_unix_ms > 0 => {
+            format!("delivered (known since {})", utc(a.delivered_unix_ms))
+        }
         "waiting" => format!(
             "waiting for {}s (link {})",
             a.waiting_ms / 1000,

@@ -23,7 +23,7 @@ use super::Federation;
 use super::error::LinkError;
 use super::wire::{FrameError, MAX_FRAME_REFUSALS};
 use crate::engine::{Offered, Reply};
-use crate::model::{ChannelId, OrgId, VersionVector};
+use crate::model::{ChannelId, OrgId, VersionVector, unix_ms};
 use crate::proto::{
     AcceptPolicy, ChannelRecord, ChannelVector, Envelope, EnvelopeBatch, EnvelopeRefusal,
     EnvelopeRefusals, LinkFrame, VectorEntry, VersionVectors, link_frame::Frame,
@@ -757,6 +757,8 @@ impl Link {
                     for cv in &vv.channels {
                         let vector = from_proto(cv);
                         fed.refusals.held(peer, &cv.channel, &vector);
+                        fed.deliveries
+                            .held(peer, &cv.channel, &vector, unix_ms(), true);
                         if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &vector) {
                             tracing::warn!(%peer, error = %e, "cannot record the peer's state");
                         }
@@ -770,6 +772,8 @@ impl Link {
                     for cv in &self.only_shared(vv).channels {
                         let vector = from_proto(cv);
                         fed.refusals.held(peer, &cv.channel, &vector);
+                        fed.deliveries
+                            .held(peer, &cv.channel, &vector, unix_ms(), false);
                         if let Err(e) = fed.store.put_cursor(peer, &cv.channel, &vector) {
                             tracing::warn!(%peer, error = %e, "cannot record the peer's progress");
                         }

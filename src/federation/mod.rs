@@ -11,6 +11,7 @@
 //! Nothing here decides what may leave the node: `rules::eligibility` does,
 //! from the channel's roster, for every envelope of every push.
 
+mod deliveries;
 mod dialer;
 mod error;
 mod files;
@@ -188,6 +189,8 @@ pub struct Federation {
     link_refusal_audits: Mutex<crate::audit::Budget>,
     /// Per partner this node cannot dial: its open ServeFiles call.
     served: Mutex<HashMap<OrgId, files::Served>>,
+    /// When each partner was first known to hold what (for receipts).
+    pub(crate) deliveries: deliveries::Deliveries,
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -307,6 +310,7 @@ impl Federation {
             paces: crate::rate::Buckets::new(peer_rate.0, peer_rate.1),
             link_refusal_audits: Mutex::default(),
             served: Mutex::default(),
+            deliveries: deliveries::Deliveries::default(),
         });
         fed.reload_tls()?;
         Ok(fed)

@@ -606,10 +606,12 @@ fn every_field_of_a_received_envelope_is_checked() {
 // The model uses the real `check`, `to_send` and `eligibility`; only the
 // store and the network are replaced by maps and loops.
 mod simulation {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::{BTreeMap, HashMap, HashSet};
 
     use proptest::prelude::*;
     use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+    use prost::Message as _;
 
     use super::super::*;
     use crate::model::{GENESIS_HASH, Hlc, HlcClock, sign_and_hash};
@@ -662,6 +664,10 @@ mod simulation {
             to: usize,
             kind: u8,
         },
+        /// Node acknowledges the message the index picks among those it holds.
+        Ack(usize, usize),
+        /// Node retracts the message of its own the index picks.
+        Retract(usize, usize),
     }
 
     struct World {
@@ -769,6 +775,81 @@ mod simulation {
             node.key.public_key().as_ref().to_vec()
         }
 
+        /// Node `i` writes one signed envelope of `kind` with `body`.
+        fn originate(&mut self, i: usize, kind: Kind, body: Vec<u8>) {
+            self.wall += 1;
+            let node = &mut self.nodes[i];
+            let ChainHead {
+                seq, hash: prev, ..
+            } = node.head(&node.org);
+            let mut env = Envelope {
+                channel: CHANNEL.into(),
+                origin: node.org.to_string(),
+                origin_seq: seq + 1,
+                author: "m".into(),
+                hlc: node.clock.tick(self.wall).0,
+                kind: kind as i32,
+                priority: 1,
+                body,
+                prev: prev.to_vec(),
+                signature: vec![],
+                body_sha256: vec![],
+                withheld: false,
+            };
+            env.body_sha256 = crate::model::body_digest(&env.body);
+            let hash = sign_and_hash(&mut env, &node.key);
+            let org = node.org.clone();
+            node.logs
+                .entry(org.clone())
+                .or_default()
+                .push((env.clone(), hash));
+            *self.posts.entry(org).or_default() += 1;
+            retract_in(&mut self.nodes[i], &env);
+        }
+
+        /// Node `i` acknowledges a message it holds (any origin's, the
+        /// `pick`-th of all it holds), if it holds one.
+        fn ack(&mut self, i: usize, pick: usize) {
+            let held: Vec<(String, u64)> = self.nodes[i]
+                .logs
+                .values()
+                .flatten()
+                .filter(|(e, _)| e.kind == Kind::Text as i32)
+                .map(|(e, _)| (e.origin.clone(), e.origin_seq))
+                .collect();
+            if held.is_empty() {
+                return;
+            }
+            let (origin, seq) = held[pick % held.len()].clone();
+            let body = Ack {
+                message: Some(MessageId { origin, seq }),
+            };
+            self.originate(i, Kind::Ack, body.encode_to_vec());
+        }
+
+        /// Node `i` retracts one of its own messages (the `pick`-th).
+        fn retract(&mut self, i: usize, pick: usize) {
+            let org = self.nodes[i].org.clone();
+            let own: Vec<u64> = self.nodes[i]
+                .logs
+                .get(&org)
+                .into_iter()
+                .flatten()
+                .filter(|(e, _)| e.kind == Kind::Text as i32 && !e.withheld)
+                .map(|(e, _)| e.origin_seq)
+                .collect();
+            if own.is_empty() {
+                return;
+            }
+            let body = Retraction {
+                message: Some(MessageId {
+                    origin: org.to_string(),
+                    seq: own[pick % own.len()],
+                }),
+            };
+            self.originate(i, Kind::Retract, body.encode_to_vec());
+        }
+
         /// Node `i` posts `k` envelopes in one round: chained, only the last signed (the seal).
         fn post(&mut self, i: usize, k: usize) {
             for j in 0..k {
@@ -808,6 +889,17 @@ mod simulation {
         /// Offers a batch from `from` to node `to`, as the writer decides it:
         /// unsigned, chained envelopes wait for a seal later in the same batch.
         fn deliver(&mut self, from: &OrgId, to: usize, batch: Vec<Envelope>) -> Vec<Verdict> {
+            self.deliver_with(from, to, batch, &[])
+        }
+
+        /// [`World::deliver`], with retractions that prove withheld copies.
+        fn deliver_with(
+            &mut self,
+            from: &OrgId,
+            to: usize,
+            batch: Vec<Envelope>,
+            retractions: &[Envelope],
+        ) -> Vec<Verdict> {
             let pinned = self.pinned_by(to);
             let mut admission = Admission::default();
             for env in batch {
@@ -832,14 +924,18 @@ mod simulation {
                     held,
                     max_envelope_bytes: 4096,
                     max_hlc: u64::MAX,
-                    retractions: &[],
+                    retractions,
                 };
                 let verdict = check(&env, &ctx);
                 let node = &mut self.nodes[to];
                 for (envelope, hash) in admission.admit(env, verdict) {
                     node.clock.observe(Hlc(envelope.hlc));
                     let origin = OrgId::parse(&envelope.origin).unwrap();
-                    node.logs.entry(origin).or_default().push((envelope, hash));
+                    node.logs
+                        .entry(origin)
+                        .or_default()
+                        .push((envelope.clone(), hash));
+                    retract_in(node, &envelope);
                 }
             }
             admission.finish()
@@ -855,18 +951,43 @@ mod simulation {
             let eligibility = eligibility(&self.record, &sender, &self.nodes[to].org);
             let mine = self.nodes[from].vector();
             let mut batch = Vec::new();
+            let receiver = self.nodes[to].org.clone();
             for (origin, first, last) in to_send(&self.record, eligibility, &mine, &theirs) {
                 let log = &self.nodes[from].logs[&origin];
-                batch.extend(
-                    log[(first - 1) as usize..last as usize]
-                        .iter()
-                        .map(|(e, _)| e.clone()),
-                );
+                let mut run: Vec<Envelope> = log[(first - 1) as usize..last as usize]
+                    .iter()
+                    .map(|(e, _)| e.clone())
+                    .collect();
+                // As the link does: a retracted message goes withheld with
+                // its retraction; one held withheld without it (its
+                // retraction not here yet) ends the run.
+                let retracted: HashSet<u64> = log
+                    .iter()
+                    .filter_map(|(e, _)| retraction_of(e).map(|m| m.seq))
+                    .collect();
+                ready_for(&self.record, &receiver, &mut run, &retracted);
+                let Some(sent) = run.last().map(|e| e.origin_seq) else {
+                    continue;
+                };
+                batch.extend(run);
                 self.known
                     .get_mut(&(from, to))
                     .unwrap()
-                    .insert(origin, last);
+                    .insert(origin, sent);
             }
+            // A retracted message goes withheld, with its signed retraction.
+            let sender_logs = &self.nodes[from].logs;
+            let proofs: Vec<Envelope> = batch
+                .iter()
+                .filter(|e| e.withheld)
+                .filter_map(|e| {
+                    let log = sender_logs.get(&OrgId::parse(&e.origin).ok()?)?;
+                    log.iter()
+                        .map(|(r, _)| r)
+                        .find(|r| retraction_of(r).is_some_and(|m| m.seq == e.origin_seq))
+                        .cloned()
+                })
+                .collect();
             match fault {
                 Fault::None => {}
                 Fault::DropAlternate => batch = batch.into_iter().step_by(2).collect(),
@@ -876,7 +997,7 @@ mod simulation {
             }
             let mut gap = false;
             let mut stored = false;
-            for verdict in self.deliver(&sender, to, batch) {
+            for verdict in self.deliver_with(&sender, to, batch, &proofs) {
                 match verdict {
                     Verdict::Accept => stored = true,
                     Verdict::Duplicate => {}
@@ -896,7 +1017,7 @@ mod simulation {
             let n = self.nodes.len();
             let from_i = (to + 1) % n;
             let from = self.nodes[from_i].org.clone();
-            let kind = kind % 10;
+            let kind = kind % 12;
             // A hostile home's roster speaks for an org `to` pinned: `to`
             // itself, or one of the nodes it links to.
             let neighbour = (0..n)
@@ -980,6 +1101,25 @@ mod simulation {
                     env.body = control_body(lying_roster(&self.record, &target));
                     sign_and_hash(&mut env, &self.nodes[0].key);
                 }
+                10 => {
+                    // The origin "retracts" a message of another org.
+                    let other = self.nodes[(origin_i + 1) % n].org.to_string();
+                    env.kind = Kind::Retract as i32;
+                    env.body = Retraction {
+                        message: Some(MessageId {
+                            origin: other,
+                            seq: 1,
+                        }),
+                    }
+                    .encode_to_vec();
+                    env.body_sha256 = crate::model::body_digest(&env.body);
+                    sign_and_hash(&mut env, &self.nodes[origin_i].key);
+                }
+                11 => {
+                    // A copy without its body that nothing withholds or retracts.
+                    sign_and_hash(&mut env, &self.nodes[origin_i].key);
+                    env = crate::model::withheld_copy(&env).unwrap();
+                }
                 _ => {} // unsigned, correctly chained: no seal ever vouches for it
             }
             let honest = record.map(|r| std::mem::replace(&mut self.record, r));
@@ -1015,6 +1155,8 @@ mod simulation {
                 }
                 Op::Restart(i) => self.known.retain(|&(a, b), _| a != i % n && b != i % n),
                 Op::Forge { to, kind } => self.forge(to % n, kind),
+                Op::Ack(i, pick) => self.ack(i % n, pick),
+                Op::Retract(i, pick) => self.retract(i % n, pick),
             }
         }
 
@@ -1059,6 +1201,22 @@ mod simulation {
                         "{}: posts of {origin} lost",
                         node.org
                     );
+                    // Withheld exactly what its origin retracted.
+                    let retracted: Vec<u64> = log
+                        .iter()
+                        .filter_map(|(e, _)| retraction_of(e).map(|m| m.seq))
+                        .collect();
+                    for (env, _) in log {
+                        assert_eq!(
+                            env.withheld,
+                            retracted.contains(&env.origin_seq),
+                            "{}: {origin}#{} withheld {}",
+                            node.org,
+                            env.origin_seq,
+                            env.withheld
+                        );
+                        assert_eq!(env.body.is_empty(), env.withheld);
+                    }
                     let public = self.public_key(origin.as_str());
                     let mut prev = GENESIS_HASH;
                     for (i, (env, hash)) in log.iter().enumerate() {
@@ -1070,6 +1228,32 @@ mod simulation {
                     }
                 }
             }
+        }
+    }
+
+    /// What a node's store does when it stores `env`: a retraction
+    /// replaces the message it names (held here: same origin, lower seq)
+    /// by its withheld copy.
+    fn retract_in(node: &mut Node, env: &Envelope) {
+        let Some(target) = retraction_of(env) else {
+            return;
+        };
+        let Ok(origin) = OrgId::parse(&target.origin) else {
+            return;
+        };
+        let Some(log) = node.logs.get_mut(&origin) else {
+            return;
+        };
+        let Some(i) = usize::try_from(target.seq)
+            .ok()
+            .and_then(|s| s.checked_sub(1))
+        else {
+            return;
+        };
+        if let Some((held, _)) = log.get_mut(i)
+            && let Some(copy) = crate::model::withheld_copy(held)
+        {
+            *held = copy;
         }
     }
 
@@ -1090,6 +1274,8 @@ mod simulation {
             5 => (0..5usize, 0..5usize, fault()).prop_map(|(from, to, fault)| Op::Push { from, to, fault }),
             1 => (0..5usize).prop_map(Op::Restart),
             1 => (0..5usize, any::<u8>()).prop_map(|(to, kind)| Op::Forge { to, kind }),
+            1 => (0..5usize, any::<usize>()).prop_map(|(i, pick)| Op::Ack(i, pick)),
+            1 => (0..5usize, any::<usize>()).prop_map(|(i, pick)| Op::Retract(i, pick)),
         ]
     }
 

@@ -1,7 +1,8 @@
 """A stock Python grpcio client: stubs generated from proto/ only, the member's
 PEM files only. Exercises health, reflection, Status, Post, History,
-Subscribe, acknowledgements and replies (a post asking for acknowledgement,
-Acknowledge twice, Receipts, a reply), and files (Upload cut off and resumed
+Subscribe, acknowledgements, replies and retractions (a post asking for
+acknowledgement, Acknowledge twice, Receipts and WatchReceipts, a reply,
+Retract), and files (Upload cut off and resumed
 after UploadStatus, a Post that attaches it, Download whole and from an
 offset) against a running node, and exits non-zero on any mismatch.
 
@@ -90,6 +91,14 @@ def check_acks(stub, pb, channel: str) -> None:
     assert kinds[first.acknowledgement.cursor].kind == "ack", page
     assert kinds[first.acknowledgement.cursor].acknowledges.cursor == order.cursor
     assert kinds[reply.cursor].reply_to.cursor == order.cursor, page
+    retracted = stub.Retract(pb.RetractRequest(channel=channel, cursor=reply.cursor), timeout=10)
+    assert not retracted.already, retracted
+    page = stub.History(pb.HistoryRequest(channel=channel, limit=10), timeout=10)
+    gone = {m.cursor: m for m in page.messages}[reply.cursor]
+    assert gone.retracted.member and not gone.text, gone
+    live = stub.WatchReceipts(pb.ReceiptsRequest(channel=channel, cursor=order.cursor), timeout=10)
+    assert next(live).ack_required
+    live.cancel()
     try:
         stub.Acknowledge(pb.AcknowledgeRequest(channel=channel, cursor=reply.cursor + "x"), timeout=10)
         sys.exit("a bad cursor was acknowledged")

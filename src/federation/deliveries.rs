@@ -1,0 +1,110 @@
+//! When this node learned that a partner's node holds an envelope: from
+//! the partner's own hello and progress frames (its durable state), kept in
+//! memory per (partner, channel, origin) as a few (seq, time) marks.
+//!
+//! A mark is added when the partner's seq for an origin grows, at most one
+//! per [`GRAIN_MS`] (a later one moves the last mark's seq up instead), so
+//! a time read back is when the partner was first known to hold that seq,
+//! to within that grain. What a partner's first hello after this node
+//! starts states gets time 0: it held those envelopes before this node
+//! could see it happen.
+//! At most [`MARKS`] marks per key; the oldest go first.
+//!
+//! Uses only `model` and `locks`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use crate::model::{OrgId, VersionVector};
+
+/// Marks closer together than this merge.
+const GRAIN_MS: u64 = 1_000;
+/// Marks kept per (partner, channel, origin).
+const MARKS: usize = 4_096;
+
+/// (partner, channel, origin).
+type Key = (OrgId, String, OrgId);
+
+/// (seq held, Unix ms first known), oldest first.
+type Marks = VecDeque<(u64, u64)>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Deliveries {
+    marks: Mutex<HashMap<Key, Marks>>,
+}
+
+impl Deliveries {
+    /// The partner `peer` holds `vector` of `channel` durably, as of
+    /// `now_ms`; `hello`: as its hello states it (a first mark then has
+    /// time 0), else as its progress after envelopes this node sent.
+    pub(crate) fn held(
+        &self,
+        peer: &OrgId,
+        channel: &str,
+        vector: &VersionVector,
+        now_ms: u64,
+        hello: bool,
+    ) {
+        let mut marks = crate::locks::lock(&self.marks);
+        for (origin, &seq) in vector {
+            let key = (peer.clone(), channel.to_owned(), origin.clone());
+            let list = marks.entry(key).or_default();
+            match list.back_mut() {
+                None => list.push_back((seq, if hello { 0 } else { now_ms })),
+                Some(&mut (last, _)) if seq <= last => {}
+                Some(last) if last.1 != 0 && now_ms.saturating_sub(last.1) < GRAIN_MS => {
+                    last.0 = seq;
+                }
+                Some(_) => {
+                    if list.len() == MARKS {
+                        list.pop_front();
+                    }
+                    list.push_back((seq, now_ms));
+                }
+            }
+        }
+    }
+
+    /// When `peer` was first known to hold `origin`'s envelope `seq` of
+    /// `channel` (Unix ms; 0: before this node started, or not recorded).
+    pub(crate) fn held_since(&self, peer: &OrgId, channel: &str, origin: &OrgId, seq: u64) -> u64 {
+        let marks = crate::locks::lock(&self.marks);
+        let key = (peer.clone(), channel.to_owned(), origin.clone());
+        marks
+            .get(&key)
+            .and_then(|list| list.iter().find(|(held, _)| *held >= seq))
+            .map_or(0, |&(_, at)| at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_is_when_the_partner_was_first_seen_holding_it() {
+        let d = Deliveries::default();
+        let (peer, origin) = (
+            OrgId::parse("b.example").unwrap(),
+            OrgId::parse("a.example").unwrap(),
+        );
+        let v = |seq| VersionVector::from([(origin.clone(), seq)]);
+        d.held(&peer, "a.example/x", &v(3), 10_000, true);
+        d.held(&peer, "a.example/x", &v(5), 20_000, false);
+        d.held(&peer, "a.example/x", &v(6), 20_500, false);
+        d.held(&peer, "a.example/x", &v(9), 30_000, true);
+        // Held when first seen: before this node could tell.
+        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 2), 0);
+        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 4), 20_000);
+        // Within the grain of the mark before it.
+        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 6), 20_000);
+        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 7), 30_000);
+        // Not held yet, or another partner.
+        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 10), 0);
+        let other = OrgId::parse("c.example").unwrap();
+        assert_eq!(d.held_since(&other, "a.example/x", &origin, 4), 0);
+        // First seen through progress: that is when it was delivered.
+        d.held(&other, "a.example/x", &v(2), 40_000, false);
+        assert_eq!(d.held_since(&other, "a.example/x", &origin, 1), 40_000);
+    }
+}
