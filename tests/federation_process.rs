@@ -295,3 +295,84 @@ async fn a_post_refused_for_a_clock_ahead_is_marked_then_sent_again_on_its_own()
     police.kill9().await;
     rescue.kill9().await;
 }
+
+/// "Delivered" comes from the partner's durable progress, never from "we
+/// sent it": while rescue's disk syncs are stalled (strace delays every
+/// `fdatasync`), the message it received is not durable there, and police
+/// says waiting; rescue is SIGKILLed and police still does not say
+/// delivered; once rescue is back and holds it, police does.
+#[tokio::test]
+async fn delivered_is_not_shown_for_a_partner_killed_before_it_flushed() {
+    let (a_tmp, b_tmp) = (init_dir("police.example"), init_dir("rescue.example"));
+    let (a_dir, b_dir) = (node_dir(&a_tmp), node_dir(&b_tmp));
+    let police = ServeProcess::start(&a_dir).await;
+    let rescue = ServeProcess::start(&b_dir).await;
+    trust_each_other(&police, &a_dir, &rescue, &b_dir).await;
+    let mut a_op = police.operator(&a_dir).await;
+    let ops = create_channel(&mut a_op, "ops").await;
+    police
+        .admin(&a_dir)
+        .await
+        .share_channel(proto::ShareChannelRequest {
+            channel: ops.clone(),
+            orgs: vec!["rescue.example".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let b_op = rescue.operator(&b_dir).await;
+    common::eventually("rescue to join", || async {
+        common::channel_state(&b_op, &ops).await.map(drop)
+    })
+    .await;
+    let reader = a_op.clone();
+    let state = |cursor: String| {
+        let (mut a_op, ops) = (reader.clone(), ops.clone());
+        async move {
+            let r = a_op
+                .receipts(proto::ReceiptsRequest {
+                    channel: ops,
+                    cursor,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let row = r.agencies.into_iter().find(|a| a.org == "rescue.example");
+            row.unwrap().state
+        }
+    };
+    let first = post(&mut a_op, &ops, "first").await;
+    common::eventually("the first message delivered", || async {
+        (state(first.cursor.clone()).await == "delivered").then_some(())
+    })
+    .await;
+
+    // From now on every sync of rescue's waits a minute.
+    let pid = rescue.child.id().expect("rescue runs").to_string();
+    let mut stall = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-p", &pid])
+        .args(["-e", "trace=fdatasync,fsync"])
+        .args(["-e", "inject=fdatasync,fsync:delay_enter=60000000"])
+        .spawn()
+        .expect("strace");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let second = post(&mut a_op, &ops, "second").await;
+    // Sent (rescue's link reads it and its writer waits on the disk).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(state(second.cursor.clone()).await, "waiting");
+    // SIGKILL, then strace away: the node dies without a word more.
+    let mut rescue = rescue;
+    rescue.child.start_kill().expect("SIGKILL");
+    let _ = stall.kill();
+    let _ = stall.wait();
+    rescue.child.wait().await.expect("reaped");
+    assert_ne!(state(second.cursor.clone()).await, "delivered");
+
+    let rescue = ServeProcess::start(&b_dir).await;
+    common::eventually("the second message delivered after the restart", || async {
+        (state(second.cursor.clone()).await == "delivered").then_some(())
+    })
+    .await;
+    police.kill9().await;
+    rescue.kill9().await;
+}
