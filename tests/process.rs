@@ -627,11 +627,11 @@ async fn times_are_shown_in_local_time_when_tz_is_set() {
         String::from_utf8(command.output().unwrap().stdout).unwrap()
     };
     let utc = history(None);
-    assert!(utc.contains("Z  operator@police.example  hej"), "{utc}");
+    assert!(utc.contains("Z  operator@police.example#1  hej"), "{utc}");
     // A POSIX zone two hours east of UTC, which needs no tzdata.
     let local = history(Some("XYZ-2"));
     assert!(
-        local.contains("+02:00  operator@police.example  hej"),
+        local.contains("+02:00  operator@police.example#1  hej"),
         "{local}"
     );
     // The certificates' ends in `status` too.

@@ -25,6 +25,11 @@ use crate::proto::{self, AckRequest, Envelope, Kind, MessageId, PostBody};
 use crate::rules;
 use crate::store::{Acknowledged, Stored};
 
+/// Shortest and longest acknowledgement deadlines, ms: one shorter is
+/// overdue before anyone could read it, one longer is no deadline.
+const MIN_DEADLINE_MS: u64 = 10_000;
+const MAX_DEADLINE_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// The acknowledgement request of a post: asked for when `ack_required`
 /// says so, or, unset, for FLASH. INVALID_ARGUMENT for a deadline without it.
 pub(super) fn ack_request(
@@ -39,8 +44,15 @@ pub(super) fn ack_request(
                 .into(),
         ));
     }
+    let deadline = req.ack_deadline_ms;
+    if required && deadline > 0 && !(MIN_DEADLINE_MS..=MAX_DEADLINE_MS).contains(&deadline) {
+        return Err(ApiError::InvalidArgument(format!(
+            "ack_deadline_ms is {deadline}; a deadline lies between 10 s and 30 days \
+             ({MIN_DEADLINE_MS}-{MAX_DEADLINE_MS} ms)"
+        )));
+    }
     Ok(required.then_some(AckRequest {
-        deadline_ms: req.ack_deadline_ms,
+        deadline_ms: deadline,
     }))
 }
 
@@ -65,18 +77,26 @@ pub(super) fn reply_to(
 /// The member's message at `at` in `channel`: NOT_FOUND for anything else
 /// (no such message, a roster change, an acknowledgement), the same words.
 fn readable(api: &ApiContext, channel: &ChannelId, at: &Cursor) -> Result<Envelope, ApiError> {
-    let env = api.store.envelope(channel, &at.origin, at.seq)?;
-    match env {
-        Some(env)
-            if env.hlc == at.hlc.0
-                && matches!(Kind::try_from(env.kind), Ok(Kind::Text | Kind::Post)) =>
-        {
-            Ok(env)
-        }
-        _ => Err(ApiError::NotFound(format!(
+    let Some(env) = api
+        .store
+        .envelope(channel, &at.origin, at.seq)?
+        .filter(|e| e.hlc == at.hlc.0)
+    else {
+        return Err(ApiError::NotFound(format!(
             "no message at that cursor in {channel}"
-        ))),
-    }
+        )));
+    };
+    let what = match Kind::try_from(env.kind) {
+        Ok(Kind::Text | Kind::Post) => return Ok(env),
+        Ok(Kind::Control) => "a change of who the channel is shared with",
+        Ok(Kind::Ack) => "an acknowledgement",
+        Ok(Kind::Retract) => "a retraction",
+        _ => "not a message",
+    };
+    Err(ApiError::FailedPrecondition(format!(
+        "{}#{} is {what}, not a member's message: it cannot be acknowledged, answered or retracted",
+        at.origin, at.seq
+    )))
 }
 
 /// The cursor of message `id` of `channel`, if this node holds it.
@@ -150,7 +170,20 @@ pub(super) fn show(
         message.ack_required = true;
         message.ack_deadline_unix_ms = due(stored.cursor.hlc, ack);
         let mine = me.org == stored.cursor.origin && me.name.as_str() == env.author;
-        message.needs_my_ack = !mine
+        // Asked of the agencies expected to answer (not the author's own
+        // when the channel is shared: the order goes to the partners).
+        let asked = api
+            .store
+            .channel(&channel)
+            .ok()
+            .flatten()
+            .is_some_and(|record| {
+                rules::expected_to_acknowledge(&record, stored.cursor.origin.as_str())
+                    .iter()
+                    .any(|org| org == me.org.as_str())
+            });
+        message.needs_my_ack = asked
+            && !mine
             && !api
                 .store
                 .acks(&channel, &stored.cursor.origin, stored.cursor.seq)

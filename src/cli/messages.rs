@@ -38,12 +38,18 @@ pub(crate) struct PostArgs {
     /// Do not ask for acknowledgement, even for a FLASH message.
     #[arg(long)]
     no_ack: bool,
-    /// When acknowledgements are due, e.g. 10m, 1h30m (with
-    /// --ack-required, or for a FLASH message); late ones show as overdue.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    /// When acknowledgements are due, from 10s to 30 days, e.g. 10m,
+    /// 1h30m; it asks for acknowledgement too. Late agencies show as overdue.
+    #[arg(long, value_name = "DURATION", value_parser = deadline)]
     deadline: Option<std::time::Duration>,
     #[command(flatten)]
     conn: Connection,
+}
+
+/// A `--deadline`: a duration such as 10m or 1h30m.
+fn deadline(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; give a duration such as 90s, 10m or 1h30m"))
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +217,7 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let mut position = args.from.clone().map(Position::After);
     // Nothing of the past asked for: no page (a limit of 0 would mean the default).
     let live_only = args.lines == 0 && args.from.is_none();
+    let mut listed = 0usize;
     if !live_only {
         loop {
             let request = proto::HistoryRequest {
@@ -225,6 +232,7 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 .filter(|m| !args.needs_ack || m.needs_my_ack)
             {
                 show(m, json, args.cursors);
+                listed += 1;
             }
             if let Some(m) = page.messages.last() {
                 last = Some(m.cursor.clone());
@@ -237,6 +245,9 @@ pub(crate) async fn tail(args: TailArgs) -> anyhow::Result<()> {
         }
     }
     if !args.follow {
+        if args.needs_ack && listed == 0 && !json {
+            out!("-- nothing waits for your acknowledgement");
+        }
         return Ok(());
     }
     let mut retry = RETRY_FIRST;

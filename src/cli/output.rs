@@ -164,18 +164,20 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
     if m.kind == "retraction" {
         let what = m.retracts.as_ref().map_or_else(String::new, shown_ref);
         return format!(
-            "{}  {}@{}  retracted {what}",
+            "{}  {}@{}#{}  retracted {what}",
             utc(m.unix_ms),
             printable(&m.author),
             printable(&m.origin),
+            m.origin_seq,
         );
     }
     if let Some(r) = &m.retracted {
         return format!(
-            "{}  {}@{}  [retracted by {}@{} at {}]",
+            "{}  {}@{}#{}  [retracted by {}@{} at {}]",
             utc(m.unix_ms),
             printable(&m.author),
             printable(&m.origin),
+            m.origin_seq,
             printable(&r.member),
             printable(&r.org),
             utc(r.unix_ms),
@@ -184,10 +186,11 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
     if m.kind == "ack" {
         let what = m.acknowledges.as_ref().map_or_else(String::new, shown_ref);
         return format!(
-            "{}  {}@{}  acknowledged {what}",
+            "{}  {}@{}#{}  acknowledged {what}",
             utc(m.unix_ms),
             printable(&m.author),
             printable(&m.origin),
+            m.origin_seq,
         );
     }
     let text = if m.withheld {
@@ -208,9 +211,13 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
                 format!(" by {}", utc(due))
             };
             let yours = if mine {
-                ", YOURS IS MISSING: samband ack CHANNEL CURSOR"
+                format!(
+                    ", YOURS IS MISSING: samband ack {} {}",
+                    printable(&m.channel),
+                    printable(&m.cursor)
+                )
             } else {
-                ""
+                String::new()
             };
             format!("[ACK REQUIRED{due}{yours}] ")
         }
@@ -246,10 +253,11 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         })
         .collect();
     format!(
-        "{}  {}@{}  {refused}{vouched}{flag}{ack}{reply}{text}{files}",
+        "{}  {}@{}#{}  {refused}{vouched}{flag}{ack}{reply}{text}{files}",
         utc(m.unix_ms),
         printable(&m.author),
         printable(&m.origin),
+        m.origin_seq,
     )
 }
 
