@@ -74,8 +74,9 @@ pub(super) fn reply_to(
     }))
 }
 
-/// The member's message at `at` in `channel`: NOT_FOUND for anything else
-/// (no such message, a roster change, an acknowledgement), the same words.
+/// The member's message at `at` in `channel`: NOT_FOUND when there is
+/// none; FAILED_PRECONDITION, saying what it is, for a roster change, an
+/// acknowledgement or a retraction.
 fn readable(api: &ApiContext, channel: &ChannelId, at: &Cursor) -> Result<Envelope, ApiError> {
     let Some(env) = api
         .store
@@ -120,9 +121,10 @@ fn shown_ref(api: &ApiContext, channel: &ChannelId, id: MessageId) -> proto::Mes
     }
 }
 
-/// Fills in what `message` shows of replies and acknowledgements, for the
-/// member `me`: the message it answers or acknowledges, whether it asks for
-/// acknowledgement and by when, and whether `me` is still asked.
+/// Fills in what `message` shows of replies, acknowledgements and
+/// retractions, for the member `me`: the message it answers, acknowledges
+/// or retracts, who retracted it, whether it asks for acknowledgement and
+/// by when, and whether `me` is still asked.
 pub(super) fn show(
     api: &ApiContext,
     stored: &Stored,
