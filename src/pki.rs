@@ -699,10 +699,13 @@ impl OrgPki {
     }
 
     /// TLS for the member listener: the node certificate, and client
-    /// certificates required and verified against this org's CA only.
+    /// certificates required and verified against this org's CA only;
+    /// HTTP/2 (gRPC, browsers) or HTTP/1.1 (browsers, for the console).
     pub fn client_listener_tls(&self) -> Result<rustls::ServerConfig, PkiError> {
         let ca_path = self.dir.join(CA_CERT);
-        self.server_tls(roots(&load_certs(&ca_path)?, &ca_path)?)
+        let mut config = self.server_tls(roots(&load_certs(&ca_path)?, &ca_path)?)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
     }
 
     /// Server TLS with the node certificate, TLS 1.3 only, HTTP/2, and client

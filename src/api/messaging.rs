@@ -49,7 +49,12 @@ fn pinned(shared: &ApiContext) -> Result<Pinned, ApiError> {
 
 /// The wire form of a stored message; `pinned` says how its origin's key
 /// is known, `api` which partners refused it.
-fn message(stored: &Stored, api: &ApiContext, pinned: &Pinned, me: &Member) -> proto::Message {
+pub(super) fn message(
+    stored: &Stored,
+    api: &ApiContext,
+    pinned: &Pinned,
+    me: &Member,
+) -> proto::Message {
     let local = &api.org;
     let env = &stored.envelope;
     // A post with files is decoded once, for its text and its files.
@@ -255,43 +260,7 @@ impl Messaging {
 
     /// A member's post, checked against this node's limits.
     fn new_post(&self, member: &Member, req: proto::PostRequest) -> Result<NewPost, ApiError> {
-        let channel = self.existing_channel(&req.channel)?;
-        let limit = self.shared.limits.max_body_bytes;
-        if req.text.trim().is_empty() && req.attachments.is_empty() {
-            return Err(ApiError::InvalidArgument(
-                "message text is empty or only whitespace (and no file is attached)".into(),
-            ));
-        }
-        if req.text.len() > limit {
-            return Err(ApiError::InvalidArgument(format!(
-                "message text is {} bytes; this node accepts at most {limit} (limits.max_body_bytes)",
-                req.text.len()
-            )));
-        }
-        let priority = Priority::from_i32(req.priority).ok_or_else(|| {
-            ApiError::InvalidArgument(format!("unknown priority {}", req.priority))
-        })?;
-        if !self.shared.may_post(&member.name) {
-            let l = &self.shared.limits;
-            return Err(ApiError::ResourceExhausted(format!(
-                "{} posts faster than this node allows a member ({} per second, {} at once: \
-                 limits.member_posts_per_second and limits.member_post_burst); retry shortly",
-                member.name, l.member_posts_per_second, l.member_post_burst
-            )));
-        }
-        let files = super::files::attachments(&self.shared, member, &req.attachments)?;
-        let body = proto::PostBody {
-            reply_to: super::acks::reply_to(&self.shared, &channel, &req.reply_to)?,
-            ack: super::acks::ack_request(&req, priority)?,
-            text: req.text,
-            files,
-        };
-        Ok(NewPost {
-            channel,
-            author: member.name.clone(),
-            priority,
-            content: Content::Message(body),
-        })
+        new_post(&self.shared, member, req)
     }
 
     /// For a post with files: the sweep's shared lock, held until the post
@@ -309,13 +278,62 @@ impl Messaging {
 
     /// A channel this node holds, by `home/name` or (for this org) `name`.
     fn existing_channel(&self, given: &str) -> Result<ChannelId, ApiError> {
-        let id = ChannelId::parse_or_local(given, &self.shared.org)?;
-        match self.shared.store.channel(&id)? {
-            Some(_) => Ok(id),
-            None => Err(ApiError::NotFound(format!(
-                "channel {id} does not exist on this node"
-            ))),
-        }
+        existing_channel(&self.shared, given)
+    }
+}
+
+/// A member's post, checked against this node's limits.
+pub(super) fn new_post(
+    shared: &ApiContext,
+    member: &Member,
+    req: proto::PostRequest,
+) -> Result<NewPost, ApiError> {
+    let channel = existing_channel(shared, &req.channel)?;
+    let limit = shared.limits.max_body_bytes;
+    if req.text.trim().is_empty() && req.attachments.is_empty() {
+        return Err(ApiError::InvalidArgument(
+            "message text is empty or only whitespace (and no file is attached)".into(),
+        ));
+    }
+    if req.text.len() > limit {
+        return Err(ApiError::InvalidArgument(format!(
+            "message text is {} bytes; this node accepts at most {limit} (limits.max_body_bytes)",
+            req.text.len()
+        )));
+    }
+    let priority = Priority::from_i32(req.priority)
+        .ok_or_else(|| ApiError::InvalidArgument(format!("unknown priority {}", req.priority)))?;
+    if !shared.may_post(&member.name) {
+        let l = &shared.limits;
+        return Err(ApiError::ResourceExhausted(format!(
+            "{} posts faster than this node allows a member ({} per second, {} at once: \
+             limits.member_posts_per_second and limits.member_post_burst); retry shortly",
+            member.name, l.member_posts_per_second, l.member_post_burst
+        )));
+    }
+    let files = super::files::attachments(shared, member, &req.attachments)?;
+    let body = proto::PostBody {
+        reply_to: super::acks::reply_to(shared, &channel, &req.reply_to)?,
+        ack: super::acks::ack_request(&req, priority)?,
+        text: req.text,
+        files,
+    };
+    Ok(NewPost {
+        channel,
+        author: member.name.clone(),
+        priority,
+        content: Content::Message(body),
+    })
+}
+
+/// A channel this node holds, by `home/name` or (for this org) `name`.
+pub(super) fn existing_channel(shared: &ApiContext, given: &str) -> Result<ChannelId, ApiError> {
+    let id = ChannelId::parse_or_local(given, &shared.org)?;
+    match shared.store.channel(&id)? {
+        Some(_) => Ok(id),
+        None => Err(ApiError::NotFound(format!(
+            "channel {id} does not exist on this node"
+        ))),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod acks;
 mod admin;
+mod console;
 mod context;
 mod federation;
 mod files;
@@ -136,7 +137,10 @@ impl From<IdentityError> for ApiError {
 /// Health and reflection (v1 and v1alpha), which every listener serves.
 /// Reflection advertises exactly the services of `S` and `T`, health and itself.
 /// One connection may have `max_streams` calls open at once; more wait.
-async fn base_router<S, T>(max_streams: u32) -> Result<Router, tonic_reflection::server::Error>
+async fn base_router<S, T>(
+    max_streams: u32,
+    console: Option<axum::Router>,
+) -> Result<Router, tonic_reflection::server::Error>
 where
     S: tonic::server::NamedService,
     T: tonic::server::NamedService,
@@ -155,10 +159,17 @@ where
             .with_service_name(T::NAME)
             .with_service_name("grpc.health.v1.Health")
     };
-    Ok(Server::builder()
+    let server = Server::builder()
         .max_concurrent_streams(max_streams)
         .http2_keepalive_interval(Some(crate::client::KEEPALIVE))
-        .http2_keepalive_timeout(Some(crate::client::KEEPALIVE))
+        .http2_keepalive_timeout(Some(crate::client::KEEPALIVE));
+    // The console's pages share the port: a browser may speak HTTP/1.1.
+    let mut server = server.accept_http1(console.is_some());
+    let routes = console
+        .map(tonic::service::Routes::from)
+        .unwrap_or_default();
+    Ok(server
+        .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?))
@@ -178,6 +189,7 @@ pub(crate) async fn client_router(
     Ok(
         base_router::<MessagingServer<messaging::Messaging>, AdminServer<admin::Admin>>(
             shared.limits.streams_per_connection,
+            Some(console::router(shared.clone())),
         )
         .await?
         .add_service(messaging)
@@ -196,7 +208,7 @@ pub(crate) async fn federation_router(
     Ok(base_router::<
         FederationServer<federation::FederationService>,
         FederationServer<federation::FederationService>,
-    >(max_streams)
+    >(max_streams, None)
     .await?
     .add_service(service))
 }

@@ -1,0 +1,41 @@
+// Live updates of a channel page: each message posted from now on is
+// added to the list as text (never as markup).
+"use strict";
+
+function item(m) {
+  const li = document.createElement("li");
+  li.className = "message " + m.priority + (m.ahead ? " ahead" : "");
+  li.dataset.cursor = m.cursor;
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = m.author + "@" + m.origin + "#" + m.seq;
+  li.appendChild(meta);
+  if (m.priority === "flash" || m.priority === "urgent") {
+    const flag = document.createElement("span");
+    flag.className = "flag";
+    flag.textContent = m.priority.toUpperCase();
+    li.appendChild(flag);
+  }
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = m.kind === "ack" ? "acknowledged" : m.text;
+  li.appendChild(text);
+  return li;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const list = document.getElementById("messages");
+  if (!list || !list.dataset.events) {
+    return;
+  }
+  const events = new EventSource(list.dataset.events);
+  events.addEventListener("message", (e) => {
+    const m = JSON.parse(e.data);
+    const seen = list.querySelector('[data-cursor="' + CSS.escape(m.cursor) + '"]');
+    if (seen) {
+      return;
+    }
+    list.appendChild(item(m));
+    document.body.classList.toggle("alert", m.priority === "flash");
+  });
+});

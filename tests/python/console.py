@@ -1,0 +1,109 @@
+"""The web console in a real browser (Chromium, driven by Playwright): a
+member of police opens the console with their certificate and posts; a
+member of rescue, on rescue's node, sees it arrive live; a message of
+`<script>` is shown as text, not run; a browser without a certificate, and
+one with another org's, are refused; a cross-site form post is refused.
+Screenshots go to the directory given, for docs/console.md.
+
+usage: console.py POLICE_URL POLICE_BUNDLE RESCUE_URL RESCUE_BUNDLE CHANNEL SHOTS
+"""
+import json
+import pathlib
+import sys
+import time
+
+from playwright.sync_api import sync_playwright
+
+
+def context(browser, url, bundle):
+    certs = []
+    if bundle is not None:
+        certs = [{
+            "origin": url,
+            "certPath": str(bundle / "cert.pem"),
+            "keyPath": str(bundle / "key.pem"),
+        }]
+    return browser.new_context(client_certificates=certs)
+
+
+def main() -> None:
+    police_url, police_bundle, rescue_url, rescue_bundle, channel, shots = sys.argv[1:7]
+    police_bundle, rescue_bundle = pathlib.Path(police_bundle), pathlib.Path(rescue_bundle)
+    shots = pathlib.Path(shots)
+    figures = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
+
+        # Police's member: the channel list, then the channel.
+        police = context(browser, police_url, police_bundle)
+        page = police.new_page()
+        started = time.monotonic()
+        response = page.goto(police_url + "/")
+        figures["first_view_ms"] = round((time.monotonic() - started) * 1000, 1)
+        assert response.status == 200, response.status
+        csp = response.headers.get("content-security-policy", "")
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp, csp
+        page.get_by_role("link", name=channel).click()
+        page.wait_for_selector("#messages")
+
+        # Rescue's member on rescue's node, watching the same channel.
+        rescue = context(browser, rescue_url, rescue_bundle)
+        watcher = rescue.new_page()
+        watcher.goto(rescue_url + "/c/" + channel)
+        watcher.wait_for_selector("#messages")
+        time.sleep(0.5)  # the event stream is open
+
+        text = "Road 73 closed at the bridge"
+        page.fill("#text", text)
+        page.select_option("#priority", "flash")
+        posted = time.monotonic()
+        page.click("button[type=submit]")
+        page.wait_for_selector(f"li.message.flash >> text={text}")
+        watcher.wait_for_selector(f"li.message.flash >> text={text}", timeout=20000)
+        figures["live_update_ms"] = round((time.monotonic() - posted) * 1000, 1)
+        watcher.screenshot(path=str(shots / "channel-partner.png"), full_page=True)
+
+        # A message of markup is text.
+        evil = '<img src=x onerror="window.pwned=1"><script>window.pwned=1</script>'
+        page.fill("#text", evil)
+        page.click("button[type=submit]")
+        page.wait_for_selector("li.message >> text=<script>")
+        assert page.evaluate("window.pwned") is None, "markup in a message ran"
+        watcher.wait_for_selector("li.message >> text=<script>", timeout=20000)
+        assert watcher.evaluate("window.pwned") is None, "markup in a live message ran"
+        page.screenshot(path=str(shots / "channel.png"), full_page=True)
+
+        # A cross-site form post, with and without a token, is refused.
+        token = page.get_attribute("input[name=token]", "value")
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+            forged = police.request.post(
+                police_url + "/c/" + channel + "/post",
+                form={"token": token, "text": "forged", "priority": "normal"},
+                headers=headers,
+                max_redirects=0,
+            )
+            assert forged.status == 403, (headers, forged.status)
+        no_token = police.request.post(
+            police_url + "/c/" + channel + "/post",
+            form={"token": "00", "text": "forged", "priority": "normal"},
+            max_redirects=0,
+        )
+        assert no_token.status == 403, no_token.status
+        page.reload()
+        assert page.locator("li.message >> text=forged").count() == 0
+
+        # No certificate, and another org's certificate: refused.
+        for bundle in (None, rescue_bundle):
+            stranger = context(browser, police_url, bundle).new_page()
+            try:
+                answer = stranger.goto(police_url + "/")
+                refused = answer is None or answer.status >= 400
+            except Exception:  # the handshake is refused
+                refused = True
+            assert refused, f"a browser with {bundle} got in"
+        browser.close()
+    print(json.dumps(figures))
+    print("console ok")
+
+
+main()
