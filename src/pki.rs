@@ -40,6 +40,8 @@ const BUNDLE_CA: &str = "ca.pem";
 const BUNDLE_CERT: &str = "cert.pem";
 const BUNDLE_KEY: &str = "key.pem";
 const BUNDLE_IDENTITY: &str = "identity.toml";
+/// The bundle as one PKCS#12 file, to import into a browser.
+pub const BUNDLE_P12: &str = "member.p12";
 
 /// The organizational-unit value that marks a node certificate.
 pub const NODE_ROLE: &str = "node";
@@ -973,6 +975,44 @@ impl IdentityBundle {
         cert_info_at(&self.dir.join(BUNDLE_CERT))
     }
 
+    /// Writes the bundle's key, certificate and org CA as one PKCS#12 file
+    /// (`member.p12`, RFC 7292; PBES2 with AES-256 and PBKDF2-SHA-256, as
+    /// current browsers import), encrypted with `passphrase`; never over an
+    /// existing file. Its path.
+    pub fn write_p12(&self, passphrase: &str) -> Result<PathBuf, PkiError> {
+        let key_path = self.dir.join(BUNDLE_KEY);
+        let key = load_key(&key_path)?;
+        let invalid = |path: &Path, e: p12_keystore::error::Error| PkiError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let key = p12_keystore::PrivateKey::from_der(key.secret_der())
+            .map_err(|e| invalid(&key_path, e))?;
+        let mut chain = Vec::new();
+        for name in [BUNDLE_CERT, BUNDLE_CA] {
+            let path = self.dir.join(name);
+            for der in load_certs(&path)? {
+                chain.push(
+                    p12_keystore::Certificate::from_der(&der).map_err(|e| invalid(&path, e))?,
+                );
+            }
+        }
+        let id = ring::digest::digest(&ring::digest::SHA256, chain[0].as_der());
+        let entry = p12_keystore::PrivateKeyChain::new(&id.as_ref()[..20], key, chain);
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry(
+            &self.info.member,
+            p12_keystore::KeyStoreEntry::PrivateKeyChain(entry),
+        );
+        let out = self.dir.join(BUNDLE_P12);
+        let bytes = store
+            .writer(passphrase)
+            .write()
+            .map_err(|e| invalid(&out, e))?;
+        write_new(&out, &bytes, true)?;
+        Ok(out)
+    }
+
     /// TLS for dialing the node: trust only the org CA, present the member certificate.
     pub fn client_tls(&self) -> Result<rustls::ClientConfig, PkiError> {
         let ca_path = self.dir.join(BUNDLE_CA);
@@ -988,6 +1028,40 @@ impl IdentityBundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_members_pkcs12_file_holds_their_key_certificate_and_the_org_ca() {
+        let tmp = tempfile::tempdir().unwrap();
+        let org = OrgId::parse("police.example").unwrap();
+        let pki = OrgPki::create(&tmp.path().join("node"), &org, &[]).unwrap();
+        let out = tmp.path().join("alice");
+        let member = crate::model::MemberName::parse("alice").unwrap();
+        let bundle = pki
+            .issue_member(
+                &org,
+                &member,
+                Role::Member,
+                "127.0.0.1:1",
+                &out,
+                Validity::days(1),
+            )
+            .unwrap();
+        let path = bundle.write_p12("a passphrase").unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let policy = p12_keystore::Pkcs12ImportPolicy::Strict;
+        assert!(p12_keystore::KeyStore::from_pkcs12(&bytes, "not it", policy).is_err());
+        let store = p12_keystore::KeyStore::from_pkcs12(&bytes, "a passphrase", policy).unwrap();
+        let (alias, chain) = store.private_key_chain().unwrap();
+        assert_eq!(alias, "alice");
+        let cert = load_certs(&out.join(BUNDLE_CERT)).unwrap();
+        let ca = load_certs(&out.join(BUNDLE_CA)).unwrap();
+        let certs: Vec<&[u8]> = chain.certs().iter().map(|c| c.as_der()).collect();
+        assert_eq!(certs, [cert[0].as_ref(), ca[0].as_ref()]);
+        let key = load_key(&out.join(BUNDLE_KEY)).unwrap();
+        assert_eq!(chain.key().as_der(), key.secret_der());
+        // Never over an existing file.
+        assert!(bundle.write_p12("another").is_err());
+    }
 
     #[test]
     fn an_empty_certificate_file_is_an_error_not_a_panic() {

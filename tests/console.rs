@@ -46,6 +46,8 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
         police.bundle("alice", Role::Member),
         rescue.bundle("bo", Role::Member),
     );
+    // Police's member's browser holds the PKCS#12 file `user add` writes.
+    let p12 = alice.write_p12("correct horse battery").unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/console.py");
     // Screenshots for docs/console.md when asked (SAMBAND_CONSOLE_SHOTS=docs/console).
     let shots_tmp = tempfile::tempdir().unwrap();
@@ -74,6 +76,8 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
         Command::new("python3")
             .arg(script)
             .args([&police_url, alice.dir.to_str().unwrap(), &rescue_url])
+            .env("POLICE_P12", &p12)
+            .env("POLICE_P12_PASSPHRASE", "correct horse battery")
             .args([bo.dir.to_str().unwrap(), &ch, &shots])
             .env("NODE_EXTRA_CA_CERTS", &cas)
             .output()

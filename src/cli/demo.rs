@@ -25,6 +25,9 @@ struct Agency {
     node: LocalNode,
 }
 
+/// The demo's member.p12 files are for trying the console on this machine.
+const DEMO_P12_PASSPHRASE: &str = "samband-demo";
+
 async fn start(org: &'static str, root: &Path) -> anyhow::Result<Agency> {
     let dir = root.join(org);
     let opts = InitOptions::loopback(OrgId::parse(org)?);
@@ -34,13 +37,15 @@ async fn start(org: &'static str, root: &Path) -> anyhow::Result<Agency> {
     // So that `--dir` commands find this node (its config says port 0).
     std::fs::write(samband::layout::client_address_file(&dir), &client)?;
     let channel = node.operator().await?;
-    setup::add_user(
+    let bundle = setup::add_user(
         &dir,
         &MemberName::parse("duty-officer")?,
         Role::Member,
         &dir.join("duty-officer"),
         samband::pki::Validity::days(samband::pki::MEMBER_DAYS),
     )?;
+    // For the web console: a browser imports this file.
+    bundle.write_p12(DEMO_P12_PASSPHRASE)?;
     Ok(Agency {
         org,
         dir,
@@ -245,6 +250,17 @@ async fn demo() -> anyhow::Result<()> {
         "  samband status --dir {}                # partner links and lag",
         dir(0)
     );
+    out!(
+        "\nWeb console of each agency (import the duty officer's member.p12, passphrase \"{DEMO_P12_PASSPHRASE}\", and trust its ca.pem):"
+    );
+    for a in &agencies {
+        out!(
+            "  {:<24} https://{}/   {}/duty-officer/member.p12",
+            a.org,
+            a.client,
+            a.dir.display()
+        );
+    }
     tokio::signal::ctrl_c().await?;
     out!(
         "\nstopping the nodes and removing {}",

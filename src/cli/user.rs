@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Args;
 use samband::model::{MemberName, Role};
 use samband::setup;
@@ -14,7 +15,8 @@ pub(crate) struct UserAddArgs {
     /// Node directory whose CA signs the certificate.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
-    /// Directory to write the bundle to (ca.pem, cert.pem, key.pem, identity.toml).
+    /// Directory to write the bundle to (ca.pem, cert.pem, key.pem,
+    /// identity.toml, and member.p12 for a browser).
     #[arg(long, value_name = "BUNDLE_DIR")]
     out: PathBuf,
     /// Give the member the admin role (create channels, later manage sharing).
@@ -24,6 +26,35 @@ pub(crate) struct UserAddArgs {
     /// during one incident).
     #[arg(long, default_value_t = samband::pki::MEMBER_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
     days: u32,
+    /// The passphrase of member.p12 (the bundle for a browser), read from
+    /// this file (its first line). Without it, one is made and printed once.
+    #[arg(long, value_name = "FILE")]
+    p12_passphrase_file: Option<PathBuf>,
+}
+
+/// The passphrase for member.p12: the first line of `file`, or a new one
+/// (five groups of five letters and digits, about 125 bits) and whether it
+/// was made here.
+fn p12_passphrase(file: Option<&std::path::Path>) -> anyhow::Result<(String, bool)> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the passphrase from {}", file.display()))?;
+        let line = text.lines().next().unwrap_or("").to_owned();
+        if line.is_empty() {
+            anyhow::bail!("{} holds no passphrase on its first line", file.display());
+        }
+        return Ok((line, false));
+    }
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut bytes = [0u8; 25];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness for a passphrase"))?;
+    let chars: Vec<char> = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    let groups: Vec<String> = chars.chunks(5).map(|c| c.iter().collect()).collect();
+    Ok((groups.join("-"), true))
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +145,8 @@ pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
     } else {
         Role::Member
     };
+    // Read first: a bad passphrase file issues nothing.
+    let (passphrase, made) = p12_passphrase(args.p12_passphrase_file.as_deref())?;
     let bundle = setup::add_user(
         &args.dir,
         &name,
@@ -122,6 +155,7 @@ pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
         samband::pki::Validity::days(args.days),
     )?;
     record_issue(&args.dir)?;
+    let p12 = bundle.write_p12(&passphrase)?;
     out!(
         "issued {} ({}) of {}; bundle in {}, connects to {}",
         bundle.info.member,
@@ -130,6 +164,17 @@ pub(crate) fn user_add(args: UserAddArgs) -> anyhow::Result<()> {
         args.out.display(),
         bundle.info.endpoint
     );
+    if made {
+        out!(
+            "for a browser: {} (import it, see the README's \"Web console\"); its passphrase, shown only now: {passphrase}",
+            p12.display()
+        );
+    } else {
+        out!(
+            "for a browser: {} (its passphrase is the one in the file given)",
+            p12.display()
+        );
+    }
     out!(
         "use it with: samband status --identity {}",
         args.out.display()

@@ -1,5 +1,6 @@
 """The web console in a real browser (Chromium, driven by Playwright): a
-member of police opens the console with their certificate and posts; a
+member of police opens the console with their certificate (the PKCS#12
+file `samband user add` writes) and posts; a
 member of rescue, on rescue's node, sees it arrive live; a message of
 `<script>` is shown as text, not run; a browser without a certificate, and
 one with another org's, are refused; a cross-site form post is refused.
@@ -8,6 +9,7 @@ Screenshots go to the directory given, for docs/console.md.
 usage: console.py POLICE_URL POLICE_BUNDLE RESCUE_URL RESCUE_BUNDLE CHANNEL SHOTS
 """
 import json
+import os
 import pathlib
 import sys
 import time
@@ -15,9 +17,11 @@ import time
 from playwright.sync_api import sync_playwright
 
 
-def context(browser, url, bundle):
+def context(browser, url, bundle, p12=None):
     certs = []
-    if bundle is not None:
+    if p12 is not None:
+        certs = [{"origin": url, "pfxPath": p12[0], "passphrase": p12[1]}]
+    elif bundle is not None:
         certs = [{
             "origin": url,
             "certPath": str(bundle / "cert.pem"),
@@ -34,8 +38,10 @@ def main() -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
 
-        # Police's member: the channel list, then the channel.
-        police = context(browser, police_url, police_bundle)
+        # Police's member, with the PKCS#12 file `user add` wrote: the
+        # channel list, then the channel.
+        p12 = (os.environ["POLICE_P12"], os.environ["POLICE_P12_PASSPHRASE"])
+        police = context(browser, police_url, police_bundle, p12)
         page = police.new_page()
         started = time.monotonic()
         response = page.goto(police_url + "/")
