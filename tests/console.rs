@@ -42,6 +42,30 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             .filter(|s| s == "shared")
     })
     .await;
+    // The region accepts police's offers by hand: its operator does, in
+    // the console.
+    let region = TestNode::start("region.example").await;
+    let manual = samband::proto::AcceptPolicy::Manual;
+    region
+        .trust(&police, Some(police.fed_addr.to_string()), manual)
+        .await;
+    police
+        .trust(
+            &region,
+            Some(region.fed_addr.to_string()),
+            samband::proto::AcceptPolicy::Auto,
+        )
+        .await;
+    let drill = create_channel(&mut op, "drill").await;
+    police.share("drill", &["region.example"]).await;
+    let region_op = region.operator().await;
+    eventually("the offer at the region", || async {
+        common::channel_state(&region_op, &drill)
+            .await
+            .filter(|s| s == "pending")
+    })
+    .await;
+    let chief = region.bundle("chief", Role::Admin);
     let (alice, bo) = (
         police.bundle("alice", Role::Member),
         rescue.bundle("bo", Role::Member),
@@ -57,26 +81,30 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
     let shots = shots.to_str().unwrap().to_owned();
     let ca = police.dir().join("pki/ca.pem");
     let rescue_ca = rescue.dir().join("pki/ca.pem");
+    let region_ca = region.dir().join("pki/ca.pem");
     // Playwright's certificate proxy checks each node against these CAs.
     let cas = std::env::temp_dir().join(format!("console-cas-{}.pem", std::process::id()));
     std::fs::write(
         &cas,
-        [
-            std::fs::read(&ca).unwrap(),
-            std::fs::read(&rescue_ca).unwrap(),
-        ]
-        .concat(),
+        [&ca, &rescue_ca, &region_ca]
+            .map(|p| std::fs::read(p).unwrap())
+            .concat(),
     )
     .unwrap();
-    let (police_url, rescue_url) = (
+    let (police_url, rescue_url, region_url) = (
         format!("https://{}", police.addr),
         format!("https://{}", rescue.addr),
+        format!("https://{}", region.addr),
     );
+    let offer = drill.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(script)
             .args([&police_url, alice.dir.to_str().unwrap(), &rescue_url])
             .env("POLICE_P12", &p12)
+            .env("REGION_URL", &region_url)
+            .env("REGION_ADMIN", &chief.dir)
+            .env("REGION_OFFER", &offer)
             .env("POLICE_P12_PASSPHRASE", "correct horse battery")
             .args([bo.dir.to_str().unwrap(), &ch, &shots])
             .env("NODE_EXTRA_CA_CERTS", &cas)
@@ -95,6 +123,17 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
     );
     assert!(stdout.contains("console ok"), "{stdout}");
     eprintln!("{stdout}");
+    assert_eq!(
+        common::channel_state(&region_op, &drill).await.as_deref(),
+        Some("shared"),
+        "accepted in the console"
+    );
+    let log = common::audit_log(&mut region.admin().await).await;
+    assert!(
+        log.iter().any(|e| e.event == "channel.accepted"),
+        "the acceptance is audited"
+    );
     police.stop().await;
     rescue.stop().await;
+    region.stop().await;
 }

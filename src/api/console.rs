@@ -32,9 +32,11 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{ApiContext, ApiError};
+use crate::audit::Actor;
 use crate::engine::Start;
+use crate::federation::Federation;
 use crate::identity::{Member, MemberIdentity, Verified};
-use crate::model::{ChannelId, Priority};
+use crate::model::{ChannelId, Priority, Role};
 use crate::proto;
 use crate::store::{Page, Stored};
 
@@ -49,10 +51,12 @@ const STYLE: &str = include_str!("console/console.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's state: the API's, and this run's secret for tokens.
+/// The console's state: the API's, federation's (operators' view), and
+/// this run's secret for tokens.
 #[derive(Clone)]
 pub(crate) struct Console {
     api: Arc<ApiContext>,
+    fed: Arc<Federation>,
     secret: Arc<ring::hmac::Key>,
 }
 
@@ -63,12 +67,13 @@ impl std::fmt::Debug for Console {
 }
 
 impl Console {
-    fn new(api: Arc<ApiContext>) -> Self {
+    fn new(api: Arc<ApiContext>, fed: Arc<Federation>) -> Self {
         let rng = ring::rand::SystemRandom::new();
         let secret = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
             .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[0; 32]));
         Self {
             api,
+            fed,
             secret: Arc::new(secret),
         }
     }
@@ -89,16 +94,18 @@ impl Console {
 
 /// The console's routes; any other request that is not gRPC is a 404
 /// page, and an unknown gRPC method is UNIMPLEMENTED as before.
-pub(crate) fn router(api: Arc<ApiContext>) -> Router {
+pub(crate) fn router(api: Arc<ApiContext>, fed: Arc<Federation>) -> Router {
     Router::new()
         .route("/", get(channels))
+        .route("/admin", get(operators))
+        .route("/admin/accept", post(accept))
         .route("/c/{home}/{name}", get(channel))
         .route("/c/{home}/{name}/post", post(post_message))
         .route("/c/{home}/{name}/events", get(events))
         .route("/assets/console.js", get(script))
         .route("/assets/console.css", get(style))
         .fallback(fallback)
-        .with_state(Console::new(api))
+        .with_state(Console::new(api, fed))
 }
 
 /// Why a request is refused: shown to the browser as a page with `status`.
@@ -185,6 +192,7 @@ fn page(title: &str, member: &Member, body: Markup) -> Response {
             body {
                 header {
                     a href="/" { "samband" }
+                    @if member.role == Role::Admin { a href="/admin" { "Operations" } }
                     span.who { (member.name) "@" (member.org) }
                 }
                 main { (body) }
@@ -257,6 +265,114 @@ async fn channels(
         }
     };
     Ok(page("Channels", &member, body))
+}
+
+/// The calling member if an admin; refused otherwise.
+fn operator(member: &Member) -> Result<(), Refusal> {
+    if member.role == Role::Admin {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "this page needs the admin role; {} is a member",
+            member.name
+        ),
+    ))
+}
+
+/// What an operator watches: partners and their links, channels and their
+/// sharing, offers waiting for acceptance.
+async fn operators(
+    State(console): State<Console>,
+    Caller(member): Caller,
+) -> Result<Response, Refusal> {
+    operator(&member)?;
+    let peers = console.fed.peers().map_err(ApiError::from)?;
+    let records = console.api.store.channels()?;
+    let token = console.token(&member);
+    let body = html! {
+        h1 { "Operations" }
+        h2 { "Partners" }
+        @if peers.is_empty() { p { "No partners yet: samband peer add." } }
+        table.partners {
+            thead { tr { th { "Agency" } th { "Link" } th { "Last error" } th { "Lag (messages)" } } }
+            tbody {
+                @for peer in &peers {
+                    @let link = peer.link.clone().unwrap_or_default();
+                    tr data-org=(peer.org) {
+                        td { (peer.org) }
+                        td.link { (link.state) }
+                        td { (link.last_error) }
+                        td {
+                            @for lag in &link.lag { (lag.channel) ": " (lag.messages) " " }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Channels" }
+        table.channels {
+            thead { tr { th { "Channel" } th { "State" } th { "Shared with" } th {} } }
+            tbody {
+                @for record in &records {
+                    @let shown = super::messaging::channel_message(record.clone());
+                    tr data-channel=(shown.id) {
+                        td { (shown.id) }
+                        td.state { (shown.state) }
+                        td { (shown.participants.join(", ")) }
+                        td {
+                            @if shown.state == "pending" {
+                                form method="post" action="/admin/accept" data-confirm=(format!("Accept {} from {}? Its messages will be stored here and shown to every member.", shown.id, shown.home)) {
+                                    input type="hidden" name="token" value=(token);
+                                    input type="hidden" name="channel" value=(shown.id);
+                                    button type="submit" { "Accept" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page("Operations", &member, body))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AcceptForm {
+    token: String,
+    channel: String,
+}
+
+/// Accepts an offered channel, as `samband channel accept` does (audited).
+async fn accept(
+    State(console): State<Console>,
+    Caller(member): Caller,
+    headers: HeaderMap,
+    Form(form): Form<AcceptForm>,
+) -> Result<Response, Refusal> {
+    operator(&member)?;
+    if cross_site(&headers) || !console.token_ok(&member, &form.token) {
+        return Err(stale_form());
+    }
+    let channel = ChannelId::parse(&form.channel).map_err(ApiError::from)?;
+    console
+        .api
+        .writer
+        .accept(channel.clone(), Actor::Member(member.name.to_string()))
+        .await
+        .map_err(ApiError::from)?;
+    console.fed.rehello();
+    tracing::info!(%channel, by = %member.name, "channel accepted in the web console");
+    Ok(secured(Redirect::to("/admin").into_response()))
+}
+
+fn stale_form() -> Refusal {
+    Refusal::new(
+        StatusCode::FORBIDDEN,
+        "this form did not come from a page of this console (or the node restarted since \
+         the page was loaded): reload the page and try again",
+    )
 }
 
 fn priority_class(priority: i32) -> &'static str {
@@ -363,11 +479,7 @@ async fn post_message(
     Form(form): Form<PostForm>,
 ) -> Result<Response, Refusal> {
     if cross_site(&headers) || !console.token_ok(&member, &form.token) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "this form did not come from a page of this console (or the node restarted since \
-             the page was loaded): reload the page and post again",
-        ));
+        return Err(stale_form());
     }
     let id = channel_id(&home, &name)?;
     let priority = match form.priority.as_str() {

@@ -189,7 +189,7 @@ pub(crate) async fn client_router(
     Ok(
         base_router::<MessagingServer<messaging::Messaging>, AdminServer<admin::Admin>>(
             shared.limits.streams_per_connection,
-            Some(console::router(shared.clone())),
+            Some(console::router(shared.clone(), fed.clone())),
         )
         .await?
         .add_service(messaging)

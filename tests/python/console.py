@@ -98,6 +98,28 @@ def main() -> None:
         page.reload()
         assert page.locator("li.message >> text=forged").count() == 0
 
+        # The region's operator accepts police's offer, confirming first.
+        region_url = os.environ["REGION_URL"]
+        offer = os.environ["REGION_OFFER"]
+        chief = context(browser, region_url, pathlib.Path(os.environ["REGION_ADMIN"]))
+        ops = chief.new_page()
+        ops.on("dialog", lambda dialog: dialog.accept())
+        ops.goto(region_url + "/admin")
+        row = ops.locator(f'tr[data-channel="{offer}"]')
+        assert row.locator("td.state").inner_text() == "pending", row.inner_text()
+        ops.screenshot(path=str(shots / "operations.png"), full_page=True)
+        row.get_by_role("button", name="Accept").click()
+        ops.wait_for_url(region_url + "/admin")
+        deadline = time.monotonic() + 20
+        while row.locator("td.state").inner_text() != "shared":
+            assert time.monotonic() < deadline, row.inner_text()
+            time.sleep(0.3)
+            ops.reload()
+        # A member is not an operator.
+        member_ops = police.new_page()
+        refused = member_ops.goto(police_url + "/admin")
+        assert refused.status == 403, refused.status
+
         # No certificate, and another org's certificate: refused.
         for bundle in (None, rescue_bundle):
             stranger = context(browser, police_url, bundle).new_page()

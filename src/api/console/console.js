@@ -24,6 +24,14 @@ function item(m) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // Every operator action asks first.
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (e) => {
+      if (!window.confirm(form.dataset.confirm)) {
+        e.preventDefault();
+      }
+    });
+  }
   const list = document.getElementById("messages");
   if (!list || !list.dataset.events) {
     return;
