@@ -43,9 +43,17 @@ def main() -> None:
         p12 = (os.environ["POLICE_P12"], os.environ["POLICE_P12_PASSPHRASE"])
         police = context(browser, police_url, police_bundle, p12)
         page = police.new_page()
+        loaded = []
+        page.on("response", lambda r: loaded.append(r))
         started = time.monotonic()
         response = page.goto(police_url + "/")
+        page.wait_for_load_state("load")
         figures["first_view_ms"] = round((time.monotonic() - started) * 1000, 1)
+        # Page weight: every body the first view loaded (the page, its
+        # script and style sheet), and that nothing came from elsewhere.
+        assert all(r.url.startswith(police_url) for r in loaded), [r.url for r in loaded]
+        figures["first_view_kib"] = round(sum(len(r.body()) for r in loaded) / 1024, 1)
+        figures["first_view_requests"] = len(loaded)
         assert response.status == 200, response.status
         csp = response.headers.get("content-security-policy", "")
         assert "default-src 'none'" in csp and "script-src 'self'" in csp, csp
