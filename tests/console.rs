@@ -96,7 +96,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
         format!("https://{}", rescue.addr),
         format!("https://{}", region.addr),
     );
-    let offer = drill.clone();
+    let (offer, flood) = (drill.clone(), ch.clone());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(script)
@@ -106,7 +106,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             .env("REGION_ADMIN", &chief.dir)
             .env("REGION_OFFER", &offer)
             .env("POLICE_P12_PASSPHRASE", "correct horse battery")
-            .args([bo.dir.to_str().unwrap(), &ch, &shots])
+            .args([bo.dir.to_str().unwrap(), &flood, &shots])
             .env("NODE_EXTRA_CA_CERTS", &cas)
             .output()
     })
@@ -123,6 +123,15 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
     );
     assert!(stdout.contains("console ok"), "{stdout}");
     eprintln!("{stdout}");
+    // Rescue's acknowledgement, made in the browser, reached police.
+    let acked = eventually("rescue's acknowledgement at police", || async {
+        let history = common::all_history(&mut op.clone(), &ch).await;
+        history
+            .into_iter()
+            .find(|m| m.kind == "ack" && m.author == "bo")
+    })
+    .await;
+    assert_eq!(acked.origin, "rescue.example");
     assert_eq!(
         common::channel_state(&region_op, &drill).await.as_deref(),
         Some("shared"),

@@ -101,6 +101,8 @@ pub(crate) fn router(api: Arc<ApiContext>, fed: Arc<Federation>) -> Router {
         .route("/admin/accept", post(accept))
         .route("/c/{home}/{name}", get(channel))
         .route("/c/{home}/{name}/post", post(post_message))
+        .route("/c/{home}/{name}/ack", post(acknowledge))
+        .route("/c/{home}/{name}/retract", post(retract))
         .route("/c/{home}/{name}/events", get(events))
         .route("/assets/console.js", get(script))
         .route("/assets/console.css", get(style))
@@ -383,21 +385,122 @@ fn priority_class(priority: i32) -> &'static str {
     }
 }
 
-fn message_item(m: &proto::Message) -> Markup {
+/// One message of a channel page; its actions post to `path` with `token`.
+fn message_item(m: &proto::Message, member: &Member, path: &str, token: &str) -> Markup {
+    let own = m.origin == member.org.as_str() && m.author == member.name.as_str();
+    let retractable = m.retracted.is_none()
+        && (m.kind == "text")
+        && (own || member.role == Role::Admin)
+        && m.origin == member.org.as_str();
     html! {
         li class={ "message " (priority_class(m.priority)) } data-cursor=(m.cursor) {
             span.meta { (m.author) "@" (m.origin) "#" (m.origin_seq) }
             @if m.priority == Priority::Flash as i32 { span.flag { "FLASH" } }
             @if m.priority == Priority::Urgent as i32 { span.flag { "URGENT" } }
+            @if m.ack_required && m.retracted.is_none() { span.flag.ask { "ACK REQUIRED" } }
+            @if let Some(to) = &m.reply_to { span.reply { "reply to " (to.origin) "#" (to.seq) } }
             @if let Some(r) = &m.retracted {
                 span.text.retracted { "retracted by " (r.member) "@" (r.org) }
             } @else if m.kind == "ack" {
                 span.text.ack { "acknowledged" }
+            } @else if m.kind == "retraction" {
+                span.text.ack { "retracted a message" }
             } @else {
                 span.text { (m.text) }
             }
+            @if m.needs_my_ack {
+                form.action method="post" action=(format!("{path}/ack")) {
+                    input type="hidden" name="token" value=(token);
+                    input type="hidden" name="cursor" value=(m.cursor);
+                    button type="submit" { "Acknowledge" }
+                }
+            }
+            @if retractable {
+                form.action method="post" action=(format!("{path}/retract"))
+                    data-confirm="Retract this message? Every agency of the channel drops its text and files." {
+                    input type="hidden" name="token" value=(token);
+                    input type="hidden" name="cursor" value=(m.cursor);
+                    button type="submit" { "Retract" }
+                }
+            }
         }
     }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MessageForm {
+    token: String,
+    cursor: String,
+}
+
+/// What the member does to one message from its page.
+#[derive(Debug, Clone, Copy)]
+enum MessageAction {
+    Acknowledge,
+    Retract,
+}
+
+async fn act(
+    console: Console,
+    member: Member,
+    home: String,
+    name: String,
+    headers: HeaderMap,
+    form: MessageForm,
+    action: MessageAction,
+) -> Result<Response, Refusal> {
+    if cross_site(&headers) || !console.token_ok(&member, &form.token) {
+        return Err(stale_form());
+    }
+    let id = channel_id(&home, &name)?;
+    let id = super::messaging::existing_channel(&console.api, &id.to_string())?;
+    match action {
+        MessageAction::Acknowledge => {
+            super::acks::acknowledge(&console.api, &member, id.clone(), &form.cursor).await?;
+        }
+        MessageAction::Retract => {
+            super::acks::retract(&console.api, &member, id.clone(), &form.cursor).await?;
+        }
+    }
+    Ok(secured(Redirect::to(&channel_path(&id)).into_response()))
+}
+
+async fn acknowledge(
+    State(console): State<Console>,
+    Caller(member): Caller,
+    Path((home, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<MessageForm>,
+) -> Result<Response, Refusal> {
+    act(
+        console,
+        member,
+        home,
+        name,
+        headers,
+        form,
+        MessageAction::Acknowledge,
+    )
+    .await
+}
+
+async fn retract(
+    State(console): State<Console>,
+    Caller(member): Caller,
+    Path((home, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<MessageForm>,
+) -> Result<Response, Refusal> {
+    act(
+        console,
+        member,
+        home,
+        name,
+        headers,
+        form,
+        MessageAction::Retract,
+    )
+    .await
 }
 
 async fn channel(
@@ -413,13 +516,14 @@ async fn channel(
         .history(&id, &Page::Newest, PAGE, 4 << 20)?;
     let messages = shown(&console.api, stored.iter(), &member);
     let path = channel_path(&id);
+    let token = console.token(&member);
     let body = html! {
         h1 { (id) }
-        ol #messages data-events=(format!("{path}/events")) {
-            @for m in &messages { (message_item(m)) }
+        ol #messages data-events=(format!("{path}/events")) data-path=(path) data-token=(token) {
+            @for m in &messages { (message_item(m, &member, &path, &token)) }
         }
         form method="post" action=(format!("{path}/post")) {
-            input type="hidden" name="token" value=(console.token(&member));
+            input type="hidden" name="token" value=(token);
             label for="text" { "Message" }
             textarea #text name="text" required rows="3" {}
             label for="priority" { "Priority" }
@@ -428,7 +532,7 @@ async fn channel(
                 option value="urgent" { "URGENT" }
                 option value="flash" { "FLASH" }
             }
-            button type="submit" { "Post" }
+            button #post type="submit" { "Post" }
         }
     };
     Ok(page(&id.to_string(), &member, body))
@@ -536,7 +640,8 @@ async fn events(
                     "cursor": m.cursor, "author": m.author, "origin": m.origin,
                     "seq": m.origin_seq, "priority": priority_class(m.priority),
                     "text": m.text, "kind": m.kind, "ahead": delivery.ahead,
-                    "retracted": m.retracted.is_some(),
+                    "retracted": m.retracted.is_some(), "ack_required": m.ack_required,
+                    "needs_my_ack": m.needs_my_ack,
                 });
                 let event = Event::default().event("message").data(json.to_string());
                 if tx.send(event).await.is_err() {

@@ -71,7 +71,7 @@ def main() -> None:
         page.fill("#text", text)
         page.select_option("#priority", "flash")
         posted = time.monotonic()
-        page.click("button[type=submit]")
+        page.click("#post")
         page.wait_for_selector(f"li.message.flash >> text={text}")
         watcher.wait_for_selector(f"li.message.flash >> text={text}", timeout=20000)
         figures["live_update_ms"] = round((time.monotonic() - posted) * 1000, 1)
@@ -80,12 +80,34 @@ def main() -> None:
         # A message of markup is text.
         evil = '<img src=x onerror="window.pwned=1"><script>window.pwned=1</script>'
         page.fill("#text", evil)
-        page.click("button[type=submit]")
+        page.click("#post")
         page.wait_for_selector("li.message >> text=<script>")
         assert page.evaluate("window.pwned") is None, "markup in a message ran"
         watcher.wait_for_selector("li.message >> text=<script>", timeout=20000)
         assert watcher.evaluate("window.pwned") is None, "markup in a live message ran"
+        page.reload()
         page.screenshot(path=str(shots / "channel.png"), full_page=True)
+
+        # Rescue's member acknowledges the FLASH order (FLASH asks for it),
+        # from the live view.
+        order = watcher.locator("li.message.flash", has_text=text)
+        order.get_by_role("button", name="Acknowledge").click()
+        watcher.wait_for_load_state()
+        watcher.reload()
+        assert watcher.locator("li.message.flash", has_text=text).get_by_role(
+            "button", name="Acknowledge").count() == 0, "still asked after acknowledging"
+
+        # Police's member retracts the markup message, confirming first.
+        page.on("dialog", lambda dialog: dialog.accept())
+        mine = page.locator("li.message", has_text="<script>")
+        mine.get_by_role("button", name="Retract").click()
+        page.wait_for_selector("li.message >> text=retracted by alice@police.example")
+        deadline = time.monotonic() + 20
+        while watcher.locator("li.message >> text=retracted by alice@police.example").count() == 0:
+            assert time.monotonic() < deadline, "the retraction did not reach rescue"
+            time.sleep(0.3)
+            watcher.reload()
+        assert watcher.locator("li.message", has_text="<script>").count() == 0
 
         # A cross-site form post, with and without a token, is refused.
         token = page.get_attribute("input[name=token]", "value")
@@ -103,6 +125,14 @@ def main() -> None:
             max_redirects=0,
         )
         assert no_token.status == 403, no_token.status
+        for path in ("/post", "/ack", "/retract"):
+            forged = police.request.post(
+                police_url + "/c/" + channel + path,
+                form={"token": token, "text": "forged", "priority": "normal", "cursor": "00"},
+                headers={"Sec-Fetch-Site": "cross-site"},
+                max_redirects=0,
+            )
+            assert forged.status == 403, (path, forged.status)
         page.reload()
         assert page.locator("li.message >> text=forged").count() == 0
 

@@ -2,7 +2,27 @@
 // added to the list as text (never as markup).
 "use strict";
 
-function item(m) {
+// A form that acts on message `m` (its token and cursor), as the page's own.
+function action(list, m, verb, label) {
+  const form = document.createElement("form");
+  form.className = "action";
+  form.method = "post";
+  form.action = list.dataset.path + "/" + verb;
+  for (const [name, value] of [["token", list.dataset.token], ["cursor", m.cursor]]) {
+    const input = document.createElement("input");
+    input.type = "hidden";
+    input.name = name;
+    input.value = value;
+    form.appendChild(input);
+  }
+  const button = document.createElement("button");
+  button.type = "submit";
+  button.textContent = label;
+  form.appendChild(button);
+  return form;
+}
+
+function item(list, m) {
   const li = document.createElement("li");
   li.className = "message " + m.priority + (m.ahead ? " ahead" : "");
   li.dataset.cursor = m.cursor;
@@ -16,10 +36,19 @@ function item(m) {
     flag.textContent = m.priority.toUpperCase();
     li.appendChild(flag);
   }
+  if (m.ack_required) {
+    const ask = document.createElement("span");
+    ask.className = "flag ask";
+    ask.textContent = "ACK REQUIRED";
+    li.appendChild(ask);
+  }
   const text = document.createElement("span");
   text.className = "text";
   text.textContent = m.kind === "ack" ? "acknowledged" : m.text;
   li.appendChild(text);
+  if (m.needs_my_ack) {
+    li.appendChild(action(list, m, "ack", "Acknowledge"));
+  }
   return li;
 }
 
@@ -43,7 +72,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (seen) {
       return;
     }
-    list.appendChild(item(m));
+    list.appendChild(item(list, m));
     document.body.classList.toggle("alert", m.priority === "flash");
   });
 });
