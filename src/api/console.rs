@@ -387,14 +387,18 @@ fn priority_class(priority: i32) -> &'static str {
 
 /// One message of a channel page; its actions post to `path` with `token`.
 fn message_item(m: &proto::Message, member: &Member, path: &str, token: &str) -> Markup {
-    let own = m.origin == member.org.as_str() && m.author == member.name.as_str();
+    // The author, or an admin, of the org whose message it is.
     let retractable = m.retracted.is_none()
-        && (m.kind == "text")
-        && (own || member.role == Role::Admin)
-        && m.origin == member.org.as_str();
+        && m.kind == "text"
+        && m.origin == member.org.as_str()
+        && (m.author == member.name.as_str() || member.role == Role::Admin);
     html! {
         li class={ "message " (priority_class(m.priority)) } data-cursor=(m.cursor) {
-            span.meta { (m.author) "@" (m.origin) "#" (m.origin_seq) }
+            @if m.kind == "roster" {
+                span.meta { (m.origin) "#" (m.origin_seq) " (sharing)" }
+            } @else {
+                span.meta { (m.author) "@" (m.origin) "#" (m.origin_seq) }
+            }
             @if m.priority == Priority::Flash as i32 { span.flag { "FLASH" } }
             @if m.priority == Priority::Urgent as i32 { span.flag { "URGENT" } }
             @if m.ack_required && m.retracted.is_none() { span.flag.ask { "ACK REQUIRED" } }
