@@ -37,6 +37,7 @@ use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use super::link::partner_words;
 use super::{Federation, PeerIdentity, PeerNode};
 use crate::audit::Event;
 use crate::engine::Changes;
@@ -403,7 +404,9 @@ impl Fetcher {
                     {
                         tracing::warn!(%peer, error = %e, "cannot fetch this partner's files");
                     }
-                    tracing::debug!(%peer, hash = %w.hash, error = %e, "file not fetched from this partner");
+                    // A call's status comes from the partner: logged as its words.
+                    let error = partner_words(&e.to_string());
+                    tracing::debug!(%peer, hash = %w.hash, %error, "file not fetched from this partner");
                 }
             }
         }
@@ -470,7 +473,7 @@ impl Fetcher {
                 }) => None,
                 Ok(proto::FilePush {
                     push: Some(Push::Refused(why)),
-                }) => Some(Err(tonic::Status::not_found(why))),
+                }) => Some(Err(tonic::Status::not_found(partner_words(&why)))),
                 Ok(proto::FilePush { push: None }) => {
                     Some(Err(tonic::Status::invalid_argument("an empty answer")))
                 }

@@ -955,7 +955,7 @@ const PARTNER_WORDS_BYTES: usize = 200;
 
 /// A partner's words as this node keeps and logs them: no control
 /// characters, at most [`PARTNER_WORDS_BYTES`] bytes of them.
-fn partner_words(s: &str) -> String {
+pub(super) fn partner_words(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars().filter(|c| !c.is_control()) {
         if out.len() + c.len_utf8() > PARTNER_WORDS_BYTES {
