@@ -65,7 +65,13 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             .filter(|s| s == "pending")
     })
     .await;
+    // Enough history for a second page, and unread at rescue.
+    for i in 0..60 {
+        common::post(&mut op, &ch, &format!("log line {i}")).await;
+    }
     let chief = region.bundle("chief", Role::Admin);
+    // A region member whom the region's operator revokes in the console.
+    let dana = region.bundle("dana", Role::Member);
     let (alice, bo) = (
         police.bundle("alice", Role::Member),
         rescue.bundle("bo", Role::Member),
@@ -104,6 +110,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             .env("POLICE_P12", &p12)
             .env("REGION_URL", &region_url)
             .env("REGION_ADMIN", &chief.dir)
+            .env("REGION_MEMBER", &dana.dir)
             .env("REGION_OFFER", &offer)
             .env("POLICE_P12_PASSPHRASE", "correct horse battery")
             .args([bo.dir.to_str().unwrap(), &flood, &shots])
@@ -142,6 +149,20 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
         log.iter().any(|e| e.event == "channel.accepted"),
         "the acceptance is audited"
     );
+    assert!(
+        log.iter()
+            .any(|e| e.event == "member.revoked"
+                && e.details.get("member").is_some_and(|m| m == "dana")),
+        "the revocation is audited"
+    );
+    // The photo posted in the browser reached rescue's node whole.
+    let history = common::all_history(&mut op.clone(), &ch).await;
+    let photo = history
+        .iter()
+        .flat_map(|m| &m.attachments)
+        .find(|a| a.name == "bridge.png")
+        .expect("the photo's message");
+    assert_eq!(photo.media_type, "image/png");
     police.stop().await;
     rescue.stop().await;
     region.stop().await;

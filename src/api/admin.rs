@@ -49,6 +49,33 @@ impl From<RevokeError> for ApiError {
     }
 }
 
+/// Accepts an offered channel (audited as `channel.accepted`) and tells
+/// the partners; the channel's record after it.
+pub(super) async fn accept(
+    api: &ApiContext,
+    fed: &Federation,
+    channel: ChannelId,
+    actor: Actor,
+) -> Result<proto::ChannelRecord, ApiError> {
+    let record = api.writer.accept(channel.clone(), actor).await?;
+    fed.rehello();
+    tracing::info!(%channel, "channel accepted");
+    Ok(record)
+}
+
+/// Revokes every certificate issued to `member` (audited as
+/// `member.revoked`), ending their open calls; all their revocations.
+pub(super) fn revoke(
+    api: &ApiContext,
+    member: &MemberName,
+    actor: &Actor,
+) -> Result<Vec<crate::store::Revoked>, ApiError> {
+    let revoked = crate::engine::revoke_member(&api.pki, &api.store, member, actor)?;
+    api.revocations.add(&revoked);
+    tracing::info!(%member, certificates = revoked.len(), "member revoked");
+    Ok(revoked)
+}
+
 impl Admin {
     pub(crate) fn new(shared: Arc<ApiContext>, fed: Arc<Federation>) -> Self {
         Self { shared, fed }
@@ -249,14 +276,7 @@ impl admin_server::Admin for Admin {
     ) -> Result<Response<proto::Channel>, Status> {
         let actor = self.operator(&request)?;
         let channel = ChannelId::parse(&request.get_ref().channel).map_err(ApiError::from)?;
-        let record = self
-            .shared
-            .writer
-            .accept(channel.clone(), actor)
-            .await
-            .map_err(ApiError::from)?;
-        self.fed.rehello();
-        tracing::info!(%channel, "channel accepted");
+        let record = accept(&self.shared, &self.fed, channel, actor).await?;
         Ok(Response::new(channel_message(record)))
     }
 
@@ -266,11 +286,7 @@ impl admin_server::Admin for Admin {
     ) -> Result<Response<proto::RevokeMemberResponse>, Status> {
         let actor = self.operator(&request)?;
         let member = MemberName::parse(&request.get_ref().member).map_err(ApiError::from)?;
-        let revoked =
-            crate::engine::revoke_member(&self.shared.pki, &self.shared.store, &member, &actor)
-                .map_err(ApiError::from)?;
-        self.shared.revocations.add(&revoked);
-        tracing::info!(%member, certificates = revoked.len(), "member revoked");
+        let revoked = revoke(&self.shared, &member, &actor)?;
         Ok(Response::new(proto::RevokeMemberResponse {
             certificates: revoked
                 .into_iter()

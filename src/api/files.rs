@@ -12,7 +12,7 @@
 use std::pin::Pin;
 use std::time::Instant;
 
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Status, Streaming};
 
 use super::{ApiContext, ApiError};
@@ -101,6 +101,20 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("file task failed: {e}")))?
 }
 
+/// An upload's bytes after its first chunk, each at most [`CHUNK_BYTES`]:
+/// from a gRPC `Upload` stream or a console request's body. An error is
+/// the sender's going away.
+pub(super) type Chunks = Pin<Box<dyn Stream<Item = Result<Vec<u8>, ApiError>> + Send>>;
+
+/// What an upload announces before its bytes: the file, its size (bytes)
+/// and where these bytes start (what UploadStatus said is held).
+#[derive(Debug, Clone)]
+pub(super) struct Announced {
+    pub(super) sha256: String,
+    pub(super) size: u64,
+    pub(super) offset: u64,
+}
+
 /// Upload: the bytes of one file, checked against the SHA-256 the first
 /// chunk names, durable and recorded as this member's before the answer.
 pub(super) async fn upload(
@@ -117,8 +131,31 @@ pub(super) async fn upload(
                 "an upload starts with a chunk that names the file (sha256, size)".into(),
             )
         })?;
-    let hash = hash_of(&first.sha256)?;
-    let size = first.size;
+    let announced = Announced {
+        sha256: first.sha256,
+        size: first.size,
+        offset: first.offset,
+    };
+    let rest = chunks.map(|chunk| {
+        chunk
+            .map(|c| c.data)
+            .map_err(|s| ApiError::Cancelled(s.message().to_owned()))
+    });
+    receive_file(api, member, announced, first.data, Box::pin(rest)).await
+}
+
+/// Receives one file: `first` and then `rest` are its bytes from
+/// `announced.offset`. Durable and recorded as `member`'s upload before it
+/// returns; bytes that arrived before an error are kept for a resume.
+pub(super) async fn receive_file(
+    api: &ApiContext,
+    member: &Member,
+    announced: Announced,
+    first: Vec<u8>,
+    mut rest: Chunks,
+) -> Result<proto::UploadResponse, ApiError> {
+    let hash = hash_of(&announced.sha256)?;
+    let size = announced.size;
     let limits = &api.limits;
     if size > limits.max_file_bytes {
         return Err(ApiError::ResourceExhausted(format!(
@@ -126,17 +163,17 @@ pub(super) async fn upload(
             limits.max_file_bytes
         )));
     }
-    if first.offset > size {
+    if announced.offset > size {
         return Err(ApiError::InvalidArgument(format!(
             "offset {} lies beyond the file's {size} bytes",
-            first.offset
+            announced.offset
         )));
     }
     let files = api.store.files();
     let free = files
         .available_bytes()
         .map_err(|e| ApiError::Internal(format!("cannot tell the free disk space: {e}")))?;
-    if free.saturating_sub(size - first.offset) < limits.disk_reserve_bytes {
+    if free.saturating_sub(size - announced.offset) < limits.disk_reserve_bytes {
         tracing::warn!(
             free,
             size,
@@ -158,7 +195,7 @@ pub(super) async fn upload(
             ))
         })?;
     let (store, name) = (api.store.clone(), member.name.clone());
-    let offset = first.offset;
+    let offset = announced.offset;
     let partial = blocking(move || {
         store
             .files()
@@ -169,7 +206,7 @@ pub(super) async fn upload(
     // Received and written at once: the writer hashes and writes a chunk
     // while the next one is received.
     let mut writer = partial.into_writer(&api.store);
-    let received = receive(api, member, &mut writer, first.data, &mut chunks, size).await;
+    let received = receive(api, member, &mut writer, first, &mut rest, size).await;
     // Whatever arrived is written before the answer, so UploadStatus says it.
     let partial = writer.finish().await.map_err(file_error)?;
     received?;
@@ -209,7 +246,7 @@ async fn receive(
     member: &Member,
     writer: &mut PartialWriter,
     mut data: Vec<u8>,
-    chunks: &mut Streaming<proto::UploadChunk>,
+    chunks: &mut Chunks,
     size: u64,
 ) -> Result<(), ApiError> {
     loop {
@@ -233,11 +270,11 @@ async fn receive(
             }
             writer.write(data).await.map_err(file_error)?;
         }
-        data = match chunks.message().await {
-            Ok(Some(chunk)) => chunk.data,
-            Ok(None) => return Ok(()),
+        data = match chunks.next().await {
+            Some(Ok(data)) => data,
+            None => return Ok(()),
             // What arrived is kept: the client resumes from it.
-            Err(s) => return Err(ApiError::Cancelled(s.message().to_owned())),
+            Some(Err(e)) => return Err(e),
         };
     }
 }
@@ -366,6 +403,25 @@ pub(super) fn download(
     channel: &ChannelId,
     req: &proto::DownloadRequest,
 ) -> Result<DownloadStream, ApiError> {
+    open_download(api, member, channel, req).map(|open| open.chunks)
+}
+
+/// A download being read: what the message says of the file, its size
+/// here (bytes) and its chunks from the offset asked.
+pub(super) struct OpenDownload {
+    pub(super) file: FileRef,
+    pub(super) size: u64,
+    pub(super) chunks: DownloadStream,
+}
+
+/// [`download`], with the file's reference and size for a response that
+/// names them (the web console's).
+pub(super) fn open_download(
+    api: &ApiContext,
+    member: &Member,
+    channel: &ChannelId,
+    req: &proto::DownloadRequest,
+) -> Result<OpenDownload, ApiError> {
     let at = Cursor::decode(&req.cursor).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     let hash = hash_of(&req.sha256)?;
     let not_here = || {
@@ -416,5 +472,9 @@ pub(super) fn download(
         size,
         |offset, size, data| proto::DownloadChunk { offset, data, size },
     );
-    Ok(Box::pin(chunks))
+    Ok(OpenDownload {
+        file,
+        size,
+        chunks: Box::pin(chunks),
+    })
 }

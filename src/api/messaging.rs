@@ -174,9 +174,16 @@ pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
 /// The calling member, as the connection's handshake identified it, unless
 /// its certificate was revoked or expired since.
 pub(super) fn caller<T>(request: &Request<T>, shared: &ApiContext) -> Result<Member, ApiError> {
-    let member = Verified::<MemberIdentity>::of(request)
-        .ok_or(IdentityError::NoCertificate)?
-        .clone()?;
+    identified(Verified::<MemberIdentity>::of(request), shared)
+}
+
+/// [`caller`], from the identity the connection's handshake gave (`None`:
+/// the connection presented no certificate).
+pub(super) fn identified(
+    identity: Option<&MemberIdentity>,
+    shared: &ApiContext,
+) -> Result<Member, ApiError> {
+    let member = identity.ok_or(IdentityError::NoCertificate)?.clone()?;
     if shared.revocations.is_revoked(&member) {
         return Err(revoked(&member));
     }
@@ -324,6 +331,22 @@ pub(super) fn new_post(
         priority,
         content: Content::Message(body),
     })
+}
+
+/// Posts `req` as `member` and returns it once durable: checked as
+/// [`new_post`] says, its files kept from the sweep until then.
+pub(super) async fn post(
+    shared: &ApiContext,
+    member: &Member,
+    req: proto::PostRequest,
+) -> Result<Arc<Stored>, ApiError> {
+    let _files = if req.attachments.is_empty() {
+        None
+    } else {
+        Some(shared.store.files().posting().await)
+    };
+    let post = new_post(shared, member, req)?;
+    Ok(shared.writer.post(post).await?)
 }
 
 /// A channel this node holds, by `home/name` or (for this org) `name`.
@@ -557,16 +580,7 @@ impl messaging_server::Messaging for Messaging {
         request: Request<proto::PostRequest>,
     ) -> Result<Response<proto::PostResponse>, Status> {
         let member = self.member(&request)?;
-        let req = request.into_inner();
-        // Its files stay until it is durable (the sweep waits).
-        let _files = self.files_held(&req).await;
-        let post = self.new_post(&member, req)?;
-        let stored = self
-            .shared
-            .writer
-            .post(post)
-            .await
-            .map_err(ApiError::from)?;
+        let stored = post(&self.shared, &member, request.into_inner()).await?;
         Ok(Response::new(posted(&stored)))
     }
 

@@ -37,6 +37,9 @@
 //!
 //! In the `uploads` tree: member 0 sha256 → finished (Unix ms) and size, each
 //! a big-endian u64.
+//!
+//! In the `reads` tree: member 0 channel → the channel's version vector when
+//! the member last saw it.
 
 use crate::model::{ChannelId, FileHash, MemberName, OrgId};
 
@@ -81,6 +84,13 @@ pub fn cursor_key(peer: &OrgId, channel: &str) -> Vec<u8> {
     let mut key = Vec::new();
     push_str(&mut key, peer.as_str());
     key.extend_from_slice(channel.as_bytes());
+    key
+}
+
+pub fn read_key(member: &MemberName, channel: &ChannelId) -> Vec<u8> {
+    let mut key = Vec::new();
+    push_str(&mut key, member.as_str());
+    key.extend_from_slice(channel.to_string().as_bytes());
     key
 }
 

@@ -21,11 +21,13 @@ mod kv;
 mod messages;
 mod migrate;
 mod peers;
+mod reads;
 mod runs;
 
 pub use audit::{IssuedCert, Revoked, now_rfc3339};
 pub use files::{FileError, Files, Partial, PartialOf, PartialWriter, Upload, Wanted, Writing};
 pub use messages::{Acknowledged, Retracted, StoreBatch};
+pub use reads::Unread;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,6 +124,8 @@ pub struct Store {
     issued: Arc<dyn Tree>,
     /// Members' finished uploads ([`files`]).
     uploads: Arc<dyn Tree>,
+    /// What each member has seen of each channel ([`reads`]).
+    reads: Arc<dyn Tree>,
     /// File bytes, beside the engine's files.
     files: Arc<Files>,
     /// The audit log's last entry; appends take this lock.
@@ -194,6 +198,7 @@ impl Store {
             revoked: engine.tree("revoked", Values::Small)?,
             issued: engine.tree("issued", Values::Small)?,
             uploads: engine.tree("uploads", Values::Small)?,
+            reads: engine.tree("reads", Values::Small)?,
             files: Arc::new(Files::open(path)?),
             audit_head: Arc::new(std::sync::Mutex::new(Self::load_audit_head(&*audit)?)),
             audit,

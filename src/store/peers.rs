@@ -85,19 +85,10 @@ impl Store {
         channel: &str,
         vector: &VersionVector,
     ) -> Result<(), StoreError> {
-        let entries = vector
-            .iter()
-            .map(|(o, s)| VectorEntry {
-                origin: o.to_string(),
-                seq: *s,
-            })
-            .collect();
-        let value = ChannelVector {
-            channel: channel.to_owned(),
-            entries,
-        };
-        self.cursors
-            .insert(&keys::cursor_key(peer, channel), &value.encode_to_vec())
+        self.cursors.insert(
+            &keys::cursor_key(peer, channel),
+            &encode_vector(channel, vector),
+        )
     }
 
     /// Removes `peer`'s records of every channel for which `keep(channel)`
@@ -126,11 +117,33 @@ impl Store {
         let Some(v) = self.cursors.get(&key)? else {
             return Ok(VersionVector::new());
         };
-        let cv: ChannelVector = decode(&key, &v)?;
-        Ok(cv
-            .entries
-            .into_iter()
-            .filter_map(|e| Some((OrgId::parse(&e.origin).ok()?, e.seq)))
-            .collect())
+        decode_vector(&key, &v)
     }
+}
+
+/// A channel's version vector as stored (a `ChannelVector`).
+pub(super) fn encode_vector(channel: &str, vector: &VersionVector) -> Vec<u8> {
+    let entries = vector
+        .iter()
+        .map(|(o, s)| VectorEntry {
+            origin: o.to_string(),
+            seq: *s,
+        })
+        .collect();
+    ChannelVector {
+        channel: channel.to_owned(),
+        entries,
+    }
+    .encode_to_vec()
+}
+
+/// The version vector stored under `key` (entries naming no valid org are
+/// dropped).
+pub(super) fn decode_vector(key: &[u8], bytes: &[u8]) -> Result<VersionVector, StoreError> {
+    let cv: ChannelVector = decode(key, bytes)?;
+    Ok(cv
+        .entries
+        .into_iter()
+        .filter_map(|e| Some((OrgId::parse(&e.origin).ok()?, e.seq)))
+        .collect())
 }

@@ -11,8 +11,10 @@ usage: console.py POLICE_URL POLICE_BUNDLE RESCUE_URL RESCUE_BUNDLE CHANNEL SHOT
 import json
 import os
 import pathlib
+import struct
 import sys
 import time
+import zlib
 
 from playwright.sync_api import sync_playwright
 
@@ -28,6 +30,71 @@ def context(browser, url, bundle, p12=None):
             "keyPath": str(bundle / "key.pem"),
         }]
     return browser.new_context(client_certificates=certs)
+
+
+def png(width, height, rgb):
+    """A real PNG image of one colour (RFC 2083), to post as a photo."""
+    raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+# One second of video (WebM), recorded by the browser itself from a canvas.
+RECORD_WEBM = """async () => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 64; canvas.height = 48;
+  const g = canvas.getContext("2d");
+  const recorder = new MediaRecorder(canvas.captureStream(10), {mimeType: "video/webm"});
+  const parts = [];
+  recorder.ondataavailable = (e) => parts.push(e.data);
+  recorder.start();
+  for (let i = 0; i < 10; i++) {
+    g.fillStyle = i % 2 ? "red" : "blue";
+    g.fillRect(0, 0, 64, 48);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const stopped = new Promise((r) => recorder.onstop = r);
+  recorder.stop();
+  await stopped;
+  return Array.from(new Uint8Array(await new Blob(parts).arrayBuffer()));
+}"""
+
+# Drops a file on the page's drop zone, as a person dragging it there does.
+DROP = """([name, type, text]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([text], name, {type: type}));
+  const drop = document.getElementById("drop");
+  drop.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+}"""
+
+
+def wait_uploads(page, count):
+    """Waits until `count` uploads of the form say ready; fails on one that failed."""
+    deadline = time.monotonic() + 30
+    while page.locator("#uploads li .note", has_text="ready").count() < count:
+        failed = page.locator("#uploads li.failed")
+        assert failed.count() == 0, failed.first.inner_text()
+        assert time.monotonic() < deadline, page.locator("#uploads").inner_text()
+        time.sleep(0.1)
+
+
+def reload_until(page, selector, what, seconds=20):
+    deadline = time.monotonic() + seconds
+    while page.locator(selector).count() == 0:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
+        page.reload()
+
+
+def fits(page):
+    """Whether the page fits its viewport's width (no sideways scrolling)."""
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def main() -> None:
@@ -49,6 +116,16 @@ def main() -> None:
         response = page.goto(police_url + "/")
         page.wait_for_load_state("load")
         figures["first_view_ms"] = round((time.monotonic() - started) * 1000, 1)
+        # Time to first render, as the browser measured it (Paint Timing).
+        # (Polled from here: the page's CSP forbids the eval a waiting
+        # function would need.)
+        paint, deadline = None, time.monotonic() + 5
+        while paint is None and time.monotonic() < deadline:
+            paint = page.evaluate(
+                "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null")
+            time.sleep(0.05)
+        assert paint is not None, "the browser recorded no first contentful paint"
+        figures["first_contentful_paint_ms"] = round(paint, 1)
         # Page weight: every body the first view loaded (the page, its
         # script and style sheet), and that nothing came from elsewhere.
         assert all(r.url.startswith(police_url) for r in loaded), [r.url for r in loaded]
@@ -60,9 +137,31 @@ def main() -> None:
         page.get_by_role("link", name=channel).click()
         page.wait_for_selector("#messages")
 
-        # Rescue's member on rescue's node, watching the same channel.
+        # Older history a page at a time: 60 log lines, 50 on a page.
+        assert page.locator("li.message >> text=log line 0").count() == 0
+        page.get_by_role("link", name="Older messages").click()
+        page.wait_for_selector("li.message >> text=log line 0")
+        page.get_by_role("link", name="Newest messages").click()
+        page.wait_for_selector("li.message >> text=log line 59")
+
+        # An URGENT message, then rescue's list: unread, with its marker.
+        page.fill("#text", "Staging at the school")
+        page.select_option("#priority", "urgent")
+        page.click("#post")
+        page.wait_for_selector("li.message.urgent >> text=Staging at the school")
         rescue = context(browser, rescue_url, rescue_bundle)
         watcher = rescue.new_page()
+        row = watcher.locator(f'ul.channels li[data-channel="{channel}"]')
+        deadline = time.monotonic() + 20
+        while "61 new" not in (row.inner_text() if row.count() else ""):
+            assert time.monotonic() < deadline, row.inner_text() if row.count() else "no row"
+            time.sleep(0.3)
+            watcher.goto(rescue_url + "/")
+        assert row.locator(".badge.urgent").count() == 1, row.inner_text()
+        assert row.locator(".badge.flash").count() == 0, row.inner_text()
+        watcher.screenshot(path=str(shots / "channels.png"), full_page=True)
+
+        # Rescue's member opens it (so it is read) and watches it live.
         watcher.goto(rescue_url + "/c/" + channel)
         watcher.wait_for_selector("#messages")
         time.sleep(0.5)  # the event stream is open
@@ -96,6 +195,76 @@ def main() -> None:
         watcher.reload()
         assert watcher.locator("li.message.flash", has_text=text).get_by_role(
             "button", name="Acknowledge").count() == 0, "still asked after acknowledging"
+
+        # The FLASH is read live, so rescue's list shows nothing new.
+        listing = rescue.new_page()
+        listing.goto(rescue_url + "/")
+        row = listing.locator(f'ul.channels li[data-channel="{channel}"]')
+        assert row.locator(".unread").count() == 0, row.inner_text()
+
+        # Police's member sees rescue's receipt and acknowledgement, and
+        # replies from the message's page.
+        page.locator("li.message.flash", has_text=text).get_by_role(
+            "link", name="Receipts · reply").click()
+        receipt = page.locator('#receipts tr[data-org="rescue.example"]')
+        deadline = time.monotonic() + 20
+        while "bo at" not in receipt.locator("td.acks").inner_text():
+            assert time.monotonic() < deadline, receipt.inner_text()
+            time.sleep(0.3)  # the table refreshes itself
+        assert "delivered" in receipt.locator("td.state").inner_text(), receipt.inner_text()
+        page.screenshot(path=str(shots / "receipts.png"), full_page=True)
+        page.fill("#text", "Detour via road 12")
+        page.click("#post")
+        page.wait_for_selector("li.message >> text=Detour via road 12")
+        reply = watcher.locator("li.message", has_text="Detour via road 12")
+        reply.wait_for(timeout=20000)
+        assert "reply to police.example#" in reply.inner_text(), reply.inner_text()
+
+        # Files: a photo chosen, a video and a page of HTML dropped; each
+        # uploaded with progress, then posted.
+        photo = png(48, 32, (200, 30, 30))
+        page.set_input_files("#files", files=[
+            {"name": "bridge.png", "mimeType": "image/png", "buffer": photo}])
+        webm = bytes(page.evaluate(RECORD_WEBM))
+        page.set_input_files("#files", files=[
+            {"name": "drone.webm", "mimeType": "video/webm", "buffer": webm}])
+        page.evaluate(DROP, ["plan.html", "text/html", "<script>window.pwned=1</script>"])
+        wait_uploads(page, 3)
+        page.fill("#text", "Photo and drone video of the bridge")
+        page.click("#post")
+        sent = page.locator("li.message", has_text="Photo and drone video")
+        sent.wait_for()
+        # At rescue, once the files have come across: the photo shown, the
+        # video playable, the HTML only a download.
+        reload_until(watcher, "li.message figure.file video", "the video did not reach rescue")
+        got = watcher.locator("li.message", has_text="Photo and drone video")
+        reload_until(watcher, "li.message img[alt='bridge.png']", "the photo did not reach rescue")
+        image = got.locator("img[alt='bridge.png']")
+        image.scroll_into_view_if_needed()  # loaded when seen
+        deadline = time.monotonic() + 10
+        while image.evaluate("i => i.naturalWidth") != 48:
+            assert time.monotonic() < deadline, "the photo is not shown"
+            time.sleep(0.2)
+        video = got.locator("video")
+        played = video.evaluate("""async (v) => {
+          v.muted = true;
+          await v.play();
+          await new Promise((r) => setTimeout(r, 300));
+          return {ready: v.readyState, time: v.currentTime, error: v.error && v.error.code};
+        }""")
+        assert played["error"] is None and played["ready"] >= 2 and played["time"] > 0, played
+        assert got.locator("figure.file", has_text="plan.html").locator("img, video, iframe").count() == 0
+        watcher.screenshot(path=str(shots / "files.png"), full_page=True)
+        plan = got.locator("figure.file a", has_text="plan.html").get_attribute("href")
+        served = rescue.request.get(rescue_url + plan)
+        assert served.status == 200 and served.body() == b"<script>window.pwned=1</script>"
+        assert served.headers["content-disposition"].startswith("attachment"), served.headers
+        assert served.headers["content-type"] == "application/octet-stream", served.headers
+        assert "sandbox" in served.headers["content-security-policy"], served.headers
+        video_url = rescue_url + video.get_attribute("src")
+        part = rescue.request.get(video_url, headers={"Range": "bytes=4-9"})
+        assert part.status == 206 and part.body() == webm[4:10], (part.status, part.headers)
+        assert part.headers["content-range"] == f"bytes 4-9/{len(webm)}", part.headers
 
         # Police's member retracts the markup message, confirming first.
         page.on("dialog", lambda dialog: dialog.accept())
@@ -153,6 +322,27 @@ def main() -> None:
             assert time.monotonic() < deadline, row.inner_text()
             time.sleep(0.3)
             ops.reload()
+        # The operator revokes a member, confirming first; the member's
+        # browser is refused from then on.
+        member = context(browser, region_url, pathlib.Path(os.environ["REGION_MEMBER"]))
+        before = member.new_page()
+        assert before.goto(region_url + "/").status == 200
+        dana = ops.locator('tr[data-member="dana"]')
+        dana.get_by_role("button", name="Revoke").click()
+        ops.wait_for_url(region_url + "/admin")
+        assert dana.locator("td.state").inner_text() == "revoked", dana.inner_text()
+        try:
+            answer = member.new_page().goto(region_url + "/")
+            refused = answer is None or answer.status >= 400
+        except Exception:  # the connection is refused
+            refused = True
+        assert refused, "a revoked member got in"
+        # The audit log, verified, with the revocation in it.
+        ops.get_by_role("link", name="Audit log").click()
+        assert ops.locator("#verification.verified").count() == 1, ops.locator("#verification").inner_text()
+        assert ops.locator("table.audit td", has_text="member.revoked").count() >= 1
+        ops.screenshot(path=str(shots / "audit.png"), full_page=True)
+
         # A member is not an operator.
         member_ops = police.new_page()
         refused = member_ops.goto(police_url + "/admin")
@@ -167,6 +357,40 @@ def main() -> None:
             except Exception:  # the handshake is refused
                 refused = True
             assert refused, f"a browser with {bundle} got in"
+        # On a phone-sized screen, by keyboard alone: rescue's member reads
+        # the list, opens the channel and posts, never touching a mouse.
+        phone = browser.new_context(
+            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+            client_certificates=[{
+                "origin": rescue_url,
+                "certPath": str(rescue_bundle / "cert.pem"),
+                "keyPath": str(rescue_bundle / "key.pem"),
+            }])
+        small = phone.new_page()
+        small.goto(rescue_url + "/")
+        assert fits(small), "the channel list is wider than a phone"
+        for _ in range(50):
+            small.keyboard.press("Tab")
+            if small.evaluate("document.activeElement.textContent") == channel:
+                break
+        small.keyboard.press("Enter")
+        small.wait_for_selector("#messages")
+        assert fits(small), "the channel page is wider than a phone"
+        for _ in range(400):
+            small.keyboard.press("Tab")
+            if small.evaluate("document.activeElement.id") == "text":
+                break
+        assert small.evaluate("document.activeElement.id") == "text", "the message box is not reachable by Tab"
+        small.keyboard.type("Ambulance 3 at the bridge")
+        small.keyboard.press("Tab")  # the priority
+        small.keyboard.press("ArrowDown")  # URGENT
+        for _ in range(10):
+            small.keyboard.press("Tab")
+            if small.evaluate("document.activeElement.id") == "post":
+                break
+        small.keyboard.press("Enter")
+        small.wait_for_selector("li.message.urgent >> text=Ambulance 3 at the bridge")
+        small.screenshot(path=str(shots / "phone.png"), full_page=False)
         browser.close()
     print(json.dumps(figures))
     print("console ok")

@@ -1,5 +1,10 @@
-// Live updates of a channel page: each message posted from now on is
-// added to the list as text (never as markup).
+// The console's one script. It only ever adds text (textContent), never
+// markup, so what a message says is shown, not run.
+//  - live updates of a channel page (server-sent events);
+//  - files: chosen or dropped, hashed here (SHA-256), uploaded with
+//    progress, resumed from what the node holds, then named by the post;
+//  - a receipts table that refreshes itself;
+//  - every form with data-confirm asks first.
 "use strict";
 
 // A form that acts on message `m` (its token and cursor), as the page's own.
@@ -22,49 +27,76 @@ function action(list, m, verb, label) {
   return form;
 }
 
+function span(className, text) {
+  const s = document.createElement("span");
+  s.className = className;
+  s.textContent = text;
+  return s;
+}
+
+function file(f) {
+  const figure = document.createElement("figure");
+  figure.className = "file";
+  if (f.held && f.inline) {
+    const media = document.createElement(f.inline === "image" ? "img" : f.inline);
+    media.src = f.url;
+    if (f.inline === "image") {
+      media.alt = f.name;
+    } else {
+      media.controls = true;
+      media.preload = "metadata";
+    }
+    figure.appendChild(media);
+  }
+  const caption = document.createElement("figcaption");
+  const link = document.createElement("a");
+  link.href = f.url;
+  link.download = f.name;
+  link.textContent = f.name;
+  caption.appendChild(link);
+  caption.appendChild(document.createTextNode(f.held ? "" : " — arriving; reload to see it"));
+  figure.appendChild(caption);
+  return figure;
+}
+
 function item(list, m) {
   const li = document.createElement("li");
   li.className = "message " + m.priority + (m.ahead ? " ahead" : "");
   li.dataset.cursor = m.cursor;
-  const meta = document.createElement("span");
-  meta.className = "meta";
-  meta.textContent = m.author + "@" + m.origin + "#" + m.seq;
-  li.appendChild(meta);
+  li.appendChild(span("meta", m.author + "@" + m.origin + "#" + m.seq));
+  li.appendChild(span("time", m.time));
   if (m.priority === "flash" || m.priority === "urgent") {
-    const flag = document.createElement("span");
-    flag.className = "flag";
-    flag.textContent = m.priority.toUpperCase();
-    li.appendChild(flag);
+    li.appendChild(span("flag", m.priority.toUpperCase()));
   }
   if (m.ack_required) {
-    const ask = document.createElement("span");
-    ask.className = "flag ask";
-    ask.textContent = "ACK REQUIRED";
-    li.appendChild(ask);
+    li.appendChild(span("flag ask", "ACK REQUIRED"));
   }
-  const text = document.createElement("span");
-  text.className = "text";
-  text.textContent = m.kind === "ack" ? "acknowledged" : m.text;
-  li.appendChild(text);
+  if (m.reply_to) {
+    li.appendChild(span("reply", "reply to " + m.reply_to));
+  }
+  li.appendChild(span("text", m.kind === "ack" ? "acknowledged" : m.text));
+  if (m.files.length > 0) {
+    const files = document.createElement("div");
+    files.className = "files";
+    for (const f of m.files) {
+      files.appendChild(file(f));
+    }
+    li.appendChild(files);
+  }
+  if (m.kind === "text") {
+    const details = document.createElement("a");
+    details.className = "details";
+    details.href = list.dataset.path + "/m/" + m.cursor;
+    details.textContent = "Receipts · reply";
+    li.appendChild(details);
+  }
   if (m.needs_my_ack) {
     li.appendChild(action(list, m, "ack", "Acknowledge"));
   }
   return li;
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  // Every operator action asks first.
-  for (const form of document.querySelectorAll("form[data-confirm]")) {
-    form.addEventListener("submit", (e) => {
-      if (!window.confirm(form.dataset.confirm)) {
-        e.preventDefault();
-      }
-    });
-  }
-  const list = document.getElementById("messages");
-  if (!list || !list.dataset.events) {
-    return;
-  }
+function live(list) {
   const events = new EventSource(list.dataset.events);
   events.addEventListener("message", (e) => {
     const m = JSON.parse(e.data);
@@ -73,6 +105,138 @@ document.addEventListener("DOMContentLoaded", () => {
       return;
     }
     list.appendChild(item(list, m));
-    document.body.classList.toggle("alert", m.priority === "flash");
+    if (m.priority === "flash") {
+      document.body.classList.add("alert");
+      document.title = "FLASH — " + document.title.replace(/^FLASH — /, "");
+    }
   });
+}
+
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Uploads `f`, showing progress in `row`; resolves to what the post names.
+// The file is read once to hash it (SHA-256, as the node checks it), then
+// only what the node does not hold yet is sent.
+async function upload(f, token, row) {
+  const bar = row.querySelector("progress");
+  const note = row.querySelector(".note");
+  note.textContent = "checking…";
+  const sha256 = hex(await crypto.subtle.digest("SHA-256", await f.arrayBuffer()));
+  const status = await fetch("/upload?sha256=" + sha256);
+  if (!status.ok) {
+    throw new Error(await status.text());
+  }
+  const held = await status.json();
+  if (!held.complete) {
+    await new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      const query = "?sha256=" + sha256 + "&size=" + f.size + "&offset=" + held.held;
+      xhr.open("POST", "/upload" + query);
+      xhr.setRequestHeader("X-Samband-Token", token);
+      xhr.upload.addEventListener("progress", (e) => {
+        bar.value = (held.held + e.loaded) / Math.max(f.size, 1);
+        note.textContent = Math.round(bar.value * 100) + " %";
+      });
+      xhr.addEventListener("load", () => {
+        if (xhr.status === 200) {
+          resolve();
+        } else {
+          const doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+          const why = doc.querySelector(".refusal");
+          reject(new Error(why ? why.textContent : "refused (" + xhr.status + ")"));
+        }
+      });
+      xhr.addEventListener("error", () => reject(new Error("the connection broke; choose the file again to resume")));
+      xhr.send(f.slice(held.held));
+    });
+  }
+  bar.value = 1;
+  note.textContent = "ready";
+  return { sha256: sha256, name: f.name, media_type: f.type };
+}
+
+function compose(form) {
+  const token = form.querySelector("input[name=token]").value;
+  const chosen = form.querySelector("#files");
+  const drop = form.querySelector("#drop");
+  const list = form.querySelector("#uploads");
+  const attachments = form.querySelector("#attachments");
+  const post = form.querySelector("#post");
+  const ready = [];
+  let pending = 0;
+  const add = (files) => {
+    for (const f of files) {
+      const row = document.createElement("li");
+      row.appendChild(span("name", f.name));
+      row.appendChild(document.createElement("progress"));
+      row.appendChild(span("note", ""));
+      list.appendChild(row);
+      pending += 1;
+      post.disabled = true;
+      upload(f, token, row)
+        .then((named) => {
+          ready.push(named);
+          attachments.value = JSON.stringify(ready);
+        })
+        .catch((e) => {
+          row.classList.add("failed");
+          row.querySelector(".note").textContent = e.message;
+        })
+        .finally(() => {
+          pending -= 1;
+          post.disabled = pending > 0;
+        });
+    }
+  };
+  chosen.addEventListener("change", () => add(chosen.files));
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    add(e.dataTransfer.files);
+  });
+}
+
+// Refreshes a receipts table from its own page every `data-refresh` ms.
+function refresh(table) {
+  setInterval(async () => {
+    const answer = await fetch(window.location.href);
+    if (!answer.ok) {
+      return;
+    }
+    const doc = new DOMParser().parseFromString(await answer.text(), "text/html");
+    const fresh = doc.getElementById("receipts");
+    if (fresh) {
+      table.replaceWith(document.importNode(fresh, true));
+      table = document.getElementById("receipts");
+    }
+  }, Number(table.dataset.refresh));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (e) => {
+      if (!window.confirm(form.dataset.confirm)) {
+        e.preventDefault();
+      }
+    });
+  }
+  const list = document.getElementById("messages");
+  if (list && list.dataset.events) {
+    live(list);
+  }
+  const form = document.getElementById("compose");
+  if (form) {
+    compose(form);
+  }
+  const receipts = document.getElementById("receipts");
+  if (receipts) {
+    refresh(receipts);
+  }
 });
