@@ -49,6 +49,7 @@ fn record() -> ChannelRecord {
             participant(PEER, signing_key(PEER).public_key().as_ref().to_vec()),
         ],
         roster_seq: 1,
+        incident: None,
     }
 }
 

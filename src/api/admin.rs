@@ -49,6 +49,38 @@ impl From<RevokeError> for ApiError {
     }
 }
 
+/// The partners named in `given`, each with its pinned message-signing
+/// key, to share with; all checked before any is used, so that a typo
+/// shares with nobody rather than with some.
+pub(super) fn partners(
+    api: &ApiContext,
+    given: &[String],
+) -> Result<Vec<(OrgId, Vec<u8>)>, ApiError> {
+    if given.is_empty() {
+        return Err(ApiError::InvalidArgument(
+            "name at least one org to share with".into(),
+        ));
+    }
+    let mut shares: Vec<(OrgId, Vec<u8>)> = Vec::new();
+    for given in given {
+        let org = OrgId::parse(given)?;
+        if org == api.org {
+            return Err(ApiError::InvalidArgument(format!(
+                "{org} is this org; a channel is always shared with its home"
+            )));
+        }
+        let Some(peer) = api.store.peer(&org)? else {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{org} is not a configured peer; import its trust bundle first (samband peer add)"
+            )));
+        };
+        if !shares.iter().any(|(o, _)| *o == org) {
+            shares.push((org, peer.signing_key));
+        }
+    }
+    Ok(shares)
+}
+
 /// Accepts an offered channel (audited as `channel.accepted`) and tells
 /// the partners; the channel's record after it.
 pub(super) async fn accept(
@@ -217,24 +249,7 @@ impl admin_server::Admin for Admin {
                 ApiError::InvalidArgument("name at least one org to share with".into()).into(),
             );
         }
-        // Check every org first, so that a typo shares with nobody rather than with some.
-        let mut shares = Vec::new();
-        for given in &req.orgs {
-            let org = Self::org(given)?;
-            if org == self.shared.org {
-                return Err(ApiError::InvalidArgument(format!(
-                    "{org} is this org; a channel is always shared with its home"
-                ))
-                .into());
-            }
-            let Some(peer) = self.shared.store.peer(&org).map_err(ApiError::from)? else {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "{org} is not a configured peer; import its trust bundle first (samband peer add)"
-                ))
-                .into());
-            };
-            shares.push((org, peer.signing_key));
-        }
+        let shares = partners(&self.shared, &req.orgs)?;
         let history = match proto::ShareHistory::try_from(req.history) {
             Ok(proto::ShareHistory::Unspecified) => None,
             Ok(proto::ShareHistory::All) => Some(History::All),

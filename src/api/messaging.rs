@@ -59,8 +59,13 @@ pub(super) fn message(
     let env = &stored.envelope;
     // A post with files is decoded once, for its text and its files.
     let post = crate::rules::post_of(env);
+    let record = ChannelId::parse(&env.channel)
+        .ok()
+        .and_then(|id| api.store.channel(&id).ok().flatten());
+    let entry = super::incidents::entry_of_message(record.as_ref(), env);
     let (kind, text) = match proto::Kind::try_from(env.kind) {
         Ok(proto::Kind::Control) => ("roster", roster_text(env)),
+        Ok(proto::Kind::Picture) => ("picture", picture_text(entry.as_ref())),
         Ok(proto::Kind::Post) => (
             "text",
             post.as_ref().map(|p| p.text.clone()).unwrap_or_default(),
@@ -89,6 +94,15 @@ pub(super) fn message(
             env,
             post.as_ref().map(|p| p.files.clone()).unwrap_or_default(),
         ),
+        exercise: record
+            .as_ref()
+            .and_then(|r| r.incident.as_ref())
+            .is_some_and(|i| i.exercise),
+        cap_alert: post
+            .as_ref()
+            .map(|p| p.cap_alert.clone())
+            .unwrap_or_default(),
+        entry,
         refused_by: api
             .refusals
             .of(&env.channel, &stored.cursor.origin, env.origin_seq)
@@ -103,6 +117,16 @@ pub(super) fn message(
     };
     super::acks::show(api, stored, post.as_ref(), me, &mut message);
     message
+}
+
+/// How a picture entry's message reads in a channel's history.
+fn picture_text(entry: Option<&proto::PictureEntry>) -> String {
+    match entry {
+        Some(e) if e.removed => format!("removed {} from the picture", e.key),
+        Some(e) if e.status.is_empty() => format!("picture: {} {}", e.kind, e.key),
+        Some(e) => format!("picture: {} {} ({})", e.kind, e.key, e.status),
+        None => String::new(),
+    }
 }
 
 /// The answer to a durable post.
@@ -143,9 +167,11 @@ fn roster_text(env: &proto::Envelope) -> String {
 /// The wire form of a channel record.
 pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
     let shared = !record.participants.is_empty();
+    let incident = super::incidents::info(&record, crate::model::unix_ms());
     let state = match proto::ChannelState::try_from(record.state) {
         Ok(proto::ChannelState::Pending) => "pending",
         Ok(proto::ChannelState::Archived) => "archived",
+        _ if incident.as_ref().is_some_and(|i| i.state != "active") => "archived",
         _ if shared => "shared",
         _ => "internal",
     };
@@ -168,6 +194,7 @@ pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
         created_unix_ms: record.created_unix_ms,
         participants,
         state: state.to_owned(),
+        incident,
     }
 }
 
@@ -324,6 +351,7 @@ pub(super) fn new_post(
         ack: super::acks::ack_request(&req, priority)?,
         text: req.text,
         files,
+        cap_alert: String::new(),
     };
     Ok(NewPost {
         channel,
@@ -331,6 +359,40 @@ pub(super) fn new_post(
         priority,
         content: Content::Message(body),
     })
+}
+
+/// Creates channel `name` of this org, as `member` (the caller checked
+/// the role), audited as `channel.created`; ALREADY_EXISTS if it does.
+pub(super) fn create_channel(
+    shared: &ApiContext,
+    member: &Member,
+    name: &str,
+) -> Result<proto::ChannelRecord, ApiError> {
+    let name = ChannelName::parse(name)?;
+    let id = ChannelId::new(shared.org.clone(), name.clone());
+    let record = proto::ChannelRecord {
+        id: id.to_string(),
+        home: shared.org.to_string(),
+        name: name.to_string(),
+        created_unix_ms: crate::model::unix_ms(),
+        ..Default::default()
+    };
+    let exists = || ApiError::AlreadyExists(format!("channel {id} exists already"));
+    let store = &shared.store;
+    if store.channel(&id)?.is_some() {
+        return Err(exists());
+    }
+    // The entry first (made durable with the channel): a crash in
+    // between leaves a recorded creation that did not land, never a
+    // channel without its entry.
+    let actor = crate::audit::Actor::Member(member.name.to_string());
+    let event = crate::audit::Event::new("channel.created").with("channel", &id);
+    store.audit(event.by(&actor))?;
+    if !store.create_channel(&record)? {
+        return Err(exists());
+    }
+    tracing::info!(channel = %id, by = %member.name, "channel created");
+    Ok(record)
 }
 
 /// Posts `req` as `member` and returns it once durable: checked as
@@ -537,30 +599,7 @@ impl messaging_server::Messaging for Messaging {
             ))
             .into());
         }
-        let name = ChannelName::parse(&request.get_ref().name).map_err(ApiError::from)?;
-        let id = ChannelId::new(self.shared.org.clone(), name.clone());
-        let record = proto::ChannelRecord {
-            id: id.to_string(),
-            home: self.shared.org.to_string(),
-            name: name.to_string(),
-            created_unix_ms: crate::model::unix_ms(),
-            ..Default::default()
-        };
-        let exists = || ApiError::AlreadyExists(format!("channel {id} exists already"));
-        let store = &self.shared.store;
-        if store.channel(&id).map_err(ApiError::from)?.is_some() {
-            return Err(exists().into());
-        }
-        // The entry first (made durable with the channel): a crash in
-        // between leaves a recorded creation that did not land, never a
-        // channel without its entry.
-        let actor = crate::audit::Actor::Member(member.name.to_string());
-        let event = crate::audit::Event::new("channel.created").with("channel", &id);
-        store.audit(event.by(&actor)).map_err(ApiError::from)?;
-        if !store.create_channel(&record).map_err(ApiError::from)? {
-            return Err(exists().into());
-        }
-        tracing::info!(channel = %id, by = %member.name, "channel created");
+        let record = create_channel(&self.shared, &member, &request.get_ref().name)?;
         Ok(Response::new(channel_message(record)))
     }
 

@@ -10,11 +10,13 @@ mod console;
 mod context;
 mod federation;
 mod files;
+mod incidents;
 mod messaging;
 
 use std::sync::Arc;
 
 use tonic::Status;
+use tonic::server::NamedService as _;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
@@ -24,6 +26,7 @@ use crate::identity::IdentityError;
 use crate::model::ParseError;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::federation_server::FederationServer;
+use crate::proto::incidents_server::IncidentsServer;
 use crate::proto::messaging_server::MessagingServer;
 use crate::store::StoreError;
 pub(crate) use acks::OverdueWatch;
@@ -116,7 +119,11 @@ impl From<WriteError> for ApiError {
             | WriteError::NotPending(_)
             | WriteError::HomeNotPeer { .. }
             | WriteError::NotPeer(_)
-            | WriteError::HistoryNotChosen { .. } => ApiError::FailedPrecondition(e.to_string()),
+            | WriteError::HistoryNotChosen { .. }
+            | WriteError::IncidentOver(_)
+            | WriteError::NotIncident(_)
+            | WriteError::AlreadyClosed(_)
+            | WriteError::NotFresh(_) => ApiError::FailedPrecondition(e.to_string()),
             WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),
             WriteError::Store(_) => ApiError::Internal(e.to_string()),
         }
@@ -135,29 +142,28 @@ impl From<IdentityError> for ApiError {
 }
 
 /// Health and reflection (v1 and v1alpha), which every listener serves.
-/// Reflection advertises exactly the services of `S` and `T`, health and itself.
-/// One connection may have `max_streams` calls open at once; more wait.
-async fn base_router<S, T>(
+/// Reflection advertises exactly the services named in `services`, health
+/// and itself. One connection may have `max_streams` calls open at once;
+/// more wait.
+async fn base_router(
+    services: &[&'static str],
     max_streams: u32,
     console: Option<axum::Router>,
-) -> Result<Router, tonic_reflection::server::Error>
-where
-    S: tonic::server::NamedService,
-    T: tonic::server::NamedService,
-{
+) -> Result<Router, tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in [S::NAME, T::NAME, ""] {
+    for name in services.iter().copied().chain([""]) {
         health
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(S::NAME)
-            .with_service_name(T::NAME)
-            .with_service_name("grpc.health.v1.Health")
+        services.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health"),
+            |builder, name| builder.with_service_name(*name),
+        )
     };
     let server = Server::builder()
         .max_concurrent_streams(max_streams)
@@ -186,15 +192,22 @@ pub(crate) async fn client_router(
     let max_request = shared.limits.max_body_bytes.max(crate::model::CHUNK_BYTES) + 64 * 1024;
     let messaging = MessagingServer::new(messaging::Messaging::new(shared.clone(), fed.clone()))
         .max_decoding_message_size(max_request);
-    Ok(
-        base_router::<MessagingServer<messaging::Messaging>, AdminServer<admin::Admin>>(
-            shared.limits.streams_per_connection,
-            Some(console::router(shared.clone(), fed.clone())),
-        )
-        .await?
-        .add_service(messaging)
-        .add_service(AdminServer::new(admin::Admin::new(shared, fed))),
+    let incidents = IncidentsServer::new(incidents::Incidents::new(shared.clone(), fed.clone()))
+        .max_decoding_message_size(max_request);
+    let services = [
+        MessagingServer::<messaging::Messaging>::NAME,
+        AdminServer::<admin::Admin>::NAME,
+        IncidentsServer::<incidents::Incidents>::NAME,
+    ];
+    Ok(base_router(
+        &services,
+        shared.limits.streams_per_connection,
+        Some(console::router(shared.clone(), fed.clone())),
     )
+    .await?
+    .add_service(messaging)
+    .add_service(incidents)
+    .add_service(AdminServer::new(admin::Admin::new(shared, fed))))
 }
 
 /// The federation listener's services: Federation, health, reflection.
@@ -205,10 +218,8 @@ pub(crate) async fn federation_router(
     let service = FederationServer::new(federation::FederationService::new(fed))
         .max_decoding_message_size(crate::federation::MAX_FRAME_BYTES)
         .max_encoding_message_size(crate::federation::MAX_FRAME_BYTES);
-    Ok(base_router::<
-        FederationServer<federation::FederationService>,
-        FederationServer<federation::FederationService>,
-    >(max_streams, None)
-    .await?
-    .add_service(service))
+    let services = [FederationServer::<federation::FederationService>::NAME];
+    Ok(base_router(&services, max_streams, None)
+        .await?
+        .add_service(service))
 }

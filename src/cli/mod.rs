@@ -19,6 +19,7 @@ mod channel;
 mod connection;
 mod demo;
 mod files;
+mod incident;
 mod init;
 mod messages;
 mod output;
@@ -233,6 +234,13 @@ enum Command {
     /// Create and list channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Incidents worked with partner agencies: open, close, list, show.
+    #[command(subcommand)]
+    Incident(IncidentCommand),
+    /// An incident's shared situational picture (lägesbild): each agency's
+    /// units, closures, hazards and more, merged on every participant.
+    #[command(subcommand)]
+    Picture(PictureCommand),
     /// Post a message to a channel; returns once it is durable on the node.
     #[command(
         after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node\n  samband post ops 'Bridge at Kvarnholmen' --file bridge.jpg --identity alice/\n  samband post ops 'Close road 73' --priority flash --deadline 10m \\\n      --identity alice/\n  samband post ops 'On our way' --reply-to 0001... --identity bo/"
@@ -290,6 +298,45 @@ enum Command {
         after_help = "Examples:\n  samband bench fsync\n  samband bench post --concurrency 1,64 --messages 50000"
     )]
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum IncidentCommand {
+    /// Open an incident (admin): a channel of this org named after it,
+    /// shared with exactly the partners given.
+    #[command(
+        after_help = "Examples:\n  samband incident open flood --with rescue.example region.example \\\n      --identity duty/\n  samband incident open flood-drill --with rescue.example --exercise \\\n      --until 8h --identity duty/"
+    )]
+    Open(incident::OpenArgs),
+    /// Close an incident of this org (admin): every participant's copy
+    /// becomes read-only, keeping what it received.
+    #[command(after_help = "Example:\n  samband incident close flood --identity duty/")]
+    Close(incident::NameArgs),
+    /// The incidents this node takes part in, with their state.
+    #[command(after_help = "Example:\n  samband incident list --identity alice/")]
+    List(incident::ListArgs),
+    /// One incident: its state, participants and picture.
+    #[command(
+        after_help = "Examples:\n  samband incident show flood --identity alice/\n  samband incident show police.example/flood --json --identity bo/"
+    )]
+    Show(incident::NameArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PictureCommand {
+    /// The picture: every entry that stands, as lines, JSON or GeoJSON.
+    #[command(
+        after_help = "Examples:\n  samband picture show flood --identity alice/\n  samband picture show police.example/flood --geojson > flood.geojson"
+    )]
+    Show(incident::ShowPictureArgs),
+    /// Set an entry of this org (it replaces the entry's earlier state).
+    #[command(
+        after_help = "Examples:\n  samband picture set flood unit-12 --kind unit --status 'en route' \\\n      --point 59.33,18.07 --identity alice/\n  samband picture set flood r73 --kind road-closure --geojson r73.json \\\n      --field detour=road-12 --identity alice/"
+    )]
+    Set(incident::SetArgs),
+    /// Remove an entry of this org from the picture.
+    #[command(after_help = "Example:\n  samband picture remove flood unit-12 --identity alice/")]
+    Remove(incident::RemoveArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -464,6 +511,13 @@ pub(crate) fn main() -> ExitCode {
         Command::Peer(PeerCommand::Add(a)) => connection::run(peer::peer_add(a)),
         Command::Peer(PeerCommand::Remove(a)) => connection::run(peer::peer_remove(a)),
         Command::Peer(PeerCommand::List(a)) => connection::run(peer::peer_list(a)),
+        Command::Incident(IncidentCommand::Open(a)) => connection::run(incident::open(a)),
+        Command::Incident(IncidentCommand::Close(a)) => connection::run(incident::close(a)),
+        Command::Incident(IncidentCommand::List(a)) => connection::run(incident::list(a)),
+        Command::Incident(IncidentCommand::Show(a)) => connection::run(incident::show(a)),
+        Command::Picture(PictureCommand::Show(a)) => connection::run(incident::show_picture(a)),
+        Command::Picture(PictureCommand::Set(a)) => connection::run(incident::set(a)),
+        Command::Picture(PictureCommand::Remove(a)) => connection::run(incident::remove(a)),
         Command::Channel(ChannelCommand::Share(a)) => connection::run(channel::share(a)),
         Command::Channel(ChannelCommand::Unshare(a)) => connection::run(channel::unshare(a)),
         Command::Channel(ChannelCommand::Accept(a)) => connection::run(channel::accept(a)),

@@ -123,6 +123,8 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
             "needs_my_ack": m.needs_my_ack, "ahead": m.ahead,
             "retracts": m.retracts.as_ref().map(message_ref),
             "retracted": m.retracted.as_ref().map(|r| json!({"member": r.member, "org": r.org, "unix_ms": r.unix_ms})),
+            "exercise": m.exercise,
+            "entry": m.entry.as_ref().map(entry_json),
         })
         .to_string();
     }
@@ -150,6 +152,9 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         "normal" => String::new(),
         other => format!("[{}] ", other.to_uppercase()),
     };
+    if m.exercise {
+        flag.insert_str(0, "[EXERCISE] ");
+    }
     if m.ahead {
         flag.push_str("[AHEAD of older messages still arriving] ");
     }
@@ -328,6 +333,87 @@ fn shown_ref(r: &proto::MessageRef) -> String {
 
 fn message_ref(r: &proto::MessageRef) -> serde_json::Value {
     json!({"origin": r.origin, "seq": r.seq, "cursor": r.cursor})
+}
+
+/// One picture entry as JSON.
+fn entry_json(e: &proto::PictureEntry) -> serde_json::Value {
+    json!({
+        "owner": e.owner, "key": e.key, "kind": e.kind, "status": e.status,
+        "geometry": serde_json::from_str::<serde_json::Value>(&e.geometry).ok(),
+        "fields": e.fields, "author": e.author, "unix_ms": e.unix_ms,
+        "removed": e.removed, "exercise": e.exercise, "cursor": e.cursor,
+    })
+}
+
+/// One picture entry: a line, or JSON.
+pub(crate) fn entry(e: &proto::PictureEntry, as_json: bool) -> String {
+    if as_json {
+        return entry_json(e).to_string();
+    }
+    let exercise = if e.exercise { "[EXERCISE] " } else { "" };
+    if e.removed {
+        return format!(
+            "{exercise}{}/{} removed by {} at {}",
+            printable(&e.owner),
+            printable(&e.key),
+            printable(&e.author),
+            utc(e.unix_ms)
+        );
+    }
+    let status = if e.status.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", printable(&e.status))
+    };
+    let fields: String = e
+        .fields
+        .iter()
+        .map(|(k, v)| format!(" {}={}", printable(k), printable(v)))
+        .collect();
+    let place = if e.geometry.is_empty() {
+        ""
+    } else {
+        " (mapped)"
+    };
+    format!(
+        "{exercise}{:<14} {}/{}{status}{fields}{place}  by {} at {}",
+        printable(&e.kind),
+        printable(&e.owner),
+        printable(&e.key),
+        printable(&e.author),
+        utc(e.unix_ms)
+    )
+}
+
+/// One incident: a line, or JSON.
+pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
+    if as_json {
+        return json!({
+            "id": i.id, "name": i.name, "home": i.home, "state": i.state,
+            "exercise": i.exercise, "opened_unix_ms": i.opened_unix_ms,
+            "until_unix_ms": i.until_unix_ms, "closed_unix_ms": i.closed_unix_ms,
+            "participants": i.participants,
+        })
+        .to_string();
+    }
+    let exercise = if i.exercise { "[EXERCISE] " } else { "" };
+    let until = if i.until_unix_ms > 0 {
+        format!(" until {}", utc(i.until_unix_ms))
+    } else {
+        String::new()
+    };
+    let closed = if i.closed_unix_ms > 0 {
+        format!(" closed {}", utc(i.closed_unix_ms))
+    } else {
+        String::new()
+    };
+    format!(
+        "{exercise}{:<32} {:<7} opened {}{until}{closed}  with {}",
+        printable(&i.id),
+        i.state,
+        utc(i.opened_unix_ms),
+        printable(&i.participants.join(", "))
+    )
 }
 
 pub(crate) fn channel(c: &proto::Channel, as_json: bool) -> String {

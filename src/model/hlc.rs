@@ -43,6 +43,12 @@ impl HlcClock {
         Hlc(self.last)
     }
 
+    /// The wall time (Unix ms) the next [`HlcClock::tick`] at `unix_ms`
+    /// will carry, without issuing it.
+    pub fn next_unix_ms(&self, unix_ms: u64) -> u64 {
+        Hlc(self.last.saturating_add(1)).unix_ms().max(unix_ms)
+    }
+
     /// Takes note of a timestamp seen from elsewhere.
     pub fn observe(&mut self, seen: Hlc) {
         self.last = self.last.max(seen.0);
@@ -62,6 +68,7 @@ mod tests {
         assert!(a < b && b < d);
         assert_eq!(a.unix_ms(), 1_000);
         assert_eq!(d.unix_ms(), 1_000);
+        assert_eq!(c.next_unix_ms(900), c.tick(900).unix_ms());
         c.observe(Hlc(5_000 << 16));
         assert!(c.tick(1_001) > Hlc(5_000 << 16));
     }

@@ -27,6 +27,13 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `unix_ms` (Unix milliseconds) as [`rfc3339`].
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .map(rfc3339)
+        .unwrap_or_default()
+}
+
 /// `t` as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T03:12:47.123Z`.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

@@ -8,6 +8,11 @@
 //! each is a full snapshot (`Control.roster`), so any one of them, verified
 //! against the home's key, says who participates.
 
+mod incident;
+pub mod picture;
+
+pub use incident::{IncidentState, is_over, stamped_after_end, state as incident_state};
+
 use std::collections::{HashMap, HashSet};
 
 use prost::Message as _;
@@ -18,8 +23,8 @@ use crate::model::{
     withheld_copy,
 };
 use crate::proto::{
-    Ack, ChannelRecord, ChannelState, Control, Envelope, FileRef, Kind, MessageId, OriginSeq,
-    Participant, PeerRecord, PostBody, Retraction, control,
+    Ack, ChannelRecord, ChannelState, Control, Envelope, FileRef, Incident, Kind, MessageId,
+    OriginSeq, Participant, PeerRecord, PostBody, Retraction, Roster, control,
 };
 
 /// Most participants a roster may list (the home excluded). Mutual aid in
@@ -138,6 +143,10 @@ pub enum Reject {
     /// message it may read.
     #[error("a withheld copy of a message this org may read in full")]
     WithheldNotForUs,
+    #[error("the home's roster changes what the incident is: {0}")]
+    IncidentChanged(&'static str),
+    #[error("stamped at or after the end (until) of the channel's incident")]
+    IncidentEnded,
 }
 
 impl Reject {
@@ -256,6 +265,12 @@ pub struct Context<'a> {
 /// [`MAX_ROSTER_BYTES`] is refused before it is decoded, so a partner's
 /// roster cannot cost more memory than a roster of the largest allowed size.
 pub fn roster_of(env: &Envelope) -> Result<Vec<Participant>, Reject> {
+    snapshot_of(env).map(|r| r.participants)
+}
+
+/// The whole snapshot a control envelope carries: the roster and, for an
+/// incident's channel, the incident ([`roster_of`]'s bound applies).
+pub fn snapshot_of(env: &Envelope) -> Result<Roster, Reject> {
     if env.body.len() > MAX_ROSTER_BYTES {
         return Err(Reject::Malformed(format!(
             "roster of {} bytes; the limit is {MAX_ROSTER_BYTES}",
@@ -265,7 +280,7 @@ pub fn roster_of(env: &Envelope) -> Result<Vec<Participant>, Reject> {
     let control =
         Control::decode(env.body.as_slice()).map_err(|e| Reject::Malformed(e.to_string()))?;
     match control.action {
-        Some(control::Action::Roster(r)) => Ok(r.participants),
+        Some(control::Action::Roster(r)) => Ok(r),
         None => Err(Reject::Malformed(
             "control envelope without an action".into(),
         )),
@@ -352,7 +367,7 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
         Ok(Kind::Control) if env.withheld => bad("a roster change is never withheld".into()),
         // A member's message: its author and priority, then its body
         // (none to check when withheld).
-        Ok(kind @ (Kind::Text | Kind::Post | Kind::Ack | Kind::Retract)) => {
+        Ok(kind @ (Kind::Text | Kind::Post | Kind::Ack | Kind::Retract | Kind::Picture)) => {
             if MemberName::parse(&env.author).is_err() {
                 return bad("author is not a member name".into());
             }
@@ -364,6 +379,7 @@ pub fn check_fields(env: &Envelope) -> Result<(), Reject> {
                 Kind::Post => check_post_body(env).map(|_| ()),
                 Kind::Ack => check_ack_body(env).map(|_| ()),
                 Kind::Retract => check_retraction_body(env).map(|_| ()),
+                Kind::Picture => picture::check_picture_body(env).map(|_| ()),
                 _ if env.body.is_empty() => bad("text is empty".into()),
                 _ if std::str::from_utf8(&env.body).is_err() => bad("text is not UTF-8".into()),
                 _ => Ok(()),
@@ -707,6 +723,14 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     if record.state == ChannelState::Archived as i32 && !is_control {
         return Err(Reject::BeforeReshare);
     }
+    if !is_control && stamped_after_end(record, crate::model::Hlc(env.hlc).unix_ms()) {
+        return Err(Reject::IncidentEnded);
+    }
+    if env.kind == Kind::Picture as i32 && record.incident.is_none() {
+        return Err(Reject::Malformed(
+            "a picture entry in a channel that runs no incident".into(),
+        ));
+    }
     if env.withheld
         && !withheld_from(record, ctx.local, origin.as_str(), env.origin_seq)
         && !proven_retracted(env, &origin, ctx)
@@ -753,7 +777,11 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
         return Err(Reject::TimeWentBack);
     }
     if is_control {
-        check_roster(&roster_of(env)?, &record.home, ctx.pinned)?;
+        let snapshot = snapshot_of(env)?;
+        check_roster(&snapshot.participants, &record.home, ctx.pinned)?;
+        if env.origin_seq > record.roster_seq {
+            incident::check_change(record.incident.as_ref(), snapshot.incident.as_ref())?;
+        }
     }
     if env.signature.is_empty() {
         return if alone {
@@ -871,16 +899,17 @@ pub fn check_offer(
     if !verify(env, key) {
         return Err(Reject::BadSignature);
     }
-    let participants = roster_of(env)?;
-    check_roster(&participants, channel.home().as_str(), pinned)?;
+    let snapshot = snapshot_of(env)?;
+    check_roster(&snapshot.participants, channel.home().as_str(), pinned)?;
     let record = ChannelRecord {
         id: channel.to_string(),
         home: channel.home().to_string(),
         name: channel.name().to_string(),
         created_unix_ms,
         state: ChannelState::Active as i32,
-        participants,
+        participants: snapshot.participants,
         roster_seq: env.origin_seq,
+        incident: snapshot.incident,
     };
     if !is_active(&record, local) {
         return Err(Reject::BadOffer("the roster does not include this org"));
@@ -900,7 +929,9 @@ pub fn apply_control(
     if env.origin_seq <= record.roster_seq {
         return Ok(()); // an older snapshot than the one held (e.g. the offer)
     }
-    record.participants = roster_of(env)?;
+    let snapshot = snapshot_of(env)?;
+    record.participants = snapshot.participants;
+    record.incident = snapshot.incident;
     record.roster_seq = env.origin_seq;
     if record.home != local.as_str() {
         record.state = if is_active(record, local) {
@@ -982,9 +1013,16 @@ pub enum RosterEdit<'a> {
 
 /// The control envelope body for a roster snapshot.
 pub fn control_body(participants: Vec<Participant>) -> Vec<u8> {
+    snapshot_body(participants, None)
+}
+
+/// The control envelope body for a roster snapshot of an incident's
+/// channel (`incident`: what the home states of it).
+pub fn snapshot_body(participants: Vec<Participant>, incident: Option<Incident>) -> Vec<u8> {
     Control {
-        action: Some(control::Action::Roster(crate::proto::Roster {
+        action: Some(control::Action::Roster(Roster {
             participants,
+            incident,
         })),
     }
     .encode_to_vec()

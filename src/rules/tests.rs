@@ -60,6 +60,7 @@ fn world() -> World {
             },
         ],
         roster_seq: 1,
+        incident: None,
     };
     World {
         home,
@@ -668,6 +669,9 @@ mod simulation {
         Ack(usize, usize),
         /// Node retracts the message of its own the index picks.
         Retract(usize, usize),
+        /// Node sets (or, when the flag says, removes) its picture entry of
+        /// that key.
+        Picture(usize, usize, bool),
     }
 
     struct World {
@@ -731,6 +735,12 @@ mod simulation {
                     })
                     .collect(),
                 roster_seq: 0,
+                // An incident's channel, so its picture entries are taken.
+                incident: Some(crate::proto::Incident {
+                    name: "crisis".into(),
+                    opened_unix_ms: 1,
+                    ..Default::default()
+                }),
             };
             // A connected topology: node i links to some earlier node, plus extra edges.
             let mut edges: Vec<(usize, usize)> = (1..n).map(|i| (spanning[i - 1] % i, i)).collect();
@@ -1157,7 +1167,41 @@ mod simulation {
                 Op::Forge { to, kind } => self.forge(to % n, kind),
                 Op::Ack(i, pick) => self.ack(i % n, pick),
                 Op::Retract(i, pick) => self.retract(i % n, pick),
+                Op::Picture(i, key, removed) => {
+                    self.wall += 1;
+                    let body = crate::proto::PictureBody {
+                        key: format!("k{key}"),
+                        kind: "unit".into(),
+                        status: format!("at {}", self.wall),
+                        removed,
+                        ..Default::default()
+                    };
+                    self.originate(i % n, Kind::Picture, body.encode_to_vec());
+                }
             }
+        }
+
+        /// The picture node `i` shows: the fold over its picture entries,
+        /// read in the order given.
+        fn picture(&self, i: usize, reversed: bool) -> picture::Picture {
+            let mut stated: Vec<picture::Stated> = self.nodes[i]
+                .logs
+                .values()
+                .flatten()
+                .filter_map(|(e, _)| {
+                    Some(picture::Stated {
+                        owner: e.origin.clone(),
+                        seq: e.origin_seq,
+                        hlc: e.hlc,
+                        author: e.author.clone(),
+                        body: picture::entry_of(e)?,
+                    })
+                })
+                .collect();
+            if reversed {
+                stated.reverse();
+            }
+            picture::Picture::fold(stated)
         }
 
         /// Runs every link cleanly (hello, then push) until nothing changes.
@@ -1175,6 +1219,34 @@ mod simulation {
                 }
             }
             panic!("the network did not settle");
+        }
+
+        /// Every node shows the same picture, in whatever order it reads
+        /// its entries, and of each (owner, key) the last its owner stated.
+        fn assert_same_picture(&self) {
+            let reference = self.picture(0, false);
+            for i in 0..self.nodes.len() {
+                assert_eq!(self.picture(i, false), reference, "{}", self.nodes[i].org);
+                assert_eq!(
+                    self.picture(i, true),
+                    reference,
+                    "{} reversed",
+                    self.nodes[i].org
+                );
+            }
+            for node in &self.nodes {
+                let own = node.logs.get(&node.org).into_iter().flatten();
+                let mut last = BTreeMap::new();
+                for (e, _) in own {
+                    if let Some(body) = picture::entry_of(e) {
+                        last.insert(body.key.clone(), body);
+                    }
+                }
+                for (key, body) in last {
+                    let shown = reference.get(node.org.as_str(), &key).expect("stated");
+                    assert_eq!(shown.body, body, "{}'s {key}", node.org);
+                }
+            }
         }
 
         fn assert_converged(&self) {
@@ -1276,6 +1348,8 @@ mod simulation {
             1 => (0..5usize, any::<u8>()).prop_map(|(to, kind)| Op::Forge { to, kind }),
             1 => (0..5usize, any::<usize>()).prop_map(|(i, pick)| Op::Ack(i, pick)),
             1 => (0..5usize, any::<usize>()).prop_map(|(i, pick)| Op::Retract(i, pick)),
+            2 => (0..5usize, 0..3usize, proptest::bool::weighted(0.2))
+                .prop_map(|(i, key, removed)| Op::Picture(i, key, removed)),
         ]
     }
 
@@ -1295,6 +1369,7 @@ mod simulation {
             }
             world.heal();
             world.assert_converged();
+            world.assert_same_picture();
         }
     }
 }

@@ -33,6 +33,12 @@
 //! * `u` channel 0 origin 0 seq → (nothing): that message is FLASH or
 //!   URGENT (what a link may send ahead of a backlog)
 //!
+//! * `p` channel 0 owner 0 key → seq and hlc (big-endian u64 each), the
+//!   author, NUL, and the entry's body (a `PictureBody`): the latest
+//!   statement of that entry of the channel's situational picture (written
+//!   with its envelope; an origin's envelopes are stored in seq order, which
+//!   is its hlc order, so the last written is the latest)
+//!
 //! In the `cursors` tree: peer 0 channel → what the peer acknowledged.
 //!
 //! In the `uploads` tree: member 0 sha256 → finished (Unix ms) and size, each
@@ -52,6 +58,7 @@ const ACK: u8 = b'a';
 const DUE: u8 = b'd';
 const URGENT: u8 = b'u';
 const RETRACTED: u8 = b'r';
+const PICTURE: u8 = b'p';
 
 fn push_str(key: &mut Vec<u8>, s: &str) {
     key.extend_from_slice(s.as_bytes());
@@ -191,6 +198,28 @@ pub fn retracted_key(channel: &ChannelId, origin: &OrgId, seq: u64) -> Vec<u8> {
     push_str(&mut key, origin.as_str());
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// Every entry of `channel`'s picture starts with this.
+pub fn picture_prefix(channel: &ChannelId) -> Vec<u8> {
+    let mut key = vec![PICTURE];
+    push_str(&mut key, &channel.to_string());
+    key
+}
+
+/// Entry `key` of `owner` in `channel`'s picture.
+pub fn picture_key(channel: &ChannelId, owner: &OrgId, key: &str) -> Vec<u8> {
+    let mut k = picture_prefix(channel);
+    push_str(&mut k, owner.as_str());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// The owner a picture key under `prefix` names.
+pub fn parse_picture(prefix_len: usize, key: &[u8]) -> Option<OrgId> {
+    let rest = key.get(prefix_len..)?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    OrgId::parse(std::str::from_utf8(&rest[..nul]).ok()?).ok()
 }
 
 /// All FLASH and URGENT messages of `origin` in `channel` start with this.

@@ -12,7 +12,7 @@ use crate::model::{
     ChainHead, ChannelId, Cursor, FileHash, Hlc, OrgId, Priority, VersionVector, chain_hash,
     withheld_copy,
 };
-use crate::proto::{Ack, ChannelRecord, Envelope, Kind, PostBody};
+use crate::proto::{Ack, ChannelRecord, Envelope, Kind, PictureBody, PostBody};
 
 /// Writes staged together and applied atomically by [`Store::apply`].
 #[derive(Debug, Default)]
@@ -103,6 +103,18 @@ impl<'a> OriginPage<'a> {
     }
 }
 
+/// The latest statement of one entry of a situational picture: the
+/// envelope (its owner, seq and hlc) and author that set it, and its body
+/// (a `PictureBody`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PictureRecord {
+    pub owner: OrgId,
+    pub seq: u64,
+    pub hlc: u64,
+    pub author: String,
+    pub body: Vec<u8>,
+}
+
 // === impl StoreBatch ===
 
 impl StoreBatch {
@@ -136,6 +148,17 @@ impl StoreBatch {
                     let due = cursor.hlc.unix_ms().saturating_add(ack.deadline_ms);
                     let key = keys::due_key(channel, due, &cursor.origin, cursor.seq);
                     self.log.push((key, Vec::new()));
+                }
+            }
+            Ok(Kind::Picture) => {
+                if let Ok(body) = PictureBody::decode(env.body.as_slice()) {
+                    let key = keys::picture_key(channel, &cursor.origin, &body.key);
+                    let mut value = cursor.seq.to_be_bytes().to_vec();
+                    value.extend_from_slice(&cursor.hlc.0.to_be_bytes());
+                    value.extend_from_slice(env.author.as_bytes());
+                    value.push(0);
+                    value.extend_from_slice(&env.body);
+                    self.log.push((key, value));
                 }
             }
             Ok(Kind::Ack) => {
@@ -465,6 +488,32 @@ impl Store {
             .range(Bound::Included(start), Bound::Excluded(end))
             .next()
             .transpose()
+    }
+
+    /// The latest statement of every entry of `channel`'s picture, removals
+    /// included, by owner, then key.
+    pub fn picture(&self, channel: &ChannelId) -> Result<Vec<PictureRecord>, StoreError> {
+        let prefix = keys::picture_prefix(channel);
+        let mut out = Vec::new();
+        for kv in self.log.scan_prefix(&prefix) {
+            let (key, value) = kv?;
+            let inconsistent = || StoreError::Inconsistent {
+                key: lossy(&key),
+                why: "malformed picture entry",
+            };
+            let owner = keys::parse_picture(prefix.len(), &key).ok_or_else(inconsistent)?;
+            let (seq, rest) = value.split_at_checked(8).ok_or_else(inconsistent)?;
+            let (hlc, rest) = rest.split_at_checked(8).ok_or_else(inconsistent)?;
+            let nul = rest.iter().position(|b| *b == 0).ok_or_else(inconsistent)?;
+            out.push(PictureRecord {
+                owner,
+                seq: u64::from_be_bytes(seq.try_into().map_err(|_| inconsistent())?),
+                hlc: u64::from_be_bytes(hlc.try_into().map_err(|_| inconsistent())?),
+                author: String::from_utf8_lossy(&rest[..nul]).into_owned(),
+                body: rest[nul + 1..].to_vec(),
+            });
+        }
+        Ok(out)
     }
 
     /// The envelope `(channel, origin, seq)`, if held.

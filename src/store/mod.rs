@@ -26,7 +26,7 @@ mod runs;
 
 pub use audit::{IssuedCert, Revoked, now_rfc3339};
 pub use files::{FileError, Files, Partial, PartialOf, PartialWriter, Upload, Wanted, Writing};
-pub use messages::{Acknowledged, Retracted, StoreBatch};
+pub use messages::{Acknowledged, PictureRecord, Retracted, StoreBatch};
 pub use reads::Unread;
 
 use std::path::{Path, PathBuf};

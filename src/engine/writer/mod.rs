@@ -28,7 +28,10 @@ use crate::audit::{self, Event};
 use crate::model::{
     ChainHead, ChannelId, Cursor, EnvelopeHash, Hlc, HlcClock, MemberName, OrgId, Priority, sign,
 };
-use crate::proto::{ChannelRecord, ChannelState, Envelope, EnvelopeBatch, MessageId, PostBody};
+use crate::proto::{
+    ChannelRecord, ChannelState, Envelope, EnvelopeBatch, Incident, MessageId, PictureBody,
+    PostBody,
+};
 use crate::rules::{self, History, Reject, Verdict};
 use crate::store::{Store, StoreBatch, StoreError, Stored};
 
@@ -66,6 +69,9 @@ pub enum Content {
     /// A retraction of this org's earlier message of the channel
     /// (`Kind::Retract`); the caller checked who may.
     Retract(MessageId),
+    /// An entry of the situational picture of the channel's incident, set
+    /// or removed (`Kind::Picture`); the caller checked it.
+    Picture(PictureBody),
 }
 
 /// What became of a channel offer.
@@ -91,6 +97,17 @@ pub enum RosterChange {
     },
     Unshare {
         org: OrgId,
+    },
+    /// Opens an incident in a channel just created: shares it with each
+    /// org (all history) and states the incident.
+    OpenIncident {
+        orgs: Vec<(OrgId, Vec<u8>)>,
+        incident: Incident,
+    },
+    /// Closes the channel's incident at that time: removes every
+    /// participant (each keeps what it has) and states it closed.
+    CloseIncident {
+        at_unix_ms: u64,
     },
 }
 
@@ -130,6 +147,17 @@ pub enum WriteError {
          meanwhile (--history all) or only what is posted from now on (--history from-now)"
     )]
     HistoryNotChosen { channel: String, orgs: String },
+    #[error(
+        "the incident of channel {0} is closed or past its end (until): the channel is \
+         read-only, with everything received kept"
+    )]
+    IncidentOver(String),
+    #[error("channel {0} is not an incident's")]
+    NotIncident(String),
+    #[error("the incident of channel {0} is closed already")]
+    AlreadyClosed(String),
+    #[error("channel {0} is in use already: an incident opens a channel of its own")]
+    NotFresh(String),
 }
 
 type Answer<T> = oneshot::Sender<Result<T, WriteError>>;

@@ -7,6 +7,7 @@ use prost::Message as _;
 use super::{Content, NewPost, Round, SEAL_BYTES, SEAL_EVERY, WriteError, Writer};
 use crate::model::{ChainHead, ChannelId, Priority, body_digest, chain_hash, sign, unix_ms};
 use crate::proto::{Ack, Envelope, Kind, Retraction};
+use crate::rules;
 use crate::store::StoreError;
 
 impl Writer {
@@ -22,6 +23,11 @@ impl Writer {
                 home: record.home,
             });
         }
+        // Judged by the timestamp the message will carry, as every
+        // participant judges it (`rules::stamped_after_end`).
+        if rules::is_over(&record, self.clock.next_unix_ms(unix_ms())) {
+            return Err(WriteError::IncidentOver(post.channel.to_string()));
+        }
         let author = post.author.to_string();
         let (kind, body) = match post.content {
             Content::Message(body)
@@ -36,6 +42,10 @@ impl Writer {
                 };
                 (Kind::Ack, ack.encode_to_vec())
             }
+            Content::Picture(_) if record.incident.is_none() => {
+                return Err(WriteError::NotIncident(post.channel.to_string()));
+            }
+            Content::Picture(entry) => (Kind::Picture, entry.encode_to_vec()),
             Content::Retract(message) => {
                 let retraction = Retraction {
                     message: Some(message),

@@ -23,7 +23,30 @@ impl Writer {
             });
         }
         let seq = self.head(channel, &self.settings.org.clone())?.seq;
-        if let RosterChange::Share { orgs, history } = &change {
+        match &change {
+            RosterChange::OpenIncident { .. }
+                if record.incident.is_some() || !record.participants.is_empty() || seq > 0 =>
+            {
+                return Err(WriteError::NotFresh(channel.to_string()));
+            }
+            RosterChange::CloseIncident { .. } => match &record.incident {
+                None => {
+                    return Err(WriteError::NotIncident(channel.to_string()));
+                }
+                Some(i) if i.closed_unix_ms > 0 => {
+                    return Err(WriteError::AlreadyClosed(channel.to_string()));
+                }
+                Some(_) => {}
+            },
+            RosterChange::Share { .. } | RosterChange::Unshare { .. }
+                if rules::is_over(&record, crate::model::unix_ms()) =>
+            {
+                return Err(WriteError::IncidentOver(channel.to_string()));
+            }
+            _ => {}
+        }
+        if let RosterChange::Share { orgs, .. } | RosterChange::OpenIncident { orgs, .. } = &change
+        {
             // Checked again here, in the round: a peer removed since the
             // caller read its key must not be shared with.
             self.refresh_pinned()?;
@@ -34,7 +57,8 @@ impl Writer {
                 return Err(WriteError::NotPeer(org.to_string()));
             }
             let again = rules::reshared(&record, orgs.iter().map(|(org, _)| org));
-            if history.is_none() && !again.is_empty() {
+            let chosen = !matches!(change, RosterChange::Share { history: None, .. });
+            if !chosen && !again.is_empty() {
                 return Err(WriteError::HistoryNotChosen {
                     channel: channel.to_string(),
                     orgs: again
@@ -45,20 +69,48 @@ impl Writer {
                 });
             }
         }
+        let share = |withheld_through: &[OriginSeq], orgs: &[(OrgId, Vec<u8>)]| {
+            orgs.iter()
+                .fold(record.participants.clone(), |roster, (org, key)| {
+                    let edit = RosterEdit::Share {
+                        signing_key: key,
+                        withheld_through,
+                    };
+                    rules::changed_roster(&roster, org, edit)
+                })
+        };
+        let mut incident = record.incident.clone();
         let participants = match &change {
             RosterChange::Share { orgs, history } => {
                 let withheld_through = match history {
                     Some(History::FromNow) => self.held_now(channel, &record)?,
                     Some(History::All) | None => Vec::new(),
                 };
-                orgs.iter()
-                    .fold(record.participants.clone(), |roster, (org, key)| {
-                        let edit = RosterEdit::Share {
-                            signing_key: key,
-                            withheld_through: &withheld_through,
-                        };
-                        rules::changed_roster(&roster, org, edit)
-                    })
+                share(&withheld_through, orgs)
+            }
+            RosterChange::OpenIncident {
+                orgs,
+                incident: opened,
+            } => {
+                incident = Some(opened.clone());
+                share(&[], orgs)
+            }
+            RosterChange::CloseIncident { at_unix_ms } => {
+                if let Some(i) = incident.as_mut() {
+                    i.closed_unix_ms = *at_unix_ms;
+                }
+                let mut roster = record.participants.clone();
+                for p in record.participants.iter().filter(|p| p.active) {
+                    let Ok(org) = OrgId::parse(&p.org) else {
+                        continue;
+                    };
+                    let edit = RosterEdit::Remove {
+                        home_seq: seq + 1,
+                        last_seq: self.head(channel, &org)?.seq,
+                    };
+                    roster = rules::changed_roster(&roster, &org, edit);
+                }
+                roster
             }
             RosterChange::Unshare { org } => {
                 if !record
@@ -79,7 +131,7 @@ impl Writer {
                 rules::changed_roster(&record.participants, org, edit)
             }
         };
-        let body = rules::control_body(participants.clone());
+        let body = rules::snapshot_body(participants.clone(), incident.clone());
         let index = self.originate(round, channel, "", Kind::Control, 0, body)?;
         let roster_seq = round.envelopes[index].2.origin_seq;
         round.audit.push(
@@ -100,6 +152,18 @@ impl Writer {
                         },
                     ),
                 RosterChange::Unshare { org } => Event::new("channel.unshared").with("org", org),
+                RosterChange::OpenIncident { orgs, incident } => Event::new("incident.opened")
+                    .with("incident", &incident.name)
+                    .with("exercise", incident.exercise)
+                    .with(
+                        "orgs",
+                        orgs.iter()
+                            .map(|(o, _)| o.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                    .with("until_unix_ms", incident.until_unix_ms),
+                RosterChange::CloseIncident { .. } => Event::new("incident.closed"),
             }
             .with("channel", channel)
             .with("roster_seq", roster_seq)
@@ -108,6 +172,7 @@ impl Writer {
         let updated = ChannelRecord {
             participants,
             roster_seq,
+            incident,
             ..record
         };
         round.put_channel(channel, &updated);

@@ -1,0 +1,354 @@
+//! `samband incident open|close|list|show` and `samband picture
+//! show|set|remove`: incidents shared with partner agencies, and their
+//! situational picture.
+
+use std::collections::HashMap;
+
+use clap::Args;
+use samband::proto::{self, incidents_client::IncidentsClient};
+use tonic::transport::Channel;
+
+use super::connection::rpc;
+use super::{Connection, output};
+
+async fn client(conn: &Connection) -> anyhow::Result<IncidentsClient<Channel>> {
+    Ok(IncidentsClient::new(conn.channel().await?))
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OpenArgs {
+    /// Incident name, also its channel's: 1-63 of a-z 0-9 . _ -
+    name: String,
+    /// Partner agencies to work it with (each a configured peer).
+    #[arg(long = "with", required = true, num_args = 1..)]
+    with: Vec<String>,
+    /// An exercise: every message, file, acknowledgement and picture entry
+    /// in it is marked EXERCISE, everywhere.
+    #[arg(long)]
+    exercise: bool,
+    /// When it ends by itself, on every participant: a time
+    /// (`2026-12-01T18:00:00Z`) or a duration from now (`8h`, `3days`).
+    #[arg(long)]
+    until: Option<String>,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NameArgs {
+    /// The incident: `name` (this org's) or `home/name`.
+    incident: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowPictureArgs {
+    /// The incident: `name` (this org's) or `home/name`.
+    incident: String,
+    /// Print a GeoJSON FeatureCollection (RFC 7946) of the entries that
+    /// have a geometry, with owner, key, kind, status, author and time in
+    /// each feature's properties.
+    #[arg(long, conflicts_with = "json")]
+    geojson: bool,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SetArgs {
+    /// The incident: `name` (this org's) or `home/name`.
+    incident: String,
+    /// The entry's key among this org's entries (1-128 bytes), e.g. `unit-12`.
+    key: String,
+    /// What it is: unit, resource, hazard, area, road-closure, shelter,
+    /// casualties, note, or another word (a-z, 0-9, -).
+    #[arg(long)]
+    kind: String,
+    /// Its status, e.g. `en route`, `closed`, `full`.
+    #[arg(long, default_value = "")]
+    status: String,
+    /// Where it is: WGS84 latitude,longitude in degrees (`59.33,18.07`).
+    #[arg(long, conflicts_with = "geojson", value_name = "LAT,LON")]
+    point: Option<String>,
+    /// Where it is: a file holding a GeoJSON geometry (Point, LineString,
+    /// Polygon, …; RFC 7946, [longitude, latitude]).
+    #[arg(long, value_name = "FILE")]
+    geojson: Option<std::path::PathBuf>,
+    /// A free field, NAME=VALUE (repeat for more), e.g. `--field beds=12`.
+    #[arg(long = "field", value_name = "NAME=VALUE")]
+    fields: Vec<String>,
+    /// Whose entry: this org's (the default). Another org's is refused:
+    /// only its owner changes it; comment in the incident's channel.
+    #[arg(long, default_value = "")]
+    owner: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RemoveArgs {
+    /// The incident: `name` (this org's) or `home/name`.
+    incident: String,
+    /// The key of this org's entry to remove.
+    key: String,
+    /// Whose entry: this org's (the default). Another org's is refused:
+    /// only its owner changes it; comment in the incident's channel.
+    #[arg(long, default_value = "")]
+    owner: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+/// `--until`: a time, or a duration from now; Unix ms.
+fn until(given: &str) -> anyhow::Result<u64> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(given) {
+        let ms = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| anyhow::anyhow!("--until {given} lies before 1970"))?
+            .as_millis();
+        return Ok(ms as u64);
+    }
+    let d = humantime::parse_duration(given).map_err(|_| {
+        anyhow::anyhow!(
+            "--until {given:?} is neither a time (2026-12-01T18:00:00Z) nor a duration (8h, 3days)"
+        )
+    })?;
+    Ok(samband::model::unix_ms() + d.as_millis() as u64)
+}
+
+pub(crate) async fn open(args: OpenArgs) -> anyhow::Result<()> {
+    let until_unix_ms = args.until.as_deref().map(until).transpose()?.unwrap_or(0);
+    let req = proto::OpenIncidentRequest {
+        name: args.name,
+        with: args.with,
+        exercise: args.exercise,
+        until_unix_ms,
+    };
+    let info = client(&args.conn)
+        .await?
+        .open_incident(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if args.conn.json {
+        out!("{}", output::incident(&info, true));
+    } else {
+        out!("opened {}", output::incident(&info, false));
+        out!(
+            "its channel is {}: post with samband post {} TEXT; map with samband picture set",
+            info.id,
+            info.id
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn close(args: NameArgs) -> anyhow::Result<()> {
+    let req = proto::CloseIncidentRequest {
+        incident: args.incident,
+    };
+    let info = client(&args.conn)
+        .await?
+        .close_incident(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if args.conn.json {
+        out!("{}", output::incident(&info, true));
+    } else {
+        out!("closed {}", output::incident(&info, false));
+        out!("every participant's copy is now read-only, with everything received kept");
+    }
+    Ok(())
+}
+
+pub(crate) async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let list = client(&args.conn)
+        .await?
+        .list_incidents(proto::ListIncidentsRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if list.incidents.is_empty() && !args.conn.json {
+        out!("no incidents (an admin opens one with: samband incident open NAME --with ORG)");
+    }
+    for i in &list.incidents {
+        out!("{}", output::incident(i, args.conn.json));
+    }
+    Ok(())
+}
+
+pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
+    let mut c = client(&args.conn).await?;
+    let list = c
+        .list_incidents(proto::ListIncidentsRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let wanted = |i: &&proto::IncidentInfo| i.id == args.incident || i.name == args.incident;
+    let Some(info) = list.incidents.iter().find(wanted) else {
+        anyhow::bail!(
+            "no incident {} on this node (samband incident list shows them)",
+            args.incident
+        );
+    };
+    let picture = c
+        .picture(proto::PictureRequest {
+            incident: info.id.clone(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if args.conn.json {
+        let entries: Vec<serde_json::Value> = picture
+            .entries
+            .iter()
+            .filter_map(|e| serde_json::from_str(&output::entry(e, true)).ok())
+            .collect();
+        let mut shown: serde_json::Value = serde_json::from_str(&output::incident(info, true))?;
+        shown["picture"] = serde_json::Value::Array(entries);
+        out!("{shown}");
+        return Ok(());
+    }
+    out!("{}", output::incident(info, false));
+    out!("picture: {} entries", picture.entries.len());
+    for e in &picture.entries {
+        out!("  {}", output::entry(e, false));
+    }
+    Ok(())
+}
+
+/// The picture as a GeoJSON FeatureCollection (RFC 7946): each entry with
+/// a geometry is a Feature.
+fn feature_collection(entries: &[proto::PictureEntry]) -> geojson::FeatureCollection {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let geometry: geojson::Geometry = e.geometry.parse().ok()?;
+            let mut properties = geojson::JsonObject::new();
+            let fields: serde_json::Map<String, serde_json::Value> = e
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                .collect();
+            for (name, value) in [
+                ("owner", serde_json::Value::from(e.owner.as_str())),
+                ("key", e.key.as_str().into()),
+                ("kind", e.kind.as_str().into()),
+                ("status", e.status.as_str().into()),
+                ("author", e.author.as_str().into()),
+                ("time", samband::model::rfc3339_ms(e.unix_ms).into()),
+                ("exercise", e.exercise.into()),
+                ("fields", fields.into()),
+            ] {
+                properties.insert(name.to_owned(), value);
+            }
+            Some(geojson::Feature {
+                bbox: None,
+                geometry: Some(geometry),
+                id: Some(geojson::feature::Id::String(format!(
+                    "{}/{}",
+                    e.owner, e.key
+                ))),
+                properties: Some(properties),
+                foreign_members: None,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn show_picture(args: ShowPictureArgs) -> anyhow::Result<()> {
+    let picture = client(&args.conn)
+        .await?
+        .picture(proto::PictureRequest {
+            incident: args.incident.clone(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if args.geojson {
+        out!("{}", feature_collection(&picture.entries));
+        return Ok(());
+    }
+    if picture.entries.is_empty() && !args.conn.json {
+        out!(
+            "the picture of {} is empty (samband picture set {} KEY --kind unit …)",
+            args.incident,
+            args.incident
+        );
+    }
+    for e in &picture.entries {
+        out!("{}", output::entry(e, args.conn.json));
+    }
+    Ok(())
+}
+
+/// `--point LAT,LON` as a GeoJSON Point ([longitude, latitude]).
+fn point(given: &str) -> anyhow::Result<String> {
+    let parsed = given.split_once(',').and_then(|(lat, lon)| {
+        Some((
+            lat.trim().parse::<f64>().ok()?,
+            lon.trim().parse::<f64>().ok()?,
+        ))
+    });
+    let Some((lat, lon)) = parsed else {
+        anyhow::bail!("--point {given:?}: give latitude,longitude in degrees, e.g. 59.33,18.07");
+    };
+    Ok(geojson::Geometry::new_point([lon, lat]).to_string())
+}
+
+pub(crate) async fn set(args: SetArgs) -> anyhow::Result<()> {
+    let geometry = match (&args.point, &args.geojson) {
+        (Some(p), _) => point(p)?,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?,
+        (None, None) => String::new(),
+    };
+    let mut fields = HashMap::new();
+    for f in &args.fields {
+        let Some((name, value)) = f.split_once('=') else {
+            anyhow::bail!("--field {f:?}: give NAME=VALUE, e.g. --field beds=12");
+        };
+        fields.insert(name.to_owned(), value.to_owned());
+    }
+    let req = proto::SetEntryRequest {
+        incident: args.incident,
+        key: args.key,
+        kind: args.kind,
+        status: args.status,
+        geometry,
+        fields,
+        owner: args.owner,
+    };
+    let entry = client(&args.conn)
+        .await?
+        .set_entry(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    out!("{}", output::entry(&entry, args.conn.json));
+    Ok(())
+}
+
+pub(crate) async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
+    let req = proto::RemoveEntryRequest {
+        incident: args.incident,
+        key: args.key,
+        owner: args.owner,
+    };
+    let entry = client(&args.conn)
+        .await?
+        .remove_entry(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    out!("{}", output::entry(&entry, args.conn.json));
+    Ok(())
+}

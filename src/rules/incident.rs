@@ -1,0 +1,161 @@
+//! Incidents: what the home states of an incident in its roster snapshots
+//! (`Roster.incident`), and what follows from it on every participant.
+//!
+//! An incident is opened with its name, exercise flag, opening time and
+//! optional end (`until`), none of which ever changes, and is closed once.
+//! A snapshot that says otherwise is refused: a home cannot turn an
+//! exercise into the real thing, reopen a closed incident, or move its end.
+//!
+//! The end is decided per message, by the message's own signed timestamp:
+//! a message stamped at or after `until` is refused by every node, the
+//! home's own and a late relay's alike, so every participant keeps the same
+//! messages whether or not the home is up when the time passes. Closing
+//! removes every participant from the roster (`RosterEdit::Remove`), whose
+//! lines (`last_seq`) already say which messages stand.
+
+use crate::proto::{ChannelRecord, Incident};
+
+use super::Reject;
+
+/// Where an incident stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentState {
+    Active,
+    /// Its home closed it.
+    Closed,
+    /// Its `until` time passed.
+    Ended,
+}
+
+impl IncidentState {
+    /// Its name in CLI output, JSON and gRPC.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Active => "active",
+            IncidentState::Closed => "closed",
+            IncidentState::Ended => "ended",
+        }
+    }
+}
+
+/// Where `incident` stands at `now_unix_ms`.
+pub fn state(incident: &Incident, now_unix_ms: u64) -> IncidentState {
+    if incident.closed_unix_ms > 0 {
+        IncidentState::Closed
+    } else if incident.until_unix_ms > 0 && now_unix_ms >= incident.until_unix_ms {
+        IncidentState::Ended
+    } else {
+        IncidentState::Active
+    }
+}
+
+/// Whether the channel of `record` takes no new message at `now_unix_ms`:
+/// its incident is closed or ended.
+pub fn is_over(record: &ChannelRecord, now_unix_ms: u64) -> bool {
+    record
+        .incident
+        .as_ref()
+        .is_some_and(|i| state(i, now_unix_ms) != IncidentState::Active)
+}
+
+/// Whether a message stamped `stamped_unix_ms` (its hlc's wall time) lies
+/// at or after the end of the channel's incident: refused everywhere.
+pub fn stamped_after_end(record: &ChannelRecord, stamped_unix_ms: u64) -> bool {
+    record
+        .incident
+        .as_ref()
+        .is_some_and(|i| i.until_unix_ms > 0 && stamped_unix_ms >= i.until_unix_ms)
+}
+
+/// Checks what a newer snapshot of the home states of the incident against
+/// what this node holds: once stated, an incident keeps its name, exercise
+/// flag, opening time and end, and its closing time once set.
+pub(super) fn check_change(
+    held: Option<&Incident>,
+    stated: Option<&Incident>,
+) -> Result<(), Reject> {
+    let (held, stated) = match (held, stated) {
+        (None, _) => return Ok(()),
+        (Some(_), None) => {
+            return Err(Reject::IncidentChanged(
+                "a roster that drops the incident it stated before",
+            ));
+        }
+        (Some(h), Some(s)) => (h, s),
+    };
+    if held.name != stated.name || held.opened_unix_ms != stated.opened_unix_ms {
+        return Err(Reject::IncidentChanged("another name or opening time"));
+    }
+    if held.exercise != stated.exercise {
+        return Err(Reject::IncidentChanged(
+            "an exercise turned real, or the real thing into an exercise",
+        ));
+    }
+    if held.until_unix_ms != stated.until_unix_ms {
+        return Err(Reject::IncidentChanged("another end (until)"));
+    }
+    if held.closed_unix_ms > 0 && stated.closed_unix_ms != held.closed_unix_ms {
+        return Err(Reject::IncidentChanged("a closed incident reopened"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flood() -> Incident {
+        Incident {
+            name: "flood".into(),
+            exercise: true,
+            opened_unix_ms: 1_000,
+            until_unix_ms: 5_000,
+            closed_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_incident_ends_at_until_or_when_closed_and_never_changes_what_it_is() {
+        let open = flood();
+        assert_eq!(state(&open, 4_999), IncidentState::Active);
+        assert_eq!(state(&open, 5_000), IncidentState::Ended);
+        let closed = Incident {
+            closed_unix_ms: 2_000,
+            ..flood()
+        };
+        assert_eq!(state(&closed, 2_500), IncidentState::Closed);
+        assert_eq!(check_change(Some(&open), Some(&closed)), Ok(()));
+        assert_eq!(check_change(None, Some(&open)), Ok(()));
+        let real = Incident {
+            exercise: false,
+            ..flood()
+        };
+        let later = Incident {
+            until_unix_ms: 9_000,
+            ..flood()
+        };
+        let renamed = Incident {
+            name: "fire".into(),
+            ..flood()
+        };
+        for (changed, why) in [
+            (Some(&real), "exercise"),
+            (Some(&later), "until"),
+            (Some(&renamed), "name"),
+            (None, "dropped"),
+        ] {
+            assert!(check_change(Some(&open), changed).is_err(), "{why}");
+        }
+        assert!(
+            check_change(Some(&closed), Some(&open)).is_err(),
+            "reopened"
+        );
+        let record = ChannelRecord {
+            incident: Some(open),
+            ..Default::default()
+        };
+        assert!(!stamped_after_end(&record, 4_999));
+        assert!(stamped_after_end(&record, 5_000));
+        assert!(!stamped_after_end(&ChannelRecord::default(), u64::MAX));
+    }
+}

@@ -1,0 +1,480 @@
+//! Incidents across real nodes: opened with two partners, each agency
+//! putting its own entries in the shared situational picture, the picture
+//! converging on all three (also after a partition), closing archiving it
+//! on every participant, the end (`until`) passing with the home down, the
+//! exercise marking, and the refusals of bad input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Client, Proxy, TestNode, eventually, operator_channel};
+use samband::proto::{self, incidents_client::IncidentsClient};
+use tonic::transport::Channel;
+
+type Incidents = IncidentsClient<Channel>;
+
+async fn incidents(node: &TestNode) -> Incidents {
+    IncidentsClient::new(operator_channel(&node.dir(), node.addr).await)
+}
+
+async fn open(
+    c: &mut Incidents,
+    name: &str,
+    with: &[&str],
+    exercise: bool,
+    until_unix_ms: u64,
+) -> Result<proto::IncidentInfo, tonic::Status> {
+    let req = proto::OpenIncidentRequest {
+        name: name.into(),
+        with: with.iter().map(|s| s.to_string()).collect(),
+        exercise,
+        until_unix_ms,
+    };
+    Ok(c.open_incident(req).await?.into_inner())
+}
+
+fn point(lat: f64, lon: f64) -> String {
+    format!(r#"{{"type":"Point","coordinates":[{lon},{lat}]}}"#)
+}
+
+async fn set(
+    c: &mut Incidents,
+    incident: &str,
+    key: &str,
+    kind: &str,
+    status: &str,
+    geometry: &str,
+) -> Result<proto::PictureEntry, tonic::Status> {
+    let req = proto::SetEntryRequest {
+        incident: incident.into(),
+        key: key.into(),
+        kind: kind.into(),
+        status: status.into(),
+        geometry: geometry.into(),
+        fields: HashMap::from([("crew".to_string(), "4".to_string())]),
+        owner: String::new(),
+    };
+    Ok(c.set_entry(req).await?.into_inner())
+}
+
+/// The picture as (owner, key, status) triples, or None while the node
+/// does not hold the incident.
+async fn picture(c: &mut Incidents, incident: &str) -> Option<Vec<(String, String, String)>> {
+    let req = proto::PictureRequest {
+        incident: incident.into(),
+    };
+    let entries = c.picture(req).await.ok()?.into_inner().entries;
+    Some(
+        entries
+            .into_iter()
+            .map(|e| (e.owner, e.key, e.status))
+            .collect(),
+    )
+}
+
+/// Waits until every node shows `expected` as the incident's picture.
+async fn pictures_are(nodes: &mut [Incidents], incident: &str, expected: &[(&str, &str, &str)]) {
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(o, k, s)| (o.to_string(), k.to_string(), s.to_string()))
+        .collect();
+    for (i, c) in nodes.iter_mut().enumerate() {
+        let what = format!("node {i} to show the picture {expected:?}");
+        eventually(&what, || {
+            let mut c = c.clone();
+            let expected = expected.clone();
+            async move { picture(&mut c, incident).await.filter(|p| *p == expected) }
+        })
+        .await;
+    }
+}
+
+async fn incident_state(c: &mut Incidents, id: &str) -> Option<proto::IncidentInfo> {
+    let list = c
+        .list_incidents(proto::ListIncidentsRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    list.incidents.into_iter().find(|i| i.id == id)
+}
+
+async fn post(c: &mut Client, channel: &str, text: &str) -> Result<(), tonic::Status> {
+    c.post(common::post_request(channel, text))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn a_three_agency_incident_shares_one_picture_also_after_a_partition_and_closes_everywhere() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    let region = TestNode::start("region.example").await;
+    // Rescue behind a proxy that partitions it; the region reaches rescue
+    // only through police (the home relays).
+    let proxy = Proxy::start(rescue.fed_addr).await;
+    police.dials(&rescue, proxy.addr).await;
+    police.peer_with(&region).await;
+    let mut p = incidents(&police).await;
+    let info = open(
+        &mut p,
+        "flood",
+        &["rescue.example", "region.example"],
+        false,
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(info.id, "police.example/flood");
+    assert_eq!(info.state, "active");
+    let id = info.id.clone();
+    let (mut r, mut g) = (incidents(&rescue).await, incidents(&region).await);
+    for (c, who) in [(&mut r, "rescue"), (&mut g, "region")] {
+        eventually(&format!("{who} to join the incident"), || {
+            let mut c = c.clone();
+            let id = id.clone();
+            async move { incident_state(&mut c, &id).await }
+        })
+        .await;
+    }
+    // Each agency maps its own units and closures.
+    set(
+        &mut p,
+        &id,
+        "patrol-1",
+        "unit",
+        "on scene",
+        &point(59.33, 18.07),
+    )
+    .await
+    .unwrap();
+    set(
+        &mut r,
+        &id,
+        "boat-3",
+        "unit",
+        "en route",
+        &point(59.34, 18.10),
+    )
+    .await
+    .unwrap();
+    let polygon =
+        r#"{"type":"Polygon","coordinates":[[[18.0,59.3],[18.1,59.3],[18.1,59.4],[18.0,59.3]]]}"#;
+    set(&mut g, &id, "school", "shelter", "open", polygon)
+        .await
+        .unwrap();
+    let mut all = [p.clone(), r.clone(), g.clone()];
+    pictures_are(
+        &mut all,
+        &id,
+        &[
+            ("police.example", "patrol-1", "on scene"),
+            ("region.example", "school", "open"),
+            ("rescue.example", "boat-3", "en route"),
+        ],
+    )
+    .await;
+
+    // Partitioned, police and rescue each change their own entries.
+    proxy.cut();
+    set(
+        &mut r,
+        &id,
+        "boat-3",
+        "unit",
+        "on scene",
+        &point(59.33, 18.08),
+    )
+    .await
+    .unwrap();
+    p.remove_entry(proto::RemoveEntryRequest {
+        incident: id.clone(),
+        key: "patrol-1".into(),
+        owner: String::new(),
+    })
+    .await
+    .unwrap();
+    set(&mut g, &id, "school", "shelter", "full", polygon)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        picture(&mut r, &id).await.unwrap(),
+        [
+            (
+                "police.example".into(),
+                "patrol-1".into(),
+                "on scene".into()
+            ),
+            ("region.example".into(), "school".into(), "open".into()),
+            ("rescue.example".into(), "boat-3".into(), "on scene".into()),
+        ],
+        "rescue sees only its own change while cut off"
+    );
+    let healed = std::time::Instant::now();
+    proxy.heal();
+    pictures_are(
+        &mut all,
+        &id,
+        &[
+            ("region.example", "school", "full"),
+            ("rescue.example", "boat-3", "on scene"),
+        ],
+    )
+    .await;
+    eprintln!(
+        "picture converged on all three {} ms after the partition healed",
+        healed.elapsed().as_millis()
+    );
+
+    // Only an entry's owner changes it.
+    let theirs = r
+        .remove_entry(proto::RemoveEntryRequest {
+            incident: id.clone(),
+            key: "school".into(),
+            owner: "region.example".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.code(), tonic::Code::PermissionDenied, "{theirs:?}");
+    assert!(theirs.message().contains("only its owner"), "{theirs:?}");
+
+    // Closing archives it on every participant, keeping what each holds.
+    let mut rescue_member = rescue.operator().await;
+    post(&mut rescue_member, &id, "Boat 3 returning")
+        .await
+        .unwrap();
+    // (What the home holds when it closes stands everywhere: wait for it
+    // there, or the line it draws leaves the message at rescue alone.)
+    let region_member = region.operator().await;
+    eventually("rescue's message at the region", || {
+        let mut c = region_member.clone();
+        let id = id.clone();
+        async move {
+            let t = common::texts(&mut c, &id).await;
+            t.iter()
+                .any(|(_, _, t)| t == "Boat 3 returning")
+                .then_some(())
+        }
+    })
+    .await;
+    let closed = p
+        .close_incident(proto::CloseIncidentRequest {
+            incident: "flood".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(closed.state, "closed");
+    let again = p
+        .close_incident(proto::CloseIncidentRequest {
+            incident: "flood".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    assert!(again.message().contains("closed already"), "{again:?}");
+    for (node, who) in [
+        (&rescue, "rescue"),
+        (&region, "region"),
+        (&police, "police"),
+    ] {
+        let c = node.operator().await;
+        eventually(&format!("{who} to archive the incident"), || {
+            let c = c.clone();
+            let id = id.clone();
+            async move {
+                common::channel_state(&c, &id)
+                    .await
+                    .filter(|s| s == "archived")
+            }
+        })
+        .await;
+        let refused = post(&mut c.clone(), &id, "after the end")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{who}: {refused:?}"
+        );
+        let texts = common::texts(&mut c.clone(), &id).await;
+        assert!(
+            texts.iter().any(|(_, _, t)| t == "Boat 3 returning"),
+            "{who} keeps what it received"
+        );
+    }
+    let late = set(&mut g, &id, "school", "shelter", "closed", polygon)
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late:?}");
+    for (c, who) in [(&mut r, "rescue"), (&mut g, "region")] {
+        let shown = eventually(&format!("{who} to show it closed"), || {
+            let mut c = c.clone();
+            let id = id.clone();
+            async move {
+                incident_state(&mut c, &id)
+                    .await
+                    .filter(|i| i.state == "closed")
+            }
+        })
+        .await;
+        assert_eq!(
+            shown.participants,
+            ["police.example", "rescue.example", "region.example"],
+            "{who}"
+        );
+    }
+    let log = common::audit_log(&mut police.admin().await).await;
+    for event in ["incident.opened", "incident.closed"] {
+        assert!(log.iter().any(|e| e.event == event), "{event} audited");
+    }
+    police.stop().await;
+    rescue.stop().await;
+    region.stop().await;
+}
+
+#[tokio::test]
+async fn an_exercise_is_marked_everywhere_and_ends_at_until_on_each_participant_even_with_the_home_down()
+ {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    police.peer_with(&rescue).await;
+    let mut p = incidents(&police).await;
+    let until = samband::model::unix_ms() + 4_000;
+    let info = open(&mut p, "drill", &["rescue.example"], true, until)
+        .await
+        .unwrap();
+    assert!(info.exercise);
+    let id = info.id;
+    let mut r = incidents(&rescue).await;
+    let shown = eventually("rescue to join the exercise", || {
+        let mut r = r.clone();
+        let id = id.clone();
+        async move { incident_state(&mut r, &id).await }
+    })
+    .await;
+    assert!(shown.exercise && shown.until_unix_ms == until, "{shown:?}");
+    let mut police_member = police.operator().await;
+    post(&mut police_member, &id, "Drill: dam breach at Kvarnholmen")
+        .await
+        .unwrap();
+    let entry = set(&mut r, &id, "boat-1", "unit", "ready", "")
+        .await
+        .unwrap();
+    assert!(entry.exercise, "the entry is marked at its owner");
+    let mut rescue_member = rescue.operator().await;
+    let history = eventually("the drill message at rescue", || {
+        let mut c = rescue_member.clone();
+        let id = id.clone();
+        async move {
+            let h = common::all_history(&mut c, &id).await;
+            h.iter().any(|m| m.text.starts_with("Drill")).then_some(h)
+        }
+    })
+    .await;
+    assert!(
+        history.iter().all(|m| m.exercise),
+        "every message of an exercise is marked: {history:?}"
+    );
+    let entries = eventually("rescue's entry at police", || {
+        let mut p = p.clone();
+        let id = id.clone();
+        async move {
+            let req = proto::PictureRequest { incident: id };
+            let got = p.picture(req).await.ok()?.into_inner();
+            (!got.entries.is_empty()).then_some(got)
+        }
+    })
+    .await;
+    assert!(entries.exercise && entries.entries.iter().all(|e| e.exercise));
+    // The home goes down; the end passes anyway, at rescue.
+    let police_dir = police.stop().await;
+    let wait = until.saturating_sub(samband::model::unix_ms()) + 200;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let refused = post(&mut rescue_member, &id, "too late").await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("past its end"), "{refused:?}");
+    let ended = incident_state(&mut r, &id).await.unwrap();
+    assert_eq!(ended.state, "ended");
+    assert_eq!(
+        common::channel_state(&rescue_member, &id).await.as_deref(),
+        Some("archived")
+    );
+    drop(police_dir);
+    rescue.stop().await;
+}
+
+#[tokio::test]
+async fn bad_incidents_and_entries_are_refused_with_what_to_do() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    police.peer_with(&rescue).await;
+    let mut p = incidents(&police).await;
+    let past = samband::model::unix_ms() - 60_000;
+    let e = open(&mut p, "late", &["rescue.example"], false, past)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("lies in the past"), "{e:?}");
+    let e = open(&mut p, "lonely", &["nobody.example"], false, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not a configured peer"), "{e:?}");
+    let id = open(&mut p, "fire", &["rescue.example"], false, 0)
+        .await
+        .unwrap()
+        .id;
+    let e = open(&mut p, "fire", &["rescue.example"], false, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    for (geometry, why) in [
+        (r#"{"type":"Point","coordinates":[18.07,95.0]}"#, "latitude"),
+        (
+            r#"{"type":"Polygon","coordinates":[[[18,59],[18.1,59],[18.1,59.1],[18.2,59.1]]]}"#,
+            "not closed",
+        ),
+        ("{}", "not a GeoJSON geometry"),
+    ] {
+        let e = set(&mut p, &id, "zone", "hazard", "", geometry)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(why), "{why}: {e:?}");
+    }
+    let e = set(&mut p, &id, "zone", "Hazard Zone", "", "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // A channel that runs no incident has no picture.
+    let mut op = police.operator().await;
+    let plain = common::create_channel(&mut op, "ops").await;
+    let e = set(&mut p, &plain, "x", "unit", "", "").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    // A member cannot open one.
+    let alice = police.bundle("alice", samband::model::Role::Member);
+    let channel = samband::client::connect_channel(&alice, Some(&police.addr.to_string()))
+        .await
+        .unwrap();
+    let e = open(
+        &mut IncidentsClient::new(channel),
+        "mine",
+        &["rescue.example"],
+        false,
+        0,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    police.stop().await;
+    rescue.stop().await;
+}
