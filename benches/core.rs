@@ -74,6 +74,7 @@ fn envelopes(c: &mut Criterion) {
             withheld_through: vec![],
         }],
         roster_seq: 1,
+        incident: None,
     };
     let (local, sender) = (
         OrgId::parse("police.example").unwrap(),
