@@ -32,6 +32,7 @@
 
 mod api;
 pub mod audit;
+pub mod cap;
 pub mod client;
 pub mod config;
 pub mod engine;

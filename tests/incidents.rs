@@ -478,3 +478,204 @@ async fn bad_incidents_and_entries_are_refused_with_what_to_do() {
     police.stop().await;
     rescue.stop().await;
 }
+
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cap-samples");
+
+fn sample(name: &str) -> String {
+    std::fs::read_to_string(format!("{SAMPLES}/{name}")).unwrap()
+}
+
+async fn import(
+    c: &mut Incidents,
+    incident: &str,
+    alert: &str,
+) -> Result<proto::ImportCapResponse, tonic::Status> {
+    let req = proto::ImportCapRequest {
+        incident: incident.into(),
+        alert: alert.into(),
+    };
+    Ok(c.import_cap(req).await?.into_inner())
+}
+
+#[tokio::test]
+async fn every_cap_sample_imports_reaches_the_partner_and_exports_again_as_the_same_alert() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    police.peer_with(&rescue).await;
+    let mut p = incidents(&police).await;
+    let id = open(&mut p, "storm", &["rescue.example"], false, 0)
+        .await
+        .unwrap()
+        .id;
+    let mut names: Vec<String> = std::fs::read_dir(SAMPLES)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".xml"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 7);
+    let mut imported = Vec::new();
+    for name in &names {
+        let xml = sample(name);
+        let done = import(&mut p, &id, &xml)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        imported.push((name.clone(), xml, done));
+    }
+    // The thunderstorm warning's polygon is an area of police's picture.
+    let storm = &imported
+        .iter()
+        .find(|(n, ..)| n.contains("adot2"))
+        .unwrap()
+        .2;
+    assert_eq!(storm.entries.len(), 1, "{storm:?}");
+    // The IPAWS alert's embedded MP3 became a file of its message.
+    let mp3 = &imported
+        .iter()
+        .find(|(n, ..)| n.contains("5e6dd964"))
+        .unwrap()
+        .2;
+    assert_eq!(mp3.attachments.len(), 1, "{mp3:?}");
+    let mut r = incidents(&rescue).await;
+    let area_key = storm.entries[0].clone();
+    let shown = eventually("the storm's area at rescue", || {
+        let mut r = r.clone();
+        let id = id.clone();
+        let key = area_key.clone();
+        async move {
+            let req = proto::PictureRequest { incident: id };
+            let got = r.picture(req).await.ok()?.into_inner();
+            got.entries.into_iter().find(|e| e.key == key)
+        }
+    })
+    .await;
+    assert_eq!(shown.owner, "police.example");
+    assert!(shown.geometry.contains("Polygon"), "{shown:?}");
+    // Exported again (at rescue, once the alerts' files arrived), each
+    // alert reads as the one imported.
+    let exported = eventually("every alert exportable at rescue", || {
+        let mut r = r.clone();
+        let id = id.clone();
+        async move {
+            let req = proto::ExportCapRequest { incident: id };
+            let got = r.export_cap(req).await.ok()?.into_inner().alerts;
+            (got.iter().filter(|a| a.imported).count() == 7).then_some(got)
+        }
+    })
+    .await;
+    for (name, xml, _) in &imported {
+        let original = samband::cap::parse(xml).unwrap();
+        let again = exported
+            .iter()
+            .filter(|a| a.imported)
+            .map(|a| samband::cap::parse(&a.xml).unwrap())
+            .find(|a| a.identifier == original.identifier && a.sender == original.sender)
+            .unwrap_or_else(|| panic!("{name} not exported"));
+        assert_eq!(again, original, "{name} exports as the same alert");
+    }
+    // A message exports as an alert of its origin org.
+    let mut rescue_member = rescue.operator().await;
+    post(&mut rescue_member, &id, "Boats ready at the harbour")
+        .await
+        .unwrap();
+    let alerts = r
+        .export_cap(proto::ExportCapRequest {
+            incident: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    let made = alerts
+        .iter()
+        .find(|a| !a.imported && a.xml.contains("Boats ready"))
+        .unwrap();
+    let alert = samband::cap::parse(&made.xml).unwrap();
+    assert_eq!(alert.sender.as_str(), "rescue.example");
+    assert_eq!(samband::cap::status_word(&alert.status), "Actual");
+    police.stop().await;
+    rescue.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_replaces_and_a_cancel_removes_what_the_alert_made_and_exercise_never_mixes() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    police.peer_with(&rescue).await;
+    let mut p = incidents(&police).await;
+    let id = open(&mut p, "storm", &["rescue.example"], false, 0)
+        .await
+        .unwrap()
+        .id;
+    let warning = sample("v1dot2_appendix_adot2.xml");
+    let first = import(&mut p, &id, &warning).await.unwrap();
+    // An Update of it (made from the sample in memory, written by oasiscap).
+    let original = samband::cap::parse(&warning).unwrap();
+    let mut update = original.clone();
+    update.identifier = "KSTO1055887204".parse().unwrap();
+    update.message_type = oasiscap::v1dot2::MessageType::Update;
+    let reference = format!(
+        "{},{},{}",
+        original.sender, original.identifier, original.sent
+    );
+    update.references = Some(reference.parse().unwrap());
+    let updated = import(&mut p, &id, &samband::cap::write(update.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        updated.removed, first.entries,
+        "the update replaces the warning's area"
+    );
+    assert_eq!(updated.entries.len(), 1);
+    let mut cancel = update.clone();
+    cancel.identifier = "KSTO1055887205".parse().unwrap();
+    cancel.message_type = oasiscap::v1dot2::MessageType::Cancel;
+    let reference = format!("{},{},{}", update.sender, update.identifier, update.sent);
+    cancel.references = Some(reference.parse().unwrap());
+    let cancelled = import(&mut p, &id, &samband::cap::write(cancel))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.removed, updated.entries);
+    assert!(cancelled.entries.is_empty());
+    let left = picture(&mut p, &id).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    // Exercise content never goes into a real incident, nor the reverse.
+    let drill = warning.replace("<status>Actual</status>", "<status>Exercise</status>");
+    let e = import(&mut p, &id, &drill).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("never mixed into a real incident"),
+        "{e:?}"
+    );
+    let exercise = open(&mut p, "drill", &["rescue.example"], true, 0)
+        .await
+        .unwrap()
+        .id;
+    let e = import(&mut p, &exercise, &warning).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    import(&mut p, &exercise, &drill).await.unwrap();
+    let alerts = p
+        .export_cap(proto::ExportCapRequest { incident: exercise })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert!(alerts.iter().all(|a| {
+        let status = samband::cap::parse(&a.xml).unwrap().status;
+        samband::cap::status_word(&status) == "Exercise"
+    }));
+    // Not CAP, and too large: refused saying so.
+    let e = import(&mut p, &id, "<html/>").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let huge = format!("{warning}{}", " ".repeat(10 << 20));
+    let e = import(&mut p, &id, &huge).await.unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+        ),
+        "{e:?}"
+    );
+    police.stop().await;
+    rescue.stop().await;
+}

@@ -98,10 +98,17 @@ pub(super) fn message(
             .as_ref()
             .and_then(|r| r.incident.as_ref())
             .is_some_and(|i| i.exercise),
-        cap_alert: post
+        cap: post
             .as_ref()
-            .map(|p| p.cap_alert.clone())
-            .unwrap_or_default(),
+            .and_then(|p| p.cap.as_ref())
+            .map(|c| proto::CapInfo {
+                identifier: c.identifier.clone(),
+                sender: c.sender.clone(),
+                sent: c.sent.clone(),
+                status: c.status.clone(),
+                msg_type: c.msg_type.clone(),
+                sha256: hex::encode(&c.sha256),
+            }),
         entry,
         refused_by: api
             .refusals
@@ -351,7 +358,7 @@ pub(super) fn new_post(
         ack: super::acks::ack_request(&req, priority)?,
         text: req.text,
         files,
-        cap_alert: String::new(),
+        cap: None,
     };
     Ok(NewPost {
         channel,
@@ -402,12 +409,26 @@ pub(super) async fn post(
     member: &Member,
     req: proto::PostRequest,
 ) -> Result<Arc<Stored>, ApiError> {
+    post_carrying(shared, member, req, None).await
+}
+
+/// [`post`], for a message that carries the CAP alert `cap` (its XML
+/// among `req`'s attachments).
+pub(super) async fn post_carrying(
+    shared: &ApiContext,
+    member: &Member,
+    req: proto::PostRequest,
+    cap: Option<proto::CapAlert>,
+) -> Result<Arc<Stored>, ApiError> {
     let _files = if req.attachments.is_empty() {
         None
     } else {
         Some(shared.store.files().posting().await)
     };
-    let post = new_post(shared, member, req)?;
+    let mut post = new_post(shared, member, req)?;
+    if let crate::engine::Content::Message(body) = &mut post.content {
+        body.cap = cap;
+    }
     Ok(shared.writer.post(post).await?)
 }
 

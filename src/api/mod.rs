@@ -192,8 +192,9 @@ pub(crate) async fn client_router(
     let max_request = shared.limits.max_body_bytes.max(crate::model::CHUNK_BYTES) + 64 * 1024;
     let messaging = MessagingServer::new(messaging::Messaging::new(shared.clone(), fed.clone()))
         .max_decoding_message_size(max_request);
+    // A CAP alert comes whole in one ImportCap request.
     let incidents = IncidentsServer::new(incidents::Incidents::new(shared.clone(), fed.clone()))
-        .max_decoding_message_size(max_request);
+        .max_decoding_message_size(crate::cap::MAX_ALERT_BYTES + 64 * 1024);
     let services = [
         MessagingServer::<messaging::Messaging>::NAME,
         AdminServer::<admin::Admin>::NAME,

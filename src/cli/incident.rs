@@ -352,3 +352,113 @@ pub(crate) async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     out!("{}", output::entry(&entry, args.conn.json));
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub(crate) struct CapImportArgs {
+    /// The CAP 1.2 alert (an XML file; `-` reads standard input).
+    file: std::path::PathBuf,
+    /// The incident it goes into: `name` (this org's) or `home/name`.
+    #[arg(long)]
+    incident: String,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CapExportArgs {
+    /// The incident: `name` (this org's) or `home/name`.
+    incident: String,
+    /// Directory to write the alerts to, one `IDENTIFIER.xml` each
+    /// (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    conn: Connection,
+}
+
+pub(crate) async fn cap_import(args: CapImportArgs) -> anyhow::Result<()> {
+    let alert = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?
+    };
+    let req = proto::ImportCapRequest {
+        incident: args.incident.clone(),
+        alert,
+    };
+    let done = client(&args.conn)
+        .await?
+        .import_cap(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if args.conn.json {
+        out!(
+            "{}",
+            serde_json::json!({
+                "cursor": done.cursor, "entries": done.entries,
+                "removed": done.removed, "attachments": done.attachments,
+            })
+        );
+        return Ok(());
+    }
+    out!(
+        "imported into {}: {} picture entries set, {} removed, {} files attached",
+        args.incident,
+        done.entries.len(),
+        done.removed.len(),
+        done.attachments.len() + 1
+    );
+    out!(
+        "where it is: samband receipts {} {}",
+        args.incident,
+        done.cursor
+    );
+    Ok(())
+}
+
+pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
+    let req = proto::ExportCapRequest {
+        incident: args.incident.clone(),
+    };
+    let done = client(&args.conn)
+        .await?
+        .export_cap(req)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
+    for alert in &done.alerts {
+        let name: String = alert
+            .identifier
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let path = args.out.join(format!("{name}.xml"));
+        std::fs::write(&path, &alert.xml)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        if args.conn.json {
+            out!(
+                "{}",
+                serde_json::json!({"identifier": alert.identifier, "file": path, "imported": alert.imported})
+            );
+        }
+    }
+    if !args.conn.json {
+        out!(
+            "wrote {} CAP 1.2 alerts of {} to {}",
+            done.alerts.len(),
+            args.incident,
+            args.out.display()
+        );
+    }
+    Ok(())
+}

@@ -241,6 +241,9 @@ enum Command {
     /// units, closures, hazards and more, merged on every participant.
     #[command(subcommand)]
     Picture(PictureCommand),
+    /// CAP 1.2 alerts in and out of an incident.
+    #[command(subcommand)]
+    Cap(CapCommand),
     /// Post a message to a channel; returns once it is durable on the node.
     #[command(
         after_help = "Examples:\n  samband post ops 'Evacuation of block C complete' --identity alice/\n  echo 'all units: report' | \\\n      samband post ops - --priority urgent --dir /var/lib/samband/node\n  samband post ops 'Bridge at Kvarnholmen' --file bridge.jpg --identity alice/\n  samband post ops 'Close road 73' --priority flash --deadline 10m \\\n      --identity alice/\n  samband post ops 'On our way' --reply-to 0001... --identity bo/"
@@ -337,6 +340,23 @@ enum PictureCommand {
     /// Remove an entry of this org from the picture.
     #[command(after_help = "Example:\n  samband picture remove flood unit-12 --identity alice/")]
     Remove(incident::RemoveArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CapCommand {
+    /// Import a CAP 1.2 alert: a message keeping the whole alert, its areas
+    /// as this org's picture entries; an Update or Cancel replaces or
+    /// removes what the alerts it references made.
+    #[command(
+        after_help = "Examples:\n  samband cap import warning.xml --incident flood --identity alice/\n  curl -s https://alerts.example/cap.xml | \\\n      samband cap import - --incident flood --identity alice/"
+    )]
+    Import(incident::CapImportArgs),
+    /// Export an incident's alerts, and its messages as CAP 1.2 alerts of
+    /// their origin org (status Exercise in an exercise).
+    #[command(
+        after_help = "Example:\n  samband cap export flood --out flood-cap/ --identity alice/"
+    )]
+    Export(incident::CapExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -518,6 +538,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Picture(PictureCommand::Show(a)) => connection::run(incident::show_picture(a)),
         Command::Picture(PictureCommand::Set(a)) => connection::run(incident::set(a)),
         Command::Picture(PictureCommand::Remove(a)) => connection::run(incident::remove(a)),
+        Command::Cap(CapCommand::Import(a)) => connection::run(incident::cap_import(a)),
+        Command::Cap(CapCommand::Export(a)) => connection::run(incident::cap_export(a)),
         Command::Channel(ChannelCommand::Share(a)) => connection::run(channel::share(a)),
         Command::Channel(ChannelCommand::Unshare(a)) => connection::run(channel::unshare(a)),
         Command::Channel(ChannelCommand::Accept(a)) => connection::run(channel::accept(a)),

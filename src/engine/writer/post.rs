@@ -31,7 +31,10 @@ impl Writer {
         let author = post.author.to_string();
         let (kind, body) = match post.content {
             Content::Message(body)
-                if body.files.is_empty() && body.reply_to.is_none() && body.ack.is_none() =>
+                if body.files.is_empty()
+                    && body.reply_to.is_none()
+                    && body.ack.is_none()
+                    && body.cap.is_none() =>
             {
                 (Kind::Text, body.text.into_bytes())
             }
