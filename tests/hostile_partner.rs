@@ -1067,3 +1067,146 @@ async fn forged_acknowledgements_and_retractions_are_rejected_and_audited() {
     assert!(retracted.text.is_empty(), "{retracted:?}");
     node.stop().await;
 }
+
+/// A hostile home of an incident: its forged picture entry in another
+/// org's name, its entry with a latitude off the globe, and its roster
+/// that turns the exercise into the real thing are each rejected and
+/// audited; its own valid entry is taken.
+#[tokio::test]
+async fn forged_picture_entries_and_an_incident_rewritten_are_rejected_and_audited() {
+    use prost::Message as _;
+    let node = common::TestNode::start("police.example").await;
+    let mut admin = node.admin().await;
+    let mallory = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+    let police_key = common::signing_key(&mut admin).await;
+    let op = node.operator().await;
+    let flood = "rescue.example/flood";
+    let (tx, mut responses) = mallory.dial(&node.dir(), node.fed_addr).await;
+    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+        .await
+        .unwrap();
+    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+    let roster = vec![proto::Participant {
+        org: "police.example".into(),
+        signing_key: police_key,
+        active: true,
+        ..Default::default()
+    }];
+    let drill = proto::Incident {
+        name: "flood".into(),
+        exercise: true,
+        opened_unix_ms: 1,
+        ..Default::default()
+    };
+    let key = mallory.pki.message_key().unwrap();
+    let snapshot = |incident: proto::Incident| {
+        samband::rules::snapshot_body(roster.clone(), Some(incident))
+    };
+    let (offer, r1) = mallory.envelope_with(
+        &key,
+        flood,
+        "rescue.example",
+        1,
+        GENESIS_HASH,
+        snapshot(drill.clone()),
+        proto::Kind::Control,
+    );
+    tx.send(frame(Frame::Offer(offer.clone()))).await.unwrap();
+    eventually("police to join mallory's exercise", || async {
+        common::channel_state(&op, flood).await.map(drop)
+    })
+    .await;
+    let entry = |key: &str, geometry: &str| {
+        proto::PictureBody {
+            key: key.into(),
+            kind: "unit".into(),
+            geometry: geometry.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let (own, o2) = mallory.envelope_with(
+        &key,
+        flood,
+        "rescue.example",
+        2,
+        r1,
+        entry("boat-1", r#"{"type":"Point","coordinates":[18.07,59.33]}"#),
+        proto::Kind::Picture,
+    );
+    // Police's "entry", signed with mallory's key.
+    let (forged, _) = mallory.envelope_with(
+        &key,
+        flood,
+        "police.example",
+        1,
+        GENESIS_HASH,
+        entry("patrol-1", ""),
+        proto::Kind::Picture,
+    );
+    let (off_globe, _) = mallory.envelope_with(
+        &key,
+        flood,
+        "rescue.example",
+        3,
+        o2,
+        entry("boat-2", r#"{"type":"Point","coordinates":[18.07,95.0]}"#),
+        proto::Kind::Picture,
+    );
+    tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![offer, own, forged, off_globe],
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    // The exercise turned real, in a later snapshot.
+    let real = proto::Incident {
+        exercise: false,
+        ..drill
+    };
+    let (flip, _) = mallory.envelope_with(
+        &key,
+        flood,
+        "rescue.example",
+        3,
+        o2,
+        snapshot(real),
+        proto::Kind::Control,
+    );
+    tx.send(frame(Frame::Envelopes(proto::EnvelopeBatch {
+        envelopes: vec![flip],
+        ..Default::default()
+    })))
+    .await
+    .unwrap();
+    let reasons = eventually("the three rejections audited", || async {
+        let log = common::audit_log(&mut node.admin().await).await;
+        let reasons: Vec<String> = log
+            .iter()
+            .filter(|e| e.event == "federation.rejected")
+            .filter_map(|e| e.details.get("reason").cloned())
+            .collect();
+        (reasons.len() >= 3).then_some(reasons)
+    })
+    .await;
+    for why in ["signature", "latitude", "exercise turned real"] {
+        assert!(
+            reasons.iter().any(|r| r.contains(why)),
+            "{why} not among {reasons:?}"
+        );
+    }
+    let mut incidents = proto::incidents_client::IncidentsClient::new(
+        common::operator_channel(&node.dir(), node.addr).await,
+    );
+    let picture = incidents
+        .picture(proto::PictureRequest {
+            incident: flood.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<_> = picture.entries.iter().map(|e| (e.owner.as_str(), e.key.as_str())).collect();
+    assert_eq!(keys, [("rescue.example", "boat-1")], "only mallory's own valid entry");
+    assert!(picture.exercise, "still an exercise here");
+    node.stop().await;
+}
