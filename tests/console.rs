@@ -65,6 +65,72 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             .filter(|s| s == "pending")
     })
     .await;
+    // An exercise incident of police's with rescue, each with an entry in
+    // its picture; police adds one more once the browser watches.
+    let mut police_incidents = samband::proto::incidents_client::IncidentsClient::new(
+        common::operator_channel(&police.dir(), police.addr).await,
+    );
+    let drill_incident = police_incidents
+        .open_incident(samband::proto::OpenIncidentRequest {
+            name: "drill-flood".into(),
+            with: vec!["rescue.example".into()],
+            exercise: true,
+            until_unix_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let entry = |key: &str, kind: &str, geometry: &str| samband::proto::SetEntryRequest {
+        incident: drill_incident.clone(),
+        key: key.into(),
+        kind: kind.into(),
+        status: "ready".into(),
+        geometry: geometry.into(),
+        ..Default::default()
+    };
+    police_incidents
+        .set_entry(entry(
+            "patrol-1",
+            "unit",
+            r#"{"type":"Point","coordinates":[18.07,59.33]}"#,
+        ))
+        .await
+        .unwrap();
+    let mut rescue_incidents = samband::proto::incidents_client::IncidentsClient::new(
+        common::operator_channel(&rescue.dir(), rescue.addr).await,
+    );
+    eventually("rescue to join the drill", || async {
+        common::channel_state(&rescue_op, &drill_incident)
+            .await
+            .filter(|s| s == "shared")
+    })
+    .await;
+    rescue_incidents
+        .set_entry(entry(
+            "closure-73",
+            "road-closure",
+            r#"{"type":"Polygon","coordinates":[[[18.0,59.30],[18.1,59.30],[18.1,59.36],[18.0,59.30]]]}"#,
+        ))
+        .await
+        .unwrap();
+    let ready = std::env::temp_dir().join(format!("console-picture-{}", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let late = tokio::spawn({
+        let ready = ready.clone();
+        let request = entry(
+            "late-unit",
+            "unit",
+            r#"{"type":"Point","coordinates":[18.05,59.35]}"#,
+        );
+        let mut client = police_incidents.clone();
+        async move {
+            while !ready.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            client.set_entry(request).await.unwrap();
+        }
+    });
     // Enough history for a second page, and unread at rescue.
     for i in 0..60 {
         common::post(&mut op, &ch, &format!("log line {i}")).await;
@@ -103,6 +169,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
         format!("https://{}", region.addr),
     );
     let (offer, flood) = (drill.clone(), ch.clone());
+    let drill_id = drill_incident.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(script)
@@ -111,6 +178,8 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             .env("REGION_URL", &region_url)
             .env("REGION_ADMIN", &chief.dir)
             .env("REGION_MEMBER", &dana.dir)
+            .env("DRILL", &drill_id)
+            .env("PICTURE_READY", &ready)
             .env("REGION_OFFER", &offer)
             .env("POLICE_P12_PASSPHRASE", "correct horse battery")
             .args([bo.dir.to_str().unwrap(), &flood, &shots])
@@ -129,6 +198,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
         "the browser test failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("console ok"), "{stdout}");
+    late.await.unwrap();
     eprintln!("{stdout}");
     // Rescue's acknowledgement, made in the browser, reached police.
     let acked = eventually("rescue's acknowledgement at police", || async {

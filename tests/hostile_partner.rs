@@ -1099,9 +1099,8 @@ async fn forged_picture_entries_and_an_incident_rewritten_are_rejected_and_audit
         ..Default::default()
     };
     let key = mallory.pki.message_key().unwrap();
-    let snapshot = |incident: proto::Incident| {
-        samband::rules::snapshot_body(roster.clone(), Some(incident))
-    };
+    let snapshot =
+        |incident: proto::Incident| samband::rules::snapshot_body(roster.clone(), Some(incident));
     let (offer, r1) = mallory.envelope_with(
         &key,
         flood,
@@ -1205,8 +1204,16 @@ async fn forged_picture_entries_and_an_incident_rewritten_are_rejected_and_audit
         .await
         .unwrap()
         .into_inner();
-    let keys: Vec<_> = picture.entries.iter().map(|e| (e.owner.as_str(), e.key.as_str())).collect();
-    assert_eq!(keys, [("rescue.example", "boat-1")], "only mallory's own valid entry");
+    let keys: Vec<_> = picture
+        .entries
+        .iter()
+        .map(|e| (e.owner.as_str(), e.key.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [("rescue.example", "boat-1")],
+        "only mallory's own valid entry"
+    );
     assert!(picture.exercise, "still an exercise here");
     node.stop().await;
 }

@@ -161,6 +161,29 @@ def main() -> None:
         assert row.locator(".badge.flash").count() == 0, row.inner_text()
         watcher.screenshot(path=str(shots / "channels.png"), full_page=True)
 
+        # The exercise incident at rescue: marked EXERCISE in the list, on
+        # its page and on its messages; its picture listed and plotted, and
+        # redrawn when police adds an entry.
+        drill = os.environ["DRILL"]
+        row = watcher.locator(f'ul.channels li[data-channel="{drill}"]')
+        assert row.locator(".badge.exercise").count() == 1, row.inner_text()
+        row.get_by_role("link", name="incident active").click()
+        watcher.wait_for_selector("#picture")
+        assert watcher.locator(".exercise-banner").count() == 1
+        assert watcher.locator("#entries tbody tr").count() == 2
+        assert watcher.locator("svg#plot g.entry").count() == 2
+        assert watcher.locator("svg#plot polygon").count() == 1
+        time.sleep(0.5)  # the event stream is open
+        pathlib.Path(os.environ["PICTURE_READY"]).touch()
+        watcher.wait_for_selector('#entries tr[data-key="late-unit"]', timeout=20000)
+        assert watcher.locator("svg#plot g.entry").count() == 3
+        watcher.screenshot(path=str(shots / "incident.png"), full_page=True)
+        watcher.get_by_role("link", name="Messages of the incident").click()
+        watcher.wait_for_selector("#messages")
+        assert watcher.locator(".exercise-banner").count() == 1
+        marked = watcher.locator("li.message .flag.exercise").count()
+        assert marked == watcher.locator("li.message").count() and marked > 0, marked
+
         # Rescue's member opens it (so it is read) and watches it live.
         watcher.goto(rescue_url + "/c/" + channel)
         watcher.wait_for_selector("#messages")
@@ -223,6 +246,7 @@ def main() -> None:
         # Files: a photo chosen, a video and a page of HTML dropped; each
         # uploaded with progress, then posted.
         photo = png(48, 32, (200, 30, 30))
+        page.wait_for_load_state("load")  # the page's script listens for files
         page.set_input_files("#files", files=[
             {"name": "bridge.png", "mimeType": "image/png", "buffer": photo}])
         webm = bytes(page.evaluate(RECORD_WEBM))

@@ -65,6 +65,9 @@ function item(list, m) {
   li.dataset.cursor = m.cursor;
   li.appendChild(span("meta", m.author + "@" + m.origin + "#" + m.seq));
   li.appendChild(span("time", m.time));
+  if (m.exercise) {
+    li.appendChild(span("flag exercise", "EXERCISE"));
+  }
   if (m.priority === "flash" || m.priority === "urgent") {
     li.appendChild(span("flag", m.priority.toUpperCase()));
   }
@@ -203,20 +206,40 @@ function compose(form) {
   });
 }
 
+// Replaces the element `id` with its copy in a fresh load of this page
+// (the node renders it, escaped, as for the first load).
+async function reload(id) {
+  const answer = await fetch(window.location.href);
+  if (!answer.ok) {
+    return;
+  }
+  const doc = new DOMParser().parseFromString(await answer.text(), "text/html");
+  const fresh = doc.getElementById(id);
+  const held = document.getElementById(id);
+  if (fresh && held) {
+    held.replaceWith(document.importNode(fresh, true));
+  }
+}
+
+// Redraws an incident's picture whenever its channel brings an entry.
+function picture(box) {
+  const events = new EventSource(box.dataset.events);
+  events.addEventListener("message", (e) => {
+    if (JSON.parse(e.data).kind === "picture") {
+      reload("picture").then(() => {
+        const heading = document.querySelector("h2");
+        const count = document.querySelectorAll("#entries tbody tr").length;
+        if (heading) {
+          heading.textContent = "Situational picture (" + count + ")";
+        }
+      });
+    }
+  });
+}
+
 // Refreshes a receipts table from its own page every `data-refresh` ms.
 function refresh(table) {
-  setInterval(async () => {
-    const answer = await fetch(window.location.href);
-    if (!answer.ok) {
-      return;
-    }
-    const doc = new DOMParser().parseFromString(await answer.text(), "text/html");
-    const fresh = doc.getElementById("receipts");
-    if (fresh) {
-      table.replaceWith(document.importNode(fresh, true));
-      table = document.getElementById("receipts");
-    }
-  }, Number(table.dataset.refresh));
+  setInterval(() => reload("receipts"), Number(table.dataset.refresh));
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -238,5 +261,9 @@ document.addEventListener("DOMContentLoaded", () => {
   const receipts = document.getElementById("receipts");
   if (receipts) {
     refresh(receipts);
+  }
+  const box = document.getElementById("picture");
+  if (box && box.dataset.events) {
+    picture(box);
   }
 });

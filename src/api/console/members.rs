@@ -61,6 +61,10 @@ pub(super) async fn channels(
                     a href=(channel_path(id)) { (id) }
                     " "
                     span.state { (shown.state) }
+                    @if let Some(incident) = &shown.incident {
+                        @if incident.exercise { " " span.badge.exercise { "EXERCISE" } }
+                        " " a.incident href=(super::incidents::incident_path(id)) { "incident " (incident.state) }
+                    }
                     @if unread.flash > 0 { " " span.badge.flash { "FLASH" } }
                     @if unread.urgent > 0 { " " span.badge.urgent { "URGENT" } }
                     @if unread.messages > 0 {
@@ -112,8 +116,15 @@ pub(super) async fn channel(
     let messages = shown(api, stored.iter(), &member);
     let path = channel_path(&id);
     let token = console.token(&member);
+    let incident = api.store.channel(&id)?.and_then(|r| r.incident);
     let body = html! {
+        @if incident.as_ref().is_some_and(|i| i.exercise) {
+            p.exercise-banner { "EXERCISE — everything in this channel is an exercise, not the real thing" }
+        }
         h1 { (id) }
+        @if incident.is_some() {
+            p { a.incident href=(super::incidents::incident_path(&id)) { "Incident and its situational picture" } }
+        }
         nav.pages {
             @if more {
                 @if let Some(first) = messages.first() {
@@ -185,6 +196,7 @@ fn message_item(m: &proto::Message, member: &Member, path: &str, token: &str) ->
                 span.meta { (m.author) "@" (m.origin) "#" (m.origin_seq) }
             }
             span.time { (super::when(m.unix_ms)) }
+            @if m.exercise { span.flag.exercise { "EXERCISE" } }
             @if m.priority == Priority::Flash as i32 { span.flag { "FLASH" } }
             @if m.priority == Priority::Urgent as i32 { span.flag { "URGENT" } }
             @if m.ack_required && m.retracted.is_none() { span.flag.ask { "ACK REQUIRED" } }
@@ -500,7 +512,7 @@ fn live_json(m: &proto::Message, path: &str, ahead: bool) -> serde_json::Value {
         "text": m.text, "kind": m.kind, "ahead": ahead,
         "time": super::when(m.unix_ms),
         "retracted": m.retracted.is_some(), "ack_required": m.ack_required,
-        "needs_my_ack": m.needs_my_ack, "files": files,
+        "needs_my_ack": m.needs_my_ack, "files": files, "exercise": m.exercise,
         "reply_to": m.reply_to.as_ref().map(|r| format!("{}#{}", r.origin, r.seq)),
     })
 }

@@ -16,7 +16,8 @@
 //!
 //! Split by who uses what: [`members`] (channels, messages, the live
 //! view, receipts), [`files`] (upload from the page, download and inline
-//! display), [`operators`] (the admin role's pages). This module holds
+//! display), [`incidents`] (an incident and its situational picture),
+//! [`operators`] (the admin role's pages). This module holds
 //! what they share: identity, the token and same-origin checks, the page
 //! frame and the one `ApiError` → HTTP status mapping ([`Refusal`]).
 //!
@@ -24,6 +25,7 @@
 //! `audit`, `federation` (through [`ApiContext`] and [`Federation`]).
 
 mod files;
+mod incidents;
 mod members;
 mod operators;
 
@@ -103,6 +105,7 @@ pub(crate) fn router(api: Arc<ApiContext>, fed: Arc<Federation>) -> Router {
         .route("/c/{home}/{name}/events", get(members::events))
         .route("/c/{home}/{name}/f/{cursor}/{sha256}", get(files::download))
         .route("/upload", get(files::upload_status).post(files::upload))
+        .route("/i/{home}/{name}", get(incidents::incident))
         .route("/admin", get(operators::overview))
         .route("/admin/accept", post(operators::accept))
         .route("/admin/revoke", post(operators::revoke))

@@ -1,0 +1,237 @@
+//! The incident page: its state, participants and EXERCISE marking, and
+//! its situational picture as a list and as a plot drawn from the entries'
+//! geometry alone (an SVG of the coordinates: no map tiles, nothing from
+//! outside). The page's script redraws the picture when the channel's
+//! live stream brings an entry.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use maud::{Markup, html};
+
+use super::{Caller, Console, Refusal, channel_path, existing, page};
+use crate::api::ApiError;
+use crate::rules::picture::Stated;
+
+/// The plot's size, in SVG user units.
+const WIDTH: f64 = 640.0;
+const HEIGHT: f64 = 420.0;
+const MARGIN: f64 = 24.0;
+
+/// Colours per owner, in the order owners are listed.
+const COLOURS: [&str; 6] = [
+    "#1d3557", "#c1121f", "#2a9d8f", "#e76f51", "#6a4c93", "#8d6e00",
+];
+
+pub(super) fn incident_path(id: &crate::model::ChannelId) -> String {
+    format!("/i/{id}")
+}
+
+/// Every [longitude, latitude] of a geometry.
+fn positions(g: &geojson::GeometryValue, out: &mut Vec<(f64, f64)>) {
+    use geojson::GeometryValue as V;
+    let mut add = |p: &geojson::Position| {
+        let c = p.as_slice();
+        if c.len() >= 2 {
+            out.push((c[0], c[1]));
+        }
+    };
+    match g {
+        V::Point { coordinates } => add(coordinates),
+        V::MultiPoint { coordinates } | V::LineString { coordinates } => {
+            coordinates.iter().for_each(add)
+        }
+        V::MultiLineString { coordinates } | V::Polygon { coordinates } => {
+            coordinates.iter().flatten().for_each(add)
+        }
+        V::MultiPolygon { coordinates } => coordinates.iter().flatten().flatten().for_each(add),
+        V::GeometryCollection { geometries } => {
+            for g in geometries {
+                positions(&g.value, out);
+            }
+        }
+    }
+}
+
+/// Maps longitude/latitude into the plot (equirectangular, north up, the
+/// longitude scaled by the cosine of the middle latitude so shapes keep
+/// their proportions).
+struct Frame {
+    west: f64,
+    north: f64,
+    scale_x: f64,
+    scale_y: f64,
+}
+
+impl Frame {
+    fn around(all: &[(f64, f64)]) -> Self {
+        let (mut west, mut east, mut south, mut north) = (180.0f64, -180.0f64, 90.0f64, -90.0f64);
+        for &(lon, lat) in all {
+            west = west.min(lon);
+            east = east.max(lon);
+            south = south.min(lat);
+            north = north.max(lat);
+        }
+        let squeeze = ((south + north) / 2.0).to_radians().cos().max(0.01);
+        let span_x = ((east - west) * squeeze).max(1e-4);
+        let span_y = (north - south).max(1e-4);
+        let scale = ((WIDTH - 2.0 * MARGIN) / span_x).min((HEIGHT - 2.0 * MARGIN) / span_y);
+        Self {
+            west,
+            north,
+            scale_x: scale * squeeze,
+            scale_y: scale,
+        }
+    }
+
+    fn xy(&self, (lon, lat): (f64, f64)) -> (f64, f64) {
+        (
+            MARGIN + (lon - self.west) * self.scale_x,
+            MARGIN + (self.north - lat) * self.scale_y,
+        )
+    }
+
+    fn points(&self, ring: &[geojson::Position]) -> String {
+        ring.iter()
+            .filter(|p| p.len() >= 2)
+            .map(|p| {
+                let (x, y) = self.xy((p[0], p[1]));
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// One entry's shapes in the plot.
+fn shapes(frame: &Frame, g: &geojson::GeometryValue, colour: &str, label: &str) -> Markup {
+    use geojson::GeometryValue as V;
+    let dot = |p: &geojson::Position| {
+        let (x, y) = frame.xy((p[0], p[1]));
+        html! {
+            circle cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) r="5" fill=(colour) {}
+            text x=(format!("{:.1}", x + 7.0)) y=(format!("{:.1}", y + 4.0)) font-size="11" { (label) }
+        }
+    };
+    html! {
+        @match g {
+            V::Point { coordinates } => (dot(coordinates)),
+            V::MultiPoint { coordinates } => { @for p in coordinates { (dot(p)) } },
+            V::LineString { coordinates } => {
+                polyline points=(frame.points(coordinates)) fill="none" stroke=(colour) stroke-width="3" {}
+            },
+            V::MultiLineString { coordinates } => {
+                @for l in coordinates {
+                    polyline points=(frame.points(l)) fill="none" stroke=(colour) stroke-width="3" {}
+                }
+            },
+            V::Polygon { coordinates } => {
+                @for ring in coordinates {
+                    polygon points=(frame.points(ring)) fill=(colour) fill-opacity="0.25" stroke=(colour) stroke-width="2" {}
+                }
+            },
+            V::MultiPolygon { coordinates } => {
+                @for ring in coordinates.iter().flatten() {
+                    polygon points=(frame.points(ring)) fill=(colour) fill-opacity="0.25" stroke=(colour) stroke-width="2" {}
+                }
+            },
+            V::GeometryCollection { geometries } => {
+                @for g in geometries { (shapes(frame, &g.value, colour, label)) }
+            },
+        }
+    }
+}
+
+/// The picture: the plot of every entry with a geometry, and the list.
+fn picture(entries: &[&Stated], exercise: bool) -> Markup {
+    let mut owners: Vec<&str> = entries.iter().map(|s| s.owner.as_str()).collect();
+    owners.dedup();
+    let colour = |owner: &str| {
+        let i = owners.iter().position(|o| *o == owner).unwrap_or(0);
+        COLOURS[i % COLOURS.len()]
+    };
+    let mapped: Vec<(&Stated, geojson::Geometry)> = entries
+        .iter()
+        .filter_map(|s| Some((*s, s.body.geometry.parse::<geojson::Geometry>().ok()?)))
+        .collect();
+    let mut all = Vec::new();
+    for (_, g) in &mapped {
+        positions(&g.value, &mut all);
+    }
+    let frame = Frame::around(&all);
+    html! {
+        @if !mapped.is_empty() {
+            svg #plot viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img"
+                aria-label="Plot of the picture's entries by their coordinates" {
+                rect width=(WIDTH) height=(HEIGHT) fill="#f4f6f8" {}
+                @for (s, g) in &mapped {
+                    g.entry data-key=(s.body.key) data-owner=(s.owner) {
+                        (shapes(&frame, &g.value, colour(&s.owner), &s.body.key))
+                    }
+                }
+            }
+            p.legend {
+                @for o in &owners {
+                    svg.swatch width="12" height="12" aria-hidden="true" { rect width="12" height="12" fill=(colour(o)) {} }
+                    " " (o) " "
+                }
+                "— positions as given (longitude, latitude); no map underneath."
+            }
+        }
+        table #entries {
+            thead { tr { th { "Owner" } th { "Entry" } th { "Kind" } th { "Status" } th { "Details" } th { "Set by" } } }
+            tbody {
+                @for s in entries {
+                    tr data-key=(s.body.key) data-owner=(s.owner) {
+                        td { (s.owner) }
+                        td { @if exercise { span.flag.exercise { "EXERCISE" } " " } (s.body.key) }
+                        td { (s.body.kind) }
+                        td { (s.body.status) }
+                        td {
+                            @for (k, v) in &s.body.fields { (k) "=" (v) br; }
+                            @if !s.body.geometry.is_empty() { span.mapped { "mapped" } }
+                        }
+                        td { (s.author) " " (super::when(crate::model::Hlc(s.hlc).unix_ms())) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The incident page.
+pub(super) async fn incident(
+    State(console): State<Console>,
+    Caller(member): Caller,
+    Path((home, name)): Path<(String, String)>,
+) -> Result<Response, Refusal> {
+    let api = &console.api;
+    let id = existing(api, &home, &name)?;
+    let record = api
+        .store
+        .channel(&id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no channel {id}")))?;
+    let info = crate::api::incidents::info(&record, crate::model::unix_ms())
+        .ok_or_else(|| ApiError::FailedPrecondition(format!("channel {id} runs no incident")))?;
+    let standing = crate::api::incidents::picture_of(api, &id)?;
+    let entries: Vec<&Stated> = standing.standing().collect();
+    let path = channel_path(&id);
+    let body = html! {
+        @if info.exercise {
+            p.exercise-banner { "EXERCISE — everything in this incident is an exercise, not the real thing" }
+        }
+        h1 { "Incident " (info.name) }
+        p.incident-state {
+            span.state { (info.state) }
+            " · opened " (super::when(info.opened_unix_ms)) " by " (info.home)
+            @if info.until_unix_ms > 0 { " · ends " (super::when(info.until_unix_ms)) }
+            @if info.closed_unix_ms > 0 { " · closed " (super::when(info.closed_unix_ms)) }
+        }
+        p { "Agencies: " (info.participants.join(", ")) }
+        p { a href=(path) { "Messages of the incident" } }
+        h2 { "Situational picture (" (entries.len()) ")" }
+        div #picture data-events=(format!("{path}/events")) {
+            (picture(&entries, info.exercise))
+        }
+    };
+    Ok(page(&format!("Incident {}", info.name), &member, body))
+}
