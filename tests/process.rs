@@ -354,8 +354,10 @@ async fn output_cut_short_stops_quietly() {
     node.kill9().await;
 }
 
-/// `samband demo` sets up three agencies, shows convergence and containment,
-/// keeps running until interrupted, and cleans up after itself.
+/// `samband demo` sets up three agencies, runs a flood incident (its
+/// picture and a CAP warning converging on all three) and an exercise that
+/// is closed everywhere, shows containment, keeps running until
+/// interrupted, and cleans up after itself.
 #[tokio::test]
 async fn demo_converges_contains_and_cleans_up() {
     use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -376,8 +378,13 @@ async fn demo_converges_contains_and_cleans_up() {
         seen.push(line);
     }
     let text = seen.join("\n");
+    // The roster, 6 posts, the CAP warning's message, 3 entries and its area.
     assert!(
-        text.contains("converged: police.example/flood-2026 shows the same 7 messages"),
+        text.contains("converged: police.example/flood shows the same 12 messages and the same picture (4 entries) on all three nodes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("police.example/flood-drill was marked EXERCISE on every node, then closed and archived on all three"),
         "{text}"
     );
     assert!(

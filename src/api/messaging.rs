@@ -148,9 +148,27 @@ pub(super) fn posted(stored: &Stored) -> proto::PostResponse {
 
 /// A roster change in words, e.g. "shared with rescue.example; removed: x.example".
 fn roster_text(env: &proto::Envelope) -> String {
-    let Ok(roster) = crate::rules::roster_of(env) else {
+    let Ok(snapshot) = crate::rules::snapshot_of(env) else {
         return "roster change (unreadable)".to_owned();
     };
+    let roster = snapshot.participants;
+    if let Some(incident) = &snapshot.incident {
+        let exercise = if incident.exercise { "exercise " } else { "" };
+        if incident.closed_unix_ms > 0 {
+            return format!(
+                "closed the {exercise}incident {}: read-only for every agency from here on",
+                incident.name
+            );
+        }
+        if env.origin_seq == 1 {
+            let with: Vec<&str> = roster.iter().map(|p| p.org.as_str()).collect();
+            return format!(
+                "opened the {exercise}incident {} with {}",
+                incident.name,
+                with.join(", ")
+            );
+        }
+    }
     let names = |active: bool| {
         roster
             .iter()

@@ -1,6 +1,10 @@
 //! `samband demo`: three agencies on loopback, with real PKI, real mutual
-//! trust and real stores in a temp dir; a shared crisis channel converges
-//! and an internal one stays home. The nodes keep running until Ctrl-C.
+//! trust and real stores in a temp dir. Police opens a flood incident with
+//! the other two; every agency posts and maps its units and closures, a
+//! CAP warning is imported, and the picture converges on all three while an
+//! internal channel stays home. An exercise variant is marked everywhere
+//! and closed, archiving it on every participant. The nodes keep running
+//! until Ctrl-C.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,7 +13,7 @@ use anyhow::{Context as _, bail};
 use samband::model::{MemberName, OrgId, Role};
 use samband::node::LocalNode;
 use samband::pki::IdentityBundle;
-use samband::proto::{self, admin_client::AdminClient, messaging_client::MessagingClient};
+use samband::proto::{self, incidents_client::IncidentsClient, messaging_client::MessagingClient};
 use samband::setup::{self, InitOptions};
 use tonic::transport::Channel;
 
@@ -20,10 +24,13 @@ struct Agency {
     dir: PathBuf,
     client: String,
     federation: String,
-    admin: AdminClient<Channel>,
     messaging: MessagingClient<Channel>,
+    incidents: IncidentsClient<Channel>,
     node: LocalNode,
 }
+
+/// The CAP 1.2 warning police imports into the incident.
+const FLOOD_WARNING: &str = include_str!("demo/flood-warning.cap.xml");
 
 /// The demo's member.p12 files are for trying the console on this machine.
 const DEMO_P12_PASSPHRASE: &str = "samband-demo";
@@ -51,8 +58,8 @@ async fn start(org: &'static str, root: &Path) -> anyhow::Result<Agency> {
         dir,
         client,
         federation,
-        admin: AdminClient::new(channel.clone()),
-        messaging: MessagingClient::new(channel),
+        messaging: MessagingClient::new(channel.clone()),
+        incidents: IncidentsClient::new(channel),
         node,
     })
 }
@@ -77,6 +84,33 @@ async fn history(m: &mut MessagingClient<Channel>, channel: &str) -> Option<Vec<
             .map(|m| (m.origin, m.origin_seq))
             .collect(),
     )
+}
+
+fn post_to(channel: &str, text: &str) -> proto::PostRequest {
+    proto::PostRequest {
+        channel: channel.into(),
+        text: text.into(),
+        ..Default::default()
+    }
+}
+
+/// The picture as (owner, key, status), or empty while not held.
+async fn picture(
+    c: &mut IncidentsClient<Channel>,
+    incident: &str,
+) -> Vec<(String, String, String)> {
+    let req = proto::PictureRequest {
+        incident: incident.into(),
+    };
+    match c.picture(req).await {
+        Ok(p) => p
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| (e.owner, e.key, e.status))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 pub(crate) fn run() -> anyhow::Result<()> {
@@ -131,32 +165,22 @@ async fn demo() -> anyhow::Result<()> {
         .into_inner()
         .id;
     let crisis = police
-        .messaging
-        .create_channel(proto::CreateChannelRequest {
-            name: "flood-2026".into(),
+        .incidents
+        .open_incident(proto::OpenIncidentRequest {
+            name: "flood".into(),
+            with: vec![AGENCIES[1].into(), AGENCIES[2].into()],
+            ..Default::default()
         })
         .await?
         .into_inner()
         .id;
-    let share = proto::ShareChannelRequest {
-        channel: crisis.clone(),
-        orgs: vec![AGENCIES[1].into(), AGENCIES[2].into()],
-        ..Default::default()
-    };
-    police.admin.share_channel(share).await?;
     out!(
-        "{} created {internal} (internal) and {crisis}, shared with {} and {}",
+        "{} created {internal} (internal) and opened the incident {crisis} with {} and {}",
         AGENCIES[0],
         AGENCIES[1],
         AGENCIES[2]
     );
-    let post = |text: &str| proto::PostRequest {
-        channel: crisis.clone(),
-        text: text.into(),
-        priority: 0,
-        attachments: Vec::new(),
-        ..Default::default()
-    };
+    let post = |text: &str| post_to(&crisis, text);
     police
         .messaging
         .post(proto::PostRequest {
@@ -199,25 +223,162 @@ async fn demo() -> anyhow::Result<()> {
     }
     out!("posted two messages from a duty officer of each agency");
 
-    let expected = 1 + 2 * AGENCIES.len();
+    // Each agency maps what it answers for.
+    let entries = [
+        (
+            "roadblock-12",
+            "road-closure",
+            "closed",
+            r#"{"type":"LineString","coordinates":[[18.050,59.332],[18.062,59.336]]}"#,
+        ),
+        (
+            "boat-2",
+            "unit",
+            "on scene",
+            r#"{"type":"Point","coordinates":[18.071,59.338]}"#,
+        ),
+        (
+            "school-gym",
+            "shelter",
+            "open",
+            r#"{"type":"Polygon","coordinates":[[[18.080,59.350],[18.084,59.350],[18.084,59.352],[18.080,59.352],[18.080,59.350]]]}"#,
+        ),
+    ];
+    for (agency, (key, kind, status, geometry)) in agencies.iter_mut().zip(entries) {
+        let req = proto::SetEntryRequest {
+            incident: crisis.clone(),
+            key: key.into(),
+            kind: kind.into(),
+            status: status.into(),
+            geometry: geometry.into(),
+            ..Default::default()
+        };
+        agency.incidents.set_entry(req).await?;
+    }
+    let imported = agencies[0]
+        .incidents
+        .import_cap(proto::ImportCapRequest {
+            incident: crisis.clone(),
+            alert: FLOOD_WARNING.into(),
+        })
+        .await?
+        .into_inner();
+    out!(
+        "mapped a road closure, a boat and a shelter (one per agency), and imported a CAP flood warning ({} area)",
+        imported.entries.len()
+    );
+
+    // The roster, the posts, the alert's message and every entry set.
+    let pictured = entries.len() + imported.entries.len();
+    let expected = 1 + 2 * AGENCIES.len() + 1 + pictured;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut views = Vec::new();
+        let mut pictures = Vec::new();
         for a in &mut agencies {
             views.push(history(&mut a.messaging, &crisis).await.unwrap_or_default());
+            pictures.push(picture(&mut a.incidents, &crisis).await);
         }
-        if views.iter().all(|v| v.len() == expected && *v == views[0]) {
+        let messages = views.iter().all(|v| v.len() == expected && *v == views[0]);
+        let same = pictures
+            .iter()
+            .all(|p| p.len() == pictured && *p == pictures[0]);
+        if messages && same {
             break;
         }
         if Instant::now() > deadline {
-            bail!("the shared channel did not converge: {views:?}");
+            bail!("the incident did not converge: {views:?} {pictures:?}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     out!(
-        "converged: {crisis} shows the same {expected} messages (the roster and 6 posts) on all three nodes, {} ms after the first post",
+        "converged: {crisis} shows the same {expected} messages and the same picture ({pictured} entries) on all three nodes, {} ms after the first post",
         started.elapsed().as_millis()
     );
+
+    // The exercise variant: marked everywhere, then closed everywhere.
+    let drill = agencies[0]
+        .incidents
+        .open_incident(proto::OpenIncidentRequest {
+            name: "flood-drill".into(),
+            with: vec![AGENCIES[1].into(), AGENCIES[2].into()],
+            exercise: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .id;
+    let mut rescue = as_member(&agencies[1]).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rescue
+        .post(post_to(&drill, "Drill: boat 2 launched"))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("{} never joined {drill}", AGENCIES[1]);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let req = proto::HistoryRequest {
+            channel: drill.clone(),
+            limit: 10,
+            position: None,
+        };
+        let page = agencies[2]
+            .messaging
+            .history(req)
+            .await
+            .map(|r| r.into_inner());
+        if let Ok(page) = page
+            && page.messages.iter().any(|m| m.text.starts_with("Drill"))
+        {
+            if !page.messages.iter().all(|m| m.exercise) {
+                bail!(
+                    "a message of {drill} is not marked EXERCISE at {}",
+                    AGENCIES[2]
+                );
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the drill message never reached {}", AGENCIES[2]);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agencies[0]
+        .incidents
+        .close_incident(proto::CloseIncidentRequest {
+            incident: drill.clone(),
+        })
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for a in &mut agencies {
+        loop {
+            let list = a
+                .incidents
+                .list_incidents(proto::ListIncidentsRequest {})
+                .await?;
+            let state = list
+                .into_inner()
+                .incidents
+                .into_iter()
+                .find(|i| i.id == drill);
+            if state.is_some_and(|i| i.state == "closed") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{drill} was not archived at {}", a.org);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    out!(
+        "exercise: {drill} was marked EXERCISE on every node, then closed and archived on all three"
+    );
+
     for a in &mut agencies[1..] {
         let list = a
             .messaging
@@ -244,6 +405,16 @@ async fn demo() -> anyhow::Result<()> {
     );
     out!(
         "  samband history {internal} --dir {}     # internal: only here",
+        dir(0)
+    );
+    out!("  samband incident show {crisis} --dir {}", dir(2));
+    out!("  samband picture show {crisis} --geojson --dir {}", dir(1));
+    out!(
+        "  samband picture set {crisis} boat-5 --kind unit --point 59.34,18.06 --dir {}",
+        dir(1)
+    );
+    out!(
+        "  samband cap export flood --out flood-cap/ --dir {}",
         dir(0)
     );
     out!(

@@ -587,6 +587,11 @@ impl Writer {
             .record(channel)?
             .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
         match ChannelState::try_from(record.state) {
+            Ok(ChannelState::Archived)
+                if record.incident.as_ref().is_some_and(|i| i.closed_unix_ms > 0) =>
+            {
+                Err(WriteError::IncidentOver(channel.to_string()))
+            }
             Ok(ChannelState::Archived) => Err(WriteError::Archived(channel.to_string())),
             Ok(ChannelState::Pending) => Err(WriteError::NotAccepted(channel.to_string())),
             _ => Ok(record),
