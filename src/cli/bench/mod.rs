@@ -28,6 +28,7 @@ use tonic::transport::Channel;
 
 mod attach;
 mod flash;
+mod picture;
 
 /// The echo service that measures the RPC ceiling (`proto/samband/bench/`).
 #[allow(unreachable_pub)] // generated
@@ -59,6 +60,10 @@ enum Scenario {
     /// messages and 20 FLASH ones are posted comes back over a throttled
     /// link; time until it shows every FLASH message, against the backlog.
     Flash,
+    /// An incident's situational picture of N entries (default 10,000):
+    /// `picture show` time and answer size against a history read of as
+    /// many messages, and convergence after the partner was cut off.
+    Picture,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +247,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Scale => scale(&args, root.path()).await,
             Scenario::Attach => attach::run(&args, root.path()).await,
             Scenario::Flash => flash::run(&args, root.path()).await,
+            Scenario::Picture => picture::run(&args, root.path()).await,
         }
     })
 }

@@ -588,7 +588,10 @@ impl Writer {
             .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
         match ChannelState::try_from(record.state) {
             Ok(ChannelState::Archived)
-                if record.incident.as_ref().is_some_and(|i| i.closed_unix_ms > 0) =>
+                if record
+                    .incident
+                    .as_ref()
+                    .is_some_and(|i| i.closed_unix_ms > 0) =>
             {
                 Err(WriteError::IncidentOver(channel.to_string()))
             }

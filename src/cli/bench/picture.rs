@@ -1,0 +1,213 @@
+//! `samband bench picture`: an incident's situational picture at size.
+//! The home sets N entries (points, 64 at a time); then, measured:
+//! * `picture show`: the Picture call's time (each of several reads) and
+//!   the size of its answer and of its GeoJSON, against a History read of
+//!   the same number of messages on the same node, in the same run;
+//! * convergence after a partition: the partner is offline while the home
+//!   changes a tenth of the entries; from its restart until its picture
+//!   equals the home's.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use prost::Message as _;
+use samband::node::LocalNode;
+use samband::proto::{self, incidents_client::IncidentsClient, messaging_client::MessagingClient};
+use tonic::transport::Channel;
+
+use super::{BenchArgs, Run, federated_pair, progress};
+
+/// Reads of the picture (and of the history) timed.
+const READS: usize = 7;
+
+async fn set_entries(
+    client: &IncidentsClient<Channel>,
+    incident: &str,
+    keys: std::ops::Range<usize>,
+    status: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let bar = progress(keys.len(), what);
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..64 {
+        let (mut c, incident, status, bar) = (
+            client.clone(),
+            incident.to_owned(),
+            status.to_owned(),
+            bar.clone(),
+        );
+        let keys = keys.clone();
+        tasks.spawn(async move {
+            for i in keys.skip(lane).step_by(64) {
+                let lat = 59.0 + (i % 1000) as f64 / 2000.0;
+                let lon = 18.0 + (i / 1000) as f64 / 50.0;
+                let req = proto::SetEntryRequest {
+                    incident: incident.clone(),
+                    key: format!("unit-{i}"),
+                    kind: "unit".into(),
+                    status: status.clone(),
+                    geometry: format!(r#"{{"type":"Point","coordinates":[{lon},{lat}]}}"#),
+                    ..Default::default()
+                };
+                c.set_entry(req).await?;
+                bar.inc(1);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+async fn picture(
+    c: &mut IncidentsClient<Channel>,
+    incident: &str,
+) -> anyhow::Result<proto::PictureResponse> {
+    let req = proto::PictureRequest {
+        incident: incident.into(),
+    };
+    Ok(c.picture(req).await?.into_inner())
+}
+
+pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
+    let n = args.messages.unwrap_or(10_000);
+    let (a, b) = federated_pair(root, args.size).await?;
+    let mut home = IncidentsClient::new(a.operator().await?);
+    let incident = home
+        .open_incident(proto::OpenIncidentRequest {
+            name: "bench".into(),
+            with: vec![b.org.to_string()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .id;
+    set_entries(&home, &incident, 0..n, "ready", "setting entries").await?;
+
+    // `picture show` against a History read of as many messages.
+    let mut shown = Vec::new();
+    let mut bytes = 0;
+    let mut geojson = 0;
+    for _ in 0..READS {
+        let start = Instant::now();
+        let p = picture(&mut home, &incident).await?;
+        shown.push(start.elapsed());
+        if p.entries.len() != n {
+            bail!("the picture holds {} entries, not {n}", p.entries.len());
+        }
+        bytes = p.encoded_len();
+        geojson = p.entries.iter().map(|e| e.geometry.len()).sum::<usize>();
+    }
+    let mut messaging = MessagingClient::new(a.operator().await?);
+    let mut history = Vec::new();
+    for _ in 0..READS {
+        let start = Instant::now();
+        let mut read = 0;
+        let mut position = None;
+        while read < n {
+            let req = proto::HistoryRequest {
+                channel: incident.clone(),
+                limit: 1000,
+                position: position.clone(),
+            };
+            let page = messaging.history(req).await?.into_inner();
+            read += page.messages.len();
+            let Some(first) = page.messages.first() else {
+                break;
+            };
+            position = Some(proto::history_request::Position::Before(
+                first.cursor.clone(),
+            ));
+            if !page.more {
+                break;
+            }
+        }
+        history.push(start.elapsed());
+    }
+    let median = |d: &mut Vec<Duration>| {
+        d.sort_unstable();
+        d[d.len() / 2]
+    };
+    let (shown_ms, history_ms) = (median(&mut shown.clone()), median(&mut history.clone()));
+    Run::new(
+        format!("picture show {n}"),
+        READS,
+        shown.iter().sum(),
+        shown,
+    )
+    .note("answer_bytes", bytes)
+    .note("geometry_bytes", geojson)
+    .note(
+        "against_history_of_as_many",
+        ((shown_ms.as_secs_f64() / history_ms.as_secs_f64().max(1e-9)) * 100.0).round() / 100.0,
+    )
+    .print(args.json);
+    Run::new(
+        format!("history read {n}"),
+        READS,
+        history.iter().sum(),
+        history,
+    )
+    .print(args.json);
+
+    // Convergence after a partition: the partner offline while a tenth of
+    // the entries change.
+    let mut partner = IncidentsClient::new(b.operator().await?);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while picture(&mut partner, &incident)
+        .await
+        .map(|p| p.entries.len())
+        .unwrap_or(0)
+        < n
+    {
+        if Instant::now() > deadline {
+            bail!("the partner never held the whole picture");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (b_dir, b_addrs) = (b.dir.clone(), (b.client, b.federation));
+    b.stop().await?;
+    let changed = n / 10;
+    set_entries(
+        &home,
+        &incident,
+        0..changed,
+        "moved",
+        "changing while cut off",
+    )
+    .await?;
+    let expected = picture(&mut home, &incident).await?.entries;
+    let start = Instant::now();
+    let b = LocalNode::start(&b_dir, Some(b_addrs)).await?;
+    let mut partner = IncidentsClient::new(b.operator().await?);
+    loop {
+        if let Ok(p) = picture(&mut partner, &incident).await
+            && p.entries == expected
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("the partner's picture did not converge in 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    Run::new(
+        format!("picture converges {changed}/{n}"),
+        changed,
+        elapsed,
+        Vec::new(),
+    )
+    .note(
+        "after_partition_ms",
+        (elapsed.as_secs_f64() * 1e4).round() / 10.0,
+    )
+    .print(args.json);
+    a.stop().await?;
+    b.stop().await?;
+    Ok(())
+}
