@@ -479,7 +479,7 @@ async fn bad_incidents_and_entries_are_refused_with_what_to_do() {
     rescue.stop().await;
 }
 
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cap-samples");
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cap-samples");
 
 fn sample(name: &str) -> String {
     std::fs::read_to_string(format!("{SAMPLES}/{name}")).unwrap()

@@ -37,6 +37,20 @@ async fn python_grpcio_client_works_with_only_the_proto_and_pem_files() {
     let mut op = node.operator().await;
     let ch = create_channel(&mut op, "ops").await;
     post(&mut op, &ch, "first").await;
+    // An incident with a partner, for the Incidents service.
+    let rescue = TestNode::start("rescue.example").await;
+    node.peer_with(&rescue).await;
+    let mut incidents = samband::proto::incidents_client::IncidentsClient::new(
+        common::operator_channel(&node.dir(), node.addr).await,
+    );
+    incidents
+        .open_incident(samband::proto::OpenIncidentRequest {
+            name: "storm".into(),
+            with: vec!["rescue.example".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let bundle = node.bundle("py-member", Role::Member);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stock_client.py");
     let endpoint = node.addr.to_string();
@@ -61,4 +75,5 @@ async fn python_grpcio_client_works_with_only_the_proto_and_pem_files() {
     );
     assert!(stdout.contains("stock client ok"), "{stdout}");
     node.stop().await;
+    rescue.stop().await;
 }

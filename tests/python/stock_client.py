@@ -71,7 +71,40 @@ def main() -> None:
 
         check_acks(stub, pb, channel)
         check_files(stub, pb, channel)
+        assert "samband.v1.Incidents" in services, services
+        check_incidents(rpc.IncidentsStub(ch), pb)
     print("stock client ok")
+
+
+def check_incidents(stub, pb) -> None:
+    """The incident the test opened: listed, its picture set, watched and
+    read, and a CAP alert imported into it."""
+    listed = stub.ListIncidents(pb.ListIncidentsRequest(), timeout=10)
+    storm = [i for i in listed.incidents if i.name == "storm"]
+    assert storm and storm[0].state == "active", listed
+    incident = storm[0].id
+    watch = stub.WatchPicture(pb.PictureRequest(incident=incident), timeout=10)
+    first = next(watch)
+    assert first.WhichOneof("update") == "snapshot", first
+    entry = stub.SetEntry(pb.SetEntryRequest(
+        incident=incident, key="cordon-1", kind="area", status="closed",
+        geometry='{"type":"Point","coordinates":[18.07,59.33]}',
+        fields={"by": "python"}), timeout=10)
+    assert entry.owner and entry.key == "cordon-1", entry
+    changed = next(watch)
+    assert changed.changed.key == "cordon-1", changed
+    watch.cancel()
+    alert = (pathlib.Path(__file__).parents[1] / "data/cap-samples/v1dot2_appendix_adot2.xml").read_text()
+    imported = stub.ImportCap(pb.ImportCapRequest(incident=incident, alert=alert), timeout=10)
+    assert len(imported.entries) == 1, imported
+    picture = stub.Picture(pb.PictureRequest(incident=incident), timeout=10)
+    keys = sorted(e.key for e in picture.entries)
+    assert keys == sorted(["cordon-1", imported.entries[0]]), keys
+    try:
+        stub.SetEntry(pb.SetEntryRequest(incident=incident, key="x", kind="Not A Word"), timeout=10)
+        sys.exit("a kind that is not a word was accepted")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
 
 
 def check_acks(stub, pb, channel: str) -> None:
