@@ -679,3 +679,117 @@ async fn an_update_replaces_and_a_cancel_removes_what_the_alert_made_and_exercis
     police.stop().await;
     rescue.stop().await;
 }
+
+/// The command line, as the README shows it: open, map, import CAP, show
+/// as GeoJSON, export with an Atom index, close; and its refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_runs_an_incident_end_to_end() {
+    use common::{arg, cli, cli_ok};
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    police.peer_with(&rescue).await;
+    let dir = police.dir();
+    let endpoint = police.addr.to_string();
+    let at = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend([
+            "--dir".into(),
+            arg(&dir).into(),
+            "--endpoint".into(),
+            endpoint.clone(),
+        ]);
+        all
+    };
+    let run = |args: &[&str]| {
+        let all = at(args);
+        cli_ok(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let fail = |args: &[&str]| {
+        let all = at(args);
+        let out = cli(&all.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!out.success, "{args:?} succeeded: {}", out.stdout);
+        out.stderr
+    };
+    let opened = run(&["incident", "open", "storm", "--with", "rescue.example"]).stdout;
+    assert!(opened.contains("opened police.example/storm"), "{opened}");
+    let past = fail(&[
+        "incident",
+        "open",
+        "late",
+        "--with",
+        "rescue.example",
+        "--until",
+        "2000-01-01T00:00:00Z",
+    ]);
+    assert!(past.contains("lies in the past"), "{past}");
+    run(&[
+        "picture",
+        "set",
+        "storm",
+        "unit-1",
+        "--kind",
+        "unit",
+        "--point",
+        "59.33,18.07",
+        "--field",
+        "crew=4",
+    ]);
+    let off = fail(&[
+        "picture", "set", "storm", "unit-2", "--kind", "unit", "--point", "95,18.07",
+    ]);
+    assert!(off.contains("latitude 95"), "{off}");
+    let warning = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/cap-samples/v1dot2_appendix_adot2.xml"
+    );
+    let imported = run(&["cap", "import", warning, "--incident", "storm"]).stdout;
+    assert!(imported.contains("1 picture entries set"), "{imported}");
+    let geojson = run(&["picture", "show", "police.example/storm", "--geojson"]).stdout;
+    let collection: serde_json::Value = serde_json::from_str(&geojson).unwrap();
+    assert_eq!(collection["type"], "FeatureCollection");
+    let features = collection["features"].as_array().unwrap();
+    assert_eq!(features.len(), 2, "{geojson}");
+    assert!(
+        features
+            .iter()
+            .all(|f| f["properties"]["owner"] == "police.example")
+    );
+    let unit = features
+        .iter()
+        .find(|f| f["properties"]["key"] == "unit-1")
+        .unwrap();
+    assert_eq!(
+        unit["geometry"]["coordinates"],
+        serde_json::json!([18.07, 59.33]),
+        "[longitude, latitude]"
+    );
+    run(&[
+        "post",
+        "police.example/storm",
+        "Road 12 closed at the bridge",
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    run(&["cap", "export", "storm", "--out", arg(out.path())]);
+    let feed = atom_syndication::Feed::read_from(std::io::BufReader::new(
+        std::fs::File::open(out.path().join("index.atom")).unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(
+        feed.entries.len(),
+        2,
+        "the imported alert, and police's message"
+    );
+    for entry in &feed.entries {
+        let src = entry.content.as_ref().and_then(|c| c.src.clone()).unwrap();
+        let xml = std::fs::read_to_string(out.path().join(&src)).unwrap();
+        samband::cap::parse(&xml).unwrap_or_else(|e| panic!("{src}: {e}"));
+    }
+    run(&["incident", "close", "storm"]);
+    let twice = fail(&["incident", "close", "storm"]);
+    assert!(twice.contains("closed already"), "{twice}");
+    let listed = run(&["incident", "list", "--json"]).stdout;
+    let storm: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(storm["state"], "closed", "{listed}");
+    police.stop().await;
+    rescue.stop().await;
+}

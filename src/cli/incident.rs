@@ -368,8 +368,9 @@ pub(crate) struct CapImportArgs {
 pub(crate) struct CapExportArgs {
     /// The incident: `name` (this org's) or `home/name`.
     incident: String,
-    /// Directory to write the alerts to, one `IDENTIFIER.xml` each
-    /// (created if missing).
+    /// Directory to write the alerts to, one `IDENTIFIER.xml` each, and
+    /// `index.atom`, an Atom feed (RFC 4287) linking to them (created if
+    /// missing).
     #[arg(long, value_name = "DIR")]
     out: std::path::PathBuf,
     #[command(flatten)]
@@ -430,6 +431,7 @@ pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
         .into_inner();
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
+    let mut files = Vec::new();
     for alert in &done.alerts {
         let name: String = alert
             .identifier
@@ -442,7 +444,8 @@ pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        let path = args.out.join(format!("{name}.xml"));
+        let file = format!("{name}.xml");
+        let path = args.out.join(&file);
         std::fs::write(&path, &alert.xml)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         if args.conn.json {
@@ -451,14 +454,70 @@ pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
                 serde_json::json!({"identifier": alert.identifier, "file": path, "imported": alert.imported})
             );
         }
+        files.push((file, alert));
     }
+    let feed = atom_index(&args.incident, &files)?;
+    let index = args.out.join("index.atom");
+    std::fs::write(&index, feed)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", index.display()))?;
     if !args.conn.json {
         out!(
-            "wrote {} CAP 1.2 alerts of {} to {}",
+            "wrote {} CAP 1.2 alerts of {} to {}, listed in {}",
             done.alerts.len(),
             args.incident,
-            args.out.display()
+            args.out.display(),
+            index.display()
         );
     }
     Ok(())
+}
+
+/// An Atom feed (RFC 4287) of the exported alerts: one entry per alert,
+/// its content the alert's file (`src`, relative), as CAP feeds publish
+/// alerts.
+fn atom_index(incident: &str, files: &[(String, &proto::ExportedAlert)]) -> anyhow::Result<String> {
+    use atom_syndication::{Content, Entry, Feed, FixedDateTime, Link, Text};
+    let id = |what: &str| {
+        format!(
+            "urn:samband:{}",
+            percent_encoding::utf8_percent_encode(what, percent_encoding::NON_ALPHANUMERIC)
+        )
+    };
+    let mut entries = Vec::new();
+    let mut newest: Option<FixedDateTime> = None;
+    for (file, alert) in files {
+        let read = samband::cap::parse(&alert.xml)?;
+        let updated = FixedDateTime::parse_from_rfc3339(&read.sent.to_string())?;
+        newest = newest.max(Some(updated));
+        let info = read.info.first();
+        let title = info
+            .and_then(|i| i.headline.clone())
+            .or_else(|| info.map(|i| i.event.clone()))
+            .unwrap_or_else(|| alert.identifier.clone());
+        entries.push(Entry {
+            title: Text::plain(title),
+            id: id(&format!("cap:{},{}", read.sender, read.identifier)),
+            updated,
+            links: vec![Link {
+                href: file.clone(),
+                rel: "alternate".into(),
+                mime_type: Some("application/xml".into()),
+                ..Default::default()
+            }],
+            content: Some(Content {
+                src: Some(file.clone()),
+                content_type: Some("application/xml".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let feed = Feed {
+        title: Text::plain(format!("CAP alerts of incident {incident}")),
+        id: id(&format!("incident:{incident}")),
+        updated: newest.unwrap_or_default(),
+        entries,
+        ..Default::default()
+    };
+    Ok(feed.to_string())
 }
