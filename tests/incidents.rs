@@ -328,6 +328,18 @@ async fn a_three_agency_incident_shares_one_picture_also_after_a_partition_and_c
             "{who}"
         );
     }
+    // Closing removed every partner from the roster, with the home's lines
+    // (what unsharing does): a partner that kept sending would be refused.
+    let channels = police
+        .operator()
+        .await
+        .list_channels(proto::ListChannelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .channels;
+    let flood = channels.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(flood.participants, ["police.example"], "{flood:?}");
     let log = common::audit_log(&mut police.admin().await).await;
     for event in ["incident.opened", "incident.closed"] {
         assert!(log.iter().any(|e| e.event == event), "{event} audited");

@@ -1567,3 +1567,49 @@ fn only_a_flash_or_urgent_message_signed_by_its_origin_goes_ahead_of_its_run() {
         Err(Reject::Malformed(_))
     ));
 }
+
+/// An incident's end is judged by each message's own timestamp: stamped
+/// before `until`, taken; at or after it, refused, by every node alike. A
+/// picture entry is taken only in an incident's channel.
+#[test]
+fn a_message_stamped_after_the_incidents_end_is_refused_and_entries_need_an_incident() {
+    let mut w = world();
+    let (local, sender) = (org("c.example"), org("b.example"));
+    let pins = w.pins();
+    // These envelopes carry hlc = seq << 16: wall time seq ms.
+    w.record.incident = Some(crate::proto::Incident {
+        name: "crisis".into(),
+        opened_unix_ms: 1,
+        until_unix_ms: 2,
+        ..Default::default()
+    });
+    let (e1, h1) = envelope("b.example", 1, GENESIS_HASH, &w.b);
+    assert_eq!(
+        check(&e1, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+        Verdict::Accept
+    );
+    let (e2, _) = envelope("b.example", 2, h1, &w.b);
+    assert_eq!(
+        check(&e2, &ctx(&w, &local, &sender, (1, h1), &pins)),
+        Verdict::Reject(Reject::IncidentEnded)
+    );
+    let mut entry = envelope("b.example", 1, GENESIS_HASH, &w.b).0;
+    entry.kind = Kind::Picture as i32;
+    entry.body = crate::proto::PictureBody {
+        key: "boat-1".into(),
+        kind: "unit".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    entry.body_sha256 = crate::model::body_digest(&entry.body);
+    sign_and_hash(&mut entry, &w.b);
+    assert_eq!(
+        check(&entry, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+        Verdict::Accept
+    );
+    w.record.incident = None;
+    assert!(matches!(
+        check(&entry, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+        Verdict::Reject(Reject::Malformed(_))
+    ));
+}
