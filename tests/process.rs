@@ -214,6 +214,13 @@ async fn command_line_walkthrough() {
         run(&words).contains("not shared with any other agency"),
         "{ask}"
     );
+    // As JSON: one line per agency, each saying what the message asks.
+    let mut json_words = words.clone();
+    json_words.push("--json");
+    let line: serde_json::Value = serde_json::from_str(run(&json_words).trim()).unwrap();
+    assert_eq!(line["org"], "police.example");
+    assert_eq!(line["ack_required"], false, "{line}");
+    assert_eq!(line["ack_deadline_unix_ms"], 0, "{line}");
     run(&[
         "post",
         "ops",

@@ -393,7 +393,16 @@ fn show_receipts(r: &proto::ReceiptsResponse, json: bool) {
         out!("acknowledgement asked for{due}");
     }
     for a in &r.agencies {
-        out!("{}", output::receipt(a, json));
+        if json {
+            // Each agency's line also says what the message asks of it.
+            let mut line: serde_json::Value =
+                serde_json::from_str(&output::receipt(a, true)).unwrap_or_default();
+            line["ack_required"] = r.ack_required.into();
+            line["ack_deadline_unix_ms"] = r.ack_deadline_unix_ms.into();
+            out!("{line}");
+        } else {
+            out!("{}", output::receipt(a, false));
+        }
     }
 }
 
