@@ -53,25 +53,7 @@ async fn overdue(c: &mut Client, channel: &str) -> Vec<proto::OverdueMessage> {
 /// does. A reply names the order, with its cursor, on every node.
 #[tokio::test]
 async fn acknowledgements_cross_agencies_and_overdue_ones_are_named() {
-    let police = TestNode::start("police.example").await;
-    let rescue = TestNode::start("rescue.example").await;
-    let region = TestNode::start("region.example").await;
-    police.peer_with(&rescue).await;
-    police.peer_with(&region).await;
-    let mut police_op = police.operator().await;
-    let ch = create_channel(&mut police_op, "flood").await;
-    police
-        .share("flood", &["rescue.example", "region.example"])
-        .await;
-    for node in [&rescue, &region] {
-        let op = node.operator().await;
-        eventually("the channel shared", || async {
-            common::channel_state(&op, &ch)
-                .await
-                .filter(|s| s == "shared")
-        })
-        .await;
-    }
+    let (police, rescue, region, ch) = common::three_agencies().await;
     let mut bo = rescue.client("bo", Role::Member).await;
     let deadline_ms = 10_000;
     let order = bo

@@ -872,6 +872,42 @@ async fn a_partner_cannot_hold_more_than_a_few_file_streams_open() {
     node.stop().await;
 }
 
+/// A hostile home, `rescue.example`, that police's node trusts: linked to
+/// it (hellos exchanged), with police's key for the rosters of its
+/// channels.
+struct HostileHome {
+    mallory: HandPeer,
+    tx: tokio::sync::mpsc::Sender<proto::LinkFrame>,
+    responses: tonic::Streaming<proto::LinkFrame>,
+    /// A roster sharing a channel with police.
+    roster: Vec<proto::Participant>,
+}
+
+impl HostileHome {
+    async fn link(node: &common::TestNode) -> Self {
+        let mut admin = node.admin().await;
+        let mallory = HandPeer::trusted_by(&mut admin, "rescue.example").await;
+        let police_key = common::signing_key(&mut admin).await;
+        let (tx, mut responses) = mallory.dial(&node.dir(), node.fed_addr).await;
+        tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
+            .await
+            .unwrap();
+        assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
+        let roster = vec![proto::Participant {
+            org: "police.example".into(),
+            signing_key: police_key,
+            active: true,
+            ..Default::default()
+        }];
+        Self {
+            mallory,
+            tx,
+            responses,
+            roster,
+        }
+    }
+}
+
 /// A partner cannot acknowledge in another org's name, nor slip in an
 /// acknowledgement that names no message: both are rejected and audited,
 /// and no acknowledgement shows; its message in the same batch is taken.
@@ -882,22 +918,14 @@ async fn a_partner_cannot_hold_more_than_a_few_file_streams_open() {
 async fn forged_acknowledgements_and_retractions_are_rejected_and_audited() {
     use prost::Message as _;
     let node = common::TestNode::start("police.example").await;
-    let mut admin = node.admin().await;
-    let mallory = HandPeer::trusted_by(&mut admin, "rescue.example").await;
-    let police_key = common::signing_key(&mut admin).await;
+    let HostileHome {
+        mallory,
+        tx,
+        responses: _responses,
+        roster,
+    } = HostileHome::link(&node).await;
     let op = node.operator().await;
     let ops = "rescue.example/ops";
-    let (tx, mut responses) = mallory.dial(&node.dir(), node.fed_addr).await;
-    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
-        .await
-        .unwrap();
-    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
-    let roster = vec![proto::Participant {
-        org: "police.example".into(),
-        signing_key: police_key,
-        active: true,
-        ..Default::default()
-    }];
     let (offer, r1) = mallory.roster(ops, 1, GENESIS_HASH, roster);
     tx.send(frame(Frame::Offer(offer.clone()))).await.unwrap();
     eventually("police to join mallory's channel", || async {
@@ -1076,22 +1104,14 @@ async fn forged_acknowledgements_and_retractions_are_rejected_and_audited() {
 async fn forged_picture_entries_and_an_incident_rewritten_are_rejected_and_audited() {
     use prost::Message as _;
     let node = common::TestNode::start("police.example").await;
-    let mut admin = node.admin().await;
-    let mallory = HandPeer::trusted_by(&mut admin, "rescue.example").await;
-    let police_key = common::signing_key(&mut admin).await;
+    let HostileHome {
+        mallory,
+        tx,
+        responses: _responses,
+        roster,
+    } = HostileHome::link(&node).await;
     let op = node.operator().await;
     let flood = "rescue.example/flood";
-    let (tx, mut responses) = mallory.dial(&node.dir(), node.fed_addr).await;
-    tx.send(frame(Frame::Hello(proto::VersionVectors::default())))
-        .await
-        .unwrap();
-    assert!(matches!(next_frame(&mut responses).await, Frame::Hello(_)));
-    let roster = vec![proto::Participant {
-        org: "police.example".into(),
-        signing_key: police_key,
-        active: true,
-        ..Default::default()
-    }];
     let drill = proto::Incident {
         name: "flood".into(),
         exercise: true,

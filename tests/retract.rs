@@ -34,25 +34,7 @@ async fn retract(
 /// message's org may retract; a retracted message cannot be acknowledged.
 #[tokio::test]
 async fn a_retraction_drops_the_text_and_files_everywhere_and_shows_who() {
-    let police = TestNode::start("police.example").await;
-    let rescue = TestNode::start("rescue.example").await;
-    let region = TestNode::start("region.example").await;
-    police.peer_with(&rescue).await;
-    police.peer_with(&region).await;
-    let mut police_op = police.operator().await;
-    let ch = create_channel(&mut police_op, "flood").await;
-    police
-        .share("flood", &["rescue.example", "region.example"])
-        .await;
-    for node in [&rescue, &region] {
-        let op = node.operator().await;
-        eventually("the channel shared", || async {
-            common::channel_state(&op, &ch)
-                .await
-                .filter(|s| s == "shared")
-        })
-        .await;
-    }
+    let (police, rescue, region, ch) = common::three_agencies().await;
     let mut bo = rescue.client("bo", Role::Member).await;
     let photo = bytes(300_000, 41);
     upload(&mut bo, &photo).await.unwrap();

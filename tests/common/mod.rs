@@ -541,6 +541,31 @@ impl TestNode {
     }
 }
 
+/// Three agencies: police shares a channel `flood` with rescue and the
+/// region, which do not know each other (each reaches the other only
+/// through police); returns once both hold it. The nodes and the
+/// channel's id.
+pub async fn three_agencies() -> (TestNode, TestNode, TestNode, String) {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    let region = TestNode::start("region.example").await;
+    police.peer_with(&rescue).await;
+    police.peer_with(&region).await;
+    let mut police_op = police.operator().await;
+    let ch = create_channel(&mut police_op, "flood").await;
+    police
+        .share("flood", &["rescue.example", "region.example"])
+        .await;
+    for node in [&rescue, &region] {
+        let op = node.operator().await;
+        eventually("the channel shared", || async {
+            channel_state(&op, &ch).await.filter(|s| s == "shared")
+        })
+        .await;
+    }
+    (police, rescue, region, ch)
+}
+
 /// The state of `channel` as the node `c` is connected to lists it
 /// (`shared`, `pending`, `archived`, …); `None` if it does not hold it.
 pub async fn channel_state(c: &Client, channel: &str) -> Option<String> {
