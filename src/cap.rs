@@ -23,6 +23,9 @@ use oasiscap::v1dot2;
 
 use crate::proto::PictureBody;
 
+/// The CAP 1.2 XML namespace (CAP 1.2 §3.1).
+const CAP_1_2: &str = "urn:oasis:names:tc:emergency:cap:1.2";
+
 /// Largest alert taken, in bytes of XML (embedded resources included).
 pub const MAX_ALERT_BYTES: usize = 4 << 20;
 
@@ -67,10 +70,24 @@ pub fn parse(xml: &str) -> Result<v1dot2::Alert, CapError> {
     {
         return Err(CapError::NotCap);
     }
+    if !xml.contains(CAP_1_2) {
+        if xml.contains("urn:oasis:names:tc:emergency:cap:1.1") {
+            return Err(CapError::OldVersion { version: "1.1" });
+        }
+        if xml.contains("http://www.incident.com/cap/1.0") {
+            return Err(CapError::OldVersion { version: "1.0" });
+        }
+        return Err(CapError::NotCap);
+    }
     match xml.parse::<oasiscap::Alert>() {
         Ok(oasiscap::Alert::V1dot2(alert)) => Ok(alert),
         Ok(oasiscap::Alert::V1dot1(_)) => Err(CapError::OldVersion { version: "1.1" }),
         Ok(oasiscap::Alert::V1dot0(_)) => Err(CapError::OldVersion { version: "1.0" }),
+        Err(e)
+            if e.to_string().contains("unknown variant") && e.to_string().contains("cap:alert") =>
+        {
+            Err(CapError::NotCap)
+        }
         Err(e) => Err(CapError::Invalid(
             diagnose(xml).unwrap_or_else(|| readable(&e.to_string())),
         )),
@@ -125,6 +142,21 @@ const VALUE_SETS: [(&str, &[&str]); 7] = [
 /// The CAP 1.2 elements that hold a date and time (§3.2.1, §3.2.2).
 const DATES: [&str; 4] = ["sent", "effective", "onset", "expires"];
 
+/// What is wrong with a CAP polygon's text (§3.3.2.1: at least four
+/// "latitude,longitude" pairs, the first and last the same), if anything.
+fn polygon_fault(text: &str) -> Option<String> {
+    let points: Vec<&str> = text.split_whitespace().collect();
+    if points.is_empty() {
+        return None; // an empty polygon is taken, as no shape
+    }
+    if points.len() < 4 {
+        return Some(format!("{} points; a polygon has at least 4", points.len()));
+    }
+    let (first, last) = (points[0], points[points.len() - 1]);
+    (first != last)
+        .then(|| format!("not closed: its last point {last} is not its first point {first}"))
+}
+
 /// Which element of a document `oasiscap` refused makes it invalid, when
 /// that is a date or an enumerated value (read with `xml-rs`): a person is
 /// told the element and what it must hold.
@@ -143,6 +175,11 @@ fn diagnose(xml: &str) -> Option<String> {
                         "element <{open}>: {text:?} is not a CAP date and time \
                          (YYYY-MM-DDThh:mm:ss with its offset, e.g. 2003-04-02T14:39:01-05:00)"
                     ));
+                }
+                if open == "polygon"
+                    && let Some(why) = polygon_fault(text)
+                {
+                    return Some(format!("element <polygon>: {why}"));
                 }
                 if let Some((_, allowed)) = VALUE_SETS.iter().find(|(e, _)| *e == open)
                     && !allowed.contains(&text)
@@ -389,8 +426,10 @@ pub struct AsAlert<'a> {
     pub sender: &'a str,
     pub sent_unix_ms: u64,
     pub exercise: bool,
-    /// The incident's name (the alert's `event` and `restriction`).
+    /// The incident's name (the alert's `event`).
     pub incident: &'a str,
+    /// Its channel, `home/name` (the alert's `restriction`: who may see it).
+    pub channel: &'a str,
     /// `author@org`.
     pub author: &'a str,
     pub text: &'a str,
@@ -422,7 +461,7 @@ pub fn message_alert(m: &AsAlert<'_>) -> Result<String, CapError> {
     } else {
         v1dot2::Status::Actual
     };
-    alert.restriction = Some(format!("the agencies of incident {}", m.incident));
+    alert.restriction = Some(format!("the agencies of incident {}", m.channel));
     if m.exercise {
         alert.note = Some(format!("exercise {}", m.incident));
     }
@@ -453,6 +492,7 @@ mod tests {
             sent_unix_ms: 1_764_576_000_000,
             exercise: true,
             incident: "flood",
+            channel: "police.example/flood",
             author: "alice@police.example",
             text: "Road 73 <closed> & detour via road 12",
             urgency: v1dot2::Urgency::Immediate,
@@ -523,6 +563,24 @@ mod tests {
         let e = parse(&unreal).unwrap_err().to_string();
         assert!(
             e.contains("element <status>: \"Real\" is not one of Actual"),
+            "{e}"
+        );
+        let cap10 = adot1.replace(CAP_1_2, "http://www.incident.com/cap/1.0");
+        assert_eq!(
+            parse(&cap10).unwrap_err(),
+            CapError::OldVersion { version: "1.0" }
+        );
+        let invented = adot1.replace(CAP_1_2, "urn:oasis:names:tc:emergency:cap:9.9");
+        assert_eq!(parse(&invented).unwrap_err(), CapError::NotCap);
+        let storm = sample("v1dot2_appendix_adot2.xml");
+        let open = storm.replace(
+            "38.47,-120.14 38.34,-119.95 38.52,-119.74 38.62,-119.89 38.47,-120.14",
+            "38.47,-120.14 38.34,-119.95 38.52,-119.74 38.62,-119.89 38.60,-120.0",
+        );
+        assert_ne!(open, storm);
+        let e = parse(&open).unwrap_err().to_string();
+        assert!(
+            e.contains("element <polygon>: not closed: its last point 38.60,-120.0 is not its first point 38.47,-120.14"),
             "{e}"
         );
         let broken = adot1.replace("</info>", "");

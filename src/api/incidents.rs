@@ -170,6 +170,17 @@ async fn state_entry(
     Ok(entry_message(&stated, exercise))
 }
 
+/// The geometry as it is signed: checked, and only the geometry itself
+/// (no `bbox`, no `crs` or other foreign members, which RFC 7946 does not
+/// give a meaning), in the `geojson` crate's form.
+fn canonical_geometry(given: &str) -> Result<String, ApiError> {
+    if given.is_empty() {
+        return Ok(String::new());
+    }
+    let checked = picture::check_geometry(given).map_err(ApiError::InvalidArgument)?;
+    Ok(geojson::Geometry::new(checked.value).to_string())
+}
+
 /// Refused unless `owner` (if given) is this org: only an entry's owner
 /// changes it; others comment in the channel.
 fn own_entry(shared: &ApiContext, owner: &str, key: &str) -> Result<(), ApiError> {
@@ -220,8 +231,24 @@ impl incidents_server::Incidents for Incidents {
             ))
             .into());
         }
+        // Ten years: an incident that must outlive that is closed by hand.
+        const LONGEST_MS: u64 = 10 * 366 * 24 * 3_600_000;
+        if req.until_unix_ms > now.saturating_add(LONGEST_MS) {
+            return Err(ApiError::InvalidArgument(format!(
+                "until {} lies more than ten years ahead; give a nearer end, or none (close it by hand)",
+                req.until_unix_ms
+            ))
+            .into());
+        }
         let orgs = super::admin::partners(&self.shared, &req.with)?;
-        let record = super::messaging::create_channel(&self.shared, &member, &req.name)?;
+        let record = super::messaging::create_channel(&self.shared, &member, &req.name)
+            .map_err(|e| match e {
+                ApiError::AlreadyExists(_) => ApiError::AlreadyExists(format!(
+                    "this node has a channel or incident named {} already: give the incident another name",
+                    req.name
+                )),
+                other => other,
+            })?;
         let channel = ChannelId::parse(&record.id).map_err(ApiError::from)?;
         let incident = Incident {
             name: req.name.clone(),
@@ -367,7 +394,7 @@ impl incidents_server::Incidents for Incidents {
             key: req.key,
             kind: req.kind,
             status: req.status,
-            geometry: req.geometry,
+            geometry: canonical_geometry(&req.geometry)?,
             fields: req.fields,
             removed: false,
         };
@@ -425,10 +452,14 @@ impl incidents_server::Incidents for Incidents {
         caller(&request, &self.shared)?;
         let (channel, record) = incident(&self.shared, &request.get_ref().incident)?;
         let shared = self.shared.clone();
+        let id = channel.to_string();
         let alerts = tokio::task::spawn_blocking(move || export(&shared, &channel, &record))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
-        Ok(Response::new(proto::ExportCapResponse { alerts }))
+        Ok(Response::new(proto::ExportCapResponse {
+            alerts,
+            incident: id,
+        }))
     }
 }
 
@@ -524,6 +555,12 @@ async fn import(
     let alert = crate::cap::parse(xml)?;
     let exercise = record.incident.as_ref().is_some_and(|i| i.exercise);
     crate::cap::check_status(&alert.status, exercise)?;
+    if let Some(at) = imported_already(shared, &channel, &alert)? {
+        return Err(ApiError::AlreadyExists(format!(
+            "alert {} of {} is in {channel} already (as {}#{}); an alert is imported once",
+            alert.identifier, alert.sender, at.origin, at.seq
+        )));
+    }
     if crate::rules::is_over(record, unix_ms()) {
         return Err(ApiError::FailedPrecondition(format!(
             "incident {channel} is closed or past its end: nothing new goes into it"
@@ -613,9 +650,50 @@ async fn import(
     })
 }
 
-/// ExportCap: every imported alert held here, as it came (read and
-/// written again by `oasiscap`), and every other message as an alert of
-/// its origin org, oldest first.
+/// The messages of `channel` that carry a CAP alert, oldest first.
+fn alert_messages(
+    shared: &ApiContext,
+    channel: &ChannelId,
+) -> Result<Vec<(crate::store::Stored, proto::CapAlert)>, ApiError> {
+    use crate::store::Page;
+    let mut out = Vec::new();
+    let mut page = Page::Beginning;
+    loop {
+        let (stored, more) = shared.store.history(channel, &page, 500, 4 << 20)?;
+        let last = stored.last().map(|s| s.cursor.clone());
+        for s in stored {
+            if let Some(cap) = crate::rules::post_of(&s.envelope).and_then(|p| p.cap) {
+                out.push((s, cap));
+            }
+        }
+        match (more, last) {
+            (true, Some(last)) => page = Page::After(last),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Where `alert` (by sender and identifier, CAP 1.2 §3.2.1) was imported
+/// into `channel` before, if it was.
+fn imported_already(
+    shared: &ApiContext,
+    channel: &ChannelId,
+    alert: &oasiscap::v1dot2::Alert,
+) -> Result<Option<crate::proto::MessageId>, ApiError> {
+    Ok(alert_messages(shared, channel)?
+        .into_iter()
+        .find(|(_, cap)| {
+            cap.sender == alert.sender.as_str() && cap.identifier == alert.identifier.as_str()
+        })
+        .map(|(s, _)| crate::proto::MessageId {
+            origin: s.envelope.origin,
+            seq: s.envelope.origin_seq,
+        }))
+}
+
+/// ExportCap: every imported alert held here, byte for byte as it came
+/// (a signature in it still verifies), and every other message as an
+/// alert of its origin org, oldest first.
 fn export(
     shared: &ApiContext,
     channel: &ChannelId,
@@ -642,11 +720,13 @@ fn export(
                     .store
                     .read_file(&hash, 0, size as usize)
                     .map_err(|e| ApiError::Internal(e.to_string()))?;
-                let xml = String::from_utf8_lossy(&bytes);
-                let alert = crate::cap::parse(&xml)?;
+                let xml = String::from_utf8(bytes).map_err(|_| {
+                    ApiError::Internal(format!("the XML of alert {} is not UTF-8", cap.identifier))
+                })?;
                 out.push(proto::ExportedAlert {
                     identifier: cap.identifier.clone(),
-                    xml: crate::cap::write(alert),
+                    sender: cap.sender.clone(),
+                    xml,
                     imported: true,
                 });
                 continue;
@@ -661,7 +741,9 @@ fn export(
                 },
                 _ => continue,
             };
-            let identifier = format!("{}-{}-{}", env.origin, channel.name(), env.origin_seq);
+            // Unique per sender: the channel (its home and name) and the
+            // message's place in its origin's chain.
+            let identifier = format!("{channel}/{}", env.origin_seq);
             let author = format!("{}@{}", env.author, env.origin);
             let urgency = match Priority::from_i32(env.priority) {
                 Some(Priority::Flash) => oasiscap::v1dot2::Urgency::Immediate,
@@ -674,12 +756,14 @@ fn export(
                 sent_unix_ms: Hlc(env.hlc).unix_ms(),
                 exercise: incident.exercise,
                 incident: &incident.name,
+                channel: &channel.to_string(),
                 author: &author,
                 text: &text,
                 urgency,
             })?;
             out.push(proto::ExportedAlert {
                 identifier,
+                sender: env.origin.clone(),
                 xml,
                 imported: false,
             });

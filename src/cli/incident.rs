@@ -106,21 +106,24 @@ pub(crate) struct RemoveArgs {
     conn: Connection,
 }
 
-/// `--until`: a time, or a duration from now; Unix ms.
+/// `--until`: a time (RFC 3339, with `Z` or an offset) or a duration from
+/// now; Unix ms.
 fn until(given: &str) -> anyhow::Result<u64> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(given) {
-        let ms = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|_| anyhow::anyhow!("--until {given} lies before 1970"))?
-            .as_millis();
-        return Ok(ms as u64);
+    let format = &time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(given, format) {
+        return u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .map_err(|_| anyhow::anyhow!("--until {given} lies before 1970"));
     }
     let d = humantime::parse_duration(given).map_err(|_| {
         anyhow::anyhow!(
-            "--until {given:?} is neither a time (2026-12-01T18:00:00Z) nor a duration (8h, 3days)"
+            "--until {given:?} is neither a time (2026-12-01T18:00:00Z, or with an offset: \
+             2026-12-01T18:00:00+01:00) nor a duration (8h, 3days)"
         )
     })?;
-    Ok(samband::model::unix_ms() + d.as_millis() as u64)
+    u64::try_from(d.as_millis())
+        .ok()
+        .and_then(|ms| samband::model::unix_ms().checked_add(ms))
+        .ok_or_else(|| anyhow::anyhow!("--until {given:?} lies too far ahead"))
 }
 
 pub(crate) async fn open(args: OpenArgs) -> anyhow::Result<()> {
@@ -228,10 +231,12 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
 /// The picture as a GeoJSON FeatureCollection (RFC 7946): each entry with
 /// a geometry is a Feature.
 fn feature_collection(entries: &[proto::PictureEntry]) -> geojson::FeatureCollection {
-    entries
+    let features = entries
         .iter()
         .filter_map(|e| {
-            let geometry: geojson::Geometry = e.geometry.parse().ok()?;
+            // Only the geometry itself (RFC 7946: no `crs`, no bbox of ours).
+            let geometry =
+                geojson::Geometry::new(e.geometry.parse::<geojson::Geometry>().ok()?.value);
             let mut properties = geojson::JsonObject::new();
             let fields: serde_json::Map<String, serde_json::Value> = e
                 .fields
@@ -261,7 +266,12 @@ fn feature_collection(entries: &[proto::PictureEntry]) -> geojson::FeatureCollec
                 foreign_members: None,
             })
         })
-        .collect()
+        .collect();
+    geojson::FeatureCollection {
+        bbox: None,
+        features,
+        foreign_members: None,
+    }
 }
 
 pub(crate) async fn show_picture(args: ShowPictureArgs) -> anyhow::Result<()> {
@@ -292,23 +302,44 @@ pub(crate) async fn show_picture(args: ShowPictureArgs) -> anyhow::Result<()> {
 
 /// `--point LAT,LON` as a GeoJSON Point ([longitude, latitude]).
 fn point(given: &str) -> anyhow::Result<String> {
-    let parsed = given.split_once(',').and_then(|(lat, lon)| {
-        Some((
-            lat.trim().parse::<f64>().ok()?,
-            lon.trim().parse::<f64>().ok()?,
-        ))
-    });
+    let degrees = |s: &str| s.trim().parse::<f64>().ok().filter(|d| d.is_finite());
+    let parsed = given
+        .split_once(',')
+        .and_then(|(lat, lon)| Some((degrees(lat)?, degrees(lon)?)));
     let Some((lat, lon)) = parsed else {
         anyhow::bail!("--point {given:?}: give latitude,longitude in degrees, e.g. 59.33,18.07");
     };
     Ok(geojson::Geometry::new_point([lon, lat]).to_string())
 }
 
+/// A `--geojson` file's geometry: refused here when empty or larger than
+/// any geometry the node takes.
+fn geometry_file(file: &std::path::Path) -> anyhow::Result<String> {
+    let most = samband::rules::picture::MAX_GEOMETRY_BYTES as u64;
+    let size = std::fs::metadata(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+        .len();
+    if size > most {
+        anyhow::bail!(
+            "{} is {size} bytes; a geometry is at most {most} bytes: simplify it",
+            file.display()
+        );
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    if text.trim().is_empty() {
+        anyhow::bail!(
+            "{} is empty: give a GeoJSON geometry, e.g. {{\"type\":\"Point\",\"coordinates\":[18.07,59.33]}}",
+            file.display()
+        );
+    }
+    Ok(text)
+}
+
 pub(crate) async fn set(args: SetArgs) -> anyhow::Result<()> {
     let geometry = match (&args.point, &args.geojson) {
         (Some(p), _) => point(p)?,
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?,
+        (None, Some(file)) => geometry_file(file)?,
         (None, None) => String::new(),
     };
     let mut fields = HashMap::new();
@@ -404,17 +435,21 @@ pub(crate) async fn cap_import(args: CapImportArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let entries = match done.entries.len() {
+        1 => "1 picture entry".to_owned(),
+        n => format!("{n} picture entries"),
+    };
     out!(
-        "imported into {}: {} picture entries set, {} removed, {} files attached",
+        "imported into {}: {entries} set, {} removed; the alert kept as a file, with {} embedded resources as files",
         args.incident,
-        done.entries.len(),
         done.removed.len(),
-        done.attachments.len() + 1
+        done.attachments.len()
     );
     out!(
-        "where it is: samband receipts {} {}",
+        "where it is: samband receipts {} {}{}",
         args.incident,
-        done.cursor
+        done.cursor,
+        args.conn.flags()
     );
     Ok(())
 }
@@ -433,8 +468,8 @@ pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
     let mut files = Vec::new();
     for alert in &done.alerts {
-        let name: String = alert
-            .identifier
+        // Sender and identifier: what makes an alert unique (CAP 1.2 §3.2.1).
+        let name: String = format!("{}-{}", alert.sender, alert.identifier)
             .chars()
             .map(|c| {
                 if c.is_alphanumeric() || "._-".contains(c) {
@@ -456,7 +491,7 @@ pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
         }
         files.push((file, alert));
     }
-    let feed = atom_index(&args.incident, &files)?;
+    let feed = atom_index(&done.incident, &files)?;
     let index = args.out.join("index.atom");
     std::fs::write(&index, feed)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", index.display()))?;
@@ -476,7 +511,7 @@ pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
 /// its content the alert's file (`src`, relative), as CAP feeds publish
 /// alerts.
 fn atom_index(incident: &str, files: &[(String, &proto::ExportedAlert)]) -> anyhow::Result<String> {
-    use atom_syndication::{Content, Entry, Feed, FixedDateTime, Link, Text};
+    use atom_syndication::{Content, Entry, Feed, FixedDateTime, Link, Person, Text};
     let id = |what: &str| {
         format!(
             "urn:samband:{}",
@@ -494,6 +529,11 @@ fn atom_index(incident: &str, files: &[(String, &proto::ExportedAlert)]) -> anyh
             .and_then(|i| i.headline.clone())
             .or_else(|| info.map(|i| i.event.clone()))
             .unwrap_or_else(|| alert.identifier.clone());
+        // RFC 4287 §4.1.1.1: an entry whose content is elsewhere (`src`)
+        // has a summary.
+        let summary = info
+            .and_then(|i| i.description.clone())
+            .unwrap_or_else(|| title.clone());
         entries.push(Entry {
             title: Text::plain(title),
             id: id(&format!("cap:{},{}", read.sender, read.identifier)),
@@ -509,11 +549,20 @@ fn atom_index(incident: &str, files: &[(String, &proto::ExportedAlert)]) -> anyh
                 content_type: Some("application/xml".into()),
                 ..Default::default()
             }),
+            summary: Some(Text::plain(summary)),
+            authors: vec![Person {
+                name: read.sender.to_string(),
+                ..Default::default()
+            }],
             ..Default::default()
         });
     }
     let feed = Feed {
         title: Text::plain(format!("CAP alerts of incident {incident}")),
+        authors: vec![Person {
+            name: incident.split('/').next().unwrap_or(incident).to_owned(),
+            ..Default::default()
+        }],
         id: id(&format!("incident:{incident}")),
         updated: newest.unwrap_or_default(),
         entries,

@@ -371,9 +371,10 @@ pub(crate) fn entry(e: &proto::PictureEntry, as_json: bool) -> String {
     } else {
         format!(" [{}]", printable(&e.status))
     };
-    let fields: String = e
-        .fields
-        .iter()
+    let mut fields: Vec<(&String, &String)> = e.fields.iter().collect();
+    fields.sort();
+    let fields: String = fields
+        .into_iter()
         .map(|(k, v)| format!(" {}={}", printable(k), printable(v)))
         .collect();
     let place = if e.geometry.is_empty() {
