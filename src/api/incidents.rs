@@ -72,7 +72,8 @@ pub(super) fn info(record: &ChannelRecord, now_unix_ms: u64) -> Option<proto::In
 fn incident(shared: &ApiContext, given: &str) -> Result<(ChannelId, ChannelRecord), ApiError> {
     let id = existing_channel(shared, given).map_err(|_| {
         ApiError::NotFound(format!(
-            "no incident {given} on this node (samband incident list shows them)"
+            "no incident {given} on this node; another agency's incident is named home/name \
+             (samband incident list shows them)"
         ))
     })?;
     let record = shared

@@ -377,11 +377,7 @@ pub(crate) fn entry(e: &proto::PictureEntry, as_json: bool) -> String {
         .into_iter()
         .map(|(k, v)| format!(" {}={}", printable(k), printable(v)))
         .collect();
-    let place = if e.geometry.is_empty() {
-        ""
-    } else {
-        " (mapped)"
-    };
+    let place = where_of(&e.geometry);
     format!(
         "{exercise}{:<14} {}/{}{status}{fields}{place}  by {} at {}",
         printable(&e.kind),
@@ -390,6 +386,26 @@ pub(crate) fn entry(e: &proto::PictureEntry, as_json: bool) -> String {
         printable(&e.author),
         utc(e.unix_ms)
     )
+}
+
+/// Where an entry is, in a few words: a point's latitude,longitude, or
+/// the kind of shape and its size.
+fn where_of(geometry: &str) -> String {
+    use geojson::GeometryValue as V;
+    let Ok(g) = geometry.parse::<geojson::Geometry>() else {
+        return String::new();
+    };
+    match &g.value {
+        V::Point { coordinates } if coordinates.len() >= 2 => {
+            format!(" at {:.5},{:.5}", coordinates[1], coordinates[0])
+        }
+        V::LineString { coordinates } => format!(" (line of {} points)", coordinates.len()),
+        V::Polygon { coordinates } => format!(
+            " (area of {} points)",
+            coordinates.first().map_or(0, Vec::len)
+        ),
+        other => format!(" ({})", other.type_name()),
+    }
 }
 
 /// One incident: a line, or JSON.
@@ -415,7 +431,7 @@ pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
         String::new()
     };
     format!(
-        "{exercise}{:<32} {:<7} opened {}{until}{closed}  with {}",
+        "{exercise}{:<32} {:<7} opened {}{until}{closed}  agencies {}",
         printable(&i.id),
         i.state,
         utc(i.opened_unix_ms),

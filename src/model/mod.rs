@@ -79,6 +79,9 @@ fn simple_name_refusal(s: &str, max: usize) -> String {
         !(c.is_ascii_lowercase() || c.is_ascii_digit() || (i > 0 && matches!(c, '.' | '_' | '-')))
     });
     match bad {
+        Some((0, c)) if matches!(c, '.' | '_' | '-') => {
+            format!("a name starts with a letter or digit, not {c:?}: use 1 to {max} of {ALLOWED}")
+        }
         Some((_, c)) if !c.is_ascii() => format!(
             "{c:?} is not allowed (names are plain ASCII so that every node, file system and \
              terminal shows them alike): use 1 to {max} of {ALLOWED}"
@@ -361,7 +364,10 @@ mod tests {
         let said = MemberName::parse("Alice").unwrap_err().to_string();
         assert!(said.contains("'A' is not allowed"), "{said}");
         let said = ChannelName::parse(".hidden").unwrap_err().to_string();
-        assert!(said.contains("'.' is not allowed"), "{said}");
+        assert!(
+            said.contains("starts with a letter or digit, not '.'"),
+            "{said}"
+        );
         let said = ChannelName::parse(&"c".repeat(64)).unwrap_err().to_string();
         assert!(said.contains("use 1 to 63"), "{said}");
     }
