@@ -195,12 +195,28 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    let wanted = |i: &&proto::IncidentInfo| i.id == args.incident || i.name == args.incident;
-    let Some(info) = list.incidents.iter().find(wanted) else {
-        anyhow::bail!(
-            "no incident {} on this node (samband incident list shows them)",
+    let exact = list.incidents.iter().find(|i| i.id == args.incident);
+    let named: Vec<&proto::IncidentInfo> = list
+        .incidents
+        .iter()
+        .filter(|i| i.name == args.incident)
+        .collect();
+    let info = match (exact, named.as_slice()) {
+        (Some(info), _) => info,
+        (None, [info]) => *info,
+        (None, []) => anyhow::bail!(
+            "not found: no incident {} on this node (samband incident list shows them)",
             args.incident
-        );
+        ),
+        (None, several) => anyhow::bail!(
+            "several incidents are named {}: {}; give it as home/name",
+            args.incident,
+            several
+                .iter()
+                .map(|i| i.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let picture = c
         .picture(proto::PictureRequest {

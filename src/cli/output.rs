@@ -419,7 +419,8 @@ pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
         })
         .to_string();
     }
-    let exercise = if i.exercise { "[EXERCISE] " } else { "" };
+    // Marked in a column of its own, so that lines stay aligned.
+    let exercise = if i.exercise { "EXERCISE" } else { "real" };
     let until = if i.until_unix_ms > 0 {
         format!(" until {}", utc(i.until_unix_ms))
     } else {
@@ -431,7 +432,7 @@ pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
         String::new()
     };
     format!(
-        "{exercise}{:<32} {:<7} opened {}{until}{closed}  agencies {}",
+        "{:<32} {:<7} {exercise:<8} opened {}{until}{closed}  agencies {}",
         printable(&i.id),
         i.state,
         utc(i.opened_unix_ms),
