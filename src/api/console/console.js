@@ -63,6 +63,7 @@ function item(list, m) {
   const li = document.createElement("li");
   li.className = "message " + m.priority + (m.ahead ? " ahead" : "");
   li.dataset.cursor = m.cursor;
+  li.dataset.ref = m.origin + "#" + m.seq;
   li.appendChild(span("meta", m.author + "@" + m.origin + "#" + m.seq));
   li.appendChild(span("time", m.time));
   if (m.exercise) {
@@ -77,7 +78,13 @@ function item(list, m) {
   if (m.reply_to) {
     li.appendChild(span("reply", "reply to " + m.reply_to));
   }
-  li.appendChild(span("text", m.kind === "ack" ? "acknowledged" : m.text));
+  let text = m.text;
+  if (m.kind === "ack") {
+    text = "acknowledged " + (m.acknowledges || "");
+  } else if (m.kind === "retraction") {
+    text = "retracted " + (m.retracts || "");
+  }
+  li.appendChild(span("text", text));
   if (m.files.length > 0) {
     const files = document.createElement("div");
     files.className = "files";
@@ -106,6 +113,16 @@ function live(list) {
     const seen = list.querySelector('[data-cursor="' + CSS.escape(m.cursor) + '"]');
     if (seen) {
       return;
+    }
+    if (m.kind === "retraction" && m.retracts) {
+      // The message it takes back loses its text and files at once.
+      const gone = list.querySelector('[data-ref="' + CSS.escape(m.retracts) + '"]');
+      if (gone) {
+        for (const part of gone.querySelectorAll(".text, .files, form.action, .flag.ask")) {
+          part.remove();
+        }
+        gone.appendChild(span("text retracted", "retracted by " + m.author + "@" + m.origin));
+      }
     }
     list.appendChild(item(list, m));
     if (m.priority === "flash") {
@@ -169,6 +186,11 @@ function compose(form) {
   const post = form.querySelector("#post");
   const ready = [];
   let pending = 0;
+  // Post waits for every upload, and is blocked while one failed: a
+  // message must not go without a file its author chose.
+  const settle = () => {
+    post.disabled = pending > 0 || list.querySelector("li.failed") !== null;
+  };
   const add = (files) => {
     for (const f of files) {
       const row = document.createElement("li");
@@ -186,10 +208,18 @@ function compose(form) {
         .catch((e) => {
           row.classList.add("failed");
           row.querySelector(".note").textContent = e.message;
+          const drop = document.createElement("button");
+          drop.type = "button";
+          drop.textContent = "Remove";
+          drop.addEventListener("click", () => {
+            row.remove();
+            settle();
+          });
+          row.appendChild(drop);
         })
         .finally(() => {
           pending -= 1;
-          post.disabled = pending > 0;
+          settle();
         });
     }
   };
@@ -253,6 +283,10 @@ document.addEventListener("DOMContentLoaded", () => {
   const list = document.getElementById("messages");
   if (list && list.dataset.events) {
     live(list);
+    // The newest page opens at its end: the latest messages and the form.
+    if (!window.location.hash) {
+      window.scrollTo(0, document.body.scrollHeight);
+    }
   }
   const form = document.getElementById("compose");
   if (form) {

@@ -187,7 +187,7 @@ fn picture(entries: &[&Stated], exercise: bool) -> Markup {
                         td { (s.body.kind) }
                         td { (s.body.status) }
                         td {
-                            @for (k, v) in &s.body.fields { (k) "=" (v) br; }
+                            @for (k, v) in sorted(&s.body.fields) { (k) "=" (v) br; }
                             @if !s.body.geometry.is_empty() { span.mapped { "mapped" } }
                         }
                         td { (s.author) " " (super::when(crate::model::Hlc(s.hlc).unix_ms())) }
@@ -196,6 +196,13 @@ fn picture(entries: &[&Stated], exercise: bool) -> Markup {
             }
         }
     }
+}
+
+/// An entry's fields by name.
+fn sorted(fields: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut all: Vec<_> = fields.iter().collect();
+    all.sort();
+    all
 }
 
 /// The incident page.

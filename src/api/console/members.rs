@@ -116,7 +116,8 @@ pub(super) async fn channel(
     let messages = shown(api, stored.iter(), &member);
     let path = channel_path(&id);
     let token = console.token(&member);
-    let incident = api.store.channel(&id)?.and_then(|r| r.incident);
+    let record = api.store.channel(&id)?.unwrap_or_default();
+    let incident = record.incident.clone();
     let body = html! {
         @if incident.as_ref().is_some_and(|i| i.exercise) {
             p.exercise-banner { "EXERCISE — everything in this channel is an exercise, not the real thing" }
@@ -138,7 +139,10 @@ pub(super) async fn channel(
             data-path=(path) data-token=(token) {
             @for m in &messages { (message_item(m, &member, &path, &token)) }
         }
-        (post_form(&path, &token, None))
+        @match read_only(&record) {
+            Some(why) => p.read-only { (why) },
+            None => (post_form(&path, &token, None)),
+        }
     };
     Ok(page(&id.to_string(), &member, body))
 }
@@ -173,6 +177,24 @@ fn post_form(path: &str, token: &str, reply_to: Option<&str>) -> Markup {
     }
 }
 
+/// Why nothing can be posted to the channel of `record`, if so.
+fn read_only(record: &proto::ChannelRecord) -> Option<&'static str> {
+    if crate::rules::is_over(record, crate::model::unix_ms()) {
+        return Some(
+            "This incident is closed or past its end: its channel is read-only, with everything received kept.",
+        );
+    }
+    match proto::ChannelState::try_from(record.state) {
+        Ok(proto::ChannelState::Archived) => {
+            Some("This channel is archived: this agency was removed from it, so it is read-only.")
+        }
+        Ok(proto::ChannelState::Pending) => Some(
+            "This channel is offered but not accepted yet: an operator accepts it on the Operations page.",
+        ),
+        _ => None,
+    }
+}
+
 fn priority_class(priority: i32) -> &'static str {
     match Priority::from_i32(priority) {
         Some(Priority::Flash) => "flash",
@@ -189,7 +211,8 @@ fn message_item(m: &proto::Message, member: &Member, path: &str, token: &str) ->
         && m.origin == member.org.as_str()
         && (m.author == member.name.as_str() || member.role == Role::Admin);
     html! {
-        li class={ "message " (priority_class(m.priority)) } data-cursor=(m.cursor) {
+        li class={ "message " (priority_class(m.priority)) } data-cursor=(m.cursor)
+            data-ref=(format!("{}#{}", m.origin, m.origin_seq)) {
             @if m.kind == "roster" {
                 span.meta { (m.origin) "#" (m.origin_seq) " (sharing)" }
             } @else {
@@ -204,9 +227,15 @@ fn message_item(m: &proto::Message, member: &Member, path: &str, token: &str) ->
             @if let Some(r) = &m.retracted {
                 span.text.retracted { "retracted by " (r.member) "@" (r.org) }
             } @else if m.kind == "ack" {
-                span.text.ack { "acknowledged" }
+                span.text.ack {
+                    "acknowledged"
+                    @if let Some(r) = &m.acknowledges { " " (r.origin) "#" (r.seq) }
+                }
             } @else if m.kind == "retraction" {
-                span.text.ack { "retracted a message" }
+                span.text.ack {
+                    "retracted"
+                    @if let Some(r) = &m.retracts { " " (r.origin) "#" (r.seq) }
+                }
             } @else {
                 span.text { (m.text) }
                 @if !m.attachments.is_empty() {
@@ -260,6 +289,7 @@ pub(super) async fn message(
         .pop()
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no message at that cursor"))?;
     let receipts = crate::api::acks::receipts(api, &console.fed, &id, &cursor)?;
+    let record = api.store.channel(&id)?.unwrap_or_default();
     let path = channel_path(&id);
     let token = console.token(&member);
     let body = html! {
@@ -294,7 +324,7 @@ pub(super) async fn message(
                 }
             }
         }
-        @if m.retracted.is_none() {
+        @if m.retracted.is_none() && read_only(&record).is_none() {
             (post_form(&path, &token, Some(&m.cursor)))
         }
     };
@@ -317,6 +347,8 @@ fn shown<'a>(
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct MessageForm {
+    /// Missing: refused as a form from elsewhere (403), not as malformed.
+    #[serde(default)]
     token: String,
     cursor: String,
 }
@@ -373,6 +405,7 @@ pub(super) async fn retract(
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct PostForm {
+    #[serde(default)]
     token: String,
     #[serde(default)]
     text: String,
@@ -406,7 +439,13 @@ pub(super) async fn post_message(
     let priority = match form.priority.as_str() {
         "flash" => Priority::Flash,
         "urgent" => Priority::Urgent,
-        _ => Priority::Normal,
+        "normal" => Priority::Normal,
+        other => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("priority {other:?} is not one of normal, urgent, flash"),
+            ));
+        }
     };
     let attached: Vec<Attached> = if form.attachments.trim().is_empty() {
         Vec::new()
@@ -514,5 +553,7 @@ fn live_json(m: &proto::Message, path: &str, ahead: bool) -> serde_json::Value {
         "retracted": m.retracted.is_some(), "ack_required": m.ack_required,
         "needs_my_ack": m.needs_my_ack, "files": files, "exercise": m.exercise,
         "reply_to": m.reply_to.as_ref().map(|r| format!("{}#{}", r.origin, r.seq)),
+        "acknowledges": m.acknowledges.as_ref().map(|r| format!("{}#{}", r.origin, r.seq)),
+        "retracts": m.retracts.as_ref().map(|r| format!("{}#{}", r.origin, r.seq)),
     })
 }

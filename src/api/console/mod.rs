@@ -113,6 +113,7 @@ pub(crate) fn router(api: Arc<ApiContext>, fed: Arc<Federation>) -> Router {
         .route("/assets/console.js", get(script))
         .route("/assets/console.css", get(style))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(authority))
         .with_state(Console::new(api, fed))
 }
 
@@ -221,9 +222,12 @@ fn secured(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: under `no-referrer` a browser sends
+    // `Origin: null` with the console's own forms, and the same-origin
+    // check needs the real one. Nothing leaves for another site either way.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -263,7 +267,8 @@ fn from_own_page(
     headers: &HeaderMap,
     token: &str,
 ) -> Result<(), Refusal> {
-    if cross_site(headers) || !console.token_ok(member, token) {
+    let authority = headers.get(AUTHORITY).and_then(|a| a.to_str().ok());
+    if cross_site(headers, authority) || !console.token_ok(member, token) {
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "this form did not come from a page of this console (or the node restarted since \
@@ -274,19 +279,47 @@ fn from_own_page(
 }
 
 /// Whether a browser says this request came from another site: its
-/// `Sec-Fetch-Site`, or failing that its `Origin` against `Host`.
-fn cross_site(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        return site.as_bytes() != b"same-origin";
+/// `Sec-Fetch-Site` when sent, and its `Origin` when sent (`null`
+/// included) against `Host` (or, over HTTP/2, the request's authority).
+/// Either one naming another site is enough.
+fn cross_site(headers: &HeaderMap, authority: Option<&str>) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() != b"same-origin")
+    {
+        return true;
     }
-    match (headers.get(header::ORIGIN), headers.get(header::HOST)) {
-        (Some(origin), Some(host)) => {
-            let origin = origin.to_str().unwrap_or("");
-            let host = host.to_str().unwrap_or("");
-            origin.strip_prefix("https://") != Some(host)
-        }
-        _ => false,
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(authority)
+        .unwrap_or("");
+    origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.strip_prefix("https://"))
+        != Some(host)
+}
+
+/// Where a request's `:authority` (HTTP/2) is kept for the checks above:
+/// [`authority`] copies it into this header of the request.
+const AUTHORITY: &str = "x-samband-authority";
+
+/// Copies an HTTP/2 request's authority (which has no `Host` header) into
+/// [`AUTHORITY`], so that the same-origin check sees it.
+async fn authority(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    request.headers_mut().remove(AUTHORITY);
+    if let Some(value) = request
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        request.headers_mut().insert(AUTHORITY, value);
     }
+    next.run(request).await
 }
 
 /// A time for people: `unix_ms` in UTC, to the second

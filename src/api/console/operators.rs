@@ -109,6 +109,7 @@ pub(super) async fn overview(
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct AcceptForm {
+    #[serde(default)]
     token: String,
     channel: String,
 }
@@ -130,6 +131,7 @@ pub(super) async fn accept(
 
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct RevokeForm {
+    #[serde(default)]
     token: String,
     member: String,
 }
