@@ -219,10 +219,17 @@ def main() -> None:
 
         # Rescue's member acknowledges the FLASH order (FLASH asks for it),
         # from the live view.
+        # Opened afresh, a FLASH still waiting for this member turns the
+        # header red too.
+        watcher.reload()
+        watcher.wait_for_load_state("load")
+        assert watcher.evaluate("document.body.classList.contains('alert')"), "no FLASH alert"
         order = watcher.locator("li.message.flash", has_text=text)
         order.get_by_role("button", name="Acknowledge").click()
         watcher.wait_for_load_state()
         watcher.reload()
+        watcher.wait_for_load_state("load")
+        assert not watcher.evaluate("document.body.classList.contains('alert')"), "alert after ack"
         assert watcher.locator("li.message.flash", has_text=text).get_by_role(
             "button", name="Acknowledge").count() == 0, "still asked after acknowledging"
 

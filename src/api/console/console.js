@@ -101,7 +101,9 @@ function item(list, m) {
     li.appendChild(details);
   }
   if (m.needs_my_ack) {
-    li.appendChild(action(list, m, "ack", "Acknowledge"));
+    const ack = action(list, m, "ack", "Acknowledge");
+    ack.classList.add("needs-ack");
+    li.appendChild(ack);
   }
   return li;
 }
@@ -279,6 +281,11 @@ document.addEventListener("DOMContentLoaded", () => {
         e.preventDefault();
       }
     });
+  }
+  // A FLASH message still waiting for this member's acknowledgement turns
+  // the header red, as one arriving live does.
+  if (document.querySelector("li.message.flash form.needs-ack")) {
+    document.body.classList.add("alert");
   }
   const list = document.getElementById("messages");
   if (list && list.dataset.events) {

@@ -162,6 +162,18 @@ pub(super) async fn upload(
         size: query.size,
         offset: query.offset,
     };
+    let most = console.api.limits.max_file_bytes;
+    if announced.size > most {
+        // RFC 9110 §15.5.14: the content is larger than the node takes.
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a file of {} bytes; this node accepts files of at most {most} bytes \
+                 (limits.max_file_bytes)",
+                announced.size
+            ),
+        ));
+    }
     let chunks = chunks_of(&console, body);
     let done =
         crate::api::files::receive_file(&console.api, &member, announced, Vec::new(), chunks)

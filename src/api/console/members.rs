@@ -248,7 +248,7 @@ fn message_item(m: &proto::Message, member: &Member, path: &str, token: &str) ->
                 a.details href=(format!("{path}/m/{}", m.cursor)) { "Receipts · reply" }
             }
             @if m.needs_my_ack {
-                form.action method="post" action=(format!("{path}/ack")) {
+                form.action.needs-ack method="post" action=(format!("{path}/ack")) {
                     input type="hidden" name="token" value=(token);
                     input type="hidden" name="cursor" value=(m.cursor);
                     button type="submit" { "Acknowledge" }
