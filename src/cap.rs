@@ -340,15 +340,10 @@ pub fn entries(alert: &v1dot2::Alert) -> Vec<PictureBody> {
                 fields.insert("radius_km".to_owned(), radii.join(" "));
             }
             for value in fields.values_mut() {
-                value.truncate(crate::rules::picture::MAX_VALUE_BYTES.min(value.len()));
-                while !value.is_char_boundary(value.len()) {
-                    value.pop();
-                }
+                clip(value, crate::rules::picture::MAX_VALUE_BYTES);
             }
             let mut status = format!("{} ({:?})", info.event, info.severity);
-            while status.len() > crate::rules::picture::MAX_NAME_BYTES {
-                status.pop();
-            }
+            clip(&mut status, crate::rules::picture::MAX_NAME_BYTES);
             out.push(PictureBody {
                 key: format!("{prefix}{i}-{j}"),
                 kind: "area".into(),
@@ -360,6 +355,15 @@ pub fn entries(alert: &v1dot2::Alert) -> Vec<PictureBody> {
         }
     }
     out
+}
+
+/// Cuts `text` to at most `most` bytes, at a character's edge.
+fn clip(text: &mut String, most: usize) {
+    let mut end = most.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
 }
 
 /// An embedded resource of an alert (`derefUri`, §3.3.1): its file name,
@@ -386,17 +390,7 @@ pub fn embedded(alert: &v1dot2::Alert) -> Vec<Embedded> {
                 .and_then(|u| u.path_segments()?.next_back().map(str::to_owned))
                 .filter(|s| !s.is_empty());
             let base = from_uri.unwrap_or_else(|| r.description.clone());
-            let mut name: String = base
-                .chars()
-                .map(|c| {
-                    if c.is_alphanumeric() || "._-".contains(c) {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect();
-            name.truncate(100);
+            let mut name = file_name(&base);
             if name.trim_matches(['.', '-']).is_empty() {
                 name = format!("resource-{i}");
             }
@@ -414,6 +408,22 @@ pub fn embedded(alert: &v1dot2::Alert) -> Vec<Embedded> {
         }
     }
     out
+}
+
+/// `text` (an identifier, a resource's description) as a file name: ASCII
+/// letters, digits, `.`, `_` and `-` only (anything else becomes `-`, so
+/// no path and no control character), at most 120 characters.
+pub fn file_name(text: &str) -> String {
+    text.chars()
+        .take(120)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// A member's message as a CAP 1.2 alert of its origin org: what every
@@ -586,6 +596,28 @@ mod tests {
         let broken = adot1.replace("</info>", "");
         let e = parse(&broken).unwrap_err().to_string();
         assert!(e.contains("not well-formed XML"), "{e}");
+    }
+
+    #[test]
+    fn long_words_of_an_alert_are_cut_at_a_characters_edge() {
+        let storm = sample("v1dot2_appendix_adot2.xml");
+        let long = storm.replace(
+            "<event>SEVERE THUNDERSTORM</event>",
+            &format!("<event>x{}</event>", "Å".repeat(1500)),
+        );
+        assert_ne!(long, storm);
+        for body in entries(&parse(&long).unwrap()) {
+            crate::rules::picture::check_entry(&body).unwrap();
+        }
+    }
+
+    #[test]
+    fn file_names_keep_to_plain_characters_and_a_bounded_length() {
+        assert_eq!(file_name("../etc/passwd"), "..-etc-passwd");
+        assert_eq!(file_name("Räddning\u{1b}[2J"), "R-ddning--2J");
+        // Many characters of several bytes each: cut by character, never
+        // inside one.
+        assert_eq!(file_name(&"Å".repeat(300)).len(), 120);
     }
 
     #[test]

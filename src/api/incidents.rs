@@ -527,18 +527,7 @@ async fn upload_bytes(
 /// A file name for an alert's XML: its identifier, kept to file-name
 /// characters.
 fn alert_file_name(identifier: &str) -> String {
-    let mut name: String = identifier
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    name.truncate(120);
-    format!("{name}.cap.xml")
+    format!("{}.cap.xml", crate::cap::file_name(identifier))
 }
 
 /// ImportCap: the alert as a message of the incident's channel carrying
@@ -721,9 +710,15 @@ fn export(
                     .store
                     .read_file(&hash, 0, size as usize)
                     .map_err(|e| ApiError::Internal(e.to_string()))?;
-                let xml = String::from_utf8(bytes).map_err(|_| {
-                    ApiError::Internal(format!("the XML of alert {} is not UTF-8", cap.identifier))
-                })?;
+                // A partner's post may name any of its files as the alert:
+                // what does not read as CAP 1.2 is left out, not sent on.
+                let Some(xml) = String::from_utf8(bytes)
+                    .ok()
+                    .filter(|xml| crate::cap::parse(xml).is_ok())
+                else {
+                    tracing::warn!(%channel, origin = %env.origin, seq = env.origin_seq, "a message's CAP alert does not read as CAP 1.2; left out of the export");
+                    continue;
+                };
                 out.push(proto::ExportedAlert {
                     identifier: cap.identifier.clone(),
                     sender: cap.sender.clone(),

@@ -485,16 +485,7 @@ pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
     let mut files = Vec::new();
     for alert in &done.alerts {
         // Sender and identifier: what makes an alert unique (CAP 1.2 §3.2.1).
-        let name: String = format!("{}-{}", alert.sender, alert.identifier)
-            .chars()
-            .map(|c| {
-                if c.is_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
+        let name = samband::cap::file_name(&format!("{}-{}", alert.sender, alert.identifier));
         let file = format!("{name}.xml");
         let path = args.out.join(&file);
         std::fs::write(&path, &alert.xml)

@@ -67,6 +67,28 @@ pub fn stamped_after_end(record: &ChannelRecord, stamped_unix_ms: u64) -> bool {
         .is_some_and(|i| i.until_unix_ms > 0 && stamped_unix_ms >= i.until_unix_ms)
 }
 
+/// Checks what a home states of an incident run in its channel `channel`
+/// (the channel's name), on its own: the incident is named after its
+/// channel (`incident open` makes it so), and its times are in order.
+/// What a hostile home states is shown to members and decides what is
+/// refused, so nothing else is believed.
+pub(super) fn check_stated(channel: &str, incident: &Incident) -> Result<(), Reject> {
+    if incident.name != channel {
+        return Err(Reject::IncidentChanged(
+            "an incident named other than its channel",
+        ));
+    }
+    if incident.opened_unix_ms == 0
+        || (incident.until_unix_ms > 0 && incident.until_unix_ms <= incident.opened_unix_ms)
+        || (incident.closed_unix_ms > 0 && incident.closed_unix_ms < incident.opened_unix_ms)
+    {
+        return Err(Reject::IncidentChanged(
+            "times out of order (opened, until, closed)",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks what a newer snapshot of the home states of the incident against
 /// what this node holds: once stated, an incident keeps its name, exercise
 /// flag, opening time and end, and its closing time once set.
@@ -157,5 +179,24 @@ mod tests {
         assert!(!stamped_after_end(&record, 4_999));
         assert!(stamped_after_end(&record, 5_000));
         assert!(!stamped_after_end(&ChannelRecord::default(), u64::MAX));
+    }
+
+    #[test]
+    fn a_stated_incident_is_named_after_its_channel_with_its_times_in_order() {
+        assert_eq!(check_stated("flood", &flood()), Ok(()));
+        assert!(check_stated("fire", &flood()).is_err(), "another name");
+        let backwards = Incident {
+            until_unix_ms: 500,
+            ..flood()
+        };
+        assert!(
+            check_stated("flood", &backwards).is_err(),
+            "ends before it opens"
+        );
+        let unopened = Incident {
+            opened_unix_ms: 0,
+            ..flood()
+        };
+        assert!(check_stated("flood", &unopened).is_err(), "never opened");
     }
 }

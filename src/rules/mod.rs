@@ -423,7 +423,35 @@ pub fn check_post_body(env: &Envelope) -> Result<PostBody, Reject> {
     if let Some(to) = &body.reply_to {
         check_message_id(to, "reply_to")?;
     }
+    if let Some(cap) = &body.cap {
+        check_cap_alert(cap, &body.files).map_err(bad)?;
+    }
     Ok(body)
+}
+
+/// Longest field of a [`CapAlert`] reference, in bytes.
+const MAX_CAP_FIELD_BYTES: usize = 256;
+
+/// A post's reference to the CAP alert it carries: short printable fields,
+/// and the alert's XML among the post's own files.
+fn check_cap_alert(cap: &crate::proto::CapAlert, files: &[FileRef]) -> Result<(), String> {
+    for (what, text) in [
+        ("identifier", &cap.identifier),
+        ("sender", &cap.sender),
+        ("sent", &cap.sent),
+        ("status", &cap.status),
+        ("msgType", &cap.msg_type),
+    ] {
+        if text.len() > MAX_CAP_FIELD_BYTES || text.chars().any(char::is_control) {
+            return Err(format!(
+                "the CAP alert's {what} is over {MAX_CAP_FIELD_BYTES} bytes or holds control characters"
+            ));
+        }
+    }
+    if !files.iter().any(|f| f.sha256 == cap.sha256) {
+        return Err("the CAP alert's XML is not one of the post's files".into());
+    }
+    Ok(())
 }
 
 /// The body of an acknowledgement (`Kind::Ack`), checked: the message it
@@ -779,6 +807,9 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     if is_control {
         let snapshot = snapshot_of(env)?;
         check_roster(&snapshot.participants, &record.home, ctx.pinned)?;
+        if let Some(stated) = &snapshot.incident {
+            incident::check_stated(&record.name, stated)?;
+        }
         if env.origin_seq > record.roster_seq {
             incident::check_change(record.incident.as_ref(), snapshot.incident.as_ref())?;
         }
@@ -901,6 +932,9 @@ pub fn check_offer(
     }
     let snapshot = snapshot_of(env)?;
     check_roster(&snapshot.participants, channel.home().as_str(), pinned)?;
+    if let Some(stated) = &snapshot.incident {
+        incident::check_stated(channel.name().as_str(), stated)?;
+    }
     let record = ChannelRecord {
         id: channel.to_string(),
         home: channel.home().to_string(),

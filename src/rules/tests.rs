@@ -1607,9 +1607,73 @@ fn a_message_stamped_after_the_incidents_end_is_refused_and_entries_need_an_inci
         check(&entry, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
         Verdict::Accept
     );
+    // The home's roster may state an incident only under its channel's name.
+    let mut misnamed = envelope("a.example", 1, GENESIS_HASH, &w.home).0;
+    misnamed.kind = Kind::Control as i32;
+    misnamed.author = String::new();
+    misnamed.priority = 0;
+    misnamed.body = snapshot_body(
+        w.record.participants.clone(),
+        Some(crate::proto::Incident {
+            name: "another".into(),
+            opened_unix_ms: 1,
+            ..Default::default()
+        }),
+    );
+    misnamed.body_sha256 = crate::model::body_digest(&misnamed.body);
+    sign_and_hash(&mut misnamed, &w.home);
+    let home = org("a.example");
+    assert!(matches!(
+        check(&misnamed, &ctx(&w, &local, &home, (0, GENESIS_HASH), &pins)),
+        Verdict::Reject(Reject::IncidentChanged(_))
+    ));
     w.record.incident = None;
     assert!(matches!(
         check(&entry, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
         Verdict::Reject(Reject::Malformed(_))
     ));
+}
+
+/// A post that carries a CAP alert names one of its own files as the
+/// alert's XML, in short printable fields.
+#[test]
+fn a_cap_alert_reference_must_name_one_of_the_posts_files() {
+    let file = FileRef {
+        sha256: vec![7; 32],
+        size: 10,
+        name: "a.cap.xml".into(),
+        media_type: "application/xml".into(),
+    };
+    let cap = crate::proto::CapAlert {
+        identifier: "KSTO1055887203".into(),
+        sender: "KSTO@NWS.NOAA.GOV".into(),
+        sha256: vec![7; 32],
+        ..Default::default()
+    };
+    let post = |files: Vec<FileRef>, cap: crate::proto::CapAlert| {
+        let body = PostBody {
+            text: "CAP Alert".into(),
+            files,
+            cap: Some(cap),
+            ..Default::default()
+        };
+        let mut env = envelope("b.example", 1, GENESIS_HASH, &world().b).0;
+        env.kind = Kind::Post as i32;
+        env.body = body.encode_to_vec();
+        env.body_sha256 = crate::model::body_digest(&env.body);
+        env
+    };
+    assert!(check_post_body(&post(vec![file.clone()], cap.clone())).is_ok());
+    assert!(
+        check_post_body(&post(Vec::new(), cap.clone())).is_err(),
+        "no such file"
+    );
+    let forged = crate::proto::CapAlert {
+        identifier: "x\u{1b}[2J".into(),
+        ..cap
+    };
+    assert!(
+        check_post_body(&post(vec![file], forged)).is_err(),
+        "control characters"
+    );
 }
