@@ -47,22 +47,37 @@ fn pinned(shared: &ApiContext) -> Result<Pinned, ApiError> {
     Ok(Pinned::from_peers(&shared.store.peers()?))
 }
 
+/// Stored messages of `channel` as `me` sees them: the pinned keys and
+/// the channel's record are read once for all of them.
+pub(super) fn shown<'a>(
+    api: &ApiContext,
+    channel: &ChannelId,
+    stored: impl IntoIterator<Item = &'a Stored>,
+    me: &Member,
+) -> Result<Vec<proto::Message>, ApiError> {
+    let pinned = pinned(api)?;
+    let record = api.store.channel(channel)?;
+    Ok(stored
+        .into_iter()
+        .map(|s| message(s, api, &pinned, record.as_ref(), me))
+        .collect())
+}
+
 /// The wire form of a stored message; `pinned` says how its origin's key
-/// is known, `api` which partners refused it.
-pub(super) fn message(
+/// is known, `record` (its channel's) whether it is an exercise's, `api`
+/// which partners refused it.
+fn message(
     stored: &Stored,
     api: &ApiContext,
     pinned: &Pinned,
+    record: Option<&proto::ChannelRecord>,
     me: &Member,
 ) -> proto::Message {
     let local = &api.org;
     let env = &stored.envelope;
     // A post with files is decoded once, for its text and its files.
     let post = crate::rules::post_of(env);
-    let record = ChannelId::parse(&env.channel)
-        .ok()
-        .and_then(|id| api.store.channel(&id).ok().flatten());
-    let entry = super::incidents::entry_of_message(record.as_ref(), env);
+    let entry = super::incidents::entry_of_message(record, env);
     let (kind, text) = match proto::Kind::try_from(env.kind) {
         Ok(proto::Kind::Control) => ("roster", roster_text(env)),
         Ok(proto::Kind::Picture) => ("picture", picture_text(entry.as_ref())),
@@ -95,7 +110,6 @@ pub(super) fn message(
             post.as_ref().map(|p| p.files.clone()).unwrap_or_default(),
         ),
         exercise: record
-            .as_ref()
             .and_then(|r| r.incident.as_ref())
             .is_some_and(|i| i.exercise),
         cap: post
@@ -286,12 +300,16 @@ async fn follow(
             Ok(batch) => batch,
             Err(e) => return Some(ApiError::from(e).into()),
         };
-        let pinned = match pinned(shared) {
-            Ok(pinned) => pinned,
+        let shown = match shown(
+            shared,
+            subscription.channel(),
+            batch.messages.iter().map(AsRef::as_ref),
+            member,
+        ) {
+            Ok(shown) => shown,
             Err(e) => return Some(e.into()),
         };
-        for stored in batch.messages {
-            let mut message = message(&stored, shared, &pinned, member);
+        for mut message in shown {
             message.ahead = batch.ahead;
             tokio::select! {
                 sent = tokio::time::timeout(stall, tx.send(Ok(message))) => match sent {
@@ -615,14 +633,14 @@ impl messaging_server::Messaging for Messaging {
         } else {
             vec![self.existing_channel(&req.channel)?]
         };
-        let pinned = pinned(&self.shared)?;
-        let messages = super::acks::overdue(&self.shared, &channels)?
-            .into_iter()
-            .map(|(stored, agencies)| proto::OverdueMessage {
-                message: Some(message(&stored, &self.shared, &pinned, &member)),
+        let mut messages = Vec::new();
+        for (stored, agencies) in super::acks::overdue(&self.shared, &channels)? {
+            let channel = ChannelId::parse(&stored.envelope.channel).map_err(ApiError::from)?;
+            messages.push(proto::OverdueMessage {
+                message: shown(&self.shared, &channel, [&stored], &member)?.pop(),
                 agencies,
-            })
-            .collect();
+            });
+        }
         Ok(Response::new(proto::OverdueResponse { messages }))
     }
 
@@ -768,11 +786,7 @@ impl messaging_server::Messaging for Messaging {
             .store
             .history(&channel, &page, limit as usize, MAX_PAGE_BYTES)
             .map_err(ApiError::from)?;
-        let pinned = pinned(&self.shared)?;
-        let messages = stored
-            .iter()
-            .map(|m| message(m, &self.shared, &pinned, &member))
-            .collect();
+        let messages = shown(&self.shared, &channel, &stored, &member)?;
         Ok(Response::new(proto::HistoryResponse { messages, more }))
     }
 

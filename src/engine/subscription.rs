@@ -58,6 +58,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The channel it follows.
+    pub fn channel(&self) -> &ChannelId {
+        &self.channel
+    }
+
     pub fn new(
         store: Store,
         channel: ChannelId,

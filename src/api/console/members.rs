@@ -21,7 +21,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     Caller, Console, Refusal, channel_id, channel_path, existing, from_own_page, page, secured,
 };
-use crate::api::ApiContext;
 use crate::engine::Start;
 use crate::identity::Member;
 use crate::model::{ChannelId, Cursor, Priority, Role, VersionVector};
@@ -113,7 +112,7 @@ pub(super) async fn channel(
     if let Some(seen) = seen {
         api.store.mark_read(&member.name, &id, &seen)?;
     }
-    let messages = shown(api, stored.iter(), &member);
+    let messages = crate::api::messaging::shown(api, &id, &stored, &member)?;
     let path = channel_path(&id);
     let token = console.token(&member);
     let record = api.store.channel(&id)?.unwrap_or_default();
@@ -285,7 +284,7 @@ pub(super) async fn message(
         cursor: cursor.clone(),
         envelope,
     };
-    let m = shown(api, std::iter::once(&stored), &member)
+    let m = crate::api::messaging::shown(api, &id, std::iter::once(&stored), &member)?
         .pop()
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no message at that cursor"))?;
     let receipts = crate::api::acks::receipts(api, &console.fed, &id, &cursor)?;
@@ -329,20 +328,6 @@ pub(super) async fn message(
         }
     };
     Ok(page(&format!("{id} #{}", m.origin_seq), &member, body))
-}
-
-fn shown<'a>(
-    api: &ApiContext,
-    stored: impl Iterator<Item = &'a Stored>,
-    member: &Member,
-) -> Vec<proto::Message> {
-    let pinned = match api.store.peers() {
-        Ok(peers) => crate::rules::Pinned::from_peers(&peers),
-        Err(_) => crate::rules::Pinned::default(),
-    };
-    stored
-        .map(|s| crate::api::messaging::message(s, api, &pinned, member))
-        .collect()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -507,7 +492,10 @@ pub(super) async fn events(
             let Some(Ok(delivery)) = next else { return };
             let messages = delivery.messages.iter().map(|m| m.as_ref());
             let mut seen = VersionVector::new();
-            for m in shown(&api, messages, &member) {
+            let Ok(shown) = crate::api::messaging::shown(&api, &id, messages, &member) else {
+                return;
+            };
+            for m in shown {
                 if let Ok(origin) = crate::model::OrgId::parse(&m.origin) {
                     seen.insert(origin, m.origin_seq);
                 }
