@@ -12,6 +12,8 @@
 //! [`ApiContext`]).
 
 use std::pin::Pin;
+
+use prost::Message as _;
 use std::sync::Arc;
 
 use tokio_stream::Stream;
@@ -118,7 +120,7 @@ pub(super) fn picture_of(shared: &ApiContext, channel: &ChannelId) -> Result<Pic
             seq: r.seq,
             hlc: r.hlc,
             author: r.author,
-            body: prost::Message::decode(r.body.as_slice()).ok()?,
+            body: PictureBody::decode(r.body.as_slice()).ok()?,
         })
     })))
 }
@@ -146,11 +148,13 @@ pub(super) fn entry_of_message(
     stated(env).map(|s| entry_message(&s, exercise))
 }
 
-/// Sets (or removes) entry `body.key` of this org as `member`.
+/// Sets (or removes) entry `body.key` of this org as `member`, in the
+/// incident of `record`.
 async fn state_entry(
     shared: &ApiContext,
     member: &Member,
     channel: ChannelId,
+    record: &ChannelRecord,
     body: PictureBody,
 ) -> Result<proto::PictureEntry, ApiError> {
     picture::check_entry(&body).map_err(ApiError::InvalidArgument)?;
@@ -161,11 +165,7 @@ async fn state_entry(
         content: Content::Picture(body),
     };
     let stored = shared.writer.post(post).await?;
-    let exercise = shared
-        .store
-        .channel(&channel)?
-        .and_then(|r| r.incident)
-        .is_some_and(|i| i.exercise);
+    let exercise = record.incident.as_ref().is_some_and(|i| i.exercise);
     let stated = stated(&stored.envelope)
         .ok_or_else(|| ApiError::Internal("the stored entry does not read back".into()))?;
     Ok(entry_message(&stated, exercise))
@@ -390,7 +390,7 @@ impl incidents_server::Incidents for Incidents {
         let member = caller(&request, &self.shared)?;
         let req = request.into_inner();
         own_entry(&self.shared, &req.owner, &req.key)?;
-        let (channel, _) = incident(&self.shared, &req.incident)?;
+        let (channel, record) = incident(&self.shared, &req.incident)?;
         let body = PictureBody {
             key: req.key,
             kind: req.kind,
@@ -400,7 +400,7 @@ impl incidents_server::Incidents for Incidents {
             removed: false,
         };
         Ok(Response::new(
-            state_entry(&self.shared, &member, channel, body).await?,
+            state_entry(&self.shared, &member, channel, &record, body).await?,
         ))
     }
 
@@ -411,12 +411,15 @@ impl incidents_server::Incidents for Incidents {
         let member = caller(&request, &self.shared)?;
         let req = request.into_inner();
         own_entry(&self.shared, &req.owner, &req.key)?;
-        let (channel, _) = incident(&self.shared, &req.incident)?;
-        let picture = picture_of(&self.shared, &channel)?;
-        let Some(held) = picture
-            .get(self.shared.org.as_str(), &req.key)
-            .filter(|s| !s.body.removed)
-        else {
+        let (channel, record) = incident(&self.shared, &req.incident)?;
+        let held = self
+            .shared
+            .store
+            .picture_entry(&channel, &self.shared.org, &req.key)
+            .map_err(ApiError::from)?
+            .and_then(|r| PictureBody::decode(r.body.as_slice()).ok())
+            .filter(|body| !body.removed);
+        let Some(held) = held else {
             return Err(ApiError::NotFound(format!(
                 "{} has no entry {} in {channel}'s picture",
                 self.shared.org, req.key
@@ -425,12 +428,12 @@ impl incidents_server::Incidents for Incidents {
         };
         let body = PictureBody {
             key: req.key,
-            kind: held.body.kind.clone(),
+            kind: held.kind,
             removed: true,
             ..Default::default()
         };
         Ok(Response::new(
-            state_entry(&self.shared, &member, channel, body).await?,
+            state_entry(&self.shared, &member, channel, &record, body).await?,
         ))
     }
 
@@ -619,7 +622,7 @@ async fn import(
                 removed: true,
                 ..Default::default()
             };
-            state_entry(shared, member, channel.clone(), body).await?;
+            state_entry(shared, member, channel.clone(), record, body).await?;
             removed.push(key);
         }
     }
@@ -627,7 +630,7 @@ async fn import(
     if !matches!(alert.message_type, MessageType::Cancel) {
         for body in crate::cap::entries(&alert) {
             let key = body.key.clone();
-            state_entry(shared, member, channel.clone(), body).await?;
+            state_entry(shared, member, channel.clone(), record, body).await?;
             entries.push(key);
         }
     }

@@ -115,6 +115,30 @@ pub struct PictureRecord {
     pub body: Vec<u8>,
 }
 
+/// A picture key (under a prefix of `prefix_len` bytes) and its value
+/// ([`keys`]: seq, hlc, author, NUL, body) as a [`PictureRecord`].
+fn picture_record(
+    prefix_len: usize,
+    key: &[u8],
+    value: &[u8],
+) -> Result<PictureRecord, StoreError> {
+    let inconsistent = || StoreError::Inconsistent {
+        key: lossy(key),
+        why: "malformed picture entry",
+    };
+    let owner = keys::parse_picture(prefix_len, key).ok_or_else(inconsistent)?;
+    let (seq, rest) = value.split_at_checked(8).ok_or_else(inconsistent)?;
+    let (hlc, rest) = rest.split_at_checked(8).ok_or_else(inconsistent)?;
+    let nul = rest.iter().position(|b| *b == 0).ok_or_else(inconsistent)?;
+    Ok(PictureRecord {
+        owner,
+        seq: u64::from_be_bytes(seq.try_into().map_err(|_| inconsistent())?),
+        hlc: u64::from_be_bytes(hlc.try_into().map_err(|_| inconsistent())?),
+        author: String::from_utf8_lossy(&rest[..nul]).into_owned(),
+        body: rest[nul + 1..].to_vec(),
+    })
+}
+
 // === impl StoreBatch ===
 
 impl StoreBatch {
@@ -494,26 +518,29 @@ impl Store {
     /// included, by owner, then key.
     pub fn picture(&self, channel: &ChannelId) -> Result<Vec<PictureRecord>, StoreError> {
         let prefix = keys::picture_prefix(channel);
-        let mut out = Vec::new();
-        for kv in self.log.scan_prefix(&prefix) {
-            let (key, value) = kv?;
-            let inconsistent = || StoreError::Inconsistent {
-                key: lossy(&key),
-                why: "malformed picture entry",
-            };
-            let owner = keys::parse_picture(prefix.len(), &key).ok_or_else(inconsistent)?;
-            let (seq, rest) = value.split_at_checked(8).ok_or_else(inconsistent)?;
-            let (hlc, rest) = rest.split_at_checked(8).ok_or_else(inconsistent)?;
-            let nul = rest.iter().position(|b| *b == 0).ok_or_else(inconsistent)?;
-            out.push(PictureRecord {
-                owner,
-                seq: u64::from_be_bytes(seq.try_into().map_err(|_| inconsistent())?),
-                hlc: u64::from_be_bytes(hlc.try_into().map_err(|_| inconsistent())?),
-                author: String::from_utf8_lossy(&rest[..nul]).into_owned(),
-                body: rest[nul + 1..].to_vec(),
-            });
-        }
-        Ok(out)
+        self.log
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (key, value) = kv?;
+                picture_record(prefix.len(), &key, &value)
+            })
+            .collect()
+    }
+
+    /// The latest statement of entry `key` of `owner` in `channel`'s
+    /// picture, a removal included, if there is one.
+    pub fn picture_entry(
+        &self,
+        channel: &ChannelId,
+        owner: &OrgId,
+        key: &str,
+    ) -> Result<Option<PictureRecord>, StoreError> {
+        let at = keys::picture_key(channel, owner, key);
+        let Some(value) = self.log.get(&at)? else {
+            return Ok(None);
+        };
+        let prefix_len = keys::picture_prefix(channel).len();
+        picture_record(prefix_len, &at, &value).map(Some)
     }
 
     /// The envelope `(channel, origin, seq)`, if held.
