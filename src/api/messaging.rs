@@ -163,7 +163,7 @@ pub(super) fn posted(stored: &Stored) -> proto::PostResponse {
 /// A roster change in words, e.g. "shared with rescue.example; removed: x.example".
 fn roster_text(env: &proto::Envelope) -> String {
     let Ok(snapshot) = crate::rules::snapshot_of(env) else {
-        return "roster change (unreadable)".to_owned();
+        return "sent a roster change that does not read".to_owned();
     };
     let roster = snapshot.participants;
     if let Some(incident) = &snapshot.incident {
@@ -193,9 +193,9 @@ fn roster_text(env: &proto::Envelope) -> String {
     };
     let (with, removed) = (names(true), names(false));
     let mut text = if with.is_empty() {
-        "shared with nobody".to_owned()
+        "changed the roster: shared with nobody".to_owned()
     } else {
-        format!("shared with {with}")
+        format!("changed the roster: shared with {with}")
     };
     if !removed.is_empty() {
         text.push_str(&format!("; removed: {removed}"));

@@ -159,14 +159,8 @@ pub(crate) fn message(m: &proto::Message, as_json: bool) -> String {
         flag.push_str("[AHEAD of older messages still arriving] ");
     }
     if m.kind == "roster" {
-        // An incident's opening and closing say so themselves.
-        let verb = if m.text.contains("incident ") {
-            ""
-        } else {
-            "changed the roster: "
-        };
         return format!(
-            "{}  {flag}({} {verb}{})",
+            "{}  {flag}({} {})",
             utc(m.unix_ms),
             printable(&m.origin),
             printable_text(&m.text)
