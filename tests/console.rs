@@ -170,34 +170,21 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
     );
     let (offer, flood) = (drill.clone(), ch.clone());
     let drill_id = drill_incident.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .args([&police_url, alice.dir.to_str().unwrap(), &rescue_url])
-            .env("POLICE_P12", &p12)
-            .env("REGION_URL", &region_url)
-            .env("REGION_ADMIN", &chief.dir)
-            .env("REGION_MEMBER", &dana.dir)
-            .env("DRILL", &drill_id)
-            .env("PICTURE_READY", &ready)
-            .env("REGION_OFFER", &offer)
-            .env("POLICE_P12_PASSPHRASE", "correct horse battery")
-            .args([bo.dir.to_str().unwrap(), &flood, &shots])
-            .env("NODE_EXTRA_CA_CERTS", &cas)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("console ok"), "{stdout}");
+    let mut browser = Command::new("python3");
+    browser
+        .arg(script)
+        .args([&police_url, alice.dir.to_str().unwrap(), &rescue_url])
+        .env("POLICE_P12", &p12)
+        .env("REGION_URL", &region_url)
+        .env("REGION_ADMIN", &chief.dir)
+        .env("REGION_MEMBER", &dana.dir)
+        .env("DRILL", &drill_id)
+        .env("PICTURE_READY", &ready)
+        .env("REGION_OFFER", &offer)
+        .env("POLICE_P12_PASSPHRASE", "correct horse battery")
+        .args([bo.dir.to_str().unwrap(), &flood, &shots])
+        .env("NODE_EXTRA_CA_CERTS", &cas);
+    let stdout = common::python(browser, "console ok").await;
     late.await.unwrap();
     eprintln!("{stdout}");
     // Rescue's acknowledgement, made in the browser, reached police.

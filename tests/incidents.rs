@@ -509,8 +509,9 @@ async fn import(
     Ok(c.import_cap(req).await?.into_inner())
 }
 
-#[tokio::test]
-async fn every_cap_sample_imports_reaches_the_partner_and_exports_again_as_the_same_alert() {
+/// Police and rescue, peered, with police's real incident `storm` shared
+/// with rescue: the nodes, police's Incidents client and the incident's id.
+async fn storm() -> (TestNode, TestNode, Incidents, String) {
     let police = TestNode::start("police.example").await;
     let rescue = TestNode::start("rescue.example").await;
     police.peer_with(&rescue).await;
@@ -519,6 +520,12 @@ async fn every_cap_sample_imports_reaches_the_partner_and_exports_again_as_the_s
         .await
         .unwrap()
         .id;
+    (police, rescue, p, id)
+}
+
+#[tokio::test]
+async fn every_cap_sample_imports_reaches_the_partner_and_exports_again_as_the_same_alert() {
+    let (police, rescue, mut p, id) = storm().await;
     let mut names: Vec<String> = std::fs::read_dir(SAMPLES)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -618,14 +625,7 @@ async fn every_cap_sample_imports_reaches_the_partner_and_exports_again_as_the_s
 
 #[tokio::test]
 async fn an_update_replaces_and_a_cancel_removes_what_the_alert_made_and_exercise_never_mixes() {
-    let police = TestNode::start("police.example").await;
-    let rescue = TestNode::start("rescue.example").await;
-    police.peer_with(&rescue).await;
-    let mut p = incidents(&police).await;
-    let id = open(&mut p, "storm", &["rescue.example"], false, 0)
-        .await
-        .unwrap()
-        .id;
+    let (police, rescue, mut p, id) = storm().await;
     let warning = sample("v1dot2_appendix_adot2.xml");
     let first = import(&mut p, &id, &warning).await.unwrap();
     // An Update of it (made from the sample in memory, written by oasiscap).

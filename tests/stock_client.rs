@@ -54,26 +54,9 @@ async fn python_grpcio_client_works_with_only_the_proto_and_pem_files() {
     let bundle = node.bundle("py-member", Role::Member);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/stock_client.py");
     let endpoint = node.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg(endpoint)
-            .arg(&bundle.dir)
-            .arg("ops")
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "python client failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("stock client ok"), "{stdout}");
+    let mut client = Command::new("python3");
+    client.arg(script).arg(endpoint).arg(&bundle.dir).arg("ops");
+    common::python(client, "stock client ok").await;
     node.stop().await;
     rescue.stop().await;
 }

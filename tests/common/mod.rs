@@ -541,6 +541,25 @@ impl TestNode {
     }
 }
 
+/// Runs a Python test script (`command`) off the runtime; fails the test
+/// with its output unless it exits 0 and prints `ok`. Its standard output.
+pub async fn python(mut command: std::process::Command, ok: &str) -> String {
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the script's task")
+        .expect("run python3");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "the Python script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(ok), "{stdout}");
+    stdout
+}
+
 /// Three agencies: police shares a channel `flood` with rescue and the
 /// region, which do not know each other (each reaches the other only
 /// through police); returns once both hold it. The nodes and the
