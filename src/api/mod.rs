@@ -181,11 +181,21 @@ async fn base_router(
         .add_service(reflection().build_v1alpha()?))
 }
 
-/// The member listener's services: Messaging and Admin, health, reflection.
+/// Why the member listener's services could not be put together.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RouterError {
+    #[error(transparent)]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Console(#[from] console::NoRandom),
+}
+
+/// The member listener's services: Messaging, Incidents and Admin, the web
+/// console, health, reflection.
 pub(crate) async fn client_router(
     shared: Arc<ApiContext>,
     fed: Arc<Federation>,
-) -> Result<Router, tonic_reflection::server::Error> {
+) -> Result<Router, RouterError> {
     // Room for the largest accepted body plus the other fields, so that an
     // oversized body reaches the handler and gets a precise answer.
     // An upload chunk (1 MiB of data) must fit too.
@@ -203,7 +213,7 @@ pub(crate) async fn client_router(
     Ok(base_router(
         &services,
         shared.limits.streams_per_connection,
-        Some(console::router(shared.clone(), fed.clone())),
+        Some(console::router(shared.clone(), fed.clone())?),
     )
     .await?
     .add_service(messaging)

@@ -262,7 +262,7 @@ impl Node {
         let server_error = |e: tonic_reflection::server::Error| NodeError::Server(e.to_string());
         let client_server = crate::api::client_router(shared, fed.clone())
             .await
-            .map_err(server_error)?
+            .map_err(|e| NodeError::Server(e.to_string()))?
             .serve_with_incoming_shutdown(client_incoming, shutdown.clone().cancelled_owned());
         let federation_server =
             crate::api::federation_router(fed.clone(), config.limits.streams_per_connection)

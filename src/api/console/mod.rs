@@ -67,15 +67,18 @@ impl std::fmt::Debug for Console {
 }
 
 impl Console {
-    fn new(api: Arc<ApiContext>, fed: Arc<Federation>) -> Self {
+    /// Its token secret comes from the system's random source; without
+    /// one there is no console (a guessable secret would let any site post
+    /// as a member).
+    fn new(api: Arc<ApiContext>, fed: Arc<Federation>) -> Result<Self, NoRandom> {
         let rng = ring::rand::SystemRandom::new();
-        let secret = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[0; 32]));
-        Self {
+        let secret =
+            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).map_err(|_| NoRandom)?;
+        Ok(Self {
             api,
             fed,
             secret: Arc::new(secret),
-        }
+        })
     }
 
     /// The token a form of `member`'s pages carries: an HMAC of the
@@ -92,10 +95,15 @@ impl Console {
     }
 }
 
+/// The system's random source failed: the console cannot make its secret.
+#[derive(Debug, thiserror::Error)]
+#[error("the system's random source failed; the web console needs it for its form tokens")]
+pub(crate) struct NoRandom;
+
 /// The console's routes; any other request that is not gRPC is a 404
 /// page, and an unknown gRPC method is UNIMPLEMENTED as before.
-pub(crate) fn router(api: Arc<ApiContext>, fed: Arc<Federation>) -> Router {
-    Router::new()
+pub(crate) fn router(api: Arc<ApiContext>, fed: Arc<Federation>) -> Result<Router, NoRandom> {
+    Ok(Router::new()
         .route("/", get(members::channels))
         .route("/c/{home}/{name}", get(members::channel))
         .route("/c/{home}/{name}/m/{cursor}", get(members::message))
@@ -114,7 +122,7 @@ pub(crate) fn router(api: Arc<ApiContext>, fed: Arc<Federation>) -> Router {
         .route("/assets/console.css", get(style))
         .fallback(fallback)
         .layer(axum::middleware::from_fn(authority))
-        .with_state(Console::new(api, fed))
+        .with_state(Console::new(api, fed)?))
 }
 
 /// Why a request is refused: shown to the browser as a page with `status`.
