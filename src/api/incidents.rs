@@ -648,22 +648,14 @@ fn alert_messages(
     shared: &ApiContext,
     channel: &ChannelId,
 ) -> Result<Vec<(crate::store::Stored, proto::CapAlert)>, ApiError> {
-    use crate::store::Page;
     let mut out = Vec::new();
-    let mut page = Page::Beginning;
-    loop {
-        let (stored, more) = shared.store.history(channel, &page, 500, 4 << 20)?;
-        let last = stored.last().map(|s| s.cursor.clone());
-        for s in stored {
-            if let Some(cap) = crate::rules::post_of(&s.envelope).and_then(|p| p.cap) {
-                out.push((s, cap));
-            }
+    each_message(shared, channel, |s| {
+        if let Some(cap) = crate::rules::post_of(&s.envelope).and_then(|p| p.cap) {
+            out.push((s.clone(), cap));
         }
-        match (more, last) {
-            (true, Some(last)) => page = Page::After(last),
-            _ => return Ok(out),
-        }
-    }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Where `alert` (by sender and identifier, CAP 1.2 §3.2.1) was imported
@@ -692,84 +684,107 @@ fn export(
     channel: &ChannelId,
     record: &ChannelRecord,
 ) -> Result<Vec<proto::ExportedAlert>, ApiError> {
-    use crate::store::Page;
     let incident = record.incident.clone().unwrap_or_default();
     let mut out = Vec::new();
+    each_message(shared, channel, |s| {
+        out.extend(exported(shared, channel, &incident, s)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One message as the export gives it: an imported alert as it came, any
+/// other message as an alert of its origin org, or nothing (not a
+/// member's text, retracted, or an alert not held here).
+fn exported(
+    shared: &ApiContext,
+    channel: &ChannelId,
+    incident: &Incident,
+    s: &crate::store::Stored,
+) -> Result<Option<proto::ExportedAlert>, ApiError> {
+    let env = &s.envelope;
+    let post = crate::rules::post_of(env);
+    if let Some(cap) = post.as_ref().and_then(|p| p.cap.as_ref()) {
+        let Some(hash) = crate::model::FileHash::from_bytes(&cap.sha256) else {
+            return Ok(None);
+        };
+        let Some(size) = shared.store.files().held(&hash) else {
+            tracing::warn!(%channel, identifier = %cap.identifier, "the alert's XML has not arrived here yet; left out of the export");
+            return Ok(None);
+        };
+        let bytes = shared
+            .store
+            .read_file(&hash, 0, size as usize)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // A partner's post may name any of its files as the alert:
+        // what does not read as CAP 1.2 is left out, not sent on.
+        let Some(xml) = String::from_utf8(bytes)
+            .ok()
+            .filter(|xml| crate::cap::parse(xml).is_ok())
+        else {
+            tracing::warn!(%channel, origin = %env.origin, seq = env.origin_seq, "a message's CAP alert does not read as CAP 1.2; left out of the export");
+            return Ok(None);
+        };
+        return Ok(Some(proto::ExportedAlert {
+            identifier: cap.identifier.clone(),
+            sender: cap.sender.clone(),
+            xml,
+            imported: true,
+        }));
+    }
+    let text = match proto::Kind::try_from(env.kind) {
+        Ok(proto::Kind::Text) if !env.withheld => String::from_utf8_lossy(&env.body).into_owned(),
+        Ok(proto::Kind::Post) => match &post {
+            Some(p) if !p.text.is_empty() => p.text.clone(),
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    // Unique per sender: the channel (its home and name) and the
+    // message's place in its origin's chain.
+    let identifier = format!("{channel}/{}", env.origin_seq);
+    let author = format!("{}@{}", env.author, env.origin);
+    let urgency = match Priority::from_i32(env.priority) {
+        Some(Priority::Flash) => oasiscap::v1dot2::Urgency::Immediate,
+        Some(Priority::Urgent) => oasiscap::v1dot2::Urgency::Expected,
+        _ => oasiscap::v1dot2::Urgency::Unknown,
+    };
+    let xml = crate::cap::message_alert(&crate::cap::AsAlert {
+        identifier: &identifier,
+        sender: &env.origin,
+        sent_unix_ms: Hlc(env.hlc).unix_ms(),
+        exercise: incident.exercise,
+        incident: &incident.name,
+        channel: &channel.to_string(),
+        author: &author,
+        text: &text,
+        urgency,
+    })?;
+    Ok(Some(proto::ExportedAlert {
+        identifier,
+        sender: env.origin.clone(),
+        xml,
+        imported: false,
+    }))
+}
+
+/// Calls `each` with every message of `channel`, oldest first, a page at a
+/// time.
+fn each_message(
+    shared: &ApiContext,
+    channel: &ChannelId,
+    mut each: impl FnMut(&crate::store::Stored) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    use crate::store::Page;
     let mut page = Page::Beginning;
     loop {
         let (stored, more) = shared.store.history(channel, &page, 500, 4 << 20)?;
         for s in &stored {
-            let env = &s.envelope;
-            let post = crate::rules::post_of(env);
-            if let Some(cap) = post.as_ref().and_then(|p| p.cap.as_ref()) {
-                let Some(hash) = crate::model::FileHash::from_bytes(&cap.sha256) else {
-                    continue;
-                };
-                let Some(size) = shared.store.files().held(&hash) else {
-                    tracing::warn!(%channel, identifier = %cap.identifier, "the alert's XML has not arrived here yet; left out of the export");
-                    continue;
-                };
-                let bytes = shared
-                    .store
-                    .read_file(&hash, 0, size as usize)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
-                // A partner's post may name any of its files as the alert:
-                // what does not read as CAP 1.2 is left out, not sent on.
-                let Some(xml) = String::from_utf8(bytes)
-                    .ok()
-                    .filter(|xml| crate::cap::parse(xml).is_ok())
-                else {
-                    tracing::warn!(%channel, origin = %env.origin, seq = env.origin_seq, "a message's CAP alert does not read as CAP 1.2; left out of the export");
-                    continue;
-                };
-                out.push(proto::ExportedAlert {
-                    identifier: cap.identifier.clone(),
-                    sender: cap.sender.clone(),
-                    xml,
-                    imported: true,
-                });
-                continue;
-            }
-            let text = match proto::Kind::try_from(env.kind) {
-                Ok(proto::Kind::Text) if !env.withheld => {
-                    String::from_utf8_lossy(&env.body).into_owned()
-                }
-                Ok(proto::Kind::Post) => match &post {
-                    Some(p) if !p.text.is_empty() => p.text.clone(),
-                    _ => continue,
-                },
-                _ => continue,
-            };
-            // Unique per sender: the channel (its home and name) and the
-            // message's place in its origin's chain.
-            let identifier = format!("{channel}/{}", env.origin_seq);
-            let author = format!("{}@{}", env.author, env.origin);
-            let urgency = match Priority::from_i32(env.priority) {
-                Some(Priority::Flash) => oasiscap::v1dot2::Urgency::Immediate,
-                Some(Priority::Urgent) => oasiscap::v1dot2::Urgency::Expected,
-                _ => oasiscap::v1dot2::Urgency::Unknown,
-            };
-            let xml = crate::cap::message_alert(&crate::cap::AsAlert {
-                identifier: &identifier,
-                sender: &env.origin,
-                sent_unix_ms: Hlc(env.hlc).unix_ms(),
-                exercise: incident.exercise,
-                incident: &incident.name,
-                channel: &channel.to_string(),
-                author: &author,
-                text: &text,
-                urgency,
-            })?;
-            out.push(proto::ExportedAlert {
-                identifier,
-                sender: env.origin.clone(),
-                xml,
-                imported: false,
-            });
+            each(s)?;
         }
         match (more, stored.last()) {
             (true, Some(last)) => page = Page::After(last.cursor.clone()),
-            _ => return Ok(out),
+            _ => return Ok(()),
         }
     }
 }
