@@ -555,23 +555,26 @@ async fn a_kill_during_a_federated_transfer_resumes_it_from_the_bytes_held() {
     )
     .await;
     proxy.resume();
-    common::eventually("B to finish the transfer", || async {
-        object.exists().then_some(())
+    // The node logs the fetch just after it moves the file into place, so
+    // wait for the log line rather than for the file.
+    let resumed: Vec<u64> = common::eventually("B to log the finished transfer", || async {
+        let log = std::fs::read_to_string(common::serve_log(&b_dir)).ok()?;
+        let resumed: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("file fetched"))
+            .filter_map(|l| {
+                l.split("resumed_from=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        (!resumed.is_empty()).then_some(resumed)
     })
     .await;
-    let log = std::fs::read_to_string(common::serve_log(&b_dir)).unwrap();
-    let resumed: Vec<u64> = log
-        .lines()
-        .filter(|l| l.contains("file fetched"))
-        .filter_map(|l| {
-            l.split("resumed_from=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    assert!(object.exists(), "the fetched file under its name");
     assert!(
         resumed.iter().any(|&from| from > 0 && from <= held),
         "resumed from {resumed:?}, held {held}"
