@@ -75,7 +75,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             name: "drill-flood".into(),
             with: vec!["rescue.example".into()],
             exercise: true,
-            until_unix_ms: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -33,6 +33,7 @@ async fn open(
         with: with.iter().map(|s| s.to_string()).collect(),
         exercise,
         until_unix_ms,
+        channels: Vec::new(),
     };
     Ok(c.open_incident(req).await?.into_inner())
 }
@@ -421,6 +422,224 @@ async fn an_exercise_is_marked_everywhere_and_ends_at_until_on_each_participant_
         Some("archived")
     );
     drop(police_dir);
+    rescue.stop().await;
+}
+
+/// Opens `name` at `c` in `channels`, with `with`.
+async fn open_in(
+    c: &mut Incidents,
+    name: &str,
+    channels: &[&str],
+    with: &[&str],
+) -> Result<proto::IncidentInfo, tonic::Status> {
+    let req = proto::OpenIncidentRequest {
+        name: name.into(),
+        with: with.iter().map(|s| s.to_string()).collect(),
+        channels: channels.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    Ok(c.open_incident(req).await?.into_inner())
+}
+
+/// The incident named `home/name` as `c`'s node lists it.
+async fn listed(c: &mut Incidents, home: &str, name: &str) -> Option<proto::IncidentInfo> {
+    let list = c
+        .list_incidents(proto::ListIncidentsRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    list.incidents
+        .into_iter()
+        .find(|i| i.home == home && i.name == name)
+}
+
+fn channel_states(info: &proto::IncidentInfo) -> Vec<(String, String)> {
+    info.channels
+        .iter()
+        .map(|c| (c.id.clone(), c.state.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_incident_in_several_channels_opens_and_closes_them_together() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    police.peer_with(&rescue).await;
+    let mut p = incidents(&police).await;
+    let (ops, medical) = ("police.example/storm-ops", "police.example/storm-medical");
+
+    // Refused as a whole: nothing of it is made.
+    let mut op = police.operator().await;
+    common::create_channel(&mut op, "logistics").await;
+    let taken = open_in(
+        &mut p,
+        "storm",
+        &["storm-ops", "logistics"],
+        &["rescue.example"],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().contains("logistics"), "{taken:?}");
+    assert_eq!(
+        common::channel_state(&op, ops).await,
+        None,
+        "no channel of a refused incident is made"
+    );
+    let nine: Vec<String> = (0..9).map(|i| format!("c{i}")).collect();
+    let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+    for (channels, why) in [(&nine[..], "nine"), (&["a", "a"][..], "twice")] {
+        let bad = open_in(&mut p, "storm", channels, &["rescue.example"])
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{why}: {bad:?}");
+    }
+
+    let info = open_in(
+        &mut p,
+        "storm",
+        &["storm-ops", "storm-medical"],
+        &["rescue.example"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(info.id, ops, "the first channel carries the picture");
+    assert_eq!(
+        channel_states(&info),
+        [
+            (ops.to_string(), "shared".to_string()),
+            (medical.to_string(), "shared".to_string())
+        ]
+    );
+    let again = open_in(&mut p, "storm", &["storm-x"], &["rescue.example"])
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+
+    // The partner holds both channels as one incident.
+    let mut r = incidents(&rescue).await;
+    let shown = eventually("rescue to hold both channels of the incident", || {
+        let mut r = r.clone();
+        async move {
+            listed(&mut r, "police.example", "storm")
+                .await
+                .filter(|i| i.channels.iter().all(|c| c.state == "shared"))
+        }
+    })
+    .await;
+    assert_eq!(shown.id, ops);
+    assert_eq!(shown.channels.len(), 2, "{shown:?}");
+
+    // One picture, named by the incident or by any of its channels.
+    set(
+        &mut r,
+        "police.example/storm",
+        "boat-3",
+        "unit",
+        "en route",
+        &point(59.34, 18.10),
+    )
+    .await
+    .unwrap();
+    set(&mut p, medical, "ward-2", "resource", "12 beds", "")
+        .await
+        .unwrap();
+    pictures_are(
+        &mut [p.clone(), r.clone()],
+        "police.example/storm",
+        &[
+            ("police.example", "ward-2", "12 beds"),
+            ("rescue.example", "boat-3", "en route"),
+        ],
+    )
+    .await;
+
+    // Messages flow in each channel, and the export covers both.
+    let mut member = rescue.operator().await;
+    post(
+        &mut member,
+        medical,
+        "Two casualties to the region hospital",
+    )
+    .await
+    .unwrap();
+    post(&mut member, ops, "Boat 3 at the bridge")
+        .await
+        .unwrap();
+    for channel in [medical, ops] {
+        eventually(
+            &format!("police to receive rescue's post in {channel}"),
+            || {
+                let mut op = op.clone();
+                async move {
+                    let texts = common::texts(&mut op, channel).await;
+                    texts
+                        .iter()
+                        .any(|(org, _, _)| org == "rescue.example")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let exported = p
+        .export_cap(proto::ExportCapRequest {
+            incident: "storm".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    let texts: Vec<bool> = ["Two casualties", "Boat 3 at the bridge"]
+        .iter()
+        .map(|t| exported.iter().any(|a| a.xml.contains(t)))
+        .collect();
+    assert_eq!(texts, [true, true], "both channels exported: {exported:?}");
+
+    // Closing ends both, on both nodes.
+    let closed = p
+        .close_incident(proto::CloseIncidentRequest {
+            incident: "storm".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(closed.state, "closed");
+    assert_eq!(
+        channel_states(&closed),
+        [
+            (ops.to_string(), "archived".to_string()),
+            (medical.to_string(), "archived".to_string())
+        ]
+    );
+    let twice = p
+        .close_incident(proto::CloseIncidentRequest {
+            incident: "storm".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(twice.message().contains("closed already"), "{twice:?}");
+    let at_rescue = rescue.operator().await;
+    for channel in [ops, medical] {
+        eventually(&format!("rescue to archive {channel}"), || {
+            let c = at_rescue.clone();
+            async move {
+                common::channel_state(&c, channel)
+                    .await
+                    .filter(|s| s == "archived")
+            }
+        })
+        .await;
+        let refused = post(&mut member, channel, "after the end")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{channel}: {refused:?}"
+        );
+    }
+    police.stop().await;
     rescue.stop().await;
 }
 

@@ -1,12 +1,15 @@
 //! `samband.v1.Incidents`: incidents (opened and closed by this org's
 //! admins), their situational picture, and CAP 1.2 alerts in and out.
 //!
-//! An incident is run in a channel of its home named after it; its state
-//! travels in the home's roster snapshots (`rules::incident`). A picture
-//! entry is a `Kind::Picture` envelope of its owner in that channel, so
-//! containment, signatures, relaying and catch-up are the channel's; the
-//! picture shown is the fold `rules::picture` defines over the store's
-//! index of each entry's latest statement.
+//! An incident is run in one or more channels of its home (one named after
+//! it unless others are given), opened and closed together in one writer
+//! round; its state travels in the home's roster snapshots of each
+//! (`rules::incident`), and this node shows the channels of one home's
+//! incident as one ([`HeldIncident`]). A picture entry is a `Kind::Picture`
+//! envelope of its owner in the incident's first channel, so containment,
+//! signatures, relaying and catch-up are the channel's; the picture shown
+//! is the fold `rules::picture` defines over the store's index of each
+//! entry's latest statement.
 //!
 //! May use: `model`, `proto`, `rules`, `store`, `engine` (through
 //! [`ApiContext`]).
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::messaging::{caller, existing_channel};
+use super::messaging::caller;
 use super::{ApiContext, ApiError};
 use crate::audit::Actor;
 use crate::engine::{Content, NewPost, RosterChange, Start};
@@ -41,9 +44,101 @@ impl Incidents {
     }
 }
 
-/// What members see of the incident run in `record`'s channel at
+/// One home's incident as this node holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldIncident {
+    /// The record whose statement of the incident is shown: its first
+    /// channel's where held here, else one of its held channels'.
+    stated: ChannelRecord,
+    /// Each of its channels, in the order its home stated them, with the
+    /// channel's record where this node holds it.
+    channels: Vec<(ChannelId, Option<ChannelRecord>)>,
+}
+
+impl HeldIncident {
+    /// Its first channel, which carries its situational picture (and its
+    /// imported CAP alerts); FAILED_PRECONDITION while this node does not
+    /// hold it.
+    pub(crate) fn picture_channel(&self) -> Result<(ChannelId, ChannelRecord), ApiError> {
+        match self.channels.first() {
+            Some((id, Some(record))) => Ok((id.clone(), record.clone())),
+            Some((id, None)) => Err(ApiError::FailedPrecondition(format!(
+                "the picture of this incident is kept in its first channel {id}, which has not \
+                 been offered to this node (yet)"
+            ))),
+            None => Err(ApiError::Internal("an incident without channels".into())),
+        }
+    }
+
+    /// Its channels this node holds, in order, with their records.
+    pub(crate) fn held(&self) -> impl Iterator<Item = (&ChannelId, &ChannelRecord)> {
+        self.channels
+            .iter()
+            .filter_map(|(id, r)| Some((id, r.as_ref()?)))
+    }
+
+    /// [`HeldIncident::held`], collected.
+    pub(crate) fn channels_held(&self) -> Vec<(&ChannelId, &ChannelRecord)> {
+        self.held().collect()
+    }
+}
+
+/// The incidents run in `records`' channels, each once with all of its
+/// channels, in the order their first channel comes in `records`.
+pub(crate) fn incidents_among(records: &[ChannelRecord]) -> Vec<HeldIncident> {
+    let mut groups: Vec<Vec<&ChannelRecord>> = Vec::new();
+    for record in records {
+        let Some(incident) = &record.incident else {
+            continue;
+        };
+        let same = |r: &&ChannelRecord| {
+            r.home == record.home && r.incident.as_ref().is_some_and(|i| i.name == incident.name)
+        };
+        match groups.iter_mut().find(|g| g.first().is_some_and(same)) {
+            Some(group) => group.push(record),
+            None => groups.push(vec![record]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|group| {
+            // Every channel states the same incident; the picture's
+            // channel is believed where they differ (a hostile home).
+            let stated = group
+                .iter()
+                .find(|r| crate::rules::carries_picture(r))
+                .unwrap_or(&group[0]);
+            let incident = stated.incident.clone().unwrap_or_default();
+            let mut channels: Vec<(ChannelId, Option<ChannelRecord>)> =
+                crate::rules::channels_of(&incident)
+                    .into_iter()
+                    .filter_map(|name| ChannelId::parse(&format!("{}/{name}", stated.home)).ok())
+                    .map(|id| {
+                        let held = group.iter().find(|r| r.id == id.to_string());
+                        (id, held.map(|r| (*r).clone()))
+                    })
+                    .collect();
+            // Nothing held is hidden, even a channel its statement leaves out.
+            for r in &group {
+                if !channels.iter().any(|(id, _)| id.to_string() == r.id)
+                    && let Ok(id) = ChannelId::parse(&r.id)
+                {
+                    channels.push((id, Some((*r).clone())));
+                }
+            }
+            HeldIncident {
+                stated: (*stated).clone(),
+                channels,
+            }
+        })
+        .collect()
+}
+
+/// What members see of the incident that `record`'s channel runs, at
 /// `now_unix_ms`, if it runs one: its state and every agency that took
-/// part (the home first; those removed when it closed included).
+/// part (the home first; those removed when it closed included). Its
+/// `channels` are left empty: they take the other channels' records
+/// ([`held_info`]).
 pub(super) fn info(record: &ChannelRecord, now_unix_ms: u64) -> Option<proto::IncidentInfo> {
     let incident = record.incident.as_ref()?;
     let participants = std::iter::once(record.home.clone())
@@ -55,8 +150,12 @@ pub(super) fn info(record: &ChannelRecord, now_unix_ms: u64) -> Option<proto::In
                 .map(|p| p.org.clone()),
         )
         .collect();
+    let first = crate::rules::channels_of(incident)
+        .first()
+        .map(|name| format!("{}/{name}", record.home))
+        .unwrap_or_default();
     Some(proto::IncidentInfo {
-        id: record.id.clone(),
+        id: first,
         name: incident.name.clone(),
         home: record.home.clone(),
         state: crate::rules::incident_state(incident, now_unix_ms)
@@ -67,23 +166,110 @@ pub(super) fn info(record: &ChannelRecord, now_unix_ms: u64) -> Option<proto::In
         until_unix_ms: incident.until_unix_ms,
         closed_unix_ms: incident.closed_unix_ms,
         participants,
+        channels: Vec::new(),
     })
 }
 
-/// The incident's channel and record, by `home/name` or (this org's) `name`.
-fn incident(shared: &ApiContext, given: &str) -> Result<(ChannelId, ChannelRecord), ApiError> {
-    let id = existing_channel(shared, given).map_err(|_| {
+/// What members see of `held` at `now_unix_ms`: [`info`], with each of
+/// its channels and the state this node holds it in.
+pub(crate) fn held_info(held: &HeldIncident, now_unix_ms: u64) -> proto::IncidentInfo {
+    let mut info = info(&held.stated, now_unix_ms).unwrap_or_default();
+    info.channels = held
+        .channels
+        .iter()
+        .map(|(id, record)| proto::IncidentChannel {
+            id: id.to_string(),
+            state: record
+                .as_ref()
+                .map_or("not held", |r| {
+                    super::messaging::channel_state(r, now_unix_ms)
+                })
+                .to_owned(),
+        })
+        .collect();
+    info
+}
+
+/// The incident `given` names, as this node holds it: by `home/name` or
+/// (this org's) `name`, or by one of its channels.
+pub(crate) fn held_incident(shared: &ApiContext, given: &str) -> Result<HeldIncident, ApiError> {
+    let not_found = || {
         ApiError::NotFound(format!(
             "no incident {given} on this node; another agency's incident is named home/name \
              (samband incident list shows them)"
         ))
-    })?;
-    let record = shared
-        .store
-        .channel(&id)?
-        .filter(|r| r.incident.is_some())
-        .ok_or_else(|| ApiError::FailedPrecondition(format!("channel {id} runs no incident")))?;
-    Ok((id, record))
+    };
+    let id = ChannelId::parse_or_local(given, &shared.org).map_err(|_| not_found())?;
+    let records = shared.store.channels()?;
+    let named = |name: &str| {
+        incidents_among(&records).into_iter().find(|h| {
+            let r = &h.stated;
+            r.home == id.home().as_str() && r.incident.as_ref().is_some_and(|i| i.name == name)
+        })
+    };
+    if let Some(held) = named(id.name().as_str()) {
+        return Ok(held);
+    }
+    // A channel of an incident names it too.
+    if let Some(held) = incident_of(&records, &id) {
+        return Ok(held);
+    }
+    if records.iter().any(|r| r.id == id.to_string()) {
+        return Err(ApiError::FailedPrecondition(format!(
+            "channel {id} runs no incident (samband incident list shows the incidents)"
+        )));
+    }
+    Err(not_found())
+}
+
+/// The incident that channel `id` runs, as this node holds it.
+pub(crate) fn incident_of_channel(
+    shared: &ApiContext,
+    id: &ChannelId,
+) -> Result<HeldIncident, ApiError> {
+    incident_of(&shared.store.channels()?, id)
+        .ok_or_else(|| ApiError::FailedPrecondition(format!("channel {id} runs no incident")))
+}
+
+fn incident_of(records: &[ChannelRecord], id: &ChannelId) -> Option<HeldIncident> {
+    let record = records.iter().find(|r| r.id == id.to_string())?;
+    let name = &record.incident.as_ref()?.name;
+    incidents_among(records).into_iter().find(|h| {
+        h.stated.home == record.home && h.stated.incident.as_ref().is_some_and(|i| &i.name == name)
+    })
+}
+
+/// The channels of this org (`home`) named `names` for a new incident:
+/// INVALID_ARGUMENT unless each is a channel name, named once, and there
+/// are at most [`crate::rules::MAX_INCIDENT_CHANNELS`].
+fn incident_channels(
+    home: &crate::model::OrgId,
+    names: &[String],
+) -> Result<Vec<ChannelId>, ApiError> {
+    let most = crate::rules::MAX_INCIDENT_CHANNELS;
+    if names.len() > most {
+        return Err(ApiError::InvalidArgument(format!(
+            "{} channels given; an incident runs in at most {most}",
+            names.len()
+        )));
+    }
+    let mut channels: Vec<ChannelId> = Vec::with_capacity(names.len());
+    for name in names {
+        let id = ChannelId::new(home.clone(), crate::model::ChannelName::parse(name)?);
+        if channels.contains(&id) {
+            return Err(ApiError::InvalidArgument(format!(
+                "channel {name} is given twice"
+            )));
+        }
+        channels.push(id);
+    }
+    Ok(channels)
+}
+
+/// The channel that carries the picture of the incident `given` names
+/// ([`held_incident`]), and its record.
+fn incident(shared: &ApiContext, given: &str) -> Result<(ChannelId, ChannelRecord), ApiError> {
+    held_incident(shared, given)?.picture_channel()
 }
 
 /// The wire form of one statement of an entry.
@@ -209,9 +395,9 @@ impl Incidents {
         Ok((member, actor))
     }
 
-    fn info_now(&self, record: &ChannelRecord) -> Result<proto::IncidentInfo, ApiError> {
-        info(record, unix_ms())
-            .ok_or_else(|| ApiError::Internal("the incident's record has no incident".into()))
+    /// This org's incident `name` as it stands now.
+    fn info_now(&self, name: &str) -> Result<proto::IncidentInfo, ApiError> {
+        Ok(held_info(&held_incident(&self.shared, name)?, unix_ms()))
     }
 }
 
@@ -242,32 +428,31 @@ impl incidents_server::Incidents for Incidents {
             .into());
         }
         let orgs = super::admin::partners(&self.shared, &req.with)?;
-        let record = super::messaging::create_channel(&self.shared, &member, &req.name)
-            .map_err(|e| match e {
-                ApiError::AlreadyExists(_) => ApiError::AlreadyExists(format!(
-                    "this node has a channel or incident named {} already: give the incident another name",
-                    req.name
-                )),
-                other => other,
-            })?;
-        let channel = ChannelId::parse(&record.id).map_err(ApiError::from)?;
+        crate::model::ChannelName::parse(&req.name).map_err(ApiError::from)?;
+        let names = if req.channels.is_empty() {
+            vec![req.name.clone()]
+        } else {
+            req.channels.clone()
+        };
+        let channels = incident_channels(&self.shared.org, &names)?;
         let incident = Incident {
             name: req.name.clone(),
             exercise: req.exercise,
             opened_unix_ms: now,
             until_unix_ms: req.until_unix_ms,
             closed_unix_ms: 0,
+            channels: req.channels.clone(),
         };
         let change = RosterChange::OpenIncident { orgs, incident };
-        let record = self
+        let records = self
             .shared
             .writer
-            .roster(channel.clone(), change, actor)
+            .rosters(channels, change, actor)
             .await
             .map_err(ApiError::from)?;
         self.fed.rehello();
-        tracing::info!(%channel, exercise = req.exercise, with = ?req.with, "incident opened");
-        Ok(Response::new(self.info_now(&record)?))
+        tracing::info!(incident = %req.name, channels = records.len(), exercise = req.exercise, with = ?req.with, by = %member.name, "incident opened");
+        Ok(Response::new(self.info_now(&req.name)?))
     }
 
     async fn close_incident(
@@ -275,26 +460,32 @@ impl incidents_server::Incidents for Incidents {
         request: Request<proto::CloseIncidentRequest>,
     ) -> Result<Response<proto::IncidentInfo>, Status> {
         let (_, actor) = self.operator(&request)?;
-        let (channel, record) = incident(&self.shared, &request.get_ref().incident)?;
-        if record.home != self.shared.org.as_str() {
+        let held = held_incident(&self.shared, &request.get_ref().incident)?;
+        let name = held.stated.incident.clone().unwrap_or_default().name;
+        if held.stated.home != self.shared.org.as_str() {
             return Err(ApiError::PermissionDenied(format!(
-                "incident {channel} is run by {}; only its home closes it",
-                record.home
+                "incident {}/{name} is run by {}; only its home closes it",
+                held.stated.home, held.stated.home
             ))
             .into());
         }
+        let channels: Vec<ChannelId> = held.held().map(|(id, _)| id.clone()).collect();
         let change = RosterChange::CloseIncident {
             at_unix_ms: unix_ms(),
         };
-        let record = self
-            .shared
+        self.shared
             .writer
-            .roster(channel.clone(), change, actor)
+            .rosters(channels, change, actor)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(|e| match e {
+                crate::engine::WriteError::AlreadyClosed(_) => {
+                    ApiError::FailedPrecondition(format!("incident {name} is closed already"))
+                }
+                other => other.into(),
+            })?;
         self.fed.rehello();
-        tracing::info!(%channel, "incident closed");
-        Ok(Response::new(self.info_now(&record)?))
+        tracing::info!(incident = %name, "incident closed");
+        Ok(Response::new(self.info_now(&name)?))
     }
 
     async fn list_incidents(
@@ -303,13 +494,10 @@ impl incidents_server::Incidents for Incidents {
     ) -> Result<Response<proto::ListIncidentsResponse>, Status> {
         caller(&request, &self.shared)?;
         let now = unix_ms();
-        let incidents = self
-            .shared
-            .store
-            .channels()
-            .map_err(ApiError::from)?
+        let records = self.shared.store.channels().map_err(ApiError::from)?;
+        let incidents = incidents_among(&records)
             .iter()
-            .filter_map(|r| info(r, now))
+            .map(|held| held_info(held, now))
             .collect();
         Ok(Response::new(proto::ListIncidentsResponse { incidents }))
     }
@@ -454,10 +642,14 @@ impl incidents_server::Incidents for Incidents {
         request: Request<proto::ExportCapRequest>,
     ) -> Result<Response<proto::ExportCapResponse>, Status> {
         caller(&request, &self.shared)?;
-        let (channel, record) = incident(&self.shared, &request.get_ref().incident)?;
+        let held = held_incident(&self.shared, &request.get_ref().incident)?;
+        let id = held_info(&held, unix_ms()).id;
+        let channels: Vec<(ChannelId, ChannelRecord)> = held
+            .held()
+            .map(|(id, record)| (id.clone(), record.clone()))
+            .collect();
         let shared = self.shared.clone();
-        let id = channel.to_string();
-        let alerts = tokio::task::spawn_blocking(move || export(&shared, &channel, &record))
+        let alerts = tokio::task::spawn_blocking(move || export(&shared, &channels))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         Ok(Response::new(proto::ExportCapResponse {
@@ -676,21 +868,27 @@ fn imported_already(
         }))
 }
 
-/// ExportCap: every imported alert held here, byte for byte as it came
-/// (a signature in it still verifies), and every other message as an
-/// alert of its origin org, oldest first.
+/// ExportCap: every imported alert held here in the incident's
+/// `channels`, byte for byte as it came (a signature in it still
+/// verifies), and every other message as an alert of its origin org,
+/// oldest first (by hlc) across the channels.
 fn export(
     shared: &ApiContext,
-    channel: &ChannelId,
-    record: &ChannelRecord,
+    channels: &[(ChannelId, ChannelRecord)],
 ) -> Result<Vec<proto::ExportedAlert>, ApiError> {
-    let incident = record.incident.clone().unwrap_or_default();
     let mut out = Vec::new();
-    each_message(shared, channel, |s| {
-        out.extend(exported(shared, channel, &incident, s)?);
-        Ok(())
-    })?;
-    Ok(out)
+    for (channel, record) in channels {
+        let incident = record.incident.clone().unwrap_or_default();
+        each_message(shared, channel, |s| {
+            if let Some(alert) = exported(shared, channel, &incident, s)? {
+                out.push((s.envelope.hlc, alert));
+            }
+            Ok(())
+        })?;
+    }
+    // Stable: within a channel, its order stands.
+    out.sort_by_key(|(hlc, _)| *hlc);
+    Ok(out.into_iter().map(|(_, alert)| alert).collect())
 }
 
 /// One message as the export gives it: an imported alert as it came, any

@@ -203,17 +203,25 @@ fn roster_text(env: &proto::Envelope) -> String {
     text
 }
 
+/// A channel's state as members are told it (`Channel.state`) at
+/// `now_unix_ms`: "pending", "archived" (removed, or its incident over),
+/// "shared" or "internal".
+pub(super) fn channel_state(record: &proto::ChannelRecord, now_unix_ms: u64) -> &'static str {
+    match proto::ChannelState::try_from(record.state) {
+        Ok(proto::ChannelState::Pending) => "pending",
+        Ok(proto::ChannelState::Archived) => "archived",
+        _ if crate::rules::is_over(record, now_unix_ms) => "archived",
+        _ if !record.participants.is_empty() => "shared",
+        _ => "internal",
+    }
+}
+
 /// The wire form of a channel record.
 pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
     let shared = !record.participants.is_empty();
-    let incident = super::incidents::info(&record, crate::model::unix_ms());
-    let state = match proto::ChannelState::try_from(record.state) {
-        Ok(proto::ChannelState::Pending) => "pending",
-        Ok(proto::ChannelState::Archived) => "archived",
-        _ if incident.as_ref().is_some_and(|i| i.state != "active") => "archived",
-        _ if shared => "shared",
-        _ => "internal",
-    };
+    let now = crate::model::unix_ms();
+    let incident = super::incidents::info(&record, now);
+    let state = channel_state(&record, now);
     let mut participants = Vec::new();
     if shared {
         participants.push(record.home.clone());

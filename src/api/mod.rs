@@ -122,8 +122,11 @@ impl From<WriteError> for ApiError {
             | WriteError::HistoryNotChosen { .. }
             | WriteError::IncidentOver(_)
             | WriteError::NotIncident(_)
-            | WriteError::AlreadyClosed(_)
-            | WriteError::NotFresh(_) => ApiError::FailedPrecondition(e.to_string()),
+            | WriteError::NoPicture(_)
+            | WriteError::AlreadyClosed(_) => ApiError::FailedPrecondition(e.to_string()),
+            WriteError::NotFresh(_) | WriteError::IncidentExists(_) => {
+                ApiError::AlreadyExists(e.to_string())
+            }
             WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),
             WriteError::Store(_) => ApiError::Internal(e.to_string()),
         }

@@ -17,7 +17,7 @@ async fn client(conn: &Connection) -> anyhow::Result<IncidentsClient<Channel>> {
 
 #[derive(Debug, Args)]
 pub(crate) struct OpenArgs {
-    /// Incident name, also its channel's: 1-63 of a-z 0-9 . _ -
+    /// Incident name: 1-63 of a-z 0-9 . _ -
     name: String,
     /// Partner agencies to work it with (each a configured peer).
     #[arg(long = "with", required = true, num_args = 1..)]
@@ -30,6 +30,10 @@ pub(crate) struct OpenArgs {
     /// (`2026-12-01T18:00:00Z`) or a duration from now (`8h`, `3days`).
     #[arg(long)]
     until: Option<String>,
+    /// A channel of the incident, new (repeat for more, at most 8; the
+    /// first carries the picture). Default: one named after the incident.
+    #[arg(long = "channel", value_name = "NAME")]
+    channels: Vec<String>,
     #[command(flatten)]
     conn: Connection,
 }
@@ -133,6 +137,7 @@ pub(crate) async fn open(args: OpenArgs) -> anyhow::Result<()> {
         with: args.with,
         exercise: args.exercise,
         until_unix_ms,
+        channels: args.channels,
     };
     let info = client(&args.conn)
         .await?
@@ -144,10 +149,11 @@ pub(crate) async fn open(args: OpenArgs) -> anyhow::Result<()> {
         out!("{}", output::incident(&info, true));
     } else {
         out!("opened {}", output::incident(&info, false));
+        let channels: Vec<&str> = info.channels.iter().map(|c| c.id.as_str()).collect();
         out!(
-            "its channel is {}: post with samband post {} TEXT; map with samband picture set",
-            info.id,
-            info.id
+            "post in {} with samband post CHANNEL TEXT; map with samband picture set {} KEY",
+            channels.join(", "),
+            info.name
         );
     }
     Ok(())
@@ -195,7 +201,10 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    let exact = list.incidents.iter().find(|i| i.id == args.incident);
+    let exact = list
+        .incidents
+        .iter()
+        .find(|i| format!("{}/{}", i.home, i.name) == args.incident);
     let named: Vec<&proto::IncidentInfo> = list
         .incidents
         .iter()
@@ -213,18 +222,31 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
             args.incident,
             several
                 .iter()
-                .map(|i| i.id.as_str())
+                .map(|i| format!("{}/{}", i.home, i.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     };
     let picture = c
         .picture(proto::PictureRequest {
-            incident: info.id.clone(),
+            incident: format!("{}/{}", info.home, info.name),
         })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+        .await;
+    // Its first channel carries the picture: a partner shows the rest
+    // while that one is not offered (or accepted) yet.
+    let picture = match picture {
+        Ok(p) => p.into_inner(),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            if args.conn.json {
+                out!("{}", output::incident(info, true));
+            } else {
+                out!("{}", output::incident(info, false));
+                out!("picture: {}", s.message());
+            }
+            return Ok(());
+        }
+        Err(s) => return Err(rpc(s)),
+    };
     if args.conn.json {
         let entries: Vec<serde_json::Value> = picture
             .entries
@@ -237,6 +259,10 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     out!("{}", output::incident(info, false));
+    out!("channels:");
+    for c in &info.channels {
+        out!("  {:<40} {}", output::printable(&c.id), c.state);
+    }
     out!("picture: {} entries", picture.entries.len());
     for e in &picture.entries {
         out!("  {}", output::entry(e, false));

@@ -305,20 +305,21 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum IncidentCommand {
-    /// Open an incident (admin): a channel of this org named after it,
-    /// shared with exactly the partners given.
+    /// Open an incident (admin): new channels of this org (one named after
+    /// it unless --channel is given), shared with exactly the partners
+    /// given, all in one step.
     #[command(
-        after_help = "Examples:\n  samband incident open flood --with rescue.example region.example \\\n      --identity duty/\n  samband incident open flood-drill --with rescue.example --exercise \\\n      --until 8h --identity duty/"
+        after_help = "Examples:\n  samband incident open flood --with rescue.example region.example \\\n      --identity duty/\n  samband incident open flood-drill --with rescue.example --exercise \\\n      --until 8h --identity duty/\n  samband incident open storm --with rescue.example \\\n      --channel storm-ops --channel storm-medical --identity duty/"
     )]
     Open(incident::OpenArgs),
-    /// Close an incident of this org (admin): every participant's copy
-    /// becomes read-only, keeping what it received.
+    /// Close an incident of this org (admin), all its channels: every
+    /// participant's copy becomes read-only, keeping what it received.
     #[command(after_help = "Example:\n  samband incident close flood --identity duty/")]
     Close(incident::NameArgs),
     /// The incidents this node takes part in, with their state.
     #[command(after_help = "Example:\n  samband incident list --identity alice/")]
     List(incident::ListArgs),
-    /// One incident: its state, participants and picture.
+    /// One incident: its state, participants, channels and picture.
     #[command(
         after_help = "Examples:\n  samband incident show flood --identity alice/\n  samband incident show police.example/flood --json --identity bo/"
     )]

@@ -410,6 +410,9 @@ pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
             "exercise": i.exercise, "opened_unix_ms": i.opened_unix_ms,
             "until_unix_ms": i.until_unix_ms, "closed_unix_ms": i.closed_unix_ms,
             "participants": i.participants,
+            "channels": i.channels.iter()
+                .map(|c| json!({"id": c.id, "state": c.state}))
+                .collect::<Vec<_>>(),
         })
         .to_string();
     }
@@ -425,9 +428,25 @@ pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
     } else {
         String::new()
     };
+    // Its channels where they are not just the one named after it, with
+    // those not in use here marked.
+    let single = format!("{}/{}", i.home, i.name);
+    let channels = match i.channels.as_slice() {
+        [only] if only.id == single => String::new(),
+        all => {
+            let named: Vec<String> = all
+                .iter()
+                .map(|c| match c.state.as_str() {
+                    "pending" | "not held" => format!("{} ({})", c.id, c.state),
+                    _ => c.id.clone(),
+                })
+                .collect();
+            format!("  channels {}", printable(&named.join(", ")))
+        }
+    };
     format!(
-        "{:<32} {:<7} {exercise:<8} opened {}{until}{closed}  agencies {}",
-        printable(&i.id),
+        "{:<32} {:<7} {exercise:<8} opened {}{until}{closed}  agencies {}{channels}",
+        printable(&single),
         i.state,
         utc(i.opened_unix_ms),
         printable(&i.participants.join(", "))

@@ -1,10 +1,16 @@
 //! Incidents: what the home states of an incident in its roster snapshots
 //! (`Roster.incident`), and what follows from it on every participant.
 //!
-//! An incident is opened with its name, exercise flag, opening time and
-//! optional end (`until`), none of which ever changes, and is closed once.
-//! A snapshot that says otherwise is refused: a home cannot turn an
-//! exercise into the real thing, reopen a closed incident, or move its end.
+//! An incident is opened with its name, exercise flag, opening time,
+//! optional end (`until`) and channels, none of which ever changes, and is
+//! closed once. A snapshot that says otherwise is refused: a home cannot
+//! turn an exercise into the real thing, reopen a closed incident, move its
+//! end, or give it other channels.
+//!
+//! An incident runs in one or more channels of its home ([`channels_of`]),
+//! each of which states the whole incident in its own roster, so each
+//! channel is decided on its own (exercise marking, the end); the first
+//! carries the situational picture ([`carries_picture`]).
 //!
 //! The end is decided per message, by the message's own signed timestamp:
 //! a message stamped at or after `until` is refused by every node, the
@@ -13,9 +19,13 @@
 //! removes every participant from the roster (`RosterEdit::Remove`), whose
 //! lines (`last_seq`) already say which messages stand.
 
+use crate::model::ChannelName;
 use crate::proto::{ChannelRecord, Incident};
 
 use super::Reject;
+
+/// Most channels an incident runs in.
+pub const MAX_CHANNELS: usize = 8;
 
 /// Where an incident stands at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +59,26 @@ pub fn state(incident: &Incident, now_unix_ms: u64) -> IncidentState {
     }
 }
 
+/// The names of the channels `incident` runs in, in order: the first
+/// carries its situational picture. An incident that names none runs in the
+/// one channel named after it.
+pub fn channels_of(incident: &Incident) -> Vec<&str> {
+    if incident.channels.is_empty() {
+        vec![incident.name.as_str()]
+    } else {
+        incident.channels.iter().map(String::as_str).collect()
+    }
+}
+
+/// Whether the channel of `record` carries the situational picture of the
+/// incident it runs (its first channel); false when it runs none.
+pub fn carries_picture(record: &ChannelRecord) -> bool {
+    record
+        .incident
+        .as_ref()
+        .is_some_and(|i| channels_of(i).first() == Some(&record.name.as_str()))
+}
+
 /// Whether the channel of `record` takes no new message at `now_unix_ms`:
 /// its incident is closed or ended.
 pub fn is_over(record: &ChannelRecord, now_unix_ms: u64) -> bool {
@@ -68,15 +98,29 @@ pub fn stamped_after_end(record: &ChannelRecord, stamped_unix_ms: u64) -> bool {
 }
 
 /// Checks what a home states of an incident run in its channel `channel`
-/// (the channel's name), on its own: the incident is named after its
-/// channel (`incident open` makes it so), and its times are in order.
-/// What a hostile home states is shown to members and decides what is
-/// refused, so nothing else is believed.
+/// (the channel's name), on its own: the incident names this channel among
+/// its channels (or, naming none, is named after it), names at most
+/// [`MAX_CHANNELS`] valid channel names once each, and its times are in
+/// order. What a hostile home states is shown to members and decides what
+/// is refused, so nothing else is believed.
 pub(super) fn check_stated(channel: &str, incident: &Incident) -> Result<(), Reject> {
-    if incident.name != channel {
+    let channels = channels_of(incident);
+    if !channels.contains(&channel) {
         return Err(Reject::IncidentChanged(
-            "an incident named other than its channel",
+            "an incident that does not name the channel it is stated in",
         ));
+    }
+    if channels.len() > MAX_CHANNELS {
+        return Err(Reject::IncidentChanged("more than 8 channels"));
+    }
+    if channels.iter().any(|c| ChannelName::parse(c).is_err()) {
+        return Err(Reject::IncidentChanged("a channel name that is not one"));
+    }
+    let mut sorted = channels.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != channels.len() {
+        return Err(Reject::IncidentChanged("a channel named twice"));
     }
     if incident.opened_unix_ms == 0
         || (incident.until_unix_ms > 0 && incident.until_unix_ms <= incident.opened_unix_ms)
@@ -108,6 +152,9 @@ pub(super) fn check_change(
     if held.name != stated.name || held.opened_unix_ms != stated.opened_unix_ms {
         return Err(Reject::IncidentChanged("another name or opening time"));
     }
+    if held.channels != stated.channels {
+        return Err(Reject::IncidentChanged("other channels"));
+    }
     if held.exercise != stated.exercise {
         return Err(Reject::IncidentChanged(
             "an exercise turned real, or the real thing into an exercise",
@@ -132,7 +179,7 @@ mod tests {
             exercise: true,
             opened_unix_ms: 1_000,
             until_unix_ms: 5_000,
-            closed_unix_ms: 0,
+            ..Default::default()
         }
     }
 
@@ -160,10 +207,15 @@ mod tests {
             name: "fire".into(),
             ..flood()
         };
+        let grown = Incident {
+            channels: vec!["flood".into(), "flood-medical".into()],
+            ..flood()
+        };
         for (changed, why) in [
             (Some(&real), "exercise"),
             (Some(&later), "until"),
             (Some(&renamed), "name"),
+            (Some(&grown), "channels"),
             (None, "dropped"),
         ] {
             assert!(check_change(Some(&open), changed).is_err(), "{why}");
@@ -198,5 +250,45 @@ mod tests {
             ..flood()
         };
         assert!(check_stated("flood", &unopened).is_err(), "never opened");
+    }
+
+    #[test]
+    fn an_incident_in_several_channels_names_each_once_and_the_first_carries_the_picture() {
+        let two = Incident {
+            channels: vec!["roads".into(), "medical".into()],
+            ..flood()
+        };
+        assert_eq!(channels_of(&two), ["roads", "medical"]);
+        assert_eq!(channels_of(&flood()), ["flood"]);
+        for channel in ["roads", "medical"] {
+            assert_eq!(check_stated(channel, &two), Ok(()), "{channel}");
+        }
+        assert!(
+            check_stated("flood", &two).is_err(),
+            "its name is no channel of it"
+        );
+        let record = |name: &str, incident: &Incident| ChannelRecord {
+            name: name.into(),
+            incident: Some(incident.clone()),
+            ..Default::default()
+        };
+        assert!(carries_picture(&record("roads", &two)));
+        assert!(!carries_picture(&record("medical", &two)));
+        assert!(carries_picture(&record("flood", &flood())));
+        assert!(!carries_picture(&ChannelRecord::default()));
+        for (bad, why) in [
+            (vec!["roads", "roads"], "twice"),
+            (vec!["roads", "Medical!"], "not a name"),
+            (
+                vec!["roads", "a", "b", "c", "d", "e", "f", "g", "h"],
+                "nine",
+            ),
+        ] {
+            let stated = Incident {
+                channels: bad.iter().map(|c| c.to_string()).collect(),
+                ..flood()
+            };
+            assert!(check_stated("roads", &stated).is_err(), "{why}");
+        }
     }
 }

@@ -11,7 +11,10 @@
 mod incident;
 pub mod picture;
 
-pub use incident::{IncidentState, is_over, stamped_after_end, state as incident_state};
+pub use incident::{
+    IncidentState, MAX_CHANNELS as MAX_INCIDENT_CHANNELS, carries_picture, channels_of, is_over,
+    stamped_after_end, state as incident_state,
+};
 
 use std::collections::{HashMap, HashSet};
 
@@ -754,9 +757,9 @@ fn check_inner(env: &Envelope, ctx: &Context<'_>) -> Result<Verdict, Reject> {
     if !is_control && stamped_after_end(record, crate::model::Hlc(env.hlc).unix_ms()) {
         return Err(Reject::IncidentEnded);
     }
-    if env.kind == Kind::Picture as i32 && record.incident.is_none() {
+    if env.kind == Kind::Picture as i32 && !carries_picture(record) {
         return Err(Reject::Malformed(
-            "a picture entry in a channel that runs no incident".into(),
+            "a picture entry in a channel that does not carry an incident's picture".into(),
         ));
     }
     if env.withheld

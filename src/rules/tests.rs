@@ -1570,7 +1570,8 @@ fn only_a_flash_or_urgent_message_signed_by_its_origin_goes_ahead_of_its_run() {
 
 /// An incident's end is judged by each message's own timestamp: stamped
 /// before `until`, taken; at or after it, refused, by every node alike. A
-/// picture entry is taken only in an incident's channel.
+/// picture entry is taken only in the channel that carries an incident's
+/// picture.
 #[test]
 fn a_message_stamped_after_the_incidents_end_is_refused_and_entries_need_an_incident() {
     let mut w = world();
@@ -1626,6 +1627,17 @@ fn a_message_stamped_after_the_incidents_end_is_refused_and_entries_need_an_inci
     assert!(matches!(
         check(&misnamed, &ctx(&w, &local, &home, (0, GENESIS_HASH), &pins)),
         Verdict::Reject(Reject::IncidentChanged(_))
+    ));
+    // Only in the incident's first channel, which carries the picture.
+    w.record.incident = Some(crate::proto::Incident {
+        name: "crisis".into(),
+        opened_unix_ms: 1,
+        channels: vec!["crisis-ops".into(), w.record.name.clone()],
+        ..Default::default()
+    });
+    assert!(matches!(
+        check(&entry, &ctx(&w, &local, &sender, (0, GENESIS_HASH), &pins)),
+        Verdict::Reject(Reject::Malformed(_))
     ));
     w.record.incident = None;
     assert!(matches!(

@@ -9,7 +9,6 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::{Caller, Console, Refusal, channel_path, existing, page};
-use crate::api::ApiError;
 use crate::rules::picture::Stated;
 
 /// The plot's size, in SVG user units.
@@ -213,15 +212,15 @@ pub(super) async fn incident(
 ) -> Result<Response, Refusal> {
     let api = &console.api;
     let id = existing(api, &home, &name)?;
-    let record = api
-        .store
-        .channel(&id)?
-        .ok_or_else(|| ApiError::NotFound(format!("no channel {id}")))?;
-    let info = crate::api::incidents::info(&record, crate::model::unix_ms())
-        .ok_or_else(|| ApiError::FailedPrecondition(format!("channel {id} runs no incident")))?;
-    let standing = crate::api::incidents::picture_of(api, &id)?;
-    let entries: Vec<&Stated> = standing.standing().collect();
-    let path = channel_path(&id);
+    let held = crate::api::incidents::incident_of_channel(api, &id)?;
+    let info = crate::api::incidents::held_info(&held, crate::model::unix_ms());
+    // Its first channel carries the picture; a partner may not hold it yet.
+    let carrier = held.picture_channel();
+    let standing = match &carrier {
+        Ok((first, _)) => Some(crate::api::incidents::picture_of(api, first)?),
+        Err(_) => None,
+    };
+    let entries: Vec<&Stated> = standing.iter().flat_map(|p| p.standing()).collect();
     let body = html! {
         @if info.exercise {
             p.exercise-banner { "EXERCISE — everything in this incident is an exercise, not the real thing" }
@@ -234,10 +233,33 @@ pub(super) async fn incident(
             @if info.closed_unix_ms > 0 { " · closed " (super::when(info.closed_unix_ms)) }
         }
         p { "Agencies: " (info.participants.join(", ")) }
-        p { a href=(path) { "Messages of the incident" } }
+        @match held.channels_held().as_slice() {
+            [(only, _)] if info.channels.len() == 1 => {
+                p { a href=(channel_path(only)) { "Messages of the incident" } }
+            }
+            _ => {
+                h2 { "Channels of the incident" }
+                ul.incident-channels {
+                    @for c in &info.channels {
+                        li {
+                            @match crate::model::ChannelId::parse(&c.id) {
+                                Ok(id) if c.state != "not held" => a href=(channel_path(&id)) { (c.id) },
+                                _ => (c.id),
+                            }
+                            " " span.state { (c.state) }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Situational picture (" (entries.len()) ")" }
-        div #picture data-events=(format!("{path}/events")) {
-            (picture(&entries, info.exercise))
+        @match &carrier {
+            Ok((first, _)) => {
+                div #picture data-events=(format!("{}/events", channel_path(first))) {
+                    (picture(&entries, info.exercise))
+                }
+            }
+            Err(why) => p.read-only { (why.to_string()) }
         }
     };
     Ok(page(&format!("Incident {}", info.name), &member, body))

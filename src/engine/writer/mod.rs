@@ -98,8 +98,8 @@ pub enum RosterChange {
     Unshare {
         org: OrgId,
     },
-    /// Opens an incident in a channel just created: shares it with each
-    /// org (all history) and states the incident.
+    /// Opens an incident in a channel not held here yet: creates it,
+    /// shares it with each org (all history) and states the incident.
     OpenIncident {
         orgs: Vec<(OrgId, Vec<u8>)>,
         incident: Incident,
@@ -154,10 +154,19 @@ pub enum WriteError {
     IncidentOver(String),
     #[error("channel {0} is not an incident's")]
     NotIncident(String),
+    #[error(
+        "channel {0} does not carry an incident's situational picture (its first channel does)"
+    )]
+    NoPicture(String),
     #[error("the incident of channel {0} is closed already")]
     AlreadyClosed(String),
-    #[error("channel {0} is in use already: an incident opens a channel of its own")]
+    #[error("channel {0} exists already: an incident opens channels of its own; give other names")]
     NotFresh(String),
+    #[error(
+        "this node has an incident named {0} already (samband incident show {0}): give the new \
+         one another name"
+    )]
+    IncidentExists(String),
 }
 
 type Answer<T> = oneshot::Sender<Result<T, WriteError>>;
@@ -185,11 +194,13 @@ enum Command {
         hold: bool,
         answer: Answer<Result<Offered, Reject>>,
     },
+    /// One change to the rosters of these channels of this org: decided
+    /// for all before any is staged, so all change in the round or none.
     Roster {
-        channel: ChannelId,
+        channels: Vec<ChannelId>,
         change: RosterChange,
         actor: Actor,
-        answer: Answer<ChannelRecord>,
+        answer: Answer<Vec<ChannelRecord>>,
     },
     Accept {
         channel: ChannelId,
@@ -239,6 +250,7 @@ enum Done {
     Ahead(Answer<usize>, Vec<(ChannelId, Arc<Stored>)>),
     Offer(Answer<Result<Offered, Reject>>, Result<Offered, Reject>),
     Record(Answer<ChannelRecord>, ChannelRecord),
+    Records(Answer<Vec<ChannelRecord>>, Vec<ChannelRecord>),
 }
 
 /// What one round staged.
@@ -360,6 +372,7 @@ fn refuse_all(done: Vec<Done>, err: impl Fn() -> WriteError) {
             Done::Ahead(a, _) => a.send(Err(err())).map_err(drop),
             Done::Offer(a, _) => a.send(Err(err())).map_err(drop),
             Done::Record(a, _) => a.send(Err(err())).map_err(drop),
+            Done::Records(a, _) => a.send(Err(err())).map_err(drop),
         };
     }
 }
@@ -456,8 +469,21 @@ impl WriterHandle {
         change: RosterChange,
         actor: Actor,
     ) -> Result<ChannelRecord, WriteError> {
+        let mut changed = self.rosters(vec![channel], change, actor).await?;
+        changed.pop().ok_or(WriteError::Stopped)
+    }
+
+    /// Makes the same change to the rosters of several channels of this
+    /// org in one durable step: all of them change, or (with the first
+    /// error) none. Their records as changed, in order.
+    pub async fn rosters(
+        &self,
+        channels: Vec<ChannelId>,
+        change: RosterChange,
+        actor: Actor,
+    ) -> Result<Vec<ChannelRecord>, WriteError> {
         self.ask(|answer| Command::Roster {
-            channel,
+            channels,
             change,
             actor,
             answer,
@@ -633,12 +659,12 @@ impl Writer {
                 Err(e) => refuse(round, answer, e.into()),
             },
             Command::Roster {
-                channel,
+                channels,
                 change,
                 actor,
                 answer,
-            } => match self.change_roster(round, &channel, change, &actor) {
-                Ok(record) => round.done.push(Done::Record(answer, record)),
+            } => match self.change_rosters(round, &channels, &change, &actor) {
+                Ok(records) => round.done.push(Done::Records(answer, records)),
                 Err(e) => refuse(round, answer, e),
             },
             Command::Accept {
@@ -774,6 +800,7 @@ impl Writer {
                 }
                 Done::Offer(a, o) => a.send(Ok(o)).map_err(drop),
                 Done::Record(a, r) => a.send(Ok(r)).map_err(drop),
+                Done::Records(a, r) => a.send(Ok(r)).map_err(drop),
             };
         }
         Ok(())

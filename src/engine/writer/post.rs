@@ -45,8 +45,8 @@ impl Writer {
                 };
                 (Kind::Ack, ack.encode_to_vec())
             }
-            Content::Picture(_) if record.incident.is_none() => {
-                return Err(WriteError::NotIncident(post.channel.to_string()));
+            Content::Picture(_) if !rules::carries_picture(&record) => {
+                return Err(WriteError::NoPicture(post.channel.to_string()));
             }
             Content::Picture(entry) => (Kind::Picture, entry.encode_to_vec()),
             Content::Retract(message) => {

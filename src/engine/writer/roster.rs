@@ -8,27 +8,74 @@ use crate::proto::{ChannelRecord, ChannelState, Kind, OriginSeq};
 use crate::rules::{self, History, RosterEdit};
 
 impl Writer {
-    pub(super) fn change_roster(
+    /// Makes `change` to the roster of each of `channels`: checks it for
+    /// all of them before staging any, so that a refusal leaves the round
+    /// as it was and the channels change together or not at all.
+    pub(super) fn change_rosters(
         &mut self,
         round: &mut Round,
-        channel: &ChannelId,
-        change: RosterChange,
+        channels: &[ChannelId],
+        change: &RosterChange,
         actor: &Actor,
+    ) -> Result<Vec<ChannelRecord>, WriteError> {
+        if let RosterChange::OpenIncident { incident, .. } = change {
+            // Of this home, one incident per name: staged ones included.
+            let org = self.settings.org.as_str();
+            let named = |r: &ChannelRecord| {
+                r.home == org && r.incident.as_ref().is_some_and(|i| i.name == incident.name)
+            };
+            if self.store.channels()?.iter().any(named) || self.records.values().any(named) {
+                return Err(WriteError::IncidentExists(incident.name.clone()));
+            }
+        }
+        let mut checked = Vec::with_capacity(channels.len());
+        for channel in channels {
+            checked.push(self.check_roster_change(channel, change)?);
+        }
+        let mut changed = Vec::with_capacity(channels.len());
+        for (channel, record) in channels.iter().zip(checked) {
+            match self.change_roster(round, channel, record, change, actor) {
+                Ok(record) => changed.push(record),
+                Err(e) => {
+                    // Its checks passed, so only a store read failed, and
+                    // what is staged cannot be taken back: the round goes.
+                    round.failed.get_or_insert_with(|| e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Whether `change` may be made to `channel`'s roster now: its record
+    /// as it stands (for an incident's opening, the new channel's).
+    fn check_roster_change(
+        &mut self,
+        channel: &ChannelId,
+        change: &RosterChange,
     ) -> Result<ChannelRecord, WriteError> {
-        let record = self.writable(channel)?;
+        let record = match change {
+            RosterChange::OpenIncident { incident, .. } => {
+                if self.record(channel)?.is_some() {
+                    return Err(WriteError::NotFresh(channel.to_string()));
+                }
+                ChannelRecord {
+                    id: channel.to_string(),
+                    home: channel.home().to_string(),
+                    name: channel.name().to_string(),
+                    created_unix_ms: incident.opened_unix_ms,
+                    ..Default::default()
+                }
+            }
+            _ => self.writable(channel)?,
+        };
         if record.home != self.settings.org.as_str() {
             return Err(WriteError::NotHome {
                 channel: channel.to_string(),
                 home: record.home,
             });
         }
-        let seq = self.head(channel, &self.settings.org.clone())?.seq;
-        match &change {
-            RosterChange::OpenIncident { .. }
-                if record.incident.is_some() || !record.participants.is_empty() || seq > 0 =>
-            {
-                return Err(WriteError::NotFresh(channel.to_string()));
-            }
+        match change {
             RosterChange::CloseIncident { .. } => match &record.incident {
                 None => {
                     return Err(WriteError::NotIncident(channel.to_string()));
@@ -45,8 +92,7 @@ impl Writer {
             }
             _ => {}
         }
-        if let RosterChange::Share { orgs, .. } | RosterChange::OpenIncident { orgs, .. } = &change
-        {
+        if let RosterChange::Share { orgs, .. } | RosterChange::OpenIncident { orgs, .. } = change {
             // Checked again here, in the round: a peer removed since the
             // caller read its key must not be shared with.
             self.refresh_pinned()?;
@@ -69,6 +115,32 @@ impl Writer {
                 });
             }
         }
+        if let RosterChange::Unshare { org } = change
+            && !record
+                .participants
+                .iter()
+                .any(|p| p.org == org.as_str() && p.active)
+        {
+            return Err(WriteError::NotParticipant {
+                channel: channel.to_string(),
+                org: org.to_string(),
+            });
+        }
+        Ok(record)
+    }
+
+    /// Stages `change` (checked) to the roster of `channel`, whose record
+    /// is `record`: the home's new signed snapshot, the record and the
+    /// audit entry.
+    fn change_roster(
+        &mut self,
+        round: &mut Round,
+        channel: &ChannelId,
+        record: ChannelRecord,
+        change: &RosterChange,
+        actor: &Actor,
+    ) -> Result<ChannelRecord, WriteError> {
+        let seq = self.head(channel, &self.settings.org.clone())?.seq;
         let share = |withheld_through: &[OriginSeq], orgs: &[(OrgId, Vec<u8>)]| {
             orgs.iter()
                 .fold(record.participants.clone(), |roster, (org, key)| {
@@ -80,7 +152,7 @@ impl Writer {
                 })
         };
         let mut incident = record.incident.clone();
-        let participants = match &change {
+        let participants = match change {
             RosterChange::Share { orgs, history } => {
                 let withheld_through = match history {
                     Some(History::FromNow) => self.held_now(channel, &record)?,
@@ -113,16 +185,6 @@ impl Writer {
                 roster
             }
             RosterChange::Unshare { org } => {
-                if !record
-                    .participants
-                    .iter()
-                    .any(|p| p.org == org.as_str() && p.active)
-                {
-                    return Err(WriteError::NotParticipant {
-                        channel: channel.to_string(),
-                        org: org.to_string(),
-                    });
-                }
                 let last_seq = self.head(channel, org)?.seq;
                 let edit = RosterEdit::Remove {
                     home_seq: seq + 1,
@@ -134,8 +196,15 @@ impl Writer {
         let body = rules::snapshot_body(participants.clone(), incident.clone());
         let index = self.originate(round, channel, "", Kind::Control, 0, body)?;
         let roster_seq = round.envelopes[index].2.origin_seq;
+        if let RosterChange::OpenIncident { .. } = change {
+            round.audit.push(
+                Event::new("channel.created")
+                    .with("channel", channel)
+                    .by(actor),
+            );
+        }
         round.audit.push(
-            match &change {
+            match change {
                 RosterChange::Share { orgs, history } => Event::new("channel.shared")
                     .with(
                         "orgs",
