@@ -1073,6 +1073,54 @@ async fn the_command_line_runs_an_incident_end_to_end() {
     let listed = run(&["incident", "list", "--json"]).stdout;
     let storm: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
     assert_eq!(storm["state"], "closed", "{listed}");
+
+    // An incident in channels of its own.
+    let opened = run(&[
+        "incident",
+        "open",
+        "gale",
+        "--with",
+        "rescue.example",
+        "--channel",
+        "gale-ops",
+        "--channel",
+        "gale-medical",
+    ])
+    .stdout;
+    assert!(
+        opened.contains("channels police.example/gale-ops, police.example/gale-medical"),
+        "{opened}"
+    );
+    let shown = run(&["incident", "show", "gale"]).stdout;
+    for channel in ["police.example/gale-ops", "police.example/gale-medical"] {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.contains(channel) && l.trim_end().ends_with("shared")),
+            "{channel}: {shown}"
+        );
+    }
+    let listed = run(&["incident", "list", "--json"]).stdout;
+    let gale: serde_json::Value = listed
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|i: &serde_json::Value| i["name"] == "gale")
+        .unwrap();
+    assert_eq!(
+        gale["channels"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    let bad = fail(&[
+        "incident",
+        "open",
+        "squall",
+        "--with",
+        "rescue.example",
+        "--channel",
+        "gale-ops",
+    ]);
+    assert!(bad.contains("gale-ops exists already"), "{bad}");
     police.stop().await;
     rescue.stop().await;
 }
