@@ -80,7 +80,12 @@ pub fn parse(xml: &str) -> Result<v1dot2::Alert, CapError> {
         return Err(CapError::NotCap);
     }
     match xml.parse::<oasiscap::Alert>() {
-        Ok(oasiscap::Alert::V1dot2(alert)) => Ok(alert),
+        // `oasiscap` reads more than the schema allows (a `Z` for the
+        // offset): what it took is checked again as the schema says.
+        Ok(oasiscap::Alert::V1dot2(alert)) => match diagnose(xml) {
+            Some(why) => Err(CapError::Invalid(why)),
+            None => Ok(alert),
+        },
         Ok(oasiscap::Alert::V1dot1(_)) => Err(CapError::OldVersion { version: "1.1" }),
         Ok(oasiscap::Alert::V1dot0(_)) => Err(CapError::OldVersion { version: "1.0" }),
         Err(e)
@@ -142,6 +147,21 @@ const VALUE_SETS: [(&str, &[&str]); 7] = [
 /// The CAP 1.2 elements that hold a date and time (§3.2.1, §3.2.2).
 const DATES: [&str; 4] = ["sent", "effective", "onset", "expires"];
 
+/// Whether `text` is a CAP 1.2 date and time: the schema's pattern
+/// `\d\d\d\d-\d\d-\d\dT\d\d:\d\d:\d\d[-,+]\d\d:\d\d` (`cap12.xsd`),
+/// with `+` or `-` for the offset. §3.3.2: "Alphabetic timezone
+/// designators such as “Z” MUST NOT be used", and no fractions of a second.
+fn is_cap_date(text: &str) -> bool {
+    const SHAPE: &[u8; 25] = b"dddd-dd-ddTdd:dd:dd+dd:dd";
+    let bytes = text.as_bytes();
+    bytes.len() == SHAPE.len()
+        && bytes.iter().zip(SHAPE).all(|(&c, &shape)| match shape {
+            b'd' => c.is_ascii_digit(),
+            b'+' => c == b'+' || c == b'-',
+            _ => c == shape,
+        })
+}
+
 /// What is wrong with a CAP polygon's text (§3.3.2.1: at least four
 /// "latitude,longitude" pairs, the first and last the same), if anything.
 fn polygon_fault(text: &str) -> Option<String> {
@@ -157,9 +177,10 @@ fn polygon_fault(text: &str) -> Option<String> {
         .then(|| format!("not closed: its last point {last} is not its first point {first}"))
 }
 
-/// Which element of a document `oasiscap` refused makes it invalid, when
-/// that is a date or an enumerated value (read with `xml-rs`): a person is
-/// told the element and what it must hold.
+/// Which element of a document makes it invalid, when that is a date, a
+/// polygon or an enumerated value (read with `xml-rs`): a person is told
+/// the element and what it must hold. Also run on what `oasiscap` took,
+/// since it is laxer than the schema about dates.
 fn diagnose(xml: &str) -> Option<String> {
     use xml::reader::{EventReader, XmlEvent};
     let mut open = String::new();
@@ -170,7 +191,9 @@ fn diagnose(xml: &str) -> Option<String> {
             Ok(XmlEvent::EndElement { .. }) => open.clear(),
             Ok(XmlEvent::Characters(text)) => {
                 let text = text.trim();
-                if DATES.contains(&open.as_str()) && text.parse::<oasiscap::DateTime>().is_err() {
+                if DATES.contains(&open.as_str())
+                    && (!is_cap_date(text) || text.parse::<oasiscap::DateTime>().is_err())
+                {
                     return Some(format!(
                         "element <{open}>: {text:?} is not a CAP date and time \
                          (YYYY-MM-DDThh:mm:ss with its offset, e.g. 2003-04-02T14:39:01-05:00)"
@@ -438,7 +461,8 @@ pub struct AsAlert<'a> {
     pub exercise: bool,
     /// The incident's name (the alert's `event`).
     pub incident: &'a str,
-    /// Its channel, `home/name` (the alert's `restriction`: who may see it).
+    /// The incident's channel the message is in, `home/name` (named in the
+    /// alert's `restriction`: who may see it).
     pub channel: &'a str,
     /// `author@org`.
     pub author: &'a str,
@@ -471,7 +495,10 @@ pub fn message_alert(m: &AsAlert<'_>) -> Result<String, CapError> {
     } else {
         v1dot2::Status::Actual
     };
-    alert.restriction = Some(format!("the agencies of incident {}", m.channel));
+    alert.restriction = Some(format!(
+        "the agencies of incident {} (its channel {})",
+        m.incident, m.channel
+    ));
     if m.exercise {
         alert.note = Some(format!("exercise {}", m.incident));
     }
@@ -556,6 +583,13 @@ mod tests {
         assert_eq!(
             parse(&old).unwrap_err(),
             CapError::OldVersion { version: "1.1" }
+        );
+        let zulu = adot1.replace("2003-04-02T14:39:01-05:00", "2003-04-02T19:39:01Z");
+        assert_ne!(zulu, adot1);
+        let e = parse(&zulu).unwrap_err().to_string();
+        assert!(
+            e.contains("element <sent>: \"2003-04-02T19:39:01Z\" is not a CAP date"),
+            "§3.3.2: no Z: {e}"
         );
         let undated = adot1.replace("2003-04-02T14:39:01-05:00", "2003-04-02 14:39");
         assert_ne!(undated, adot1);

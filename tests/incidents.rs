@@ -453,6 +453,16 @@ async fn listed(c: &mut Incidents, home: &str, name: &str) -> Option<proto::Inci
         .find(|i| i.home == home && i.name == name)
 }
 
+async fn picture_of(
+    c: &mut Incidents,
+    incident: &str,
+) -> Result<proto::PictureResponse, tonic::Status> {
+    let req = proto::PictureRequest {
+        incident: incident.into(),
+    };
+    Ok(c.picture(req).await?.into_inner())
+}
+
 fn channel_states(info: &proto::IncidentInfo) -> Vec<(String, String)> {
     info.channels
         .iter()
@@ -460,25 +470,33 @@ fn channel_states(info: &proto::IncidentInfo) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An incident in two channels of its own: opened and closed together (or
+/// refused as a whole), listed once by each partner with each channel's
+/// state, one picture, messages in both; a partner that accepts by hand
+/// sees its pending channels and learns of the close through one it took.
 #[tokio::test]
 async fn an_incident_in_several_channels_opens_and_closes_them_together() {
+    use proto::AcceptPolicy::{Auto, Manual};
     let police = TestNode::start("police.example").await;
     let rescue = TestNode::start("rescue.example").await;
+    let region = TestNode::start("region.example").await;
     police.peer_with(&rescue).await;
+    police
+        .trust(&region, Some(region.fed_addr.to_string()), Auto)
+        .await;
+    region
+        .trust(&police, Some(police.fed_addr.to_string()), Manual)
+        .await;
     let mut p = incidents(&police).await;
     let (ops, medical) = ("police.example/storm-ops", "police.example/storm-medical");
+    let with = ["rescue.example", "region.example"];
 
     // Refused as a whole: nothing of it is made.
     let mut op = police.operator().await;
     common::create_channel(&mut op, "logistics").await;
-    let taken = open_in(
-        &mut p,
-        "storm",
-        &["storm-ops", "logistics"],
-        &["rescue.example"],
-    )
-    .await
-    .unwrap_err();
+    let taken = open_in(&mut p, "storm", &["storm-ops", "logistics"], &with)
+        .await
+        .unwrap_err();
     assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
     assert!(taken.message().contains("logistics"), "{taken:?}");
     assert_eq!(
@@ -489,21 +507,18 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
     let nine: Vec<String> = (0..9).map(|i| format!("c{i}")).collect();
     let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
     for (channels, why) in [(&nine[..], "nine"), (&["a", "a"][..], "twice")] {
-        let bad = open_in(&mut p, "storm", channels, &["rescue.example"])
-            .await
-            .unwrap_err();
+        let bad = open_in(&mut p, "storm", channels, &with).await.unwrap_err();
         assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{why}: {bad:?}");
     }
+    let named = open_in(&mut p, "Storm!", &["storm-ops"], &with)
+        .await
+        .unwrap_err();
+    assert!(named.message().starts_with("incident name"), "{named:?}");
 
-    let info = open_in(
-        &mut p,
-        "storm",
-        &["storm-ops", "storm-medical"],
-        &["rescue.example"],
-    )
-    .await
-    .unwrap();
-    assert_eq!(info.id, ops, "the first channel carries the picture");
+    let info = open_in(&mut p, "storm", &["storm-ops", "storm-medical"], &with)
+        .await
+        .unwrap();
+    assert_eq!(info.id, "police.example/storm");
     assert_eq!(
         channel_states(&info),
         [
@@ -511,10 +526,30 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
             (medical.to_string(), "shared".to_string())
         ]
     );
-    let again = open_in(&mut p, "storm", &["storm-x"], &["rescue.example"])
+    // `police.example/storm` names the incident, and nothing else.
+    let again = open_in(&mut p, "storm", &["storm-x"], &with)
         .await
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+    let clash = open_in(&mut p, "squall", &["storm"], &with)
+        .await
+        .unwrap_err();
+    assert_eq!(clash.code(), tonic::Code::AlreadyExists, "{clash:?}");
+    let clash = op
+        .create_channel(proto::CreateChannelRequest {
+            name: "storm".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(clash.message().contains("an incident's name"), "{clash:?}");
+    let mut member = rescue.operator().await;
+    let wrong = post(&mut op, "police.example/storm", "x")
+        .await
+        .unwrap_err();
+    assert!(
+        wrong.message().contains("is an incident, not a channel"),
+        "{wrong:?}"
+    );
 
     // The partner holds both channels as one incident.
     let mut r = incidents(&rescue).await;
@@ -527,8 +562,31 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
         }
     })
     .await;
-    assert_eq!(shown.id, ops);
+    assert_eq!(shown.id, "police.example/storm");
     assert_eq!(shown.channels.len(), 2, "{shown:?}");
+    // The region accepts by hand: both wait, and its picture with them.
+    let mut g = incidents(&region).await;
+    eventually("the region to be offered both channels", || {
+        let mut g = g.clone();
+        async move {
+            listed(&mut g, "police.example", "storm")
+                .await
+                .filter(|i| i.channels.iter().all(|c| c.state == "pending"))
+        }
+    })
+    .await;
+    let waiting = picture_of(&mut g, "police.example/storm")
+        .await
+        .unwrap_err();
+    assert!(waiting.message().contains("accept it first"), "{waiting:?}");
+    region
+        .admin()
+        .await
+        .accept_channel(proto::AcceptChannelRequest {
+            channel: medical.into(),
+        })
+        .await
+        .unwrap();
 
     // One picture, named by the incident or by any of its channels.
     set(
@@ -555,7 +613,6 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
     .await;
 
     // Messages flow in each channel, and the export covers both.
-    let mut member = rescue.operator().await;
     post(
         &mut member,
         medical,
@@ -588,15 +645,25 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
         })
         .await
         .unwrap()
-        .into_inner()
-        .alerts;
+        .into_inner();
+    assert_eq!(exported.incident, "police.example/storm");
     let texts: Vec<bool> = ["Two casualties", "Boat 3 at the bridge"]
         .iter()
-        .map(|t| exported.iter().any(|a| a.xml.contains(t)))
+        .map(|t| exported.alerts.iter().any(|a| a.xml.contains(t)))
         .collect();
     assert_eq!(texts, [true, true], "both channels exported: {exported:?}");
 
-    // Closing ends both, on both nodes.
+    // Closing takes the incident's name, and ends both channels at once.
+    let by_channel = p
+        .close_incident(proto::CloseIncidentRequest {
+            incident: "storm-medical".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        by_channel.message().contains("is a channel of incident"),
+        "{by_channel:?}"
+    );
     let closed = p
         .close_incident(proto::CloseIncidentRequest {
             incident: "storm".into(),
@@ -639,8 +706,20 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
             "{channel}: {refused:?}"
         );
     }
+    // The region learns of the close through the channel it accepted,
+    // though the other still waits with the offer's statement.
+    eventually("the region to list the incident closed", || {
+        let mut g = g.clone();
+        async move {
+            listed(&mut g, "police.example", "storm")
+                .await
+                .filter(|i| i.state == "closed")
+        }
+    })
+    .await;
     police.stop().await;
     rescue.stop().await;
+    region.stop().await;
 }
 
 #[tokio::test]
@@ -711,6 +790,35 @@ async fn bad_incidents_and_entries_are_refused_with_what_to_do() {
 }
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/cap-samples");
+
+/// Checks that every file of `files` validates against the CAP 1.2 schema
+/// (`cap12.xsd` of the samples), with libxml2's `xmllint`: what the node
+/// writes, held to the schema rather than only to its own reader.
+fn valid_cap(files: &[std::path::PathBuf]) {
+    let xmllint = std::process::Command::new("xmllint")
+        .arg("--version")
+        .output();
+    if !xmllint.is_ok_and(|o| o.status.success()) {
+        // CI installs it (see .ci/run); there the check must run, not skip.
+        assert!(std::env::var_os("CI").is_none(), "xmllint missing in CI");
+        eprintln!("schema check skipped: apt-get install libxml2-utils");
+        return;
+    }
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/cap-samples/cap12.xsd"
+    );
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema", schema])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "not valid CAP 1.2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 fn sample(name: &str) -> String {
     std::fs::read_to_string(format!("{SAMPLES}/{name}")).unwrap()
@@ -1049,7 +1157,7 @@ async fn the_command_line_runs_an_incident_end_to_end() {
     run(&[
         "post",
         "police.example/storm",
-        "Road 12 closed at the bridge",
+        "Road 12 closed at the bridge <north> & Älvsjö \"x\"",
     ]);
     let out = tempfile::tempdir().unwrap();
     run(&["cap", "export", "storm", "--out", arg(out.path())]);
@@ -1062,11 +1170,14 @@ async fn the_command_line_runs_an_incident_end_to_end() {
         2,
         "the imported alert, and police's message"
     );
+    let mut written = Vec::new();
     for entry in &feed.entries {
         let src = entry.content.as_ref().and_then(|c| c.src.clone()).unwrap();
         let xml = std::fs::read_to_string(out.path().join(&src)).unwrap();
         samband::cap::parse(&xml).unwrap_or_else(|e| panic!("{src}: {e}"));
+        written.push(out.path().join(&src));
     }
+    valid_cap(&written);
     run(&["incident", "close", "storm"]);
     let twice = fail(&["incident", "close", "storm"]);
     assert!(twice.contains("closed already"), "{twice}");

@@ -61,6 +61,13 @@ impl HeldIncident {
     /// hold it.
     pub(crate) fn picture_channel(&self) -> Result<(ChannelId, ChannelRecord), ApiError> {
         match self.channels.first() {
+            Some((id, Some(record))) if record.state == proto::ChannelState::Pending as i32 => {
+                Err(ApiError::FailedPrecondition(format!(
+                    "the picture of this incident is kept in its first channel {id}, which is \
+                     offered to this node but not accepted yet: accept it first \
+                     (samband channel accept {id})"
+                )))
+            }
             Some((id, Some(record))) => Ok((id.clone(), record.clone())),
             Some((id, None)) => Err(ApiError::FailedPrecondition(format!(
                 "the picture of this incident is kept in its first channel {id}, which has not \
@@ -109,6 +116,19 @@ pub(crate) fn incidents_among(records: &[ChannelRecord]) -> Vec<HeldIncident> {
                 .find(|r| crate::rules::carries_picture(r))
                 .unwrap_or(&group[0]);
             let incident = stated.incident.clone().unwrap_or_default();
+            // Its home closes all of its channels at once, but a channel
+            // offered and not accepted here keeps the statement of its
+            // offer: closed once any of them says so.
+            let closed_unix_ms = group
+                .iter()
+                .filter_map(|r| r.incident.as_ref())
+                .map(|i| i.closed_unix_ms)
+                .max()
+                .unwrap_or(0);
+            let mut stated = (*stated).clone();
+            if let Some(i) = stated.incident.as_mut() {
+                i.closed_unix_ms = i.closed_unix_ms.max(closed_unix_ms);
+            }
             let mut channels: Vec<(ChannelId, Option<ChannelRecord>)> =
                 crate::rules::channels_of(&incident)
                     .into_iter()
@@ -126,10 +146,7 @@ pub(crate) fn incidents_among(records: &[ChannelRecord]) -> Vec<HeldIncident> {
                     channels.push((id, Some((*r).clone())));
                 }
             }
-            HeldIncident {
-                stated: (*stated).clone(),
-                channels,
-            }
+            HeldIncident { stated, channels }
         })
         .collect()
 }
@@ -150,12 +167,8 @@ pub(super) fn info(record: &ChannelRecord, now_unix_ms: u64) -> Option<proto::In
                 .map(|p| p.org.clone()),
         )
         .collect();
-    let first = crate::rules::channels_of(incident)
-        .first()
-        .map(|name| format!("{}/{name}", record.home))
-        .unwrap_or_default();
     Some(proto::IncidentInfo {
-        id: first,
+        id: format!("{}/{}", record.home, incident.name),
         name: incident.name.clone(),
         home: record.home.clone(),
         state: crate::rules::incident_state(incident, now_unix_ms)
@@ -194,9 +207,13 @@ pub(crate) fn held_info(held: &HeldIncident, now_unix_ms: u64) -> proto::Inciden
 /// (this org's) `name`, or by one of its channels.
 pub(crate) fn held_incident(shared: &ApiContext, given: &str) -> Result<HeldIncident, ApiError> {
     let not_found = || {
+        let hint = if given.contains('/') {
+            ""
+        } else {
+            "; another agency's incident is named home/name"
+        };
         ApiError::NotFound(format!(
-            "no incident {given} on this node; another agency's incident is named home/name \
-             (samband incident list shows them)"
+            "no incident {given} on this node{hint} (samband incident list shows them)"
         ))
     };
     let id = ChannelId::parse_or_local(given, &shared.org).map_err(|_| not_found())?;
@@ -220,6 +237,46 @@ pub(crate) fn held_incident(shared: &ApiContext, given: &str) -> Result<HeldInci
         )));
     }
     Err(not_found())
+}
+
+/// The channels (`home/name`, comma-separated) of the incident that `id`
+/// names among `records`' incidents, if it names one: to tell a person who
+/// gave an incident where a channel was meant.
+pub(super) fn channels_of_named(records: &[ChannelRecord], id: &ChannelId) -> Option<String> {
+    let named = |h: &&HeldIncident| {
+        h.stated.home == id.home().as_str()
+            && h.stated
+                .incident
+                .as_ref()
+                .is_some_and(|i| i.name == id.name().as_str())
+    };
+    let incidents = incidents_among(records);
+    let held = incidents.iter().find(named)?;
+    Some(
+        held.channels
+            .iter()
+            .map(|(c, _)| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// [`held_incident`], named by its own name only (not by a channel): what
+/// closing takes, so that a channel's name closes nothing by mistake.
+fn incident_named(shared: &ApiContext, given: &str) -> Result<HeldIncident, ApiError> {
+    let held = held_incident(shared, given)?;
+    let name = held
+        .stated
+        .incident
+        .as_ref()
+        .map_or("", |i| i.name.as_str());
+    let id = format!("{}/{name}", held.stated.home);
+    if given == id || (given == name && held.stated.home == shared.org.as_str()) {
+        return Ok(held);
+    }
+    Err(ApiError::FailedPrecondition(format!(
+        "{given} is a channel of incident {id}: name the incident itself ({name})"
+    )))
 }
 
 /// The incident that channel `id` runs, as this node holds it.
@@ -428,7 +485,13 @@ impl incidents_server::Incidents for Incidents {
             .into());
         }
         let orgs = super::admin::partners(&self.shared, &req.with)?;
-        crate::model::ChannelName::parse(&req.name).map_err(ApiError::from)?;
+        crate::model::ChannelName::parse(&req.name).map_err(|e| {
+            ApiError::InvalidArgument(format!(
+                "incident name {:?} is not valid: {}",
+                req.name,
+                e.reason()
+            ))
+        })?;
         let names = if req.channels.is_empty() {
             vec![req.name.clone()]
         } else {
@@ -460,7 +523,7 @@ impl incidents_server::Incidents for Incidents {
         request: Request<proto::CloseIncidentRequest>,
     ) -> Result<Response<proto::IncidentInfo>, Status> {
         let (_, actor) = self.operator(&request)?;
-        let held = held_incident(&self.shared, &request.get_ref().incident)?;
+        let held = incident_named(&self.shared, &request.get_ref().incident)?;
         let name = held.stated.incident.clone().unwrap_or_default().name;
         if held.stated.home != self.shared.org.as_str() {
             return Err(ApiError::PermissionDenied(format!(
@@ -609,8 +672,16 @@ impl incidents_server::Incidents for Incidents {
             .filter(|body| !body.removed);
         let Some(held) = held else {
             return Err(ApiError::NotFound(format!(
-                "{} has no entry {} in {channel}'s picture",
-                self.shared.org, req.key
+                "{} has no entry {} in the picture of incident {}",
+                self.shared.org,
+                req.key,
+                record
+                    .incident
+                    .as_ref()
+                    .map_or(channel.to_string(), |i| format!(
+                        "{}/{}",
+                        record.home, i.name
+                    ))
             ))
             .into());
         };
@@ -829,6 +900,7 @@ async fn import(
     tracing::info!(%channel, identifier = %alert.identifier, msg_type, "CAP alert imported");
     Ok(proto::ImportCapResponse {
         cursor: stored.cursor.encode(),
+        channel: channel.to_string(),
         entries,
         removed,
         attachments: attached,

@@ -433,6 +433,12 @@ pub(super) fn create_channel(
     if store.channel(&id)?.is_some() {
         return Err(exists());
     }
+    // `home/name` names a channel or an incident, never both.
+    if let Some(channels) = super::incidents::channels_of_named(&store.channels()?, &id) {
+        return Err(ApiError::AlreadyExists(format!(
+            "{id} is an incident's name (its channels: {channels}); give the channel another name"
+        )));
+    }
     // The entry first (made durable with the channel): a crash in
     // between leaves a recorded creation that did not land, never a
     // channel without its entry.
@@ -479,12 +485,17 @@ pub(super) async fn post_carrying(
 /// A channel this node holds, by `home/name` or (for this org) `name`.
 pub(super) fn existing_channel(shared: &ApiContext, given: &str) -> Result<ChannelId, ApiError> {
     let id = ChannelId::parse_or_local(given, &shared.org)?;
-    match shared.store.channel(&id)? {
-        Some(_) => Ok(id),
-        None => Err(ApiError::NotFound(format!(
-            "channel {id} does not exist on this node"
-        ))),
+    if shared.store.channel(&id)?.is_some() {
+        return Ok(id);
     }
+    // An incident's name, where a channel was meant: say where to post.
+    let channels = super::incidents::channels_of_named(&shared.store.channels()?, &id);
+    Err(ApiError::NotFound(match channels {
+        Some(channels) => {
+            format!("{id} is an incident, not a channel: use one of its channels ({channels})")
+        }
+        None => format!("channel {id} does not exist on this node"),
+    }))
 }
 
 type MessageStream = Pin<Box<dyn Stream<Item = Result<proto::Message, Status>> + Send>>;

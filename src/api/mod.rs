@@ -124,7 +124,7 @@ impl From<WriteError> for ApiError {
             | WriteError::NotIncident(_)
             | WriteError::NoPicture(_)
             | WriteError::AlreadyClosed(_) => ApiError::FailedPrecondition(e.to_string()),
-            WriteError::NotFresh(_) | WriteError::IncidentExists(_) => {
+            WriteError::NotFresh(_) | WriteError::IncidentExists(_) | WriteError::NameTaken(_) => {
                 ApiError::AlreadyExists(e.to_string())
             }
             WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),

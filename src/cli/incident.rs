@@ -201,15 +201,14 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
+    // By home/name, by name, or by one of its channels (home/name).
+    let given = args.incident.as_str();
     let exact = list
         .incidents
         .iter()
-        .find(|i| format!("{}/{}", i.home, i.name) == args.incident);
-    let named: Vec<&proto::IncidentInfo> = list
-        .incidents
-        .iter()
-        .filter(|i| i.name == args.incident)
-        .collect();
+        .find(|i| i.id == given || i.channels.iter().any(|c| c.id == given));
+    let named: Vec<&proto::IncidentInfo> =
+        list.incidents.iter().filter(|i| i.name == given).collect();
     let info = match (exact, named.as_slice()) {
         (Some(info), _) => info,
         (None, [info]) => *info,
@@ -222,14 +221,14 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
             args.incident,
             several
                 .iter()
-                .map(|i| format!("{}/{}", i.home, i.name))
+                .map(|i| i.id.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     };
     let picture = c
         .picture(proto::PictureRequest {
-            incident: format!("{}/{}", info.home, info.name),
+            incident: info.id.clone(),
         })
         .await;
     // Its first channel carries the picture: a partner shows the rest
@@ -471,7 +470,7 @@ pub(crate) async fn cap_import(args: CapImportArgs) -> anyhow::Result<()> {
         out!(
             "{}",
             serde_json::json!({
-                "cursor": done.cursor, "entries": done.entries,
+                "cursor": done.cursor, "channel": done.channel, "entries": done.entries,
                 "removed": done.removed, "attachments": done.attachments,
             })
         );
@@ -489,7 +488,7 @@ pub(crate) async fn cap_import(args: CapImportArgs) -> anyhow::Result<()> {
     );
     out!(
         "where it is: samband receipts {} {}{}",
-        args.incident,
+        done.channel,
         done.cursor,
         args.conn.flags()
     );
@@ -529,10 +528,13 @@ pub(crate) async fn cap_export(args: CapExportArgs) -> anyhow::Result<()> {
     std::fs::write(&index, feed)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", index.display()))?;
     if !args.conn.json {
+        let alerts = match done.alerts.len() {
+            1 => "1 CAP 1.2 alert".to_owned(),
+            n => format!("{n} CAP 1.2 alerts"),
+        };
         out!(
-            "wrote {} CAP 1.2 alerts of {} to {}, listed in {}",
-            done.alerts.len(),
-            args.incident,
+            "wrote {alerts} of {} to {}, listed in {}",
+            done.incident,
             args.out.display(),
             index.display()
         );

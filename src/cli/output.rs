@@ -430,9 +430,8 @@ pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
     };
     // Its channels where they are not just the one named after it, with
     // those not in use here marked.
-    let single = format!("{}/{}", i.home, i.name);
     let channels = match i.channels.as_slice() {
-        [only] if only.id == single => String::new(),
+        [only] if only.id == i.id => String::new(),
         all => {
             let named: Vec<String> = all
                 .iter()
@@ -446,7 +445,7 @@ pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
     };
     format!(
         "{:<32} {:<7} {exercise:<8} opened {}{until}{closed}  agencies {}{channels}",
-        printable(&single),
+        printable(&i.id),
         i.state,
         utc(i.opened_unix_ms),
         printable(&i.participants.join(", "))

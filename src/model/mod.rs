@@ -69,6 +69,11 @@ impl ParseError {
             why: why.into(),
         }
     }
+
+    /// Why the value is refused, and what is allowed instead.
+    pub fn reason(&self) -> &str {
+        &self.why
+    }
 }
 
 /// Why `s` is not a simple name: its first character that is not allowed

@@ -84,14 +84,6 @@ def wait_uploads(page, count):
         time.sleep(0.1)
 
 
-def reload_until(page, selector, what, seconds=20):
-    deadline = time.monotonic() + seconds
-    while page.locator(selector).count() == 0:
-        assert time.monotonic() < deadline, what
-        time.sleep(0.3)
-        page.reload()
-
-
 def bottom(page, path):
     """A screenshot of what a person sees at the end of the page (a long
     channel is not shown whole)."""
@@ -272,11 +264,17 @@ def main() -> None:
         page.click("#post")
         sent = page.locator("li.message", has_text="Photo and drone video")
         sent.wait_for()
-        # At rescue, once the files have come across: the photo shown, the
-        # video playable, the HTML only a download.
-        reload_until(watcher, "li.message figure.file video", "the video did not reach rescue")
+        # At rescue, once the files have come across, on the page open all
+        # along (no reload: it shows a file once it arrives): the photo
+        # shown, the video playable, the HTML only a download.
         got = watcher.locator("li.message", has_text="Photo and drone video")
-        reload_until(watcher, "li.message img[alt='bridge.png']", "the photo did not reach rescue")
+        got.wait_for(timeout=20000)
+        got.locator("figure.file video").wait_for(state="attached", timeout=30000)
+        got.locator("img[alt='bridge.png']").wait_for(state="attached", timeout=30000)
+        deadline = time.monotonic() + 10
+        while got.locator(".arriving").count() > 0:
+            assert time.monotonic() < deadline, got.inner_text()
+            time.sleep(0.2)
         image = got.locator("img[alt='bridge.png']")
         image.scroll_into_view_if_needed()  # loaded when seen
         deadline = time.monotonic() + 10

@@ -34,19 +34,25 @@ function span(className, text) {
   return s;
 }
 
+// The element that shows a file of kind `inline` ("image", "video" or
+// "audio") at `url`.
+function media(inline, url, name) {
+  const shown = document.createElement(inline === "image" ? "img" : inline);
+  shown.src = url;
+  if (inline === "image") {
+    shown.alt = name;
+  } else {
+    shown.controls = true;
+    shown.preload = "metadata";
+  }
+  return shown;
+}
+
 function file(f) {
   const figure = document.createElement("figure");
   figure.className = "file";
   if (f.held && f.inline) {
-    const media = document.createElement(f.inline === "image" ? "img" : f.inline);
-    media.src = f.url;
-    if (f.inline === "image") {
-      media.alt = f.name;
-    } else {
-      media.controls = true;
-      media.preload = "metadata";
-    }
-    figure.appendChild(media);
+    figure.appendChild(media(f.inline, f.url, f.name));
   }
   const caption = document.createElement("figcaption");
   const link = document.createElement("a");
@@ -54,9 +60,42 @@ function file(f) {
   link.download = f.name;
   link.textContent = f.name;
   caption.appendChild(link);
-  caption.appendChild(document.createTextNode(f.held ? "" : " — arriving; reload to see it"));
+  if (!f.held) {
+    figure.dataset.arriving = f.url;
+    figure.dataset.inline = f.inline || "";
+    caption.appendChild(span("arriving", " — arriving"));
+  }
   figure.appendChild(caption);
   return figure;
+}
+
+// A partner's file on its way is asked for every few seconds (the node
+// answers 503 until it holds it) and shown once it is here.
+function watchArriving() {
+  setInterval(() => {
+    for (const figure of document.querySelectorAll("figure.file[data-arriving]")) {
+      if (figure.dataset.asking) {
+        continue;
+      }
+      figure.dataset.asking = "1";
+      const url = figure.dataset.arriving;
+      fetch(url, { method: "HEAD" }).then((answer) => {
+        delete figure.dataset.asking;
+        if (answer.status === 503) {
+          return; // not here yet
+        }
+        delete figure.dataset.arriving;
+        const note = figure.querySelector(".arriving");
+        if (note) {
+          note.remove();
+        }
+        if (answer.ok && figure.dataset.inline) {
+          const name = figure.querySelector("figcaption a").textContent;
+          figure.insertBefore(media(figure.dataset.inline, url, name), figure.firstChild);
+        }
+      }, () => delete figure.dataset.asking);
+    }
+  }, 2000);
 }
 
 function item(list, m) {
@@ -288,6 +327,9 @@ document.addEventListener("DOMContentLoaded", () => {
     document.body.classList.add("alert");
   }
   const list = document.getElementById("messages");
+  if (list) {
+    watchArriving();
+  }
   if (list && list.dataset.events) {
     live(list);
     // The newest page opens at its end: the latest messages and the form.

@@ -83,11 +83,14 @@ fn size(n: u64) -> String {
 
 /// One file of a message: shown when it is held and [`inline`], always
 /// with its name, size and a download link; "arriving" while a partner's
-/// file is on its way, and who refused it.
+/// file is on its way (the page's script asks for it and shows it once it
+/// is here: `data-arriving`, `data-inline`), and who refused it.
 pub(super) fn attachment(path: &str, cursor: &str, a: &proto::Attachment) -> Markup {
     let url = url(path, cursor, a);
+    let arriving = !a.held && a.refused_by.is_empty();
+    let kind = inline(&a.media_type).map_or("", Inline::tag);
     html! {
-        figure.file {
+        figure.file data-arriving=[arriving.then_some(&url)] data-inline=[arriving.then_some(kind)] {
             @if a.held {
                 @match inline(&a.media_type) {
                     Some(Inline::Image) => a href=(url) { img src=(url) alt=(a.name) loading="lazy"; },
@@ -99,7 +102,7 @@ pub(super) fn attachment(path: &str, cursor: &str, a: &proto::Attachment) -> Mar
             figcaption {
                 a href=(url) download=(a.name) { (a.name) }
                 " (" (size(a.size)) ")"
-                @if !a.held && a.refused_by.is_empty() { " — arriving; reload to see it" }
+                @if arriving { span.arriving { " — arriving" } }
                 @for r in &a.refused_by { " — refused by " (r.org) ": " (r.reason) }
             }
         }

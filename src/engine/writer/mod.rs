@@ -167,6 +167,11 @@ pub enum WriteError {
          one another name"
     )]
     IncidentExists(String),
+    #[error(
+        "{0} names a channel or an incident of this node already: an incident and its channels \
+         take names that no other channel or incident has"
+    )]
+    NameTaken(String),
 }
 
 type Answer<T> = oneshot::Sender<Result<T, WriteError>>;

@@ -4,7 +4,7 @@
 use super::{RosterChange, Round, WriteError, Writer};
 use crate::audit::{Actor, Event};
 use crate::model::{ChannelId, OrgId};
-use crate::proto::{ChannelRecord, ChannelState, Kind, OriginSeq};
+use crate::proto::{ChannelRecord, ChannelState, Incident, Kind, OriginSeq};
 use crate::rules::{self, History, RosterEdit};
 
 impl Writer {
@@ -19,14 +19,7 @@ impl Writer {
         actor: &Actor,
     ) -> Result<Vec<ChannelRecord>, WriteError> {
         if let RosterChange::OpenIncident { incident, .. } = change {
-            // Of this home, one incident per name: staged ones included.
-            let org = self.settings.org.as_str();
-            let named = |r: &ChannelRecord| {
-                r.home == org && r.incident.as_ref().is_some_and(|i| i.name == incident.name)
-            };
-            if self.store.channels()?.iter().any(named) || self.records.values().any(named) {
-                return Err(WriteError::IncidentExists(incident.name.clone()));
-            }
+            self.check_incident_names(incident)?;
         }
         let mut checked = Vec::with_capacity(channels.len());
         for channel in channels {
@@ -45,6 +38,32 @@ impl Writer {
             }
         }
         Ok(changed)
+    }
+
+    /// Whether `incident` may be opened under its names: of this home, one
+    /// incident per name, and no name that means both a channel and an
+    /// incident (`home/name` names either), so none of its channels is
+    /// named as another incident, and it is not named as another channel.
+    /// Staged records count.
+    fn check_incident_names(&mut self, incident: &Incident) -> Result<(), WriteError> {
+        let org = self.settings.org.as_str();
+        let mut held = self.store.channels()?;
+        held.extend(self.records.values().cloned());
+        let mine = held.iter().filter(|r| r.home == org);
+        let channels = rules::channels_of(incident);
+        for r in mine {
+            let other = r.incident.as_ref().map(|i| i.name.as_str());
+            if other == Some(incident.name.as_str()) {
+                return Err(WriteError::IncidentExists(incident.name.clone()));
+            }
+            if let Some(other) = other.filter(|o| channels.contains(o)) {
+                return Err(WriteError::NameTaken(other.to_owned()));
+            }
+            if r.name == incident.name && !channels.contains(&r.name.as_str()) {
+                return Err(WriteError::NameTaken(r.name.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// Whether `change` may be made to `channel`'s roster now: its record
