@@ -1355,6 +1355,90 @@ async fn a_reshare_from_now_hands_over_the_place_not_the_text_of_what_was_posted
     c.stop().await;
 }
 
+/// A channel offered to a partner that accepts by hand, and unshared
+/// before its operator accepted it, is withdrawn there: archived, empty,
+/// no longer to be accepted, and showing nothing of who joined since; the
+/// withdrawal is audited and nothing is refused.
+#[tokio::test]
+async fn an_offer_unshared_before_it_was_accepted_is_withdrawn() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("region.example").await;
+    let c = TestNode::start("rescue.example").await;
+    a.trust(&b, Some(b.fed_addr.to_string()), AcceptPolicy::Auto)
+        .await;
+    b.trust(&a, Some(a.fed_addr.to_string()), AcceptPolicy::Manual)
+        .await;
+    a.peer_with(&c).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "crisis").await;
+    post(&mut a_op, &ch, "for the agencies of the channel").await;
+    a.share("crisis", &["region.example"]).await;
+    let b_op = b.operator().await;
+    eventually("the region to hold the offer", || {
+        let b_op = b_op.clone();
+        let ch = ch.clone();
+        async move {
+            common::channel_state(&b_op, &ch)
+                .await
+                .filter(|s| s == "pending")
+        }
+    })
+    .await;
+    let req = proto::UnshareChannelRequest {
+        channel: "crisis".into(),
+        org: "region.example".into(),
+    };
+    a.admin().await.unshare_channel(req).await.unwrap();
+    a.share("crisis", &["rescue.example"]).await;
+    eventually("the region to see the offer withdrawn", || {
+        let b_op = b_op.clone();
+        let ch = ch.clone();
+        async move {
+            common::channel_state(&b_op, &ch)
+                .await
+                .filter(|s| s == "archived")
+        }
+    })
+    .await;
+    let late = b
+        .admin()
+        .await
+        .accept_channel(proto::AcceptChannelRequest {
+            channel: ch.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+    let held = b_op
+        .clone()
+        .list_channels(proto::ListChannelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .channels
+        .into_iter()
+        .find(|x| x.id == ch)
+        .unwrap();
+    assert!(
+        !held.participants.iter().any(|o| o == "rescue.example"),
+        "nothing of who joined after the removal: {held:?}"
+    );
+    assert!(texts(&mut b_op.clone(), &ch).await.is_empty());
+    let log = common::audit_log(&mut b.admin().await).await;
+    assert!(
+        log.iter().any(|e| e.event == "channel.withdrawn"),
+        "audited"
+    );
+    assert!(
+        !log.iter()
+            .any(|e| e.event.starts_with("federation.rejected")),
+        "nothing refused: {log:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
 /// A partner that accepts a home's channels by hand (`accept manual`) does
 /// so again when the home shares a channel with it again after removing it.
 #[tokio::test]

@@ -473,7 +473,8 @@ fn channel_states(info: &proto::IncidentInfo) -> Vec<(String, String)> {
 /// An incident in two channels of its own: opened and closed together (or
 /// refused as a whole), listed once by each partner with each channel's
 /// state, one picture, messages in both; a partner that accepts by hand
-/// sees its pending channels and learns of the close through one it took.
+/// sees its pending channels, and after the close the incident closed and
+/// the offer it never accepted withdrawn.
 #[tokio::test]
 async fn an_incident_in_several_channels_opens_and_closes_them_together() {
     use proto::AcceptPolicy::{Auto, Manual};
@@ -706,14 +707,22 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
             "{channel}: {refused:?}"
         );
     }
-    // The region learns of the close through the channel it accepted,
-    // though the other still waits with the offer's statement.
+    // The region lists it closed, the channel it never accepted withdrawn.
     eventually("the region to list the incident closed", || {
         let mut g = g.clone();
         async move {
             listed(&mut g, "police.example", "storm")
                 .await
                 .filter(|i| i.state == "closed")
+        }
+    })
+    .await;
+    eventually("the offer of the other channel to be withdrawn", || {
+        let mut g = g.clone();
+        async move {
+            listed(&mut g, "police.example", "storm")
+                .await
+                .filter(|i| i.channels.iter().all(|c| c.state == "archived"))
         }
     })
     .await;

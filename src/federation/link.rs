@@ -502,8 +502,8 @@ type Lacks = (ChannelId, ChannelRecord, Vec<(OrgId, u64, u64)>);
 /// hello: each only once.
 #[derive(Debug, Default)]
 struct Said {
-    /// Channels offered to the peer.
-    offered: HashSet<String>,
+    /// Channels offered to the peer, with the home's roster seq offered.
+    offered: HashMap<String, u64>,
     /// Origins whose envelopes to send hold no seal (logged).
     unsealed: HashSet<(ChannelId, OrgId)>,
     /// Envelopes sent ahead of their run.
@@ -545,21 +545,31 @@ impl Link {
                 continue;
             }
             let Some(theirs) = known.get(&record.id) else {
-                // The peer does not hold this channel yet: offer it once per hello.
-                // (The roster envelope itself may not have arrived here yet: then
-                // the commit that brings it wakes this push again.)
+                // The peer does not hold this channel yet: offer it the
+                // roster `rules::roster_to_offer` chooses, once per hello and
+                // roster. (The roster envelope itself may not have arrived
+                // here yet: then the commit that brings it wakes this push
+                // again.)
+                let is_home = record.home == fed.org.as_str();
+                let acknowledged =
+                    || Ok::<_, LinkError>(!fed.store.cursor(peer, &record.id)?.is_empty());
+                let Some(roster_seq) =
+                    rules::roster_to_offer(&record, eligibility, is_home, acknowledged)?
+                else {
+                    continue;
+                };
+                if said.offered.get(&record.id) == Some(&roster_seq) {
+                    continue;
+                }
                 let roster_durable = mine
                     .get(channel.home())
-                    .is_some_and(|&seq| seq >= record.roster_seq);
-                if eligibility == Eligibility::Full
-                    && roster_durable
-                    && !said.offered.contains(&record.id)
+                    .is_some_and(|&seq| seq >= roster_seq);
+                let home = channel.home().clone();
+                if roster_durable
+                    && let Some(roster) = fed.store.envelope(&channel, &home, roster_seq)?
                 {
-                    let home = channel.home().clone();
-                    if let Some(roster) = fed.store.envelope(&channel, &home, record.roster_seq)? {
-                        self.send(Frame::Offer(roster)).await?;
-                        said.offered.insert(record.id.clone());
-                    }
+                    self.send(Frame::Offer(roster)).await?;
+                    said.offered.insert(record.id.clone(), roster_seq);
                 }
                 continue;
             };
@@ -1120,6 +1130,10 @@ impl Link {
                 fed.rehello();
             }
             Ok(Offered::AlreadyHeld) => return Ok(true),
+            Ok(Offered::Withdrawn { archived: true }) => {
+                tracing::info!(%peer, %channel, "the channel's home removed this org before it was accepted; the offer is withdrawn");
+            }
+            Ok(Offered::Withdrawn { archived: false }) => {}
             Err(reason) => tracing::warn!(
                 target: "samband::federation::rejected",
                 %peer, ?channel, reason = %reason, "channel offer rejected"

@@ -913,6 +913,75 @@ pub fn check_offer(
     pinned: &Pinned,
     created_unix_ms: u64,
 ) -> Result<ChannelRecord, Reject> {
+    let record = verified_roster(env, pinned, created_unix_ms)?;
+    if !is_active(&record, local) {
+        return Err(Reject::BadOffer("the roster does not include this org"));
+    }
+    if !is_active(&record, sender) {
+        return Err(Reject::NotSharedWithSender);
+    }
+    Ok(record)
+}
+
+/// Which of the home's roster envelopes (its seq) to offer a peer that
+/// does not hold the channel, given what it may receive (`eligibility`):
+/// the latest while it participates; the one that removed it when it was
+/// removed before it acknowledged anything of the channel (asked of
+/// `acknowledged` only then), sent by the home alone. That one withdraws an
+/// offer the peer may hold for its operator ([`removal_of`]) and shows it
+/// nothing of who joined since. `None`: nothing to offer.
+pub fn roster_to_offer<E>(
+    record: &ChannelRecord,
+    eligibility: Eligibility,
+    is_home: bool,
+    acknowledged: impl FnOnce() -> Result<bool, E>,
+) -> Result<Option<u64>, E> {
+    Ok(match eligibility {
+        Eligibility::Full => Some(record.roster_seq),
+        Eligibility::UntilRemoval { home_seq } if is_home && !acknowledged()? => Some(home_seq),
+        _ => None,
+    })
+}
+
+/// An offer whose roster shows `local` removed from the channel: what the
+/// home sends an org it removed before that org took the channel, so that
+/// an offer held there for acceptance is withdrawn. `None` when the roster
+/// does not remove `local` (an offer to check with [`check_offer`]);
+/// otherwise the record it states, `Archived`, once verified against the
+/// home's pinned key. The roster is decoded before its signature is
+/// checked only to tell the two apart.
+pub fn removal_of(
+    env: &Envelope,
+    local: &OrgId,
+    pinned: &Pinned,
+    created_unix_ms: u64,
+) -> Option<Result<ChannelRecord, Reject>> {
+    if env.kind != Kind::Control as i32 || env.body.len() > MAX_ROSTER_BYTES {
+        return None;
+    }
+    let snapshot = snapshot_of(env).ok()?;
+    let removed = snapshot
+        .participants
+        .iter()
+        .any(|p| p.org == local.as_str() && !p.active);
+    if !removed {
+        return None;
+    }
+    Some(
+        verified_roster(env, pinned, created_unix_ms).map(|record| ChannelRecord {
+            state: ChannelState::Archived as i32,
+            ..record
+        }),
+    )
+}
+
+/// The channel record a home's roster envelope states, verified against
+/// the home's pinned key, its roster and incident checked on their own.
+fn verified_roster(
+    env: &Envelope,
+    pinned: &Pinned,
+    created_unix_ms: u64,
+) -> Result<ChannelRecord, Reject> {
     let channel = ChannelId::parse(&env.channel).map_err(|e| Reject::Malformed(e.to_string()))?;
     if env.kind != Kind::Control as i32 || env.origin != channel.home().as_str() {
         return Err(Reject::BadOffer(
@@ -938,7 +1007,7 @@ pub fn check_offer(
     if let Some(stated) = &snapshot.incident {
         incident::check_stated(channel.name().as_str(), stated)?;
     }
-    let record = ChannelRecord {
+    Ok(ChannelRecord {
         id: channel.to_string(),
         home: channel.home().to_string(),
         name: channel.name().to_string(),
@@ -947,14 +1016,7 @@ pub fn check_offer(
         participants: snapshot.participants,
         roster_seq: env.origin_seq,
         incident: snapshot.incident,
-    };
-    if !is_active(&record, local) {
-        return Err(Reject::BadOffer("the roster does not include this org"));
-    }
-    if !is_active(&record, sender) {
-        return Err(Reject::NotSharedWithSender);
-    }
-    Ok(record)
+    })
 }
 
 /// Applies an accepted control envelope to the local record.

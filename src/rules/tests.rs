@@ -392,6 +392,40 @@ fn offers_and_roster_changes() {
     ));
     apply_control(&mut mine, &removal, &c).unwrap();
     assert_eq!(mine.state, ChannelState::Archived as i32);
+    // The same removal, signed by the home, withdraws an offer c holds.
+    sign_and_hash(&mut removal, &w.home);
+    let withdrawn = removal_of(&removal, &c, &pins, 1).unwrap().unwrap();
+    assert_eq!(withdrawn.state, ChannelState::Archived as i32);
+    assert_eq!(withdrawn.roster_seq, 2);
+    assert!(removal_of(&offer, &c, &pins, 1).is_none(), "c is in it");
+    assert!(removal_of(&removal, &b, &pins, 1).is_none(), "b stays");
+    let forged = Pinned::new([("a.example", w.b.public_key().as_ref())]);
+    assert_eq!(
+        removal_of(&removal, &c, &forged, 1).unwrap().unwrap_err(),
+        Reject::BadSignature
+    );
+    // Offered to c, not holding it: the latest roster while c takes part;
+    // once removed, the home's roster that removed it, never a later one.
+    let home_now = ChannelRecord {
+        roster_seq: 7,
+        ..mine.clone()
+    };
+    let never = || Ok::<_, ()>(false);
+    assert_eq!(
+        roster_to_offer(&home_now, Eligibility::Full, true, never),
+        Ok(Some(7))
+    );
+    let removed = Eligibility::UntilRemoval { home_seq: 2 };
+    assert_eq!(
+        roster_to_offer(&home_now, removed, true, never),
+        Ok(Some(2))
+    );
+    assert_eq!(
+        roster_to_offer(&home_now, removed, true, || Ok::<_, ()>(true)),
+        Ok(None),
+        "c took some of it: its copy learns of the removal by itself"
+    );
+    assert_eq!(roster_to_offer(&home_now, removed, false, never), Ok(None));
     // An older snapshot does not undo a newer one.
     apply_control(&mut mine, &offer, &c).unwrap();
     assert_eq!(mine.state, ChannelState::Archived as i32);

@@ -83,6 +83,9 @@ pub enum Offered {
     AlreadyHeld,
     /// Waiting until an operator accepts it (`channel accept`).
     AwaitingAccept,
+    /// Its roster removes this org: the offer held here for acceptance, if
+    /// any, is withdrawn (`archived`: kept as an archived, empty channel).
+    Withdrawn { archived: bool },
 }
 
 /// A change to a home channel's roster.

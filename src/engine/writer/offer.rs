@@ -1,6 +1,7 @@
 //! A channel offered by a partner: its home's latest roster envelope,
 //! checked against the pinned keys; the channel is joined, held for an
 //! operator, or (held here already) the partner is told, when it may see it.
+//! A roster that removes this org withdraws an offer held for an operator.
 
 use super::{Offered, Round, Writer};
 use crate::audit::Event;
@@ -21,6 +22,11 @@ impl Writer {
             return Ok(Err(Reject::Malformed("channel is not a valid id".into())));
         };
         let existing = self.record(&channel)?;
+        if let Some(withdrawn) =
+            self.withdrawal(round, from, &channel, envelope, existing.as_ref())?
+        {
+            return Ok(withdrawn);
+        }
         match existing.as_ref().map(|r| ChannelState::try_from(r.state)) {
             None => {}
             Some(Ok(ChannelState::Pending)) => return Ok(Ok(Offered::AwaitingAccept)),
@@ -83,6 +89,55 @@ impl Writer {
         } else {
             Offered::Joined(record)
         }))
+    }
+
+    /// An offer whose roster removes this org (`rules::removal_of`): an
+    /// offer held here for an operator, older than it, is withdrawn — kept
+    /// archived with that roster, read-only and empty, so that it can no
+    /// longer be accepted and its incident shows as its home left it.
+    /// Nothing else is kept or audited: the home sends it to every org it
+    /// removed before that org took anything of the channel. `None` when
+    /// the roster does not remove this org.
+    fn withdrawal(
+        &mut self,
+        round: &mut Round,
+        from: &OrgId,
+        channel: &ChannelId,
+        envelope: &Envelope,
+        existing: Option<&ChannelRecord>,
+    ) -> Result<Option<Result<Offered, Reject>>, StoreError> {
+        self.refresh_pinned()?;
+        let Some(stated) = rules::removal_of(envelope, &self.settings.org, &self.pinned, unix_ms())
+        else {
+            return Ok(None);
+        };
+        let record = match stated {
+            Ok(record) => record,
+            Err(reject) => {
+                self.audit_rejection(round, from, envelope, &reject);
+                return Ok(Some(Err(reject)));
+            }
+        };
+        let Some(held) = existing.filter(|held| {
+            held.state == ChannelState::Pending as i32 && record.roster_seq > held.roster_seq
+        }) else {
+            return Ok(Some(Ok(Offered::Withdrawn { archived: false })));
+        };
+        let record = ChannelRecord {
+            created_unix_ms: held.created_unix_ms,
+            ..record
+        };
+        self.audit_from(
+            round,
+            from,
+            Event::new("channel.withdrawn")
+                .with("channel", &record.id)
+                .with("from", from)
+                .with("roster_seq", record.roster_seq),
+        );
+        round.put_channel(channel, &record);
+        self.records.insert(channel.clone(), record);
+        Ok(Some(Ok(Offered::Withdrawn { archived: true })))
     }
 
     /// Whether this node's operator accepts `home`'s channels by hand
