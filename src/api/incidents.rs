@@ -84,10 +84,25 @@ impl HeldIncident {
             .filter_map(|(id, r)| Some((id, r.as_ref()?)))
     }
 
-    /// [`HeldIncident::held`], collected.
-    pub(crate) fn channels_held(&self) -> Vec<(&ChannelId, &ChannelRecord)> {
-        self.held().collect()
+    /// Its name, as its home stated it.
+    fn name(&self) -> &str {
+        self.stated
+            .incident
+            .as_ref()
+            .map_or("", |i| i.name.as_str())
     }
+
+    /// Whether it is `home`'s incident `name`.
+    fn is(&self, home: &str, name: &str) -> bool {
+        self.stated.home == home && self.name() == name
+    }
+}
+
+/// `home`'s incident `name` among `records`' incidents.
+fn find_incident(records: &[ChannelRecord], home: &str, name: &str) -> Option<HeldIncident> {
+    incidents_among(records)
+        .into_iter()
+        .find(|h| h.is(home, name))
 }
 
 /// The incidents run in `records`' channels, each once with all of its
@@ -218,13 +233,7 @@ pub(crate) fn held_incident(shared: &ApiContext, given: &str) -> Result<HeldInci
     };
     let id = ChannelId::parse_or_local(given, &shared.org).map_err(|_| not_found())?;
     let records = shared.store.channels()?;
-    let named = |name: &str| {
-        incidents_among(&records).into_iter().find(|h| {
-            let r = &h.stated;
-            r.home == id.home().as_str() && r.incident.as_ref().is_some_and(|i| i.name == name)
-        })
-    };
-    if let Some(held) = named(id.name().as_str()) {
+    if let Some(held) = find_incident(&records, id.home().as_str(), id.name().as_str()) {
         return Ok(held);
     }
     // A channel of an incident names it too.
@@ -243,15 +252,7 @@ pub(crate) fn held_incident(shared: &ApiContext, given: &str) -> Result<HeldInci
 /// names among `records`' incidents, if it names one: to tell a person who
 /// gave an incident where a channel was meant.
 pub(super) fn channels_of_named(records: &[ChannelRecord], id: &ChannelId) -> Option<String> {
-    let named = |h: &&HeldIncident| {
-        h.stated.home == id.home().as_str()
-            && h.stated
-                .incident
-                .as_ref()
-                .is_some_and(|i| i.name == id.name().as_str())
-    };
-    let incidents = incidents_among(records);
-    let held = incidents.iter().find(named)?;
+    let held = find_incident(records, id.home().as_str(), id.name().as_str())?;
     Some(
         held.channels
             .iter()
@@ -265,11 +266,7 @@ pub(super) fn channels_of_named(records: &[ChannelRecord], id: &ChannelId) -> Op
 /// closing takes, so that a channel's name closes nothing by mistake.
 fn incident_named(shared: &ApiContext, given: &str) -> Result<HeldIncident, ApiError> {
     let held = held_incident(shared, given)?;
-    let name = held
-        .stated
-        .incident
-        .as_ref()
-        .map_or("", |i| i.name.as_str());
+    let name = held.name();
     let id = format!("{}/{name}", held.stated.home);
     if given == id || (given == name && held.stated.home == shared.org.as_str()) {
         return Ok(held);
@@ -290,10 +287,7 @@ pub(crate) fn incident_of_channel(
 
 fn incident_of(records: &[ChannelRecord], id: &ChannelId) -> Option<HeldIncident> {
     let record = records.iter().find(|r| r.id == id.to_string())?;
-    let name = &record.incident.as_ref()?.name;
-    incidents_among(records).into_iter().find(|h| {
-        h.stated.home == record.home && h.stated.incident.as_ref().is_some_and(|i| &i.name == name)
-    })
+    find_incident(records, &record.home, &record.incident.as_ref()?.name)
 }
 
 /// The channels of this org (`home`) named `names` for a new incident:
@@ -524,7 +518,7 @@ impl incidents_server::Incidents for Incidents {
     ) -> Result<Response<proto::IncidentInfo>, Status> {
         let (_, actor) = self.operator(&request)?;
         let held = incident_named(&self.shared, &request.get_ref().incident)?;
-        let name = held.stated.incident.clone().unwrap_or_default().name;
+        let name = held.name().to_owned();
         if held.stated.home != self.shared.org.as_str() {
             return Err(ApiError::PermissionDenied(format!(
                 "incident {}/{name} is run by {}; only its home closes it",

@@ -233,7 +233,8 @@ pub(super) async fn incident(
             @if info.closed_unix_ms > 0 { " · closed " (super::when(info.closed_unix_ms)) }
         }
         p { "Agencies: " (info.participants.join(", ")) }
-        @match held.channels_held().as_slice() {
+        @let held_here: Vec<_> = held.held().collect();
+        @match held_here.as_slice() {
             [(only, _)] if info.channels.len() == 1 => {
                 p { a href=(channel_path(only)) { "Messages of the incident" } }
             }
