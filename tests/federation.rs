@@ -1439,6 +1439,93 @@ async fn an_offer_unshared_before_it_was_accepted_is_withdrawn() {
     c.stop().await;
 }
 
+/// A withdrawn offer shared again `--history from-now`, with roster changes
+/// in between (another org shared with): accepted, the channel catches up
+/// with the roster changes whole and the messages from before the share
+/// withheld, and nothing is refused on the way.
+#[tokio::test]
+async fn a_withdrawn_offer_shared_again_from_now_catches_up_with_its_rosters_whole() {
+    let a = TestNode::start("police.example").await;
+    let b = TestNode::start("fire.example").await;
+    let c = TestNode::start("rescue.example").await;
+    a.trust(&b, Some(b.fed_addr.to_string()), AcceptPolicy::Auto)
+        .await;
+    b.trust(&a, Some(a.fed_addr.to_string()), AcceptPolicy::Manual)
+        .await;
+    a.peer_with(&c).await;
+    let mut a_op = a.operator().await;
+    let ch = create_channel(&mut a_op, "plain").await;
+    post(&mut a_op, &ch, "before the first share").await;
+    a.share("plain", &["fire.example"]).await;
+    let b_op = b.operator().await;
+    let state_is = |want: &'static str| {
+        let (b_op, ch) = (b_op.clone(), ch.clone());
+        move || {
+            let (b_op, ch) = (b_op.clone(), ch.clone());
+            async move {
+                common::channel_state(&b_op, &ch)
+                    .await
+                    .filter(|s| s == want)
+            }
+        }
+    };
+    eventually("fire to hold the offer", state_is("pending")).await;
+    let req = proto::UnshareChannelRequest {
+        channel: "plain".into(),
+        org: "fire.example".into(),
+    };
+    a.admin().await.unshare_channel(req).await.unwrap();
+    a.share("plain", &["rescue.example"]).await;
+    eventually("the offer to be withdrawn", state_is("archived")).await;
+    post(&mut a_op, &ch, "while fire was out").await;
+    a.share_with("plain", &["fire.example"], proto::ShareHistory::FromNow)
+        .await
+        .unwrap();
+    eventually("fire to be offered it again", state_is("pending")).await;
+    b.admin()
+        .await
+        .accept_channel(proto::AcceptChannelRequest {
+            channel: ch.clone(),
+        })
+        .await
+        .unwrap();
+    post(&mut a_op, &ch, "after the share").await;
+    let a_history = common::all_history(&mut a_op, &ch).await;
+    let b_history = eventually("fire to hold all of it", || async {
+        let h = common::all_history(&mut b.operator().await, &ch).await;
+        (h.len() == a_history.len()).then_some(h)
+    })
+    .await;
+    let shown = |h: &[proto::Message]| -> Vec<(u64, bool, String)> {
+        h.iter()
+            .map(|m| (m.origin_seq, m.withheld, m.text.clone()))
+            .collect()
+    };
+    let withheld: Vec<_> = shown(&b_history)
+        .into_iter()
+        .filter(|(_, withheld, _)| *withheld)
+        .collect();
+    assert_eq!(
+        withheld.len(),
+        2,
+        "the two posts before the share: {b_history:?}"
+    );
+    assert!(
+        b_history
+            .iter()
+            .any(|m| m.text == "after the share" && !m.withheld),
+        "{b_history:?}"
+    );
+    let log = common::audit_log(&mut b.admin().await).await;
+    assert!(
+        !log.iter().any(|e| e.event == "federation.rejected"),
+        "nothing refused: {log:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
 /// A partner that accepts a home's channels by hand (`accept manual`) does
 /// so again when the home shares a channel with it again after removing it.
 #[tokio::test]

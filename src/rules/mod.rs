@@ -607,7 +607,7 @@ pub fn ready_for(
 ) -> bool {
     for i in 0..envelopes.len() {
         let env = &envelopes[i];
-        let ready = if withheld_from(record, peer, &env.origin, env.origin_seq) {
+        let ready = if body_withheld(record, peer, env) {
             withheld_copy(env)
         } else if retracted.contains(&env.origin_seq) {
             withheld_copy(env).or_else(|| env.withheld.then(|| env.clone()))
@@ -629,10 +629,17 @@ pub fn ready_for(
 /// withheld copy when the roster withholds its body from this node (a
 /// sender that sent it whole anyway does not make it readable here).
 pub fn as_kept(record: &ChannelRecord, local: &OrgId, env: Envelope) -> Envelope {
-    if env.withheld || !withheld_from(record, local, &env.origin, env.origin_seq) {
+    if env.withheld || !body_withheld(record, local, &env) {
         return env;
     }
     withheld_copy(&env).unwrap_or(env)
+}
+
+/// Whether `org` gets `env` withheld ([`withheld_from`]): never a roster
+/// change, which every participant needs whole (the home's roster at each
+/// step decides what stands), whatever line a `--history from-now` drew.
+fn body_withheld(record: &ChannelRecord, org: &OrgId, env: &Envelope) -> bool {
+    env.kind != Kind::Control as i32 && withheld_from(record, org, &env.origin, env.origin_seq)
 }
 
 /// Whether the channel is shared at all.
