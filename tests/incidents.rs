@@ -580,6 +580,16 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
         .await
         .unwrap_err();
     assert!(waiting.message().contains("accept it first"), "{waiting:?}");
+    let nothing = g
+        .export_cap(proto::ExportCapRequest {
+            incident: "police.example/storm".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        nothing.message().contains("accept them first"),
+        "{nothing:?}"
+    );
     region
         .admin()
         .await
@@ -1220,6 +1230,11 @@ async fn the_command_line_runs_an_incident_end_to_end() {
             "{channel}: {shown}"
         );
     }
+    let by_channel = run(&["incident", "show", "gale-medical"]).stdout;
+    assert!(
+        by_channel.starts_with("police.example/gale "),
+        "{by_channel}"
+    );
     let listed = run(&["incident", "list", "--json"]).stdout;
     let gale: serde_json::Value = listed
         .lines()

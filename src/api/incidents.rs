@@ -474,7 +474,10 @@ impl incidents_server::Incidents for Incidents {
         if req.until_unix_ms > now.saturating_add(LONGEST_MS) {
             return Err(ApiError::InvalidArgument(format!(
                 "until {} lies more than ten years ahead; give a nearer end, or none (close it by hand)",
-                req.until_unix_ms
+                match crate::model::rfc3339_ms(req.until_unix_ms) {
+                    shown if shown.is_empty() => format!("{} ms after 1970", req.until_unix_ms),
+                    shown => shown,
+                }
             ))
             .into());
         }
@@ -711,8 +714,16 @@ impl incidents_server::Incidents for Incidents {
         let id = held_info(&held, unix_ms()).id;
         let channels: Vec<(ChannelId, ChannelRecord)> = held
             .held()
+            .filter(|(_, record)| record.state != proto::ChannelState::Pending as i32)
             .map(|(id, record)| (id.clone(), record.clone()))
             .collect();
+        if channels.is_empty() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "this node holds none of incident {id}'s channels yet: accept them first \
+                 (samband channel accept CHANNEL; samband incident show {id} lists them)"
+            ))
+            .into());
+        }
         let shared = self.shared.clone();
         let alerts = tokio::task::spawn_blocking(move || export(&shared, &channels))
             .await

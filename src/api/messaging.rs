@@ -211,7 +211,7 @@ pub(super) fn channel_state(record: &proto::ChannelRecord, now_unix_ms: u64) -> 
         Ok(proto::ChannelState::Pending) => "pending",
         Ok(proto::ChannelState::Archived) => "archived",
         _ if crate::rules::is_over(record, now_unix_ms) => "archived",
-        _ if !record.participants.is_empty() => "shared",
+        _ if record.participants.iter().any(|p| p.active) => "shared",
         _ => "internal",
     }
 }

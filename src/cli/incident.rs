@@ -201,14 +201,22 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    // By home/name, by name, or by one of its channels (home/name).
+    // By home/name, by name, or by one of its channels (home/name, name).
     let given = args.incident.as_str();
     let exact = list
         .incidents
         .iter()
         .find(|i| i.id == given || i.channels.iter().any(|c| c.id == given));
-    let named: Vec<&proto::IncidentInfo> =
+    let channel_named = |i: &proto::IncidentInfo| {
+        i.channels
+            .iter()
+            .any(|c| c.id.split_once('/').is_some_and(|(_, name)| name == given))
+    };
+    let mut named: Vec<&proto::IncidentInfo> =
         list.incidents.iter().filter(|i| i.name == given).collect();
+    if named.is_empty() {
+        named = list.incidents.iter().filter(|i| channel_named(i)).collect();
+    }
     let info = match (exact, named.as_slice()) {
         (Some(info), _) => info,
         (None, [info]) => *info,
@@ -234,26 +242,20 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
     // Its first channel carries the picture: a partner shows the rest
     // while that one is not offered (or accepted) yet.
     let picture = match picture {
-        Ok(p) => p.into_inner(),
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            if args.conn.json {
-                out!("{}", output::incident(info, true));
-            } else {
-                out!("{}", output::incident(info, false));
-                out!("picture: {}", s.message());
-            }
-            return Ok(());
-        }
+        Ok(p) => Ok(p.into_inner()),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(s.message().to_owned()),
         Err(s) => return Err(rpc(s)),
     };
     if args.conn.json {
-        let entries: Vec<serde_json::Value> = picture
-            .entries
-            .iter()
-            .filter_map(|e| serde_json::from_str(&output::entry(e, true)).ok())
-            .collect();
         let mut shown: serde_json::Value = serde_json::from_str(&output::incident(info, true))?;
-        shown["picture"] = serde_json::Value::Array(entries);
+        if let Ok(picture) = &picture {
+            let entries: Vec<serde_json::Value> = picture
+                .entries
+                .iter()
+                .filter_map(|e| serde_json::from_str(&output::entry(e, true)).ok())
+                .collect();
+            shown["picture"] = serde_json::Value::Array(entries);
+        }
         out!("{shown}");
         return Ok(());
     }
@@ -262,9 +264,14 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
     for c in &info.channels {
         out!("  {:<40} {}", output::printable(&c.id), c.state);
     }
-    out!("picture: {} entries", picture.entries.len());
-    for e in &picture.entries {
-        out!("  {}", output::entry(e, false));
+    match picture {
+        Ok(picture) => {
+            out!("picture: {} entries", picture.entries.len());
+            for e in &picture.entries {
+                out!("  {}", output::entry(e, false));
+            }
+        }
+        Err(why) => out!("picture: {why}"),
     }
     Ok(())
 }

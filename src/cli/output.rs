@@ -428,16 +428,21 @@ pub(crate) fn incident(i: &proto::IncidentInfo, as_json: bool) -> String {
     } else {
         String::new()
     };
-    // Its channels where they are not just the one named after it, with
-    // those not in use here marked.
+    // Its channels where they are not just the one named after it, each
+    // marked with its state where that is not what the incident's is.
+    let expected = if i.state == "active" {
+        "shared"
+    } else {
+        "archived"
+    };
     let channels = match i.channels.as_slice() {
         [only] if only.id == i.id => String::new(),
         all => {
             let named: Vec<String> = all
                 .iter()
                 .map(|c| match c.state.as_str() {
-                    "pending" | "not held" => format!("{} ({})", c.id, c.state),
-                    _ => c.id.clone(),
+                    state if state == expected => c.id.clone(),
+                    state => format!("{} ({state})", c.id),
                 })
                 .collect();
             format!("  channels {}", printable(&named.join(", ")))

@@ -303,6 +303,10 @@ impl Writer {
         let record = self
             .record(channel)?
             .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
+        if record.state == ChannelState::Archived as i32 {
+            // An offer withdrawn by its home (`offer::withdrawal`).
+            return Err(WriteError::Archived(channel.to_string()));
+        }
         if record.state != ChannelState::Pending as i32 {
             return Err(WriteError::NotPending(channel.to_string()));
         }
