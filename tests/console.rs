@@ -65,8 +65,9 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             .filter(|s| s == "pending")
     })
     .await;
-    // An exercise incident of police's with rescue, each with an entry in
-    // its picture; police adds one more once the browser watches.
+    // An exercise incident of police's with rescue, in two channels, each
+    // agency with an entry in its picture; police adds one more once the
+    // browser watches.
     let mut police_incidents = samband::proto::incidents_client::IncidentsClient::new(
         common::operator_channel(&police.dir(), police.addr).await,
     );
@@ -75,6 +76,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             name: "drill-flood".into(),
             with: vec!["rescue.example".into()],
             exercise: true,
+            channels: vec!["drill-flood".into(), "drill-medical".into()],
             ..Default::default()
         })
         .await

@@ -161,8 +161,8 @@ def main() -> None:
         watcher.screenshot(path=str(shots / "channels.png"), full_page=True)
 
         # The exercise incident at rescue: marked EXERCISE in the list, on
-        # its page and on its messages; its picture listed and plotted, and
-        # redrawn when police adds an entry.
+        # its page and on its messages; its two channels listed; its
+        # picture listed and plotted, and redrawn when police adds an entry.
         drill = os.environ["DRILL"]
         row = watcher.locator(f'ul.channels li[data-channel="{drill}"]')
         assert row.locator(".badge.exercise").count() == 1, row.inner_text()
@@ -176,8 +176,17 @@ def main() -> None:
         pathlib.Path(os.environ["PICTURE_READY"]).touch()
         watcher.wait_for_selector('#entries tr[data-key="late-unit"]', timeout=20000)
         assert watcher.locator("svg#plot g.entry").count() == 3
+        headings = watcher.locator("h2").all_inner_texts()
+        assert headings == ["Channels of the incident", "Situational picture (3)"], headings
+        channels = watcher.locator("ul.incident-channels li")
+        assert channels.count() == 2, channels.all_inner_texts()
+        assert all(t.endswith("shared") for t in channels.all_inner_texts()), channels.all_inner_texts()
         watcher.screenshot(path=str(shots / "incident.png"), full_page=True)
-        watcher.get_by_role("link", name="Messages of the incident").click()
+        watcher.get_by_role("link", name="police.example/drill-medical").click()
+        watcher.wait_for_selector("#messages")
+        assert watcher.locator(".exercise-banner").count() == 1
+        watcher.go_back()
+        watcher.get_by_role("link", name=drill).click()
         watcher.wait_for_selector("#messages")
         assert watcher.locator(".exercise-banner").count() == 1
         marked = watcher.locator("li.message .flag.exercise").count()

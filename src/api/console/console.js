@@ -298,7 +298,7 @@ function picture(box) {
   events.addEventListener("message", (e) => {
     if (JSON.parse(e.data).kind === "picture") {
       reload("picture").then(() => {
-        const heading = document.querySelector("h2");
+        const heading = document.getElementById("picture-heading");
         const count = document.querySelectorAll("#entries tbody tr").length;
         if (heading) {
           heading.textContent = "Situational picture (" + count + ")";

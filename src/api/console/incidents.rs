@@ -253,7 +253,7 @@ pub(super) async fn incident(
                 }
             }
         }
-        h2 { "Situational picture (" (entries.len()) ")" }
+        h2 #picture-heading { "Situational picture (" (entries.len()) ")" }
         @match &carrier {
             Ok((first, _)) => {
                 div #picture data-events=(format!("{}/events", channel_path(first))) {
