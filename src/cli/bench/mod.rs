@@ -86,7 +86,9 @@ pub(crate) struct BenchArgs {
     rounds: u32,
     /// For `federation`: this many more channels shared with the partner,
     /// idle, beside the measured one (a node's links must not slow down
-    /// with the number of channels).
+    /// with the number of channels). For `picture`: this many internal
+    /// channels on the home beside the incident's (finding an incident
+    /// must not slow down with them).
     #[arg(long, default_value_t = 0)]
     idle_channels: usize,
     /// Offered rates for `federation`, msg/s; comma-separated.

@@ -1,5 +1,6 @@
 //! `samband bench picture`: an incident's situational picture at size.
-//! The home sets N entries (points, 64 at a time); then, measured:
+//! The home sets N entries (points, 64 at a time), beside
+//! `--idle-channels` internal channels; then, measured:
 //! * `picture show`: the Picture call's time (each of several reads) and
 //!   the size of its answer and of its GeoJSON, against a History read of
 //!   the same number of messages on the same node, in the same run;
@@ -86,6 +87,16 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .id;
+    let mut messaging = MessagingClient::new(a.operator().await?);
+    let bar = progress(args.idle_channels, "creating idle channels");
+    for i in 0..args.idle_channels {
+        let req = proto::CreateChannelRequest {
+            name: format!("idle-{i}"),
+        };
+        messaging.create_channel(req).await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
     set_entries(&home, &incident, 0..n, "ready", "setting entries").await?;
 
     // `picture show` against a History read of as many messages.
@@ -102,7 +113,6 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
         bytes = p.encoded_len();
         geojson = p.entries.iter().map(|e| e.geometry.len()).sum::<usize>();
     }
-    let mut messaging = MessagingClient::new(a.operator().await?);
     let mut history = Vec::new();
     for _ in 0..READS {
         let start = Instant::now();
@@ -141,6 +151,7 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     )
     .note("answer_bytes", bytes)
     .note("geometry_bytes", geojson)
+    .note("idle_channels", args.idle_channels)
     .note(
         "against_history_of_as_many",
         ((shown_ms.as_secs_f64() / history_ms.as_secs_f64().max(1e-9)) * 100.0).round() / 100.0,
