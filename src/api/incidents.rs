@@ -121,49 +121,82 @@ pub(crate) fn incidents_among(records: &[ChannelRecord]) -> Vec<HeldIncident> {
             None => groups.push(vec![record]),
         }
     }
-    groups
-        .into_iter()
-        .map(|group| {
-            // Every channel states the same incident; the picture's
-            // channel is believed where they differ (a hostile home).
-            let stated = group
-                .iter()
-                .find(|r| crate::rules::carries_picture(r))
-                .unwrap_or(&group[0]);
-            let incident = stated.incident.clone().unwrap_or_default();
-            // Its home closes all of its channels at once, but a channel
-            // offered and not accepted here keeps the statement of its
-            // offer: closed once any of them says so.
-            let closed_unix_ms = group
-                .iter()
-                .filter_map(|r| r.incident.as_ref())
-                .map(|i| i.closed_unix_ms)
-                .max()
-                .unwrap_or(0);
-            let mut stated = (*stated).clone();
-            if let Some(i) = stated.incident.as_mut() {
-                i.closed_unix_ms = i.closed_unix_ms.max(closed_unix_ms);
-            }
-            let mut channels: Vec<(ChannelId, Option<ChannelRecord>)> =
-                crate::rules::channels_of(&incident)
-                    .into_iter()
-                    .filter_map(|name| ChannelId::parse(&format!("{}/{name}", stated.home)).ok())
-                    .map(|id| {
-                        let held = group.iter().find(|r| r.id == id.to_string());
-                        (id, held.map(|r| (*r).clone()))
-                    })
-                    .collect();
-            // Nothing held is hidden, even a channel its statement leaves out.
-            for r in &group {
-                if !channels.iter().any(|(id, _)| id.to_string() == r.id)
-                    && let Ok(id) = ChannelId::parse(&r.id)
-                {
-                    channels.push((id, Some((*r).clone())));
-                }
-            }
-            HeldIncident { stated, channels }
-        })
-        .collect()
+    groups.into_iter().map(assemble).collect()
+}
+
+/// One home's incident from the records of its channels held here
+/// (`group`, at least one, each stating it).
+fn assemble(group: Vec<&ChannelRecord>) -> HeldIncident {
+    // Every channel states the same incident; the picture's
+    // channel is believed where they differ (a hostile home).
+    let stated = group
+        .iter()
+        .find(|r| crate::rules::carries_picture(r))
+        .unwrap_or(&group[0]);
+    let incident = stated.incident.clone().unwrap_or_default();
+    // Its home closes all of its channels at once, but a channel
+    // offered and not accepted here keeps the statement of its
+    // offer: closed once any of them says so.
+    let closed_unix_ms = group
+        .iter()
+        .filter_map(|r| r.incident.as_ref())
+        .map(|i| i.closed_unix_ms)
+        .max()
+        .unwrap_or(0);
+    let mut stated = (*stated).clone();
+    if let Some(i) = stated.incident.as_mut() {
+        i.closed_unix_ms = i.closed_unix_ms.max(closed_unix_ms);
+    }
+    let mut channels: Vec<(ChannelId, Option<ChannelRecord>)> =
+        crate::rules::channels_of(&incident)
+            .into_iter()
+            .filter_map(|name| ChannelId::parse(&format!("{}/{name}", stated.home)).ok())
+            .map(|id| {
+                let held = group.iter().find(|r| r.id == id.to_string());
+                (id, held.map(|r| (*r).clone()))
+            })
+            .collect();
+    // Nothing held is hidden, even a channel its statement leaves out.
+    for r in &group {
+        if !channels.iter().any(|(id, _)| id.to_string() == r.id)
+            && let Ok(id) = ChannelId::parse(&r.id)
+        {
+            channels.push((id, Some((*r).clone())));
+        }
+    }
+    HeldIncident { stated, channels }
+}
+
+/// The incident that `record`'s channel runs, if it runs one: its other
+/// channels read by their ids, as its statement names them (no scan of
+/// every channel).
+fn incident_at(
+    shared: &ApiContext,
+    record: ChannelRecord,
+) -> Result<Option<HeldIncident>, ApiError> {
+    let Some(incident) = record.incident.clone() else {
+        return Ok(None);
+    };
+    let mut group = Vec::new();
+    for name in crate::rules::channels_of(&incident) {
+        if name == record.name {
+            continue;
+        }
+        let Ok(id) = ChannelId::parse(&format!("{}/{name}", record.home)) else {
+            continue;
+        };
+        if let Some(other) = shared.store.channel(&id)?
+            && other
+                .incident
+                .as_ref()
+                .is_some_and(|i| i.name == incident.name)
+        {
+            group.push(other);
+        }
+    }
+    let mut group: Vec<&ChannelRecord> = group.iter().collect();
+    group.insert(0, &record);
+    Ok(Some(assemble(group)))
 }
 
 /// What members see of the incident that `record`'s channel runs, at
@@ -232,20 +265,18 @@ pub(crate) fn held_incident(shared: &ApiContext, given: &str) -> Result<HeldInci
         ))
     };
     let id = ChannelId::parse_or_local(given, &shared.org).map_err(|_| not_found())?;
+    // Most often a channel of it has that name (its only one, by default):
+    // read by id. A name never means both a channel and another incident
+    // (`Writer::check_incident_names`).
+    if let Some(record) = shared.store.channel(&id)? {
+        return incident_at(shared, record)?.ok_or_else(|| {
+            ApiError::FailedPrecondition(format!(
+                "channel {id} runs no incident (samband incident list shows the incidents)"
+            ))
+        });
+    }
     let records = shared.store.channels()?;
-    if let Some(held) = find_incident(&records, id.home().as_str(), id.name().as_str()) {
-        return Ok(held);
-    }
-    // A channel of an incident names it too.
-    if let Some(held) = incident_of(&records, &id) {
-        return Ok(held);
-    }
-    if records.iter().any(|r| r.id == id.to_string()) {
-        return Err(ApiError::FailedPrecondition(format!(
-            "channel {id} runs no incident (samband incident list shows the incidents)"
-        )));
-    }
-    Err(not_found())
+    find_incident(&records, id.home().as_str(), id.name().as_str()).ok_or_else(not_found)
 }
 
 /// The channels (`home/name`, comma-separated) of the incident that `id`
@@ -281,13 +312,9 @@ pub(crate) fn incident_of_channel(
     shared: &ApiContext,
     id: &ChannelId,
 ) -> Result<HeldIncident, ApiError> {
-    incident_of(&shared.store.channels()?, id)
-        .ok_or_else(|| ApiError::FailedPrecondition(format!("channel {id} runs no incident")))
-}
-
-fn incident_of(records: &[ChannelRecord], id: &ChannelId) -> Option<HeldIncident> {
-    let record = records.iter().find(|r| r.id == id.to_string())?;
-    find_incident(records, &record.home, &record.incident.as_ref()?.name)
+    let runs_none = || ApiError::FailedPrecondition(format!("channel {id} runs no incident"));
+    let record = shared.store.channel(id)?.ok_or_else(runs_none)?;
+    incident_at(shared, record)?.ok_or_else(runs_none)
 }
 
 /// The channels of this org (`home`) named `names` for a new incident:
