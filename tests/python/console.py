@@ -284,6 +284,9 @@ def main() -> None:
         while got.locator(".arriving").count() > 0:
             assert time.monotonic() < deadline, got.inner_text()
             time.sleep(0.2)
+        # Each file says its size, as on a page the node renders.
+        caption = got.locator("figure.file", has_text="plan.html").inner_text()
+        assert "(31 bytes)" in caption, caption
         image = got.locator("img[alt='bridge.png']")
         image.scroll_into_view_if_needed()  # loaded when seen
         deadline = time.monotonic() + 10

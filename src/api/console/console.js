@@ -60,6 +60,7 @@ function file(f) {
   link.download = f.name;
   link.textContent = f.name;
   caption.appendChild(link);
+  caption.appendChild(document.createTextNode(" (" + f.size_shown + ")"));
   if (!f.held) {
     figure.dataset.arriving = f.url;
     figure.dataset.inline = f.inline || "";

@@ -67,7 +67,7 @@ pub(super) fn url(path: &str, cursor: &str, a: &proto::Attachment) -> String {
 }
 
 /// `n` bytes for people (`2.4 MiB`).
-fn size(n: u64) -> String {
+pub(super) fn size(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} bytes");

@@ -527,7 +527,8 @@ fn live_json(m: &proto::Message, path: &str, ahead: bool) -> serde_json::Value {
         .iter()
         .map(|a| {
             serde_json::json!({
-                "name": a.name, "size": a.size, "held": a.held,
+                "name": a.name, "size": a.size, "size_shown": super::files::size(a.size),
+                "held": a.held,
                 "inline": super::files::inline(&a.media_type).map(|i| i.tag()),
                 "url": super::files::url(path, &m.cursor, a),
             })
