@@ -1,5 +1,7 @@
-//! The home's roster changes (share, unshare) as signed control envelopes,
-//! and an operator's acceptance of an offered channel.
+//! The home's roster changes (share, unshare, an incident opened or closed)
+//! as signed control envelopes, one change over one or several channels
+//! decided for all before any is staged; and an operator's acceptance of an
+//! offered channel.
 
 use super::{RosterChange, Round, WriteError, Writer};
 use crate::audit::{Actor, Event};
