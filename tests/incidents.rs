@@ -542,7 +542,11 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
         })
         .await
         .unwrap_err();
-    assert!(clash.message().contains("an incident's name"), "{clash:?}");
+    assert_eq!(clash.code(), tonic::Code::AlreadyExists, "{clash:?}");
+    assert!(
+        clash.message().contains("names a channel or an incident"),
+        "{clash:?}"
+    );
     let mut member = rescue.operator().await;
     let wrong = post(&mut op, "police.example/storm", "x")
         .await
@@ -739,6 +743,38 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
     police.stop().await;
     rescue.stop().await;
     region.stop().await;
+}
+
+/// A channel created while an incident that wants its name opens: the
+/// writer decides both, so exactly one of them gets the name, whether the
+/// name is one of the incident's channels or the incident's own.
+#[tokio::test]
+async fn a_channel_and_an_incident_that_want_one_name_get_it_once() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    police.peer_with(&rescue).await;
+    let (p, op) = (incidents(&police).await, police.operator().await);
+    for i in 0..20 {
+        let (incident, channel) = (format!("incident-{i}"), format!("channel-{i}"));
+        // Even: both want the channel's name; odd: the channel wants the
+        // incident's.
+        let wanted = if i % 2 == 0 { &channel } else { &incident };
+        let (mut p, mut op) = (p.clone(), op.clone());
+        let channels = [channel.as_str()];
+        let opened = open_in(&mut p, &incident, &channels, &["rescue.example"]);
+        let created = op.create_channel(proto::CreateChannelRequest {
+            name: wanted.clone(),
+        });
+        let (opened, created) = tokio::join!(opened, created);
+        assert!(
+            opened.is_ok() != created.is_ok(),
+            "{i}: exactly one gets {wanted}: {opened:?} {created:?}"
+        );
+        let refused = opened.err().or(created.err()).unwrap();
+        assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    }
+    police.stop().await;
+    rescue.stop().await;
 }
 
 #[tokio::test]

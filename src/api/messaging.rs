@@ -414,7 +414,7 @@ pub(super) fn new_post(
 
 /// Creates channel `name` of this org, as `member` (the caller checked
 /// the role), audited as `channel.created`; ALREADY_EXISTS if it does.
-pub(super) fn create_channel(
+pub(super) async fn create_channel(
     shared: &ApiContext,
     member: &Member,
     name: &str,
@@ -428,26 +428,10 @@ pub(super) fn create_channel(
         created_unix_ms: crate::model::unix_ms(),
         ..Default::default()
     };
-    let exists = || ApiError::AlreadyExists(format!("channel {id} exists already"));
-    let store = &shared.store;
-    if store.channel(&id)?.is_some() {
-        return Err(exists());
-    }
-    // `home/name` names a channel or an incident, never both.
-    if let Some(channels) = super::incidents::channels_of_named(&store.channels()?, &id) {
-        return Err(ApiError::AlreadyExists(format!(
-            "{id} is an incident's name (its channels: {channels}); give the channel another name"
-        )));
-    }
-    // The entry first (made durable with the channel): a crash in
-    // between leaves a recorded creation that did not land, never a
-    // channel without its entry.
+    // In the writer, as every channel record is: decided against what an
+    // incident opened in the same round makes, and durable with its entry.
     let actor = crate::audit::Actor::Member(member.name.to_string());
-    let event = crate::audit::Event::new("channel.created").with("channel", &id);
-    store.audit(event.by(&actor))?;
-    if !store.create_channel(&record)? {
-        return Err(exists());
-    }
+    let record = shared.writer.create(record, actor).await?;
     tracing::info!(channel = %id, by = %member.name, "channel created");
     Ok(record)
 }
@@ -675,7 +659,7 @@ impl messaging_server::Messaging for Messaging {
             ))
             .into());
         }
-        let record = create_channel(&self.shared, &member, &request.get_ref().name)?;
+        let record = create_channel(&self.shared, &member, &request.get_ref().name).await?;
         Ok(Response::new(channel_message(record)))
     }
 

@@ -124,9 +124,10 @@ impl From<WriteError> for ApiError {
             | WriteError::NotIncident(_)
             | WriteError::NoPicture(_)
             | WriteError::AlreadyClosed(_) => ApiError::FailedPrecondition(e.to_string()),
-            WriteError::NotFresh(_) | WriteError::IncidentExists(_) | WriteError::NameTaken(_) => {
-                ApiError::AlreadyExists(e.to_string())
-            }
+            WriteError::NotFresh(_)
+            | WriteError::IncidentExists(_)
+            | WriteError::NameTaken(_)
+            | WriteError::ChannelExists(_) => ApiError::AlreadyExists(e.to_string()),
             WriteError::NotHome { .. } => ApiError::PermissionDenied(e.to_string()),
             WriteError::Store(_) => ApiError::Internal(e.to_string()),
         }

@@ -434,18 +434,6 @@ impl Store {
 
     // --- channels ---
 
-    /// Records a new channel durably. `false` if one with that id exists.
-    pub fn create_channel(&self, record: &ChannelRecord) -> Result<bool, StoreError> {
-        let key = keys::channel_key(&record.id);
-        let created = self
-            .log
-            .compare_and_swap(&key, None, Some(&record.encode_to_vec()))?;
-        if created {
-            self.flush()?;
-        }
-        Ok(created)
-    }
-
     pub fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
         let key = keys::channel_key(&id.to_string());
         self.log.get(&key)?.map(|v| decode(&key, &v)).transpose()

@@ -175,6 +175,8 @@ pub enum WriteError {
          take names that no other channel or incident has"
     )]
     NameTaken(String),
+    #[error("channel {0} exists already")]
+    ChannelExists(String),
 }
 
 type Answer<T> = oneshot::Sender<Result<T, WriteError>>;
@@ -215,6 +217,12 @@ enum Command {
         actor: Actor,
         answer: Answer<ChannelRecord>,
     },
+    /// A new internal channel of this org.
+    Create {
+        record: ChannelRecord,
+        actor: Actor,
+        answer: Answer<ChannelRecord>,
+    },
     Stop,
 }
 
@@ -227,6 +235,7 @@ impl std::fmt::Debug for Command {
             Command::Offer { .. } => "Offer",
             Command::Roster { .. } => "Roster",
             Command::Accept { .. } => "Accept",
+            Command::Create { .. } => "Create",
             Command::Stop => "Stop",
         })
     }
@@ -513,6 +522,22 @@ impl WriterHandle {
         .await
     }
 
+    /// Creates the internal channel `record` of this org, once durable with
+    /// its audit entry (naming `actor`). ALREADY_EXISTS-kind errors when the
+    /// channel exists or its name is an incident's.
+    pub async fn create(
+        &self,
+        record: ChannelRecord,
+        actor: Actor,
+    ) -> Result<ChannelRecord, WriteError> {
+        self.ask(|answer| Command::Create {
+            record,
+            actor,
+            answer,
+        })
+        .await
+    }
+
     /// Asks the writer to finish what is queued before this call, then stop.
     pub async fn stop(&self) {
         // An error means the writer is gone already.
@@ -680,6 +705,14 @@ impl Writer {
                 actor,
                 answer,
             } => match self.accept(round, &channel, &actor) {
+                Ok(record) => round.done.push(Done::Record(answer, record)),
+                Err(e) => refuse(round, answer, e),
+            },
+            Command::Create {
+                record,
+                actor,
+                answer,
+            } => match self.create(round, record, &actor) {
                 Ok(record) => round.done.push(Done::Record(answer, record)),
                 Err(e) => refuse(round, answer, e),
             },

@@ -1,7 +1,10 @@
-//! The home's roster changes (share, unshare, an incident opened or closed)
-//! as signed control envelopes, one change over one or several channels
-//! decided for all before any is staged; and an operator's acceptance of an
-//! offered channel.
+//! The home's channels: a new one created, roster changes (share, unshare,
+//! an incident opened or closed) as signed control envelopes, one change
+//! over one or several channels decided for all before any is staged; and
+//! an operator's acceptance of an offered channel. Every channel record is
+//! written here, so a name is decided once, against what the round staged.
+
+use std::collections::HashMap;
 
 use super::{RosterChange, Round, WriteError, Writer};
 use crate::audit::{Actor, Event};
@@ -48,12 +51,8 @@ impl Writer {
     /// named as another incident, and it is not named as another channel.
     /// Staged records count.
     fn check_incident_names(&mut self, incident: &Incident) -> Result<(), WriteError> {
-        let org = self.settings.org.as_str();
-        let mut held = self.store.channels()?;
-        held.extend(self.records.values().cloned());
-        let mine = held.iter().filter(|r| r.home == org);
         let channels = rules::channels_of(incident);
-        for r in mine {
+        for r in &self.own_records()? {
             let other = r.incident.as_ref().map(|i| i.name.as_str());
             if other == Some(incident.name.as_str()) {
                 return Err(WriteError::IncidentExists(incident.name.clone()));
@@ -66,6 +65,59 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// This org's channel records, as stored and as this round staged them.
+    fn own_records(&mut self) -> Result<Vec<ChannelRecord>, WriteError> {
+        let org = self.settings.org.as_str();
+        let mut own: HashMap<String, ChannelRecord> = self
+            .store
+            .channels()?
+            .into_iter()
+            .filter(|r| r.home == org)
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        for r in self.records.values().filter(|r| r.home == org) {
+            own.insert(r.id.clone(), r.clone());
+        }
+        Ok(own.into_values().collect())
+    }
+
+    /// Creates the internal channel `record` of this org: refused if it
+    /// exists, or if its name is an incident's (`home/name` names a channel
+    /// or an incident, never both).
+    pub(super) fn create(
+        &mut self,
+        round: &mut Round,
+        record: ChannelRecord,
+        actor: &Actor,
+    ) -> Result<ChannelRecord, WriteError> {
+        let channel =
+            ChannelId::parse(&record.id).map_err(|_| WriteError::NoChannel(record.id.clone()))?;
+        if record.home != self.settings.org.as_str() {
+            return Err(WriteError::NotHome {
+                channel: record.id.clone(),
+                home: record.home,
+            });
+        }
+        if self.record(&channel)?.is_some() {
+            return Err(WriteError::ChannelExists(record.id));
+        }
+        let taken = self
+            .own_records()?
+            .iter()
+            .any(|r| r.incident.as_ref().is_some_and(|i| i.name == record.name));
+        if taken {
+            return Err(WriteError::NameTaken(record.name));
+        }
+        round.audit.push(
+            Event::new("channel.created")
+                .with("channel", &channel)
+                .by(actor),
+        );
+        round.put_channel(&channel, &record);
+        self.records.insert(channel, record.clone());
+        Ok(record)
     }
 
     /// Whether `change` may be made to `channel`'s roster now: its record

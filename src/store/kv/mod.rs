@@ -53,14 +53,6 @@ pub(super) trait Tree: Send + Sync + std::fmt::Debug {
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// `true` if the key was there.
     fn remove(&self, key: &[u8]) -> Result<bool, StoreError>;
-    /// Sets `key` to `new` (`None`: removes it) if its value is `old`
-    /// (`None`: absent); `false`, changing nothing, if it is not.
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<bool, StoreError>;
     /// The entries with keys in `from..to`, in key order.
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Entries<'_>;
     /// Applies every write or none, in order (a later write of a key wins).

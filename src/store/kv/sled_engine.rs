@@ -131,16 +131,6 @@ impl Tree for SledTree {
         Ok(self.tree.remove(key)?.is_some())
     }
 
-    fn compare_and_swap(
-        &self,
-        key: &[u8],
-        old: Option<&[u8]>,
-        new: Option<&[u8]>,
-    ) -> Result<bool, StoreError> {
-        let _guard = self.lock();
-        Ok(self.tree.compare_and_swap(key, old, new)?.is_ok())
-    }
-
     fn range(&self, from: Bound<Vec<u8>>, to: Bound<Vec<u8>>) -> Entries<'_> {
         Box::new(self.tree.range((from, to)).map(pair))
     }
