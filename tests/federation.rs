@@ -1440,6 +1440,58 @@ async fn an_offer_unshared_before_it_was_accepted_is_withdrawn() {
     c.stop().await;
 }
 
+/// The roster that removed an org before it took a channel goes to that
+/// org once while the home runs, not with every hello: the org never lists
+/// the channel in a hello again, so once per hello would be forever.
+#[tokio::test]
+async fn a_withdrawal_goes_to_the_removed_org_once_not_with_every_hello() {
+    use prost::Message as _;
+    use samband::proto::{VersionVectors, link_frame::Frame};
+    let t = TestNode::start("police.example").await;
+    let peer = HandPeer::trusted_by(&mut t.admin().await, "mallory.example").await;
+    let mut t_op = t.operator().await;
+    let crisis = create_channel(&mut t_op, "crisis").await;
+    t.share("crisis", &["mallory.example"]).await;
+    let req = proto::UnshareChannelRequest {
+        channel: "crisis".into(),
+        org: "mallory.example".into(),
+    };
+    t.admin().await.unshare_channel(req).await.unwrap();
+    let (tx, mut responses) = peer.dial(&t.dir(), t.fed_addr).await;
+    let holding_nothing = || frame(Frame::Hello(VersionVectors::default()));
+    tx.send(holding_nothing()).await.unwrap();
+    let offered = loop {
+        if let Frame::Offer(env) = next_frame(&mut responses).await {
+            break env;
+        }
+    };
+    assert_eq!(offered.channel, crisis);
+    let control = proto::Control::decode(offered.body.as_slice()).unwrap();
+    let Some(proto::control::Action::Roster(roster)) = control.action else {
+        panic!("a roster: {control:?}");
+    };
+    assert!(
+        roster
+            .participants
+            .iter()
+            .any(|p| p.org == "mallory.example" && !p.active),
+        "the roster that removed it: {roster:?}"
+    );
+    // Another hello, then a channel shared with it: the next offer is that
+    // channel's, not the withdrawal again.
+    tx.send(holding_nothing()).await.unwrap();
+    let second = create_channel(&mut t_op, "second").await;
+    t.share("second", &["mallory.example"]).await;
+    let next = loop {
+        if let Frame::Offer(env) = next_frame(&mut responses).await {
+            break env;
+        }
+    };
+    assert_eq!(next.channel, second, "the withdrawal went once");
+    drop(tx);
+    t.stop().await;
+}
+
 /// A withdrawn offer shared again `--history from-now`, with roster changes
 /// in between (another org shared with): accepted, the channel catches up
 /// with the roster changes whole and the messages from before the share

@@ -558,7 +558,12 @@ impl Link {
                 else {
                     continue;
                 };
-                if said.offered.get(&record.id) == Some(&roster_seq) {
+                // A removal roster goes once while this node runs: the
+                // org never lists the channel in its hellos again.
+                let withdrawal = matches!(eligibility, Eligibility::UntilRemoval { .. });
+                if said.offered.get(&record.id) == Some(&roster_seq)
+                    || (withdrawal && fed.withdrawal_sent(peer, &record.id, roster_seq))
+                {
                     continue;
                 }
                 let roster_durable = mine
@@ -570,6 +575,9 @@ impl Link {
                 {
                     self.send(Frame::Offer(roster)).await?;
                     said.offered.insert(record.id.clone(), roster_seq);
+                    if withdrawal {
+                        fed.withdrawal_done(peer, &record.id, roster_seq);
+                    }
                 }
                 continue;
             };

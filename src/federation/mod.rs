@@ -191,6 +191,10 @@ pub struct Federation {
     served: Mutex<HashMap<OrgId, files::Served>>,
     /// When each partner was first known to hold what (for receipts).
     pub(crate) deliveries: deliveries::Deliveries,
+    /// The removal rosters sent to orgs removed before they took anything
+    /// of a channel (peer, channel, the roster's seq): each is sent once
+    /// while this node runs, not on every hello.
+    withdrawals: Mutex<HashSet<(OrgId, String, u64)>>,
 }
 
 fn valid_endpoint(endpoint: &str) -> bool {
@@ -311,6 +315,7 @@ impl Federation {
             link_refusal_audits: Mutex::default(),
             served: Mutex::default(),
             deliveries: deliveries::Deliveries::default(),
+            withdrawals: Mutex::default(),
         });
         fed.reload_tls()?;
         Ok(fed)
@@ -322,6 +327,17 @@ impl Federation {
             self.restart_dialer(&peer);
         }
         Ok(())
+    }
+
+    /// Whether the removal roster `seq` of `channel` went to `peer` already
+    /// while this node runs.
+    fn withdrawal_sent(&self, peer: &OrgId, channel: &str, seq: u64) -> bool {
+        crate::locks::lock(&self.withdrawals).contains(&(peer.clone(), channel.to_owned(), seq))
+    }
+
+    /// Records that the removal roster `seq` of `channel` went to `peer`.
+    fn withdrawal_done(&self, peer: &OrgId, channel: &str, seq: u64) {
+        crate::locks::lock(&self.withdrawals).insert((peer.clone(), channel.to_owned(), seq));
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
