@@ -1167,11 +1167,7 @@ async fn a_later_participant_takes_an_earlier_participants_messages() {
     .await;
     post(&mut b_op, &ch, "from B while a participant").await;
     converged(&[&a, &b], &ch, 2).await;
-    let req = proto::UnshareChannelRequest {
-        channel: ch.clone(),
-        org: "rescue.example".into(),
-    };
-    a.admin().await.unshare_channel(req).await.unwrap();
+    a.unshare(&ch, "rescue.example").await;
     a.share("crisis", &["health.example"]).await;
     // Rosters: shared with B, B removed, shared with D; and B's message.
     let history = converged(&[&a, &d], &ch, 4).await;
@@ -1213,11 +1209,7 @@ async fn an_org_shared_again_after_removal_rejoins_and_catches_up() {
     a.share("crisis", &["rescue.example"]).await;
     post(&mut a_op, &ch, "first").await;
     converged(&[&a, &b], &ch, 2).await;
-    let req = proto::UnshareChannelRequest {
-        channel: ch.clone(),
-        org: "rescue.example".into(),
-    };
-    a.admin().await.unshare_channel(req).await.unwrap();
+    a.unshare(&ch, "rescue.example").await;
     let mut b_op = b.operator().await;
     eventually("B archived", || async {
         (common::channel_state(&b_op, &ch).await? == "archived").then_some(())
@@ -1275,11 +1267,7 @@ async fn a_reshare_from_now_hands_over_the_place_not_the_text_of_what_was_posted
         .await;
     post(&mut a_op, &ch, "before").await;
     converged(&[&a, &b, &c], &ch, 2).await;
-    let unshare = proto::UnshareChannelRequest {
-        channel: ch.clone(),
-        org: "rescue.example".into(),
-    };
-    a.admin().await.unshare_channel(unshare).await.unwrap();
+    a.unshare(&ch, "rescue.example").await;
     let mut b_op = b.operator().await;
     eventually("B archived", || async {
         (common::channel_state(&b_op, &ch).await? == "archived").then_some(())
@@ -1384,11 +1372,7 @@ async fn an_offer_unshared_before_it_was_accepted_is_withdrawn() {
         }
     })
     .await;
-    let req = proto::UnshareChannelRequest {
-        channel: "crisis".into(),
-        org: "region.example".into(),
-    };
-    a.admin().await.unshare_channel(req).await.unwrap();
+    a.unshare("crisis", "region.example").await;
     a.share("crisis", &["rescue.example"]).await;
     eventually("the region to see the offer withdrawn", || {
         let b_op = b_op.clone();
@@ -1452,11 +1436,7 @@ async fn a_withdrawal_goes_to_the_removed_org_once_not_with_every_hello() {
     let mut t_op = t.operator().await;
     let crisis = create_channel(&mut t_op, "crisis").await;
     t.share("crisis", &["mallory.example"]).await;
-    let req = proto::UnshareChannelRequest {
-        channel: "crisis".into(),
-        org: "mallory.example".into(),
-    };
-    t.admin().await.unshare_channel(req).await.unwrap();
+    t.unshare("crisis", "mallory.example").await;
     let (tx, mut responses) = peer.dial(&t.dir(), t.fed_addr).await;
     let holding_nothing = || frame(Frame::Hello(VersionVectors::default()));
     tx.send(holding_nothing()).await.unwrap();
@@ -1523,11 +1503,7 @@ async fn a_withdrawn_offer_shared_again_from_now_catches_up_with_its_rosters_who
         }
     };
     eventually("fire to hold the offer", state_is("pending")).await;
-    let req = proto::UnshareChannelRequest {
-        channel: "plain".into(),
-        org: "fire.example".into(),
-    };
-    a.admin().await.unshare_channel(req).await.unwrap();
+    a.unshare("plain", "fire.example").await;
     a.share("plain", &["rescue.example"]).await;
     eventually("the offer to be withdrawn", state_is("archived")).await;
     post(&mut a_op, &ch, "while fire was out").await;
@@ -1611,11 +1587,7 @@ async fn a_reshare_waits_for_a_manual_accept_like_the_first_share() {
     })
     .await;
     accept().await;
-    let unshare = proto::UnshareChannelRequest {
-        channel: ch.clone(),
-        org: "rescue.example".into(),
-    };
-    a.admin().await.unshare_channel(unshare).await.unwrap();
+    a.unshare(&ch, "rescue.example").await;
     eventually("B archived", || async {
         (common::channel_state(&b_op, &ch).await? == "archived").then_some(())
     })

@@ -262,20 +262,9 @@ async fn a_three_agency_incident_shares_one_picture_also_after_a_partition_and_c
         }
     })
     .await;
-    let closed = p
-        .close_incident(proto::CloseIncidentRequest {
-            incident: "flood".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let closed = close(&mut p, "flood").await.unwrap();
     assert_eq!(closed.state, "closed");
-    let again = p
-        .close_incident(proto::CloseIncidentRequest {
-            incident: "flood".into(),
-        })
-        .await
-        .unwrap_err();
+    let again = close(&mut p, "flood").await.unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
     assert!(again.message().contains("closed already"), "{again:?}");
     for (node, who) in [
@@ -423,6 +412,14 @@ async fn an_exercise_is_marked_everywhere_and_ends_at_until_on_each_participant_
     );
     drop(police_dir);
     rescue.stop().await;
+}
+
+/// Closes `incident` at `c`.
+async fn close(c: &mut Incidents, incident: &str) -> Result<proto::IncidentInfo, tonic::Status> {
+    let req = proto::CloseIncidentRequest {
+        incident: incident.into(),
+    };
+    Ok(c.close_incident(req).await?.into_inner())
 }
 
 /// Opens `name` at `c` in `channels`, with `with`.
@@ -669,23 +666,12 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
     assert_eq!(texts, [true, true], "both channels exported: {exported:?}");
 
     // Closing takes the incident's name, and ends both channels at once.
-    let by_channel = p
-        .close_incident(proto::CloseIncidentRequest {
-            incident: "storm-medical".into(),
-        })
-        .await
-        .unwrap_err();
+    let by_channel = close(&mut p, "storm-medical").await.unwrap_err();
     assert!(
         by_channel.message().contains("is a channel of incident"),
         "{by_channel:?}"
     );
-    let closed = p
-        .close_incident(proto::CloseIncidentRequest {
-            incident: "storm".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let closed = close(&mut p, "storm").await.unwrap();
     assert_eq!(closed.state, "closed");
     assert_eq!(
         channel_states(&closed),
@@ -694,12 +680,7 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
             (medical.to_string(), "archived".to_string())
         ]
     );
-    let twice = p
-        .close_incident(proto::CloseIncidentRequest {
-            incident: "storm".into(),
-        })
-        .await
-        .unwrap_err();
+    let twice = close(&mut p, "storm").await.unwrap_err();
     assert!(twice.message().contains("closed already"), "{twice:?}");
     let at_rescue = rescue.operator().await;
     for channel in [ops, medical] {

@@ -539,6 +539,19 @@ impl TestNode {
         };
         Ok(self.admin().await.share_channel(req).await?.into_inner())
     }
+
+    /// Removes `org` from `channel` (`channel unshare`).
+    pub async fn unshare(&self, channel: &str, org: &str) {
+        let req = proto::UnshareChannelRequest {
+            channel: channel.into(),
+            org: org.into(),
+        };
+        self.admin()
+            .await
+            .unshare_channel(req)
+            .await
+            .expect("unshare");
+    }
 }
 
 /// Runs a Python test script (`command`) off the runtime; fails the test
