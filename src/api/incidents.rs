@@ -216,7 +216,7 @@ pub(super) fn info(record: &ChannelRecord, now_unix_ms: u64) -> Option<proto::In
         )
         .collect();
     Some(proto::IncidentInfo {
-        id: format!("{}/{}", record.home, incident.name),
+        id: incident_id(record, incident),
         name: incident.name.clone(),
         home: record.home.clone(),
         state: crate::rules::incident_state(incident, now_unix_ms)
@@ -229,6 +229,11 @@ pub(super) fn info(record: &ChannelRecord, now_unix_ms: u64) -> Option<proto::In
         participants,
         channels: Vec::new(),
     })
+}
+
+/// How members name `incident`, stated in `record`'s channel: `home/name`.
+fn incident_id(record: &ChannelRecord, incident: &Incident) -> String {
+    format!("{}/{}", record.home, incident.name)
 }
 
 /// What members see of `held` at `now_unix_ms`: [`info`], with each of
@@ -702,10 +707,7 @@ impl incidents_server::Incidents for Incidents {
                 record
                     .incident
                     .as_ref()
-                    .map_or(channel.to_string(), |i| format!(
-                        "{}/{}",
-                        record.home, i.name
-                    ))
+                    .map_or(channel.to_string(), |i| incident_id(&record, i))
             ))
             .into());
         };

@@ -279,13 +279,7 @@ impl Writer {
         round.audit.push(
             match change {
                 RosterChange::Share { orgs, history } => Event::new("channel.shared")
-                    .with(
-                        "orgs",
-                        orgs.iter()
-                            .map(|(o, _)| o.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    )
+                    .with("orgs", org_list(orgs))
                     .with(
                         "history",
                         match history {
@@ -297,13 +291,7 @@ impl Writer {
                 RosterChange::OpenIncident { orgs, incident } => Event::new("incident.opened")
                     .with("incident", &incident.name)
                     .with("exercise", incident.exercise)
-                    .with(
-                        "orgs",
-                        orgs.iter()
-                            .map(|(o, _)| o.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    )
+                    .with("orgs", org_list(orgs))
                     .with("until_unix_ms", incident.until_unix_ms),
                 RosterChange::CloseIncident { .. } => Event::new("incident.closed"),
             }
@@ -377,4 +365,12 @@ impl Writer {
         self.records.insert(channel.clone(), updated.clone());
         Ok(updated)
     }
+}
+
+/// The orgs of a share, as an audit entry lists them: `a.example,b.example`.
+fn org_list(orgs: &[(OrgId, Vec<u8>)]) -> String {
+    orgs.iter()
+        .map(|(o, _)| o.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
