@@ -149,6 +149,29 @@ async fn every_acknowledged_post_was_fdatasynced() {
     );
 }
 
+/// A channel is created by the writer, like a post: each acknowledged
+/// creation was `fdatasync`ed (one flush each, made one at a time).
+#[tokio::test]
+async fn every_acknowledged_channel_creation_was_fdatasynced() {
+    const CHANNELS: usize = 10;
+    let tmp = init_dir("police.example");
+    let dir = node_dir(&tmp);
+    let trace = tmp.path().join("fdatasync.trace");
+    let node = ServeProcess::start_traced(&dir, &trace).await;
+    let mut op = node.operator(&dir).await;
+    let before = synced_log_file(&trace, &dir);
+    for i in 0..CHANNELS {
+        common::create_channel(&mut op, &format!("ops-{i}")).await;
+    }
+    node.signal_traced("TERM").await;
+    let after = synced_log_file(&trace, &dir);
+    assert!(
+        after >= before + CHANNELS,
+        "{CHANNELS} acknowledged channels, but sled's log file was fdatasynced only {} times",
+        after.saturating_sub(before)
+    );
+}
+
 /// sled writes a log item over 128 KiB (here: each of these messages) to a
 /// file of its own under `data/blobs/`, with no sync at all. Each such file
 /// must be `fdatasync`ed before the post that wrote it is acknowledged.
