@@ -726,6 +726,72 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
     region.stop().await;
 }
 
+/// An incident is shared with exactly the agencies it was opened with: a
+/// partner of the home that is not one of them gets none of its channels,
+/// no offer, no message, no picture, though its link carries a channel
+/// shared with it meanwhile.
+#[tokio::test]
+async fn an_incident_reaches_only_the_agencies_it_was_opened_with() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    let region = TestNode::start("region.example").await;
+    police.peer_with(&rescue).await;
+    police.peer_with(&region).await;
+    let mut p = incidents(&police).await;
+    open_in(
+        &mut p,
+        "storm",
+        &["storm-ops", "storm-medical"],
+        &["rescue.example"],
+    )
+    .await
+    .unwrap();
+    set(&mut p, "storm", "ward-2", "resource", "12 beds", "")
+        .await
+        .unwrap();
+    let mut op = police.operator().await;
+    for channel in ["police.example/storm-ops", "police.example/storm-medical"] {
+        post(&mut op, channel, "for rescue only").await.unwrap();
+    }
+    let mut r = incidents(&rescue).await;
+    pictures_are(
+        std::slice::from_mut(&mut r),
+        "police.example/storm",
+        &[("police.example", "ward-2", "12 beds")],
+    )
+    .await;
+    // A barrier: a channel shared with the region reaches it over the same
+    // link, after everything of the incident.
+    let open = common::create_channel(&mut op, "open").await;
+    police.share("open", &["region.example"]).await;
+    post(&mut op, &open, "for the region").await.unwrap();
+    let region_op = region.operator().await;
+    eventually("the region to get its own channel's message", || {
+        let mut c = region_op.clone();
+        let open = open.clone();
+        async move {
+            common::texts(&mut c, &open)
+                .await
+                .iter()
+                .any(|(_, _, t)| t == "for the region")
+                .then_some(())
+        }
+    })
+    .await;
+    let mut g = incidents(&region).await;
+    assert_eq!(listed(&mut g, "police.example", "storm").await, None);
+    for channel in ["police.example/storm-ops", "police.example/storm-medical"] {
+        assert_eq!(
+            common::channel_state(&region_op, channel).await,
+            None,
+            "{channel}"
+        );
+    }
+    police.stop().await;
+    rescue.stop().await;
+    region.stop().await;
+}
+
 /// A channel created while an incident that wants its name opens: the
 /// writer decides both, so exactly one of them gets the name, whether the
 /// name is one of the incident's channels or the incident's own.
