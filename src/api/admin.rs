@@ -13,7 +13,7 @@ use crate::audit::Actor;
 use crate::engine::{RevokeError, RosterChange};
 use crate::federation::{self, Federation, FederationError};
 use crate::model::MemberName;
-use crate::model::{ChannelId, OrgId, Role};
+use crate::model::{ChannelId, OrgId};
 use crate::proto::{self, admin_server};
 use crate::rules::History;
 
@@ -116,12 +116,7 @@ impl Admin {
     /// The calling admin, as the audit log names them; refused unless admin.
     fn operator<T>(&self, request: &Request<T>) -> Result<Actor, ApiError> {
         let member = caller(request, &self.shared)?;
-        if member.role != Role::Admin {
-            return Err(ApiError::PermissionDenied(format!(
-                "this needs the admin role; {} is a member",
-                member.name
-            )));
-        }
+        super::messaging::admin_only(&member, "this")?;
         Ok(Actor::Member(member.name.to_string()))
     }
 

@@ -28,7 +28,7 @@ use crate::audit::Actor;
 use crate::engine::{Content, NewPost, RosterChange, Start};
 use crate::federation::Federation;
 use crate::identity::Member;
-use crate::model::{ChannelId, Cursor, Hlc, Priority, Role, unix_ms};
+use crate::model::{ChannelId, Cursor, Hlc, Priority, unix_ms};
 use crate::proto::{self, ChannelRecord, Incident, PictureBody, incidents_server};
 use crate::rules::picture::{self, Picture, Stated};
 
@@ -468,12 +468,7 @@ type PictureStream = Pin<Box<dyn Stream<Item = Result<proto::PictureUpdate, Stat
 impl Incidents {
     fn operator<T>(&self, request: &Request<T>) -> Result<(Member, Actor), ApiError> {
         let member = caller(request, &self.shared)?;
-        if member.role != Role::Admin {
-            return Err(ApiError::PermissionDenied(format!(
-                "opening and closing incidents needs the admin role; {} is a member",
-                member.name
-            )));
-        }
+        super::messaging::admin_only(&member, "opening and closing incidents")?;
         let actor = Actor::Member(member.name.to_string());
         Ok((member, actor))
     }

@@ -245,6 +245,18 @@ pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
     }
 }
 
+/// Refused (PERMISSION_DENIED) unless `member` has the admin role: `what`
+/// ("creating a channel") names what needs it.
+pub(super) fn admin_only(member: &Member, what: &str) -> Result<(), ApiError> {
+    if member.role == Role::Admin {
+        return Ok(());
+    }
+    Err(ApiError::PermissionDenied(format!(
+        "{what} needs the admin role; {} is a member",
+        member.name
+    )))
+}
+
 /// The calling member, as the connection's handshake identified it, unless
 /// its certificate was revoked or expired since.
 pub(super) fn caller<T>(request: &Request<T>, shared: &ApiContext) -> Result<Member, ApiError> {
@@ -652,13 +664,7 @@ impl messaging_server::Messaging for Messaging {
         request: Request<proto::CreateChannelRequest>,
     ) -> Result<Response<proto::Channel>, Status> {
         let member = self.member(&request)?;
-        if member.role != Role::Admin {
-            return Err(ApiError::PermissionDenied(format!(
-                "creating a channel needs the admin role; {} is a member",
-                member.name
-            ))
-            .into());
-        }
+        admin_only(&member, "creating a channel")?;
         let record = create_channel(&self.shared, &member, &request.get_ref().name).await?;
         Ok(Response::new(channel_message(record)))
     }

@@ -255,16 +255,7 @@ fn refused(status: StatusCode, why: &str) -> Response {
 
 /// Refused unless `member` is an admin.
 fn operator(member: &Member) -> Result<(), Refusal> {
-    if member.role == Role::Admin {
-        return Ok(());
-    }
-    Err(Refusal::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "this page needs the admin role; {} is a member",
-            member.name
-        ),
-    ))
+    Ok(super::messaging::admin_only(member, "this page")?)
 }
 
 /// Refused unless a state-changing request came from a page of this
