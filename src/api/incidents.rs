@@ -248,7 +248,7 @@ pub(crate) fn held_info(held: &HeldIncident, now_unix_ms: u64) -> proto::Inciden
             state: record
                 .as_ref()
                 .map_or("not held", |r| {
-                    super::messaging::channel_state(r, now_unix_ms)
+                    super::messaging::Standing::of(r, now_unix_ms).word()
                 })
                 .to_owned(),
         })

@@ -203,16 +203,61 @@ fn roster_text(env: &proto::Envelope) -> String {
     text
 }
 
-/// A channel's state as members are told it (`Channel.state`) at
-/// `now_unix_ms`: "pending", "archived" (removed, or its incident over),
-/// "shared" or "internal".
-pub(super) fn channel_state(record: &proto::ChannelRecord, now_unix_ms: u64) -> &'static str {
-    match proto::ChannelState::try_from(record.state) {
-        Ok(proto::ChannelState::Pending) => "pending",
-        Ok(proto::ChannelState::Archived) => "archived",
-        _ if crate::rules::is_over(record, now_unix_ms) => "archived",
-        _ if record.participants.iter().any(|p| p.active) => "shared",
-        _ => "internal",
+/// Where a channel stands for this node's members: the one decision
+/// behind `Channel.state`, the incident's channel list and whether the
+/// console offers a form to post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Standing {
+    /// Offered by its home, not accepted here yet.
+    Offered,
+    /// This org was removed from it (or the offer withdrawn).
+    Removed,
+    /// Its incident is closed or past its end.
+    Over,
+    /// Shared with at least one partner still in it.
+    Shared,
+    /// This org's own, shared with nobody.
+    Internal,
+}
+
+impl Standing {
+    /// The standing of the channel of `record` at `now_unix_ms`.
+    pub(super) fn of(record: &proto::ChannelRecord, now_unix_ms: u64) -> Self {
+        match proto::ChannelState::try_from(record.state) {
+            Ok(proto::ChannelState::Pending) => Self::Offered,
+            Ok(proto::ChannelState::Archived) => Self::Removed,
+            _ if crate::rules::is_over(record, now_unix_ms) => Self::Over,
+            _ if record.participants.iter().any(|p| p.active) => Self::Shared,
+            _ => Self::Internal,
+        }
+    }
+
+    /// The word members are told (`Channel.state`): "pending",
+    /// "archived" (removed, or its incident over), "shared" or "internal".
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            Self::Offered => "pending",
+            Self::Removed | Self::Over => "archived",
+            Self::Shared => "shared",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Why nothing can be posted to the channel, or `None` when it takes
+    /// posts: what a member is told in place of a form.
+    pub(super) fn read_only(self) -> Option<&'static str> {
+        match self {
+            Self::Offered => Some(
+                "This channel is offered but not accepted yet: an operator accepts it on the Operations page.",
+            ),
+            Self::Removed => Some(
+                "This channel is archived: this agency was removed from it, so it is read-only.",
+            ),
+            Self::Over => Some(
+                "This incident is closed or past its end: its channel is read-only, with everything received kept.",
+            ),
+            Self::Shared | Self::Internal => None,
+        }
     }
 }
 
@@ -221,7 +266,7 @@ pub(super) fn channel_message(record: proto::ChannelRecord) -> proto::Channel {
     let shared = !record.participants.is_empty();
     let now = crate::model::unix_ms();
     let incident = super::incidents::info(&record, now);
-    let state = channel_state(&record, now);
+    let state = Standing::of(&record, now).word();
     let mut participants = Vec::new();
     if shared {
         participants.push(record.home.clone());
@@ -880,5 +925,80 @@ impl messaging_server::Messaging for Messaging {
                 Role::Member => Vec::new(),
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Standing;
+    use crate::proto::{ChannelRecord, ChannelState, Incident, Participant};
+
+    fn record(state: ChannelState, partner: bool, closed_unix_ms: u64) -> ChannelRecord {
+        ChannelRecord {
+            state: state as i32,
+            participants: vec![Participant {
+                org: "rescue.example".into(),
+                active: partner,
+                ..Default::default()
+            }],
+            incident: Some(Incident {
+                name: "storm".into(),
+                opened_unix_ms: 1_000,
+                closed_unix_ms,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_word_shown_and_the_form_follow_one_standing() {
+        let now = 10_000;
+        for (record, standing, word, takes_posts) in [
+            (
+                record(ChannelState::Active, true, 0),
+                Standing::Shared,
+                "shared",
+                true,
+            ),
+            (
+                record(ChannelState::Active, false, 0),
+                Standing::Internal,
+                "internal",
+                true,
+            ),
+            (
+                record(ChannelState::Active, true, 5_000),
+                Standing::Over,
+                "archived",
+                false,
+            ),
+            (
+                record(ChannelState::Archived, true, 0),
+                Standing::Removed,
+                "archived",
+                false,
+            ),
+            // An offer of an incident closed meanwhile is still an offer:
+            // told so, and what to do about it, not that it is closed.
+            (
+                record(ChannelState::Pending, true, 5_000),
+                Standing::Offered,
+                "pending",
+                false,
+            ),
+        ] {
+            let got = Standing::of(&record, now);
+            assert_eq!(got, standing, "{record:?}");
+            assert_eq!(got.word(), word, "{record:?}");
+            assert_eq!(got.read_only().is_none(), takes_posts, "{record:?}");
+        }
+        assert!(
+            Standing::Offered
+                .read_only()
+                .unwrap()
+                .contains("Operations page"),
+            "an offer says where it is accepted"
+        );
     }
 }

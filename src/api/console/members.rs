@@ -176,22 +176,9 @@ fn post_form(path: &str, token: &str, reply_to: Option<&str>) -> Markup {
     }
 }
 
-/// Why nothing can be posted to the channel of `record`, if so.
+/// Why nothing can be posted to the channel of `record` now, if so.
 fn read_only(record: &proto::ChannelRecord) -> Option<&'static str> {
-    if crate::rules::is_over(record, crate::model::unix_ms()) {
-        return Some(
-            "This incident is closed or past its end: its channel is read-only, with everything received kept.",
-        );
-    }
-    match proto::ChannelState::try_from(record.state) {
-        Ok(proto::ChannelState::Archived) => {
-            Some("This channel is archived: this agency was removed from it, so it is read-only.")
-        }
-        Ok(proto::ChannelState::Pending) => Some(
-            "This channel is offered but not accepted yet: an operator accepts it on the Operations page.",
-        ),
-        _ => None,
-    }
+    crate::api::messaging::Standing::of(record, crate::model::unix_ms()).read_only()
 }
 
 fn priority_class(priority: i32) -> &'static str {
