@@ -177,18 +177,148 @@ fn polygon_fault(text: &str) -> Option<String> {
         .then(|| format!("not closed: its last point {last} is not its first point {first}"))
 }
 
-/// Which element of a document makes it invalid, when that is a date, a
-/// polygon or an enumerated value (read with `xml-rs`): a person is told
-/// the element and what it must hold. Also run on what `oasiscap` took,
-/// since it is laxer than the schema about dates.
+/// The children each CAP 1.2 element holds, in the order the schema's
+/// sequences give them (`cap12.xsd`), each with whether it may repeat.
+/// Elements of another namespace (an XML signature) end `<alert>`.
+const SEQUENCES: [(&str, &[(&str, bool)]); 6] = [
+    (
+        "alert",
+        &[
+            ("identifier", false),
+            ("sender", false),
+            ("sent", false),
+            ("status", false),
+            ("msgType", false),
+            ("source", false),
+            ("scope", false),
+            ("restriction", false),
+            ("addresses", false),
+            ("code", true),
+            ("note", false),
+            ("references", false),
+            ("incidents", false),
+            ("info", true),
+        ],
+    ),
+    (
+        "info",
+        &[
+            ("language", false),
+            ("category", true),
+            ("event", false),
+            ("responseType", true),
+            ("urgency", false),
+            ("severity", false),
+            ("certainty", false),
+            ("audience", false),
+            ("eventCode", true),
+            ("effective", false),
+            ("onset", false),
+            ("expires", false),
+            ("senderName", false),
+            ("headline", false),
+            ("description", false),
+            ("instruction", false),
+            ("web", false),
+            ("contact", false),
+            ("parameter", true),
+            ("resource", true),
+            ("area", true),
+        ],
+    ),
+    (
+        "resource",
+        &[
+            ("resourceDesc", false),
+            ("mimeType", false),
+            ("size", false),
+            ("uri", false),
+            ("derefUri", false),
+            ("digest", false),
+        ],
+    ),
+    (
+        "area",
+        &[
+            ("areaDesc", false),
+            ("polygon", true),
+            ("circle", true),
+            ("geocode", true),
+            ("altitude", false),
+            ("ceiling", false),
+        ],
+    ),
+    ("eventCode", &[("valueName", false), ("value", false)]),
+    ("parameter", &[("valueName", false), ("value", false)]),
+];
+
+/// Where CAP element `child` may stand in `parent`, after the child last
+/// seen there at `last` (its place in the sequence): its own place, or
+/// why it may not stand there. `None` for a parent whose children are not
+/// checked (`geocode` shares eventCode's shape and is checked by that).
+fn place_of(parent: &str, child: &str, last: Option<usize>) -> Option<Result<usize, String>> {
+    let parent_seq = if parent == "geocode" {
+        "eventCode"
+    } else {
+        parent
+    };
+    let (_, sequence) = SEQUENCES.iter().find(|(p, _)| *p == parent_seq)?;
+    let Some(at) = sequence.iter().position(|(c, _)| *c == child) else {
+        return Some(Err(format!(
+            "element <{child}> is not part of <{parent}> in CAP 1.2"
+        )));
+    };
+    Some(match last {
+        Some(last) if at < last => Err(format!(
+            "element <{child}> is out of place in <{parent}>: CAP 1.2 puts it before <{}>",
+            sequence[last].0
+        )),
+        Some(last) if at == last && !sequence[at].1 => {
+            Err(format!("element <{child}> appears twice in <{parent}>"))
+        }
+        _ => Ok(at),
+    })
+}
+
+/// Which element of a document makes it invalid, when that is its place,
+/// a date, a polygon or an enumerated value (read with `xml-rs`): a person
+/// is told the element and what it must hold. Also run on what `oasiscap`
+/// took, since it is laxer than the schema about dates and order.
 fn diagnose(xml: &str) -> Option<String> {
     use xml::reader::{EventReader, XmlEvent};
     let mut open = String::new();
+    // The open CAP elements, each with the place of its last child; an
+    // element of another namespace and all within it are not checked.
+    let mut within: Vec<(String, Option<usize>)> = Vec::new();
+    let mut foreign = 0usize;
     for event in EventReader::new(xml.as_bytes()) {
         match event {
             Err(e) => return Some(format!("not well-formed XML: {e}")),
-            Ok(XmlEvent::StartElement { name, .. }) => open = name.local_name,
-            Ok(XmlEvent::EndElement { .. }) => open.clear(),
+            Ok(XmlEvent::StartElement { name, .. }) => {
+                if foreign > 0 || name.namespace.as_deref() != Some(CAP_1_2) {
+                    foreign += 1;
+                    open.clear();
+                    continue;
+                }
+                if let Some((parent, last)) = within.last_mut()
+                    && let Some(place) = place_of(parent, &name.local_name, *last)
+                {
+                    match place {
+                        Ok(at) => *last = Some(at),
+                        Err(why) => return Some(why),
+                    }
+                }
+                within.push((name.local_name.clone(), None));
+                open = name.local_name;
+            }
+            Ok(XmlEvent::EndElement { .. }) => {
+                if foreign > 0 {
+                    foreign -= 1;
+                } else {
+                    within.pop();
+                }
+                open.clear();
+            }
             Ok(XmlEvent::Characters(text)) => {
                 let text = text.trim();
                 if DATES.contains(&open.as_str())
@@ -362,7 +492,10 @@ pub fn entries(alert: &v1dot2::Alert) -> Vec<PictureBody> {
                     area.circles.iter().map(|c| c.radius.to_string()).collect();
                 fields.insert("radius_km".to_owned(), radii.join(" "));
             }
+            // One line each: an alert's text is often wrapped and
+            // indented in its XML (an entry's field is shown on one line).
             for value in fields.values_mut() {
+                *value = value.split_whitespace().collect::<Vec<_>>().join(" ");
                 clip(value, crate::rules::picture::MAX_VALUE_BYTES);
             }
             let mut status = format!("{} ({:?})", info.event, info.severity);
@@ -630,6 +763,35 @@ mod tests {
         let broken = adot1.replace("</info>", "");
         let e = parse(&broken).unwrap_err().to_string();
         assert!(e.contains("not well-formed XML"), "{e}");
+        // In the schema's order (cap12.xsd): <references> after <scope>.
+        let cancel = adot1.replace(
+            "<scope>Public</scope>",
+            "<scope>Public</scope><references>a,b,2003-04-02T14:39:01-05:00</references>",
+        );
+        assert!(parse(&cancel).is_ok(), "{:?}", parse(&cancel));
+        let early = adot1.replace(
+            "<scope>Public</scope>",
+            "<references>a,b,2003-04-02T14:39:01-05:00</references><scope>Public</scope>",
+        );
+        let e = parse(&early).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "element <scope> is out of place in <alert>: CAP 1.2 puts it before <references>"
+            ),
+            "{e}"
+        );
+        let twice = adot1.replace(
+            "<scope>Public</scope>",
+            "<scope>Public</scope><scope>Public</scope>",
+        );
+        let e = parse(&twice).unwrap_err().to_string();
+        assert!(e.contains("<scope>"), "{e}");
+        let stray = adot1.replace(
+            "<scope>Public</scope>",
+            "<scope>Public</scope><colour>red</colour>",
+        );
+        let e = parse(&stray).unwrap_err().to_string();
+        assert!(e.contains("<colour>"), "{e}");
     }
 
     #[test]

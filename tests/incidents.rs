@@ -414,7 +414,230 @@ async fn an_exercise_is_marked_everywhere_and_ends_at_until_on_each_participant_
     rescue.stop().await;
 }
 
+/// A participant that was down when the incident closed still states the
+/// incident's channel to the others it is peered with when it is back, and
+/// offers them the roster it last had. That is a partner lagging behind, not a hostile
+/// one: nothing of it is audited as a rejection, and once it reaches the
+/// home it archives the incident like everyone else.
+#[tokio::test]
+async fn a_participant_down_at_the_close_is_not_taken_for_a_hostile_one() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    let region = TestNode::start("region.example").await;
+    police.peer_with(&rescue).await;
+    rescue.peer_with(&region).await;
+    let proxy = Proxy::start(region.fed_addr).await;
+    police.dials(&region, proxy.addr).await;
+    let mut p = incidents(&police).await;
+    let id = open(
+        &mut p,
+        "dam",
+        &["rescue.example", "region.example"],
+        false,
+        0,
+    )
+    .await
+    .unwrap()
+    .id;
+    for node in [&rescue, &region] {
+        let op = node.operator().await;
+        eventually("the partners to join", || async {
+            common::channel_state(&op, &id)
+                .await
+                .filter(|s| s == "shared")
+        })
+        .await;
+    }
+    // The region is down while police closes the incident, and comes back
+    // still cut off from police: it states the channel to rescue, and
+    // offers it, for a while (hellos go several times a second).
+    proxy.cut();
+    let addrs = (region.addr, region.fed_addr);
+    let region_dir = region.stop().await;
+    close(&mut p, &id).await.unwrap();
+    archived_at(&rescue, &id).await;
+    let region = TestNode::start_at(region_dir, Some(addrs)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.heal();
+    archived_at(&region, &id).await;
+    let rejected: Vec<_> = common::audit_log(&mut rescue.admin().await)
+        .await
+        .into_iter()
+        .filter(|e| e.event == "federation.rejected")
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "rescue audited a lagging partner: {rejected:?}"
+    );
+    police.stop().await;
+    rescue.stop().await;
+    region.stop().await;
+}
+
+/// Closing an incident removes every partner from its channels, but what
+/// was posted before was theirs: the receipts of an order still list each
+/// agency with what it held and who acknowledged (an agency cut off before
+/// the order reached it shows "removed"), and nobody is asked any more to
+/// acknowledge in the read-only channel, the home for its own order
+/// included.
+#[tokio::test]
+async fn closing_an_incident_keeps_who_received_and_acknowledged_its_orders() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    let region = TestNode::start("region.example").await;
+    police.peer_with(&rescue).await;
+    let proxy = Proxy::start(region.fed_addr).await;
+    police.dials(&region, proxy.addr).await;
+    let mut p = incidents(&police).await;
+    let id = open(
+        &mut p,
+        "bridge",
+        &["rescue.example", "region.example"],
+        false,
+        0,
+    )
+    .await
+    .unwrap()
+    .id;
+    for node in [&rescue, &region] {
+        let c = incidents(node).await;
+        eventually("the partners to join", || {
+            let mut c = c.clone();
+            let id = id.clone();
+            async move { incident_state(&mut c, &id).await }
+        })
+        .await;
+    }
+    let mut al = police.client("al", samband::model::Role::Member).await;
+    let mut bo = rescue.client("bo", samband::model::Role::Member).await;
+    let cy = region.client("cy", samband::model::Role::Member).await;
+    let order = |text: &str| proto::PostRequest {
+        channel: id.clone(),
+        text: text.into(),
+        priority: proto::Priority::Flash as i32,
+        ..Default::default()
+    };
+    let first = al
+        .post(order("Evacuate the bridge"))
+        .await
+        .unwrap()
+        .into_inner();
+    let asked = |c: &Client, cursor: String| {
+        let (c, id) = (c.clone(), id.clone());
+        async move {
+            common::all_history(&mut c.clone(), &id)
+                .await
+                .into_iter()
+                .find(|m| m.cursor == cursor)
+                .map(|m| m.needs_my_ack)
+        }
+    };
+    for c in [&bo, &cy] {
+        let needs = eventually("the order at each partner", || {
+            asked(c, first.cursor.clone())
+        })
+        .await;
+        assert!(needs, "a partner is asked to acknowledge");
+    }
+    bo.acknowledge(proto::AcknowledgeRequest {
+        channel: id.clone(),
+        cursor: first.cursor.clone(),
+    })
+    .await
+    .unwrap();
+    // The region is cut off: the second order never reaches it.
+    proxy.cut();
+    let second = al.post(order("Close road 73")).await.unwrap().into_inner();
+    let needs = eventually("the second order at rescue", || {
+        asked(&bo, second.cursor.clone())
+    })
+    .await;
+    assert!(needs, "rescue is asked before the close");
+    let receipt = |c: &Client, cursor: String| {
+        let (mut c, id) = (c.clone(), id.clone());
+        async move {
+            let req = proto::ReceiptsRequest {
+                channel: id,
+                cursor,
+            };
+            let r = c.receipts(req).await.unwrap().into_inner();
+            r.agencies
+                .into_iter()
+                .map(|a| {
+                    let acked: Vec<String> =
+                        a.acknowledged_by.into_iter().map(|m| m.member).collect();
+                    (a.org, a.state, acked)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    eventually("rescue's acknowledgement at police", || async {
+        let r = receipt(&al, first.cursor.clone()).await;
+        r.iter().any(|(_, _, acked)| acked == &["bo"]).then_some(())
+    })
+    .await;
+    close(&mut p, &id).await.unwrap();
+    archived_at(&rescue, &id).await;
+
+    let d = |org: &str, state: &str, acked: &[&str]| {
+        (
+            org.to_owned(),
+            state.to_owned(),
+            acked.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        receipt(&al, first.cursor.clone()).await,
+        [
+            d("police.example", "delivered", &[]),
+            d("region.example", "delivered", &[]),
+            d("rescue.example", "delivered", &["bo"]),
+        ],
+        "the first order's receipts at police, after the close"
+    );
+    assert_eq!(
+        receipt(&al, second.cursor.clone()).await,
+        [
+            d("police.example", "delivered", &[]),
+            d("region.example", "removed", &[]),
+            d("rescue.example", "delivered", &[]),
+        ],
+        "the second order never reached the region, and never will"
+    );
+    let at_rescue = receipt(&bo, first.cursor.clone()).await;
+    let orgs: Vec<&str> = at_rescue.iter().map(|(o, _, _)| o.as_str()).collect();
+    assert_eq!(
+        orgs,
+        ["police.example", "region.example", "rescue.example"],
+        "rescue's view keeps every agency too"
+    );
+    for (c, who) in [(&al, "police"), (&bo, "rescue")] {
+        for cursor in [&first.cursor, &second.cursor] {
+            let needs = asked(c, cursor.clone()).await;
+            assert_eq!(
+                needs,
+                Some(false),
+                "{who} is not asked in a closed incident"
+            );
+        }
+    }
+    police.stop().await;
+    rescue.stop().await;
+    region.stop().await;
+}
+
 /// Closes `incident` at `c`.
+/// Waits until `node` shows the channel `id` archived.
+async fn archived_at(node: &TestNode, id: &str) {
+    let op = node.operator().await;
+    eventually(&format!("{id} archived"), || async {
+        common::channel_state(&op, id)
+            .await
+            .filter(|s| s == "archived")
+    })
+    .await;
+}
+
 async fn close(c: &mut Incidents, incident: &str) -> Result<proto::IncidentInfo, tonic::Status> {
     let req = proto::CloseIncidentRequest {
         incident: incident.into(),
@@ -721,6 +944,18 @@ async fn an_incident_in_several_channels_opens_and_closes_them_together() {
         }
     })
     .await;
+    let late = region
+        .admin()
+        .await
+        .accept_channel(proto::AcceptChannelRequest {
+            channel: ops.into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        late.message().contains("is closed or past its end"),
+        "an offer its incident's close withdrew says so: {late:?}"
+    );
     police.stop().await;
     rescue.stop().await;
     region.stop().await;
@@ -841,10 +1076,35 @@ async fn bad_incidents_and_entries_are_refused_with_what_to_do() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("not a configured peer"), "{e:?}");
+    let e = open(&mut p, "short", &["rescue"], false, 0)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("did you mean rescue.example?"),
+        "{e:?}"
+    );
     let id = open(&mut p, "fire", &["rescue.example"], false, 0)
         .await
         .unwrap()
         .id;
+    // The partner names police's incident without its home.
+    let mut r = incidents(&rescue).await;
+    let e = eventually("rescue to hold the fire", || {
+        let mut r = r.clone();
+        async move {
+            close(&mut r, "fire")
+                .await
+                .err()
+                .filter(|e| e.message().contains("did you mean"))
+        }
+    })
+    .await;
+    assert!(
+        e.message().contains("did you mean police.example/fire?"),
+        "{e:?}"
+    );
+    let e = close(&mut r, "police.example/fire").await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     let e = open(&mut p, "fire", &["rescue.example"], false, 0)
         .await
         .unwrap_err();
@@ -1027,7 +1287,10 @@ async fn every_cap_sample_imports_reaches_the_partner_and_exports_again_as_the_s
     // An alert is imported once.
     let twice = import(&mut p, &id, &imported[0].1).await.unwrap_err();
     assert_eq!(twice.code(), tonic::Code::AlreadyExists, "{twice:?}");
-    assert!(twice.message().contains("imported once"), "{twice:?}");
+    assert!(
+        twice.message().contains("an agency imports an alert once"),
+        "{twice:?}"
+    );
     // A message exports as an alert of its origin org.
     let mut rescue_member = rescue.operator().await;
     post(&mut rescue_member, &id, "Boats ready at the harbour")
@@ -1080,10 +1343,50 @@ async fn an_update_replaces_and_a_cancel_removes_what_the_alert_made_and_exercis
     cancel.message_type = oasiscap::v1dot2::MessageType::Cancel;
     let reference = format!("{},{},{}", update.sender, update.identifier, update.sent);
     cancel.references = Some(reference.parse().unwrap());
-    let cancelled = import(&mut p, &id, &samband::cap::write(cancel))
-        .await
-        .unwrap();
+    let cancel = samband::cap::write(cancel);
+    // Rescue imports the Cancel first: it owns none of the update's
+    // entries, so it removes nothing, and police, once it holds rescue's
+    // import, still imports the Cancel itself.
+    let r = incidents(&rescue).await;
+    let theirs = eventually("rescue to import the cancel", || {
+        let (mut r, id, cancel) = (r.clone(), id.clone(), cancel.clone());
+        async move { import(&mut r, &id, &cancel).await.ok() }
+    })
+    .await;
+    assert!(theirs.removed.is_empty(), "{theirs:?}");
+    let police_op = police.operator().await;
+    eventually("rescue's import at police", || async {
+        let texts = common::texts(&mut police_op.clone(), &id).await;
+        texts
+            .iter()
+            .any(|(origin, _, text)| origin == "rescue.example" && text.starts_with("CAP Cancel"))
+            .then_some(())
+    })
+    .await;
+    let cancelled = import(&mut p, &id, &cancel).await.unwrap();
     assert_eq!(cancelled.removed, updated.entries);
+    let again = import(&mut p, &id, &cancel).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+    let cancels = |alerts: &[proto::ExportedAlert]| {
+        alerts
+            .iter()
+            .filter(|a| a.imported && a.identifier == "KSTO1055887205")
+            .count()
+    };
+    let alerts = p
+        .export_cap(proto::ExportCapRequest {
+            incident: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    assert_eq!(
+        cancels(&alerts),
+        1,
+        "an alert two agencies imported exports once"
+    );
+
     assert!(cancelled.entries.is_empty());
     let left = picture(&mut p, &id).await.unwrap();
     assert!(left.is_empty(), "{left:?}");
@@ -1233,6 +1536,14 @@ async fn the_command_line_runs_an_incident_end_to_end() {
     );
     let imported = run(&["cap", "import", warning, "--incident", "storm"]).stdout;
     assert!(imported.contains("1 picture entry set"), "{imported}");
+    let huge = files.path().join("huge.xml");
+    let padded = std::fs::read_to_string(warning).unwrap() + &" ".repeat(10 << 20);
+    std::fs::write(&huge, padded).unwrap();
+    let big = fail(&["cap", "import", arg(&huge), "--incident", "storm"]);
+    assert!(
+        big.contains("is larger than 4194304 bytes") && big.contains("samband post --file"),
+        "{big}"
+    );
     let geojson = run(&["picture", "show", "police.example/storm", "--geojson"]).stdout;
     let collection: serde_json::Value = serde_json::from_str(&geojson).unwrap();
     assert_eq!(collection["type"], "FeatureCollection");

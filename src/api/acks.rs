@@ -173,14 +173,19 @@ pub(super) fn show(
         message.ack_deadline_unix_ms = due(stored.cursor.hlc, ack);
         let mine = me.org == stored.cursor.origin && me.name.as_str() == env.author;
         // Asked of the agencies expected to answer (not the author's own
-        // when the channel is shared: the order goes to the partners).
+        // when the channel is shared: the order goes to the partners), and
+        // only while the channel takes acknowledgements.
         let asked = api
             .store
             .channel(&channel)
             .ok()
             .flatten()
             .is_some_and(|record| {
-                rules::expected_to_acknowledge(&record, stored.cursor.origin.as_str())
+                takes_posts(&record, unix_ms())
+                    && rules::expected_to_acknowledge(
+                        &agencies_of(api, &channel, &record, stored.cursor.hlc),
+                        stored.cursor.origin.as_str(),
+                    )
                     .iter()
                     .any(|org| org == me.org.as_str())
             });
@@ -193,6 +198,30 @@ pub(super) fn show(
                 .iter()
                 .any(|a| a.org == me.org && a.member == me.name.as_str());
     }
+}
+
+/// The agencies the message stamped `stamped` in `channel` was shared
+/// with (`rules::agencies_of_message`), reading the home's rosters that
+/// removed anyone.
+fn agencies_of(
+    api: &ApiContext,
+    channel: &ChannelId,
+    record: &proto::ChannelRecord,
+    stamped: Hlc,
+) -> Vec<String> {
+    let home = OrgId::parse(&record.home).ok();
+    rules::agencies_of_message(record, stamped.0, |p| {
+        let roster = api.store.envelope(channel, home.as_ref()?, p.removed_at);
+        roster.ok().flatten().map(|e| e.hlc)
+    })
+}
+
+/// Whether the channel of `record` takes posts and acknowledgements at
+/// `now_unix_ms` (not offered, archived or over).
+fn takes_posts(record: &proto::ChannelRecord, now_unix_ms: u64) -> bool {
+    super::messaging::Standing::of(record, now_unix_ms)
+        .read_only()
+        .is_none()
 }
 
 /// When acknowledgements of a message stamped `hlc` are due (0: no deadline).
@@ -328,13 +357,14 @@ pub(super) fn receipts(
     let env = readable(api, channel, at)?;
     let ack = rules::post_of(&env).and_then(|p| p.ack);
     let due = ack.as_ref().map_or(0, |a| due(at.hlc, a));
-    let expected = rules::expected_to_acknowledge(&record, at.origin.as_str());
+    let shared_with = agencies_of(api, channel, &record, at.hlc);
+    let expected = rules::expected_to_acknowledge(&shared_with, at.origin.as_str());
     let acks = store.acks(channel, &at.origin, at.seq)?;
     let retraction = store.retraction(channel, &at.origin, at.seq)?;
     let refusals = api.refusals.of(&record.id, &at.origin, at.seq);
     let now = unix_ms();
     let mut agencies = Vec::new();
-    for org in rules::agencies(&record) {
+    for org in shared_with {
         let Ok(id) = OrgId::parse(&org) else {
             continue;
         };
@@ -393,6 +423,8 @@ pub(super) fn receipts(
             receipt.state = "refused".into();
             receipt.reason = r.reason.clone();
             receipt.retrying = r.retrying;
+        } else if !record.participants.iter().any(|p| p.org == org && p.active) {
+            receipt.state = "removed".into();
         } else if link.is_none() {
             receipt.state = "not linked".into();
         } else {
@@ -417,7 +449,9 @@ pub(super) fn overdue(
     let now = unix_ms();
     let mut out = Vec::new();
     for channel in channels {
-        let Some(record) = api.store.channel(channel)? else {
+        // A channel that takes no acknowledgement any more has nothing to
+        // chase; its receipts still say who was late.
+        let Some(record) = api.store.channel(channel)?.filter(|r| takes_posts(r, now)) else {
             continue;
         };
         for (due, origin, seq) in api.store.due_before(channel, now)? {
@@ -431,7 +465,8 @@ pub(super) fn overdue(
                 .filter(|a| !(a.org == origin && a.member == env.author))
                 .map(|a| a.org)
                 .collect();
-            let late: Vec<String> = rules::expected_to_acknowledge(&record, origin.as_str())
+            let shared_with = agencies_of(api, channel, &record, Hlc(env.hlc));
+            let late: Vec<String> = rules::expected_to_acknowledge(&shared_with, origin.as_str())
                 .into_iter()
                 .filter(|org| rules::overdue(due, now, acked.iter().any(|a| a.as_str() == org)))
                 .collect();

@@ -70,8 +70,20 @@ pub(super) fn partners(
             )));
         }
         let Some(peer) = api.store.peer(&org)? else {
+            // A short name of a partner ("rescue" for rescue.example).
+            let meant: Vec<String> = api
+                .store
+                .peers()?
+                .into_iter()
+                .map(|p| p.org)
+                .filter(|p| p.starts_with(&format!("{org}.")))
+                .collect();
+            let hint = match meant.as_slice() {
+                [one] => format!("; did you mean {one}?"),
+                _ => "; import its trust bundle first (samband peer add)".to_owned(),
+            };
             return Err(ApiError::FailedPrecondition(format!(
-                "{org} is not a configured peer; import its trust bundle first (samband peer add)"
+                "{org} is not a configured peer{hint}"
             )));
         };
         if !shares.iter().any(|(o, _)| *o == org) {

@@ -14,6 +14,7 @@
 //! May use: `model`, `proto`, `rules`, `store`, `engine` (through
 //! [`ApiContext`]).
 
+use std::collections::HashSet;
 use std::pin::Pin;
 
 use prost::Message as _;
@@ -260,10 +261,24 @@ pub(crate) fn held_info(held: &HeldIncident, now_unix_ms: u64) -> proto::Inciden
 /// (this org's) `name`, or by one of its channels.
 pub(crate) fn held_incident(shared: &ApiContext, given: &str) -> Result<HeldIncident, ApiError> {
     let not_found = || {
-        let hint = if given.contains('/') {
-            ""
+        // Another agency's incident of that name, given without its home.
+        let theirs: Vec<String> = if given.contains('/') {
+            Vec::new()
         } else {
-            "; another agency's incident is named home/name"
+            let records = shared.store.channels().unwrap_or_default();
+            let mut ids: Vec<String> = records
+                .iter()
+                .filter_map(|r| Some(incident_id(r, r.incident.as_ref()?)))
+                .filter(|id| id.split_once('/').is_some_and(|(_, name)| name == given))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        let hint = match theirs.as_slice() {
+            [] if given.contains('/') => String::new(),
+            [] => "; another agency's incident is named home/name".to_owned(),
+            ids => format!("; did you mean {}?", ids.join(" or ")),
         };
         ApiError::NotFound(format!(
             "no incident {given} on this node{hint} (samband incident list shows them)"
@@ -842,7 +857,8 @@ async fn import(
     crate::cap::check_status(&alert.status, exercise)?;
     if let Some(at) = imported_already(shared, &channel, &alert)? {
         return Err(ApiError::AlreadyExists(format!(
-            "alert {} of {} is in {channel} already (as {}#{}); an alert is imported once",
+            "alert {} of {} was imported into {channel} by this agency already (as {}#{}); \
+             an agency imports an alert once",
             alert.identifier, alert.sender, at.origin, at.seq
         )));
     }
@@ -951,8 +967,10 @@ fn alert_messages(
     Ok(out)
 }
 
-/// Where `alert` (by sender and identifier, CAP 1.2 §3.2.1) was imported
-/// into `channel` before, if it was.
+/// Where this org imported `alert` (by sender and identifier, CAP 1.2
+/// §3.2.1) into `channel` before, if it did. Each agency imports an alert
+/// once: its areas become that agency's entries, and only its own import
+/// of an Update or Cancel changes them.
 fn imported_already(
     shared: &ApiContext,
     channel: &ChannelId,
@@ -960,8 +978,10 @@ fn imported_already(
 ) -> Result<Option<crate::proto::MessageId>, ApiError> {
     Ok(alert_messages(shared, channel)?
         .into_iter()
-        .find(|(_, cap)| {
-            cap.sender == alert.sender.as_str() && cap.identifier == alert.identifier.as_str()
+        .find(|(s, cap)| {
+            s.envelope.origin == shared.org.as_str()
+                && cap.sender == alert.sender.as_str()
+                && cap.identifier == alert.identifier.as_str()
         })
         .map(|(s, _)| crate::proto::MessageId {
             origin: s.envelope.origin,
@@ -978,10 +998,15 @@ fn export(
     channels: &[(ChannelId, ChannelRecord)],
 ) -> Result<Vec<proto::ExportedAlert>, ApiError> {
     let mut out = Vec::new();
+    // An alert several agencies imported is exported once.
+    let mut imported = HashSet::new();
     for (channel, record) in channels {
         let incident = record.incident.clone().unwrap_or_default();
         each_message(shared, channel, |s| {
-            if let Some(alert) = exported(shared, channel, &incident, s)? {
+            if let Some(alert) = exported(shared, channel, &incident, s)?
+                && (!alert.imported
+                    || imported.insert((alert.sender.clone(), alert.identifier.clone())))
+            {
                 out.push((s.envelope.hlc, alert));
             }
             Ok(())

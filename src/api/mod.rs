@@ -115,6 +115,7 @@ impl From<WriteError> for ApiError {
             WriteError::NoChannel(_) => ApiError::NotFound(e.to_string()),
             WriteError::NotParticipant { .. } => ApiError::NotFound(e.to_string()),
             WriteError::Archived(_)
+            | WriteError::Withdrawn(_)
             | WriteError::NotAccepted(_)
             | WriteError::NotPending(_)
             | WriteError::HomeNotPeer { .. }

@@ -266,7 +266,10 @@ pub(crate) async fn show(args: NameArgs) -> anyhow::Result<()> {
     }
     match picture {
         Ok(picture) => {
-            out!("picture: {} entries", picture.entries.len());
+            match picture.entries.len() {
+                1 => out!("picture: 1 entry"),
+                n => out!("picture: {n} entries"),
+            }
             for e in &picture.entries {
                 out!("  {}", output::entry(e, false));
             }
@@ -357,6 +360,12 @@ fn point(given: &str) -> anyhow::Result<String> {
     let Some((lat, lon)) = parsed else {
         anyhow::bail!("--point {given:?}: give latitude,longitude in degrees, e.g. 59.33,18.07");
     };
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        anyhow::bail!(
+            "--point {given:?}: latitude {lat} must lie in -90..90 and longitude {lon} in \
+             -180..180 (latitude first, e.g. 59.33,18.07)"
+        );
+    }
     Ok(geojson::Geometry::new_point([lon, lat]).to_string())
 }
 
@@ -457,12 +466,28 @@ pub(crate) struct CapExportArgs {
 }
 
 pub(crate) async fn cap_import(args: CapImportArgs) -> anyhow::Result<()> {
-    let alert = if args.file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())?
+    use std::io::Read as _;
+    let max = samband::cap::MAX_ALERT_BYTES;
+    // One byte past the limit at most: a larger file is refused here,
+    // saying so, instead of by the transport.
+    let mut bytes = Vec::new();
+    let read = if args.file.as_os_str() == "-" {
+        std::io::stdin()
+            .take(max as u64 + 1)
+            .read_to_end(&mut bytes)
     } else {
-        std::fs::read_to_string(&args.file)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?
+        std::fs::File::open(&args.file).and_then(|f| f.take(max as u64 + 1).read_to_end(&mut bytes))
     };
+    let file = args.file.display();
+    read.map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
+    if bytes.len() > max {
+        anyhow::bail!(
+            "{file} is larger than {max} bytes, the most an alert may be (embedded resources \
+             included): post large resources as files with samband post --file"
+        );
+    }
+    let alert = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{file} is not UTF-8 text, as CAP XML is: {e}"))?;
     let req = proto::ImportCapRequest {
         incident: args.incident.clone(),
         alert,

@@ -298,6 +298,9 @@ pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
             printable(&a.link)
         ),
         "not linked" => "not linked from here: the channel's home relays to it".to_owned(),
+        "removed" => {
+            "never delivered: removed (or the incident closed) before its node held it".to_owned()
+        }
         other => printable(other),
     };
     let acked: Vec<String> = a
@@ -462,6 +465,8 @@ pub(crate) fn channel(c: &proto::Channel, as_json: bool) -> String {
         return json!({
             "id": c.id, "home": c.home, "name": c.name, "state": c.state,
             "participants": c.participants, "created_unix_ms": c.created_unix_ms,
+            "incident": c.incident.as_ref().map(|i| &i.id),
+            "exercise": c.incident.as_ref().is_some_and(|i| i.exercise),
         })
         .to_string();
     }
@@ -470,8 +475,13 @@ pub(crate) fn channel(c: &proto::Channel, as_json: bool) -> String {
     } else {
         format!("  with {}", printable(&c.participants.join(", ")))
     };
+    let incident = match &c.incident {
+        Some(i) if i.exercise => format!("  EXERCISE incident {}", printable(&i.id)),
+        Some(i) => format!("  incident {}", printable(&i.id)),
+        None => String::new(),
+    };
     format!(
-        "{:<40} {:<9} created {}{with}",
+        "{:<40} {:<9} created {}{with}{incident}",
         printable(&c.id),
         c.state,
         utc(c.created_unix_ms)

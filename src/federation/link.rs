@@ -1142,6 +1142,9 @@ impl Link {
                 tracing::info!(%peer, %channel, "the channel's home removed this org before it was accepted; the offer is withdrawn");
             }
             Ok(Offered::Withdrawn { archived: false }) => {}
+            Ok(Offered::Outdated) => {
+                tracing::debug!(%peer, %channel, "an outdated offer from an org removed since; it learns that from the home");
+            }
             Err(reason) => tracing::warn!(
                 target: "samband::federation::rejected",
                 %peer, ?channel, reason = %reason, "channel offer rejected"

@@ -930,6 +930,16 @@ pub fn check_offer(
     Ok(record)
 }
 
+/// Whether an offer from `sender` of the home's roster envelope
+/// `roster_seq`, for a channel held here as `record`, only lags behind:
+/// the roster is no newer than the one held, and `sender` was in the
+/// channel and has since been removed from it. Such a sender offers what
+/// it held before its removal reached it; nothing about it is hostile.
+pub fn lags_behind(record: &ChannelRecord, sender: &OrgId, roster_seq: u64) -> bool {
+    roster_seq <= record.roster_seq
+        && participant(record, sender).is_some_and(|p| !p.active && p.removed_at > 0)
+}
+
 /// Which of the home's roster envelopes (its seq) to offer a peer that
 /// does not hold the channel, given what it may receive (`eligibility`):
 /// the latest while it participates; the one that removed it when it was
@@ -1240,12 +1250,22 @@ impl Admission {
 #[cfg(test)]
 mod tests;
 
-/// The agencies of a channel (its home and active participants).
-pub fn agencies(record: &ChannelRecord) -> Vec<String> {
+/// The agencies a message stamped `stamped` (its hlc) in the channel of
+/// `record` was shared with: the home, every participant still in it, and
+/// each one removed by a roster stamped after the message. Closing an
+/// incident removes everyone; what was posted before was theirs all the
+/// same, and its receipts say so. `removal_stamp(p)` gives the hlc of the
+/// home's roster that removed `p`, `None` when this node does not hold it
+/// (`p` is then left out).
+pub fn agencies_of_message(
+    record: &ChannelRecord,
+    stamped: u64,
+    removal_stamp: impl Fn(&Participant) -> Option<u64>,
+) -> Vec<String> {
     let mut out: Vec<String> = record
         .participants
         .iter()
-        .filter(|p| p.active)
+        .filter(|p| p.active || removal_stamp(p).is_some_and(|removed| removed > stamped))
         .map(|p| p.org.clone())
         .collect();
     out.push(record.home.clone());
@@ -1254,12 +1274,16 @@ pub fn agencies(record: &ChannelRecord) -> Vec<String> {
     out
 }
 
-/// The agencies expected to acknowledge a message of `origin` in the
-/// channel: every agency of the channel but the origin's, or, in a channel
-/// of the origin's alone, the origin's (its members other than the author).
-pub fn expected_to_acknowledge(record: &ChannelRecord, origin: &str) -> Vec<String> {
-    let mut out = agencies(record);
-    out.retain(|org| org != origin);
+/// Of the `agencies` a message of `origin` was shared with
+/// ([`agencies_of_message`]), those expected to acknowledge it: every one
+/// but the origin's, or, in a channel of the origin's alone, the origin's
+/// (its members other than the author).
+pub fn expected_to_acknowledge(agencies: &[String], origin: &str) -> Vec<String> {
+    let mut out: Vec<String> = agencies
+        .iter()
+        .filter(|org| *org != origin)
+        .cloned()
+        .collect();
     if out.is_empty() {
         out.push(origin.to_owned());
     }

@@ -86,6 +86,11 @@ pub enum Offered {
     /// Its roster removes this org: the offer held here for acceptance, if
     /// any, is withdrawn (`archived`: kept as an archived, empty channel).
     Withdrawn { archived: bool },
+    /// A roster no newer than the one held here, from an org that roster
+    /// has since removed (closing an incident removes everyone): the
+    /// sender only lags behind and learns its removal from the home.
+    /// Nothing is kept, answered or audited.
+    Outdated,
 }
 
 /// A change to a home channel's roster.
@@ -134,8 +139,13 @@ pub enum WriteError {
     NotHome { channel: String, home: String },
     #[error("{org} is not a participant of {channel}")]
     NotParticipant { channel: String, org: String },
-    #[error("channel {0} is not waiting to be accepted")]
+    #[error("channel {0} is not waiting to be accepted: this node holds it already")]
     NotPending(String),
+    #[error(
+        "channel {0} was withdrawn: its home removed this org before the offer was accepted; \
+         it is archived, empty and read-only"
+    )]
+    Withdrawn(String),
     #[error(
         "channel {channel} belongs to {home}, which is no longer a partner of this node: \
          nothing posted here would reach anyone; it is read-only"
@@ -146,8 +156,9 @@ pub enum WriteError {
     )]
     NotPeer(String),
     #[error(
-        "{orgs} left {channel} before: say whether sharing again hands over what was posted \
-         meanwhile (--history all) or only what is posted from now on (--history from-now)"
+        "{channel} was shared with {orgs} before, and unshared since: say whether sharing \
+         again hands over what was posted meanwhile (--history all) or only what is posted \
+         from now on (--history from-now)"
     )]
     HistoryNotChosen { channel: String, orgs: String },
     #[error(

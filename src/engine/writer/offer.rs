@@ -49,6 +49,12 @@ impl Writer {
                 if eligible {
                     return Ok(Ok(Offered::AlreadyHeld));
                 }
+                if existing
+                    .as_ref()
+                    .is_some_and(|r| rules::lags_behind(r, from, envelope.origin_seq))
+                {
+                    return Ok(Ok(Offered::Outdated));
+                }
                 let reject = Reject::NotSharedWithSender;
                 self.audit_rejection(round, from, envelope, &reject);
                 return Ok(Err(reject));

@@ -346,8 +346,13 @@ impl Writer {
             .record(channel)?
             .ok_or_else(|| WriteError::NoChannel(channel.to_string()))?;
         if record.state == ChannelState::Archived as i32 {
-            // An offer withdrawn by its home (`offer::withdrawal`).
-            return Err(WriteError::Archived(channel.to_string()));
+            // An offer withdrawn by its home (`offer::withdrawal`), which is
+            // what closing its incident before the accept does.
+            return Err(if rules::is_over(&record, crate::model::unix_ms()) {
+                WriteError::IncidentOver(channel.to_string())
+            } else {
+                WriteError::Withdrawn(channel.to_string())
+            });
         }
         if record.state != ChannelState::Pending as i32 {
             return Err(WriteError::NotPending(channel.to_string()));
