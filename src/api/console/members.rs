@@ -299,6 +299,7 @@ pub(super) async fn message(
                             (r.state)
                             @if r.state == "refused" { ": " (r.reason) }
                             @if r.state == "waiting" && !r.link.is_empty() { " (link " (r.link) ")" }
+                            @if r.state == "removed" { ": never delivered, the agency was removed (or the incident closed) first" }
                             @if r.overdue { " " span.flag { "OVERDUE" } }
                             @if r.retraction_applied { " (retraction applied)" }
                         }
