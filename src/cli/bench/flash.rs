@@ -8,103 +8,15 @@
 //! whole backlog.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use samband::node::LocalNode;
 use samband::proto::{self, messaging_client::MessagingClient};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
 
+use super::proxy::Proxy;
 use super::{BenchArgs, Run, new_org, progress, publish, shared_channel};
-
-/// A TCP proxy that moves at most `rate` bytes per second each way, and
-/// remembers when it last accepted a connection.
-struct Throttle {
-    addr: SocketAddr,
-    accepted: Arc<Mutex<Option<Instant>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Throttle {
-    async fn start(upstream: SocketAddr, rate: u64) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let accepted: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let seen = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((down, _)) = listener.accept().await {
-                seen.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get_or_insert_with(Instant::now);
-                tokio::spawn(async move {
-                    let Ok(up) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = (down.set_nodelay(true), up.set_nodelay(true));
-                    let (dr, dw) = down.into_split();
-                    let (ur, uw) = up.into_split();
-                    tokio::join!(pipe(dr, uw, rate), pipe(ur, dw, rate));
-                });
-            }
-        });
-        Ok(Self {
-            addr,
-            accepted,
-            task,
-        })
-    }
-
-    /// Forgets the last connection: the next one counts as the link's return.
-    fn reset(&self) {
-        *self
-            .accepted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-    }
-
-    fn accepted(&self) -> Option<Instant> {
-        *self
-            .accepted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl Drop for Throttle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Copies `from` to `to` at no more than `rate` bytes per second.
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    rate: u64,
-) {
-    let start = Instant::now();
-    let mut moved = 0u64;
-    let mut buf = vec![0; 16 << 10];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        moved += n as u64;
-        let due = Duration::from_secs_f64(moved as f64 / rate as f64);
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            tokio::time::sleep(wait).await;
-        }
-    }
-    let _ = to.shutdown().await;
-}
 
 pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     let n = args.messages.unwrap_or(100_000);
@@ -114,7 +26,7 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     let b = LocalNode::start(&new_org(root, "partner.example", args.size)?, None).await?;
     // The home reaches the partner only through the throttle; the partner
     // never dials.
-    let throttle = Throttle::start(b.federation, rate).await?;
+    let throttle = Proxy::start(b.federation, rate).await?;
     let auto = proto::AcceptPolicy::Auto;
     a.trust(&b, Some(throttle.addr.to_string()), auto).await?;
     b.trust(&a, None, auto).await?;

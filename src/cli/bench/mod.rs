@@ -29,6 +29,7 @@ use tonic::transport::Channel;
 mod attach;
 mod flash;
 mod picture;
+mod proxy;
 
 /// The echo service that measures the RPC ceiling (`proto/samband/bench/`).
 #[allow(unreachable_pub)] // generated

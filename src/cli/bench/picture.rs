@@ -4,9 +4,11 @@
 //! * `picture show`: the Picture call's time (each of several reads) and
 //!   the size of its answer and of its GeoJSON, against a History read of
 //!   the same number of messages on the same node, in the same run;
-//! * convergence after a partition: the partner is offline while the home
-//!   changes a tenth of the entries; from its restart until its picture
-//!   equals the home's.
+//! * convergence: the home changes a tenth of the entries while the
+//!   partner is cut off, once by a network partition (a proxy between the
+//!   two cuts the link; both nodes stay up), timed from the heal, and once
+//!   by the partner being down, timed from its start; each until the
+//!   partner's picture equals the home's.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,7 +19,8 @@ use samband::node::LocalNode;
 use samband::proto::{self, incidents_client::IncidentsClient, messaging_client::MessagingClient};
 use tonic::transport::Channel;
 
-use super::{BenchArgs, Run, federated_pair, progress};
+use super::proxy::{self, Proxy};
+use super::{BenchArgs, Run, new_org, progress};
 
 /// Reads of the picture (and of the history) timed.
 const READS: usize = 7;
@@ -74,9 +77,42 @@ async fn picture(
     Ok(c.picture(req).await?.into_inner())
 }
 
+/// Waits until `partner` shows `expected` for `incident`: the time since
+/// `since`. At most 5 minutes.
+async fn converged(
+    partner: &mut IncidentsClient<Channel>,
+    incident: &str,
+    expected: &[proto::PictureEntry],
+    since: Instant,
+) -> anyhow::Result<Duration> {
+    loop {
+        if let Ok(p) = picture(partner, incident).await
+            && p.entries == expected
+        {
+            return Ok(since.elapsed());
+        }
+        if since.elapsed() > Duration::from_secs(300) {
+            bail!("the partner's picture did not converge in 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `d` in ms with one decimal.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
 pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     let n = args.messages.unwrap_or(10_000);
-    let (a, b) = federated_pair(root, args.size).await?;
+    let a = LocalNode::start(&new_org(root, "home.example", args.size)?, None).await?;
+    let b = LocalNode::start(&new_org(root, "partner.example", args.size)?, None).await?;
+    // The home reaches the partner through a proxy that can cut the link;
+    // the partner never dials.
+    let proxy = Proxy::start(b.federation, proxy::UNLIMITED).await?;
+    let auto = proto::AcceptPolicy::Auto;
+    a.trust(&b, Some(proxy.addr.to_string()), auto).await?;
+    b.trust(&a, None, auto).await?;
     let mut home = IncidentsClient::new(a.operator().await?);
     let incident = home
         .open_incident(proto::OpenIncidentRequest {
@@ -165,8 +201,8 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
     )
     .print(args.json);
 
-    // Convergence after a partition: the partner offline while a tenth of
-    // the entries change.
+    // Convergence: a tenth of the entries change while the partner is cut
+    // off, by a network partition (both nodes up) and by being down.
     let mut partner = IncidentsClient::new(b.operator().await?);
     let deadline = Instant::now() + Duration::from_secs(120);
     while picture(&mut partner, &incident)
@@ -180,43 +216,60 @@ pub(super) async fn run(args: &BenchArgs, root: &Path) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (b_dir, b_addrs) = (b.dir.clone(), (b.client, b.federation));
-    b.stop().await?;
     let changed = n / 10;
+    proxy.cut();
     set_entries(
         &home,
         &incident,
         0..changed,
         "moved",
-        "changing while cut off",
+        "changing while partitioned",
+    )
+    .await?;
+    let expected = picture(&mut home, &incident).await?.entries;
+    proxy.reset();
+    let healed = Instant::now();
+    proxy.heal();
+    let elapsed = converged(&mut partner, &incident, &expected, healed).await?;
+    let link_back = proxy
+        .accepted()
+        .map_or(elapsed, |at| at.duration_since(healed));
+    Run::new(
+        format!("picture converges {changed}/{n} after a partition"),
+        changed,
+        elapsed,
+        Vec::new(),
+    )
+    .note("after_heal_ms", millis(elapsed))
+    .note("link_back_ms", millis(link_back))
+    .note(
+        "after_link_back_ms",
+        millis(elapsed.saturating_sub(link_back)),
+    )
+    .print(args.json);
+
+    let (b_dir, b_addrs) = (b.dir.clone(), (b.client, b.federation));
+    b.stop().await?;
+    set_entries(
+        &home,
+        &incident,
+        0..changed,
+        "moved again",
+        "changing while the partner is down",
     )
     .await?;
     let expected = picture(&mut home, &incident).await?.entries;
     let start = Instant::now();
     let b = LocalNode::start(&b_dir, Some(b_addrs)).await?;
     let mut partner = IncidentsClient::new(b.operator().await?);
-    loop {
-        if let Ok(p) = picture(&mut partner, &incident).await
-            && p.entries == expected
-        {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(300) {
-            bail!("the partner's picture did not converge in 5 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = start.elapsed();
+    let elapsed = converged(&mut partner, &incident, &expected, start).await?;
     Run::new(
-        format!("picture converges {changed}/{n}"),
+        format!("picture converges {changed}/{n} after a restart"),
         changed,
         elapsed,
         Vec::new(),
     )
-    .note(
-        "after_partition_ms",
-        (elapsed.as_secs_f64() * 1e4).round() / 10.0,
-    )
+    .note("after_start_ms", millis(elapsed))
     .print(args.json);
     a.stop().await?;
     b.stop().await?;
