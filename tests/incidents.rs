@@ -1115,6 +1115,10 @@ async fn bad_incidents_and_entries_are_refused_with_what_to_do() {
             r#"{"type":"Polygon","coordinates":[[[18,59],[18.1,59],[18.1,59.1],[18.2,59.1]]]}"#,
             "not closed",
         ),
+        (
+            r#"{"type":"Polygon","coordinates":[[[18,59],[18.1,59],[18.1,59.1]]]}"#,
+            "it needs at least 4, its first repeated as its last",
+        ),
         ("{}", "not a GeoJSON geometry"),
     ] {
         let e = set(&mut p, &id, "zone", "hazard", "", geometry)

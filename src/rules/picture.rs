@@ -129,7 +129,11 @@ fn check_polygon(rings: &[Vec<geojson::Position>]) -> Result<(), String> {
     }
     for ring in rings {
         if ring.len() < 4 {
-            return Err("a polygon ring has at least 4 positions".into());
+            return Err(format!(
+                "a polygon ring has {} positions; it needs at least 4, its first repeated \
+                 as its last to close it (RFC 7946 §3.1.6)",
+                ring.len()
+            ));
         }
         if ring.first() != ring.last() {
             return Err(
