@@ -627,6 +627,84 @@ async fn closing_an_incident_keeps_who_received_and_acknowledged_its_orders() {
 }
 
 /// Closes `incident` at `c`.
+/// Every partner keeps what it learned of the others' delivery after the
+/// incident closes: in a full mesh, rescue's receipts of police's order
+/// show the region delivered before the close, after it, and after rescue
+/// restarts (a link's start prunes what it keeps of channels no longer
+/// shared with its peer, but not of one the peer took part in).
+#[tokio::test]
+async fn a_partners_receipts_keep_the_others_delivery_after_the_close_and_a_restart() {
+    let police = TestNode::start("police.example").await;
+    let rescue = TestNode::start("rescue.example").await;
+    let region = TestNode::start("region.example").await;
+    police.peer_with(&rescue).await;
+    police.peer_with(&region).await;
+    rescue.peer_with(&region).await;
+    let mut p = incidents(&police).await;
+    let id = open(
+        &mut p,
+        "quay",
+        &["rescue.example", "region.example"],
+        false,
+        0,
+    )
+    .await
+    .unwrap()
+    .id;
+    let al = police.client("al", samband::model::Role::Member).await;
+    let order = eventually("the partners to join", || {
+        let (mut al, id) = (al.clone(), id.clone());
+        async move {
+            let req = proto::PostRequest {
+                channel: id,
+                text: "Clear the quay".into(),
+                ..Default::default()
+            };
+            al.post(req).await.ok().map(tonic::Response::into_inner)
+        }
+    })
+    .await;
+    let region_at = |node: &TestNode| {
+        let (id, cursor) = (id.clone(), order.cursor.clone());
+        let (dir, addr) = (node.dir(), node.addr);
+        async move {
+            let mut c = Client::new(operator_channel(&dir, addr).await);
+            let req = proto::ReceiptsRequest {
+                channel: id,
+                cursor,
+            };
+            let r = c.receipts(req).await.unwrap().into_inner();
+            r.agencies
+                .into_iter()
+                .find(|a| a.org == "region.example")
+                .map(|a| a.state)
+        }
+    };
+    eventually("rescue to know the region holds the order", || async {
+        region_at(&rescue).await.filter(|s| s == "delivered")
+    })
+    .await;
+    close(&mut p, &id).await.unwrap();
+    archived_at(&rescue, &id).await;
+    archived_at(&region, &id).await;
+    assert_eq!(
+        region_at(&rescue).await.as_deref(),
+        Some("delivered"),
+        "after the close"
+    );
+    let rescue = rescue.restart().await;
+    archived_at(&rescue, &id).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // its links are up again
+    assert_eq!(
+        region_at(&rescue).await.as_deref(),
+        Some("delivered"),
+        "after a restart"
+    );
+    police.stop().await;
+    rescue.stop().await;
+    region.stop().await;
+}
+
 /// Waits until `node` shows the channel `id` archived.
 async fn archived_at(node: &TestNode, id: &str) {
     let op = node.operator().await;

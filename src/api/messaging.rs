@@ -225,8 +225,10 @@ impl Standing {
     pub(super) fn of(record: &proto::ChannelRecord, now_unix_ms: u64) -> Self {
         match proto::ChannelState::try_from(record.state) {
             Ok(proto::ChannelState::Pending) => Self::Offered,
-            Ok(proto::ChannelState::Archived) => Self::Removed,
+            // Closing removes everyone: a partner's copy of a closed
+            // incident is archived, and over is what happened to it.
             _ if crate::rules::is_over(record, now_unix_ms) => Self::Over,
+            Ok(proto::ChannelState::Archived) => Self::Removed,
             _ if record.participants.iter().any(|p| p.active) => Self::Shared,
             _ => Self::Internal,
         }
@@ -976,6 +978,13 @@ mod tests {
             (
                 record(ChannelState::Archived, true, 0),
                 Standing::Removed,
+                "archived",
+                false,
+            ),
+            // A partner's copy of a closed incident: archived by the close.
+            (
+                record(ChannelState::Archived, false, 5_000),
+                Standing::Over,
                 "archived",
                 false,
             ),

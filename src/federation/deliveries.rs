@@ -3,9 +3,10 @@
 //! memory per (partner, channel, origin) as a few (seq, time) marks.
 //!
 //! A mark is added when the partner's seq for an origin grows, at most one
-//! per [`GRAIN_MS`] (a later one moves the last mark's seq up instead), so
-//! a time read back is when the partner was first known to hold that seq,
-//! to within that grain. What a partner's first hello after this node
+//! per [`GRAIN_MS`] (a later one moves the last mark's seq and time up
+//! instead), so a time read back is when the partner was known to hold
+//! that seq, at most that grain late and never early: never before the
+//! envelope was sent. What a partner's first hello after this node
 //! starts states gets time 0: it held those envelopes before this node
 //! could see it happen.
 //! At most [`MARKS`] marks per key; the oldest go first.
@@ -25,8 +26,17 @@ const MARKS: usize = 4_096;
 /// (partner, channel, origin).
 type Key = (OrgId, String, OrgId);
 
-/// (seq held, Unix ms first known), oldest first.
-type Marks = VecDeque<(u64, u64)>;
+/// One mark: the partner holds up to `seq`, known at `at_ms`; marks made
+/// from `opened_ms` on, within the grain, merged into it.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    seq: u64,
+    opened_ms: u64,
+    at_ms: u64,
+}
+
+/// Oldest first.
+type Marks = VecDeque<Mark>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Deliveries {
@@ -49,31 +59,41 @@ impl Deliveries {
         for (origin, &seq) in vector {
             let key = (peer.clone(), channel.to_owned(), origin.clone());
             let list = marks.entry(key).or_default();
+            let at_ms = if hello && list.is_empty() { 0 } else { now_ms };
+            let mark = Mark {
+                seq,
+                opened_ms: at_ms,
+                at_ms,
+            };
             match list.back_mut() {
-                None => list.push_back((seq, if hello { 0 } else { now_ms })),
-                Some(&mut (last, _)) if seq <= last => {}
-                Some(last) if last.1 != 0 && now_ms.saturating_sub(last.1) < GRAIN_MS => {
-                    last.0 = seq;
+                None => list.push_back(mark),
+                Some(last) if seq <= last.seq => {}
+                Some(last)
+                    if last.opened_ms != 0 && now_ms.saturating_sub(last.opened_ms) < GRAIN_MS =>
+                {
+                    last.seq = seq;
+                    last.at_ms = now_ms;
                 }
                 Some(_) => {
                     if list.len() == MARKS {
                         list.pop_front();
                     }
-                    list.push_back((seq, now_ms));
+                    list.push_back(mark);
                 }
             }
         }
     }
 
-    /// When `peer` was first known to hold `origin`'s envelope `seq` of
-    /// `channel` (Unix ms; 0: before this node started, or not recorded).
+    /// When `peer` was known to hold `origin`'s envelope `seq` of
+    /// `channel` (Unix ms, at most [`GRAIN_MS`] late; 0: before this node
+    /// started, or not recorded).
     pub(crate) fn held_since(&self, peer: &OrgId, channel: &str, origin: &OrgId, seq: u64) -> u64 {
         let marks = crate::locks::lock(&self.marks);
         let key = (peer.clone(), channel.to_owned(), origin.clone());
         marks
             .get(&key)
-            .and_then(|list| list.iter().find(|(held, _)| *held >= seq))
-            .map_or(0, |&(_, at)| at)
+            .and_then(|list| list.iter().find(|m| m.seq >= seq))
+            .map_or(0, |m| m.at_ms)
     }
 }
 
@@ -95,9 +115,10 @@ mod tests {
         d.held(&peer, "a.example/x", &v(9), 30_000, true);
         // Held when first seen: before this node could tell.
         assert_eq!(d.held_since(&peer, "a.example/x", &origin, 2), 0);
-        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 4), 20_000);
-        // Within the grain of the mark before it.
-        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 6), 20_000);
+        // Within the grain of the mark before it: the mark's latest time,
+        // late by at most the grain, never before the partner held it.
+        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 4), 20_500);
+        assert_eq!(d.held_since(&peer, "a.example/x", &origin, 6), 20_500);
         assert_eq!(d.held_since(&peer, "a.example/x", &origin, 7), 30_000);
         // Not held yet, or another partner.
         assert_eq!(d.held_since(&peer, "a.example/x", &origin, 10), 0);

@@ -221,7 +221,7 @@ pub(super) async fn run(
     let (fed, peer, cancel) = (&link.fed, &link.peer, &link.cancel);
     if let Err(e) = fed
         .store
-        .retain_cursors(peer, |channel| link.visible_record(channel).is_some())
+        .retain_cursors(peer, |channel| link.keeps_state_of(channel))
     {
         tracing::warn!(%peer, error = %e, "cannot prune the peer's records of channels not shared with it");
     }
@@ -303,6 +303,20 @@ impl Link {
         let id = ChannelId::parse(channel).ok()?;
         let record = self.fed.store.channel(&id).ok()??;
         (self.fed.eligibility(&record, &self.peer) != Eligibility::None).then_some(record)
+    }
+
+    /// Whether what the peer stated it holds of `channel` is kept: while it
+    /// may see the channel, and after it was removed from it (closing an
+    /// incident removes everyone): receipts still say it held what it held.
+    fn keeps_state_of(&self, channel: &str) -> bool {
+        let Some(record) = ChannelId::parse(channel)
+            .ok()
+            .and_then(|id| self.fed.store.channel(&id).ok().flatten())
+        else {
+            return false;
+        };
+        self.fed.eligibility(&record, &self.peer) != Eligibility::None
+            || rules::took_part(&record, &self.peer)
     }
 
     /// The part of a peer's hello or progress that this node keeps: channels

@@ -930,6 +930,12 @@ pub fn check_offer(
     Ok(record)
 }
 
+/// Whether `org` is or was a participant of the channel of `record` (the
+/// home excluded).
+pub fn took_part(record: &ChannelRecord, org: &OrgId) -> bool {
+    participant(record, org).is_some()
+}
+
 /// Whether an offer from `sender` of the home's roster envelope
 /// `roster_seq`, for a channel held here as `record`, only lags behind:
 /// the roster is no newer than the one held, and `sender` was in the

@@ -272,7 +272,7 @@ mod tests {
             ),
             (
                 r#"{"type":"Polygon","coordinates":[[[18,59],[18.1,59],[18,59]]]}"#,
-                "4 positions",
+                "needs at least 4",
             ),
             (
                 r#"{"type":"LineString","coordinates":[[18,59]]}"#,

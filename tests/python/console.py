@@ -143,6 +143,34 @@ def main() -> None:
         page.get_by_role("link", name="Newest messages").click()
         page.wait_for_selector("li.message >> text=log line 59")
 
+        # The live stream misses nothing: the newest page follows from
+        # just after its last message, and a stream that reconnects (after
+        # the node restarted, say) goes on after the last event it got,
+        # whose id the browser sends as Last-Event-ID.
+        events = page.locator("#messages").get_attribute("data-events")
+        last = page.locator("li.message").last.get_attribute("data-cursor")
+        assert events.endswith("/events?after=" + last), (events, last)
+        after = page.locator("li.message", has_text="log line 57").get_attribute("data-cursor")
+        replayed = page.evaluate("""async ([url, last]) => {
+          const stop = new AbortController();
+          const response = await fetch(url, {headers: {"Last-Event-ID": last}, signal: stop.signal});
+          const reader = response.body.getReader();
+          const decoder = new TextDecoder();
+          let text = "";
+          const until = Date.now() + 10000;
+          while (!text.includes("log line 59") && Date.now() < until) {
+            const chunk = await Promise.race([
+              reader.read(), new Promise((done) => setTimeout(() => done({}), 500))]);
+            if (chunk.done) break;
+            if (chunk.value) text += decoder.decode(chunk.value);
+          }
+          stop.abort();
+          return text;
+        }""", [events.split("?")[0], after])
+        assert "log line 58" in replayed and "log line 59" in replayed, replayed
+        assert "log line 57" not in replayed, replayed
+        assert "id: " + after not in replayed, replayed
+
         # An URGENT message, then rescue's list: unread, with its marker.
         page.fill("#text", "Staging at the school")
         page.select_option("#priority", "urgent")
@@ -226,10 +254,23 @@ def main() -> None:
         watcher.wait_for_load_state("load")
         assert watcher.evaluate("document.body.classList.contains('alert')"), "no FLASH alert"
         order = watcher.locator("li.message.flash", has_text=text)
+        # A reply half typed survives acknowledging (the page reloads).
+        watcher.fill("#text", "Half a reply")
         order.get_by_role("button", name="Acknowledge").click()
         watcher.wait_for_load_state()
         watcher.reload()
         watcher.wait_for_load_state("load")
+        assert watcher.input_value("#text") == "Half a reply", "the draft was lost"
+        watcher.fill("#text", "")
+        # The acknowledgement is no order: not drawn as FLASH.
+        acked = watcher.locator("li.message", has_text="acknowledged police.example#").last
+        acked.wait_for()
+        assert "flash" not in (acked.get_attribute("class") or ""), acked.get_attribute("class")
+        assert acked.locator(".flag", has_text="FLASH").count() == 0, acked.inner_text()
+        # Its order says acknowledgement was asked, no longer that it waits.
+        asked = watcher.locator("li.message.flash", has_text=text)
+        assert asked.locator(".flag.ask").count() == 0, asked.inner_text()
+        assert asked.locator(".flag.asked").count() == 1, asked.inner_text()
         assert not watcher.evaluate("document.body.classList.contains('alert')"), "alert after ack"
         assert watcher.locator("li.message.flash", has_text=text).get_by_role(
             "button", name="Acknowledge").count() == 0, "still asked after acknowledging"

@@ -112,8 +112,10 @@ function item(list, m) {
   if (m.priority === "flash" || m.priority === "urgent") {
     li.appendChild(span("flag", m.priority.toUpperCase()));
   }
-  if (m.ack_required) {
+  if (m.needs_my_ack) {
     li.appendChild(span("flag ask", "ACK REQUIRED"));
+  } else if (m.ack_required) {
+    li.appendChild(span("flag asked", "acknowledgement asked"));
   }
   if (m.reply_to) {
     li.appendChild(span("reply", "reply to " + m.reply_to));
@@ -160,7 +162,7 @@ function live(list) {
       // The message it takes back loses its text and files at once.
       const gone = list.querySelector('[data-ref="' + CSS.escape(m.retracts) + '"]');
       if (gone) {
-        for (const part of gone.querySelectorAll(".text, .files, form.action, .flag.ask")) {
+        for (const part of gone.querySelectorAll(".text, .files, form.action, .flag.ask, .flag.asked")) {
           part.remove();
         }
         gone.appendChild(span("text retracted", "retracted by " + m.author + "@" + m.origin));
@@ -217,6 +219,18 @@ async function upload(f, token, row) {
   bar.value = 1;
   note.textContent = "ready";
   return { sha256: sha256, name: f.name, media_type: f.type };
+}
+
+// Keeps what is typed in `form` for this tab (sessionStorage) until it is
+// posted: acknowledging or retracting another message reloads the page.
+function keepDraft(form) {
+  const text = form.querySelector("#text");
+  const key = "draft " + window.location.pathname;
+  if (!text.value) {
+    text.value = sessionStorage.getItem(key) || "";
+  }
+  text.addEventListener("input", () => sessionStorage.setItem(key, text.value));
+  form.addEventListener("submit", () => sessionStorage.removeItem(key));
 }
 
 function compose(form) {
@@ -341,6 +355,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("compose");
   if (form) {
     compose(form);
+    keepDraft(form);
   }
   const receipts = document.getElementById("receipts");
   if (receipts) {

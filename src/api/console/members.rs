@@ -116,6 +116,7 @@ pub(super) async fn channel(
     let path = channel_path(&id);
     let token = console.token(&member);
     let record = api.store.channel(&id)?.unwrap_or_default();
+    let writable = read_only(&record).is_none();
     let incident = record.incident.clone();
     let body = html! {
         @if incident.as_ref().is_some_and(|i| i.exercise) {
@@ -134,9 +135,9 @@ pub(super) async fn channel(
             @if !newest { " " a.newest href=(path) { "Newest messages" } }
         }
         ol #messages
-            data-events=[newest.then(|| format!("{path}/events"))]
+            data-events=[newest.then(|| events_path(&path, messages.last()))]
             data-path=(path) data-token=(token) {
-            @for m in &messages { (message_item(m, &member, &path, &token)) }
+            @for m in &messages { (message_item(m, &member, &path, &token, writable)) }
         }
         @match read_only(&record) {
             Some(why) => p.read-only { (why) },
@@ -181,6 +182,12 @@ fn read_only(record: &proto::ChannelRecord) -> Option<&'static str> {
     crate::api::messaging::Standing::of(record, crate::model::unix_ms()).read_only()
 }
 
+/// The priority a message is shown with: a member's message's own; none
+/// for an acknowledgement, retraction or roster change.
+fn shown_priority(m: &proto::Message) -> i32 {
+    if m.kind == "text" { m.priority } else { 0 }
+}
+
 fn priority_class(priority: i32) -> &'static str {
     match Priority::from_i32(priority) {
         Some(Priority::Flash) => "flash",
@@ -189,15 +196,26 @@ fn priority_class(priority: i32) -> &'static str {
     }
 }
 
-/// One message of a channel page; its actions post to `path` with `token`.
-fn message_item(m: &proto::Message, member: &Member, path: &str, token: &str) -> Markup {
+/// One message of a channel page; its actions post to `path` with `token`
+/// while the channel takes them (`writable`).
+fn message_item(
+    m: &proto::Message,
+    member: &Member,
+    path: &str,
+    token: &str,
+    writable: bool,
+) -> Markup {
+    // Only a member's message has a priority to show: an acknowledgement
+    // or retraction travels at its message's priority, but is no order.
+    let priority = shown_priority(m);
     // The author, or an admin, of the org whose message it is.
-    let retractable = m.retracted.is_none()
+    let retractable = writable
+        && m.retracted.is_none()
         && m.kind == "text"
         && m.origin == member.org.as_str()
         && (m.author == member.name.as_str() || member.role == Role::Admin);
     html! {
-        li class={ "message " (priority_class(m.priority)) } data-cursor=(m.cursor)
+        li class={ "message " (priority_class(priority)) } data-cursor=(m.cursor)
             data-ref=(format!("{}#{}", m.origin, m.origin_seq)) {
             @if m.kind == "roster" {
                 span.meta { (m.origin) "#" (m.origin_seq) " (sharing)" }
@@ -206,9 +224,13 @@ fn message_item(m: &proto::Message, member: &Member, path: &str, token: &str) ->
             }
             span.time { (super::when(m.unix_ms)) }
             @if m.exercise { span.flag.exercise { "EXERCISE" } }
-            @if m.priority == Priority::Flash as i32 { span.flag { "FLASH" } }
-            @if m.priority == Priority::Urgent as i32 { span.flag { "URGENT" } }
-            @if m.ack_required && m.retracted.is_none() { span.flag.ask { "ACK REQUIRED" } }
+            @if priority == Priority::Flash as i32 { span.flag { "FLASH" } }
+            @if priority == Priority::Urgent as i32 { span.flag { "URGENT" } }
+            @if m.needs_my_ack && m.retracted.is_none() {
+                span.flag.ask { "ACK REQUIRED" }
+            } @else if m.ack_required && m.retracted.is_none() {
+                span.flag.asked { "acknowledgement asked" }
+            }
             @if let Some(to) = &m.reply_to { span.reply { "reply to " (to.origin) "#" (to.seq) } }
             @if let Some(r) = &m.retracted {
                 span.text.retracted { "retracted by " (r.member) "@" (r.org) }
@@ -276,11 +298,12 @@ pub(super) async fn message(
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no message at that cursor"))?;
     let receipts = crate::api::acks::receipts(api, &console.fed, &id, &cursor)?;
     let record = api.store.channel(&id)?.unwrap_or_default();
+    let writable = read_only(&record).is_none();
     let path = channel_path(&id);
     let token = console.token(&member);
     let body = html! {
         p { a href=(path) { "← " (id) } }
-        ol.messages { (message_item(&m, &member, &path, &token)) }
+        ol.messages { (message_item(&m, &member, &path, &token, writable)) }
         h2 { "Receipts" }
         @if receipts.ack_required {
             p.ask {
@@ -299,7 +322,7 @@ pub(super) async fn message(
                             (r.state)
                             @if r.state == "refused" { ": " (r.reason) }
                             @if r.state == "waiting" && !r.link.is_empty() { " (link " (r.link) ")" }
-                            @if r.state == "removed" { ": never delivered, the agency was removed (or the incident closed) first" }
+                            @if r.state == "removed" { ": removed (or the incident closed) before this node learned that it held it" }
                             @if r.overdue { " " span.flag { "OVERDUE" } }
                             @if r.retraction_applied { " (retraction applied)" }
                         }
@@ -311,7 +334,7 @@ pub(super) async fn message(
                 }
             }
         }
-        @if m.retracted.is_none() && read_only(&record).is_none() {
+        @if m.retracted.is_none() && writable {
             (post_form(&path, &token, Some(&m.cursor)))
         }
     };
@@ -453,13 +476,46 @@ pub(super) async fn post_message(
 /// Messages stored from now on, as server-sent events of JSON (`message`):
 /// the script adds each to the page. What reaches an open page counts as
 /// read.
+/// Where the newest page of the channel at `path`, whose last message is
+/// `last`, follows it live: from just after `last`, so that nothing
+/// committed between the page and its stream is missed (an empty page:
+/// from the beginning).
+fn events_path(path: &str, last: Option<&proto::Message>) -> String {
+    format!(
+        "{path}/events?after={}",
+        last.map_or("", |m| m.cursor.as_str())
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct EventsQuery {
+    /// Start after this cursor; empty: from the beginning; absent: live.
+    after: Option<String>,
+}
+
 pub(super) async fn events(
     State(console): State<Console>,
     Caller(member): Caller,
     Path((home, name)): Path<(String, String)>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     let id = existing(&console.api, &home, &name)?;
-    let Some(subscription) = console.api.subscribe(&id, Start::Live)? else {
+    // Each event's id is its message's cursor, and a browser reconnecting
+    // (after the node restarted, say) sends the last one it got: the stream
+    // goes on from there, so an open page misses nothing.
+    let from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .or(query.after);
+    let start = match from.as_deref() {
+        None => Start::Live,
+        Some("") => Start::Beginning,
+        Some(c) => Start::After(cursor(c)?),
+    };
+    let Some(subscription) = console.api.subscribe(&id, start)? else {
         return Err(Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             "this channel has as many live readers as the node allows",
@@ -488,7 +544,12 @@ pub(super) async fn events(
                     seen.insert(origin, m.origin_seq);
                 }
                 let json = live_json(&m, &path, delivery.ahead);
-                let event = Event::default().event("message").data(json.to_string());
+                let mut event = Event::default().event("message").data(json.to_string());
+                // One sent ahead of its run is no place to go on from:
+                // those before it have not arrived.
+                if !delivery.ahead {
+                    event = event.id(m.cursor.clone());
+                }
                 if tx.send(event).await.is_err() {
                     return;
                 }
@@ -524,7 +585,7 @@ fn live_json(m: &proto::Message, path: &str, ahead: bool) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "cursor": m.cursor, "author": m.author, "origin": m.origin,
-        "seq": m.origin_seq, "priority": priority_class(m.priority),
+        "seq": m.origin_seq, "priority": priority_class(shown_priority(m)),
         "text": m.text, "kind": m.kind, "ahead": ahead,
         "time": super::when(m.unix_ms),
         "retracted": m.retracted.is_some(), "ack_required": m.ack_required,

@@ -242,12 +242,27 @@ fn secured(mut response: Response) -> Response {
     response
 }
 
+/// The page of a refused request: why, and the way back (the browser's
+/// Back button returns to the form with what was typed in it).
 fn refused(status: StatusCode, why: &str) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head { meta charset="utf-8"; title { "samband" } }
-            body { h1 { "Refused" } p.refusal { (why) } }
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Refused — samband" }
+                link rel="stylesheet" href="/assets/console.css";
+            }
+            body {
+                header { a href="/" { "samband" } }
+                main {
+                    h1 { "Refused" }
+                    p.refusal { (why) }
+                    p { "Your browser's Back button returns to the page, with what you typed. "
+                        a href="/" { "All channels" } }
+                }
+            }
         }
     };
     secured((status, markup).into_response())

@@ -14,6 +14,7 @@ use maud::html;
 use super::{Caller, Console, Refusal, from_own_page, operator, page, secured};
 use crate::api::ApiError;
 use crate::audit::{Actor, Entry, Head};
+use crate::identity::Member;
 use crate::model::{ChannelId, MemberName};
 
 /// Audit entries an audit page shows.
@@ -92,7 +93,7 @@ pub(super) async fn overview(
                         td.state { @if is_revoked { "revoked" } @else { "active" } }
                         td {
                             @if !is_revoked && m.member != crate::layout::OPERATOR_NAME {
-                                form method="post" action="/admin/revoke" data-confirm=(format!("Revoke {}? Their certificate stops working at once, on every open connection.", m.member)) {
+                                form method="post" action="/admin/revoke" data-confirm=(revoke_question(&m.member, &member)) {
                                     input type="hidden" name="token" value=(token);
                                     input type="hidden" name="member" value=(m.member);
                                     button type="submit" { "Revoke" }
@@ -136,7 +137,7 @@ pub(super) struct RevokeForm {
     member: String,
 }
 
-/// Revokes a member, as `samband user revoke` does.
+/// Revokes a member, as `samband pki revoke-user` does.
 pub(super) async fn revoke(
     State(console): State<Console>,
     Caller(member): Caller,
@@ -242,4 +243,19 @@ pub(super) async fn audit(
         }
     };
     Ok(page("Audit log", &member, body))
+}
+
+/// What the operator confirms before revoking `revoked`; a warning when it
+/// is the operator's own certificate.
+fn revoke_question(revoked: &str, operator: &Member) -> String {
+    if revoked == operator.name.as_str() {
+        format!(
+            "Revoke {revoked}? That is YOUR OWN certificate: this page and every other \
+             stop working for you at once, and only another admin can issue you a new one."
+        )
+    } else {
+        format!(
+            "Revoke {revoked}? Their certificate stops working at once, on every open connection."
+        )
+    }
 }
