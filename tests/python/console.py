@@ -228,11 +228,16 @@ def main() -> None:
         text = "Road 73 closed at the bridge"
         page.fill("#text", text)
         page.select_option("#priority", "flash")
+        page.select_option("#deadline", "600000")  # acknowledged within 10 minutes
         posted = time.monotonic()
         page.click("#post")
         page.wait_for_selector(f"li.message.flash >> text={text}")
         watcher.wait_for_selector(f"li.message.flash >> text={text}", timeout=20000)
         figures["live_update_ms"] = round((time.monotonic() - posted) * 1000, 1)
+        # The deadline shows with the order, live and on the sender's page.
+        for shown in (watcher, page):
+            due = shown.locator("li.message.flash", has_text=text).locator(".due")
+            assert due.count() == 1 and due.inner_text().startswith("due "), shown.url
         bottom(watcher, str(shots / "channel-partner.png"))
 
         # A message of markup is text.

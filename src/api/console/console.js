@@ -117,6 +117,9 @@ function item(list, m) {
   } else if (m.ack_required) {
     li.appendChild(span("flag asked", "acknowledgement asked"));
   }
+  if (m.ack_required && m.due) {
+    li.appendChild(span("due", "due " + m.due));
+  }
   if (m.reply_to) {
     li.appendChild(span("reply", "reply to " + m.reply_to));
   }
@@ -162,7 +165,7 @@ function live(list) {
       // The message it takes back loses its text and files at once.
       const gone = list.querySelector('[data-ref="' + CSS.escape(m.retracts) + '"]');
       if (gone) {
-        for (const part of gone.querySelectorAll(".text, .files, form.action, .flag.ask, .flag.asked")) {
+        for (const part of gone.querySelectorAll(".text, .files, form.action, .flag.ask, .flag.asked, .due")) {
           part.remove();
         }
         gone.appendChild(span("text retracted", "retracted by " + m.author + "@" + m.origin));

@@ -147,6 +147,15 @@ pub(super) async fn channel(
     Ok(page(&id.to_string(), &member, body))
 }
 
+/// The acknowledgement deadlines a post can set, ms and as shown.
+const DEADLINES: [(u64, &str); 5] = [
+    (600_000, "10 minutes"),
+    (1_800_000, "30 minutes"),
+    (3_600_000, "1 hour"),
+    (4 * 3_600_000, "4 hours"),
+    (24 * 3_600_000, "1 day"),
+];
+
 /// The form to post to the channel at `path` (with files, dropped or
 /// chosen, uploaded by the script before the post); `reply_to` makes it
 /// a reply.
@@ -166,6 +175,11 @@ fn post_form(path: &str, token: &str, reply_to: Option<&str>) -> Markup {
                     option value="flash" { "FLASH" }
                 }
                 label { input type="checkbox" name="ack" value="yes"; " ask every agency to acknowledge" }
+                label for="deadline" { "within" }
+                select #deadline name="deadline_ms" {
+                    option value="" { "no deadline" }
+                    @for (ms, shown) in DEADLINES { option value=(ms) { (shown) } }
+                }
             }
             div #drop {
                 label for="files" { "Photos, video or files (or drop them here)" }
@@ -230,6 +244,12 @@ fn message_item(
                 span.flag.ask { "ACK REQUIRED" }
             } @else if m.ack_required && m.retracted.is_none() {
                 span.flag.asked { "acknowledgement asked" }
+            }
+            @if m.ack_required && m.retracted.is_none() && m.ack_deadline_unix_ms > 0 {
+                span.due { "due " (super::when(m.ack_deadline_unix_ms)) }
+                @if m.needs_my_ack && crate::model::unix_ms() >= m.ack_deadline_unix_ms {
+                    span.flag.overdue { "OVERDUE" }
+                }
             }
             @if let Some(to) = &m.reply_to { span.reply { "reply to " (to.origin) "#" (to.seq) } }
             @if let Some(r) = &m.retracted {
@@ -408,6 +428,10 @@ pub(super) struct PostForm {
     priority: String,
     /// `yes`: ask every agency to acknowledge (FLASH asks anyway).
     ack: Option<String>,
+    /// By when, ms after posting (one of [`DEADLINES`]; empty: none). A
+    /// deadline asks for acknowledgement.
+    #[serde(default)]
+    deadline_ms: String,
     /// JSON: the files the script uploaded, `[{sha256, name, media_type}]`.
     #[serde(default)]
     attachments: String,
@@ -453,10 +477,21 @@ pub(super) async fn post_message(
             )
         })?
     };
+    let deadline_ms: u64 = match form.deadline_ms.trim() {
+        "" => 0,
+        given => given.parse().map_err(|_| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("deadline {given:?} is not a number of milliseconds"),
+            )
+        })?,
+    };
+    let asked = form.ack.is_some_and(|a| a == "yes") || deadline_ms > 0;
     let req = proto::PostRequest {
         channel: id.to_string(),
         text: form.text,
         priority: priority as i32,
+        ack_deadline_ms: deadline_ms,
         attachments: attached
             .into_iter()
             .map(|a| proto::AttachmentRef {
@@ -466,16 +501,12 @@ pub(super) async fn post_message(
             })
             .collect(),
         reply_to: form.reply_to.unwrap_or_default(),
-        ack_required: form.ack.is_some_and(|a| a == "yes").then_some(true),
-        ..Default::default()
+        ack_required: asked.then_some(true),
     };
     crate::api::messaging::post(&console.api, &member, req).await?;
     Ok(secured(Redirect::to(&channel_path(&id)).into_response()))
 }
 
-/// Messages stored from now on, as server-sent events of JSON (`message`):
-/// the script adds each to the page. What reaches an open page counts as
-/// read.
 /// Where the newest page of the channel at `path`, whose last message is
 /// `last`, follows it live: from just after `last`, so that nothing
 /// committed between the page and its stream is missed (an empty page:
@@ -493,6 +524,10 @@ pub(super) struct EventsQuery {
     after: Option<String>,
 }
 
+/// Messages stored from now on (or after `?after=`, or after the
+/// `Last-Event-ID` a reconnecting browser sends), as server-sent events of
+/// JSON (`message`), each with its cursor as id: the script adds each to
+/// the page. What reaches an open page counts as read.
 pub(super) async fn events(
     State(console): State<Console>,
     Caller(member): Caller,
@@ -590,6 +625,7 @@ fn live_json(m: &proto::Message, path: &str, ahead: bool) -> serde_json::Value {
         "time": super::when(m.unix_ms),
         "retracted": m.retracted.is_some(), "ack_required": m.ack_required,
         "needs_my_ack": m.needs_my_ack, "files": files, "exercise": m.exercise,
+        "due": (m.ack_deadline_unix_ms > 0).then(|| super::when(m.ack_deadline_unix_ms)),
         "reply_to": m.reply_to.as_ref().map(|r| format!("{}#{}", r.origin, r.seq)),
         "acknowledges": m.acknowledges.as_ref().map(|r| format!("{}#{}", r.origin, r.seq)),
         "retracts": m.retracts.as_ref().map(|r| format!("{}#{}", r.origin, r.seq)),
