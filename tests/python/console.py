@@ -315,6 +315,17 @@ def main() -> None:
             {"name": "drone.webm", "mimeType": "video/webm", "buffer": webm}])
         page.evaluate(DROP, ["plan.html", "text/html", "<script>window.pwned=1</script>"])
         wait_uploads(page, 3)
+        # A name the post would be refused for is refused at once, before
+        # any byte is sent, and Post waits until the file is removed.
+        odd = police.new_page()
+        odd.goto(police_url + "/c/" + channel)
+        odd.wait_for_load_state("load")
+        odd.evaluate(DROP, ["\u202egnp.exe", "application/octet-stream", "x"])
+        odd.locator("#uploads li.failed").wait_for(timeout=10000)
+        why = odd.locator("#uploads li.failed").inner_text()
+        assert "control characters" in why, why
+        assert odd.locator("#post").is_disabled(), "Post allowed with a refused file"
+        odd.close()
         page.fill("#text", "Photo and drone video of the bridge")
         page.click("#post")
         sent = page.locator("li.message", has_text="Photo and drone video")

@@ -191,9 +191,11 @@ async function upload(f, token, row) {
   const note = row.querySelector(".note");
   note.textContent = "checking…";
   const sha256 = hex(await crypto.subtle.digest("SHA-256", await f.arrayBuffer()));
-  const status = await fetch("/upload?sha256=" + sha256);
+  const status = await fetch("/upload?sha256=" + sha256 + "&name=" + encodeURIComponent(f.name));
   if (!status.ok) {
-    throw new Error(await status.text());
+    const doc = new DOMParser().parseFromString(await status.text(), "text/html");
+    const why = doc.querySelector(".refusal");
+    throw new Error(why ? why.textContent : "refused (" + status.status + ")");
   }
   const held = await status.json();
   if (!held.complete) {

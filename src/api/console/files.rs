@@ -114,6 +114,8 @@ pub(super) fn attachment(path: &str, cursor: &str, a: &proto::Attachment) -> Mar
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct UploadQuery {
     sha256: String,
+    /// The name the post will give it: checked before any byte is sent.
+    name: Option<String>,
     #[serde(default)]
     size: u64,
     #[serde(default)]
@@ -136,6 +138,12 @@ pub(super) async fn upload_status(
     Caller(member): Caller,
     Query(query): Query<UploadQuery>,
 ) -> Result<Response, Refusal> {
+    // A name the post would be refused for is said now, not after the
+    // upload (the post checks it again).
+    if let Some(name) = &query.name {
+        crate::model::check_file_name(name)
+            .map_err(|why| Refusal::new(StatusCode::BAD_REQUEST, why))?;
+    }
     let request = proto::UploadStatusRequest {
         sha256: query.sha256,
     };
