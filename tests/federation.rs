@@ -453,8 +453,29 @@ async fn a_manual_peer_holds_an_offered_channel_until_accepted() {
         }
     })
     .await;
-    // Nothing of it is stored until accepted.
+    // Nothing of it is stored until accepted, and the sender's receipts
+    // say why the partner does not have what is posted meanwhile.
     assert!(texts(&mut b_op, &ch).await.is_empty());
+    let waiting = post(&mut a_op, &ch, "posted while offered").await;
+    let rescue_state = |cursor: String| {
+        let (mut a_op, ch) = (a_op.clone(), ch.clone());
+        async move {
+            let req = proto::ReceiptsRequest {
+                channel: ch,
+                cursor,
+            };
+            let r = a_op.receipts(req).await.ok()?.into_inner();
+            r.agencies
+                .into_iter()
+                .find(|x| x.org == "rescue.example")
+                .map(|x| x.state)
+        }
+    };
+    assert_eq!(
+        rescue_state(waiting.cursor.clone()).await.as_deref(),
+        Some("offered"),
+        "a partner whose operator has not accepted the channel"
+    );
     let refused = b_op
         .post(proto::PostRequest {
             channel: ch.clone(),
@@ -473,8 +494,14 @@ async fn a_manual_peer_holds_an_offered_channel_until_accepted() {
         })
         .await
         .unwrap();
-    let history = converged(&[&a, &b], &ch, 2).await;
+    let history = converged(&[&a, &b], &ch, 3).await;
     assert_eq!(history[0].2, "posted before sharing");
+    eventually("the receipt to say delivered once accepted", || async {
+        rescue_state(waiting.cursor.clone())
+            .await
+            .filter(|s| s == "delivered")
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }

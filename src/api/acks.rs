@@ -427,6 +427,10 @@ pub(super) fn receipts(
             receipt.state = "removed".into();
         } else if link.is_none() {
             receipt.state = "not linked".into();
+        } else if matches!(link, Some(LinkState::Connected)) && !store.stated(&id, &record.id)? {
+            // Connected, and its node states nothing of the channel: it has
+            // not taken it (its operator accepts it, where its policy asks).
+            receipt.state = "offered".into();
         } else {
             receipt.state = "waiting".into();
             receipt.waiting_ms = now.saturating_sub(at.hlc.unix_ms());

@@ -298,6 +298,9 @@ pub(crate) fn receipt(a: &proto::AgencyReceipt, as_json: bool) -> String {
             printable(&a.link)
         ),
         "not linked" => "not linked from here: the channel's home relays to it".to_owned(),
+        "offered" => "offered: its node has not taken the channel yet (its operator accepts it \
+                      with samband channel accept)"
+            .to_owned(),
         "removed" => "removed (or the incident closed) before this node learned that it held it; \
              nothing more reaches it"
             .to_owned(),

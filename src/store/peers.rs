@@ -119,6 +119,15 @@ impl Store {
         };
         decode_vector(&key, &v)
     }
+
+    /// Whether `peer` ever stated what it holds of `channel` (in a hello or
+    /// progress), even nothing: whether it took the channel.
+    pub fn stated(&self, peer: &OrgId, channel: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .cursors
+            .get(&keys::cursor_key(peer, channel))?
+            .is_some())
+    }
 }
 
 /// A channel's version vector as stored (a `ChannelVector`).

@@ -342,6 +342,7 @@ pub(super) async fn message(
                             (r.state)
                             @if r.state == "refused" { ": " (r.reason) }
                             @if r.state == "waiting" && !r.link.is_empty() { " (link " (r.link) ")" }
+                            @if r.state == "offered" { ": its operator has not accepted the channel yet" }
                             @if r.state == "removed" { ": removed (or the incident closed) before this node learned that it held it" }
                             @if r.overdue { " " span.flag { "OVERDUE" } }
                             @if r.retraction_applied { " (retraction applied)" }
