@@ -430,6 +430,25 @@ def main() -> None:
             assert time.monotonic() < deadline, row.inner_text()
             time.sleep(0.3)
             ops.reload()
+        # On a phone, the operator's tables stack: every button in reach
+        # without scrolling sideways.
+        admin = pathlib.Path(os.environ["REGION_ADMIN"])
+        handheld = browser.new_context(
+            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+            client_certificates=[{
+                "origin": region_url,
+                "certPath": str(admin / "cert.pem"),
+                "keyPath": str(admin / "key.pem"),
+            }])
+        small_ops = handheld.new_page()
+        small_ops.goto(region_url + "/admin")
+        assert fits(small_ops), "the operations page is wider than a phone"
+        buttons = small_ops.locator("table button")
+        assert buttons.count() > 0
+        for i in range(buttons.count()):
+            box = buttons.nth(i).bounding_box()
+            assert box is not None and box["x"] + box["width"] <= 390, (i, box)
+        handheld.close()
         # The operator revokes a member, confirming first; the member's
         # browser is refused from then on.
         member = context(browser, region_url, pathlib.Path(os.environ["REGION_MEMBER"]))

@@ -41,16 +41,16 @@ pub(super) async fn overview(
         p { a href="/admin/audit" { "Audit log" } }
         h2 { "Partners" }
         @if peers.is_empty() { p { "No partners yet: samband peer add." } }
-        table.partners {
+        table.partners.stack {
             thead { tr { th { "Agency" } th { "Link" } th { "Last error" } th { "Lag (messages)" } } }
             tbody {
                 @for peer in &peers {
                     @let link = peer.link.clone().unwrap_or_default();
                     tr data-org=(peer.org) {
-                        td { (peer.org) }
-                        td.link { (link.state) }
-                        td { (link.last_error) }
-                        td {
+                        td data-label="Agency" { (peer.org) }
+                        td.link data-label="Link" { (link.state) }
+                        td data-label="Last error" { (link.last_error) }
+                        td data-label="Lag (messages)" {
                             @for lag in &link.lag { (lag.channel) ": " (lag.messages) br; }
                         }
                     }
@@ -58,15 +58,15 @@ pub(super) async fn overview(
             }
         }
         h2 { "Channels" }
-        table.channels {
+        table.channels.stack {
             thead { tr { th { "Channel" } th { "State" } th { "Shared with" } th {} } }
             tbody {
                 @for record in &records {
                     @let shown = crate::api::messaging::channel_message(record.clone());
                     tr data-channel=(shown.id) {
-                        td { (shown.id) }
-                        td.state { (shown.state) }
-                        td { (shown.participants.join(", ")) }
+                        td data-label="Channel" { (shown.id) }
+                        td.state data-label="State" { (shown.state) }
+                        td data-label="Shared with" { (shown.participants.join(", ")) }
                         td {
                             @if shown.state == "pending" {
                                 form method="post" action="/admin/accept" data-confirm=(format!("Accept {} from {}? Its messages will be stored here and shown to every member.", shown.id, shown.home)) {
@@ -81,16 +81,16 @@ pub(super) async fn overview(
             }
         }
         h2 { "Members" }
-        table.members {
+        table.members.stack {
             thead { tr { th { "Member" } th { "Role" } th { "Certificate until" } th { "State" } th {} } }
             tbody {
                 @for m in &issued {
                     @let is_revoked = revoked.contains(&m.info.serial);
                     tr data-member=(m.member) {
-                        td { (m.member) }
-                        td { (m.role) }
-                        td { (crate::model::rfc3339(m.info.not_after)) }
-                        td.state { @if is_revoked { "revoked" } @else { "active" } }
+                        td data-label="Member" { (m.member) }
+                        td data-label="Role" { (m.role) }
+                        td data-label="Certificate until" { (crate::model::rfc3339(m.info.not_after)) }
+                        td.state data-label="State" { @if is_revoked { "revoked" } @else { "active" } }
                         td {
                             @if !is_revoked && m.member != crate::layout::OPERATOR_NAME {
                                 form method="post" action="/admin/revoke" data-confirm=(revoke_question(&m.member, &member)) {
@@ -228,15 +228,15 @@ pub(super) async fn audit(
             }
             @if before.is_some() { " " a.newest href="/admin/audit" { "Newest entries" } }
         }
-        table.audit {
+        table.audit.stack {
             thead { tr { th { "#" } th { "When" } th { "Event" } th { "Details" } } }
             tbody {
                 @for e in verified.page.iter().rev() {
                     tr data-seq=(e.seq) {
-                        td { (e.seq) }
-                        td { (e.at) }
-                        td { (e.event) }
-                        td { @for (k, v) in &e.details { (k) "=" (v) " " } }
+                        td data-label="#" { (e.seq) }
+                        td data-label="When" { (e.at) }
+                        td data-label="Event" { (e.event) }
+                        td data-label="Details" { @for (k, v) in &e.details { (k) "=" (v) " " } }
                     }
                 }
             }
