@@ -59,6 +59,9 @@ struct Frame {
     north: f64,
     scale_x: f64,
     scale_y: f64,
+    /// Where the drawing starts, px from the left and top.
+    left: f64,
+    top: f64,
 }
 
 impl Frame {
@@ -74,18 +77,26 @@ impl Frame {
         let span_x = ((east - west) * squeeze).max(1e-4);
         let span_y = (north - south).max(1e-4);
         let scale = ((WIDTH - 2.0 * MARGIN) / span_x).min((HEIGHT - 2.0 * MARGIN) / span_y);
+        // What the entries cover, centred (a single point in the middle,
+        // not in a corner).
+        let (drawn_x, drawn_y) = (
+            ((east - west) * squeeze * scale).max(0.0),
+            ((north - south) * scale).max(0.0),
+        );
         Self {
             west,
             north,
             scale_x: scale * squeeze,
             scale_y: scale,
+            left: MARGIN + ((WIDTH - 2.0 * MARGIN) - drawn_x).max(0.0) / 2.0,
+            top: MARGIN + ((HEIGHT - 2.0 * MARGIN) - drawn_y).max(0.0) / 2.0,
         }
     }
 
     fn xy(&self, (lon, lat): (f64, f64)) -> (f64, f64) {
         (
-            MARGIN + (lon - self.west) * self.scale_x,
-            MARGIN + (self.north - lat) * self.scale_y,
+            self.left + (lon - self.west) * self.scale_x,
+            self.top + (self.north - lat) * self.scale_y,
         )
     }
 
@@ -98,6 +109,16 @@ impl Frame {
             })
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+/// An entry's key written at `at` (a line's or ring's first position).
+fn name_at(frame: &Frame, at: Option<&geojson::Position>, label: &str) -> Markup {
+    html! {
+        @if let Some(p) = at.filter(|p| p.len() >= 2) {
+            @let (x, y) = frame.xy((p[0], p[1]));
+            text x=(format!("{:.1}", x + 4.0)) y=(format!("{:.1}", y - 4.0)) font-size="11" { (label) }
+        }
     }
 }
 
@@ -117,6 +138,7 @@ fn shapes(frame: &Frame, g: &geojson::GeometryValue, colour: &str, label: &str) 
             V::MultiPoint { coordinates } => { @for p in coordinates { (dot(p)) } },
             V::LineString { coordinates } => {
                 polyline points=(frame.points(coordinates)) fill="none" stroke=(colour) stroke-width="3" {}
+                (name_at(frame, coordinates.first(), label))
             },
             V::MultiLineString { coordinates } => {
                 @for l in coordinates {
@@ -127,6 +149,7 @@ fn shapes(frame: &Frame, g: &geojson::GeometryValue, colour: &str, label: &str) 
                 @for ring in coordinates {
                     polygon points=(frame.points(ring)) fill=(colour) fill-opacity="0.25" stroke=(colour) stroke-width="2" {}
                 }
+                (name_at(frame, coordinates.first().and_then(|r| r.first()), label))
             },
             V::MultiPolygon { coordinates } => {
                 @for ring in coordinates.iter().flatten() {
@@ -264,4 +287,32 @@ pub(super) async fn incident(
         }
     };
     Ok(page(&format!("Incident {}", info.name), &member, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Frame, HEIGHT, MARGIN, WIDTH};
+
+    #[test]
+    fn the_plot_centres_what_it_draws_and_keeps_it_inside() {
+        // One point: in the middle, not in a corner.
+        let one = Frame::around(&[(18.07, 59.33)]);
+        let (x, y) = one.xy((18.07, 59.33));
+        assert!(
+            (x - WIDTH / 2.0).abs() < 0.5 && (y - HEIGHT / 2.0).abs() < 0.5,
+            "{x},{y}"
+        );
+        // A wide area fills the width and is centred in the height; north
+        // is up.
+        let area = [(18.0, 59.3), (18.4, 59.3), (18.4, 59.35), (18.0, 59.35)];
+        let frame = Frame::around(&area);
+        let (west, north) = frame.xy((18.0, 59.35));
+        let (east, south) = frame.xy((18.4, 59.3));
+        assert!((west - MARGIN).abs() < 0.5 && (east - (WIDTH - MARGIN)).abs() < 0.5);
+        assert!(north < south, "north is up");
+        assert!(
+            ((north - MARGIN) - (HEIGHT - MARGIN - south)).abs() < 0.5,
+            "centred"
+        );
+    }
 }
