@@ -330,6 +330,9 @@ def main() -> None:
         page.click("#post")
         sent = page.locator("li.message", has_text="Photo and drone video")
         sent.wait_for()
+        # Named in the order they were chosen, however the uploads ended.
+        names = sent.locator("figure.file figcaption a").all_inner_texts()
+        assert names == ["bridge.png", "drone.webm", "plan.html"], names
         # At rescue, once the files have come across, on the page open all
         # along (no reload: it shows a file once it arrives): the photo
         # shown, the video playable, the HTML only a download.

@@ -245,7 +245,10 @@ function compose(form) {
   const list = form.querySelector("#uploads");
   const attachments = form.querySelector("#attachments");
   const post = form.querySelector("#post");
+  // Uploaded files by the order they were chosen in (uploads end in any
+  // order); the post names them in that order.
   const ready = [];
+  let chosenSoFar = 0;
   let pending = 0;
   // Post waits for every upload, and is blocked while one failed: a
   // message must not go without a file its author chose.
@@ -254,6 +257,7 @@ function compose(form) {
   };
   const add = (files) => {
     for (const f of files) {
+      const place = chosenSoFar++;
       const row = document.createElement("li");
       row.appendChild(span("name", f.name));
       row.appendChild(document.createElement("progress"));
@@ -263,12 +267,15 @@ function compose(form) {
       post.disabled = true;
       upload(f, token, row)
         .then((named) => {
-          ready.push(named);
-          attachments.value = JSON.stringify(ready);
+          ready[place] = named;
+          attachments.value = JSON.stringify(ready.filter((r) => r));
         })
         .catch((e) => {
           row.classList.add("failed");
           row.querySelector(".note").textContent = e.message;
+          // The bar stops where the upload did.
+          row.querySelector("progress").removeAttribute("value");
+          row.querySelector("progress").hidden = true;
           const drop = document.createElement("button");
           drop.type = "button";
           drop.textContent = "Remove";
