@@ -631,6 +631,52 @@ fn every_field_of_a_received_envelope_is_checked() {
     assert!(reason.to_string().contains("origin_seq is 0"), "{reason}");
 }
 
+#[test]
+fn a_message_was_shared_with_whoever_was_in_when_it_was_written() {
+    let participant = |org: &str, active: bool, removed_at: u64| Participant {
+        org: org.into(),
+        active,
+        removed_at,
+        ..Default::default()
+    };
+    let record = ChannelRecord {
+        home: "a.example".into(),
+        participants: vec![
+            participant("b.example", true, 0),
+            // Removed by the home's roster #5 (stamped 500) and #9 (900).
+            participant("c.example", false, 5),
+            participant("d.example", false, 9),
+            // Removed by a roster this node does not hold.
+            participant("e.example", false, 12),
+        ],
+        ..Default::default()
+    };
+    let stamp = |p: &Participant| match p.removed_at {
+        5 => Some(500),
+        9 => Some(900),
+        _ => None,
+    };
+    assert_eq!(
+        agencies_of_message(&record, 700, stamp),
+        ["a.example", "b.example", "d.example"],
+        "c was out before the message, d only after it"
+    );
+    assert_eq!(
+        agencies_of_message(&record, 100, stamp),
+        ["a.example", "b.example", "c.example", "d.example"]
+    );
+    let all = agencies_of_message(&record, 100, stamp);
+    assert_eq!(
+        expected_to_acknowledge(&all, "a.example"),
+        ["b.example", "c.example", "d.example"]
+    );
+    // In a channel of the origin's alone, its own members are asked.
+    assert_eq!(
+        expected_to_acknowledge(&["a.example".to_owned()], "a.example"),
+        ["a.example"]
+    );
+}
+
 // Property test of the replication decisions: 3–5 orgs sharing one
 // channel over a random topology, with random posts, pushes that drop,
 // duplicate, reverse or cut short what they carry, links that restart
