@@ -138,6 +138,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
         common::post(&mut op, &ch, &format!("log line {i}")).await;
     }
     let chief = region.bundle("chief", Role::Admin);
+    let police_chief = police.bundle("chief", Role::Admin);
     // A region member whom the region's operator revokes in the console.
     let dana = region.bundle("dana", Role::Member);
     let (alice, bo) = (
@@ -179,6 +180,7 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
         .env("POLICE_P12", &p12)
         .env("REGION_URL", &region_url)
         .env("REGION_ADMIN", &chief.dir)
+        .env("POLICE_ADMIN", &police_chief.dir)
         .env("REGION_MEMBER", &dana.dir)
         .env("DRILL", &drill_id)
         .env("PICTURE_READY", &ready)
@@ -213,6 +215,12 @@ async fn a_member_uses_the_console_in_a_browser_and_a_partner_sees_it_live() {
             .any(|e| e.event == "member.revoked"
                 && e.details.get("member").is_some_and(|m| m == "dana")),
         "the revocation is audited"
+    );
+    let police_log = common::audit_log(&mut police.admin().await).await;
+    assert!(
+        police_log.iter().any(|e| e.event == "incident.closed"
+            && e.details.get("actor").is_some_and(|a| a == "member:chief")),
+        "the close in the console is audited with who closed it"
     );
     // The photo posted in the browser reached rescue's node whole.
     let history = common::all_history(&mut op.clone(), &ch).await;

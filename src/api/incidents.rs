@@ -494,6 +494,44 @@ impl Incidents {
     }
 }
 
+/// Closes this org's incident `given` (its own name, or home/name) for
+/// `actor` (an admin: the caller checks), all its channels in one writer
+/// round, and tells the partners: every participant's copy becomes
+/// read-only. PERMISSION_DENIED for another org's incident,
+/// FAILED_PRECONDITION when it is closed already.
+pub(crate) async fn close(
+    shared: &ApiContext,
+    fed: &Federation,
+    actor: Actor,
+    given: &str,
+) -> Result<proto::IncidentInfo, ApiError> {
+    let held = incident_named(shared, given)?;
+    let name = held.name().to_owned();
+    if held.stated.home != shared.org.as_str() {
+        return Err(ApiError::PermissionDenied(format!(
+            "incident {}/{name} is run by {}; only its home closes it",
+            held.stated.home, held.stated.home
+        )));
+    }
+    let channels: Vec<ChannelId> = held.held().map(|(id, _)| id.clone()).collect();
+    let change = RosterChange::CloseIncident {
+        at_unix_ms: unix_ms(),
+    };
+    shared
+        .writer
+        .rosters(channels, change, actor)
+        .await
+        .map_err(|e| match e {
+            crate::engine::WriteError::AlreadyClosed(_) => {
+                ApiError::FailedPrecondition(format!("incident {name} is closed already"))
+            }
+            other => other.into(),
+        })?;
+    fed.rehello();
+    tracing::info!(incident = %name, "incident closed");
+    Ok(held_info(&held_incident(shared, &name)?, unix_ms()))
+}
+
 #[tonic::async_trait]
 impl incidents_server::Incidents for Incidents {
     async fn open_incident(
@@ -562,32 +600,10 @@ impl incidents_server::Incidents for Incidents {
         request: Request<proto::CloseIncidentRequest>,
     ) -> Result<Response<proto::IncidentInfo>, Status> {
         let (_, actor) = self.operator(&request)?;
-        let held = incident_named(&self.shared, &request.get_ref().incident)?;
-        let name = held.name().to_owned();
-        if held.stated.home != self.shared.org.as_str() {
-            return Err(ApiError::PermissionDenied(format!(
-                "incident {}/{name} is run by {}; only its home closes it",
-                held.stated.home, held.stated.home
-            ))
-            .into());
-        }
-        let channels: Vec<ChannelId> = held.held().map(|(id, _)| id.clone()).collect();
-        let change = RosterChange::CloseIncident {
-            at_unix_ms: unix_ms(),
-        };
-        self.shared
-            .writer
-            .rosters(channels, change, actor)
-            .await
-            .map_err(|e| match e {
-                crate::engine::WriteError::AlreadyClosed(_) => {
-                    ApiError::FailedPrecondition(format!("incident {name} is closed already"))
-                }
-                other => other.into(),
-            })?;
-        self.fed.rehello();
-        tracing::info!(incident = %name, "incident closed");
-        Ok(Response::new(self.info_now(&name)?))
+        let given = &request.get_ref().incident;
+        Ok(Response::new(
+            close(&self.shared, &self.fed, actor, given).await?,
+        ))
     }
 
     async fn list_incidents(

@@ -521,6 +521,44 @@ def main() -> None:
         small.keyboard.press("Enter")
         small.wait_for_selector("li.message.urgent >> text=Ambulance 3 at the bridge")
         small.screenshot(path=str(shots / "phone.png"), full_page=False)
+
+        # Police's admin closes the exercise incident from its page,
+        # confirming first; a member is offered no such button, and the
+        # partner's page shows it closed.
+        incident_page = "/i/" + drill
+        member_view = police.new_page()
+        member_view.goto(police_url + incident_page)
+        assert member_view.get_by_role("button", name="Close the incident").count() == 0
+        by_member = police.request.post(
+            police_url + incident_page + "/close", form={"token": token}, max_redirects=0)
+        assert by_member.status == 403, by_member.status
+        police_chief = context(browser, police_url, pathlib.Path(os.environ["POLICE_ADMIN"]))
+        closing = police_chief.new_page()
+        closing.on("dialog", lambda dialog: dialog.accept())
+        closing.goto(police_url + incident_page)
+        close_token = closing.get_attribute("form[action$='/close'] input[name=token]", "value")
+        forged = police_chief.request.post(
+            police_url + incident_page + "/close",
+            form={"token": close_token},
+            headers={"Sec-Fetch-Site": "cross-site"},
+            max_redirects=0,
+        )
+        assert forged.status == 403, forged.status
+        closing.reload()
+        assert closing.locator("p.incident-state .state").inner_text() == "active"
+        closing.get_by_role("button", name="Close the incident").click()
+        closing.wait_for_url(police_url + incident_page)
+        assert closing.locator("p.incident-state .state").inner_text() == "closed", \
+            closing.locator("p.incident-state").inner_text()
+        assert closing.get_by_role("button", name="Close the incident").count() == 0
+        partner = rescue.new_page()
+        deadline = time.monotonic() + 20
+        while True:
+            partner.goto(rescue_url + incident_page)
+            if partner.locator("p.incident-state .state").inner_text() == "closed":
+                break
+            assert time.monotonic() < deadline, partner.locator("p.incident-state").inner_text()
+            time.sleep(0.3)
         browser.close()
     print(json.dumps(figures))
     print("console ok")

@@ -2,13 +2,19 @@
 //! its situational picture as a list and as a plot drawn from the entries'
 //! geometry alone (an SVG of the coordinates: no map tiles, nothing from
 //! outside). The page's script redraws the picture when the channel's
-//! live stream brings an entry.
+//! live stream brings an entry. An admin of the incident's home closes it
+//! here, as `samband incident close` does.
 
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::{Form, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
-use super::{Caller, Console, Refusal, channel_path, existing, page};
+use super::{
+    Caller, Console, Refusal, channel_path, existing, from_own_page, operator, page, secured,
+};
+use crate::audit::Actor;
+use crate::model::Role;
 use crate::rules::picture::Stated;
 
 /// The plot's size, in SVG user units.
@@ -256,6 +262,13 @@ pub(super) async fn incident(
             @if info.closed_unix_ms > 0 { " · closed " (super::when(info.closed_unix_ms)) }
         }
         p { "Agencies: " (info.participants.join(", ")) }
+        @if member.role == Role::Admin && info.home == api.org.as_str() && info.state == "active" {
+            form.action method="post" action=(format!("{}/close", incident_path(&id)))
+                data-confirm=(format!("Close incident {}? Every agency's copy of its channels becomes read-only, with what it received kept; nothing new flows.", info.name)) {
+                input type="hidden" name="token" value=(console.token(&member));
+                button type="submit" { "Close the incident" }
+            }
+        }
         @let held_here: Vec<_> = held.held().collect();
         @match held_here.as_slice() {
             [(only, _)] if info.channels.len() == 1 => {
@@ -287,6 +300,31 @@ pub(super) async fn incident(
         }
     };
     Ok(page(&format!("Incident {}", info.name), &member, body))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct CloseForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// Closes the incident the channel `home/name` runs, as `samband incident
+/// close` does (audited as `incident.closed`); back to its page.
+pub(super) async fn close(
+    State(console): State<Console>,
+    Caller(member): Caller,
+    Path((home, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(form): Form<CloseForm>,
+) -> Result<Response, Refusal> {
+    operator(&member)?;
+    from_own_page(&console, &member, &headers, &form.token)?;
+    let id = existing(&console.api, &home, &name)?;
+    let held = crate::api::incidents::incident_of_channel(&console.api, &id)?;
+    let incident = crate::api::incidents::held_info(&held, crate::model::unix_ms()).id;
+    let actor = Actor::Member(member.name.to_string());
+    crate::api::incidents::close(&console.api, &console.fed, actor, &incident).await?;
+    Ok(secured(Redirect::to(&incident_path(&id)).into_response()))
 }
 
 #[cfg(test)]

@@ -114,6 +114,7 @@ pub(crate) fn router(api: Arc<ApiContext>, fed: Arc<Federation>) -> Result<Route
         .route("/c/{home}/{name}/f/{cursor}/{sha256}", get(files::download))
         .route("/upload", get(files::upload_status).post(files::upload))
         .route("/i/{home}/{name}", get(incidents::incident))
+        .route("/i/{home}/{name}/close", post(incidents::close))
         .route("/admin", get(operators::overview))
         .route("/admin/accept", post(operators::accept))
         .route("/admin/revoke", post(operators::revoke))
