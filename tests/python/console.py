@@ -19,7 +19,9 @@ import zlib
 from playwright.sync_api import sync_playwright
 
 
-def context(browser, url, bundle, p12=None):
+def context(browser, url, bundle, p12=None, phone=False):
+    """A browser context presenting `bundle`'s certificate (or the p12
+    file) to `url`; `phone`: a phone-sized touch screen."""
     certs = []
     if p12 is not None:
         certs = [{"origin": url, "pfxPath": p12[0], "passphrase": p12[1]}]
@@ -29,7 +31,8 @@ def context(browser, url, bundle, p12=None):
             "certPath": str(bundle / "cert.pem"),
             "keyPath": str(bundle / "key.pem"),
         }]
-    return browser.new_context(client_certificates=certs)
+    screen = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+    return browser.new_context(client_certificates=certs, **(screen if phone else {}))
 
 
 def png(width, height, rgb):
@@ -435,14 +438,8 @@ def main() -> None:
             ops.reload()
         # On a phone, the operator's tables stack: every button in reach
         # without scrolling sideways.
-        admin = pathlib.Path(os.environ["REGION_ADMIN"])
-        handheld = browser.new_context(
-            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-            client_certificates=[{
-                "origin": region_url,
-                "certPath": str(admin / "cert.pem"),
-                "keyPath": str(admin / "key.pem"),
-            }])
+        handheld = context(
+            browser, region_url, pathlib.Path(os.environ["REGION_ADMIN"]), phone=True)
         small_ops = handheld.new_page()
         small_ops.goto(region_url + "/admin")
         assert fits(small_ops), "the operations page is wider than a phone"
@@ -489,13 +486,7 @@ def main() -> None:
             assert refused, f"a browser with {bundle} got in"
         # On a phone-sized screen, by keyboard alone: rescue's member reads
         # the list, opens the channel and posts, never touching a mouse.
-        phone = browser.new_context(
-            viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-            client_certificates=[{
-                "origin": rescue_url,
-                "certPath": str(rescue_bundle / "cert.pem"),
-                "keyPath": str(rescue_bundle / "key.pem"),
-            }])
+        phone = context(browser, rescue_url, rescue_bundle, phone=True)
         small = phone.new_page()
         small.goto(rescue_url + "/")
         assert fits(small), "the channel list is wider than a phone"
