@@ -14,8 +14,9 @@
 //! May use: `model`, `proto`, `rules`, `store`, `engine`, `federation`
 //! (through [`ApiContext`] and the link states).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use super::messaging::Standing;
 use super::{ApiContext, ApiError};
 use crate::engine::{Content, NewPost};
 use crate::federation::{Federation, LinkState};
@@ -125,10 +126,14 @@ fn shown_ref(api: &ApiContext, channel: &ChannelId, id: MessageId) -> proto::Mes
 /// retractions, for the member `me`: the message it answers, acknowledges
 /// or retracts, who retracted it, whether it asks for acknowledgement and
 /// by when, and whether `me` is still asked.
+/// `record` is the message's channel's and `removals` its [`Removals`],
+/// both read once for a page of messages.
 pub(super) fn show(
     api: &ApiContext,
     stored: &Stored,
     post: Option<&PostBody>,
+    record: Option<&proto::ChannelRecord>,
+    removals: &Removals,
     me: &Member,
     message: &mut proto::Message,
 ) {
@@ -175,20 +180,15 @@ pub(super) fn show(
         // Asked of the agencies expected to answer (not the author's own
         // when the channel is shared: the order goes to the partners), and
         // only while the channel takes acknowledgements.
-        let asked = api
-            .store
-            .channel(&channel)
-            .ok()
-            .flatten()
-            .is_some_and(|record| {
-                takes_posts(&record, unix_ms())
-                    && rules::expected_to_acknowledge(
-                        &agencies_of(api, &channel, &record, stored.cursor.hlc),
-                        stored.cursor.origin.as_str(),
-                    )
-                    .iter()
-                    .any(|org| org == me.org.as_str())
-            });
+        let asked = record.is_some_and(|record| {
+            Standing::of(record, unix_ms()).takes_posts()
+                && rules::expected_to_acknowledge(
+                    &removals.shared_with(record, stored.cursor.hlc),
+                    stored.cursor.origin.as_str(),
+                )
+                .iter()
+                .any(|org| org == me.org.as_str())
+        });
         message.needs_my_ack = asked
             && !mine
             && !api
@@ -200,28 +200,38 @@ pub(super) fn show(
     }
 }
 
-/// The agencies the message stamped `stamped` in `channel` was shared
-/// with (`rules::agencies_of_message`), reading the home's rosters that
-/// removed anyone.
-fn agencies_of(
-    api: &ApiContext,
-    channel: &ChannelId,
-    record: &proto::ChannelRecord,
-    stamped: Hlc,
-) -> Vec<String> {
-    let home = OrgId::parse(&record.home).ok();
-    rules::agencies_of_message(record, stamped.0, |p| {
-        let roster = api.store.envelope(channel, home.as_ref()?, p.removed_at);
-        roster.ok().flatten().map(|e| e.hlc)
-    })
-}
+/// When the home's rosters that removed a channel's former participants
+/// were stamped (hlc, by org): what `rules::agencies_of_message` asks of
+/// each message, read once per page or channel rather than per message.
+/// An org whose removal roster this node does not hold is not in it.
+#[derive(Debug, Default)]
+pub(super) struct Removals(HashMap<String, u64>);
 
-/// Whether the channel of `record` takes posts and acknowledgements at
-/// `now_unix_ms` (not offered, archived or over).
-fn takes_posts(record: &proto::ChannelRecord, now_unix_ms: u64) -> bool {
-    super::messaging::Standing::of(record, now_unix_ms)
-        .read_only()
-        .is_none()
+impl Removals {
+    /// The removals of the channel `channel` of `record`: one envelope
+    /// read per removed participant.
+    pub(super) fn of(api: &ApiContext, channel: &ChannelId, record: &proto::ChannelRecord) -> Self {
+        let Ok(home) = OrgId::parse(&record.home) else {
+            return Self::default();
+        };
+        Self(
+            record
+                .participants
+                .iter()
+                .filter(|p| !p.active)
+                .filter_map(|p| {
+                    let roster = api.store.envelope(channel, &home, p.removed_at).ok()??;
+                    Some((p.org.clone(), roster.hlc))
+                })
+                .collect(),
+        )
+    }
+
+    /// The agencies a message stamped `stamped` in the channel of `record`
+    /// was shared with (`rules::agencies_of_message`).
+    fn shared_with(&self, record: &proto::ChannelRecord, stamped: Hlc) -> Vec<String> {
+        rules::agencies_of_message(record, stamped.0, |p| self.0.get(&p.org).copied())
+    }
 }
 
 /// When acknowledgements of a message stamped `hlc` are due (0: no deadline).
@@ -357,7 +367,7 @@ pub(super) fn receipts(
     let env = readable(api, channel, at)?;
     let ack = rules::post_of(&env).and_then(|p| p.ack);
     let due = ack.as_ref().map_or(0, |a| due(at.hlc, a));
-    let shared_with = agencies_of(api, channel, &record, at.hlc);
+    let shared_with = Removals::of(api, channel, &record).shared_with(&record, at.hlc);
     let expected = rules::expected_to_acknowledge(&shared_with, at.origin.as_str());
     let acks = store.acks(channel, &at.origin, at.seq)?;
     let retraction = store.retraction(channel, &at.origin, at.seq)?;
@@ -455,9 +465,14 @@ pub(super) fn overdue(
     for channel in channels {
         // A channel that takes no acknowledgement any more has nothing to
         // chase; its receipts still say who was late.
-        let Some(record) = api.store.channel(channel)?.filter(|r| takes_posts(r, now)) else {
+        let Some(record) = api
+            .store
+            .channel(channel)?
+            .filter(|r| Standing::of(r, now).takes_posts())
+        else {
             continue;
         };
+        let removals = Removals::of(api, channel, &record);
         for (due, origin, seq) in api.store.due_before(channel, now)? {
             let Some(env) = api.store.envelope(channel, &origin, seq)? else {
                 continue;
@@ -469,7 +484,7 @@ pub(super) fn overdue(
                 .filter(|a| !(a.org == origin && a.member == env.author))
                 .map(|a| a.org)
                 .collect();
-            let shared_with = agencies_of(api, channel, &record, Hlc(env.hlc));
+            let shared_with = removals.shared_with(&record, Hlc(env.hlc));
             let late: Vec<String> = rules::expected_to_acknowledge(&shared_with, origin.as_str())
                 .into_iter()
                 .filter(|org| rules::overdue(due, now, acked.iter().any(|a| a.as_str() == org)))

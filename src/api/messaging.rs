@@ -57,20 +57,25 @@ pub(super) fn shown<'a>(
 ) -> Result<Vec<proto::Message>, ApiError> {
     let pinned = pinned(api)?;
     let record = api.store.channel(channel)?;
+    let removals = record.as_ref().map_or_else(Default::default, |r| {
+        super::acks::Removals::of(api, channel, r)
+    });
     Ok(stored
         .into_iter()
-        .map(|s| message(s, api, &pinned, record.as_ref(), me))
+        .map(|s| message(s, api, &pinned, record.as_ref(), &removals, me))
         .collect())
 }
 
 /// The wire form of a stored message; `pinned` says how its origin's key
-/// is known, `record` (its channel's) whether it is an exercise's, `api`
-/// which partners refused it.
+/// is known, `record` (its channel's) whether it is an exercise's and with
+/// `removals` who is asked to acknowledge it, `api` which partners refused
+/// it.
 fn message(
     stored: &Stored,
     api: &ApiContext,
     pinned: &Pinned,
     record: Option<&proto::ChannelRecord>,
+    removals: &super::acks::Removals,
     me: &Member,
 ) -> proto::Message {
     let local = &api.org;
@@ -136,7 +141,15 @@ fn message(
             .collect(),
         ..Default::default()
     };
-    super::acks::show(api, stored, post.as_ref(), me, &mut message);
+    super::acks::show(
+        api,
+        stored,
+        post.as_ref(),
+        record,
+        removals,
+        me,
+        &mut message,
+    );
     message
 }
 
@@ -243,6 +256,11 @@ impl Standing {
             Self::Shared => "shared",
             Self::Internal => "internal",
         }
+    }
+
+    /// Whether the channel takes posts and acknowledgements.
+    pub(super) fn takes_posts(self) -> bool {
+        self.read_only().is_none()
     }
 
     /// Why nothing can be posted to the channel, or `None` when it takes
